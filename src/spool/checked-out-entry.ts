@@ -1,0 +1,90 @@
+import type { CheckoutRecord, SpoolCore } from "./core.js";
+import { DataFile } from "./data.js";
+
+export type FinishResult = { kind: "done" } | { kind: "lease_lost" };
+
+/**
+ * An entry this process holds: it has been renamed into its queue's .checkout directory
+ * and carries a lease. No other process using the spool interferes with it until the
+ * lease ends; after that, any action reports `lease_lost` and changes nothing.
+ */
+export class CheckedOutEntry<M, Q extends string> {
+  private current: M;
+
+  /** @internal */
+  constructor(
+    private readonly core: SpoolCore<M, Q>,
+    private readonly record: CheckoutRecord<M, Q>,
+  ) {
+    this.current = record.metadata;
+  }
+
+  get name(): string {
+    return this.record.name;
+  }
+  /** The queue it was checked out of. */
+  get queue(): Q {
+    return this.record.queue;
+  }
+  /** The metadata, as updated by `update`. */
+  get contents(): M {
+    return this.current;
+  }
+  /** Deliveries of this entry that ended without a save or remove. */
+  get attempts(): number {
+    return this.record.attempts;
+  }
+  /** Lease deadline, ms since the epoch. */
+  get leaseUntil(): number {
+    return this.record.leaseUntil;
+  }
+  get path(): string {
+    return this.core.layout.checkoutFile(this.core.dirname(this.queue), this.name);
+  }
+
+  /** Replace the metadata that the next `save` writes. */
+  update(f: (metadata: M) => M): this {
+    this.current = f(this.current);
+    return this;
+  }
+
+  dataFile(): DataFile {
+    const l = this.core.layout;
+    return new DataFile(l.dataFile(this.name), this.core.throttle, l.tmpFile(this.name, "data"));
+  }
+
+  /** True while the lease is ours. */
+  held(): Promise<boolean> {
+    return this.core.holds(this.record);
+  }
+
+  /** Push the deadline to now + `leaseMs`. */
+  async extendLease(leaseMs: number): Promise<FinishResult> {
+    return (await this.core.extendLease(this.record, leaseMs)) ? DONE : LOST;
+  }
+
+  /** Atomically put the entry (with the current metadata) into `queue`. */
+  async save(queue: Q): Promise<FinishResult> {
+    const ok = await this.core.saveCheckout(this.record, queue, this.current, this.record.attempts);
+    return ok ? DONE : LOST;
+  }
+
+  /** Delete the entry: its metadata, its data, then its registry file. */
+  async remove(): Promise<FinishResult> {
+    return (await this.core.removeCheckout(this.record)) ? DONE : LOST;
+  }
+
+  /**
+   * Give the entry back without finishing it: it counts as a failed delivery and goes back
+   * to its queue, or to the dead-letter queue once it has used up its attempts.
+   */
+  async release(): Promise<FinishResult & { to?: Q }> {
+    const attempts = this.record.attempts + 1;
+    const to = this.core.failedDeliveryTarget(this.queue, attempts);
+    const ok = await this.core.saveCheckout(this.record, to, this.record.metadata, attempts);
+    return ok ? { kind: "done", to } : LOST;
+  }
+}
+
+const DONE: FinishResult = { kind: "done" };
+const LOST: FinishResult = { kind: "lease_lost" };

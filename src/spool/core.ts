@@ -1,0 +1,496 @@
+import { mkdir, readdir, readFile, rename, stat } from "node:fs/promises";
+import { type DataSource, writeDataSynced } from "./data.js";
+import { decodeEnvelope, type Envelope, encodeEnvelope } from "./envelope.js";
+import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
+import {
+  createExclusive,
+  DirectorySyncer,
+  renameIfExists,
+  setMtime,
+  statIfExists,
+  unlinkIfExists,
+  writeFileSynced,
+} from "./fs-ops.js";
+import { CHECKOUT, Layout } from "./layout.js";
+import { type NameGenerator, timeSortableNames, validateName } from "./names.js";
+import type { LeasePolicy, MetadataCodec, Spoolable } from "./spoolable.js";
+import { defaultThrottle, type Throttle } from "./throttle.js";
+
+export const DEFAULT_LEASE_MS = 10 * 60_000;
+export const DEFAULT_LEASE_GRACE_MS = 5_000;
+export const DEFAULT_MAX_ATTEMPTS = 5;
+const MAX_NAME_ATTEMPTS = 1000;
+
+/** What a checkout read from disk. */
+export interface CheckoutRecord<M, Q extends string> {
+  queue: Q;
+  name: string;
+  metadata: M;
+  attempts: number;
+  leaseUntil: number;
+  ino: number;
+}
+
+export type CheckoutResult<M, Q extends string> =
+  | { kind: "ok"; record: CheckoutRecord<M, Q> }
+  | { kind: "not_found" };
+
+/**
+ * The engine behind Spool, Entry and CheckedOutEntry: every disk operation of the spool
+ * protocol, each through the throttle. Not part of the public API.
+ */
+export class SpoolCore<M, Q extends string> {
+  readonly layout: Layout;
+  readonly codec: MetadataCodec<M>;
+  readonly queues: readonly Q[];
+  readonly throttle: Throttle;
+  readonly names: NameGenerator;
+  readonly leases: LeasePolicy<Q>;
+  readonly syncer = new DirectorySyncer();
+  private readonly dirnames = new Map<string, string>();
+  clock: () => number = Date.now;
+
+  constructor(root: string, spoolable: Spoolable<M, Q>) {
+    this.layout = new Layout(root);
+    this.codec = spoolable.metadata;
+    this.queues = [...spoolable.queues];
+    if (this.queues.length === 0) {
+      throw new SpoolError(SpoolErrorCode.InvalidArgument, "a spool needs at least one queue");
+    }
+    const seen = new Set<string>();
+    for (const q of this.queues) {
+      validateName("queue", q);
+      const dirname = validateName("queue", spoolable.queueDirname ? spoolable.queueDirname(q) : q);
+      if (seen.has(dirname)) {
+        throw new SpoolError(SpoolErrorCode.InvalidArgument, `two queues use directory ${dirname}`);
+      }
+      seen.add(dirname);
+      this.dirnames.set(q, dirname);
+    }
+    this.throttle = spoolable.throttle ?? defaultThrottle();
+    this.names = spoolable.nameGenerator ?? timeSortableNames();
+    const l = spoolable.leases ?? {};
+    this.leases = {
+      defaultLeaseMs: l.defaultLeaseMs ?? DEFAULT_LEASE_MS,
+      graceMs: l.graceMs ?? DEFAULT_LEASE_GRACE_MS,
+      maxAttempts: l.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
+      deadLetterQueue: l.deadLetterQueue,
+    };
+    if (this.leases.deadLetterQueue !== undefined) this.dirname(this.leases.deadLetterQueue);
+    checkLeaseMs(this.leases.defaultLeaseMs);
+  }
+
+  /** The directory name of a queue; a queue the spool does not have is an error. */
+  dirname(queue: Q): string {
+    const d = this.dirnames.get(queue);
+    if (d === undefined) {
+      const shown = JSON.stringify(String(queue).slice(0, 80));
+      throw new SpoolError(SpoolErrorCode.UnknownQueue, `unknown queue ${shown}`);
+    }
+    return d;
+  }
+
+  // ---- metadata files ----------------------------------------------------------------
+
+  encodeFile(metadata: M, envelope: Envelope): Buffer {
+    let encoded: Uint8Array | string;
+    try {
+      encoded = this.codec.encode(metadata);
+    } catch (err) {
+      throw new SpoolError(SpoolErrorCode.InvalidArgument, "metadata could not be encoded", {
+        cause: err,
+      });
+    }
+    const payload = typeof encoded === "string" ? Buffer.from(encoded) : encoded;
+    return encodeEnvelope(envelope, payload);
+  }
+
+  decodeFile(name: string, bytes: Buffer): { metadata: M; envelope: Envelope } {
+    const env = decodeEnvelope(bytes);
+    if (!env.ok) {
+      throw new SpoolError(
+        SpoolErrorCode.MetadataDecode,
+        `metadata of entry ${name} could not be decoded: ${env.problem}`,
+      );
+    }
+    try {
+      return { metadata: this.codec.decode(env.payload), envelope: env.envelope };
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      throw new SpoolError(
+        SpoolErrorCode.MetadataDecode,
+        `metadata of entry ${name} could not be decoded: ${why}`,
+        { cause: err },
+      );
+    }
+  }
+
+  async readMetadataFile(path: string, name: string): Promise<{ metadata: M; envelope: Envelope }> {
+    let bytes: Buffer;
+    try {
+      bytes = await this.throttle.run(() => readFile(path));
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) {
+        throw new SpoolError(SpoolErrorCode.EntryNotFound, `no entry ${name} at ${path}`, {
+          cause: err,
+        });
+      }
+      throw ioError("read", path, err);
+    }
+    return this.decodeFile(name, bytes);
+  }
+
+  // ---- names -------------------------------------------------------------------------
+
+  async reserveName(generator: NameGenerator = this.names): Promise<string> {
+    for (let attempt = 0; attempt < MAX_NAME_ATTEMPTS; attempt++) {
+      const name = validateName("entry", generator.next(attempt));
+      const path = this.layout.registryFile(name);
+      let outcome: "created" | "exists";
+      try {
+        outcome = await this.throttle.run(() => createExclusive(path));
+      } catch (err) {
+        throw ioError("reserve name", path, err);
+      }
+      if (outcome === "created") return name;
+    }
+    throw new SpoolError(
+      SpoolErrorCode.NameExhausted,
+      `no free entry name after ${MAX_NAME_ATTEMPTS} attempts`,
+    );
+  }
+
+  // ---- enqueue -----------------------------------------------------------------------
+
+  /**
+   * Data first (write, fsync), then metadata to .tmp (write, fsync), then make the registry
+   * and data directory entries durable, then rename the metadata into the queue and fsync
+   * the queue directory. Any failure removes every file this call made, registry last.
+   */
+  async enqueue(queue: Q, metadata: M, data: DataSource, reserved?: string): Promise<string> {
+    const dirname = this.dirname(queue);
+    const bytes = this.encodeFile(metadata, { attempts: 0 });
+    let name: string;
+    if (reserved === undefined) {
+      name = await this.reserveName();
+    } else {
+      name = validateName("entry", reserved);
+      const reg = await this.throttle.run(() => statIfExists(this.layout.registryFile(name)));
+      if (reg === undefined) {
+        throw new SpoolError(
+          SpoolErrorCode.EntryNotFound,
+          `entry name ${name} was not reserved in this spool`,
+        );
+      }
+    }
+    const tmp = this.layout.tmpFile(name);
+    const dataPath = this.layout.dataFile(name);
+    const queueFile = this.layout.queueFile(dirname, name);
+    const queueDir = this.layout.queue(dirname);
+    let step = "write data";
+    try {
+      await this.throttle.run(() => writeDataSynced(dataPath, data));
+      step = "write metadata";
+      await this.throttle.run(() => writeFileSynced(tmp, bytes));
+      step = "fsync";
+      await Promise.all([
+        this.syncer.sync(this.layout.registry),
+        this.syncer.sync(this.layout.data),
+      ]);
+      step = "rename into queue";
+      await this.throttle.run(() => rename(tmp, queueFile));
+      step = "fsync queue";
+      await this.syncer.sync(queueDir);
+      return name;
+    } catch (err) {
+      await this.throttle.run(async () => {
+        for (const p of [tmp, queueFile, dataPath, this.layout.registryFile(name)]) {
+          await unlinkIfExists(p).catch(() => false);
+        }
+      });
+      throw ioError(`enqueue (${step}) of`, name, err);
+    }
+  }
+
+  // ---- listing -----------------------------------------------------------------------
+
+  async listNames(dir: string): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await this.throttle.run(() => readdir(dir));
+    } catch (err) {
+      throw ioError("list", dir, err);
+    }
+    return names.filter((n) => !n.startsWith(".")).sort();
+  }
+
+  list(queue: Q): Promise<string[]> {
+    return this.listNames(this.layout.queue(this.dirname(queue)));
+  }
+
+  listCheckedOut(queue: Q): Promise<string[]> {
+    return this.listNames(this.layout.checkout(this.dirname(queue)));
+  }
+
+  // ---- checkout ----------------------------------------------------------------------
+
+  /**
+   * Touch the registry file (the checkout's start time), rename the queue file into
+   * .checkout (exactly one process wins), then set the checkout file's mtime to the lease
+   * deadline. The loser of a race gets `not_found`.
+   */
+  async checkout(queue: Q, name: string, leaseMs?: number): Promise<CheckoutResult<M, Q>> {
+    const dirname = this.dirname(queue);
+    validateName("entry", name);
+    const lease = leaseMs ?? this.leases.defaultLeaseMs;
+    checkLeaseMs(lease);
+    const src = this.layout.queueFile(dirname, name);
+    const dst = this.layout.checkoutFile(dirname, name);
+    const got = await this.throttle
+      .run(async () => {
+        const now = this.clock();
+        if ((await setMtime(this.layout.registryFile(name), now)) === "not_found") return undefined;
+        if ((await renameIfExists(src, dst)) === "not_found") return undefined;
+        const leaseUntil = now + lease;
+        await setMtime(dst, leaseUntil);
+        const st = await stat(dst);
+        const bytes = await readFile(dst);
+        return { leaseUntil, ino: st.ino, bytes };
+      })
+      .catch((err) => {
+        throw ioError("checkout", src, err);
+      });
+    if (got === undefined) return { kind: "not_found" };
+    // A decode failure leaves the entry checked out: its lease expires, it is retried and,
+    // after maxAttempts, dead-lettered. Nothing is lost.
+    const { metadata, envelope } = this.decodeFile(name, got.bytes);
+    return {
+      kind: "ok",
+      record: {
+        queue,
+        name,
+        metadata,
+        attempts: envelope.attempts,
+        leaseUntil: got.leaseUntil,
+        ino: got.ino,
+      },
+    };
+  }
+
+  /** Still ours: before the deadline, and the checkout file is the inode we checked out. */
+  async holds(rec: CheckoutRecord<M, Q>): Promise<boolean> {
+    if (this.clock() >= rec.leaseUntil) return false;
+    const st = await this.throttle.run(() =>
+      statIfExists(this.layout.checkoutFile(this.dirname(rec.queue), rec.name)),
+    );
+    return st !== undefined && st.ino === rec.ino;
+  }
+
+  async extendLease(rec: CheckoutRecord<M, Q>, leaseMs: number): Promise<boolean> {
+    checkLeaseMs(leaseMs);
+    if (!(await this.holds(rec))) return false;
+    const until = this.clock() + leaseMs;
+    const path = this.layout.checkoutFile(this.dirname(rec.queue), rec.name);
+    const r = await this.throttle.run(() => setMtime(path, until));
+    if (r === "not_found") return false;
+    rec.leaseUntil = until;
+    return true;
+  }
+
+  /**
+   * Finish a checkout by saving it into `to`: write the new metadata to .tmp, rename it over
+   * the checkout file, rename that into the destination queue, fsync the destination.
+   */
+  async saveCheckout(
+    rec: CheckoutRecord<M, Q>,
+    to: Q,
+    metadata: M,
+    attempts: number,
+  ): Promise<boolean> {
+    const toDir = this.dirname(to);
+    if (!(await this.holds(rec))) return false;
+    const bytes = this.encodeFile(metadata, { attempts });
+    const co = this.layout.checkoutFile(this.dirname(rec.queue), rec.name);
+    const tmp = this.layout.tmpFile(rec.name);
+    try {
+      await this.throttle.run(async () => {
+        await writeFileSynced(tmp, bytes);
+        await rename(tmp, co);
+        await rename(co, this.layout.queueFile(toDir, rec.name));
+        await setMtime(this.layout.registryFile(rec.name), this.clock());
+      });
+      await this.syncer.sync(this.layout.queue(toDir));
+    } catch (err) {
+      await unlinkIfExists(tmp).catch(() => false);
+      throw ioError("save", rec.name, err);
+    }
+    return true;
+  }
+
+  /** Remove a checkout: the checkout file first (it is what makes the entry exist), data, registry last. */
+  async removeCheckout(rec: CheckoutRecord<M, Q>): Promise<boolean> {
+    if (!(await this.holds(rec))) return false;
+    const co = this.layout.checkoutFile(this.dirname(rec.queue), rec.name);
+    await this.removeFiles(co, rec.name);
+    return true;
+  }
+
+  async removeFiles(metadataFile: string, name: string): Promise<void> {
+    try {
+      await this.throttle.run(async () => {
+        await unlinkIfExists(metadataFile);
+        await unlinkIfExists(this.layout.dataFile(name));
+        await unlinkIfExists(this.layout.registryFile(name));
+      });
+    } catch (err) {
+      throw ioError("remove", name, err);
+    }
+  }
+
+  /** Where a failed delivery goes: back to its queue, or dead-lettered after maxAttempts. */
+  failedDeliveryTarget(queue: Q, attempts: number): Q {
+    const dlq = this.leases.deadLetterQueue;
+    return dlq !== undefined && attempts >= this.leases.maxAttempts ? dlq : queue;
+  }
+
+  // ---- lease expiry ------------------------------------------------------------------
+
+  /**
+   * Take back one expired checkout: claim it with an O_EXCL file in .tmp (so two reapers
+   * never both act), check it is still the same expired checkout, write the metadata with
+   * attempts + 1 into the claim, rename it over the checkout file, then rename that into
+   * the queue (or the dead-letter queue).
+   */
+  async expireOne(queue: Q, name: string): Promise<ExpiredLease<Q> | undefined> {
+    const dirname = this.dirname(queue);
+    const co = this.layout.checkoutFile(dirname, name);
+    const reg = this.layout.registryFile(name);
+    const claim = this.layout.tmpFile(name, "expire");
+    const now = this.clock();
+    const before = await this.throttle.run(() => statIfExists(co));
+    if (before === undefined || !this.isExpired(before.mtimeMs, await this.mtimeOf(reg), now)) {
+      return undefined;
+    }
+    if ((await this.throttle.run(() => createExclusive(claim))) === "exists") return undefined;
+    let claimed = true;
+    try {
+      const again = await this.throttle.run(() => statIfExists(co));
+      if (again === undefined || again.ino !== before.ino) return undefined;
+      const bytes = await this.throttle.run(() => readFile(co));
+      const env = decodeEnvelope(bytes);
+      const payload = env.ok ? env.payload : bytes;
+      const attempts = env.ok ? env.envelope.attempts + 1 : this.leases.maxAttempts;
+      const to = this.failedDeliveryTarget(queue, attempts);
+      const toDir = this.dirname(to);
+      const rewritten = encodeEnvelope({ attempts }, payload);
+      await this.throttle.run(async () => {
+        // mtime = now: until the rename below, another reaper sees a fresh checkout.
+        await writeFileSynced(claim, rewritten);
+        await rename(claim, co);
+        claimed = false;
+        await rename(co, this.layout.queueFile(toDir, name));
+        await setMtime(reg, this.clock());
+      });
+      await this.syncer.sync(this.layout.queue(toDir));
+      return { name, queue, to, attempts, leaseUntil: Math.round(before.mtimeMs) };
+    } finally {
+      if (claimed) await unlinkIfExists(claim).catch(() => false);
+    }
+  }
+
+  isExpired(leaseUntilMs: number, checkoutStartMs: number | undefined, now: number): boolean {
+    const latest = Math.max(leaseUntilMs, checkoutStartMs ?? 0);
+    return now > latest + this.leases.graceMs;
+  }
+
+  private async mtimeOf(path: string): Promise<number | undefined> {
+    const st = await this.throttle.run(() => statIfExists(path));
+    return st?.mtimeMs;
+  }
+
+  async expireLeases(queues: readonly Q[] = this.queues): Promise<ExpiredLease<Q>[]> {
+    const out: ExpiredLease<Q>[] = [];
+    for (const q of queues) {
+      for (const name of await this.listCheckedOut(q)) {
+        const r = await this.expireOne(q, name);
+        if (r) out.push(r);
+      }
+    }
+    return out;
+  }
+
+  // ---- directories -------------------------------------------------------------------
+
+  spoolDirs(): string[] {
+    const dirs = [this.layout.registry, this.layout.tmp, this.layout.data];
+    for (const q of this.queues) {
+      dirs.push(this.layout.queue(this.dirname(q)), this.layout.checkout(this.dirname(q)));
+    }
+    return dirs;
+  }
+
+  /** Refuse a non-empty non-spool; check (or create) every directory. */
+  async open(createIfMissing: boolean): Promise<void> {
+    const root = this.layout.root;
+    const rootStat = await statIfExists(root);
+    if (rootStat === undefined) {
+      if (!createIfMissing) {
+        throw new SpoolError(
+          SpoolErrorCode.MissingDirectory,
+          `spool directory ${root} does not exist`,
+        );
+      }
+      await mkdir(root, { recursive: true });
+    } else if (!rootStat.isDirectory()) {
+      throw new SpoolError(SpoolErrorCode.NotASpool, `${root} is not a directory`);
+    }
+    const looksLikeSpool = (await isDir(this.layout.registry)) && (await isDir(this.layout.tmp));
+    if (!looksLikeSpool) {
+      const contents = await readdir(root);
+      if (contents.length > 0) {
+        throw new SpoolError(
+          SpoolErrorCode.NotASpool,
+          `${root} is not empty and is not a spool (no .registry and .tmp); refusing to adopt it`,
+        );
+      }
+    }
+    for (const dir of this.spoolDirs()) {
+      if (await isDir(dir)) continue;
+      if (!createIfMissing) {
+        throw new SpoolError(SpoolErrorCode.MissingDirectory, `spool directory ${dir} is missing`);
+      }
+      try {
+        await mkdir(dir, { recursive: true });
+      } catch (err) {
+        throw ioError("create", dir, err);
+      }
+    }
+  }
+}
+
+export interface ExpiredLease<Q extends string> {
+  name: string;
+  /** The queue it was checked out of. */
+  queue: Q;
+  /** Where it went: the same queue, or the dead-letter queue. */
+  to: Q;
+  /** Failed deliveries so far, this one included. */
+  attempts: number;
+  leaseUntil: number;
+}
+
+async function isDir(path: string): Promise<boolean> {
+  const st = await statIfExists(path);
+  return st?.isDirectory() ?? false;
+}
+
+export function checkLeaseMs(ms: number): void {
+  if (!Number.isFinite(ms) || ms <= 0 || ms > 365 * 24 * 3600_000) {
+    throw new SpoolError(
+      SpoolErrorCode.InvalidArgument,
+      `lease must be a positive number of milliseconds up to a year, got ${ms}`,
+    );
+  }
+}
+
+export { CHECKOUT };

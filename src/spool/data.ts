@@ -1,0 +1,79 @@
+import { constants as C, createReadStream, type ReadStream } from "node:fs";
+import { open, rename, stat } from "node:fs/promises";
+import type { Readable } from "node:stream";
+import { ioError } from "./errors.js";
+import type { Throttle } from "./throttle.js";
+
+/** Data of an entry: bytes, text, or a stream of bytes (never buffered whole). */
+export type DataSource = Uint8Array | string | AsyncIterable<Uint8Array> | Readable;
+
+/**
+ * Write `source` to `path`, fsync and close. Streams are written chunk by chunk.
+ * Returns the number of bytes written.
+ */
+export async function writeDataSynced(path: string, source: DataSource): Promise<number> {
+  const fh = await open(path, C.O_CREAT | C.O_TRUNC | C.O_WRONLY, 0o644);
+  let size = 0;
+  try {
+    if (typeof source === "string" || source instanceof Uint8Array) {
+      const bytes = typeof source === "string" ? Buffer.from(source) : source;
+      size = await writeAll(fh, bytes);
+    } else {
+      for await (const chunk of source as AsyncIterable<Uint8Array | string>) {
+        const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+        size += await writeAll(fh, bytes);
+      }
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return size;
+}
+
+async function writeAll(fh: Awaited<ReturnType<typeof open>>, bytes: Uint8Array): Promise<number> {
+  let off = 0;
+  while (off < bytes.length) {
+    const { bytesWritten } = await fh.write(bytes, off, bytes.length - off);
+    off += bytesWritten;
+  }
+  return bytes.length;
+}
+
+/** A handle to an entry's data file; the caller chooses when to read it. */
+export class DataFile {
+  constructor(
+    readonly path: string,
+    private readonly throttle: Throttle,
+    private readonly tmpPath: string,
+  ) {}
+
+  /** Stream the data, optionally from a byte offset. */
+  createReadStream(options?: { start?: number; end?: number }): ReadStream {
+    return createReadStream(this.path, options);
+  }
+
+  /** Read the whole data into memory (for small data; prefer `createReadStream`). */
+  async read(): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of this.createReadStream()) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  /** Replace the data atomically (write to tmp, fsync, rename over). */
+  async save(source: DataSource): Promise<number> {
+    return this.throttle.run(async () => {
+      try {
+        const size = await writeDataSynced(this.tmpPath, source);
+        await rename(this.tmpPath, this.path);
+        return size;
+      } catch (err) {
+        throw ioError("save data", this.path, err);
+      }
+    });
+  }
+
+  stat() {
+    return this.throttle.run(() => stat(this.path));
+  }
+}

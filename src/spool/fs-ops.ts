@@ -1,0 +1,115 @@
+import { constants as C } from "node:fs";
+import { type FileHandle, open, rename, stat, unlink, utimes } from "node:fs/promises";
+import { isErrno } from "./errors.js";
+
+/** Create `path` with O_CREAT|O_EXCL; `exists` when the name is taken. */
+export async function createExclusive(path: string): Promise<"created" | "exists"> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644);
+  } catch (err) {
+    if (isErrno(err, "EEXIST")) return "exists";
+    throw err;
+  }
+  await fh.close();
+  return "created";
+}
+
+/** Write `bytes` to `path` (truncating), fsync, close. Optionally set the mtime first. */
+export async function writeFileSynced(
+  path: string,
+  bytes: Uint8Array,
+  mtimeMs?: number,
+): Promise<void> {
+  const fh = await open(path, C.O_CREAT | C.O_TRUNC | C.O_WRONLY, 0o644);
+  try {
+    let off = 0;
+    while (off < bytes.length) {
+      const { bytesWritten } = await fh.write(bytes, off, bytes.length - off);
+      off += bytesWritten;
+    }
+    if (mtimeMs !== undefined) await fh.utimes(mtimeMs / 1000, mtimeMs / 1000);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function unlinkIfExists(path: string): Promise<boolean> {
+  try {
+    await unlink(path);
+    return true;
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return false;
+    throw err;
+  }
+}
+
+/** rename(2), with ENOENT of the source reported as `not_found`. */
+export async function renameIfExists(src: string, dst: string): Promise<"ok" | "not_found"> {
+  try {
+    await rename(src, dst);
+    return "ok";
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return "not_found";
+    throw err;
+  }
+}
+
+export async function setMtime(path: string, ms: number): Promise<"ok" | "not_found"> {
+  try {
+    await utimes(path, ms / 1000, ms / 1000);
+    return "ok";
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return "not_found";
+    throw err;
+  }
+}
+
+export async function statIfExists(path: string) {
+  try {
+    return await stat(path);
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return undefined;
+    throw err;
+  }
+}
+
+async function fsyncDirectory(dir: string): Promise<void> {
+  const fh = await open(dir, C.O_RDONLY | C.O_DIRECTORY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * fsync(2) of directories with group commit: a caller is satisfied by any fsync of the
+ * directory that *started* after it asked. While one fsync runs, every caller that arrives
+ * waits for the single next one, so N concurrent operations cost about two fsyncs, not N.
+ */
+export class DirectorySyncer {
+  private readonly running = new Map<string, Promise<void>>();
+  private readonly next = new Map<string, Promise<void>>();
+
+  sync(dir: string): Promise<void> {
+    const current = this.running.get(dir);
+    if (current === undefined) {
+      const p = fsyncDirectory(dir).finally(() => this.running.delete(dir));
+      this.running.set(dir, p);
+      return p;
+    }
+    let queued = this.next.get(dir);
+    if (queued === undefined) {
+      queued = current
+        .catch(() => undefined)
+        .then(() => {
+          this.next.delete(dir);
+          return this.sync(dir);
+        });
+      this.next.set(dir, queued);
+    }
+    return queued;
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * # The geospool spool
+ *
+ * Several independent processes cooperate through one directory, using only atomic
+ * filesystem operations, in the manner of Maildir and of Jane Street's Multispool. One or
+ * more processes put entries into queues; others wait for entries, take them one at a
+ * time, and save them into another queue or remove them. Beyond Multispool, every
+ * checkout carries a lease, so an entry held by a process that died comes back.
+ *
+ * ## On disk
+ *
+ *     <spool>/.registry/<name>          empty file: the name's reservation, made with O_CREAT|O_EXCL
+ *     <spool>/.tmp/<name>[~tag]         metadata being written (write, fsync, rename into place)
+ *     <spool>/.data/<name>              the entry's data (streamed, fsynced)
+ *     <spool>/<queue>/<name>            metadata of an entry waiting in <queue>
+ *     <spool>/<queue>/.checkout/<name>  metadata of an entry checked out of <queue>;
+ *                                       its mtime is the lease deadline
+ *
+ * A metadata file is one JSON header line (`{"v":1,"attempts":N}`) then the user's
+ * encoded metadata. Names are `[A-Za-z0-9_][A-Za-z0-9._:@+=-]*`, at most 200 characters,
+ * so a name never leaves its directory; `~` marks the spool's own tmp files.
+ *
+ * ## Promises
+ *
+ * - `enqueue`: reserve a name (or use one reserved earlier), write the data and fsync it,
+ *   write the metadata to .tmp and fsync it, fsync .registry and .data, rename the
+ *   metadata into the queue, fsync the queue directory. When it returns, the entry survives
+ *   a crash of the process or the machine. When it fails, every file it made is gone:
+ *   an entry exists whole or not at all. Directory fsyncs are group-committed across
+ *   concurrent operations.
+ * - An entry is never visible in a queue without its data: data is durable before the
+ *   rename that makes the entry visible, and `remove` unlinks the metadata file first,
+ *   then the data, then the registry file.
+ * - `checkout` renames `<queue>/<name>` to `<queue>/.checkout/<name>`: exactly one process
+ *   wins; the others get `not_found`, never an error. The registry file's mtime is set to
+ *   the checkout time and the checkout file's mtime to the lease deadline.
+ * - A checked-out entry is finished by `save(queue)` (new metadata to .tmp, rename over the
+ *   checkout file, rename into the queue) or `remove()`, or given back by `release()`. Each
+ *   first checks the lease is still ours (before the deadline, and the checkout file is the
+ *   same inode we took); if not, it changes nothing and reports `lease_lost`.
+ * - Leases: `expireLeases` (run by queue readers while they wait, by `startLeaseReaper`, and
+ *   by the monitor's repair) returns each checkout whose deadline plus grace has passed to
+ *   its queue with its failed-delivery count raised by one, or to the dead-letter queue once
+ *   the count reaches `maxAttempts`. Reapers claim an entry with an O_EXCL file first, so
+ *   any number of them may run at once.
+ * - `list(queue)` is sorted by name; the default names sort by creation time, so readers
+ *   go first-in first-out.
+ * - `QueueReader` wakes on filesystem events (chokidar) and re-lists; it clears pending
+ *   events *before* listing, so nothing that arrives during a listing is missed.
+ * - Every disk operation goes through the spool's one `Throttle`.
+ * - `Monitor.fsck` reports entries that are too old, orphaned or duplicated, and expired
+ *   leases; `repair` fixes what is safe and reports the rest.
+ *
+ * Expected outcomes (`not_found`, `nothing_available`, `stopped`, `lease_lost`) are values;
+ * failures are `SpoolError`s with a stable `code`.
+ */
+export { CheckedOutEntry, type FinishResult } from "./checked-out-entry.js";
+export {
+  DEFAULT_LEASE_GRACE_MS,
+  DEFAULT_LEASE_MS,
+  DEFAULT_MAX_ATTEMPTS,
+  type ExpiredLease,
+} from "./core.js";
+export { DataFile, type DataSource } from "./data.js";
+export { DirectEntryOps, Entry } from "./entry.js";
+export { SpoolError, SpoolErrorCode } from "./errors.js";
+export {
+  lexicographicTimeNames,
+  MAX_NAME_LENGTH,
+  type NameGenerator,
+  nameProblem,
+  timeSortableNames,
+  validateName,
+} from "./names.js";
+export {
+  type DequeueAvailableResult,
+  type DequeueResult,
+  QueueReader,
+  type QueueReaderOptions,
+} from "./queue-reader.js";
+export {
+  type CheckoutOptions,
+  type CheckoutOutcome,
+  type Disposition,
+  type EnqueueOptions,
+  type EntryHandler,
+  Spool,
+} from "./spool.js";
+export {
+  jsonCodec,
+  type LeasePolicy,
+  type MetadataCodec,
+  type Spoolable,
+  textCodec,
+} from "./spoolable.js";
+export { Semaphore, type Throttle } from "./throttle.js";

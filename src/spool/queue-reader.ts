@@ -1,0 +1,120 @@
+import type { CheckedOutEntry } from "./checked-out-entry.js";
+import { Doorbell } from "./doorbell.js";
+import type { Entry } from "./entry.js";
+import { type CheckoutOptions, type EntryHandler, runHandler, type Spool } from "./spool.js";
+
+export type DequeueResult<M, Q extends string> =
+  | { kind: "checked_out"; entry: CheckedOutEntry<M, Q> }
+  | { kind: "stopped" };
+
+export type DequeueAvailableResult<M, Q extends string> =
+  | { kind: "checked_out"; entry: CheckedOutEntry<M, Q> }
+  | { kind: "nothing_available" };
+
+export interface QueueReaderOptions extends CheckoutOptions {
+  /**
+   * While waiting on an empty queue, take back expired leases of this queue this often
+   * (default: 1 s). 0 turns it off (leave it to a reaper or the monitor).
+   */
+  reapEveryMs?: number;
+}
+
+/**
+ * Reads one queue in name order, waiting for entries when it is empty. Several readers, in
+ * one process or many, never get the same entry: each candidate is taken by an atomic
+ * checkout, and the loser moves on.
+ */
+export class QueueReader<M, Q extends string> {
+  private cache: Entry<M, Q>[] = [];
+  private next = 0;
+  private readonly doorbell: Doorbell;
+  private readonly reapEveryMs: number;
+
+  constructor(
+    readonly spool: Spool<M, Q>,
+    readonly queue: Q,
+    private readonly options: QueueReaderOptions = {},
+  ) {
+    this.doorbell = new Doorbell(spool.core.layout.queue(spool.core.dirname(queue)));
+    this.reapEveryMs = options.reapEveryMs ?? 1000;
+  }
+
+  /** Take the next entry, waiting for one to appear; `stopped` when the signal aborts. */
+  async dequeue(signal?: AbortSignal): Promise<DequeueResult<M, Q>> {
+    await this.doorbell.start();
+    for (;;) {
+      if (signal?.aborted) return { kind: "stopped" };
+      const got = await this.takeFromCache(signal);
+      if (got) return { kind: "checked_out", entry: got };
+      if (signal?.aborted) return { kind: "stopped" };
+      // The cache is spent: clear the doorbell *before* listing, so an entry that arrives
+      // during or after the listing rings it again.
+      this.doorbell.clear();
+      this.refill(await this.spool.list(this.queue));
+      if (this.cache.length > 0) {
+        const next = await this.takeFromCache(signal);
+        if (next) return { kind: "checked_out", entry: next };
+      }
+      // Nothing we could take: sleep until the directory changes (or a lease may be due).
+      const timeout = this.reapEveryMs > 0 ? this.reapEveryMs : undefined;
+      await this.doorbell.wait(signal, timeout);
+      if (this.reapEveryMs > 0 && !signal?.aborted) {
+        await this.spool.expireLeases([this.queue]);
+      }
+    }
+  }
+
+  /** Take the next entry if there is one now; never waits. */
+  async dequeueAvailable(): Promise<DequeueAvailableResult<M, Q>> {
+    if (this.next >= this.cache.length) this.refill(await this.spool.list(this.queue));
+    const got = await this.takeFromCache();
+    if (got) return { kind: "checked_out", entry: got };
+    // What we had cached may have been stale; one fresh listing decides.
+    this.refill(await this.spool.list(this.queue));
+    const again = await this.takeFromCache();
+    return again ? { kind: "checked_out", entry: again } : { kind: "nothing_available" };
+  }
+
+  /** Handle entries as they come, until the signal aborts. */
+  async iter(f: EntryHandler<M, Q, unknown>, signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      const r = await this.dequeue(signal);
+      if (r.kind === "stopped") return;
+      await runHandler(r.entry, f);
+    }
+  }
+
+  /** Handle the entries there are now, then return. */
+  async iterAvailable(f: EntryHandler<M, Q, unknown>, signal?: AbortSignal): Promise<number> {
+    let n = 0;
+    this.refill(await this.spool.list(this.queue));
+    for (;;) {
+      if (signal?.aborted) return n;
+      const got = await this.takeFromCache(signal);
+      if (!got) return n;
+      await runHandler(got, f);
+      n++;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.refill([]);
+    await this.doorbell.close();
+  }
+
+  private refill(entries: Entry<M, Q>[]): void {
+    this.cache = entries;
+    this.next = 0;
+  }
+
+  private async takeFromCache(signal?: AbortSignal): Promise<CheckedOutEntry<M, Q> | undefined> {
+    for (;;) {
+      if (signal?.aborted) return undefined;
+      const entry = this.cache[this.next];
+      if (entry === undefined) return undefined;
+      this.next++;
+      const r = await this.spool.checkoutIfPresent(entry, this.options);
+      if (r.kind === "ok") return r.entry;
+    }
+  }
+}

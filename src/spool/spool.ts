@@ -1,0 +1,270 @@
+import { readFile, stat } from "node:fs/promises";
+import { CheckedOutEntry } from "./checked-out-entry.js";
+import { type ExpiredLease, SpoolCore } from "./core.js";
+import type { DataFile, DataSource } from "./data.js";
+import { Entry } from "./entry.js";
+import { SpoolError, SpoolErrorCode } from "./errors.js";
+import { statIfExists } from "./fs-ops.js";
+import { type NameGenerator, validateName } from "./names.js";
+import type { Spoolable } from "./spoolable.js";
+
+export type CheckoutOutcome<M, Q extends string> =
+  | { kind: "ok"; entry: CheckedOutEntry<M, Q> }
+  | { kind: "not_found" };
+
+/** What to do with an entry after working on it. */
+export type Disposition<M, Q extends string> =
+  | { kind: "save"; queue: Q; metadata?: M }
+  | { kind: "remove" }
+  | { kind: "release" };
+
+export type EntryHandler<M, Q extends string, T> = (
+  metadata: M,
+  data: DataFile,
+  entry: CheckedOutEntry<M, Q>,
+) => Promise<[Disposition<M, Q>, T]>;
+
+export interface EnqueueOptions {
+  /** A name reserved earlier with `reserveName`; otherwise one is reserved now. */
+  name?: string;
+}
+
+export interface CheckoutOptions {
+  /** Lease length; the spool's default lease when absent. */
+  leaseMs?: number;
+}
+
+/** A spool directory, opened. See index.ts for the protocol. */
+export class Spool<M, Q extends string = string> {
+  /** @internal */
+  readonly core: SpoolCore<M, Q>;
+
+  private constructor(dir: string, spoolable: Spoolable<M, Q>) {
+    this.core = new SpoolCore(dir, spoolable);
+  }
+
+  /** Create the spool (and any missing directory); refuses a non-empty non-spool. */
+  static create<M, Q extends string>(
+    dir: string,
+    spoolable: Spoolable<M, Q>,
+  ): Promise<Spool<M, Q>> {
+    return Spool.load(dir, spoolable, { createIfMissing: true });
+  }
+
+  /**
+   * Open an existing spool, checking it has every directory it needs. With
+   * `createIfMissing`, create what is missing; a non-empty directory that is not a spool
+   * is refused either way.
+   */
+  static async load<M, Q extends string>(
+    dir: string,
+    spoolable: Spoolable<M, Q>,
+    options: { createIfMissing?: boolean } = {},
+  ): Promise<Spool<M, Q>> {
+    const spool = new Spool(dir, spoolable);
+    await spool.core.open(options.createIfMissing ?? false);
+    return spool;
+  }
+
+  /** Open without looking at the disk. */
+  static loadUnsafe<M, Q extends string>(dir: string, spoolable: Spoolable<M, Q>): Spool<M, Q> {
+    return new Spool(dir, spoolable);
+  }
+
+  get dir(): string {
+    return this.core.layout.root;
+  }
+  get queues(): readonly Q[] {
+    return this.core.queues;
+  }
+
+  /** Reserve a unique entry name (an empty file in .registry made with O_EXCL). */
+  reserveName(generator?: NameGenerator): Promise<string> {
+    return this.core.reserveName(generator);
+  }
+
+  /**
+   * Add an entry to `queue`. When this returns, the entry (metadata and data) survives a
+   * crash. On failure nothing of it is left behind: no queue file, data or registry file.
+   */
+  async enqueue(
+    queue: Q,
+    metadata: M,
+    data: DataSource,
+    options: EnqueueOptions = {},
+  ): Promise<Entry<M, Q>> {
+    const name = await this.core.enqueue(queue, metadata, data, options.name);
+    return new Entry(this.core, queue, name);
+  }
+
+  /** The entries in `queue`, sorted by name (and so, with the default names, by age). */
+  async list(queue: Q): Promise<Entry<M, Q>[]> {
+    const names = await this.core.list(queue);
+    return names.map((n) => new Entry(this.core, queue, n));
+  }
+
+  /** An entry handle by name; nothing is checked until it is used. */
+  entry(queue: Q, name: string): Entry<M, Q> {
+    this.core.dirname(queue);
+    return new Entry(this.core, queue, validateName("entry", name));
+  }
+
+  /** Check out an entry; if another process got it first (or it is gone), `not_found`. */
+  async checkoutIfPresent(
+    entry: Entry<M, Q>,
+    options: CheckoutOptions = {},
+  ): Promise<CheckoutOutcome<M, Q>> {
+    const r = await this.core.checkout(entry.queue, entry.name, options.leaseMs);
+    if (r.kind === "not_found") return r;
+    return { kind: "ok", entry: new CheckedOutEntry(this.core, r.record) };
+  }
+
+  /** Check out an entry you expect to own; its absence is an error. */
+  async checkout(
+    entry: Entry<M, Q>,
+    options: CheckoutOptions = {},
+  ): Promise<CheckedOutEntry<M, Q>> {
+    const r = await this.checkoutIfPresent(entry, options);
+    if (r.kind === "not_found") {
+      throw new SpoolError(
+        SpoolErrorCode.EntryNotFound,
+        `entry ${entry.name} disappeared from queue ${entry.queue} before checkout`,
+      );
+    }
+    return r.entry;
+  }
+
+  /** Check out, run `f`, and save, remove or release as it says. */
+  async withEntry<T>(
+    entry: Entry<M, Q>,
+    f: EntryHandler<M, Q, T>,
+    options: CheckoutOptions = {},
+  ): Promise<T> {
+    return runHandler(await this.checkout(entry, options), f);
+  }
+
+  /** Like `withEntry`, but another process taking the entry first is `not_found`. */
+  async withEntryIfPresent<T>(
+    entry: Entry<M, Q>,
+    f: EntryHandler<M, Q, T>,
+    options: CheckoutOptions = {},
+  ): Promise<{ kind: "ok"; value: T } | { kind: "not_found" }> {
+    const r = await this.checkoutIfPresent(entry, options);
+    if (r.kind === "not_found") return r;
+    return { kind: "ok", value: await runHandler(r.entry, f) };
+  }
+
+  /**
+   * Every checked-out entry of `queue`, built from the disk. UNSAFE: this breaks the rule
+   * that each checkout has one owner; use it only where you know which processes use the
+   * spool (tools, tests, a CLI finishing a checkout made by an earlier command).
+   */
+  async listCheckoutsUnsafe(queue: Q): Promise<CheckedOutEntry<M, Q>[]> {
+    const out: CheckedOutEntry<M, Q>[] = [];
+    for (const name of await this.core.listCheckedOut(queue)) {
+      const co = await this.checkedOutUnsafe(queue, name);
+      if (co) out.push(co);
+    }
+    return out;
+  }
+
+  /** One checked-out entry by name, built from the disk (UNSAFE, as above). */
+  async checkedOutUnsafe(queue: Q, name: string): Promise<CheckedOutEntry<M, Q> | undefined> {
+    const path = this.core.layout.checkoutFile(
+      this.core.dirname(queue),
+      validateName("entry", name),
+    );
+    const st = await this.core.throttle.run(() => statIfExists(path));
+    if (st === undefined) return undefined;
+    const bytes = await this.core.throttle.run(() => readFile(path));
+    const { metadata, envelope } = this.core.decodeFile(name, bytes);
+    return new CheckedOutEntry(this.core, {
+      queue,
+      name,
+      metadata,
+      attempts: envelope.attempts,
+      leaseUntil: Math.round(st.mtimeMs),
+      ino: st.ino,
+    });
+  }
+
+  /**
+   * Return every checkout whose lease has ended (past the grace period) to its queue, or
+   * to the dead-letter queue after `maxAttempts` failed deliveries. Safe to run from
+   * several processes at once.
+   */
+  expireLeases(queues?: readonly Q[]): Promise<ExpiredLease<Q>[]> {
+    return this.core.expireLeases(queues);
+  }
+
+  /** Run `expireLeases` every `intervalMs` until the signal aborts. */
+  startLeaseReaper(
+    intervalMs: number,
+    options: {
+      signal?: AbortSignal;
+      onExpired?: (e: ExpiredLease<Q>) => void;
+      onError?: (err: unknown) => void;
+    } = {},
+  ): { stop(): void } {
+    let running = false;
+    const timer = setInterval(() => {
+      if (running) return;
+      running = true;
+      this.expireLeases()
+        .then((list) => {
+          for (const e of list) options.onExpired?.(e);
+        })
+        .catch((err) => options.onError?.(err))
+        .finally(() => {
+          running = false;
+        });
+    }, intervalMs);
+    timer.unref();
+    const stop = () => clearInterval(timer);
+    options.signal?.addEventListener("abort", stop, { once: true });
+    return { stop };
+  }
+
+  /** stat of the spool root (for tools). */
+  stat() {
+    return stat(this.dir);
+  }
+}
+
+export async function runHandler<M, Q extends string, T>(
+  co: CheckedOutEntry<M, Q>,
+  f: EntryHandler<M, Q, T>,
+): Promise<T> {
+  let disposition: Disposition<M, Q>;
+  let value: T;
+  try {
+    [disposition, value] = await f(co.contents, co.dataFile(), co);
+  } catch (err) {
+    // The handler failed: count a failed delivery and give the entry back now rather
+    // than leaving it to its lease.
+    await co.release().catch(() => undefined);
+    throw err;
+  }
+  let r: { kind: string };
+  switch (disposition.kind) {
+    case "remove":
+      r = await co.remove();
+      break;
+    case "release":
+      r = await co.release();
+      break;
+    case "save": {
+      const { metadata } = disposition;
+      if (metadata !== undefined) co.update(() => metadata);
+      r = await co.save(disposition.queue);
+      break;
+    }
+  }
+  if (r.kind === "lease_lost") {
+    throw new SpoolError(
+      SpoolErrorCode.LeaseLost,
+      `lease on entry ${co.name} ended before it was finished; another holder may have it`,
+    );
+  }
+  return value;
+}
