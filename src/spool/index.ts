@@ -65,6 +65,23 @@ export { DataFile, type DataSource } from "./data.js";
 export { DirectEntryOps, Entry } from "./entry.js";
 export { SpoolError, SpoolErrorCode } from "./errors.js";
 export {
+  DEFAULT_ALERT_AFTER_CYCLES,
+  DEFAULT_CHECK_EVERY_MS,
+  DEFAULT_MAX_CHECKED_OUT_AGE_MS,
+  DEFAULT_MAX_TMP_FILE_AGE_MS,
+  describeProblem,
+  dirLabel,
+  type FileWithMtime,
+  type Limits,
+  Monitor,
+  type MonitorEvent,
+  type Problem,
+  problemKey,
+  type RepairAction,
+  type RepairReport,
+  type SpoolDir,
+} from "./monitor.js";
+export {
   lexicographicTimeNames,
   MAX_NAME_LENGTH,
   type NameGenerator,

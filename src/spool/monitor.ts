@@ -1,0 +1,329 @@
+import { readdir } from "node:fs/promises";
+import { isErrno } from "./errors.js";
+import { createExclusive, statIfExists, unlinkIfExists } from "./fs-ops.js";
+import { CHECKOUT, DATA, entryNameOfTmpFile, REGISTRY, TMP } from "./layout.js";
+import type { Spool } from "./spool.js";
+
+export const DEFAULT_MAX_CHECKED_OUT_AGE_MS = 10 * 60_000;
+export const DEFAULT_MAX_TMP_FILE_AGE_MS = 10 * 60_000;
+export const DEFAULT_CHECK_EVERY_MS = 15_000;
+export const DEFAULT_ALERT_AFTER_CYCLES = 2;
+
+/** A directory of the spool, as fsck names it. */
+export type SpoolDir<Q extends string> =
+  | { kind: "registry" }
+  | { kind: "tmp" }
+  | { kind: "data" }
+  | { kind: "queue"; queue: Q }
+  | { kind: "checkout"; queue: Q };
+
+export interface FileWithMtime {
+  filename: string;
+  mtimeMs: number;
+}
+
+/**
+ * What fsck finds. The first three are Multispool's; `lease_expired` (a checkout past its
+ * deadline and grace) and `missing_data` (metadata whose data file is gone) come with
+ * leases and data files.
+ */
+export type Problem<Q extends string> =
+  | { kind: "too_old"; file: FileWithMtime; dir: SpoolDir<Q> }
+  | { kind: "orphaned"; file: FileWithMtime; dir: SpoolDir<Q> }
+  | { kind: "duplicated"; file: FileWithMtime; dirs: SpoolDir<Q>[] }
+  | { kind: "lease_expired"; file: FileWithMtime; dir: SpoolDir<Q> }
+  | { kind: "missing_data"; file: FileWithMtime; dir: SpoolDir<Q> };
+
+export type MonitorEvent<Q extends string> =
+  | { kind: "start"; at: number; problem: Problem<Q> }
+  | { kind: "end"; at: number; problem: Problem<Q> };
+
+export interface Limits<Q extends string> {
+  /** A checkout held longer than this (from its checkout time) is too old. Default 10 min. */
+  maxCheckedOutAgeMs: number;
+  /** A tmp file older than this is too old (and, for repair, abandoned). Default 10 min. */
+  maxTmpFileAgeMs: number;
+  /** Per queue: an entry waiting longer than this is too old. Default: no limit. */
+  maxQueueAgesMs: Partial<Record<Q, number>>;
+}
+
+export interface RepairAction<Q extends string> {
+  problem: Problem<Q>;
+  action: string;
+}
+
+export interface RepairReport<Q extends string> {
+  repaired: RepairAction<Q>[];
+  /** What repair would not touch (not safe to fix without a person). */
+  remaining: Problem<Q>[];
+}
+
+export function dirLabel<Q extends string>(d: SpoolDir<Q>): string {
+  switch (d.kind) {
+    case "registry":
+      return REGISTRY;
+    case "tmp":
+      return TMP;
+    case "data":
+      return DATA;
+    case "queue":
+      return d.queue;
+    case "checkout":
+      return `${d.queue}/${CHECKOUT}`;
+  }
+}
+
+/** A stable identity for a problem: the same file in the same phase is the same problem. */
+export function problemKey<Q extends string>(p: Problem<Q>): string {
+  const where = "dirs" in p ? p.dirs.map(dirLabel).join(",") : dirLabel(p.dir);
+  return `${p.kind}|${where}|${p.file.filename}|${Math.round(p.file.mtimeMs)}`;
+}
+
+/** One line for people and logs. */
+export function describeProblem<Q extends string>(p: Problem<Q>): string {
+  const where = "dirs" in p ? p.dirs.map(dirLabel).join(", ") : dirLabel(p.dir);
+  const when = new Date(p.file.mtimeMs).toISOString();
+  return `${p.kind} ${p.file.filename} in ${where} (mtime ${when})`;
+}
+
+type FileMap = Map<string, FileWithMtime>;
+
+/**
+ * Consistency checks over a spool: `fsck` reports, `repair` fixes what is safe, and
+ * `daemon` runs fsck periodically and reports problems that persist.
+ */
+export class Monitor<M, Q extends string> {
+  readonly limits: Limits<Q>;
+  private counts = new Map<string, { problem: Problem<Q>; cycles: number }>();
+  private published = new Map<string, Problem<Q>>();
+
+  constructor(
+    readonly spool: Spool<M, Q>,
+    limits: Partial<Limits<Q>> = {},
+  ) {
+    this.limits = {
+      maxCheckedOutAgeMs: limits.maxCheckedOutAgeMs ?? DEFAULT_MAX_CHECKED_OUT_AGE_MS,
+      maxTmpFileAgeMs: limits.maxTmpFileAgeMs ?? DEFAULT_MAX_TMP_FILE_AGE_MS,
+      maxQueueAgesMs: limits.maxQueueAgesMs ?? {},
+    };
+  }
+
+  private async collect(path: string): Promise<FileMap> {
+    const core = this.spool.core;
+    const names = await core.throttle.run(() => readdir(path));
+    const out: FileMap = new Map();
+    for (const filename of names) {
+      if (filename === CHECKOUT) continue;
+      const st = await core.throttle.run(() => statIfExists(`${path}/${filename}`));
+      if (st) out.set(filename, { filename, mtimeMs: st.mtimeMs });
+    }
+    return out;
+  }
+
+  /** Check the whole spool once. */
+  async fsck(now = this.spool.core.clock()): Promise<Problem<Q>[]> {
+    const core = this.spool.core;
+    const l = core.layout;
+    const registry = await this.collect(l.registry);
+    const tmp = await this.collect(l.tmp);
+    const data = await this.collect(l.data);
+    const problems: Problem<Q>[] = [];
+    const holders = new Map<string, SpoolDir<Q>[]>();
+    const hold = (name: string, d: SpoolDir<Q>) => {
+      const list = holders.get(name);
+      if (list) list.push(d);
+      else holders.set(name, [d]);
+    };
+
+    for (const f of tmp.values()) {
+      if (now - f.mtimeMs > this.limits.maxTmpFileAgeMs) {
+        problems.push({ kind: "too_old", file: f, dir: { kind: "tmp" } });
+      }
+      if (!registry.has(entryNameOfTmpFile(f.filename))) {
+        problems.push({ kind: "orphaned", file: f, dir: { kind: "tmp" } });
+      }
+    }
+    for (const f of data.values()) {
+      if (!registry.has(f.filename)) {
+        problems.push({ kind: "orphaned", file: f, dir: { kind: "data" } });
+      }
+    }
+    for (const queue of core.queues) {
+      const dirname = core.dirname(queue);
+      const qdir: SpoolDir<Q> = { kind: "queue", queue };
+      const cdir: SpoolDir<Q> = { kind: "checkout", queue };
+      const maxAge = this.limits.maxQueueAgesMs[queue];
+      for (const f of (await this.collect(l.queue(dirname))).values()) {
+        hold(f.filename, qdir);
+        if (maxAge !== undefined && now - f.mtimeMs > maxAge) {
+          problems.push({ kind: "too_old", file: f, dir: qdir });
+        }
+        this.checkEntry(f, qdir, registry, data, problems);
+      }
+      for (const f of (await this.collect(l.checkout(dirname))).values()) {
+        hold(f.filename, cdir);
+        const reg = registry.get(f.filename);
+        // The registry file's mtime is the checkout time; the checkout file's is the deadline.
+        const since = reg?.mtimeMs ?? f.mtimeMs;
+        if (now - since > this.limits.maxCheckedOutAgeMs) {
+          problems.push({
+            kind: "too_old",
+            file: { filename: f.filename, mtimeMs: since },
+            dir: cdir,
+          });
+        }
+        if (core.isExpired(f.mtimeMs, reg?.mtimeMs, now)) {
+          problems.push({ kind: "lease_expired", file: f, dir: cdir });
+        }
+        this.checkEntry(f, cdir, registry, data, problems);
+      }
+    }
+    for (const f of registry.values()) {
+      const dirs = holders.get(f.filename) ?? [];
+      if (dirs.length === 0)
+        problems.push({ kind: "orphaned", file: f, dir: { kind: "registry" } });
+      else if (dirs.length > 1) problems.push({ kind: "duplicated", file: f, dirs });
+    }
+    return problems;
+  }
+
+  private checkEntry(
+    f: FileWithMtime,
+    dir: SpoolDir<Q>,
+    registry: FileMap,
+    data: FileMap,
+    problems: Problem<Q>[],
+  ): void {
+    if (!registry.has(f.filename)) problems.push({ kind: "orphaned", file: f, dir });
+    if (!data.has(f.filename)) problems.push({ kind: "missing_data", file: f, dir });
+  }
+
+  /**
+   * Fix what is safe to fix, and report the rest:
+   * - tmp files older than `maxTmpFileAgeMs` are deleted (no tmp file is ever the only copy
+   *   of an entry);
+   * - data files with no registry file, older than `maxTmpFileAgeMs`, are deleted;
+   * - a registry file in no queue (an enqueue or remove that died), older than
+   *   `maxTmpFileAgeMs` along with its data file, is deleted with its data;
+   * - a queue or checkout file with no registry file but with its data gets its registry
+   *   file back;
+   * - expired leases are returned to their queue (or dead-lettered).
+   * Entries too old in a queue or a checkout, duplicates and entries without data are
+   * left for a person.
+   */
+  async repair(now = this.spool.core.clock()): Promise<RepairReport<Q>> {
+    const core = this.spool.core;
+    const l = core.layout;
+    const repaired: RepairAction<Q>[] = [];
+    const remaining: Problem<Q>[] = [];
+    const old = (mtimeMs: number) => now - mtimeMs > this.limits.maxTmpFileAgeMs;
+    const done = new Set<string>();
+    for (const p of await this.fsck(now)) {
+      const name = p.file.filename;
+      let action: string | undefined;
+      if (p.kind === "too_old" || p.kind === "orphaned") {
+        const d = p.dir;
+        if (d.kind === "tmp" && old(p.file.mtimeMs)) {
+          if (!done.has(`tmp|${name}`)) await unlinkIfExists(`${l.tmp}/${name}`);
+          done.add(`tmp|${name}`);
+          action = "deleted stale tmp file";
+        } else if (p.kind === "orphaned" && d.kind === "data" && old(p.file.mtimeMs)) {
+          await unlinkIfExists(l.dataFile(name));
+          action = "deleted orphaned data file";
+        } else if (p.kind === "orphaned" && d.kind === "registry") {
+          const dataSt = await statIfExists(l.dataFile(name));
+          if (old(p.file.mtimeMs) && (dataSt === undefined || old(dataSt.mtimeMs))) {
+            await unlinkIfExists(l.dataFile(name));
+            await unlinkIfExists(l.registryFile(name));
+            action = "deleted abandoned registry file and its data";
+          }
+        } else if (p.kind === "orphaned" && (d.kind === "queue" || d.kind === "checkout")) {
+          if (await statIfExists(l.dataFile(name))) {
+            await createExclusive(l.registryFile(name));
+            action = "restored registry file";
+          }
+        }
+      } else if (p.kind === "lease_expired" && p.dir.kind === "checkout") {
+        const r = await core.expireOne(p.dir.queue, name).catch((err) => {
+          if (isErrno(err, "ENOENT")) return undefined;
+          throw err;
+        });
+        if (r) action = `returned expired lease to ${r.to} (attempt ${r.attempts})`;
+      }
+      if (action) repaired.push({ problem: p, action });
+      else remaining.push(p);
+    }
+    return { repaired, remaining };
+  }
+
+  /**
+   * One daemon cycle: fsck, count how many cycles each problem has persisted, and return
+   * `end` events for problems that went away and `start` events for problems seen more
+   * than `alertAfterCycles` times in a row.
+   */
+  async cycle(alertAfterCycles: number, now = this.spool.core.clock()): Promise<MonitorEvent<Q>[]> {
+    const problems = await this.fsck(now);
+    const counts = new Map<string, { problem: Problem<Q>; cycles: number }>();
+    for (const p of problems) {
+      const key = problemKey(p);
+      counts.set(key, { problem: p, cycles: (this.counts.get(key)?.cycles ?? 0) + 1 });
+    }
+    this.counts = counts;
+    const nowPublished = new Map<string, Problem<Q>>();
+    for (const [key, { problem, cycles }] of counts) {
+      if (cycles > alertAfterCycles) nowPublished.set(key, problem);
+    }
+    const events: MonitorEvent<Q>[] = [];
+    for (const [key, problem] of this.published) {
+      if (!nowPublished.has(key)) events.push({ kind: "end", at: now, problem });
+    }
+    for (const [key, problem] of nowPublished) {
+      if (!this.published.has(key)) events.push({ kind: "start", at: now, problem });
+    }
+    this.published = nowPublished;
+    return events;
+  }
+
+  /**
+   * Run `cycle` every `checkEveryMs` until the signal aborts; with `repair`, repair before
+   * each check. Errors of a cycle go to `onError` and the daemon goes on.
+   */
+  async daemon(options: {
+    onEvent: (e: MonitorEvent<Q>) => void | Promise<void>;
+    checkEveryMs?: number;
+    alertAfterCycles?: number;
+    repair?: boolean;
+    onRepair?: (a: RepairAction<Q>) => void;
+    onError?: (err: unknown) => void;
+    signal?: AbortSignal;
+  }): Promise<void> {
+    const every = options.checkEveryMs ?? DEFAULT_CHECK_EVERY_MS;
+    const after = options.alertAfterCycles ?? DEFAULT_ALERT_AFTER_CYCLES;
+    const signal = options.signal;
+    while (!signal?.aborted) {
+      try {
+        if (options.repair) {
+          const r = await this.repair();
+          for (const a of r.repaired) options.onRepair?.(a);
+        }
+        for (const e of await this.cycle(after)) await options.onEvent(e);
+      } catch (err) {
+        options.onError?.(err);
+      }
+      await sleep(every, signal);
+    }
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
