@@ -104,6 +104,7 @@ export {
   Spool,
 } from "./spool.js";
 export {
+  bytesCodec,
   jsonCodec,
   type LeasePolicy,
   type MetadataCodec,

@@ -27,6 +27,7 @@ export interface QueueReaderOptions extends CheckoutOptions {
 export class QueueReader<M, Q extends string> {
   private cache: Entry<M, Q>[] = [];
   private next = 0;
+  private listing: Promise<void> | undefined;
   private readonly doorbell: Doorbell;
   private readonly reapEveryMs: number;
 
@@ -40,19 +41,17 @@ export class QueueReader<M, Q extends string> {
   }
 
   /** Take the next entry, waiting for one to appear; `stopped` when the signal aborts. */
-  async dequeue(signal?: AbortSignal): Promise<DequeueResult<M, Q>> {
+  async dequeue(signal?: AbortSignal, options?: CheckoutOptions): Promise<DequeueResult<M, Q>> {
     await this.doorbell.start();
     for (;;) {
       if (signal?.aborted) return { kind: "stopped" };
-      const got = await this.takeFromCache(signal);
+      const got = await this.takeFromCache(signal, options);
       if (got) return { kind: "checked_out", entry: got };
       if (signal?.aborted) return { kind: "stopped" };
-      // The cache is spent: clear the doorbell *before* listing, so an entry that arrives
-      // during or after the listing rings it again.
-      this.doorbell.clear();
-      this.refill(await this.spool.list(this.queue));
-      if (this.cache.length > 0) {
-        const next = await this.takeFromCache(signal);
+      // The cache is spent: list again (relist clears the doorbell first).
+      await this.relist();
+      if (this.next < this.cache.length) {
+        const next = await this.takeFromCache(signal, options);
         if (next) return { kind: "checked_out", entry: next };
       }
       // Nothing we could take: sleep until the directory changes (or a lease may be due).
@@ -65,13 +64,13 @@ export class QueueReader<M, Q extends string> {
   }
 
   /** Take the next entry if there is one now; never waits. */
-  async dequeueAvailable(): Promise<DequeueAvailableResult<M, Q>> {
-    if (this.next >= this.cache.length) this.refill(await this.spool.list(this.queue));
-    const got = await this.takeFromCache();
+  async dequeueAvailable(options?: CheckoutOptions): Promise<DequeueAvailableResult<M, Q>> {
+    if (this.next >= this.cache.length) await this.relist();
+    const got = await this.takeFromCache(undefined, options);
     if (got) return { kind: "checked_out", entry: got };
     // What we had cached may have been stale; one fresh listing decides.
-    this.refill(await this.spool.list(this.queue));
-    const again = await this.takeFromCache();
+    await this.relist();
+    const again = await this.takeFromCache(undefined, options);
     return again ? { kind: "checked_out", entry: again } : { kind: "nothing_available" };
   }
 
@@ -87,7 +86,7 @@ export class QueueReader<M, Q extends string> {
   /** Handle the entries there are now, then return. */
   async iterAvailable(f: EntryHandler<M, Q, unknown>, signal?: AbortSignal): Promise<number> {
     let n = 0;
-    this.refill(await this.spool.list(this.queue));
+    await this.relist();
     for (;;) {
       if (signal?.aborted) return n;
       const got = await this.takeFromCache(signal);
@@ -102,18 +101,41 @@ export class QueueReader<M, Q extends string> {
     await this.doorbell.close();
   }
 
+  /**
+   * List the queue into the cache. Concurrent callers (several dequeues on one reader)
+   * share one listing, and take distinct candidates from it.
+   */
+  private relist(): Promise<void> {
+    if (this.listing === undefined) {
+      // Clear the doorbell *before* listing, so an entry that arrives during or after the
+      // listing rings it again. Only the caller that starts a listing clears it: a caller
+      // joining a listing already under way must not forget rings that came after it began.
+      this.doorbell.clear();
+      this.listing = this.spool
+        .list(this.queue)
+        .then((entries) => this.refill(entries))
+        .finally(() => {
+          this.listing = undefined;
+        });
+    }
+    return this.listing;
+  }
+
   private refill(entries: Entry<M, Q>[]): void {
     this.cache = entries;
     this.next = 0;
   }
 
-  private async takeFromCache(signal?: AbortSignal): Promise<CheckedOutEntry<M, Q> | undefined> {
+  private async takeFromCache(
+    signal?: AbortSignal,
+    options?: CheckoutOptions,
+  ): Promise<CheckedOutEntry<M, Q> | undefined> {
     for (;;) {
       if (signal?.aborted) return undefined;
       const entry = this.cache[this.next];
       if (entry === undefined) return undefined;
       this.next++;
-      const r = await this.spool.checkoutIfPresent(entry, this.options);
+      const r = await this.spool.checkoutIfPresent(entry, options ?? this.options);
       if (r.kind === "ok") return r.entry;
     }
   }

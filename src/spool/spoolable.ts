@@ -51,3 +51,9 @@ export const textCodec: MetadataCodec<string> = {
   encode: (m) => m,
   decode: (bytes) => bytes.toString("utf8"),
 };
+
+/** Metadata as raw bytes (the node daemon's spools: metadata is opaque to it). */
+export const bytesCodec: MetadataCodec<Buffer> = {
+  encode: (m) => m,
+  decode: (bytes) => Buffer.from(bytes),
+};
