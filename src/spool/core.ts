@@ -21,6 +21,14 @@ export const DEFAULT_LEASE_GRACE_MS = 5_000;
 export const DEFAULT_MAX_ATTEMPTS = 5;
 const MAX_NAME_ATTEMPTS = 1000;
 
+/**
+ * Metadata made once the data is written (and so its size and any digest computed while
+ * streaming are known). If `make` throws, the enqueue fails and leaves nothing behind.
+ */
+export class DeferredMetadata<M> {
+  constructor(readonly make: (written: { size: number }) => M) {}
+}
+
 /** What a checkout read from disk. */
 export interface CheckoutRecord<M, Q extends string> {
   queue: Q;
@@ -167,9 +175,15 @@ export class SpoolCore<M, Q extends string> {
    * and data directory entries durable, then rename the metadata into the queue and fsync
    * the queue directory. Any failure removes every file this call made, registry last.
    */
-  async enqueue(queue: Q, metadata: M, data: DataSource, reserved?: string): Promise<string> {
+  async enqueue(
+    queue: Q,
+    metadata: M | DeferredMetadata<M>,
+    data: DataSource,
+    reserved?: string,
+  ): Promise<string> {
     const dirname = this.dirname(queue);
-    const bytes = this.encodeFile(metadata, { attempts: 0 });
+    const deferred = metadata instanceof DeferredMetadata ? metadata : undefined;
+    let bytes = deferred ? undefined : this.encodeFile(metadata as M, { attempts: 0 });
     let name: string;
     if (reserved === undefined) {
       name = await this.reserveName();
@@ -189,9 +203,11 @@ export class SpoolCore<M, Q extends string> {
     const queueDir = this.layout.queue(dirname);
     let step = "write data";
     try {
-      await this.throttle.run(() => writeDataSynced(dataPath, data));
+      const size = await this.throttle.run(() => writeDataSynced(dataPath, data));
       step = "write metadata";
-      await this.throttle.run(() => writeFileSynced(tmp, bytes));
+      if (deferred) bytes = this.encodeFile(deferred.make({ size }), { attempts: 0 });
+      const metadataBytes = bytes as Buffer;
+      await this.throttle.run(() => writeFileSynced(tmp, metadataBytes));
       step = "fsync";
       await Promise.all([
         this.syncer.sync(this.layout.registry),

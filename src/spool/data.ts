@@ -49,7 +49,7 @@ export class DataFile {
   ) {}
 
   /** Stream the data, optionally from a byte offset. */
-  createReadStream(options?: { start?: number; end?: number }): ReadStream {
+  createReadStream(options?: { start?: number; end?: number; highWaterMark?: number }): ReadStream {
     return createReadStream(this.path, options);
   }
 

@@ -1,6 +1,6 @@
 import { readFile, stat } from "node:fs/promises";
 import { CheckedOutEntry } from "./checked-out-entry.js";
-import { type ExpiredLease, SpoolCore } from "./core.js";
+import { DeferredMetadata, type ExpiredLease, SpoolCore } from "./core.js";
 import type { DataFile, DataSource } from "./data.js";
 import { Entry } from "./entry.js";
 import { SpoolError, SpoolErrorCode } from "./errors.js";
@@ -94,6 +94,25 @@ export class Spool<M, Q extends string = string> {
     options: EnqueueOptions = {},
   ): Promise<Entry<M, Q>> {
     const name = await this.core.enqueue(queue, metadata, data, options.name);
+    return new Entry(this.core, queue, name);
+  }
+
+  /**
+   * Like `enqueue`, but the metadata is made by `makeMetadata` after the data has been
+   * written in full (so it can record the size, or a digest computed while streaming).
+   */
+  async enqueueDeferred(
+    queue: Q,
+    data: DataSource,
+    makeMetadata: (written: { size: number }) => M,
+    options: EnqueueOptions = {},
+  ): Promise<Entry<M, Q>> {
+    const name = await this.core.enqueue(
+      queue,
+      new DeferredMetadata(makeMetadata),
+      data,
+      options.name,
+    );
     return new Entry(this.core, queue, name);
   }
 
@@ -223,6 +242,32 @@ export class Spool<M, Q extends string = string> {
     const stop = () => clearInterval(timer);
     options.signal?.addEventListener("abort", stop, { once: true });
     return { stop };
+  }
+
+  /** Where an entry is now: which queue, waiting or checked out; undefined if nowhere. */
+  async locate(
+    name: string,
+    queues: readonly Q[] = this.core.queues,
+  ): Promise<{ queue: Q; state: "queued" | "checked_out"; path: string } | undefined> {
+    validateName("entry", name);
+    const l = this.core.layout;
+    for (const queue of queues) {
+      const dirname = this.core.dirname(queue);
+      const queued = l.queueFile(dirname, name);
+      if (await this.core.throttle.run(() => statIfExists(queued))) {
+        return { queue, state: "queued", path: queued };
+      }
+      const co = l.checkoutFile(dirname, name);
+      if (await this.core.throttle.run(() => statIfExists(co))) {
+        return { queue, state: "checked_out", path: co };
+      }
+    }
+    return undefined;
+  }
+
+  /** The data file of an entry, by name (whatever its queue). */
+  dataFile(name: string): DataFile {
+    return new Entry(this.core, this.core.queues[0] as Q, validateName("entry", name)).dataFile();
   }
 
   /** stat of the spool root (for tools). */

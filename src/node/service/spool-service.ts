@@ -1,0 +1,606 @@
+import { createHash } from "node:crypto";
+import { stat } from "node:fs/promises";
+import type { Logger } from "pino";
+import {
+  type CheckedOutEntry,
+  QueueReader,
+  type Spool,
+  SpoolError,
+  SpoolErrorCode,
+  validateName,
+} from "../../spool/index.js";
+import type { NodeEntryMeta } from "./entry-meta.js";
+import { ServiceError, ServiceErrorCode, toServiceError } from "./errors.js";
+import type { IdempotencyStore } from "./idempotency-store.js";
+import { unlinkRegistryIfUnused } from "./name-reservation.js";
+import { type Transition, TransitionBus } from "./transitions.js";
+
+export type NodeSpool = Spool<NodeEntryMeta, string>;
+
+/** An entry as the service shows it to clients. */
+export interface EntryInfo {
+  name: string;
+  queue: string;
+  metadata: Buffer;
+  attempts: number;
+  dataSize: number;
+  dataSha256: string;
+  enqueuedAt: number;
+  leaseUntil?: number;
+}
+
+export interface EnqueueHeader {
+  queue: string;
+  metadata: Buffer;
+  idempotencyKey?: string;
+  dataSize?: number;
+  dataSha256?: string;
+}
+
+export type CompleteAction =
+  | { kind: "save"; queue: string; metadata?: Buffer }
+  | { kind: "remove" };
+
+export interface SpoolServiceOptions {
+  spool: NodeSpool;
+  nodeId: string;
+  logger: Logger;
+  idempotency?: IdempotencyStore;
+  /** Longest a Dequeue may wait (ms). */
+  maxDequeueWaitMs?: number;
+  clock?: () => number;
+  /** Called after each operation, for metrics. */
+  onOperation?: (op: string, queue: string, outcome: string, seconds: number) => void;
+}
+
+const MAX_KEY_LENGTH = 200;
+const READ_CHUNK = 64 * 1024;
+
+/**
+ * The operations a node offers its clients (over gRPC), on its local spool. Transport
+ * independent: inputs are plain values, failures are ServiceErrors, and "nothing there"
+ * is a value.
+ */
+export class SpoolService {
+  readonly bus = new TransitionBus();
+  private readonly spool: NodeSpool;
+  private readonly readers = new Map<string, QueueReader<NodeEntryMeta, string>>();
+  private readonly log: Logger;
+  private readonly maxWaitMs: number;
+  private readonly clock: () => number;
+
+  constructor(private readonly opts: SpoolServiceOptions) {
+    this.spool = opts.spool;
+    this.log = opts.logger;
+    this.maxWaitMs = opts.maxDequeueWaitMs ?? 60_000;
+    this.clock = opts.clock ?? Date.now;
+  }
+
+  get queues(): readonly string[] {
+    return this.spool.queues;
+  }
+
+  /** Fail with invalid_argument unless `queue` is one of the spool's queues. */
+  checkQueue(queue: string): void {
+    if (!this.spool.queues.includes(queue)) {
+      validateName("queue", queue);
+      throw new ServiceError(
+        ServiceErrorCode.InvalidArgument,
+        `unknown queue ${JSON.stringify(queue)}`,
+      );
+    }
+  }
+
+  private publish(t: Omit<Transition, "at">): void {
+    this.bus.publish({ ...t, at: this.clock() });
+  }
+
+  private async timed<T>(op: string, queue: string, f: () => Promise<T>): Promise<T> {
+    const start = process.hrtime.bigint();
+    let outcome = "ok";
+    try {
+      return await f();
+    } catch (err) {
+      const e = toServiceError(err);
+      outcome = e.code;
+      throw e;
+    } finally {
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      this.opts.onOperation?.(op, queue, outcome, seconds);
+    }
+  }
+
+  // ---- Enqueue -------------------------------------------------------------------------
+
+  /**
+   * Store an entry whose data arrives as `chunks`. Nothing becomes visible unless every
+   * byte arrived and matched the announced size and digest. With an idempotency key seen
+   * within the window, the first entry is returned (`deduplicated`) and no second is made.
+   */
+  enqueue(
+    header: EnqueueHeader,
+    chunks: AsyncIterable<Uint8Array>,
+  ): Promise<{ entry: EntryInfo; deduplicated: boolean }> {
+    return this.timed("enqueue", header.queue, async () => {
+      this.checkQueue(header.queue);
+      const key = header.idempotencyKey || undefined;
+      if (key !== undefined && (key.length > MAX_KEY_LENGTH || key.includes("\0"))) {
+        throw new ServiceError(
+          ServiceErrorCode.InvalidArgument,
+          `idempotency key must be 1..${MAX_KEY_LENGTH} characters without NUL`,
+        );
+      }
+      if (header.dataSha256 !== undefined && !/^[0-9a-f]{64}$/.test(header.dataSha256)) {
+        throw new ServiceError(
+          ServiceErrorCode.InvalidArgument,
+          "data_sha256 must be 64 lowercase hex digits",
+        );
+      }
+      const name = await this.spool.reserveName();
+      if (key !== undefined) {
+        const dup = await this.claimKey(key, header.queue, name);
+        if (dup) return { entry: dup, deduplicated: true };
+      }
+      const hash = createHash("sha256");
+      let size = 0;
+      const expected = header;
+      async function* verified(): AsyncGenerator<Uint8Array> {
+        for await (const chunk of chunks) {
+          size += chunk.length;
+          if (expected.dataSize !== undefined && size > expected.dataSize) {
+            throw new ServiceError(
+              ServiceErrorCode.DataMismatch,
+              `data is longer than the announced ${expected.dataSize} bytes`,
+            );
+          }
+          hash.update(chunk);
+          yield chunk;
+        }
+      }
+      let entryMeta: NodeEntryMeta | undefined;
+      try {
+        await this.spool.enqueueDeferred(
+          header.queue,
+          verified(),
+          ({ size: written }) => {
+            const sha256 = hash.digest("hex");
+            if (expected.dataSize !== undefined && written !== expected.dataSize) {
+              throw new ServiceError(
+                ServiceErrorCode.DataMismatch,
+                `data ended after ${written} of the announced ${expected.dataSize} bytes`,
+              );
+            }
+            if (expected.dataSha256 !== undefined && sha256 !== expected.dataSha256) {
+              throw new ServiceError(
+                ServiceErrorCode.DataMismatch,
+                `data sha256 ${sha256} does not match the announced ${expected.dataSha256}`,
+              );
+            }
+            entryMeta = { user: header.metadata, sha256, size: written, enqueuedAt: this.clock() };
+            if (key !== undefined) entryMeta.idempotencyKey = key;
+            return entryMeta;
+          },
+          { name },
+        );
+      } catch (err) {
+        if (key !== undefined)
+          await this.opts.idempotency?.abandon(key, name).catch(() => undefined);
+        throw unwrapCause(err);
+      }
+      if (key !== undefined) await this.opts.idempotency?.complete(key, name);
+      this.publish({ kind: "enqueued", name, queue: header.queue });
+      const meta = entryMeta as NodeEntryMeta;
+      return { entry: toInfo(name, header.queue, meta, 0), deduplicated: false };
+    });
+  }
+
+  /** Returns the earlier entry for a duplicate key, or undefined when `name` now owns the key. */
+  private async claimKey(key: string, queue: string, name: string): Promise<EntryInfo | undefined> {
+    const store = this.opts.idempotency;
+    if (!store) {
+      await unlinkRegistryIfUnused(this.spool, name);
+      throw new ServiceError(
+        ServiceErrorCode.Unavailable,
+        "idempotency keys need the node's database",
+      );
+    }
+    const claim = await store.claim(key, queue, name).catch(async (err) => {
+      await unlinkRegistryIfUnused(this.spool, name);
+      throw new ServiceError(ServiceErrorCode.Unavailable, "idempotency store unavailable", {
+        cause: err,
+      });
+    });
+    if (claim.kind === "claimed") return undefined;
+    const found = await this.findInfo(claim.name);
+    if (found || claim.completed) {
+      await unlinkRegistryIfUnused(this.spool, name);
+      return (
+        found ?? {
+          name: claim.name,
+          queue: claim.queue,
+          metadata: Buffer.alloc(0),
+          attempts: 0,
+          dataSize: 0,
+          dataSha256: "",
+          enqueuedAt: 0,
+        }
+      );
+    }
+    // Not visible and not completed: either in progress, or its enqueue died.
+    if (await this.spool.core.throttle.run(() => registryExists(this.spool, claim.name))) {
+      await unlinkRegistryIfUnused(this.spool, name);
+      throw new ServiceError(
+        ServiceErrorCode.InProgress,
+        `an enqueue with idempotency key ${JSON.stringify(key)} is in progress; retry`,
+      );
+    }
+    if (await store.takeOver(key, claim.name, queue, name)) return undefined;
+    await unlinkRegistryIfUnused(this.spool, name);
+    throw new ServiceError(ServiceErrorCode.InProgress, "idempotency key changed hands; retry");
+  }
+
+  // ---- Dequeue -------------------------------------------------------------------------
+
+  private reader(queue: string): QueueReader<NodeEntryMeta, string> {
+    let r = this.readers.get(queue);
+    if (!r) {
+      // Leases are reaped by the node's reaper, not by each waiting call.
+      r = new QueueReader(this.spool, queue, { reapEveryMs: 0 });
+      this.readers.set(queue, r);
+    }
+    return r;
+  }
+
+  /** Check out the next entry, waiting up to `waitMs` for one; undefined when none came. */
+  dequeue(req: {
+    queue: string;
+    leaseMs?: number;
+    waitMs?: number;
+    signal?: AbortSignal;
+  }): Promise<{ entry: EntryInfo; leaseToken: string } | undefined> {
+    return this.timed("dequeue", req.queue, async () => {
+      this.checkQueue(req.queue);
+      const waitMs = Math.min(Math.max(req.waitMs ?? 0, 0), this.maxWaitMs);
+      const leaseMs = req.leaseMs && req.leaseMs > 0 ? req.leaseMs : undefined;
+      const options = leaseMs === undefined ? {} : { leaseMs };
+      const reader = this.reader(req.queue);
+      for (;;) {
+        let co: CheckedOutEntry<NodeEntryMeta, string> | undefined;
+        try {
+          if (waitMs === 0) {
+            const r = await reader.dequeueAvailable(options);
+            co = r.kind === "checked_out" ? r.entry : undefined;
+          } else {
+            const signals = [AbortSignal.timeout(waitMs)];
+            if (req.signal) signals.push(req.signal);
+            const r = await reader.dequeue(AbortSignal.any(signals), options);
+            co = r.kind === "checked_out" ? r.entry : undefined;
+          }
+        } catch (err) {
+          // Undecodable metadata: the entry stays checked out until its lease ends and is
+          // dead-lettered after maxAttempts. Log it and move on to the next entry.
+          if (err instanceof SpoolError && err.code === SpoolErrorCode.MetadataDecode) {
+            this.log.error({ err, queue: req.queue }, "skipping entry with undecodable metadata");
+            continue;
+          }
+          throw err;
+        }
+        if (!co) return undefined;
+        this.publish({ kind: "checked_out", name: co.name, queue: req.queue });
+        return {
+          entry: toInfo(co.name, co.queue, co.contents, co.attempts, co.leaseUntil),
+          leaseToken: await leaseToken(this.spool, co),
+        };
+      }
+    });
+  }
+
+  /** Find a checkout by queue, name and lease token; lease_lost if it is not ours. */
+  private async holder(queue: string, name: string, token: string) {
+    this.checkQueue(queue);
+    validateName("entry", name);
+    const co = await this.spool.checkedOutUnsafe(queue, name);
+    if (!co) {
+      const where = await this.spool.locate(name);
+      if (!where) throw new ServiceError(ServiceErrorCode.NotFound, `no entry ${name}`);
+      throw new ServiceError(
+        ServiceErrorCode.LeaseLost,
+        `entry ${name} is not checked out of ${queue}`,
+      );
+    }
+    if ((await leaseToken(this.spool, co)) !== token) {
+      throw new ServiceError(
+        ServiceErrorCode.LeaseLost,
+        `lease token does not match entry ${name}'s checkout`,
+      );
+    }
+    return co;
+  }
+
+  complete(req: {
+    queue: string;
+    name: string;
+    leaseToken: string;
+    action: CompleteAction;
+  }): Promise<EntryInfo | undefined> {
+    return this.timed("complete", req.queue, async () => {
+      if (req.action.kind === "save") this.checkQueue(req.action.queue);
+      const co = await this.holder(req.queue, req.name, req.leaseToken);
+      if (req.action.kind === "remove") {
+        const r = await co.remove();
+        if (r.kind === "lease_lost") throw leaseLost(req.name);
+        this.publish({ kind: "removed", name: req.name, queue: req.queue });
+        return undefined;
+      }
+      const { metadata, queue: to } = req.action;
+      if (metadata !== undefined) co.update((m) => ({ ...m, user: metadata }));
+      const r = await co.save(to);
+      if (r.kind === "lease_lost") throw leaseLost(req.name);
+      this.publish({ kind: "saved", name: req.name, queue: to, fromQueue: req.queue });
+      return toInfo(req.name, to, co.contents, co.attempts);
+    });
+  }
+
+  release(req: {
+    queue: string;
+    name: string;
+    leaseToken: string;
+  }): Promise<{ queue: string; attempts: number }> {
+    return this.timed("release", req.queue, async () => {
+      const co = await this.holder(req.queue, req.name, req.leaseToken);
+      const r = await co.release();
+      if (r.kind === "lease_lost" || r.to === undefined) throw leaseLost(req.name);
+      this.publish({ kind: "released", name: req.name, queue: r.to, fromQueue: req.queue });
+      return { queue: r.to, attempts: co.attempts + 1 };
+    });
+  }
+
+  extendLease(req: {
+    queue: string;
+    name: string;
+    leaseToken: string;
+    leaseMs: number;
+  }): Promise<number> {
+    return this.timed("extend_lease", req.queue, async () => {
+      if (!(req.leaseMs > 0)) {
+        throw new ServiceError(
+          ServiceErrorCode.InvalidArgument,
+          "lease must be a positive duration",
+        );
+      }
+      const co = await this.holder(req.queue, req.name, req.leaseToken);
+      const r = await co.extendLease(req.leaseMs);
+      if (r.kind === "lease_lost") throw leaseLost(req.name);
+      return co.leaseUntil;
+    });
+  }
+
+  // ---- Reading -------------------------------------------------------------------------
+
+  /** A page of a queue (or of its checkouts), in name order, after `pageToken`. */
+  list(req: {
+    queue: string;
+    checkedOut?: boolean;
+    pageSize?: number;
+    pageToken?: string;
+  }): Promise<{
+    entries: EntryInfo[];
+    nextPageToken: string;
+  }> {
+    return this.timed("list", req.queue, async () => {
+      this.checkQueue(req.queue);
+      const size = Math.min(Math.max(req.pageSize || 100, 1), 1000);
+      let after = "";
+      if (req.pageToken) {
+        after = Buffer.from(req.pageToken, "base64url").toString("utf8");
+        validateName("entry", after);
+      }
+      const names = req.checkedOut
+        ? await this.spool.core.listCheckedOut(req.queue)
+        : await this.spool.core.list(req.queue);
+      const entries: EntryInfo[] = [];
+      let last = "";
+      let more = false;
+      for (const name of names) {
+        if (name <= after) continue;
+        if (entries.length === size) {
+          more = true;
+          break;
+        }
+        const info = await this.readInfo(req.queue, name, req.checkedOut ?? false);
+        last = name;
+        if (info) entries.push(info);
+      }
+      return { entries, nextPageToken: more ? Buffer.from(last).toString("base64url") : "" };
+    });
+  }
+
+  private async readInfo(
+    queue: string,
+    name: string,
+    checkedOut: boolean,
+  ): Promise<EntryInfo | undefined> {
+    try {
+      if (checkedOut) {
+        const co = await this.spool.checkedOutUnsafe(queue, name);
+        return co && toInfo(name, queue, co.contents, co.attempts, co.leaseUntil);
+      }
+      const { metadata, attempts } = await this.spool.entry(queue, name).direct.read();
+      return toInfo(name, queue, metadata, attempts);
+    } catch (err) {
+      if (err instanceof SpoolError && err.code === SpoolErrorCode.EntryNotFound) return undefined;
+      throw err;
+    }
+  }
+
+  private async findInfo(name: string): Promise<EntryInfo | undefined> {
+    const where = await this.spool.locate(name);
+    if (!where) return undefined;
+    return this.readInfo(where.queue, name, where.state === "checked_out");
+  }
+
+  stat(req: {
+    name: string;
+    queue?: string;
+  }): Promise<{ entry: EntryInfo; state: "queued" | "checked_out" }> {
+    return this.timed("stat", req.queue ?? "", async () => {
+      validateName("entry", req.name);
+      if (req.queue) this.checkQueue(req.queue);
+      const order = req.queue
+        ? [req.queue, ...this.spool.queues.filter((q) => q !== req.queue)]
+        : this.spool.queues;
+      const where = await this.spool.locate(req.name, order);
+      const info =
+        where && (await this.readInfo(where.queue, req.name, where.state === "checked_out"));
+      if (!where || !info)
+        throw new ServiceError(ServiceErrorCode.NotFound, `no entry ${req.name}`);
+      return { entry: info, state: where.state };
+    });
+  }
+
+  /**
+   * Stream an entry's data from `offset` (at most `limit` bytes). When the whole data is
+   * read, the last chunk carries its sha256.
+   */
+  async *readData(req: { name: string; offset?: number; limit?: number }): AsyncGenerator<{
+    offset: number;
+    chunk: Buffer;
+    sha256?: string;
+  }> {
+    validateName("entry", req.name);
+    const offset = req.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      throw new ServiceError(
+        ServiceErrorCode.InvalidArgument,
+        "offset must be a non-negative integer",
+      );
+    }
+    const file = this.spool.dataFile(req.name);
+    let size: number;
+    try {
+      size = (await file.stat()).size;
+    } catch {
+      throw new ServiceError(ServiceErrorCode.NotFound, `no data for entry ${req.name}`);
+    }
+    if (offset > size) {
+      throw new ServiceError(
+        ServiceErrorCode.InvalidArgument,
+        `offset ${offset} is past the end (${size} bytes)`,
+      );
+    }
+    const end =
+      req.limit !== undefined && req.limit > 0 ? Math.min(size, offset + req.limit) : size;
+    const whole = offset === 0 && end === size;
+    const hash = whole ? createHash("sha256") : undefined;
+    if (end === offset) {
+      yield { offset, chunk: Buffer.alloc(0), ...(hash ? { sha256: hash.digest("hex") } : {}) };
+      return;
+    }
+    const stream = file.createReadStream({
+      start: offset,
+      end: end - 1,
+      highWaterMark: READ_CHUNK,
+    });
+    let pos = offset;
+    let pending: Buffer | undefined;
+    try {
+      for await (const c of stream) {
+        const chunk = c as Buffer;
+        hash?.update(chunk);
+        if (pending) yield { offset: pos - pending.length, chunk: pending };
+        pending = chunk;
+        pos += chunk.length;
+      }
+    } finally {
+      stream.destroy();
+    }
+    if (pending) {
+      yield {
+        offset: pos - pending.length,
+        chunk: pending,
+        ...(hash ? { sha256: hash.digest("hex") } : {}),
+      };
+    }
+  }
+
+  watch(queues: readonly string[], signal: AbortSignal): AsyncGenerator<Transition> {
+    for (const q of queues) this.checkQueue(q);
+    return this.bus.watch(queues, signal);
+  }
+
+  async queueDepths(): Promise<Array<{ queue: string; queued: number; checkedOut: number }>> {
+    const out = [];
+    for (const queue of this.spool.queues) {
+      out.push({
+        queue,
+        queued: (await this.spool.core.list(queue)).length,
+        checkedOut: (await this.spool.core.listCheckedOut(queue)).length,
+      });
+    }
+    return out;
+  }
+
+  /** Announce a lease the reaper took back (for Watch). */
+  leaseExpired(name: string, fromQueue: string, to: string): void {
+    this.publish({ kind: "lease_expired", name, queue: to, fromQueue });
+  }
+
+  async close(): Promise<void> {
+    for (const r of this.readers.values()) await r.close();
+    this.readers.clear();
+  }
+}
+
+function toInfo(
+  name: string,
+  queue: string,
+  m: NodeEntryMeta,
+  attempts: number,
+  leaseUntil?: number,
+): EntryInfo {
+  const info: EntryInfo = {
+    name,
+    queue,
+    metadata: m.user,
+    attempts,
+    dataSize: m.size,
+    dataSha256: m.sha256,
+    enqueuedAt: m.enqueuedAt,
+  };
+  if (leaseUntil !== undefined) info.leaseUntil = leaseUntil;
+  return info;
+}
+
+function leaseLost(name: string): ServiceError {
+  return new ServiceError(ServiceErrorCode.LeaseLost, `lease on entry ${name} is gone`);
+}
+
+/** A ServiceError thrown inside the data stream arrives wrapped in a spool io error. */
+function unwrapCause(err: unknown): unknown {
+  let e: unknown = err;
+  for (let i = 0; i < 5 && e instanceof Error; i++) {
+    if (e instanceof ServiceError) return e;
+    e = e.cause;
+  }
+  return err;
+}
+
+/**
+ * The lease token of a checkout: the inode of its checkout file and the failed-delivery
+ * count. Lease expiry and release rewrite the file (a new inode) and raise the count, so a
+ * token from before never matches a later holder's, even if the inode number is reused.
+ */
+async function leaseToken(
+  spool: NodeSpool,
+  co: CheckedOutEntry<NodeEntryMeta, string>,
+): Promise<string> {
+  const st = await spool.core.throttle.run(() => stat(co.path));
+  return `${st.ino.toString(36)}.${co.attempts.toString(36)}`;
+}
+
+async function registryExists(spool: NodeSpool, name: string): Promise<boolean> {
+  return stat(spool.core.layout.registryFile(name)).then(
+    () => true,
+    () => false,
+  );
+}
