@@ -1,0 +1,56 @@
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+
+/** Where one entry name was found: a queue directory or its .checkout. */
+export interface Location {
+  queue: string;
+  checkedOut: boolean;
+}
+
+/** Every file of a spool directory, read straight from the disk (no spool code involved). */
+export interface SpoolSnapshot {
+  registry: Set<string>;
+  data: Set<string>;
+  tmp: string[];
+  /** Entry name → every queue or checkout directory holding a metadata file of that name. */
+  locations: Map<string, Location[]>;
+}
+
+async function names(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((n) => n !== ".checkout").sort();
+}
+
+export async function scanSpool(dir: string, queues: readonly string[]): Promise<SpoolSnapshot> {
+  const locations = new Map<string, Location[]>();
+  const add = (name: string, loc: Location) => {
+    const list = locations.get(name);
+    if (list) list.push(loc);
+    else locations.set(name, [loc]);
+  };
+  for (const queue of queues) {
+    for (const n of await names(join(dir, queue))) add(n, { queue, checkedOut: false });
+    for (const n of await names(join(dir, queue, ".checkout"))) add(n, { queue, checkedOut: true });
+  }
+  return {
+    registry: new Set(await names(join(dir, ".registry"))),
+    data: new Set(await names(join(dir, ".data"))),
+    tmp: await names(join(dir, ".tmp")),
+    locations,
+  };
+}
+
+/** The files left in a snapshot, one string each, for an "is empty" assertion. */
+export function leftovers(s: SpoolSnapshot): string[] {
+  const out: string[] = [];
+  for (const n of s.registry) out.push(`.registry/${n}`);
+  for (const n of s.data) out.push(`.data/${n}`);
+  for (const n of s.tmp) out.push(`.tmp/${n}`);
+  for (const [n, locs] of s.locations) {
+    for (const l of locs) out.push(l.checkedOut ? `${l.queue}/.checkout/${n}` : `${l.queue}/${n}`);
+  }
+  return out.sort();
+}
+
+export function readDataFile(dir: string, name: string): Promise<Buffer> {
+  return readFile(join(dir, ".data", name));
+}
