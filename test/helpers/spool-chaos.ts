@@ -36,11 +36,7 @@ export async function runChaos(
   const journal = new JournalWriter(config.journal);
   const rand = seededRandom(config.seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
-  // Long leases (outlive the child) and short ones (expire while it runs: lease_lost, reaping).
-  const readers = CHAOS_QUEUES.flatMap((q) => [
-    new QueueReader(spool, q, { leaseMs: 60_000 }),
-    new QueueReader(spool, q, { leaseMs: 25 }),
-  ]);
+  const readers = CHAOS_QUEUES.map((q) => new QueueReader(spool, q));
   const held: CheckedOutEntry<Widget, WidgetQueue>[] = [];
   let id = config.seed * 1000;
   const op = (what: string) => journal.note({ op: "op", what });
@@ -66,7 +62,9 @@ export async function runChaos(
     }
     if (held.length === 0 || (r < config.enqueueShare + 0.3 && held.length < 6)) {
       op("checkout");
-      const got = await pick(readers).dequeueAvailable();
+      // Long leases (outlive the child) and short ones (expire while it runs: lease_lost, reaping).
+      const leaseMs = rand() < 0.7 ? 60_000 : 25;
+      const got = await pick(readers).dequeueAvailable({ leaseMs });
       if (got.kind === "checked_out") {
         const co = got.entry;
         const bytes = await co.dataFile().read();
