@@ -1,0 +1,566 @@
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { tempDir } from "../../../test/helpers/tmp.js";
+import {
+  type Config,
+  ConfigError,
+  ConfigErrorCode,
+  configKeys,
+  configWarnings,
+  formatDuration,
+  formatSize,
+  loadConfig,
+  parseConfig,
+  parseDuration,
+  parseHostPort,
+  parseSize,
+  REDACTED,
+  redactConfig,
+} from "./index.js";
+
+let dir: Awaited<ReturnType<typeof tempDir>>;
+let failed = false;
+beforeEach(async (ctx) => {
+  dir = await tempDir("geospool-config-");
+  failed = false;
+  ctx.onTestFailed(() => {
+    failed = true;
+  });
+});
+afterEach(async () => {
+  await dir.cleanup(failed);
+});
+
+const BASE_ENV = { GEOSPOOL_NODE__ID: "n1", GEOSPOOL_SPOOL__DIR: "/var/spool/geospool" };
+
+async function writeYaml(text: string, name = "node.yaml"): Promise<string> {
+  const file = join(dir.path, name);
+  await writeFile(file, text);
+  return file;
+}
+
+/** The ConfigError thrown by `fn` (fails the test if nothing or something else is thrown). */
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error("expected a ConfigError, got a config");
+}
+
+describe("units", () => {
+  it("parses durations", () => {
+    expect(parseDuration("500ms")).toBe(500);
+    expect(parseDuration("30s")).toBe(30_000);
+    expect(parseDuration("10m")).toBe(600_000);
+    expect(parseDuration("1h")).toBe(3_600_000);
+    expect(parseDuration("1.5s")).toBe(1500);
+    expect(parseDuration(250)).toBe(250);
+    expect(parseDuration("250")).toBe(250);
+    for (const bad of ["", "abc", "10 parsecs", "-5s", "1h30m", -1]) {
+      expect(parseDuration(bad)).toBeUndefined();
+    }
+    expect(formatDuration(600_000)).toBe("10m");
+    expect(formatDuration(1500)).toBe("1500ms");
+  });
+
+  it("parses sizes", () => {
+    expect(parseSize("4MiB")).toBe(4 * 1024 * 1024);
+    expect(parseSize("512 KiB")).toBe(512 * 1024);
+    expect(parseSize("10MB")).toBe(10_000_000);
+    expect(parseSize("1gib")).toBe(1024 ** 3);
+    expect(parseSize(100)).toBe(100);
+    for (const bad of ["", "4 MiBs", "lots", "-1"]) expect(parseSize(bad)).toBeUndefined();
+    expect(formatSize(4 * 1024 * 1024)).toBe("4MiB");
+  });
+
+  it("parses host:port", () => {
+    expect(parseHostPort("127.0.0.1:7401")).toEqual({ host: "127.0.0.1", port: 7401 });
+    expect(parseHostPort("[::1]:0")).toEqual({ host: "::1", port: 0 });
+    expect(parseHostPort("node-1.example:80")).toEqual({ host: "node-1.example", port: 80 });
+    for (const bad of ["abc", ":80", "::1:80", "host:", "host:65536", "ho st:1", "[x]:1"]) {
+      expect(parseHostPort(bad)).toBeUndefined();
+    }
+  });
+});
+
+describe("defaults", () => {
+  it("fills every default, in milliseconds and bytes", () => {
+    const config = loadConfig({ env: BASE_ENV, flags: {} });
+    expect(config).toEqual({
+      node: { id: "n1", region: "local" },
+      spool: {
+        dir: "/var/spool/geospool",
+        queues: ["inbox", "outbox", "dead"],
+        leases: { defaultLease: 600_000, grace: 5000, maxAttempts: 5 },
+      },
+      grpc: {
+        listen: "127.0.0.1:7401",
+        tls: { requireClientCert: false },
+        maxMessageBytes: 4 * 1024 * 1024,
+        keepalive: { time: 30_000, timeout: 10_000 },
+        maxDequeueWait: 60_000,
+      },
+      http: { listen: "127.0.0.1:8401" },
+      postgres: {},
+      auth: { tokens: [], allowUnauthenticatedHealth: true },
+      peers: [],
+      log: { level: "info" },
+      monitor: { checkEvery: 15_000, alertAfterCycles: 2, repair: true },
+      idempotency: { window: 86_400_000 },
+      shutdown: { deadline: 10_000 },
+    } satisfies Config);
+  });
+
+  it("requires node.id and spool.dir, naming the env var and flag that set them", () => {
+    const err = configError(() => loadConfig({ env: {}, flags: {} }));
+    expect(err.code).toBe(ConfigErrorCode.MissingKey);
+    expect(err.problems.map((p) => p.message)).toEqual([
+      "config: node.id: required; set it in the config file, with GEOSPOOL_NODE__ID or --node.id",
+      "config: spool.dir: required; set it in the config file, with GEOSPOOL_SPOOL__DIR or --spool.dir",
+    ]);
+  });
+
+  it("requires postgres.url when the command asks for it", () => {
+    const err = configError(() =>
+      loadConfig({ env: BASE_ENV, flags: {}, require: ["postgres.url"] }),
+    );
+    expect(err.code).toBe(ConfigErrorCode.MissingKey);
+    expect(err.key).toBe("postgres.url");
+    const config = loadConfig({
+      env: { ...BASE_ENV, GEOSPOOL_POSTGRES__URL: "postgres://geo:pw@127.0.0.1:5432/geo" },
+      flags: {},
+      require: ["postgres.url"],
+    });
+    expect(config.postgres.url).toBe("postgres://geo:pw@127.0.0.1:5432/geo");
+  });
+});
+
+describe("precedence: flags > env > file > defaults", () => {
+  it("takes each key from the highest source that sets it", async () => {
+    const file = await writeYaml(
+      "node: {id: from-file}\nspool: {dir: /s}\ngrpc:\n  listen: 127.0.0.1:1001\n  keepalive: {time: 1m}\nhttp: {listen: 127.0.0.1:2001}\n",
+    );
+    const env = {
+      GEOSPOOL_GRPC__LISTEN: "127.0.0.1:1002",
+      GEOSPOOL_HTTP__LISTEN: "127.0.0.1:2002",
+    };
+    const flags = { "grpc.listen": "127.0.0.1:1003" };
+    const config = loadConfig({ file, env, flags });
+    expect(config.grpc.listen).toBe("127.0.0.1:1003");
+    expect(config.http.listen).toBe("127.0.0.1:2002");
+    expect(config.node.id).toBe("from-file");
+    expect(config.grpc.keepalive).toEqual({ time: 60_000, timeout: 10_000 });
+    expect(loadConfig({ file, env, flags: {} }).grpc.listen).toBe("127.0.0.1:1002");
+    expect(loadConfig({ file, env: {}, flags: {} }).grpc.listen).toBe("127.0.0.1:1001");
+  });
+
+  it("blames the source whose value won", async () => {
+    const file = await writeYaml("node: {id: n1}\nspool: {dir: /s}\ngrpc:\n  listen: nope\n");
+    expect(configError(() => loadConfig({ file, env: {}, flags: {} })).message).toBe(
+      `config: grpc.listen (from ${file}:4): expected host:port (IPv6 as [::1]:port), got "nope"`,
+    );
+    expect(
+      configError(() => loadConfig({ file, env: { GEOSPOOL_GRPC__LISTEN: "abc" }, flags: {} }))
+        .message,
+    ).toBe(
+      'config: grpc.listen (from GEOSPOOL_GRPC__LISTEN): expected host:port (IPv6 as [::1]:port), got "abc"',
+    );
+    const err = configError(() =>
+      loadConfig({ file, env: { GEOSPOOL_GRPC__LISTEN: "abc" }, flags: { "grpc.listen": "x:y" } }),
+    );
+    expect(err.source).toBe("--grpc.listen");
+    expect(err.problems).toHaveLength(1);
+  });
+
+  it("resolves relative paths against the file's directory, or the cwd for env and flags", async () => {
+    await mkdir(join(dir.path, "etc"));
+    const file = await writeYaml("node: {id: n1}\nspool: {dir: ../data/spool}\n", "etc/node.yaml");
+    expect(loadConfig({ file, env: {}, flags: {} }).spool.dir).toBe(join(dir.path, "data/spool"));
+    const config = loadConfig({
+      file,
+      env: {},
+      flags: { "spool.dir": "here" },
+      cwd: "/srv",
+    });
+    expect(config.spool.dir).toBe("/srv/here");
+  });
+
+  it("treats empty YAML values and empty env vars as unset", async () => {
+    const file = await writeYaml(
+      "node: {id: n1}\nspool: {dir: /s}\ngrpc:\n  tls:\n  advertise: ~\n",
+    );
+    const config = loadConfig({ file, env: { GEOSPOOL_LOG__LEVEL: "" }, flags: {} });
+    expect(config.grpc.tls).toEqual({ requireClientCert: false });
+    expect(config.grpc.advertise).toBeUndefined();
+    expect(config.log.level).toBe("info");
+  });
+});
+
+describe("env vars and flags", () => {
+  it("parses every kind of value from text", () => {
+    const config = loadConfig({
+      env: {
+        ...BASE_ENV,
+        GEOSPOOL_SPOOL__QUEUES: "in, out,dlq",
+        GEOSPOOL_SPOOL__LEASES__DEAD_LETTER_QUEUE: "dlq",
+        GEOSPOOL_SPOOL__LEASES__MAX_ATTEMPTS: "9",
+        GEOSPOOL_GRPC__MAX_MESSAGE_BYTES: "16MiB",
+        GEOSPOOL_MONITOR__REPAIR: "off",
+        GEOSPOOL_AUTH__TOKENS: JSON.stringify([
+          { name: "ci", token: "t0k3n", permissions: [{ queues: ["in"], actions: ["enqueue"] }] },
+        ]),
+        GEOSPOOL_PEERS: '[{"id":"n2","grpc":"[::1]:7402","region":"eu"}]',
+      },
+      flags: {
+        "--grpc.keepalive.time": "45s",
+        "grpc.max-dequeue-wait": "2m",
+        "auth.allowUnauthenticatedHealth": false,
+        "node.region": "us-east",
+      },
+    });
+    expect(config.spool.queues).toEqual(["in", "out", "dlq"]);
+    expect(config.spool.leases.deadLetterQueue).toBe("dlq");
+    expect(config.spool.leases.maxAttempts).toBe(9);
+    expect(config.grpc.maxMessageBytes).toBe(16 * 1024 * 1024);
+    expect(config.monitor.repair).toBe(false);
+    expect(config.auth.tokens).toEqual([
+      { name: "ci", token: "t0k3n", permissions: [{ queues: ["in"], actions: ["enqueue"] }] },
+    ]);
+    expect(config.peers).toEqual([{ id: "n2", grpc: "[::1]:7402", region: "eu" }]);
+    expect(config.grpc.keepalive.time).toBe(45_000);
+    expect(config.grpc.maxDequeueWait).toBe(120_000);
+    expect(config.auth.allowUnauthenticatedHealth).toBe(false);
+    expect(config.node.region).toBe("us-east");
+  });
+
+  it("accepts a bare boolean flag", () => {
+    const config = loadConfig({ env: BASE_ENV, flags: { "monitor.repair": true } });
+    expect(config.monitor.repair).toBe(true);
+  });
+
+  it("refuses unknown env vars in a config section, ignores other GEOSPOOL_ vars", () => {
+    const err = configError(() =>
+      loadConfig({ env: { ...BASE_ENV, GEOSPOOL_LOG_LEVEL: "debug" }, flags: {} }),
+    );
+    expect(err.code).toBe(ConfigErrorCode.UnknownKey);
+    expect(err.message).toBe(
+      "config: GEOSPOOL_LOG_LEVEL (from environment): unknown setting; did you mean GEOSPOOL_LOG__LEVEL?",
+    );
+    const config = loadConfig({
+      env: { ...BASE_ENV, GEOSPOOL_CONFIG: "/etc/x.yaml", GEOSPOOL_KEEP_TMP: "1" },
+      flags: {},
+    });
+    expect(config.node.id).toBe("n1");
+  });
+
+  it("refuses unknown dotted flags, ignores the CLI's own flags", () => {
+    const err = configError(() =>
+      loadConfig({ env: BASE_ENV, flags: { "grpc.listn": "127.0.0.1:1", config: "x.yaml" } }),
+    );
+    expect(err.code).toBe(ConfigErrorCode.UnknownKey);
+    expect(err.message).toBe(
+      "config: --grpc.listn (from flags): unknown setting; did you mean --grpc.listen?",
+    );
+    expect(loadConfig({ env: BASE_ENV, flags: { config: "x.yaml", help: false } }).node.id).toBe(
+      "n1",
+    );
+  });
+
+  it("names the key and its source in the error for a bad value of every key", () => {
+    const skip = new Set(["spool.dir"]); // any non-empty path is a valid spool.dir
+    const keys = configKeys().filter((k) => !skip.has(k.key));
+    expect(keys.length).toBeGreaterThan(25);
+    for (const key of keys) {
+      const fromEnv = configError(() =>
+        loadConfig({ env: { ...BASE_ENV, [key.env]: "!bad value!" }, flags: {} }),
+      );
+      expect(fromEnv.message, key.env).toMatch(
+        new RegExp(`^config: ${escapeRegExp(key.key)}\\S* \\(from ${key.env}\\): `),
+      );
+      expect(fromEnv.message).not.toContain("\n");
+      const fromFlag = configError(() =>
+        loadConfig({ env: BASE_ENV, flags: { [key.key]: "!bad value!" } }),
+      );
+      expect(fromFlag.message, key.flag).toMatch(
+        new RegExp(`^config: ${escapeRegExp(key.key)}\\S* \\(from ${escapeRegExp(key.flag)}\\): `),
+      );
+    }
+  });
+});
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+describe("the config file", () => {
+  it("refuses unknown keys with the line and a suggestion", async () => {
+    const file = await writeYaml(
+      "node: {id: n1}\nspool:\n  dir: /s\n  leases:\n    defaultLeas: 1m\n",
+    );
+    const err = configError(() => loadConfig({ file, env: {}, flags: {} }));
+    expect(err.code).toBe(ConfigErrorCode.UnknownKey);
+    expect(err.message).toBe(
+      `config: spool.leases.defaultLeas (from ${file}:5): unknown key; did you mean spool.leases.defaultLease?`,
+    );
+  });
+
+  it("refuses unknown keys inside list items", async () => {
+    const file = await writeYaml(
+      [
+        "node: {id: n1}",
+        "spool: {dir: /s}",
+        "auth:",
+        "  tokens:",
+        "    - name: ci",
+        "      token: abc",
+        "      permisions: [{queues: ['*'], actions: [admin]}]",
+      ].join("\n"),
+    );
+    const err = configError(() => loadConfig({ file, env: {}, flags: {} }));
+    expect(err.problems.map((p) => p.message)).toContain(
+      `config: auth.tokens[0].permisions (from ${file}:7): unknown key; did you mean auth.tokens[0].permissions?`,
+    );
+  });
+
+  it("reports unreadable files and bad YAML", async () => {
+    const missing = join(dir.path, "missing.yaml");
+    const err = configError(() => loadConfig({ file: missing, env: {}, flags: {} }));
+    expect(err.code).toBe(ConfigErrorCode.FileUnreadable);
+    expect(err.message).toBe(`config (from ${missing}): cannot read: ENOENT`);
+
+    const bad = await writeYaml("node:\n  id: n1\n  id: n2\n");
+    const syntax = configError(() => loadConfig({ file: bad, env: {}, flags: {} }));
+    expect(syntax.code).toBe(ConfigErrorCode.FileSyntax);
+    expect(syntax.message).toMatch(
+      new RegExp(`^config \\(from ${escapeRegExp(bad)}:3\\): invalid YAML`),
+    );
+
+    const list = await writeYaml("- a\n- b\n");
+    expect(configError(() => loadConfig({ file: list, env: {}, flags: {} })).code).toBe(
+      ConfigErrorCode.FileSyntax,
+    );
+  });
+
+  it("reports a mapping given as a scalar", async () => {
+    const file = await writeYaml("node: {id: n1}\nspool: {dir: /s}\ngrpc: 7401\n");
+    expect(configError(() => loadConfig({ file, env: {}, flags: {} })).message).toBe(
+      `config: grpc (from ${file}:3): expected a mapping of keys, got 7401`,
+    );
+  });
+});
+
+describe("cross-field rules", () => {
+  const base = { node: { id: "n1" }, spool: { dir: "/s" } };
+  const check = (values: Record<string, unknown>) =>
+    configError(() => parseConfig({ ...base, ...values }));
+
+  it("deadLetterQueue must be one of spool.queues", () => {
+    const err = check({ spool: { dir: "/s", leases: { deadLetterQueue: "graveyard" } } });
+    expect(err.message).toBe(
+      'config: spool.leases.deadLetterQueue (from config object): must be one of spool.queues (inbox, outbox, dead), got "graveyard"',
+    );
+    const ok = parseConfig({ ...base, spool: { dir: "/s", leases: { deadLetterQueue: "dead" } } });
+    expect(ok.spool.leases.deadLetterQueue).toBe("dead");
+  });
+
+  it("queues are unique and non-empty", () => {
+    expect(check({ spool: { dir: "/s", queues: ["a", "a"] } }).key).toBe("spool.queues[1]");
+    expect(check({ spool: { dir: "/s", queues: [] } }).key).toBe("spool.queues");
+  });
+
+  it("TLS cert and key go together; mTLS needs a CA and TLS", async () => {
+    const cert = join(dir.path, "cert.pem");
+    await writeFile(cert, "x");
+    expect(check({ grpc: { tls: { cert } } }).message).toBe(
+      "config: grpc.tls.cert (from config object): needs grpc.tls.key as well (cert and key go together)",
+    );
+    expect(check({ grpc: { tls: { key: cert } } }).key).toBe("grpc.tls.key");
+    expect(check({ grpc: { tls: { clientCa: cert } } }).key).toBe("grpc.tls.clientCa");
+    const err = check({ grpc: { tls: { cert, key: cert, requireClientCert: true } } });
+    expect(err.message).toBe(
+      "config: grpc.tls.requireClientCert (from config object): needs grpc.tls.clientCa to check clients against",
+    );
+    const missing = check({ grpc: { tls: { cert, key: join(dir.path, "nope.pem") } } });
+    expect(missing.code).toBe(ConfigErrorCode.FileUnreadable);
+    expect(missing.key).toBe("grpc.tls.key");
+    const ok = parseConfig({
+      ...base,
+      grpc: { tls: { cert, key: cert, clientCa: cert, requireClientCert: "true" } },
+    });
+    expect(ok.grpc.tls).toEqual({ cert, key: cert, clientCa: cert, requireClientCert: true });
+  });
+
+  it("gRPC and HTTP cannot share an address", () => {
+    expect(check({ http: { listen: "127.0.0.1:7401" } }).key).toBe("http.listen");
+    const ok = parseConfig({
+      ...base,
+      grpc: { listen: "127.0.0.1:0" },
+      http: { listen: "127.0.0.1:0" },
+    });
+    expect(ok.http.listen).toBe("127.0.0.1:0");
+  });
+
+  it("tokens: exactly one of token and tokenFile, unique names, known queues", () => {
+    const perm = [{ queues: ["*"], actions: ["admin"] }];
+    expect(check({ auth: { tokens: [{ name: "a", permissions: perm }] } }).message).toBe(
+      "config: auth.tokens[0] (from config object): needs exactly one of token and tokenFile",
+    );
+    expect(
+      check({ auth: { tokens: [{ name: "a", token: "x", tokenFile: "/t", permissions: perm }] } })
+        .key,
+    ).toBe("auth.tokens[0]");
+    expect(
+      check({
+        auth: {
+          tokens: [
+            { name: "a", token: "x", permissions: perm },
+            { name: "a", token: "y", permissions: perm },
+          ],
+        },
+      }).key,
+    ).toBe("auth.tokens[1].name");
+    const unknownQueue = check({
+      auth: {
+        tokens: [
+          {
+            name: "a",
+            token: "x",
+            permissions: [{ queues: ["inbox", "inbx"], actions: ["enqueue"] }],
+          },
+        ],
+      },
+    });
+    expect(unknownQueue.key).toBe("auth.tokens[0].permissions[0].queues[1]");
+    expect(
+      check({
+        auth: {
+          tokens: [
+            {
+              name: "a",
+              token: "x",
+              permissions: [{ queues: ["*", "inbox"], actions: ["admin"] }],
+            },
+          ],
+        },
+      }).key,
+    ).toBe("auth.tokens[0].permissions[0].queues");
+    expect(
+      check({
+        auth: {
+          tokens: [{ name: "a", token: "x", permissions: [{ queues: ["*"], actions: [] }] }],
+        },
+      }).key,
+    ).toBe("auth.tokens[0].permissions[0].actions");
+    expect(check({ auth: { tokens: [{ name: "a", token: "x" }] } }).message).toMatch(
+      /^config: auth.tokens\[0\].permissions \(from config object\): required/,
+    );
+  });
+
+  it("peers: unique ids, never this node", () => {
+    expect(check({ peers: [{ id: "n1", grpc: "127.0.0.1:7402" }] }).key).toBe("peers[0].id");
+    expect(
+      check({
+        peers: [
+          { id: "n2", grpc: "127.0.0.1:7402" },
+          { id: "n2", grpc: "127.0.0.1:7403" },
+        ],
+      }).key,
+    ).toBe("peers[1].id");
+    expect(check({ peers: [{ id: "n2", grpc: "127.0.0.1:0" }] }).key).toBe("peers[0].grpc");
+  });
+});
+
+describe("tokens from files, redaction and warnings", () => {
+  it("reads tokenFile relative to the config file, trimmed", async () => {
+    await writeFile(join(dir.path, "ci.token"), "s3cret-from-file\n");
+    const file = await writeYaml(
+      [
+        "node: {id: n1}",
+        "spool: {dir: /s}",
+        "postgres: {url: 'postgres://geo:hunter2@127.0.0.1/geo'}",
+        "auth:",
+        "  tokens:",
+        "    - {name: ci, tokenFile: ci.token, permissions: [{queues: [inbox], actions: [enqueue, dequeue]}]}",
+        "    - {name: ops, token: inline-secret, permissions: [{queues: ['*'], actions: [admin]}]}",
+      ].join("\n"),
+    );
+    const config = loadConfig({ file, env: {}, flags: {} });
+    expect(config.auth.tokens[0]).toEqual({
+      name: "ci",
+      token: "s3cret-from-file",
+      tokenFile: join(dir.path, "ci.token"),
+      permissions: [{ queues: ["inbox"], actions: ["enqueue", "dequeue"] }],
+    });
+
+    const redacted = redactConfig(config);
+    const text = JSON.stringify(redacted);
+    expect(text).not.toContain("s3cret-from-file");
+    expect(text).not.toContain("inline-secret");
+    expect(text).not.toContain("hunter2");
+    expect(redacted.auth.tokens[1]?.token).toBe(REDACTED);
+    expect(redacted.postgres.url).toBe("postgres://geo:***@127.0.0.1/geo");
+    expect(config.auth.tokens[1]?.token).toBe("inline-secret");
+    expect(configWarnings(config)).toEqual([]);
+  });
+
+  it("names the token whose file cannot be read", async () => {
+    const file = await writeYaml(
+      "node: {id: n1}\nspool: {dir: /s}\nauth:\n  tokens:\n    - {name: ci, tokenFile: gone.token, permissions: [{queues: ['*'], actions: [admin]}]}\n",
+    );
+    const err = configError(() => loadConfig({ file, env: {}, flags: {} }));
+    expect(err.code).toBe(ConfigErrorCode.FileUnreadable);
+    expect(err.message).toBe(
+      `config: auth.tokens[0].tokenFile (from ${file}:5): cannot read ${JSON.stringify(join(dir.path, "gone.token"))}: ENOENT`,
+    );
+  });
+
+  it("warns when auth is disabled or gRPC is exposed in clear text", () => {
+    const open = parseConfig({
+      node: { id: "n1" },
+      spool: { dir: "/s" },
+      grpc: { listen: "0.0.0.0:7401" },
+    });
+    const warnings = configWarnings(open);
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toMatch(/^auth.tokens is empty/);
+    expect(warnings[1]).toMatch(/^grpc.tls is not configured/);
+  });
+});
+
+describe("docs/configuration.md", () => {
+  it("documents every key with its env var and flag", async () => {
+    const docs = await readFile(new URL("../../../docs/configuration.md", import.meta.url), "utf8");
+    const undocumented = configKeys().filter(
+      (k) => !docs.includes(`\`${k.key}\``) || !docs.includes(k.env) || !docs.includes(k.flag),
+    );
+    expect(undocumented.map((k) => k.key)).toEqual([]);
+  });
+
+  it("has an example file that loads", async () => {
+    const docs = await readFile(new URL("../../../docs/configuration.md", import.meta.url), "utf8");
+    const example = /```yaml\n([\s\S]*?)```/.exec(docs)?.[1];
+    expect(example).toBeDefined();
+    const file = await writeYaml(example ?? "", "eu-1.yaml");
+    await mkdir(join(dir.path, "certs"));
+    await mkdir(join(dir.path, "secrets"));
+    for (const name of ["eu-1.crt", "eu-1.key", "ca.crt"]) {
+      await writeFile(join(dir.path, "certs", name), "pem");
+    }
+    for (const name of ["uploader", "worker", "operator"]) {
+      await writeFile(join(dir.path, "secrets", `${name}.token`), `${name}-secret\n`);
+    }
+    const config = loadConfig({ file, env: {}, flags: {}, require: ["postgres.url"] });
+    expect(config.grpc.tls.clientCa).toBe(join(dir.path, "certs/ca.crt"));
+    expect(config.auth.tokens.map((t) => t.token)).toEqual([
+      "uploader-secret",
+      "worker-secret",
+      "operator-secret",
+    ]);
+    expect(config.peers.map((p) => p.id)).toEqual(["us-1", "ap-1"]);
+    expect(configWarnings(config)).toEqual([]);
+  });
+});

@@ -1,0 +1,131 @@
+/**
+ * The parsed configuration of one node, as `loadConfig` returns it: every default filled
+ * in, durations in milliseconds, sizes in bytes, paths absolute, token files read.
+ * docs/configuration.md describes each key, its default, env var and flag.
+ */
+export interface Config {
+  node: {
+    /** This node's id: a name (`[A-Za-z0-9_][A-Za-z0-9._:@+=-]*`). Required. */
+    id: string;
+    /** Region label (a name). Default "local". */
+    region: string;
+  };
+  spool: {
+    /** The spool directory (absolute). Required. */
+    dir: string;
+    /** Queue names, unique. Default ["inbox", "outbox", "dead"]. */
+    queues: string[];
+    leases: {
+      /** Lease given to a checkout when the client asks for none (ms). Default 10m. */
+      defaultLease: number;
+      /** Extra time after a lease deadline before the entry is taken back (ms). Default 5s. */
+      grace: number;
+      /** Failed deliveries before an entry goes to the dead-letter queue. Default 5. */
+      maxAttempts: number;
+      /** One of `spool.queues`; unset = expired entries always go back to their queue. */
+      deadLetterQueue?: string | undefined;
+    };
+  };
+  grpc: {
+    /** `host:port` to listen on (port 0 = any free port). Default "127.0.0.1:7401". */
+    listen: string;
+    /** `host:port` peers and clients should use to reach this node; unset = `listen`. */
+    advertise?: string | undefined;
+    tls: GrpcTls;
+    /** Largest gRPC message received or sent (bytes). Default 4MiB. */
+    maxMessageBytes: number;
+    keepalive: {
+      /** Ping an idle connection after this long (ms). Default 30s. */
+      time: number;
+      /** Close the connection if a ping is not answered within this (ms). Default 10s. */
+      timeout: number;
+    };
+    /** Longest wait a Dequeue may ask for (ms); longer requests are capped. Default 60s. */
+    maxDequeueWait: number;
+  };
+  http: {
+    /** `host:port` for /metrics, /healthz, /readyz and the binary cache. Default "127.0.0.1:8401". */
+    listen: string;
+  };
+  postgres: {
+    /** `postgres://` URL of this node's own database. Required by `geospool node`. */
+    url?: string | undefined;
+  };
+  auth: {
+    /** Bearer tokens. Empty = authentication disabled (configWarnings says so). */
+    tokens: AuthToken[];
+    /** Let the gRPC health service and HTTP /healthz, /readyz answer without a token. Default true. */
+    allowUnauthenticatedHealth: boolean;
+  };
+  /** Other nodes of the cluster (replication). Default []. */
+  peers: Peer[];
+  log: {
+    /** pino level. Default "info". */
+    level: LogLevel;
+  };
+  monitor: {
+    /** Interval between fsck runs (ms). Default 15s. */
+    checkEvery: number;
+    /** A problem is alerted once it persisted this many consecutive checks. Default 2. */
+    alertAfterCycles: number;
+    /** Repair what is safe to repair. Default true. */
+    repair: boolean;
+  };
+  idempotency: {
+    /** How long an idempotency key keeps returning the first entry (ms). Default 24h. */
+    window: number;
+  };
+  shutdown: {
+    /** Graceful drain time before connections are forced closed (ms). Default 10s. */
+    deadline: number;
+  };
+}
+
+export interface GrpcTls {
+  /** Server certificate (PEM path). With `key`, enables TLS. */
+  cert?: string | undefined;
+  /** Server private key (PEM path). */
+  key?: string | undefined;
+  /** CA bundle (PEM path) that client certificates must chain to. Requires cert and key. */
+  clientCa?: string | undefined;
+  /** Refuse clients without a certificate signed by `clientCa` (mTLS). Default false. */
+  requireClientCert: boolean;
+}
+
+export const ACTIONS = ["enqueue", "dequeue", "admin"] as const;
+export type Action = (typeof ACTIONS)[number];
+
+export interface Permission {
+  /** `["*"]` for every queue, or queue names from `spool.queues`. */
+  queues: string[];
+  /** Non-empty subset of enqueue, dequeue, admin. */
+  actions: Action[];
+}
+
+export interface AuthToken {
+  /** Who holds the token (a name; appears in logs, never the token). */
+  name: string;
+  /** The secret (from the file, or read from `tokenFile` and trimmed). */
+  token: string;
+  /** Where the token was read from, if it came from a file. */
+  tokenFile?: string | undefined;
+  permissions: Permission[];
+}
+
+export interface Peer {
+  /** The peer's node.id. */
+  id: string;
+  /** The peer's gRPC endpoint, `host:port`. */
+  grpc: string;
+  /** The peer's PostgreSQL URL, for subscriptions. */
+  postgres?: string | undefined;
+  region?: string | undefined;
+}
+
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Whether gRPC serves TLS (cert and key both set). */
+export function grpcTlsEnabled(config: Config): boolean {
+  return config.grpc.tls.cert !== undefined && config.grpc.tls.key !== undefined;
+}

@@ -1,0 +1,414 @@
+import { z } from "zod";
+import { nameProblem } from "../../spool/index.js";
+import { ACTIONS, type Config, LOG_LEVELS } from "./config.js";
+import { show } from "./errors.js";
+import { formatHostPort, parseHostPort } from "./host-port.js";
+import { parseDuration, parseSize } from "./units.js";
+
+/**
+ * The one schema of a node's configuration. Every leaf accepts the typed value (from YAML)
+ * and its text form (from env vars and flags), so the same rules apply whatever the source.
+ * Cross-field rules run last, once every field is valid on its own.
+ */
+
+/** Marks the issue of a required key that is absent; load.ts words it. */
+export const MISSING = "__missing__";
+
+class Invalid {
+  constructor(readonly detail: string) {}
+}
+
+function leaf<T>(parse: (value: unknown) => T | Invalid) {
+  return z.unknown().transform((value, ctx): T => {
+    if (value === undefined || value === null) {
+      ctx.addIssue({ code: "custom", message: MISSING });
+      return z.NEVER;
+    }
+    const result = parse(value);
+    if (result instanceof Invalid) {
+      ctx.addIssue({ code: "custom", message: result.detail, input: value });
+      return z.NEVER;
+    }
+    return result;
+  });
+}
+
+const NAME_RULE = "[A-Za-z0-9_][A-Za-z0-9._:@+=-]*";
+
+function name() {
+  return leaf((value) => {
+    const problem = nameProblem(value);
+    return problem === undefined
+      ? (value as string)
+      : new Invalid(`expected a name (${NAME_RULE}), got ${show(value)}, which ${problem}`);
+  });
+}
+
+function queueOrStar() {
+  return leaf((value) => {
+    if (value === "*") return value;
+    const problem = nameProblem(value);
+    return problem === undefined
+      ? (value as string)
+      : new Invalid(`expected "*" or a queue name, got ${show(value)}, which ${problem}`);
+  });
+}
+
+function text(what = "a non-empty string") {
+  return leaf((value) =>
+    typeof value === "string" && value.length > 0
+      ? value
+      : new Invalid(`expected ${what}, got ${show(value)}`),
+  );
+}
+
+function path() {
+  return text("a file or directory path");
+}
+
+const TRUE = new Set(["true", "1", "yes", "on"]);
+const FALSE = new Set(["false", "0", "no", "off"]);
+
+function bool() {
+  return leaf((value) => {
+    if (typeof value === "boolean") return value;
+    if (typeof value === "string") {
+      const lower = value.trim().toLowerCase();
+      if (TRUE.has(lower)) return true;
+      if (FALSE.has(lower)) return false;
+    }
+    return new Invalid(`expected true or false, got ${show(value)}`);
+  });
+}
+
+function int(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return leaf((value) => {
+    const n =
+      typeof value === "number"
+        ? value
+        : typeof value === "string" && /^\s*-?[0-9]+\s*$/.test(value)
+          ? Number(value)
+          : Number.NaN;
+    if (!Number.isSafeInteger(n)) return new Invalid(`expected an integer, got ${show(value)}`);
+    if (n < min) return new Invalid(`must be at least ${min}, got ${n}`);
+    if (n > max) return new Invalid(`must be at most ${max}, got ${n}`);
+    return n;
+  });
+}
+
+const DURATION = 'a duration like "500ms", "30s", "10m", "1h" or a number of milliseconds';
+
+function duration(opts: { positive?: boolean } = {}) {
+  return leaf((value) => {
+    const ms =
+      typeof value === "string" || typeof value === "number" ? parseDuration(value) : undefined;
+    if (ms === undefined) return new Invalid(`expected ${DURATION}, got ${show(value)}`);
+    if (opts.positive && ms === 0) return new Invalid(`must be more than 0, got ${show(value)}`);
+    return ms;
+  });
+}
+
+function size(min: number, max: number) {
+  return leaf((value) => {
+    const bytes =
+      typeof value === "string" || typeof value === "number" ? parseSize(value) : undefined;
+    if (bytes === undefined) {
+      return new Invalid(
+        `expected a size like "4MiB", "512KiB", "10MB" or a number of bytes, got ${show(value)}`,
+      );
+    }
+    if (bytes < min || bytes > max) {
+      return new Invalid(`must be between ${min} and ${max} bytes, got ${show(value)}`);
+    }
+    return bytes;
+  });
+}
+
+function hostPort(opts: { allowPortZero: boolean }) {
+  return leaf((value) => {
+    const parsed = typeof value === "string" ? parseHostPort(value.trim()) : undefined;
+    if (parsed === undefined) {
+      return new Invalid(`expected host:port (IPv6 as [::1]:port), got ${show(value)}`);
+    }
+    if (!opts.allowPortZero && parsed.port === 0) {
+      return new Invalid(`expected a port other than 0, got ${show(value)}`);
+    }
+    return formatHostPort(parsed);
+  });
+}
+
+function oneOf<const T extends readonly string[]>(values: T) {
+  return leaf((value): T[number] | Invalid =>
+    typeof value === "string" && (values as readonly string[]).includes(value)
+      ? (value as T[number])
+      : new Invalid(`expected one of ${values.join(", ")}, got ${show(value)}`),
+  );
+}
+
+function postgresUrl() {
+  return leaf((value) => {
+    if (typeof value === "string") {
+      try {
+        const url = new URL(value);
+        if (url.protocol === "postgres:" || url.protocol === "postgresql:") return value;
+      } catch {
+        // reported below
+      }
+    }
+    return new Invalid(
+      `expected a postgres://user:password@host:port/database URL, got ${show(redactUrl(value))}`,
+    );
+  });
+}
+
+/** Hides the password of a URL-looking string (for messages and logs). */
+export function redactUrl(value: unknown): unknown {
+  if (typeof value !== "string") return value;
+  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[^@]*@/i, "$1***@");
+}
+
+/**
+ * A list. From env vars and flags a list is written as JSON (`["a","b"]`, `[{...}]`), or,
+ * for lists of plain names, comma-separated (`inbox,outbox,dead`).
+ */
+function list<T extends z.ZodType>(item: T, opts: { commaSeparated: boolean }) {
+  return z.preprocess((value, ctx) => {
+    if (typeof value !== "string") return value;
+    const trimmed = value.trim();
+    if (trimmed.startsWith("[")) {
+      try {
+        return JSON.parse(trimmed);
+      } catch (err) {
+        ctx.addIssue({
+          code: "custom",
+          message: `expected a JSON list, got ${show(value)} (${(err as Error).message})`,
+          input: value,
+        });
+        return z.NEVER;
+      }
+    }
+    if (opts.commaSeparated) {
+      return trimmed === "" ? [] : trimmed.split(",").map((part) => part.trim());
+    }
+    ctx.addIssue({
+      code: "custom",
+      message: `expected a JSON list like [{...}], got ${show(value)}`,
+      input: value,
+    });
+    return z.NEVER;
+  }, z.array(item));
+}
+
+const permissionSchema = z.strictObject({
+  queues: list(queueOrStar(), { commaSeparated: true }),
+  actions: list(oneOf(ACTIONS), { commaSeparated: true }),
+});
+
+const tokenSchema = z.strictObject({
+  name: name(),
+  token: text("a non-empty token").optional(),
+  tokenFile: path().optional(),
+  permissions: list(permissionSchema, { commaSeparated: false }),
+});
+
+const peerSchema = z.strictObject({
+  id: name(),
+  grpc: hostPort({ allowPortZero: false }),
+  postgres: postgresUrl().optional(),
+  region: name().optional(),
+});
+
+const MiB = 1024 * 1024;
+
+export const configSchema = z
+  .strictObject({
+    node: z
+      .strictObject({
+        id: name(),
+        region: name().default("local"),
+      })
+      .prefault({ id: undefined }),
+    spool: z
+      .strictObject({
+        dir: path(),
+        queues: list(name(), { commaSeparated: true }).default(() => ["inbox", "outbox", "dead"]),
+        leases: z
+          .strictObject({
+            defaultLease: duration({ positive: true }).default(10 * 60_000),
+            grace: duration().default(5000),
+            maxAttempts: int(1).default(5),
+            deadLetterQueue: name().optional(),
+          })
+          .prefault({}),
+      })
+      .prefault({ dir: undefined }),
+    grpc: z
+      .strictObject({
+        listen: hostPort({ allowPortZero: true }).default("127.0.0.1:7401"),
+        advertise: hostPort({ allowPortZero: false }).optional(),
+        tls: z
+          .strictObject({
+            cert: path().optional(),
+            key: path().optional(),
+            clientCa: path().optional(),
+            requireClientCert: bool().default(false),
+          })
+          .prefault({}),
+        maxMessageBytes: size(1024, 2 ** 31 - 1).default(4 * MiB),
+        keepalive: z
+          .strictObject({
+            time: duration({ positive: true }).default(30_000),
+            timeout: duration({ positive: true }).default(10_000),
+          })
+          .prefault({}),
+        maxDequeueWait: duration().default(60_000),
+      })
+      .prefault({}),
+    http: z
+      .strictObject({
+        listen: hostPort({ allowPortZero: true }).default("127.0.0.1:8401"),
+      })
+      .prefault({}),
+    postgres: z
+      .strictObject({
+        url: postgresUrl().optional(),
+      })
+      .prefault({}),
+    auth: z
+      .strictObject({
+        tokens: list(tokenSchema, { commaSeparated: false }).default(() => []),
+        allowUnauthenticatedHealth: bool().default(true),
+      })
+      .prefault({}),
+    peers: list(peerSchema, { commaSeparated: false }).default(() => []),
+    log: z
+      .strictObject({
+        level: oneOf(LOG_LEVELS).default("info"),
+      })
+      .prefault({}),
+    monitor: z
+      .strictObject({
+        checkEvery: duration({ positive: true }).default(15_000),
+        alertAfterCycles: int(1).default(2),
+        repair: bool().default(true),
+      })
+      .prefault({}),
+    idempotency: z
+      .strictObject({
+        window: duration({ positive: true }).default(24 * 3_600_000),
+      })
+      .prefault({}),
+    shutdown: z
+      .strictObject({
+        deadline: duration().default(10_000),
+      })
+      .prefault({}),
+  })
+  .superRefine((config, ctx) => {
+    const fail = (path: (string | number)[], message: string) =>
+      ctx.addIssue({ code: "custom", path, message });
+
+    const queues = config.spool.queues;
+    if (queues.length === 0) fail(["spool", "queues"], "must list at least one queue");
+    queues.forEach((queue, i) => {
+      if (queues.indexOf(queue) !== i)
+        fail(["spool", "queues", i], `duplicate queue ${show(queue)}`);
+    });
+    const dlq = config.spool.leases.deadLetterQueue;
+    if (dlq !== undefined && !queues.includes(dlq)) {
+      fail(
+        ["spool", "leases", "deadLetterQueue"],
+        `must be one of spool.queues (${queues.join(", ")}), got ${show(dlq)}`,
+      );
+    }
+
+    const tls = config.grpc.tls;
+    if (tls.cert !== undefined && tls.key === undefined) {
+      fail(["grpc", "tls", "cert"], "needs grpc.tls.key as well (cert and key go together)");
+    }
+    if (tls.key !== undefined && tls.cert === undefined) {
+      fail(["grpc", "tls", "key"], "needs grpc.tls.cert as well (cert and key go together)");
+    }
+    if (tls.clientCa !== undefined && (tls.cert === undefined || tls.key === undefined)) {
+      fail(
+        ["grpc", "tls", "clientCa"],
+        "needs grpc.tls.cert and grpc.tls.key (client certificates need TLS)",
+      );
+    }
+    if (tls.requireClientCert && tls.clientCa === undefined) {
+      fail(
+        ["grpc", "tls", "requireClientCert"],
+        "needs grpc.tls.clientCa to check clients against",
+      );
+    }
+
+    const grpcListen = parseHostPort(config.grpc.listen);
+    const httpListen = parseHostPort(config.http.listen);
+    if (
+      grpcListen !== undefined &&
+      httpListen !== undefined &&
+      grpcListen.port !== 0 &&
+      grpcListen.port === httpListen.port &&
+      grpcListen.host === httpListen.host
+    ) {
+      fail(["http", "listen"], `is the same address as grpc.listen (${config.grpc.listen})`);
+    }
+
+    const tokens = config.auth.tokens;
+    tokens.forEach((token, i) => {
+      const at = ["auth", "tokens", i];
+      if ((token.token === undefined) === (token.tokenFile === undefined)) {
+        fail(at, "needs exactly one of token and tokenFile");
+      }
+      if (tokens.findIndex((t) => t.name === token.name) !== i) {
+        fail([...at, "name"], `duplicate token name ${show(token.name)}`);
+      }
+      if (token.token !== undefined && tokens.findIndex((t) => t.token === token.token) !== i) {
+        fail([...at, "token"], `the same token as another entry (names must identify holders)`);
+      }
+      if (token.permissions.length === 0) {
+        fail([...at, "permissions"], "must grant at least one permission");
+      }
+      token.permissions.forEach((permission, j) => {
+        const pat = [...at, "permissions", j];
+        if (permission.queues.length === 0) fail([...pat, "queues"], 'must list queues or "*"');
+        if (permission.queues.includes("*") && permission.queues.length > 1) {
+          fail([...pat, "queues"], '"*" stands alone: it already means every queue');
+        }
+        permission.queues.forEach((queue, k) => {
+          if (queue !== "*" && !queues.includes(queue)) {
+            fail(
+              [...pat, "queues", k],
+              `must be "*" or one of spool.queues (${queues.join(", ")}), got ${show(queue)}`,
+            );
+          }
+        });
+        if (permission.actions.length === 0) {
+          fail([...pat, "actions"], `must list actions from ${ACTIONS.join(", ")}`);
+        }
+        permission.actions.forEach((action, k) => {
+          if (permission.actions.indexOf(action) !== k) {
+            fail([...pat, "actions", k], `duplicate action ${show(action)}`);
+          }
+        });
+      });
+    });
+
+    config.peers.forEach((peer, i) => {
+      if (peer.id === config.node.id) {
+        fail(["peers", i, "id"], `is this node's own id (node.id); list only other nodes`);
+      }
+      if (config.peers.findIndex((p) => p.id === peer.id) !== i) {
+        fail(["peers", i, "id"], `duplicate peer id ${show(peer.id)}`);
+      }
+    });
+  });
+
+export type ParsedConfig = z.output<typeof configSchema>;
+
+// The schema's output and the documented Config type must agree (tokens are resolved later).
+type Resolved = Omit<ParsedConfig, "auth"> & { auth: Config["auth"] };
+const agree = (value: Resolved): Config => value;
+const agreeBack = (value: Config): Omit<ParsedConfig, "auth"> => value;
+void agree;
+void agreeBack;
