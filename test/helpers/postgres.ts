@@ -1,0 +1,109 @@
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { startEmbeddedPostgres, stopStalePostgres } from "../../src/node/postgres/embedded.js";
+
+/** A PostgreSQL server for a test: connect with `url`, end with `stop()` (idempotent). */
+export interface TestPostgres {
+  /** `postgresql://...@127.0.0.1:<port>/geospool`, wal_level=logical. */
+  url: string;
+  /** Embedded servers only: the data directory (kept with the test's temp dir on failure). */
+  dataDir: string | undefined;
+  stop(): Promise<void>;
+}
+
+export type PostgresProvider = "embedded" | "testcontainers";
+
+/** `GEOSPOOL_PG_PROVIDER=testcontainers` (needs a Docker engine); default `embedded`. */
+export function postgresProvider(): PostgresProvider {
+  const wanted = process.env.GEOSPOOL_PG_PROVIDER ?? "embedded";
+  if (wanted === "embedded" || wanted === "testcontainers") return wanted;
+  throw new Error(`GEOSPOOL_PG_PROVIDER must be "embedded" or "testcontainers", not "${wanted}"`);
+}
+
+/**
+ * Start `n` servers in parallel. Embedded servers live in `<dir>/pg-<i>` (copies of the shared
+ * template, fsync off); if one fails to start, the others are stopped before the error is
+ * rethrown. Pair with `stopPostgresServers` in `afterEach`/`finally`.
+ */
+export async function startPostgresServers(
+  n: number,
+  opts: { dir: string; logger?: Logger; settings?: Record<string, string> },
+): Promise<TestPostgres[]> {
+  const provider = postgresProvider();
+  const starts = Array.from({ length: n }, (_, i) =>
+    provider === "embedded" ? startEmbedded(join(opts.dir, `pg-${i}`), opts) : startContainer(opts),
+  );
+  const results = await Promise.allSettled(starts);
+  const started = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failure) {
+    await stopPostgresServers(started);
+    throw failure.reason;
+  }
+  return started;
+}
+
+/**
+ * Stop every server (in parallel, all of them even when some fail), then make sure nothing
+ * is left in their data directories. Throws the first failure after trying them all.
+ */
+export async function stopPostgresServers(servers: readonly TestPostgres[]): Promise<void> {
+  const results = await Promise.allSettled(
+    servers.map(async (server) => {
+      try {
+        await server.stop();
+      } finally {
+        if (server.dataDir) await stopStalePostgres(server.dataDir);
+      }
+    }),
+  );
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failure) throw failure.reason;
+}
+
+async function startEmbedded(
+  dataDir: string,
+  opts: { logger?: Logger; settings?: Record<string, string> },
+): Promise<TestPostgres> {
+  const server = await startEmbeddedPostgres({
+    dataDir,
+    fsync: false,
+    ...(opts.logger ? { logger: opts.logger } : {}),
+    ...(opts.settings ? { settings: opts.settings } : {}),
+  });
+  return { url: server.url, dataDir: server.dataDir, stop: server.stop };
+}
+
+async function startContainer(opts: { settings?: Record<string, string> }): Promise<TestPostgres> {
+  const { PostgreSqlContainer } = await import("@testcontainers/postgresql");
+  const settings: Record<string, string> = {
+    wal_level: "logical",
+    max_wal_senders: "20",
+    max_replication_slots: "20",
+    max_slot_wal_keep_size: "1GB",
+    idle_replication_slot_timeout: "1d",
+    max_logical_replication_workers: "8",
+    max_worker_processes: "16",
+    fsync: "off",
+    ...opts.settings,
+  };
+  const command = [
+    "postgres",
+    ...Object.entries(settings).flatMap(([k, v]) => ["-c", `${k}=${v}`]),
+  ];
+  const container = await new PostgreSqlContainer(process.env.GEOSPOOL_PG_IMAGE ?? "postgres:18")
+    .withDatabase("geospool")
+    .withUsername("postgres")
+    .withPassword("postgres")
+    .withCommand(command)
+    .start();
+  let stopping: Promise<unknown> | undefined;
+  return {
+    url: container.getConnectionUri(),
+    dataDir: undefined,
+    stop: async () => {
+      stopping ??= container.stop();
+      await stopping;
+    },
+  };
+}
