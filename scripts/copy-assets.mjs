@@ -8,12 +8,14 @@ import { fileURLToPath } from "node:url";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const src = join(root, "src");
 const dist = join(root, "dist");
-const ASSET = /\.(sql|binpb)$/;
+// SQL migrations and descriptor sets anywhere; generated JS and its types (tsc does not
+// emit .js sources) from generated/ folders.
+const isAsset = (path) => /\.(sql|binpb)$/.test(path) || /[\\/]generated[\\/][^\\/]+\.(js|d\.ts)$/.test(path);
 
 let copied = 0;
 for (const entry of await readdir(src, { recursive: true, withFileTypes: true })) {
-  if (!entry.isFile() || !ASSET.test(entry.name)) continue;
   const from = join(entry.parentPath, entry.name);
+  if (!entry.isFile() || !isAsset(from)) continue;
   await cp(from, join(dist, relative(src, from)));
   copied++;
 }

@@ -1,10 +1,11 @@
-import { Metadata, type ServiceError as GrpcServiceError, status } from "@grpc/grpc-js";
+import { type ServiceError as GrpcServiceError, Metadata, status } from "@grpc/grpc-js";
 import { ServiceErrorCode, toServiceError } from "../service/errors.js";
 
 /** The one place where service failures become gRPC statuses. */
 const TO_GRPC: Record<ServiceErrorCode, status> = {
   [ServiceErrorCode.InvalidArgument]: status.INVALID_ARGUMENT,
   [ServiceErrorCode.NotFound]: status.NOT_FOUND,
+  [ServiceErrorCode.OutOfRange]: status.OUT_OF_RANGE,
   [ServiceErrorCode.LeaseLost]: status.FAILED_PRECONDITION,
   [ServiceErrorCode.InProgress]: status.ABORTED,
   [ServiceErrorCode.DataMismatch]: status.DATA_LOSS,

@@ -7,6 +7,8 @@ import { SpoolError, SpoolErrorCode } from "../../spool/index.js";
 export const ServiceErrorCode = {
   InvalidArgument: "invalid_argument",
   NotFound: "not_found",
+  /** A read past the end of the data. */
+  OutOfRange: "out_of_range",
   /** The lease is gone (expired, taken back, or a wrong token). */
   LeaseLost: "lease_lost",
   /** The same idempotency key is being enqueued right now; retry later. */

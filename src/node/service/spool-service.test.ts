@@ -198,7 +198,7 @@ describe("SpoolService", () => {
       for await (const _ of service.readData({ name: names[0]!, offset: 99 })) {
       }
     })().catch((e) => e);
-    expect(past.code).toBe(ServiceErrorCode.InvalidArgument);
+    expect(past.code).toBe(ServiceErrorCode.OutOfRange);
   });
 
   it("watch streams transitions of the queues asked for", async () => {
