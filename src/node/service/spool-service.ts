@@ -484,7 +484,7 @@ export class SpoolService {
     }
     if (offset > size) {
       throw new ServiceError(
-        ServiceErrorCode.InvalidArgument,
+        ServiceErrorCode.OutOfRange,
         `offset ${offset} is past the end (${size} bytes)`,
       );
     }
