@@ -63,7 +63,7 @@ export async function openJsonSpool(
   const found = await discoverQueues(dir);
   if (options.create) {
     const wanted = options.queues ?? (found.length === 0 ? DEFAULT_QUEUES : []);
-    const queues = [...new Set([...found, ...wanted])];
+    const queues = [...new Set([...found, ...wanted])].sort();
     return Spool.load(dir, jsonSpoolable(queues), { createIfMissing: true });
   }
   if (found.length === 0) {
