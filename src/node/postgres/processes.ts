@@ -55,7 +55,8 @@ export async function processState(pid: number): Promise<ProcessState> {
     const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
     return state === "Z" || state === "X" ? "zombie" : "alive";
   } catch (err) {
-    if (errnoIs(err, "ENOENT")) return procFs ? "dead" : "alive";
+    // ESRCH: the process was reaped between opening and reading its stat file.
+    if (errnoIs(err, "ENOENT", "ESRCH")) return procFs ? "dead" : "alive";
     throw err;
   }
 }
