@@ -1,4 +1,5 @@
-import { readdir, readFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 
 /** Where one entry name was found: a queue directory or its .checkout. */
@@ -53,4 +54,29 @@ export function leftovers(s: SpoolSnapshot): string[] {
 
 export function readDataFile(dir: string, name: string): Promise<Buffer> {
   return readFile(join(dir, ".data", name));
+}
+
+/**
+ * Every file of the spool with its size, inode, mtime and content digest: two equal
+ * fingerprints mean nothing in the spool changed.
+ */
+export async function fingerprintSpool(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  async function walk(rel: string): Promise<void> {
+    for (const d of await readdir(join(dir, rel), { withFileTypes: true })) {
+      const path = rel === "" ? d.name : `${rel}/${d.name}`;
+      if (d.isDirectory()) {
+        await walk(path);
+        continue;
+      }
+      const full = join(dir, path);
+      const st = await stat(full);
+      const digest = createHash("sha256")
+        .update(await readFile(full))
+        .digest("hex");
+      out.push(`${path} size=${st.size} ino=${st.ino} mtime=${st.mtimeMs} sha256=${digest}`);
+    }
+  }
+  await walk("");
+  return out.sort();
 }
