@@ -96,6 +96,8 @@ export class Monitor<M, Q extends string> {
   readonly limits: Limits<Q>;
   private counts = new Map<string, { problem: Problem<Q>; cycles: number }>();
   private published = new Map<string, Problem<Q>>();
+  /** What the latest `cycle` found. */
+  lastProblems: Problem<Q>[] = [];
 
   constructor(
     readonly spool: Spool<M, Q>,
@@ -263,6 +265,7 @@ export class Monitor<M, Q extends string> {
    */
   async cycle(alertAfterCycles: number, now = this.spool.core.clock()): Promise<MonitorEvent<Q>[]> {
     const problems = await this.fsck(now);
+    this.lastProblems = problems;
     const counts = new Map<string, { problem: Problem<Q>; cycles: number }>();
     for (const p of problems) {
       const key = problemKey(p);
@@ -294,6 +297,8 @@ export class Monitor<M, Q extends string> {
     alertAfterCycles?: number;
     repair?: boolean;
     onRepair?: (a: RepairAction<Q>) => void;
+    /** Every cycle's findings (for metrics), alerted or not. */
+    onProblems?: (problems: readonly Problem<Q>[]) => void;
     onError?: (err: unknown) => void;
     signal?: AbortSignal;
   }): Promise<void> {
@@ -307,6 +312,7 @@ export class Monitor<M, Q extends string> {
           for (const a of r.repaired) options.onRepair?.(a);
         }
         for (const e of await this.cycle(after)) await options.onEvent(e);
+        options.onProblems?.(this.lastProblems);
       } catch (err) {
         options.onError?.(err);
       }

@@ -68,6 +68,7 @@ export class SpoolService {
   private readonly log: Logger;
   private readonly maxWaitMs: number;
   private readonly clock: () => number;
+  private readonly stopping = new AbortController();
 
   constructor(private readonly opts: SpoolServiceOptions) {
     this.spool = opts.spool;
@@ -271,7 +272,7 @@ export class SpoolService {
             const r = await reader.dequeueAvailable(options);
             co = r.kind === "checked_out" ? r.entry : undefined;
           } else {
-            const signals = [AbortSignal.timeout(waitMs)];
+            const signals = [AbortSignal.timeout(waitMs), this.stopping.signal];
             if (req.signal) signals.push(req.signal);
             const r = await reader.dequeue(AbortSignal.any(signals), options);
             co = r.kind === "checked_out" ? r.entry : undefined;
@@ -339,6 +340,12 @@ export class SpoolService {
       this.publish({ kind: "saved", name: req.name, queue: to, fromQueue: req.queue });
       return toInfo(req.name, to, co.contents, co.attempts);
     });
+  }
+
+  /** Return a checkout to its queue untouched (the client that asked for it is gone). */
+  async putBack(queue: string, name: string, leaseToken: string): Promise<void> {
+    const co = await this.holder(queue, name, leaseToken);
+    await co.save(queue);
   }
 
   release(req: {
@@ -525,7 +532,7 @@ export class SpoolService {
 
   watch(queues: readonly string[], signal: AbortSignal): AsyncGenerator<Transition> {
     for (const q of queues) this.checkQueue(q);
-    return this.bus.watch(queues, signal);
+    return this.bus.watch(queues, AbortSignal.any([signal, this.stopping.signal]));
   }
 
   async queueDepths(): Promise<Array<{ queue: string; queued: number; checkedOut: number }>> {
@@ -545,7 +552,13 @@ export class SpoolService {
     this.publish({ kind: "lease_expired", name, queue: to, fromQueue });
   }
 
+  /** End waiting dequeues (they return nothing) and watches, so a drain can finish. */
+  beginShutdown(): void {
+    this.stopping.abort();
+  }
+
   async close(): Promise<void> {
+    this.beginShutdown();
     for (const r of this.readers.values()) await r.close();
     this.readers.clear();
   }

@@ -1,0 +1,451 @@
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { Readable } from "node:stream";
+import * as grpc from "@grpc/grpc-js";
+import type { geospool } from "../generated/spool.js";
+import { durationMs, timestampMs, toDuration } from "../grpc/convert.js";
+import { SpoolClient } from "../grpc/service-definition.js";
+import { Backoff, sleep } from "./backoff.js";
+
+/** An entry as the client sees it. */
+export interface ClientEntry {
+  name: string;
+  queue: string;
+  metadata: Buffer;
+  attempts: number;
+  dataSize: number;
+  dataSha256: string;
+  enqueuedAt: number;
+  leaseUntil?: number;
+}
+
+/** A checkout held through a node: complete, release and extend go back to that node. */
+export interface Lease {
+  entry: ClientEntry;
+  token: string;
+  /** The node that holds the checkout. */
+  endpoint: string;
+}
+
+export interface ClientTls {
+  /** CA that signed the servers' certificates (PEM or path). */
+  ca?: string | Buffer;
+  /** Client certificate and key for mutual TLS (PEM or paths). */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+}
+
+export interface GeospoolClientOptions {
+  /** `host:port` of every node to use, in order of preference. */
+  endpoints: readonly string[];
+  /** Bearer token. */
+  token?: string;
+  tls?: ClientTls;
+  /** Deadline of one call attempt (ms). Default 10 s (Dequeue adds its wait). */
+  callTimeoutMs?: number;
+  /** Give up after this long across attempts and endpoints (ms). Default 30 s. */
+  retryForMs?: number;
+  backoff?: { initialMs: number; maxMs: number };
+  /** Chunk size for uploads. Default 256 KiB. */
+  chunkBytes?: number;
+}
+
+interface UnaryMethods {
+  dequeue: [geospool.v1.DequeueRequest.$Properties, geospool.v1.DequeueResponse];
+  complete: [geospool.v1.CompleteRequest.$Properties, geospool.v1.CompleteResponse];
+  release: [geospool.v1.ReleaseRequest.$Properties, geospool.v1.ReleaseResponse];
+  extendLease: [geospool.v1.ExtendLeaseRequest.$Properties, geospool.v1.ExtendLeaseResponse];
+  list: [geospool.v1.ListRequest.$Properties, geospool.v1.ListResponse];
+  stat: [geospool.v1.StatRequest.$Properties, geospool.v1.StatResponse];
+  clusterStatus: [geospool.v1.ClusterStatusRequest.$Properties, geospool.v1.ClusterStatusResponse];
+}
+
+/** Statuses after which another node (or the same one, later) may well succeed. */
+const FAILOVER = new Set([
+  grpc.status.UNAVAILABLE,
+  grpc.status.DEADLINE_EXCEEDED,
+  grpc.status.ABORTED,
+]);
+
+export class ClientError extends Error {
+  readonly code: grpc.status;
+  readonly endpoint: string | undefined;
+  constructor(
+    message: string,
+    code: grpc.status,
+    endpoint?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "ClientError";
+    this.code = code;
+    this.endpoint = endpoint;
+  }
+}
+
+function pem(v: string | Buffer | undefined): Buffer | null {
+  if (v === undefined) return null;
+  if (Buffer.isBuffer(v)) return v;
+  return v.includes("-----BEGIN") ? Buffer.from(v) : readFileSync(v);
+}
+
+function statusOf(err: unknown): grpc.status {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === "number" ? code : grpc.status.UNKNOWN;
+}
+
+/**
+ * A geospool client over several nodes. Calls go to the first endpoint that answers; on
+ * UNAVAILABLE, DEADLINE_EXCEEDED or ABORTED the call moves to the next endpoint, with
+ * capped exponential backoff after each full round. Enqueue carries an idempotency key
+ * (made up when not given), so a retry after a lost reply never makes a second entry.
+ * Calls on a checkout (complete, release, extend) go to the node that holds it.
+ */
+export class GeospoolClient {
+  private readonly clients = new Map<string, SpoolClient>();
+  private readonly creds: grpc.ChannelCredentials;
+  private current = 0;
+  private readonly callTimeoutMs: number;
+  private readonly retryForMs: number;
+  private readonly chunkBytes: number;
+
+  constructor(private readonly opts: GeospoolClientOptions) {
+    if (opts.endpoints.length === 0) throw new Error("GeospoolClient needs at least one endpoint");
+    this.creds = opts.tls
+      ? grpc.credentials.createSsl(pem(opts.tls.ca), pem(opts.tls.key), pem(opts.tls.cert))
+      : grpc.credentials.createInsecure();
+    this.callTimeoutMs = opts.callTimeoutMs ?? 10_000;
+    this.retryForMs = opts.retryForMs ?? 30_000;
+    this.chunkBytes = opts.chunkBytes ?? 256 * 1024;
+  }
+
+  private client(endpoint: string): SpoolClient {
+    let c = this.clients.get(endpoint);
+    if (!c) {
+      c = new SpoolClient(endpoint, this.creds, {
+        "grpc.keepalive_time_ms": 30_000,
+        "grpc.keepalive_timeout_ms": 10_000,
+        "grpc.max_receive_message_length": 16 * 1024 * 1024,
+      });
+      this.clients.set(endpoint, c);
+    }
+    return c;
+  }
+
+  private metadata(): grpc.Metadata {
+    const md = new grpc.Metadata();
+    if (this.opts.token) md.set("authorization", `Bearer ${this.opts.token}`);
+    return md;
+  }
+
+  /**
+   * Run `f` against endpoints until it succeeds, fails with a status that another try
+   * cannot fix, or `retryForMs` runs out. `pin` keeps every try on one endpoint.
+   */
+  private async withFailover<T>(
+    f: (c: SpoolClient, endpoint: string) => Promise<T>,
+    pin?: string,
+  ): Promise<T> {
+    const endpoints = pin ? [pin] : this.opts.endpoints;
+    const backoff = new Backoff(
+      this.opts.backoff?.initialMs ?? 50,
+      this.opts.backoff?.maxMs ?? 2_000,
+    );
+    const giveUpAt = Date.now() + this.retryForMs;
+    let tried = 0;
+    for (;;) {
+      const index = pin ? 0 : this.current % endpoints.length;
+      const endpoint = endpoints[index] as string;
+      try {
+        return await f(this.client(endpoint), endpoint);
+      } catch (err) {
+        const code = statusOf(err);
+        if (!FAILOVER.has(code) || Date.now() >= giveUpAt) {
+          const msg = (err as { details?: string }).details || (err as Error).message;
+          throw new ClientError(
+            `${endpoint}: ${grpc.status[code] ?? code}: ${msg}`,
+            code,
+            endpoint,
+            { cause: err },
+          );
+        }
+        tried++;
+        if (!pin) this.current = (index + 1) % endpoints.length;
+        if (tried % endpoints.length === 0)
+          await sleep(Math.min(backoff.next(), Math.max(0, giveUpAt - Date.now())));
+      }
+    }
+  }
+
+  private unary<K extends keyof UnaryMethods>(
+    name: K,
+    req: UnaryMethods[K][0],
+    extraMs = 0,
+    pin?: string,
+  ): Promise<{ res: UnaryMethods[K][1]; endpoint: string }> {
+    type Res = UnaryMethods[K][1];
+    return this.withFailover(
+      (c, endpoint) =>
+        new Promise<{ res: Res; endpoint: string }>((resolve, reject) => {
+          const method = c[name] as unknown as (
+            req: UnaryMethods[K][0],
+            md: grpc.Metadata,
+            o: grpc.CallOptions,
+            cb: grpc.requestCallback<Res>,
+          ) => grpc.ClientUnaryCall;
+          method.call(
+            c,
+            req,
+            this.metadata(),
+            { deadline: Date.now() + this.callTimeoutMs + extraMs },
+            (err, res) => (err || !res ? reject(err) : resolve({ res, endpoint })),
+          );
+        }),
+      pin,
+    );
+  }
+
+  /**
+   * Enqueue `data` (bytes, text, or a stream) into `queue`. Bytes and text are retried on
+   * another node on failure, under the same idempotency key; a stream is sent once.
+   */
+  async enqueue(
+    queue: string,
+    data: Buffer | string | Readable | AsyncIterable<Uint8Array>,
+    options: { metadata?: Buffer | string; idempotencyKey?: string; dataSha256?: string } = {},
+  ): Promise<{ entry: ClientEntry; deduplicated: boolean; endpoint: string }> {
+    const key = options.idempotencyKey ?? randomUUID();
+    const bytes =
+      typeof data === "string" ? Buffer.from(data) : Buffer.isBuffer(data) ? data : undefined;
+    const header: geospool.v1.EnqueueHeader.$Properties = {
+      queue,
+      metadata:
+        typeof options.metadata === "string"
+          ? Buffer.from(options.metadata)
+          : (options.metadata ?? Buffer.alloc(0)),
+      idempotencyKey: key,
+      ...(bytes ? { dataSize: bytes.length } : {}),
+      ...(options.dataSha256 ? { dataSha256: options.dataSha256 } : {}),
+    };
+    const attempt = (c: SpoolClient, endpoint: string) =>
+      new Promise<{ entry: ClientEntry; deduplicated: boolean; endpoint: string }>(
+        (resolve, reject) => {
+          const call = c.enqueue(
+            this.metadata(),
+            { deadline: Date.now() + this.callTimeoutMs },
+            (err, res) =>
+              err || !res
+                ? reject(err)
+                : resolve({
+                    entry: fromEntry(res.entry),
+                    deduplicated: res.deduplicated,
+                    endpoint,
+                  }),
+          );
+          (async () => {
+            await write(call, { header });
+            if (bytes) {
+              for (let off = 0; off < bytes.length; off += this.chunkBytes) {
+                await write(call, { chunk: bytes.subarray(off, off + this.chunkBytes) });
+              }
+            } else {
+              for await (const chunk of data as AsyncIterable<Uint8Array>)
+                await write(call, { chunk });
+            }
+            call.end();
+          })().catch((err) => {
+            call.cancel();
+            reject(err);
+          });
+        },
+      );
+    if (bytes) return this.withFailover(attempt);
+    return this.withFailover(
+      attempt,
+      this.opts.endpoints[this.current % this.opts.endpoints.length],
+    ).catch((err) => {
+      throw err;
+    });
+  }
+
+  /** Check out the next entry of `queue`, waiting up to `waitMs`; undefined when none came. */
+  async dequeue(
+    queue: string,
+    options: { leaseMs?: number; waitMs?: number } = {},
+  ): Promise<Lease | undefined> {
+    const req: geospool.v1.DequeueRequest.$Properties = { queue };
+    if (options.leaseMs) req.lease = toDuration(options.leaseMs);
+    if (options.waitMs) req.wait = toDuration(options.waitMs);
+    const { res, endpoint } = await this.unary("dequeue", req, options.waitMs ?? 0);
+    if (!res.entry) return undefined;
+    return { entry: fromEntry(res.entry), token: res.leaseToken, endpoint };
+  }
+
+  /** Save the checkout into `queue` (optionally with new metadata). */
+  async save(lease: Lease, queue: string, metadata?: Buffer | string): Promise<ClientEntry> {
+    const save: geospool.v1.SaveAction.$Properties = { queue };
+    if (metadata !== undefined)
+      save.metadata = typeof metadata === "string" ? Buffer.from(metadata) : metadata;
+    const { res } = await this.unary(
+      "complete",
+      { queue: lease.entry.queue, name: lease.entry.name, leaseToken: lease.token, save },
+      0,
+      lease.endpoint,
+    );
+    return fromEntry(res.entry);
+  }
+
+  /** Remove the checked-out entry. */
+  async remove(lease: Lease): Promise<void> {
+    await this.unary(
+      "complete",
+      { queue: lease.entry.queue, name: lease.entry.name, leaseToken: lease.token, remove: {} },
+      0,
+      lease.endpoint,
+    );
+  }
+
+  /** Give the entry back (a failed delivery). Returns where it went. */
+  async release(lease: Lease): Promise<{ queue: string; attempts: number }> {
+    const { res } = await this.unary(
+      "release",
+      { queue: lease.entry.queue, name: lease.entry.name, leaseToken: lease.token },
+      0,
+      lease.endpoint,
+    );
+    return { queue: res.queue, attempts: res.attempts };
+  }
+
+  async extendLease(lease: Lease, leaseMs: number): Promise<number> {
+    const { res } = await this.unary(
+      "extendLease",
+      {
+        queue: lease.entry.queue,
+        name: lease.entry.name,
+        leaseToken: lease.token,
+        lease: toDuration(leaseMs),
+      },
+      0,
+      lease.endpoint,
+    );
+    return timestampMs(res.leaseUntil) ?? 0;
+  }
+
+  async list(
+    queue: string,
+    options: { checkedOut?: boolean; pageSize?: number; pageToken?: string } = {},
+  ) {
+    const { res } = await this.unary("list", { queue, ...options });
+    return { entries: res.entries.map(fromEntry), nextPageToken: res.nextPageToken };
+  }
+
+  async stat(name: string, queue?: string) {
+    const { res } = await this.unary("stat", { name, ...(queue ? { queue } : {}) });
+    return {
+      entry: fromEntry(res.entry),
+      state: res.state === 2 ? "checked_out" : "queued",
+    } as const;
+  }
+
+  /** Read an entry's data (whole, into memory) from any node that has it. */
+  async readData(
+    name: string,
+    options: { offset?: number; limit?: number } = {},
+  ): Promise<{ data: Buffer; sha256: string }> {
+    return this.withFailover(
+      (c) =>
+        new Promise((resolve, reject) => {
+          const parts: Buffer[] = [];
+          let sha256 = "";
+          const call = c.readData(
+            {
+              name,
+              offset: options.offset ?? 0,
+              ...(options.limit ? { limit: options.limit } : {}),
+            },
+            this.metadata(),
+            { deadline: Date.now() + this.callTimeoutMs },
+          );
+          call.on("data", (m: geospool.v1.ReadDataResponse) => {
+            parts.push(Buffer.from(m.chunk));
+            if (m.sha256) sha256 = m.sha256;
+          });
+          call.on("error", reject);
+          call.on("end", () => resolve({ data: Buffer.concat(parts), sha256 }));
+        }),
+    );
+  }
+
+  /** Stream transitions of `queues` (all when empty) from one node until the signal aborts. */
+  async *watch(
+    queues: string[],
+    signal: AbortSignal,
+  ): AsyncGenerator<{ kind: number; name: string; queue: string; fromQueue: string; at: number }> {
+    const endpoint = this.opts.endpoints[this.current % this.opts.endpoints.length] as string;
+    const call = this.client(endpoint).watch({ queues }, this.metadata());
+    const cancel = () => call.cancel();
+    signal.addEventListener("abort", cancel, { once: true });
+    try {
+      for await (const m of call as AsyncIterable<geospool.v1.WatchResponse>) {
+        yield {
+          kind: m.kind,
+          name: m.entry?.name ?? "",
+          queue: m.entry?.queue ?? "",
+          fromQueue: m.fromQueue,
+          at: timestampMs(m.at) ?? 0,
+        };
+      }
+    } catch (err) {
+      if (!signal.aborted) throw err;
+    } finally {
+      signal.removeEventListener("abort", cancel);
+    }
+  }
+
+  async clusterStatus() {
+    const { res, endpoint } = await this.unary("clusterStatus", {});
+    return {
+      endpoint,
+      nodeId: res.nodeId,
+      region: res.region,
+      queues: res.queues.map((q) => ({
+        queue: q.queue,
+        queued: Number(q.queued),
+        checkedOut: Number(q.checkedOut),
+      })),
+      peers: res.peers.map((p) => ({ ...p, replicationLagMs: durationMs(p.replicationLag) ?? 0 })),
+    };
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+}
+
+function write(
+  call: grpc.ClientWritableStream<geospool.v1.EnqueueRequest.$Properties>,
+  msg: geospool.v1.EnqueueRequest.$Properties,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const ok = call.write(msg, (err?: Error | null) => (err ? reject(err) : undefined));
+    if (ok) resolve();
+    else call.once("drain", () => resolve());
+  });
+}
+
+export function fromEntry(e: geospool.v1.Entry.$Properties | null | undefined): ClientEntry {
+  if (!e) throw new ClientError("reply without an entry", grpc.status.INTERNAL);
+  const out: ClientEntry = {
+    name: e.name ?? "",
+    queue: e.queue ?? "",
+    metadata: Buffer.from(e.metadata ?? new Uint8Array()),
+    attempts: e.attempts ?? 0,
+    dataSize: Number(e.dataSize ?? 0),
+    dataSha256: e.dataSha256 ?? "",
+    enqueuedAt: timestampMs(e.enqueuedAt) ?? 0,
+  };
+  const until = timestampMs(e.leaseUntil);
+  if (until !== undefined) out.leaseUntil = until;
+  return out;
+}

@@ -1,0 +1,333 @@
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { type Action, Authorizer, type Principal } from "../auth/authorizer.js";
+import { geospool } from "../generated/spool.js";
+import { ServiceError, ServiceErrorCode } from "../service/errors.js";
+import type { SpoolService } from "../service/spool-service.js";
+import type { TransitionKind } from "../service/transitions.js";
+import { durationMs, toDuration, toEntry, toTimestamp } from "./convert.js";
+import type { SpoolServiceHandlers } from "./service-definition.js";
+import { toGrpcError } from "./status.js";
+
+export interface PeerInfo {
+  nodeId: string;
+  region: string;
+  grpcEndpoint: string;
+  connected: boolean;
+  replicationLagMs: number;
+  lagBytes: number;
+  slotState: string;
+  applyErrors: number;
+  pendingFetches: number;
+}
+
+export interface SpoolServerOptions {
+  service: SpoolService;
+  authorizer: Authorizer;
+  logger: Logger;
+  nodeId: string;
+  region: string;
+  /** Replication peers, for ClusterStatus (none until replication exists). */
+  peers?: () => Promise<PeerInfo[]>;
+  /** Called once per finished call, for metrics. */
+  onCall?: (method: string, code: grpc.status) => void;
+}
+
+const KIND: Record<TransitionKind, geospool.v1.WatchEventKind> = {
+  enqueued: geospool.v1.WatchEventKind.WATCH_EVENT_KIND_ENQUEUED,
+  checked_out: geospool.v1.WatchEventKind.WATCH_EVENT_KIND_CHECKED_OUT,
+  saved: geospool.v1.WatchEventKind.WATCH_EVENT_KIND_SAVED,
+  removed: geospool.v1.WatchEventKind.WATCH_EVENT_KIND_REMOVED,
+  released: geospool.v1.WatchEventKind.WATCH_EVENT_KIND_RELEASED,
+  lease_expired: geospool.v1.WatchEventKind.WATCH_EVENT_KIND_LEASE_EXPIRED,
+};
+
+type AnyCall = { metadata: grpc.Metadata; getPeer(): string };
+
+/**
+ * The geospool.v1.Spool handlers: authenticate and authorize each call, translate
+ * messages to SpoolService calls, and map failures to statuses (in status.ts).
+ */
+export function spoolHandlers(opts: SpoolServerOptions): SpoolServiceHandlers {
+  const { service, authorizer } = opts;
+  const log = opts.logger;
+
+  function principal(call: AnyCall): Principal {
+    const v = call.metadata.get("authorization")[0];
+    return authorizer.authenticate(typeof v === "string" ? v : undefined);
+  }
+  function need(who: Principal, action: Action, queue?: string) {
+    authorizer.authorize(who, action, queue);
+  }
+  function finish(method: string, code: grpc.status) {
+    opts.onCall?.(method, code);
+  }
+  function fail(method: string, err: unknown) {
+    const g = toGrpcError(err);
+    if (g.code === grpc.status.INTERNAL) log.error({ err, method }, "call failed");
+    finish(method, g.code ?? grpc.status.UNKNOWN);
+    return g;
+  }
+  function unary<Req, Res>(
+    method: string,
+    f: (req: Req, who: Principal, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>,
+  ): grpc.handleUnaryCall<Req, Res> {
+    return (call, callback) => {
+      let who: Principal;
+      try {
+        who = principal(call);
+      } catch (err) {
+        callback(fail(method, err));
+        return;
+      }
+      f(call.request, who, call).then(
+        (res) => {
+          finish(method, grpc.status.OK);
+          callback(null, res);
+        },
+        (err) => callback(fail(method, err)),
+      );
+    };
+  }
+
+  return {
+    enqueue(call, callback) {
+      const method = "Enqueue";
+      let who: Principal;
+      try {
+        who = principal(call);
+      } catch (err) {
+        callback(fail(method, err));
+        return;
+      }
+      const iterator = call[Symbol.asyncIterator]() as AsyncIterator<geospool.v1.EnqueueRequest>;
+      (async () => {
+        const first = await iterator.next();
+        if (first.done || first.value.message !== "header" || !first.value.header) {
+          throw new ServiceError(
+            ServiceErrorCode.InvalidArgument,
+            "the first Enqueue message must be a header",
+          );
+        }
+        const h = first.value.header;
+        const queue = h.queue ?? "";
+        need(who, "enqueue", queue);
+        async function* chunks(): AsyncGenerator<Uint8Array> {
+          for (;;) {
+            const next = await iterator.next();
+            if (next.done) break;
+            if (next.value.message !== "chunk" || !next.value.chunk) {
+              throw new ServiceError(
+                ServiceErrorCode.InvalidArgument,
+                "after the header, every Enqueue message must be a data chunk",
+              );
+            }
+            yield next.value.chunk;
+          }
+          // A client that went away mid-upload also ends the stream: never take that for
+          // the end of the data.
+          await new Promise((r) => setImmediate(r));
+          if (call.cancelled) {
+            throw new ServiceError(ServiceErrorCode.InvalidArgument, "client cancelled the upload");
+          }
+        }
+        const header = {
+          queue,
+          metadata: Buffer.from(h.metadata ?? new Uint8Array()),
+          ...(h.idempotencyKey ? { idempotencyKey: h.idempotencyKey } : {}),
+          ...(h.dataSize !== null && h.dataSize !== undefined
+            ? { dataSize: Number(h.dataSize) }
+            : {}),
+          ...(h.dataSha256 ? { dataSha256: h.dataSha256 } : {}),
+        };
+        return service.enqueue(header, chunks());
+      })().then(
+        ({ entry, deduplicated }) => {
+          finish(method, grpc.status.OK);
+          callback(null, { entry: toEntry(entry), deduplicated });
+        },
+        (err) => callback(fail(method, err)),
+      );
+    },
+
+    dequeue: unary("Dequeue", async (req: geospool.v1.DequeueRequest, who, call) => {
+      need(who, "dequeue", req.queue);
+      const ac = new AbortController();
+      const onCancel = () => ac.abort();
+      call.once("cancelled", onCancel);
+      try {
+        const leaseMs = durationMs(req.lease);
+        const waitMs = durationMs(req.wait);
+        const got = await service.dequeue({
+          queue: req.queue,
+          signal: ac.signal,
+          ...(leaseMs !== undefined ? { leaseMs } : {}),
+          ...(waitMs !== undefined ? { waitMs } : {}),
+        });
+        if (!got) return { leaseToken: "" };
+        if (call.cancelled) {
+          // Nobody will receive it: put it back at once, without counting an attempt.
+          await service.putBack(req.queue, got.entry.name, got.leaseToken).catch(() => undefined);
+          return { leaseToken: "" };
+        }
+        return { entry: toEntry(got.entry), leaseToken: got.leaseToken };
+      } finally {
+        call.removeListener("cancelled", onCancel);
+      }
+    }),
+
+    complete: unary("Complete", async (req: geospool.v1.CompleteRequest, who) => {
+      need(who, "dequeue", req.queue);
+      if (req.action === "save" && req.save) {
+        const to = req.save.queue ?? "";
+        need(who, "enqueue", to);
+        const meta = req.save.metadata;
+        const saved = await service.complete({
+          queue: req.queue,
+          name: req.name,
+          leaseToken: req.leaseToken,
+          action: {
+            kind: "save",
+            queue: to,
+            ...(meta !== null && meta !== undefined ? { metadata: Buffer.from(meta) } : {}),
+          },
+        });
+        return saved ? { entry: toEntry(saved) } : {};
+      }
+      if (req.action === "remove") {
+        await service.complete({
+          queue: req.queue,
+          name: req.name,
+          leaseToken: req.leaseToken,
+          action: { kind: "remove" },
+        });
+        return {};
+      }
+      throw new ServiceError(ServiceErrorCode.InvalidArgument, "Complete needs save or remove");
+    }),
+
+    release: unary("Release", async (req: geospool.v1.ReleaseRequest, who) => {
+      need(who, "dequeue", req.queue);
+      return service.release({ queue: req.queue, name: req.name, leaseToken: req.leaseToken });
+    }),
+
+    extendLease: unary("ExtendLease", async (req: geospool.v1.ExtendLeaseRequest, who) => {
+      need(who, "dequeue", req.queue);
+      const until = await service.extendLease({
+        queue: req.queue,
+        name: req.name,
+        leaseToken: req.leaseToken,
+        leaseMs: durationMs(req.lease) ?? 0,
+      });
+      return { leaseUntil: toTimestamp(until) };
+    }),
+
+    list: unary("List", async (req: geospool.v1.ListRequest, who) => {
+      need(who, "dequeue", req.queue);
+      const page = await service.list({
+        queue: req.queue,
+        checkedOut: req.checkedOut,
+        pageSize: req.pageSize,
+        pageToken: req.pageToken,
+      });
+      return { entries: page.entries.map(toEntry), nextPageToken: page.nextPageToken };
+    }),
+
+    stat: unary("Stat", async (req: geospool.v1.StatRequest, who) => {
+      const r = await service.stat({ name: req.name, ...(req.queue ? { queue: req.queue } : {}) });
+      need(who, "dequeue", r.entry.queue);
+      return {
+        entry: toEntry(r.entry),
+        state:
+          r.state === "queued"
+            ? geospool.v1.EntryState.ENTRY_STATE_QUEUED
+            : geospool.v1.EntryState.ENTRY_STATE_CHECKED_OUT,
+      };
+    }),
+
+    readData(call) {
+      const method = "ReadData";
+      (async () => {
+        const who = principal(call);
+        const req = call.request;
+        const where = await service.stat({ name: req.name });
+        need(who, "dequeue", where.entry.queue);
+        const limit = req.limit !== null && req.limit !== undefined ? Number(req.limit) : undefined;
+        const source = service.readData({
+          name: req.name,
+          offset: Number(req.offset),
+          ...(limit !== undefined ? { limit } : {}),
+        });
+        for await (const part of source) {
+          if (call.cancelled) break;
+          const ok = call.write({
+            offset: part.offset,
+            chunk: part.chunk,
+            sha256: part.sha256 ?? "",
+          });
+          // Flow control: wait for the transport to drain rather than buffer the whole file.
+          if (!ok) await new Promise((r) => call.once("drain", r));
+        }
+      })().then(
+        () => {
+          finish(method, grpc.status.OK);
+          call.end();
+        },
+        (err) => call.destroy(Object.assign(new Error(), fail(method, err))),
+      );
+    },
+
+    watch(call) {
+      const method = "Watch";
+      const ac = new AbortController();
+      call.once("cancelled", () => ac.abort());
+      (async () => {
+        const who = principal(call);
+        const queues = call.request.queues;
+        // Every queue: dequeue (or admin) on "*".
+        if (queues.length === 0) need(who, "dequeue");
+        for (const q of queues) need(who, "dequeue", q);
+        // Send headers now so the client knows the watch is established.
+        call.sendMetadata(new grpc.Metadata());
+        for await (const t of service.watch(queues, ac.signal)) {
+          call.write({
+            kind: KIND[t.kind],
+            entry: { name: t.name, queue: t.queue },
+            fromQueue: t.fromQueue ?? "",
+            at: toTimestamp(t.at),
+          });
+        }
+      })().then(
+        () => {
+          finish(method, grpc.status.OK);
+          call.end();
+        },
+        (err) => call.destroy(Object.assign(new Error(), fail(method, err))),
+      );
+    },
+
+    clusterStatus: unary("ClusterStatus", async (_req, who) => {
+      need(who, "admin");
+      const depths = await service.queueDepths();
+      const peers = (await opts.peers?.()) ?? [];
+      return {
+        nodeId: opts.nodeId,
+        region: opts.region,
+        queues: depths.map((d) => ({ queue: d.queue, queued: d.queued, checkedOut: d.checkedOut })),
+        peers: peers.map((p) => ({
+          nodeId: p.nodeId,
+          region: p.region,
+          grpcEndpoint: p.grpcEndpoint,
+          connected: p.connected,
+          replicationLag: toDuration(p.replicationLagMs),
+          lagBytes: p.lagBytes,
+          slotState: p.slotState,
+          applyErrors: p.applyErrors,
+          pendingFetches: p.pendingFetches,
+        })),
+      };
+    }),
+  };
+}
+
+export { Authorizer };

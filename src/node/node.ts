@@ -1,0 +1,222 @@
+import pg from "pg";
+import type { Logger } from "pino";
+import { migrate } from "../replication/migrate.js";
+import { Monitor, Spool, timeSortableNames } from "../spool/index.js";
+import { Authorizer } from "./auth/authorizer.js";
+import { type Config, grpcTlsEnabled } from "./config/index.js";
+import { type GrpcServer, startGrpcServer } from "./grpc/grpc-server.js";
+import { spoolHandlers } from "./grpc/spool-server.js";
+import { type HttpServer, Metrics, startHttpServer } from "./observability/index.js";
+import { nodeEntryCodec } from "./service/entry-meta.js";
+import { IdempotencyStore } from "./service/idempotency-store.js";
+import { type NodeSpool, SpoolService } from "./service/spool-service.js";
+
+export interface RunningNode {
+  readonly config: Config;
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  readonly spool: NodeSpool;
+  readonly service: SpoolService;
+  readonly metrics: Metrics;
+  /** Drain and stop: gRPC (with the shutdown deadline), HTTP, reaper, monitor, database. */
+  stop(): Promise<void>;
+}
+
+export class NodeStartError extends Error {
+  readonly code = "node_start";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "NodeStartError";
+  }
+}
+
+const LEASE_REAP_EVERY_MS = 1_000;
+const IDEMPOTENCY_PURGE_EVERY_MS = 10 * 60_000;
+
+/**
+ * Start one node: its database (migrated), its spool, the gRPC and HTTP servers, the lease
+ * reaper and the fsck monitor. Fails fast, undoing what it started, if any part fails.
+ */
+export async function startNode(config: Config, logger: Logger): Promise<RunningNode> {
+  const log = logger.child({ node: config.node.id });
+  if (!config.postgres.url) throw new NodeStartError("postgres.url is required to run a node");
+  const cleanups: Array<() => Promise<void>> = [];
+  const undo = async () => {
+    for (const c of cleanups.reverse())
+      await c().catch((err) => log.warn({ err }, "cleanup failed"));
+  };
+  try {
+    const pool = new pg.Pool({ connectionString: config.postgres.url, max: 10 });
+    pool.on("error", (err) =>
+      log.child({ component: "postgres" }).error({ err }, "idle client error"),
+    );
+    cleanups.push(() => pool.end());
+    await migrate(pool, { logger: log.child({ component: "migrate" }) });
+    await claimDatabase(pool, config);
+
+    const spool: NodeSpool = await Spool.load(
+      config.spool.dir,
+      {
+        metadata: nodeEntryCodec,
+        queues: config.spool.queues,
+        nameGenerator: timeSortableNames(config.node.id),
+        leases: {
+          defaultLeaseMs: config.spool.leases.defaultLease,
+          graceMs: config.spool.leases.grace,
+          maxAttempts: config.spool.leases.maxAttempts,
+          deadLetterQueue: config.spool.leases.deadLetterQueue,
+        },
+      },
+      { createIfMissing: true },
+    );
+
+    const metrics = new Metrics({ defaultLabels: { node: config.node.id } });
+    const service = new SpoolService({
+      spool,
+      nodeId: config.node.id,
+      logger: log.child({ component: "service" }),
+      idempotency: new IdempotencyStore(pool, config.idempotency.window),
+      maxDequeueWaitMs: config.grpc.maxDequeueWait,
+      onOperation: metrics.recordOperation,
+    });
+    cleanups.push(() => service.close());
+    metrics.setQueueDepthSource(() => service.queueDepths());
+
+    const tls = grpcTlsEnabled(config)
+      ? {
+          cert: config.grpc.tls.cert as string,
+          key: config.grpc.tls.key as string,
+          clientCa: config.grpc.tls.clientCa,
+          requireClientCert: config.grpc.tls.requireClientCert,
+        }
+      : undefined;
+    const grpcServer: GrpcServer = await startGrpcServer({
+      listen: config.grpc.listen,
+      logger: log,
+      tls,
+      maxMessageBytes: config.grpc.maxMessageBytes,
+      keepalive: { timeMs: config.grpc.keepalive.time, timeoutMs: config.grpc.keepalive.timeout },
+      handlers: spoolHandlers({
+        service,
+        authorizer: new Authorizer(config.auth.tokens),
+        logger: log.child({ component: "grpc" }),
+        nodeId: config.node.id,
+        region: config.node.region,
+        onCall: (method, code) => metrics.recordGrpcRequest(method, String(code)),
+      }),
+    });
+    cleanups.push(() => grpcServer.shutdown(0));
+
+    let ready = false;
+    const http: HttpServer = await startHttpServer({
+      listen: config.http.listen,
+      metrics,
+      ready: () => ready,
+      logger: log,
+    });
+    cleanups.push(() => http.close());
+
+    const reaper = spool.startLeaseReaper(LEASE_REAP_EVERY_MS, {
+      onExpired: (e) => {
+        metrics.recordLeaseExpiry(e.queue, e.to);
+        service.leaseExpired(e.name, e.queue, e.to);
+        log.info(
+          { entry: e.name, queue: e.queue, to: e.to, attempts: e.attempts },
+          "lease expired",
+        );
+      },
+      onError: (err) => log.error({ err }, "lease reaper failed"),
+    });
+    cleanups.push(async () => reaper.stop());
+
+    const monitorStop = new AbortController();
+    const monitor = new Monitor(spool, {
+      maxCheckedOutAgeMs: Math.max(config.spool.leases.defaultLease * 2, 600_000),
+    });
+    const monitorLog = log.child({ component: "monitor" });
+    const monitorRun = monitor.daemon({
+      checkEveryMs: config.monitor.checkEvery,
+      alertAfterCycles: config.monitor.alertAfterCycles,
+      repair: config.monitor.repair,
+      signal: monitorStop.signal,
+      onEvent: (e) => {
+        const level = e.kind === "start" ? "warn" : "info";
+        monitorLog[level](
+          { problem: e.problem },
+          `fsck problem ${e.kind === "start" ? "started" : "ended"}`,
+        );
+      },
+      onRepair: (a) => monitorLog.info({ problem: a.problem, action: a.action }, "repaired"),
+      onError: (err) => monitorLog.error({ err }, "fsck failed"),
+      onProblems: (problems) => {
+        const counts: Record<string, number> = {};
+        for (const p of problems) counts[p.kind] = (counts[p.kind] ?? 0) + 1;
+        metrics.setFsckProblems(counts);
+      },
+    });
+    cleanups.push(async () => {
+      monitorStop.abort();
+      await monitorRun;
+    });
+
+    const store = new IdempotencyStore(pool, config.idempotency.window);
+    const purge = setInterval(() => {
+      store.purge().catch((err) => log.warn({ err }, "idempotency purge failed"));
+    }, IDEMPOTENCY_PURGE_EVERY_MS);
+    purge.unref();
+    cleanups.push(async () => clearInterval(purge));
+
+    ready = true;
+    grpcServer.setServing(true);
+    log.info(
+      { grpcPort: grpcServer.port, httpPort: http.port, spool: config.spool.dir },
+      "node ready",
+    );
+
+    let stopping: Promise<void> | undefined;
+    return {
+      config,
+      grpcPort: grpcServer.port,
+      httpPort: http.port,
+      spool,
+      service,
+      metrics,
+      stop() {
+        stopping ??= (async () => {
+          log.info("node stopping");
+          ready = false;
+          // Waiting dequeues and watches end now; other calls get the drain deadline.
+          service.beginShutdown();
+          await grpcServer.shutdown(config.shutdown.deadline);
+          // The gRPC server is drained; its cleanup (a forced shutdown) is then harmless.
+          for (const c of cleanups.reverse()) {
+            await c().catch((err) => log.warn({ err }, "stop step failed"));
+          }
+          log.info("node stopped");
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await undo();
+    throw err;
+  }
+}
+
+/**
+ * A node's database belongs to that node: the first start records its id, and a start
+ * with another id against the same database is refused.
+ */
+async function claimDatabase(pool: pg.Pool, config: Config): Promise<void> {
+  await pool.query(
+    "insert into node_info (node_id, region) values ($1, $2) on conflict (singleton) do nothing",
+    [config.node.id, config.node.region],
+  );
+  const r = await pool.query<{ node_id: string }>("select node_id from node_info");
+  const owner = r.rows[0]?.node_id;
+  if (owner !== config.node.id) {
+    throw new NodeStartError(
+      `database at postgres.url belongs to node ${JSON.stringify(owner)}, not ${JSON.stringify(config.node.id)}`,
+    );
+  }
+}
