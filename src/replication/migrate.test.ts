@@ -8,7 +8,13 @@ import {
   type TestPostgres,
 } from "../../test/helpers/postgres.js";
 import { tempDir } from "../../test/helpers/tmp.js";
-import { DEFAULT_SQL_DIR, MigrationError, MigrationErrorCode, migrate } from "./migrate.js";
+import {
+  DEFAULT_SQL_DIR,
+  listMigrations,
+  MigrationError,
+  MigrationErrorCode,
+  migrate,
+} from "./migrate.js";
 
 let serverDir: Awaited<ReturnType<typeof tempDir>>;
 let server: TestPostgres;
@@ -75,8 +81,10 @@ async function versions(pool: pg.Pool): Promise<[number, string][]> {
 describe("migrate", () => {
   it("applies the shipped migrations once and records them", async () => {
     const pool = (await freshDatabase()).pool();
-    expect(await migrate(pool)).toEqual({ applied: ["0001_node.sql"] });
-    expect(await versions(pool)).toEqual([[1, "node"]]);
+    const shipped = await listMigrations(DEFAULT_SQL_DIR);
+    expect(shipped[0]?.file).toBe("0001_node.sql");
+    expect(await migrate(pool)).toEqual({ applied: shipped.map((m) => m.file) });
+    expect(await versions(pool)).toEqual(shipped.map((m) => [m.version, m.name]));
 
     await pool.query("insert into node_info (node_id, region) values ('n1', 'eu')");
     const second = await pool
@@ -101,9 +109,10 @@ describe("migrate", () => {
 
   it("applies nothing on a rerun", async () => {
     const pool = (await freshDatabase()).pool();
-    await migrate(pool);
+    const first = await migrate(pool);
+    expect(first.applied.length).toBeGreaterThan(0);
     expect(await migrate(pool)).toEqual({ applied: [] });
-    expect(await versions(pool)).toEqual([[1, "node"]]);
+    expect((await versions(pool)).length).toBe(first.applied.length);
   });
 
   it("applies each file exactly once when several processes migrate at once", async () => {

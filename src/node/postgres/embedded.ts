@@ -77,9 +77,14 @@ export async function startEmbeddedPostgres(
     }
   } else {
     const templateDir = resolve(opts.templateDir ?? defaultTemplateDir(tmpdir(), binaries));
+    const t0 = Date.now();
     const { built } = await ensureTemplate({ binaries, user, templateDir, logger });
+    const t1 = Date.now();
     await copyTemplate(templateDir, wanted, state === "empty");
-    logger.debug({ dataDir: wanted, templateBuilt: built }, "created the data directory");
+    logger.debug(
+      { dataDir: wanted, templateMs: built ? t1 - t0 : 0, copyMs: Date.now() - t1 },
+      "created the data directory from the template",
+    );
   }
   const dataDir = await realpath(wanted);
 
@@ -97,6 +102,7 @@ export async function startEmbeddedPostgres(
   const logDir = join(dataDir, "log");
   await mkdir(logDir, { recursive: true });
   if (user) await chown(logDir, user.uid, user.gid);
+  const launched = Date.now();
   const postmaster = await launchPostmaster({
     binaries,
     user,
@@ -114,7 +120,13 @@ export async function startEmbeddedPostgres(
     throw err;
   }
   logger.info(
-    { dataDir, port: postmaster.port, pid: postmaster.pid, ms: Date.now() - started },
+    {
+      dataDir,
+      port: postmaster.port,
+      pid: postmaster.pid,
+      launchMs: Date.now() - launched,
+      ms: Date.now() - started,
+    },
     "postgres started",
   );
   return { url, port: postmaster.port, dataDir, stop: () => postmaster.stop() };

@@ -6,7 +6,13 @@ import type { Logger } from "pino";
 import type { PostgresBinaries } from "./binaries.js";
 import { PostgresServerError, PostgresServerErrorCode } from "./errors.js";
 import { freePort } from "./free-port.js";
-import { errnoIs, postgresProcessesIn, processState, waitForExit } from "./processes.js";
+import {
+  errnoIs,
+  postgresProcessesIn,
+  processState,
+  readPostmasterPid,
+  waitForExit,
+} from "./processes.js";
 import type { ServerUser } from "./server-user.js";
 
 /** The superuser and password baked into the template (a local dev credential). */
@@ -141,6 +147,13 @@ async function launchOnce(opts: LaunchOptions, port: number): Promise<LaunchOutc
         ),
       };
     }
+    // Like pg_ctl: our postmaster marks its lock file "ready" once it listens. Only then is
+    // whoever answers on the port certainly us.
+    const lock = await readPostmasterPid(dataDir);
+    if (lock?.pid !== pid || lock.status !== "ready") {
+      await sleep(20);
+      continue;
+    }
     let probe: "ready" | "not_yet";
     try {
       probe = await probeReady(port, dataDir);
@@ -160,11 +173,7 @@ async function launchOnce(opts: LaunchOptions, port: number): Promise<LaunchOutc
   }
 }
 
-/**
- * Ready means: a connection on the port succeeds and the server behind it serves *our* data
- * directory (another server that holds the port would otherwise pass for ours until our
- * postmaster fails to bind and exits).
- */
+/** A connection on the port succeeds and the server behind it serves our data directory. */
 async function probeReady(port: number, dataDir: string): Promise<"ready" | "not_yet"> {
   const client = new pg.Client({
     host: "127.0.0.1",
