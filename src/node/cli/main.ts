@@ -27,8 +27,9 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (argv.length === 0) throw usageError("missing command (try 'geospool --help')");
     return await program.run(argv, io);
   } catch (err) {
-    await reportError(io, toCliError(err), wantsJson(argv));
-    return toCliError(err).exitCode;
+    const failure = toCliError(err);
+    await reportError(io, failure, wantsJson(argv));
+    return failure.exitCode;
   }
 }
 

@@ -21,7 +21,7 @@ export const spoolDequeue: Command = {
         help: `Usage: ${PATH} DIR QUEUE [--lease DUR] [--wait DUR] [--json]
 
 Check out the oldest entry of QUEUE and print its name (first line), metadata and lease
-deadline. Finish it before the lease ends with '${"geospool spool complete"}'; otherwise it
+deadline. Finish it before the lease ends with 'geospool spool complete'; otherwise it
 returns to QUEUE (or to the dead-letter queue after too many attempts).
 Durations: 500ms, 30s, 10m, 1h or milliseconds. Exit 3 when nothing is available.
 
