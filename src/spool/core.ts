@@ -180,6 +180,7 @@ export class SpoolCore<M, Q extends string> {
     metadata: M | DeferredMetadata<M>,
     data: DataSource,
     reserved?: string,
+    onVisible?: (name: string) => void,
   ): Promise<string> {
     const dirname = this.dirname(queue);
     const deferred = metadata instanceof DeferredMetadata ? metadata : undefined;
@@ -215,6 +216,7 @@ export class SpoolCore<M, Q extends string> {
       ]);
       step = "rename into queue";
       await this.throttle.run(() => rename(tmp, queueFile));
+      onVisible?.(name);
       step = "fsync queue";
       await this.syncer.sync(queueDir);
       return name;

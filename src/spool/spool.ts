@@ -27,6 +27,11 @@ export type EntryHandler<M, Q extends string, T> = (
 export interface EnqueueOptions {
   /** A name reserved earlier with `reserveName`; otherwise one is reserved now. */
   name?: string;
+  /**
+   * Called the moment the entry becomes visible in its queue (after the rename, before the
+   * final directory fsync), so an observer can record it before any reader can take it.
+   */
+  onVisible?: (name: string) => void;
 }
 
 export interface CheckoutOptions {
@@ -93,7 +98,7 @@ export class Spool<M, Q extends string = string> {
     data: DataSource,
     options: EnqueueOptions = {},
   ): Promise<Entry<M, Q>> {
-    const name = await this.core.enqueue(queue, metadata, data, options.name);
+    const name = await this.core.enqueue(queue, metadata, data, options.name, options.onVisible);
     return new Entry(this.core, queue, name);
   }
 
@@ -112,6 +117,7 @@ export class Spool<M, Q extends string = string> {
       new DeferredMetadata(makeMetadata),
       data,
       options.name,
+      options.onVisible,
     );
     return new Entry(this.core, queue, name);
   }

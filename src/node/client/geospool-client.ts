@@ -252,6 +252,7 @@ export class GeospoolClient {
               for await (const chunk of data as AsyncIterable<Uint8Array>)
                 await write(call, { chunk });
             }
+            await write(call, { commit: {} });
             call.end();
           })().catch((err) => {
             call.cancel();

@@ -214,8 +214,15 @@ export namespace geospool {
              */
             chunk?: (Uint8Array|null);
 
-            /** The first message is a header; every later message is a data chunk. */
-            message?: ("header"|"chunk");
+            /**
+             * The data is complete: the last message of the stream. A stream that
+             * ends without it (a client that went away mid-upload looks the same to
+             * the server as one that finished) stores nothing.
+             */
+            commit?: (geospool.v1.EnqueueCommit.$Properties|null);
+
+            /** The first message is a header, then data chunks, then one commit. */
+            message?: ("header"|"chunk"|"commit");
 
             /**
              * Creates a new EnqueueRequest instance using the specified properties.
@@ -310,8 +317,15 @@ export namespace geospool {
                  */
                 chunk?: (Uint8Array|null);
 
-                /** The first message is a header; every later message is a data chunk. */
-                message?: ("header"|"chunk");
+                /**
+                 * The data is complete: the last message of the stream. A stream that
+                 * ends without it (a client that went away mid-upload looks the same to
+                 * the server as one that finished) stores nothing.
+                 */
+                commit?: (geospool.v1.EnqueueCommit.$Properties|null);
+
+                /** The first message is a header, then data chunks, then one commit. */
+                message?: ("header"|"chunk"|"commit");
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -321,10 +335,122 @@ export namespace geospool {
             type $Shape = {
               header?: geospool.v1.EnqueueHeader.$Shape|null;
               chunk?: Uint8Array|null;
+              commit?: geospool.v1.EnqueueCommit.$Shape|null;
               $unknowns?: Uint8Array[];
             } & (
-              ({ message?: undefined; header?: null; chunk?: null }|{ message?: "header"; header: geospool.v1.EnqueueHeader.$Shape; chunk?: null }|{ message?: "chunk"; header?: null; chunk: Uint8Array })
+              ({ message?: undefined; header?: null; chunk?: null; commit?: null }|{ message?: "header"; header: geospool.v1.EnqueueHeader.$Shape; chunk?: null; commit?: null }|{ message?: "chunk"; header?: null; chunk: Uint8Array; commit?: null }|{ message?: "commit"; header?: null; chunk?: null; commit: geospool.v1.EnqueueCommit.$Shape })
             );
+        }
+
+        /**
+         * Properties of an EnqueueCommit.
+         * @deprecated Use geospool.v1.EnqueueCommit.$Properties instead.
+         */
+        interface IEnqueueCommit extends geospool.v1.EnqueueCommit.$Properties {
+        }
+
+        /** EnqueueCommit closes an upload: every chunk has been sent. */
+        class EnqueueCommit {
+
+            /**
+             * Constructs a new EnqueueCommit.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: geospool.v1.EnqueueCommit.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /**
+             * Creates a new EnqueueCommit instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns EnqueueCommit instance
+             */
+            static create(properties: geospool.v1.EnqueueCommit.$Shape): geospool.v1.EnqueueCommit & geospool.v1.EnqueueCommit.$Shape;
+            static create(properties?: geospool.v1.EnqueueCommit.$Properties): geospool.v1.EnqueueCommit;
+
+            /**
+             * Encodes the specified EnqueueCommit message. Does not implicitly {@link geospool.v1.EnqueueCommit.verify|verify} messages.
+             * @param message EnqueueCommit message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: geospool.v1.EnqueueCommit.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified EnqueueCommit message, length delimited. Does not implicitly {@link geospool.v1.EnqueueCommit.verify|verify} messages.
+             * @param message EnqueueCommit message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: geospool.v1.EnqueueCommit.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes an EnqueueCommit message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {geospool.v1.EnqueueCommit & geospool.v1.EnqueueCommit.$Shape} EnqueueCommit
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): geospool.v1.EnqueueCommit & geospool.v1.EnqueueCommit.$Shape;
+
+            /**
+             * Decodes an EnqueueCommit message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {geospool.v1.EnqueueCommit & geospool.v1.EnqueueCommit.$Shape} EnqueueCommit
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): geospool.v1.EnqueueCommit & geospool.v1.EnqueueCommit.$Shape;
+
+            /**
+             * Verifies an EnqueueCommit message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates an EnqueueCommit message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns EnqueueCommit
+             */
+            static fromObject(object: { [k: string]: any }): geospool.v1.EnqueueCommit;
+
+            /**
+             * Creates a plain object from an EnqueueCommit message. Also converts values to other types if specified.
+             * @param message EnqueueCommit
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: geospool.v1.EnqueueCommit, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this EnqueueCommit to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+
+            /**
+             * Gets the type url for EnqueueCommit
+             * @param [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns The type url
+             */
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace EnqueueCommit {
+
+            /** Properties of an EnqueueCommit. */
+            interface $Properties {
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of an EnqueueCommit. */
+            type $Shape = geospool.v1.EnqueueCommit.$Properties;
         }
 
         /**

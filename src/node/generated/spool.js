@@ -574,7 +574,10 @@ export const geospool = $root.geospool = (() => {
              * @property {geospool.v1.EnqueueHeader.$Properties|null} [header] Where and what to enqueue. Only in the first message.
              * @property {Uint8Array|null} [chunk] The next chunk of data. Any size up to the message limit; empty chunks
              * are allowed and ignored.
-             * @property {"header"|"chunk"} [message] The first message is a header; every later message is a data chunk.
+             * @property {geospool.v1.EnqueueCommit.$Properties|null} [commit] The data is complete: the last message of the stream. A stream that
+             * ends without it (a client that went away mid-upload looks the same to
+             * the server as one that finished) stores nothing.
+             * @property {"header"|"chunk"|"commit"} [message] The first message is a header, then data chunks, then one commit.
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -591,9 +594,10 @@ export const geospool = $root.geospool = (() => {
              * @typedef {{
              *   header?: geospool.v1.EnqueueHeader.$Shape|null;
              *   chunk?: Uint8Array|null;
+             *   commit?: geospool.v1.EnqueueCommit.$Shape|null;
              *   $unknowns?: Array.<Uint8Array>;
              * } & (
-             *   ({ message?: undefined; header?: null; chunk?: null }|{ message?: "header"; header: geospool.v1.EnqueueHeader.$Shape; chunk?: null }|{ message?: "chunk"; header?: null; chunk: Uint8Array })
+             *   ({ message?: undefined; header?: null; chunk?: null; commit?: null }|{ message?: "header"; header: geospool.v1.EnqueueHeader.$Shape; chunk?: null; commit?: null }|{ message?: "chunk"; header?: null; chunk: Uint8Array; commit?: null }|{ message?: "commit"; header?: null; chunk?: null; commit: geospool.v1.EnqueueCommit.$Shape })
              * )} geospool.v1.EnqueueRequest.$Shape
              */
 
@@ -629,17 +633,27 @@ export const geospool = $root.geospool = (() => {
              */
             EnqueueRequest.prototype.chunk = null;
 
+            /**
+             * The data is complete: the last message of the stream. A stream that
+             * ends without it (a client that went away mid-upload looks the same to
+             * the server as one that finished) stores nothing.
+             * @member {geospool.v1.EnqueueCommit.$Properties|null|undefined} commit
+             * @memberof geospool.v1.EnqueueRequest
+             * @instance
+             */
+            EnqueueRequest.prototype.commit = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
             /**
-             * The first message is a header; every later message is a data chunk.
-             * @member {"header"|"chunk"|undefined} message
+             * The first message is a header, then data chunks, then one commit.
+             * @member {"header"|"chunk"|"commit"|undefined} message
              * @memberof geospool.v1.EnqueueRequest
              * @instance
              */
             $Object.defineProperty(EnqueueRequest.prototype, "message", {
-                get: $util.oneOfGetter($oneOfFields = ["header", "chunk"]),
+                get: $util.oneOfGetter($oneOfFields = ["header", "chunk", "commit"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -679,6 +693,8 @@ export const geospool = $root.geospool = (() => {
                     $root.geospool.v1.EnqueueHeader.encode(message.header, writer.uint32(/* id 1, wireType 2 =*/10).fork(), _depth + 1).ldelim();
                 if (message.chunk != null && $Object.hasOwnProperty.call(message, "chunk"))
                     writer.uint32(/* id 2, wireType 2 =*/18).bytes(message.chunk);
+                if (message.commit != null && $Object.hasOwnProperty.call(message, "commit"))
+                    $root.geospool.v1.EnqueueCommit.encode(message.commit, writer.uint32(/* id 3, wireType 2 =*/26).fork(), _depth + 1).ldelim();
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -750,6 +766,13 @@ export const geospool = $root.geospool = (() => {
                             message.message = "chunk";
                             continue;
                         }
+                    case 3: {
+                            if (wireType !== 2)
+                                break;
+                            message.commit = $root.geospool.v1.EnqueueCommit.decode(reader, reader.size(), $undefined, _depth + 1, message.commit);
+                            message.message = "commit";
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -814,6 +837,16 @@ export const geospool = $root.geospool = (() => {
                     if (!(message.chunk && typeof message.chunk.length === "number" || $util.isString(message.chunk)))
                         return "chunk: buffer expected";
                 }
+                if (message.commit != null && $Object.hasOwnProperty.call(message, "commit")) {
+                    if (properties.message === 1)
+                        return "message: multiple values";
+                    properties.message = 1;
+                    {
+                        let error = $root.geospool.v1.EnqueueCommit.verify(message.commit, _depth + 1);
+                        if (error)
+                            return "commit." + error;
+                    }
+                }
                 return null;
             };
 
@@ -845,6 +878,11 @@ export const geospool = $root.geospool = (() => {
                         $util.base64.decode(object.chunk, message.chunk = $util.newBuffer($util.base64.length(object.chunk)), 0);
                     else if (object.chunk.length >= 0)
                         message.chunk = object.chunk;
+                if (object.commit != null) {
+                    if (!$util.isObject(object.commit))
+                        throw $TypeError(".geospool.v1.EnqueueRequest.commit: object expected");
+                    message.commit = $root.geospool.v1.EnqueueCommit.fromObject(object.commit, _depth + 1);
+                }
                 return message;
             };
 
@@ -875,6 +913,11 @@ export const geospool = $root.geospool = (() => {
                     if (options.oneofs)
                         object.message = "chunk";
                 }
+                if (message.commit != null && $Object.hasOwnProperty.call(message, "commit")) {
+                    object.commit = $root.geospool.v1.EnqueueCommit.toObject(message.commit, options, _depth + 1);
+                    if (options.oneofs)
+                        object.message = "commit";
+                }
                 return object;
             };
 
@@ -904,6 +947,240 @@ export const geospool = $root.geospool = (() => {
             };
 
             return EnqueueRequest;
+        })();
+
+        v1.EnqueueCommit = (function() {
+
+            /**
+             * Properties of an EnqueueCommit.
+             * @typedef {Object} geospool.v1.EnqueueCommit.$Properties
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of an EnqueueCommit.
+             * @memberof geospool.v1
+             * @interface IEnqueueCommit
+             * @augments geospool.v1.EnqueueCommit.$Properties
+             * @deprecated Use geospool.v1.EnqueueCommit.$Properties instead.
+             */
+
+            /**
+             * Shape of an EnqueueCommit.
+             * @typedef {geospool.v1.EnqueueCommit.$Properties} geospool.v1.EnqueueCommit.$Shape
+             */
+
+            /**
+             * Constructs a new EnqueueCommit.
+             * @memberof geospool.v1
+             * @classdesc EnqueueCommit closes an upload: every chunk has been sent.
+             * @constructor
+             * @param {geospool.v1.EnqueueCommit.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const EnqueueCommit = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * Creates a new EnqueueCommit instance using the specified properties.
+             * @function create
+             * @memberof geospool.v1.EnqueueCommit
+             * @static
+             * @param {geospool.v1.EnqueueCommit.$Properties=} [properties] Properties to set
+             * @returns {geospool.v1.EnqueueCommit} EnqueueCommit instance
+             * @type {{
+             *   (properties: geospool.v1.EnqueueCommit.$Shape): geospool.v1.EnqueueCommit & geospool.v1.EnqueueCommit.$Shape;
+             *   (properties?: geospool.v1.EnqueueCommit.$Properties): geospool.v1.EnqueueCommit;
+             * }}
+             */
+            EnqueueCommit.create = function(properties) {
+                return new EnqueueCommit(properties);
+            };
+
+            /**
+             * Encodes the specified EnqueueCommit message. Does not implicitly {@link geospool.v1.EnqueueCommit.verify|verify} messages.
+             * @function encode
+             * @memberof geospool.v1.EnqueueCommit
+             * @static
+             * @param {geospool.v1.EnqueueCommit.$Properties} message EnqueueCommit message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            EnqueueCommit.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified EnqueueCommit message, length delimited. Does not implicitly {@link geospool.v1.EnqueueCommit.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof geospool.v1.EnqueueCommit
+             * @static
+             * @param {geospool.v1.EnqueueCommit.$Properties} message EnqueueCommit message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            EnqueueCommit.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes an EnqueueCommit message from the specified reader or buffer.
+             * @function decode
+             * @memberof geospool.v1.EnqueueCommit
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {geospool.v1.EnqueueCommit & geospool.v1.EnqueueCommit.$Shape} EnqueueCommit
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            EnqueueCommit.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.geospool.v1.EnqueueCommit();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    reader.skipType(tag & 7, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes an EnqueueCommit message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof geospool.v1.EnqueueCommit
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {geospool.v1.EnqueueCommit & geospool.v1.EnqueueCommit.$Shape} EnqueueCommit
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            EnqueueCommit.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies an EnqueueCommit message.
+             * @function verify
+             * @memberof geospool.v1.EnqueueCommit
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            EnqueueCommit.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                return null;
+            };
+
+            /**
+             * Creates an EnqueueCommit message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof geospool.v1.EnqueueCommit
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {geospool.v1.EnqueueCommit} EnqueueCommit
+             */
+            EnqueueCommit.fromObject = function (object, _depth) {
+                if (object instanceof $root.geospool.v1.EnqueueCommit)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".geospool.v1.EnqueueCommit: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                return new $root.geospool.v1.EnqueueCommit();
+            };
+
+            /**
+             * Creates a plain object from an EnqueueCommit message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof geospool.v1.EnqueueCommit
+             * @static
+             * @param {geospool.v1.EnqueueCommit} message EnqueueCommit
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            EnqueueCommit.toObject = function () {
+                return {};
+            };
+
+            /**
+             * Converts this EnqueueCommit to JSON.
+             * @function toJSON
+             * @memberof geospool.v1.EnqueueCommit
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            EnqueueCommit.prototype.toJSON = function() {
+                return EnqueueCommit.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for EnqueueCommit
+             * @function getTypeUrl
+             * @memberof geospool.v1.EnqueueCommit
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            EnqueueCommit.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/geospool.v1.EnqueueCommit";
+            };
+
+            return EnqueueCommit;
         })();
 
         v1.EnqueueHeader = (function() {

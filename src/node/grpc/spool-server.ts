@@ -101,8 +101,17 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolServiceHandlers {
         return;
       }
       const iterator = call[Symbol.asyncIterator]() as AsyncIterator<geospool.v1.EnqueueRequest>;
+      // A client that goes away mid-upload does not always end the request stream: race
+      // every read against the cancellation, so the half-written entry is cleaned up.
+      const cancelled = new Promise<never>((_, reject) => {
+        call.once("cancelled", () =>
+          reject(new ServiceError(ServiceErrorCode.InvalidArgument, "client cancelled the upload")),
+        );
+      });
+      cancelled.catch(() => undefined);
+      const next = () => Promise.race([iterator.next(), cancelled]);
       (async () => {
-        const first = await iterator.next();
+        const first = await next();
         if (first.done || first.value.message !== "header" || !first.value.header) {
           throw new ServiceError(
             ServiceErrorCode.InvalidArgument,
@@ -114,21 +123,29 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolServiceHandlers {
         need(who, "enqueue", queue);
         async function* chunks(): AsyncGenerator<Uint8Array> {
           for (;;) {
-            const next = await iterator.next();
-            if (next.done) break;
-            if (next.value.message !== "chunk" || !next.value.chunk) {
+            const msg = await next();
+            if (msg.done) {
+              // A reset stream ends like a finished one: only a commit proves the data whole.
               throw new ServiceError(
                 ServiceErrorCode.InvalidArgument,
-                "after the header, every Enqueue message must be a data chunk",
+                "the Enqueue stream ended without a commit message; nothing was stored",
               );
             }
-            yield next.value.chunk;
+            if (msg.value.message === "commit") break;
+            if (msg.value.message !== "chunk" || !msg.value.chunk) {
+              throw new ServiceError(
+                ServiceErrorCode.InvalidArgument,
+                "after the header, Enqueue messages must be data chunks and then one commit",
+              );
+            }
+            yield msg.value.chunk;
           }
-          // A client that went away mid-upload also ends the stream: never take that for
-          // the end of the data.
-          await new Promise((r) => setImmediate(r));
-          if (call.cancelled) {
-            throw new ServiceError(ServiceErrorCode.InvalidArgument, "client cancelled the upload");
+          const after = await next();
+          if (!after.done) {
+            throw new ServiceError(
+              ServiceErrorCode.InvalidArgument,
+              "a message followed the Enqueue commit",
+            );
           }
         }
         const header = {
@@ -273,7 +290,8 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolServiceHandlers {
           finish(method, grpc.status.OK);
           call.end();
         },
-        (err) => call.destroy(Object.assign(new Error(), fail(method, err))),
+        // grpc-js ends a server stream with a status when the call emits "error".
+        (err) => call.emit("error", fail(method, err)),
       );
     },
 
@@ -302,7 +320,8 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolServiceHandlers {
           finish(method, grpc.status.OK);
           call.end();
         },
-        (err) => call.destroy(Object.assign(new Error(), fail(method, err))),
+        // grpc-js ends a server stream with a status when the call emits "error".
+        (err) => call.emit("error", fail(method, err)),
       );
     },
 

@@ -98,7 +98,7 @@ describe("SpoolService", () => {
     const e1 = await service
       .enqueue({ queue: "nope", metadata: Buffer.alloc(0) }, chunks("x"))
       .catch((e) => e);
-    expect(e1.code).toBe(ServiceErrorCode.InvalidArgument);
+    expect(e1.code).toBe(ServiceErrorCode.NotFound);
     const e2 = await service
       .enqueue({ queue: "../etc", metadata: Buffer.alloc(0) }, chunks("x"))
       .catch((e) => e);

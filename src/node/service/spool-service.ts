@@ -85,10 +85,7 @@ export class SpoolService {
   checkQueue(queue: string): void {
     if (!this.spool.queues.includes(queue)) {
       validateName("queue", queue);
-      throw new ServiceError(
-        ServiceErrorCode.InvalidArgument,
-        `unknown queue ${JSON.stringify(queue)}`,
-      );
+      throw new ServiceError(ServiceErrorCode.NotFound, `no queue ${JSON.stringify(queue)}`);
     }
   }
 
@@ -181,7 +178,10 @@ export class SpoolService {
             if (key !== undefined) entryMeta.idempotencyKey = key;
             return entryMeta;
           },
-          { name },
+          {
+            name,
+            onVisible: () => this.publish({ kind: "enqueued", name, queue: header.queue }),
+          },
         );
       } catch (err) {
         if (key !== undefined)
@@ -189,7 +189,6 @@ export class SpoolService {
         throw unwrapCause(err);
       }
       if (key !== undefined) await this.opts.idempotency?.complete(key, name);
-      this.publish({ kind: "enqueued", name, queue: header.queue });
       const meta = entryMeta as NodeEntryMeta;
       return { entry: toInfo(name, header.queue, meta, 0), deduplicated: false };
     });
