@@ -10,7 +10,8 @@ const src = join(root, "src");
 const dist = join(root, "dist");
 // SQL migrations and descriptor sets anywhere; generated JS and its types (tsc does not
 // emit .js sources) from generated/ folders.
-const isAsset = (path) => /\.(sql|binpb)$/.test(path) || /[\\/]generated[\\/][^\\/]+\.(js|d\.ts)$/.test(path);
+const isAsset = (path) =>
+  /\.(sql|binpb)$/.test(path) || /[\\/]generated[\\/][^\\/]+\.(js|d\.ts)$/.test(path);
 
 let copied = 0;
 for (const entry of await readdir(src, { recursive: true, withFileTypes: true })) {
