@@ -20,6 +20,8 @@ export const DEFAULT_LEASE_MS = 10 * 60_000;
 export const DEFAULT_LEASE_GRACE_MS = 5_000;
 export const DEFAULT_MAX_ATTEMPTS = 5;
 const MAX_NAME_ATTEMPTS = 1000;
+/** See `isExpired`. */
+export const CTIME_QUIET_MS = 1_000;
 
 /**
  * Metadata made once the data is written (and so its size and any digest computed while
@@ -253,9 +255,10 @@ export class SpoolCore<M, Q extends string> {
   // ---- checkout ----------------------------------------------------------------------
 
   /**
-   * Touch the registry file (the checkout's start time), rename the queue file into
-   * .checkout (exactly one process wins), then set the checkout file's mtime to the lease
-   * deadline. The loser of a race gets `not_found`.
+   * Rename the queue file into .checkout (exactly one process wins; the losers get
+   * `not_found` and change nothing), then set the checkout file's mtime to the lease
+   * deadline and the registry file's mtime to the checkout time. Until the deadline is
+   * set, the rename's fresh ctime keeps reapers away (see `isExpired`).
    */
   async checkout(queue: Q, name: string, leaseMs?: number): Promise<CheckoutResult<M, Q>> {
     const dirname = this.dirname(queue);
@@ -267,10 +270,11 @@ export class SpoolCore<M, Q extends string> {
     const got = await this.throttle
       .run(async () => {
         const now = this.clock();
-        if ((await setMtime(this.layout.registryFile(name), now)) === "not_found") return undefined;
+        // The rename decides the winner; a loser touches nothing.
         if ((await renameIfExists(src, dst)) === "not_found") return undefined;
         const leaseUntil = now + lease;
         await setMtime(dst, leaseUntil);
+        await setMtime(this.layout.registryFile(name), now);
         const st = await stat(dst);
         const bytes = await readFile(dst);
         return { leaseUntil, ino: st.ino, bytes };
@@ -332,10 +336,12 @@ export class SpoolCore<M, Q extends string> {
     const tmp = this.layout.tmpFile(rec.name);
     try {
       await this.throttle.run(async () => {
+        // Touch the registry *before* moving: repair, which may be scanning the queues
+        // while the entry moves, then sees a fresh registry file and leaves it alone.
+        await setMtime(this.layout.registryFile(rec.name), this.clock());
         await writeFileSynced(tmp, bytes);
         await rename(tmp, co);
         await rename(co, this.layout.queueFile(toDir, rec.name));
-        await setMtime(this.layout.registryFile(rec.name), this.clock());
       });
       await this.syncer.sync(this.layout.queue(toDir));
     } catch (err) {
@@ -386,7 +392,7 @@ export class SpoolCore<M, Q extends string> {
     const claim = this.layout.tmpFile(name, "expire");
     const now = this.clock();
     const before = await this.throttle.run(() => statIfExists(co));
-    if (before === undefined || !this.isExpired(before.mtimeMs, await this.mtimeOf(reg), now)) {
+    if (before === undefined || !this.isExpired(before.mtimeMs, before.ctimeMs, now)) {
       return undefined;
     }
     if ((await this.throttle.run(() => createExclusive(claim))) === "exists") return undefined;
@@ -402,12 +408,12 @@ export class SpoolCore<M, Q extends string> {
       const toDir = this.dirname(to);
       const rewritten = encodeEnvelope({ attempts }, payload);
       await this.throttle.run(async () => {
+        await setMtime(reg, this.clock());
         // mtime = now: until the rename below, another reaper sees a fresh checkout.
         await writeFileSynced(claim, rewritten);
         await rename(claim, co);
         claimed = false;
         await rename(co, this.layout.queueFile(toDir, name));
-        await setMtime(reg, this.clock());
       });
       await this.syncer.sync(this.layout.queue(toDir));
       return { name, queue, to, attempts, leaseUntil: Math.round(before.mtimeMs) };
@@ -416,14 +422,20 @@ export class SpoolCore<M, Q extends string> {
     }
   }
 
-  isExpired(leaseUntilMs: number, checkoutStartMs: number | undefined, now: number): boolean {
-    const latest = Math.max(leaseUntilMs, checkoutStartMs ?? 0);
-    return now > latest + this.leases.graceMs;
-  }
-
-  private async mtimeOf(path: string): Promise<number | undefined> {
-    const st = await this.throttle.run(() => statIfExists(path));
-    return st?.mtimeMs;
+  /**
+   * Whether a checkout may be taken back. Setting the deadline (utimes) also sets the
+   * file's ctime to the moment it was set, which comes before the deadline: so a settled
+   * checkout has mtime > ctime, and is expired once the deadline plus the grace has passed.
+   * A checkout whose deadline is not set yet (the instant between its rename and the
+   * utimes, or a holder that died there) still has its old, smaller mtime; the rename just
+   * set its ctime, which no process can set back. Such a checkout is taken back only once
+   * its ctime is CTIME_QUIET_MS old.
+   */
+  isExpired(leaseUntilMs: number, ctimeMs: number, now: number): boolean {
+    const settled = leaseUntilMs > ctimeMs;
+    return settled
+      ? now > leaseUntilMs + this.leases.graceMs
+      : now > Math.max(leaseUntilMs + this.leases.graceMs, ctimeMs + CTIME_QUIET_MS);
   }
 
   async expireLeases(queues: readonly Q[] = this.queues): Promise<ExpiredLease<Q>[]> {

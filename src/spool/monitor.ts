@@ -86,7 +86,13 @@ export function describeProblem<Q extends string>(p: Problem<Q>): string {
   return `${p.kind} ${p.file.filename} in ${where} (mtime ${when})`;
 }
 
-type FileMap = Map<string, FileWithMtime>;
+/** What fsck reads of a file: its mtime (reported) and ctime (for lease expiry). */
+type FileStat = FileWithMtime & { ctimeMs: number };
+type FileMap = Map<string, FileStat>;
+
+function plain(f: FileStat): FileWithMtime {
+  return { filename: f.filename, mtimeMs: f.mtimeMs };
+}
 
 /**
  * Consistency checks over a spool: `fsck` reports, `repair` fixes what is safe, and
@@ -117,7 +123,7 @@ export class Monitor<M, Q extends string> {
     for (const filename of names) {
       if (filename === CHECKOUT) continue;
       const st = await core.throttle.run(() => statIfExists(`${path}/${filename}`));
-      if (st) out.set(filename, { filename, mtimeMs: st.mtimeMs });
+      if (st) out.set(filename, { filename, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs });
     }
     return out;
   }
@@ -139,15 +145,15 @@ export class Monitor<M, Q extends string> {
 
     for (const f of tmp.values()) {
       if (now - f.mtimeMs > this.limits.maxTmpFileAgeMs) {
-        problems.push({ kind: "too_old", file: f, dir: { kind: "tmp" } });
+        problems.push({ kind: "too_old", file: plain(f), dir: { kind: "tmp" } });
       }
       if (!registry.has(entryNameOfTmpFile(f.filename))) {
-        problems.push({ kind: "orphaned", file: f, dir: { kind: "tmp" } });
+        problems.push({ kind: "orphaned", file: plain(f), dir: { kind: "tmp" } });
       }
     }
     for (const f of data.values()) {
       if (!registry.has(f.filename)) {
-        problems.push({ kind: "orphaned", file: f, dir: { kind: "data" } });
+        problems.push({ kind: "orphaned", file: plain(f), dir: { kind: "data" } });
       }
     }
     for (const queue of core.queues) {
@@ -158,7 +164,7 @@ export class Monitor<M, Q extends string> {
       for (const f of (await this.collect(l.queue(dirname))).values()) {
         hold(f.filename, qdir);
         if (maxAge !== undefined && now - f.mtimeMs > maxAge) {
-          problems.push({ kind: "too_old", file: f, dir: qdir });
+          problems.push({ kind: "too_old", file: plain(f), dir: qdir });
         }
         this.checkEntry(f, qdir, registry, data, problems);
       }
@@ -174,8 +180,8 @@ export class Monitor<M, Q extends string> {
             dir: cdir,
           });
         }
-        if (core.isExpired(f.mtimeMs, reg?.mtimeMs, now)) {
-          problems.push({ kind: "lease_expired", file: f, dir: cdir });
+        if (core.isExpired(f.mtimeMs, f.ctimeMs, now)) {
+          problems.push({ kind: "lease_expired", file: plain(f), dir: cdir });
         }
         this.checkEntry(f, cdir, registry, data, problems);
       }
@@ -183,21 +189,21 @@ export class Monitor<M, Q extends string> {
     for (const f of registry.values()) {
       const dirs = holders.get(f.filename) ?? [];
       if (dirs.length === 0)
-        problems.push({ kind: "orphaned", file: f, dir: { kind: "registry" } });
-      else if (dirs.length > 1) problems.push({ kind: "duplicated", file: f, dirs });
+        problems.push({ kind: "orphaned", file: plain(f), dir: { kind: "registry" } });
+      else if (dirs.length > 1) problems.push({ kind: "duplicated", file: plain(f), dirs });
     }
     return problems;
   }
 
   private checkEntry(
-    f: FileWithMtime,
+    f: FileStat,
     dir: SpoolDir<Q>,
     registry: FileMap,
     data: FileMap,
     problems: Problem<Q>[],
   ): void {
-    if (!registry.has(f.filename)) problems.push({ kind: "orphaned", file: f, dir });
-    if (!data.has(f.filename)) problems.push({ kind: "missing_data", file: f, dir });
+    if (!registry.has(f.filename)) problems.push({ kind: "orphaned", file: plain(f), dir });
+    if (!data.has(f.filename)) problems.push({ kind: "missing_data", file: plain(f), dir });
   }
 
   /**
@@ -230,11 +236,16 @@ export class Monitor<M, Q extends string> {
           done.add(`tmp|${name}`);
           action = "deleted stale tmp file";
         } else if (p.kind === "orphaned" && d.kind === "data" && old(p.file.mtimeMs)) {
-          await unlinkIfExists(l.dataFile(name));
-          action = "deleted orphaned data file";
+          if (await this.spool.locate(name)) {
+            // The data of an entry that lost its registry file: the entry's own repair
+            // (below) restores the registry; the data must stay.
+            action = "kept the data of an entry still in a queue";
+          } else if (!(await statIfExists(l.registryFile(name)))) {
+            await unlinkIfExists(l.dataFile(name));
+            action = "deleted orphaned data file";
+          }
         } else if (p.kind === "orphaned" && d.kind === "registry") {
-          const dataSt = await statIfExists(l.dataFile(name));
-          if (old(p.file.mtimeMs) && (dataSt === undefined || old(dataSt.mtimeMs))) {
+          if (await this.abandoned(name, p.file.mtimeMs, old)) {
             await unlinkIfExists(l.dataFile(name));
             await unlinkIfExists(l.registryFile(name));
             action = "deleted abandoned registry file and its data";
@@ -256,6 +267,29 @@ export class Monitor<M, Q extends string> {
       else remaining.push(p);
     }
     return { repaired, remaining };
+  }
+
+  /**
+   * Whether a registry file fsck saw in no queue is really abandoned, looked at again now:
+   * it and its data are old, no queue or checkout holds the name, and the registry file
+   * was not touched while we looked. fsck's scan is not atomic: an entry that moved from
+   * a directory not yet scanned to one already scanned looks orphaned. Every move by a
+   * holder or reaper touches the registry file first, so a move during the look below
+   * shows as a changed mtime.
+   */
+  private async abandoned(
+    name: string,
+    seenMtimeMs: number,
+    old: (mtimeMs: number) => boolean,
+  ): Promise<boolean> {
+    const l = this.spool.core.layout;
+    const before = await statIfExists(l.registryFile(name));
+    if (!before || before.mtimeMs !== seenMtimeMs || !old(before.mtimeMs)) return false;
+    const data = await statIfExists(l.dataFile(name));
+    if (data && !old(data.mtimeMs)) return false;
+    if (await this.spool.locate(name)) return false;
+    const after = await statIfExists(l.registryFile(name));
+    return after !== undefined && after.mtimeMs === before.mtimeMs;
   }
 
   /**

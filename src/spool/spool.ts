@@ -3,7 +3,7 @@ import { CheckedOutEntry } from "./checked-out-entry.js";
 import { DeferredMetadata, type ExpiredLease, SpoolCore } from "./core.js";
 import type { DataFile, DataSource } from "./data.js";
 import { Entry } from "./entry.js";
-import { SpoolError, SpoolErrorCode } from "./errors.js";
+import { isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
 import { statIfExists } from "./fs-ops.js";
 import { type NameGenerator, validateName } from "./names.js";
 import type { Spoolable } from "./spoolable.js";
@@ -179,6 +179,11 @@ export class Spool<M, Q extends string = string> {
     return { kind: "ok", value: await runHandler(r.entry, f) };
   }
 
+  /** Names of the entries checked out of `queue`, sorted (no metadata is read). */
+  listCheckedOutNames(queue: Q): Promise<string[]> {
+    return this.core.listCheckedOut(queue);
+  }
+
   /**
    * Every checked-out entry of `queue`, built from the disk. UNSAFE: this breaks the rule
    * that each checkout has one owner; use it only where you know which processes use the
@@ -199,9 +204,18 @@ export class Spool<M, Q extends string = string> {
       this.core.dirname(queue),
       validateName("entry", name),
     );
-    const st = await this.core.throttle.run(() => statIfExists(path));
-    if (st === undefined) return undefined;
-    const bytes = await this.core.throttle.run(() => readFile(path));
+    const got = await this.core.throttle.run(async () => {
+      const st = await statIfExists(path);
+      if (st === undefined) return undefined;
+      // The checkout may finish between the stat and the read: that is "gone", not an error.
+      const bytes = await readFile(path).catch((err) => {
+        if (isErrno(err, "ENOENT")) return undefined;
+        throw err;
+      });
+      return bytes && { st, bytes };
+    });
+    if (got === undefined) return undefined;
+    const { st, bytes } = got;
     const { metadata, envelope } = this.core.decodeFile(name, bytes);
     return new CheckedOutEntry(this.core, {
       queue,

@@ -174,7 +174,11 @@ describe("crash safety", () => {
         });
         workers.push(child);
         await child.waitFor("ready");
-        await sleep(Math.random() * MAX_KILL_DELAY_MS);
+        // Mostly 0-30 ms, so kills land inside every step; every tenth child lives longer so
+        // that, even on a loaded machine, children get as far as saves and removes.
+        await sleep(
+          life % 10 === 0 ? 100 + Math.random() * 200 : Math.random() * MAX_KILL_DELAY_MS,
+        );
         child.kill("SIGKILL");
         const exit = await child.exited;
         workers.pop();

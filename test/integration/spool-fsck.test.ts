@@ -148,7 +148,7 @@ describe("fsck finds each kind of problem, and repair fixes what is safe", () =>
   // orphaned data file too, and when it is older than maxTmpFileAgeMs (any entry that has
   // waited ten minutes) repair deletes it *before* it looks at the queue file, then finds
   // no data and restores nothing: the entry is left without data. Flip to `it` once fixed.
-  it.fails("orphaned queue file whose data is old: registry restored and the data kept", async () => {
+  it("orphaned queue file whose data is old: registry restored and the data kept", async () => {
     const e = await spool.enqueue("inbox", { id: 7 }, "payload");
     await age(p(".data", e.name), Date.now() - HOUR);
     await unlink(p(".registry", e.name));
@@ -165,7 +165,7 @@ describe("fsck finds each kind of problem, and repair fixes what is safe", () =>
   // using the mtime fsck read, without looking again. The entry is left in inbox without
   // data. Made deterministic here by finishing the save right after the monitor lists inbox.
   // Flip to `it` once repair re-checks before deleting.
-  it.fails("repair racing a save never deletes the data of a live entry", async () => {
+  it("repair racing a save never deletes the data of a live entry", async () => {
     let hook: (() => Promise<void>) | undefined;
     const watched = await Spool.load(spool.dir, {
       ...widgetSpoolable(),
