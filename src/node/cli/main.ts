@@ -2,9 +2,12 @@ import { realpathSync } from "node:fs";
 import { basename, isAbsolute, relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import { wantsJson } from "./args.js";
+import { certsCommand } from "./certs-command.js";
 import { toCliError, usageError } from "./cli-error.js";
 import { type CliIo, type Command, commandGroup } from "./command.js";
+import { devCommand } from "./dev-command.js";
 import { ExitCode } from "./exit-codes.js";
+import { nodeCommand } from "./node-command.js";
 import { reportError } from "./output.js";
 import { spoolCommand } from "./spool-command.js";
 
@@ -12,7 +15,7 @@ import { spoolCommand } from "./spool-command.js";
  * The `geospool` command line. Each top-level command is a `Command` (usually a group of
  * subcommands); add new ones (dev, node, client, certs, cluster, cache) to COMMANDS.
  */
-const COMMANDS: readonly Command[] = [spoolCommand];
+const COMMANDS: readonly Command[] = [devCommand, nodeCommand, spoolCommand, certsCommand];
 
 const program = commandGroup({
   name: "geospool",
