@@ -15,6 +15,27 @@ import { spoolCommand } from "./spool-command.js";
  * The `geospool` command line. Each top-level command is a `Command` (usually a group of
  * subcommands); add new ones (dev, node, client, certs, cluster, cache) to COMMANDS.
  */
+/** A command whose module (and its dependencies: gRPC, PostgreSQL) loads only when run. */
+function lazy(name: string, summary: string, load: () => Promise<Command>): Command {
+  return { name, summary, run: async (args, io) => (await load()).run(args, io) };
+}
+
+const devCommand = lazy(
+  "dev",
+  "run a local cluster: N nodes, each with its own PostgreSQL (npm start)",
+  async () => (await import("./dev-command.js")).devCommand,
+);
+const nodeCommand = lazy(
+  "node",
+  "run one node against its PostgreSQL database",
+  async () => (await import("./node-command.js")).nodeCommand,
+);
+const certsCommand = lazy(
+  "certs",
+  "certificates for TLS and mutual TLS (certs dev)",
+  async () => (await import("./certs-command.js")).certsCommand,
+);
+
 const COMMANDS: readonly Command[] = [devCommand, nodeCommand, spoolCommand, certsCommand];
 
 const program = commandGroup({

@@ -1,0 +1,51 @@
+import { spawn } from "node:child_process";
+import { cp, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const SRC = fileURLToPath(new URL("../../src", import.meta.url));
+const NODE_MODULES = fileURLToPath(new URL("../../node_modules", import.meta.url));
+
+/**
+ * Compile the CLI (no type check: `npm test` type-checks separately) into a temp dir, with
+ * the generated protobuf code and SQL it reads at run time, so child processes start fast
+ * with plain node. Returns the path of main.js and a cleanup.
+ */
+export async function buildCli(): Promise<{ main: string; cleanup(): Promise<void> }> {
+  const build = await mkdtemp(join(tmpdir(), "geospool-cli-build-"));
+  const tsc = join(dirname(createRequire(import.meta.url).resolve("typescript/package.json")), "bin/tsc");
+  const child = spawn(process.execPath, [
+    tsc,
+    "--ignoreConfig",
+    "--noCheck",
+    "--skipLibCheck",
+    "--outDir",
+    build,
+    "--rootDir",
+    SRC,
+    "--module",
+    "NodeNext",
+    "--moduleResolution",
+    "NodeNext",
+    "--target",
+    "ES2022",
+    "--types",
+    "node",
+    join(SRC, "node/cli/main.ts"),
+  ]);
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  child.stderr.on("data", (d) => (out += d));
+  await new Promise((r) => child.on("close", r));
+  const main = join(build, "node/cli/main.js");
+  await readFile(main).catch(() => {
+    throw new Error(`compiling the CLI failed:\n${out}`);
+  });
+  await cp(join(SRC, "node/generated"), join(build, "node/generated"), { recursive: true });
+  await cp(join(SRC, "replication/sql"), join(build, "replication/sql"), { recursive: true });
+  await writeFile(join(build, "package.json"), '{"type":"module"}\n');
+  await symlink(NODE_MODULES, join(build, "node_modules"));
+  return { main, cleanup: () => rm(build, { recursive: true, force: true }) };
+}
