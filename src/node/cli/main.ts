@@ -2,12 +2,9 @@ import { realpathSync } from "node:fs";
 import { basename, isAbsolute, relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import { wantsJson } from "./args.js";
-import { certsCommand } from "./certs-command.js";
 import { toCliError, usageError } from "./cli-error.js";
 import { type CliIo, type Command, commandGroup } from "./command.js";
-import { devCommand } from "./dev-command.js";
 import { ExitCode } from "./exit-codes.js";
-import { nodeCommand } from "./node-command.js";
 import { reportError } from "./output.js";
 import { spoolCommand } from "./spool-command.js";
 
