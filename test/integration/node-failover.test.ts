@@ -1,0 +1,253 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { GeospoolClient } from "../../src/node/client/geospool-client.js";
+import { freePort } from "../../src/node/postgres/free-port.js";
+import { nodeEntryCodec } from "../../src/node/service/entry-meta.js";
+import { Monitor, Spool } from "../../src/spool/index.js";
+import { buildCli } from "../helpers/cli-build.js";
+import {
+  startPostgresServers,
+  stopPostgresServers,
+  type TestPostgres,
+} from "../helpers/postgres.js";
+import { tempDir } from "../helpers/tmp.js";
+
+let dir: Awaited<ReturnType<typeof tempDir>>;
+let cli: Awaited<ReturnType<typeof buildCli>>;
+let pg: TestPostgres[] = [];
+const children = new Set<ChildProcess>();
+let failed = false;
+
+beforeAll(async () => {
+  dir = await tempDir("geospool-failover-");
+  [cli, pg] = await Promise.all([buildCli(), startPostgresServers(3, { dir: dir.path })]);
+});
+
+afterAll(async () => {
+  for (const c of children) c.kill("SIGKILL");
+  await stopPostgresServers(pg);
+  await cli?.cleanup();
+  await dir.cleanup(failed);
+});
+
+interface NodeProcess {
+  id: string;
+  grpc: string;
+  http: string;
+  child: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stderr: () => string;
+}
+
+function run(args: string[]): Omit<NodeProcess, "id" | "grpc" | "http"> {
+  const child = spawn(process.execPath, [cli.main, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
+  let err = "";
+  child.stderr?.on("data", (d) => (err += d));
+  child.stdout?.resume();
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("exit", (code, signal) => {
+      children.delete(child);
+      resolve({ code, signal });
+    }),
+  );
+  return { child, exited, stderr: () => err };
+}
+
+async function waitReady(http: string, proc: { exited: Promise<unknown>; stderr: () => string }) {
+  const deadline = Date.now() + 30_000;
+  let done = false;
+  proc.exited.then(() => (done = true));
+  while (Date.now() < deadline) {
+    if (done) throw new Error(`node exited before it was ready:\n${proc.stderr()}`);
+    const ok = await fetch(`http://${http}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`node not ready in 30 s:\n${proc.stderr()}`);
+}
+
+async function startNodeProcess(
+  id: string,
+  postgresUrl: string,
+  ports?: { grpc: number; http: number },
+): Promise<NodeProcess> {
+  const grpcPort = ports?.grpc ?? (await freePort());
+  const httpPort = ports?.http ?? (await freePort());
+  const grpc = `127.0.0.1:${grpcPort}`;
+  const http = `127.0.0.1:${httpPort}`;
+  const proc = run([
+    "node",
+    "--node.id",
+    id,
+    "--spool.dir",
+    join(dir.path, id, "spool"),
+    "--postgres.url",
+    postgresUrl,
+    "--grpc.listen",
+    grpc,
+    "--http.listen",
+    http,
+    "--log.level",
+    "warn",
+    "--shutdown.deadline",
+    "2s",
+  ]);
+  await waitReady(http, proc);
+  return { id, grpc, http, ...proc };
+}
+
+describe("client failover", () => {
+  it("keeps enqueuing when the node it uses is SIGKILLed mid-stream; every acknowledged entry exists", async () => {
+    try {
+      const nodes = await Promise.all(
+        ["a", "b", "c"].map((id, i) => startNodeProcess(id, pg[i]!.url)),
+      );
+      const client = new GeospoolClient({
+        endpoints: nodes.map((n) => n.grpc),
+        callTimeoutMs: 2_000,
+        retryForMs: 20_000,
+        backoff: { initialMs: 20, maxMs: 200 },
+      });
+      const acks: Array<{ name: string; endpoint: string; i: number }> = [];
+      const TOTAL = 240;
+      let killed: NodeProcess | undefined;
+      const payload = (i: number) => Buffer.alloc(20_000 + i, i % 251);
+      for (let i = 0; i < TOTAL; i++) {
+        const call = client.enqueue("inbox", payload(i), { metadata: JSON.stringify({ i }) });
+        if (i === 80) {
+          // Kill the node serving the stream while this enqueue is in flight.
+          killed = nodes.find((n) => n.grpc === acks.at(-1)?.endpoint);
+          killed?.child.kill("SIGKILL");
+        }
+        const r = await call;
+        acks.push({ name: r.entry.name, endpoint: r.endpoint, i });
+      }
+      expect(killed).toBeDefined();
+      expect((await killed!.exited).signal).toBe("SIGKILL");
+      const after = acks.filter((a) => a.i > 80);
+      expect(after.every((a) => a.endpoint !== killed!.grpc)).toBe(true);
+      expect(new Set(after.map((a) => a.endpoint)).size).toBeGreaterThanOrEqual(1);
+
+      // Bring the killed node back on its spool and database: every acknowledged entry is
+      // on the node that acknowledged it, whole.
+      const back = await startNodeProcess(killed!.id, pg[["a", "b", "c"].indexOf(killed!.id)]!.url);
+      const byEndpoint = new Map(
+        nodes.map((n) => [n.grpc, n.id === killed!.id ? back.grpc : n.grpc]),
+      );
+      for (const a of acks) {
+        const check = new GeospoolClient({
+          endpoints: [byEndpoint.get(a.endpoint)!],
+          retryForMs: 5_000,
+        });
+        const { data } = await check.readData(a.name);
+        check.close();
+        expect(data.equals(payload(a.i)), `entry ${a.i} (${a.name}) on ${a.endpoint}`).toBe(true);
+      }
+      // On the node that was killed, nothing is visible without its data and nothing is
+      // duplicated: at most an unfinished enqueue's files, which repair removes.
+      const spool = await Spool.load(join(dir.path, killed!.id, "spool"), {
+        metadata: nodeEntryCodec,
+        queues: ["inbox", "outbox", "dead"],
+      });
+      const problems = await new Monitor(spool).fsck();
+      expect(problems.filter((p) => p.kind === "missing_data" || p.kind === "duplicated")).toEqual(
+        [],
+      );
+      client.close();
+      for (const n of [...nodes.filter((n) => n !== killed), back]) {
+        n.child.kill("SIGTERM");
+        expect((await n.exited).code).toBe(0);
+      }
+    } catch (err) {
+      failed = true;
+      throw err;
+    }
+  });
+});
+
+describe("geospool dev", () => {
+  it("starts a 3-node cluster, serves, stops cleanly with no stray process, and keeps its state", async () => {
+    try {
+      const devDir = join(dir.path, "dev");
+      const base = 20_000 + Math.floor(Math.random() * 20_000);
+      const start = async () => {
+        const proc = run([
+          "dev",
+          "--nodes",
+          "3",
+          "--base-grpc-port",
+          String(base),
+          "--base-http-port",
+          String(base + 100),
+          "--dir",
+          devDir,
+          "--json",
+        ]);
+        let out = "";
+        proc.child.stdout?.removeAllListeners("data");
+        proc.child.stdout?.on("data", (d) => (out += d));
+        const deadline = Date.now() + 60_000;
+        while (!out.includes("\n")) {
+          if (Date.now() > deadline)
+            throw new Error(`dev did not print its endpoints:\n${proc.stderr()}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        return {
+          ...proc,
+          nodes: JSON.parse(out.split("\n")[0]!).nodes as Array<{
+            id: string;
+            grpc: string;
+            http: string;
+          }>,
+        };
+      };
+      const first = await start();
+      expect(first.nodes.map((n) => n.grpc)).toEqual([0, 1, 2].map((i) => `127.0.0.1:${base + i}`));
+      const client = new GeospoolClient({
+        endpoints: first.nodes.map((n) => n.grpc),
+        retryForMs: 5_000,
+      });
+      const names: string[] = [];
+      for (const n of first.nodes) {
+        const one = new GeospoolClient({ endpoints: [n.grpc] });
+        names.push((await one.enqueue("inbox", `kept by ${n.id}`)).entry.name);
+        one.close();
+        expect((await fetch(`http://${n.http}/readyz`)).status).toBe(200);
+      }
+      client.close();
+      first.child.kill("SIGTERM");
+      expect((await first.exited).code).toBe(0);
+      expect(await postgresProcessesUnder(devDir)).toEqual([]);
+
+      const second = await start();
+      for (const [i, n] of second.nodes.entries()) {
+        const one = new GeospoolClient({ endpoints: [n.grpc] });
+        expect((await one.readData(names[i]!)).data.toString()).toBe(`kept by ${n.id}`);
+        one.close();
+      }
+      second.child.kill("SIGINT");
+      expect((await second.exited).code).toBe(0);
+      expect(await postgresProcessesUnder(devDir)).toEqual([]);
+    } catch (err) {
+      failed = true;
+      throw err;
+    }
+  });
+});
+
+/** pids of processes whose command line mentions `dir` (a PostgreSQL left behind would). */
+async function postgresProcessesUnder(dir: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmd = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    if (cmd.includes(dir) && cmd.includes("postgres")) out.push(Number(pid));
+  }
+  return out;
+}
