@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/geospool-client.js";
@@ -175,7 +176,7 @@ describe("geospool dev", () => {
   it("starts a 3-node cluster, serves, stops cleanly with no stray process, and keeps its state", async () => {
     try {
       const devDir = join(dir.path, "dev");
-      const base = 20_000 + Math.floor(Math.random() * 20_000);
+      const base = await freePortRange(3, 100);
       const start = async () => {
         const proc = run([
           "dev",
@@ -193,9 +194,12 @@ describe("geospool dev", () => {
         proc.child.stdout?.removeAllListeners("data");
         proc.child.stdout?.on("data", (d) => (out += d));
         const deadline = Date.now() + 60_000;
+        let exited = false;
+        proc.exited.then(() => (exited = true));
         while (!out.includes("\n")) {
-          if (Date.now() > deadline)
+          if (Date.now() > deadline || exited) {
             throw new Error(`dev did not print its endpoints:\n${proc.stderr()}`);
+          }
           await new Promise((r) => setTimeout(r, 100));
         }
         return {
@@ -240,6 +244,28 @@ describe("geospool dev", () => {
     }
   });
 });
+
+/**
+ * A base port such that base..base+n-1 and base+offset..base+offset+n-1 are free, below the
+ * kernel's ephemeral range so servers started with port 0 elsewhere cannot take them.
+ */
+async function freePortRange(n: number, offset: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 10_000 + Math.floor(Math.random() * 20_000);
+    const ports = Array.from({ length: n }, (_, i) => [base + i, base + offset + i]).flat();
+    const free = await Promise.all(ports.map(canBind));
+    if (free.every(Boolean)) return base;
+  }
+  throw new Error("no free port range found");
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
 
 /** pids of processes whose command line mentions `dir` (a PostgreSQL left behind would). */
 async function postgresProcessesUnder(dir: string): Promise<number[]> {
