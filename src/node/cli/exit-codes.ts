@@ -13,6 +13,10 @@ export const ExitCode = {
   NotFound: 4,
   /** The checkout's lease ended before it was finished; nothing was changed. */
   LeaseLost: 5,
+  /** client: the node refused the credentials (UNAUTHENTICATED or PERMISSION_DENIED). */
+  AccessDenied: 6,
+  /** client: no endpoint answered (UNAVAILABLE, DEADLINE_EXCEEDED) before retries ran out. */
+  Unavailable: 7,
   /** Anything else; the error code is printed. */
   Failure: 10,
   /** Stopped by SIGINT/SIGTERM before it could finish (a daemon stopping exits 0). */

@@ -3,6 +3,7 @@ import { basename, isAbsolute, relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import { wantsJson } from "./args.js";
 import { toCliError, usageError } from "./cli-error.js";
+import { clientCommand } from "./client-command.js";
 import { type CliIo, type Command, commandGroup } from "./command.js";
 import { ExitCode } from "./exit-codes.js";
 import { reportError } from "./output.js";
@@ -33,7 +34,13 @@ const certsCommand = lazy(
   async () => (await import("./certs-command.js")).certsCommand,
 );
 
-const COMMANDS: readonly Command[] = [devCommand, nodeCommand, spoolCommand, certsCommand];
+const COMMANDS: readonly Command[] = [
+  devCommand,
+  nodeCommand,
+  spoolCommand,
+  clientCommand,
+  certsCommand,
+];
 
 const program = commandGroup({
   name: "geospool",
