@@ -90,20 +90,21 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
           requireClientCert: config.grpc.tls.requireClientCert,
         }
       : undefined;
+    const handlers = spoolHandlers({
+      service,
+      authorizer: new Authorizer(config.auth.tokens),
+      logger: log.child({ component: "grpc" }),
+      nodeId: config.node.id,
+      region: config.node.region,
+      onCall: (method, code) => metrics.recordGrpcRequest(method, String(code)),
+    });
     const grpcServer: GrpcServer = await startGrpcServer({
       listen: config.grpc.listen,
       logger: log,
       tls,
       maxMessageBytes: config.grpc.maxMessageBytes,
       keepalive: { timeMs: config.grpc.keepalive.time, timeoutMs: config.grpc.keepalive.timeout },
-      handlers: spoolHandlers({
-        service,
-        authorizer: new Authorizer(config.auth.tokens),
-        logger: log.child({ component: "grpc" }),
-        nodeId: config.node.id,
-        region: config.node.region,
-        onCall: (method, code) => metrics.recordGrpcRequest(method, String(code)),
-      }),
+      handlers: handlers.handlers,
     });
     cleanups.push(() => grpcServer.shutdown(0));
 
@@ -188,6 +189,9 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
           // Waiting dequeues and watches end now; other calls get the drain deadline.
           service.beginShutdown();
           await grpcServer.shutdown(config.shutdown.deadline);
+          // Calls cut at the deadline finish their cleanup (an unfinished upload removes
+          // its files) before the spool and the database go away.
+          await handlers.idle();
           // The gRPC server is drained; its cleanup (a forced shutdown) is then harmless.
           for (const c of cleanups.reverse()) {
             await c().catch((err) => log.warn({ err }, "stop step failed"));

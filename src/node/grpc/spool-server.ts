@@ -48,7 +48,23 @@ type AnyCall = { metadata: grpc.Metadata; getPeer(): string };
  * The geospool.v1.Spool handlers: authenticate and authorize each call, translate
  * messages to SpoolService calls, and map failures to statuses (in status.ts).
  */
-export function spoolHandlers(opts: SpoolServerOptions): SpoolServiceHandlers {
+/** The handlers, and a promise for when every call under way has finished its work. */
+export interface SpoolHandlers {
+  handlers: SpoolServiceHandlers;
+  /** Resolves once no call is running (uploads cut by a shutdown have cleaned up). */
+  idle(): Promise<void>;
+}
+
+export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
+  const running = new Set<Promise<unknown>>();
+  function track<T>(p: Promise<T>): Promise<T> {
+    running.add(p);
+    p.then(
+      () => running.delete(p),
+      () => running.delete(p),
+    );
+    return p;
+  }
   const { service, authorizer } = opts;
   const log = opts.logger;
 
@@ -80,7 +96,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolServiceHandlers {
         callback(fail(method, err));
         return;
       }
-      f(call.request, who, call).then(
+      track(f(call.request, who, call)).then(
         (res) => {
           finish(method, grpc.status.OK);
           callback(null, res);
@@ -90,7 +106,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolServiceHandlers {
     };
   }
 
-  return {
+  const handlers: SpoolServiceHandlers = {
     enqueue(call, callback) {
       const method = "Enqueue";
       let who: Principal;
@@ -110,55 +126,57 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolServiceHandlers {
       });
       cancelled.catch(() => undefined);
       const next = () => Promise.race([iterator.next(), cancelled]);
-      (async () => {
-        const first = await next();
-        if (first.done || first.value.message !== "header" || !first.value.header) {
-          throw new ServiceError(
-            ServiceErrorCode.InvalidArgument,
-            "the first Enqueue message must be a header",
-          );
-        }
-        const h = first.value.header;
-        const queue = h.queue ?? "";
-        need(who, "enqueue", queue);
-        async function* chunks(): AsyncGenerator<Uint8Array> {
-          for (;;) {
-            const msg = await next();
-            if (msg.done) {
-              // A reset stream ends like a finished one: only a commit proves the data whole.
-              throw new ServiceError(
-                ServiceErrorCode.InvalidArgument,
-                "the Enqueue stream ended without a commit message; nothing was stored",
-              );
-            }
-            if (msg.value.message === "commit") break;
-            if (msg.value.message !== "chunk" || !msg.value.chunk) {
-              throw new ServiceError(
-                ServiceErrorCode.InvalidArgument,
-                "after the header, Enqueue messages must be data chunks and then one commit",
-              );
-            }
-            yield msg.value.chunk;
-          }
-          const after = await next();
-          if (!after.done) {
+      track(
+        (async () => {
+          const first = await next();
+          if (first.done || first.value.message !== "header" || !first.value.header) {
             throw new ServiceError(
               ServiceErrorCode.InvalidArgument,
-              "a message followed the Enqueue commit",
+              "the first Enqueue message must be a header",
             );
           }
-        }
-        const header = {
-          queue,
-          metadata: Buffer.from(h.metadata ?? new Uint8Array()),
-          ...(h.idempotencyKey ? { idempotencyKey: h.idempotencyKey } : {}),
-          ...(h.dataSize !== null && h.dataSize !== undefined
-            ? { dataSize: Number(h.dataSize) }
-            : {}),
-          ...(h.dataSha256 ? { dataSha256: h.dataSha256 } : {}),
-        };
-        return service.enqueue(header, chunks());
-      })().then(
+          const h = first.value.header;
+          const queue = h.queue ?? "";
+          need(who, "enqueue", queue);
+          async function* chunks(): AsyncGenerator<Uint8Array> {
+            for (;;) {
+              const msg = await next();
+              if (msg.done) {
+                // A reset stream ends like a finished one: only a commit proves the data whole.
+                throw new ServiceError(
+                  ServiceErrorCode.InvalidArgument,
+                  "the Enqueue stream ended without a commit message; nothing was stored",
+                );
+              }
+              if (msg.value.message === "commit") break;
+              if (msg.value.message !== "chunk" || !msg.value.chunk) {
+                throw new ServiceError(
+                  ServiceErrorCode.InvalidArgument,
+                  "after the header, Enqueue messages must be data chunks and then one commit",
+                );
+              }
+              yield msg.value.chunk;
+            }
+            const after = await next();
+            if (!after.done) {
+              throw new ServiceError(
+                ServiceErrorCode.InvalidArgument,
+                "a message followed the Enqueue commit",
+              );
+            }
+          }
+          const header = {
+            queue,
+            metadata: Buffer.from(h.metadata ?? new Uint8Array()),
+            ...(h.idempotencyKey ? { idempotencyKey: h.idempotencyKey } : {}),
+            ...(h.dataSize !== null && h.dataSize !== undefined
+              ? { dataSize: Number(h.dataSize) }
+              : {}),
+            ...(h.dataSha256 ? { dataSha256: h.dataSha256 } : {}),
+          };
+          return service.enqueue(header, chunks());
+        })(),
+      ).then(
         ({ entry, deduplicated }) => {
           finish(method, grpc.status.OK);
           callback(null, { entry: toEntry(entry), deduplicated });
@@ -264,28 +282,31 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolServiceHandlers {
 
     readData(call) {
       const method = "ReadData";
-      (async () => {
-        const who = principal(call);
-        const req = call.request;
-        const where = await service.stat({ name: req.name });
-        need(who, "dequeue", where.entry.queue);
-        const limit = req.limit !== null && req.limit !== undefined ? Number(req.limit) : undefined;
-        const source = service.readData({
-          name: req.name,
-          offset: Number(req.offset),
-          ...(limit !== undefined ? { limit } : {}),
-        });
-        for await (const part of source) {
-          if (call.cancelled) break;
-          const ok = call.write({
-            offset: part.offset,
-            chunk: part.chunk,
-            sha256: part.sha256 ?? "",
+      track(
+        (async () => {
+          const who = principal(call);
+          const req = call.request;
+          const where = await service.stat({ name: req.name });
+          need(who, "dequeue", where.entry.queue);
+          const limit =
+            req.limit !== null && req.limit !== undefined ? Number(req.limit) : undefined;
+          const source = service.readData({
+            name: req.name,
+            offset: Number(req.offset),
+            ...(limit !== undefined ? { limit } : {}),
           });
-          // Flow control: wait for the transport to drain rather than buffer the whole file.
-          if (!ok) await new Promise((r) => call.once("drain", r));
-        }
-      })().then(
+          for await (const part of source) {
+            if (call.cancelled) break;
+            const ok = call.write({
+              offset: part.offset,
+              chunk: part.chunk,
+              sha256: part.sha256 ?? "",
+            });
+            // Flow control: wait for the transport to drain rather than buffer the whole file.
+            if (!ok) await new Promise((r) => call.once("drain", r));
+          }
+        })(),
+      ).then(
         () => {
           finish(method, grpc.status.OK);
           call.end();
@@ -299,23 +320,25 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolServiceHandlers {
       const method = "Watch";
       const ac = new AbortController();
       call.once("cancelled", () => ac.abort());
-      (async () => {
-        const who = principal(call);
-        const queues = call.request.queues;
-        // Every queue: dequeue (or admin) on "*".
-        if (queues.length === 0) need(who, "dequeue");
-        for (const q of queues) need(who, "dequeue", q);
-        // Send headers now so the client knows the watch is established.
-        call.sendMetadata(new grpc.Metadata());
-        for await (const t of service.watch(queues, ac.signal)) {
-          call.write({
-            kind: KIND[t.kind],
-            entry: { name: t.name, queue: t.queue },
-            fromQueue: t.fromQueue ?? "",
-            at: toTimestamp(t.at),
-          });
-        }
-      })().then(
+      track(
+        (async () => {
+          const who = principal(call);
+          const queues = call.request.queues;
+          // Every queue: dequeue (or admin) on "*".
+          if (queues.length === 0) need(who, "dequeue");
+          for (const q of queues) need(who, "dequeue", q);
+          // Send headers now so the client knows the watch is established.
+          call.sendMetadata(new grpc.Metadata());
+          for await (const t of service.watch(queues, ac.signal)) {
+            call.write({
+              kind: KIND[t.kind],
+              entry: { name: t.name, queue: t.queue },
+              fromQueue: t.fromQueue ?? "",
+              at: toTimestamp(t.at),
+            });
+          }
+        })(),
+      ).then(
         () => {
           finish(method, grpc.status.OK);
           call.end();
@@ -346,6 +369,12 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolServiceHandlers {
         })),
       };
     }),
+  };
+  return {
+    handlers,
+    async idle() {
+      while (running.size > 0) await Promise.allSettled([...running]);
+    },
   };
 }
 
