@@ -188,6 +188,48 @@ describe("node over gRPC", () => {
   );
 
   it(
+    "oversized messages are refused and leave nothing; no file descriptors leak",
+    track(async () => {
+      const raw = new SpoolClient(`127.0.0.1:${node.grpcPort}`, grpc.credentials.createInsecure(), {
+        "grpc.max_send_message_length": 64 * 1024 * 1024,
+      });
+      const before = await readdir(join(node.spool.dir, ".registry"));
+      const tooBig = await new Promise<grpc.ServiceError | null>((resolve) => {
+        const call = raw.enqueue((err) => resolve(err));
+        call.write({ header: { queue: "inbox", metadata: Buffer.alloc(0) } });
+        call.write({ chunk: Buffer.alloc(5 * 1024 * 1024, 1) }); // over the 4 MiB limit
+        call.write({ commit: {} });
+        call.end();
+      });
+      expect(tooBig?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await readdir(join(node.spool.dir, ".registry"))).toEqual(before);
+
+      const fds = async () => (await readdir("/proc/self/fd")).length;
+      const start = await fds();
+      for (let i = 0; i < 40; i++) {
+        const { entry } = await client.enqueue("outbox", Buffer.alloc(1000, i));
+        await client.readData(entry.name, { offset: 10 });
+        await client.stat(entry.name);
+        await expect(client.readData("missing-entry")).rejects.toBeDefined();
+        const lease = await client.dequeue("outbox");
+        await client.remove(lease!);
+        await new Promise<void>((resolve) => {
+          const call = raw.enqueue(() => resolve());
+          call.write({ header: { queue: "inbox", metadata: Buffer.alloc(0) } });
+          call.write({ chunk: Buffer.alloc(10_000, 3) });
+          setTimeout(() => call.cancel(), 5);
+        });
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      raw.close();
+      // Every file the spool opened was closed: no growth beyond a few sockets' worth.
+      expect(await fds()).toBeLessThanOrEqual(start + 4);
+      expect(await readdir(join(node.spool.dir, ".tmp"))).toEqual([]);
+    }),
+  );
+
+  it(
     "a stock client (buf curl) lists and calls the service through reflection, and health",
     track(async () => {
       const base = `http://127.0.0.1:${node.grpcPort}`;
