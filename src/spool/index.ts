@@ -44,7 +44,11 @@
  *   the count reaches `maxAttempts`. Reapers claim an entry with an O_EXCL file first, so
  *   any number of them may run at once.
  * - `list(queue)` is sorted by name; the default names sort by creation time, so readers
- *   go first-in first-out.
+ *   go first-in first-out. One limit, as in Multispool: a directory listing is not an
+ *   atomic snapshot once the directory outgrows one getdents(2) buffer (about 1,000 to
+ *   2,000 entries on ext4), so while a large queue is being filled, a listing can hold an
+ *   entry and miss an older one that lands in a part of the directory already read; that
+ *   older entry is then taken on the next listing, a little out of order. Nothing is lost.
  * - `QueueReader` wakes on filesystem events (chokidar) and re-lists; it clears pending
  *   events *before* listing, so nothing that arrives during a listing is missed.
  * - Every disk operation goes through the spool's one `Throttle`.
