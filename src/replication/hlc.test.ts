@@ -180,7 +180,7 @@ describe("HybridLogicalClock", () => {
             if (s.kind === "tick") wall.set(wall.now() + s.ms);
             else if (s.kind === "write") {
               const vc = vector[n]!;
-              vc[n] += 1;
+              vc[n] = (vc[n] ?? 0) + 1;
               const event = { hlc: clocks[n]!.now(), vc: [vc[0], vc[1]] as [number, number] };
               written.push(event);
               latest[n] = event;
