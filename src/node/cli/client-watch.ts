@@ -92,7 +92,8 @@ ${GLOBAL_HINT}`,
         failure = asClientError(err, endpoint);
         if (!RETRYABLE.has(failure.code)) throw failure;
       }
-      if (events > 0 || Date.now() - started >= CONNECTED_AFTER_MS) {
+      const wasConnected = events > 0 || Date.now() - started >= CONNECTED_AFTER_MS;
+      if (wasConnected) {
         giveUpAt = Date.now() + retryForMs;
         failedTries = 0;
         backoff.reset();
@@ -101,7 +102,11 @@ ${GLOBAL_HINT}`,
         if (Date.now() >= giveUpAt && failedTries >= endpoints.length) throw failure;
       }
       const next = endpoints[(i + 1) % endpoints.length] as string;
-      await out.note(`watch: ${failure.message}; watching ${next} (events in between are missed)`);
+      // One note when the watch is lost and one per endpoint that fails, not one per retry.
+      if (failedTries <= endpoints.length) {
+        const missed = wasConnected ? " (events in between are missed)" : "";
+        await out.note(`watch: ${failure.message}; trying ${next}${missed}`);
+      }
       if (failedTries > 0 && failedTries % endpoints.length === 0) {
         await sleep(Math.min(backoff.next(), Math.max(0, giveUpAt - Date.now())), signal);
       }
