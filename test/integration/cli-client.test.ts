@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { makeDevCerts } from "../../src/node/certs/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { startTestNode } from "../helpers/node.js";
 import {
@@ -421,6 +422,57 @@ describe("geospool client", () => {
     expect(noEndpoint.stderr).toMatch(/--endpoint: required/);
     await ok(["complete", "--lease-json", JSON.stringify(lease), "--remove"], env);
     await drain("inbox");
+  });
+
+  it("speaks TLS and mutual TLS with --ca, --cert and --key", async () => {
+    const certs = await makeDevCerts({ dir: join(dir.path, "certs"), nodes: ["tls"] });
+    const secure = await startTestNode({
+      id: "tls",
+      dir: dir.path,
+      // A node's database is its own: this one uses the server's other database.
+      postgresUrl: pg[0]!.url.replace(/\/geospool$/, "/postgres"),
+      config: {
+        grpc: {
+          tls: {
+            cert: certs.servers.tls!.cert,
+            key: certs.servers.tls!.key,
+            clientCa: certs.caCert,
+            requireClientCert: true,
+          },
+        },
+      },
+    });
+    try {
+      const env = { env: { GEOSPOOL_ENDPOINTS: `127.0.0.1:${secure.grpcPort}` } };
+      const fast = ["--retry-for", "0", "--timeout", "3s"];
+      const [mtls, noCert, plain, halfPair] = await Promise.all([
+        cli(
+          [
+            "status",
+            "--json",
+            "--ca",
+            certs.caCert,
+            "--cert",
+            certs.client.cert,
+            "--key",
+            certs.client.key,
+          ],
+          env,
+        ),
+        cli(["status", "--json", "--ca", certs.caCert, ...fast], env),
+        cli(["status", "--json", ...fast], env),
+        cli(["status", "--ca", certs.caCert, "--cert", certs.client.cert], env),
+      ]);
+      expect(mtls.code, mtls.stderr).toBe(0);
+      expect(JSON.parse(mtls.stdout).nodeId).toBe("tls");
+      // Refused handshakes never reach the service: the node is unavailable to them.
+      expect(noCert.code).toBe(7);
+      expect(plain.code).toBe(7);
+      expect(halfPair.code).toBe(2);
+      expect(halfPair.stderr).toMatch(/--cert and --key go together/);
+    } finally {
+      await secure.stop();
+    }
   });
 
   it("watch prints JSON lines, fails over past a dead endpoint, and exits 0 on SIGTERM", async () => {
