@@ -27,8 +27,8 @@ export const GLOBAL_OPTIONS_HELP = `Global options (before or after the command)
   --cert FILE         client certificate for mutual TLS (PEM; needs --key; implies TLS)
   --key FILE          the client certificate's private key (PEM)
   --timeout DUR       deadline of one call attempt (default ${formatDuration(DEFAULT_TIMEOUT_MS)}; dequeue adds its --wait)
-  --retry-for DUR     keep failing over and retrying for this long (default ${formatDuration(DEFAULT_RETRY_FOR_MS)});
-                      every endpoint is tried at least once
+  --retry-for DUR     keep failing over and retrying for this long (default ${formatDuration(DEFAULT_RETRY_FOR_MS)}); a
+                      value shorter than a failed try may give up before the next endpoint
   --json              results as JSON on standard output; errors also as
                       {"error":{"code","message"}} on standard error`;
 
