@@ -160,7 +160,9 @@ export class GeospoolClient {
         return await f(this.client(endpoint), endpoint);
       } catch (err) {
         const code = statusOf(err);
-        if (!FAILOVER.has(code) || Date.now() >= giveUpAt) {
+        // Every endpoint gets one try, however short retryForMs is.
+        const outOfTime = Date.now() >= giveUpAt && tried + 1 >= endpoints.length;
+        if (!FAILOVER.has(code) || outOfTime) {
           const msg = (err as { details?: string }).details || (err as Error).message;
           throw new ClientError(
             `${endpoint}: ${grpc.status[code] ?? code}: ${msg}`,
@@ -261,12 +263,19 @@ export class GeospoolClient {
         },
       );
     if (bytes) return this.withFailover(attempt);
-    return this.withFailover(
-      attempt,
-      this.opts.endpoints[this.current % this.opts.endpoints.length],
-    ).catch((err) => {
-      throw err;
-    });
+    // A stream can be read only once: one attempt, on the current endpoint. (A retry would
+    // send what is left of a half-read stream.) For failover, pass bytes, or reopen the
+    // source and call again with the same idempotency key.
+    const endpoint = this.opts.endpoints[this.current % this.opts.endpoints.length] as string;
+    try {
+      return await attempt(this.client(endpoint), endpoint);
+    } catch (err) {
+      const code = statusOf(err);
+      const msg = (err as { details?: string }).details || (err as Error).message;
+      throw new ClientError(`${endpoint}: ${grpc.status[code] ?? code}: ${msg}`, code, endpoint, {
+        cause: err,
+      });
+    }
   }
 
   /** Check out the next entry of `queue`, waiting up to `waitMs`; undefined when none came. */
@@ -346,6 +355,37 @@ export class GeospoolClient {
       entry: fromEntry(res.entry),
       state: res.state === 2 ? "checked_out" : "queued",
     } as const;
+  }
+
+  /**
+   * Stream an entry's data from one node, chunk by chunk, with gRPC flow control (memory
+   * stays bounded whatever the size). The last chunk carries the sha256 when the whole data
+   * was read.
+   */
+  async *readDataStream(
+    name: string,
+    options: { offset?: number; limit?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<{ offset: number; chunk: Buffer; sha256: string }> {
+    const endpoint = this.opts.endpoints[this.current % this.opts.endpoints.length] as string;
+    const call = this.client(endpoint).readData(
+      { name, offset: options.offset ?? 0, ...(options.limit ? { limit: options.limit } : {}) },
+      this.metadata(),
+    );
+    const cancel = () => call.cancel();
+    options.signal?.addEventListener("abort", cancel, { once: true });
+    try {
+      for await (const m of call as AsyncIterable<geospool.v1.ReadDataResponse>) {
+        yield { offset: Number(m.offset), chunk: Buffer.from(m.chunk), sha256: m.sha256 };
+      }
+    } catch (err) {
+      const code = statusOf(err);
+      const msg = (err as { details?: string }).details || (err as Error).message;
+      throw new ClientError(`${endpoint}: ${grpc.status[code] ?? code}: ${msg}`, code, endpoint, {
+        cause: err,
+      });
+    } finally {
+      options.signal?.removeEventListener("abort", cancel);
+    }
   }
 
   /** Read an entry's data (whole, into memory) from any node that has it. */
