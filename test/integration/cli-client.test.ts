@@ -1,13 +1,11 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { cp, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
-import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { makeDevCerts } from "../../src/node/certs/index.js";
 import type { RunningNode } from "../../src/node/node.js";
+import { buildCli } from "../helpers/cli-build.js";
 import { startTestNode } from "../helpers/node.js";
 import {
   startPostgresServers,
@@ -21,19 +19,12 @@ import { tempDir } from "../helpers/tmp.js";
  * tokens on) backed by an embedded PostgreSQL. The CLI is compiled once without type
  * checking, as in cli-spool.test.ts.
  */
-const SRC = fileURLToPath(new URL("../../src", import.meta.url));
-const NODE_MODULES = fileURLToPath(new URL("../../node_modules", import.meta.url));
-const TSC = join(
-  dirname(createRequire(import.meta.url).resolve("typescript/package.json")),
-  "bin/tsc",
-);
 const OPS = "ops-token-00000000000";
 const PRODUCER = "producer-token-000000";
 /** Nothing listens on port 1: connections are refused at once (UNAVAILABLE). */
 const DEAD = "127.0.0.1:1";
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
 
-let build: string;
 let MAIN: string;
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let pg: TestPostgres[] = [];
@@ -42,36 +33,11 @@ let live: string;
 let failed = false;
 const children: ChildProcessWithoutNullStreams[] = [];
 
+let built: Awaited<ReturnType<typeof buildCli>> | undefined;
+
 async function compileCli(): Promise<void> {
-  build = await mkdtemp(join(tmpdir(), "geospool-cli-build-"));
-  const tsc = spawn(process.execPath, [
-    TSC,
-    "--ignoreConfig",
-    "--noCheck",
-    "--skipLibCheck",
-    "--outDir",
-    build,
-    "--rootDir",
-    SRC,
-    "--module",
-    "NodeNext",
-    "--moduleResolution",
-    "NodeNext",
-    "--target",
-    "ES2022",
-    "--types",
-    "node",
-    join(SRC, "node/cli/main.ts"),
-  ]);
-  const r = await finish(tsc);
-  MAIN = join(build, "node/cli/main.js");
-  await readFile(MAIN).catch(() => {
-    throw new Error(`compiling the CLI failed (exit ${r.code}):\n${r.stdout}${r.stderr}`);
-  });
-  // tsc does not emit the generated protobuf code (plain .js) nor the descriptor sets.
-  await cp(join(SRC, "node/generated"), join(build, "node/generated"), { recursive: true });
-  await writeFile(join(build, "package.json"), '{"type":"module"}\n');
-  await symlink(NODE_MODULES, join(build, "node_modules"));
+  built = await buildCli();
+  MAIN = built.main;
 }
 
 beforeAll(async () => {
@@ -102,7 +68,7 @@ afterAll(async () => {
   for (const c of children.splice(0)) if (c.exitCode === null) c.kill("SIGKILL");
   await node?.stop();
   await stopPostgresServers(pg);
-  if (build) await rm(build, { recursive: true, force: true });
+  await built?.cleanup();
   await dir?.cleanup(failed);
 });
 

@@ -1,20 +1,9 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
-import {
-  copyFile,
-  mkdir,
-  mkdtemp,
-  readdir,
-  readFile,
-  rm,
-  symlink,
-  utimes,
-  writeFile,
-} from "node:fs/promises";
-import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { copyFile, mkdir, readdir, readFile, utimes, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { buildCli } from "../helpers/cli-build.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
@@ -23,46 +12,15 @@ import { tempDir } from "../helpers/tmp.js";
  * job) into a scratch directory: a compiled CLI starts several times faster than one run
  * through tsx, and these tests start about seventy processes.
  */
-const SRC = fileURLToPath(new URL("../../src", import.meta.url));
-const NODE_MODULES = fileURLToPath(new URL("../../node_modules", import.meta.url));
-const TSC = join(
-  dirname(createRequire(import.meta.url).resolve("typescript/package.json")),
-  "bin/tsc",
-);
-let build: string;
 let MAIN: string;
 
+let built: Awaited<ReturnType<typeof buildCli>> | undefined;
 beforeAll(async () => {
-  build = await mkdtemp(join(tmpdir(), "geospool-cli-build-"));
-  const tsc = spawn(process.execPath, [
-    TSC,
-    "--ignoreConfig",
-    "--noCheck",
-    "--skipLibCheck",
-    "--outDir",
-    build,
-    "--rootDir",
-    SRC,
-    "--module",
-    "NodeNext",
-    "--moduleResolution",
-    "NodeNext",
-    "--target",
-    "ES2022",
-    "--types",
-    "node",
-    join(SRC, "node/cli/main.ts"),
-  ]);
-  const r = await finish(tsc);
-  MAIN = join(build, "node/cli/main.js");
-  await readFile(MAIN).catch(() => {
-    throw new Error(`compiling the CLI failed (exit ${r.code}):\n${r.stdout}${r.stderr}`);
-  });
-  await writeFile(join(build, "package.json"), '{"type":"module"}\n');
-  await symlink(NODE_MODULES, join(build, "node_modules"));
+  built = await buildCli();
+  MAIN = built.main;
 });
 afterAll(async () => {
-  if (build) await rm(build, { recursive: true, force: true });
+  await built?.cleanup();
 });
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
