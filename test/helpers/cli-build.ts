@@ -15,7 +15,10 @@ const NODE_MODULES = fileURLToPath(new URL("../../node_modules", import.meta.url
  */
 export async function buildCli(): Promise<{ main: string; cleanup(): Promise<void> }> {
   const build = await mkdtemp(join(tmpdir(), "geospool-cli-build-"));
-  const tsc = join(dirname(createRequire(import.meta.url).resolve("typescript/package.json")), "bin/tsc");
+  const tsc = join(
+    dirname(createRequire(import.meta.url).resolve("typescript/package.json")),
+    "bin/tsc",
+  );
   const child = spawn(process.execPath, [
     tsc,
     "--ignoreConfig",
