@@ -1,0 +1,516 @@
+/**
+ * `npm run bench:grpc`: durable Enqueue → Dequeue → Complete(remove) over gRPC against one
+ * geospool node, side by side with pg-boss (send → fetch → complete) against a PostgreSQL
+ * server of the same kind, at 1 and 32 concurrent clients. Runs alternate (geospool,
+ * pg-boss, geospool, pg-boss, ...); the table shows medians and the ratios
+ * geospool/pg-boss. Writes bench/results/grpc.json. See docs/benchmarks.md.
+ *
+ * Options: --rounds N (3), --warmup MS (1500), --duration MS (7000), --concurrency 1,32,
+ * --sides geospool,pg-boss, --out FILE (bench/results/grpc.json; "-" for none),
+ * --node-threadpool N (UV_THREADPOOL_SIZE of the node process; default: Node's, 4),
+ * --probe N (time each step of a job inside the node, N times, after the runs; 0: skip),
+ * --profile DIR (CPU profiles of the node process and of the clients over each measuring
+ * window, DIR/<process>-<side>-c<N>-r<round>.cpuprofile; profiled figures are not written
+ * to the JSON), --keep (keep the temp dir).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { loadavg, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import pg from "pg";
+import { type EmbeddedPostgres, startEmbeddedPostgres } from "../src/node/postgres/embedded.js";
+import { postmasterPid, processCpuMs, serverCpuMs, threadCpuMs } from "./lib/grpc-cpu.js";
+import { runLoops } from "./lib/grpc-loop.js";
+import {
+  meanServiceMs,
+  type OperationTotals,
+  scrapeOperationTotals,
+} from "./lib/grpc-node-metrics.js";
+import { jobDataBytes, metadataBytes } from "./lib/grpc-payload.js";
+import { grpcPingMs, pgPingMs } from "./lib/grpc-probe-client.js";
+import { WindowProfiler } from "./lib/grpc-profiler.js";
+import {
+  DEQUEUE_WAIT_MS,
+  geospoolSide,
+  type Held,
+  pgBossSide,
+  type QueueSide,
+  type SideName,
+} from "./lib/grpc-sides.js";
+import { sig3 } from "./lib/grpc-stats.js";
+import { describeMachine } from "./lib/spool-machine.js";
+import { median } from "./lib/spool-stats.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+const { values: args } = parseArgs({
+  options: {
+    rounds: { type: "string", default: "3" },
+    warmup: { type: "string", default: "1500" },
+    duration: { type: "string", default: "7000" },
+    concurrency: { type: "string", default: "1,32" },
+    sides: { type: "string", default: "geospool,pg-boss" },
+    out: { type: "string", default: join(here, "results", "grpc.json") },
+    profile: { type: "string" },
+    probe: { type: "string", default: "150" },
+    "node-threadpool": { type: "string" },
+    keep: { type: "boolean", default: false },
+  },
+});
+const rounds = Number(args.rounds);
+const warmupMs = Number(args.warmup);
+const durationMs = Number(args.duration);
+const concurrencies = args.concurrency.split(",").map(Number);
+const sides = args.sides.split(",") as SideName[];
+const poolMax = (c: number) => Math.max(10, c);
+
+interface CpuSnapshot {
+  client: number;
+  node: number;
+  nodeMainThread: number;
+  nodePostgres: number;
+  bossPostgres: number;
+}
+
+interface RunRecord {
+  round: number;
+  side: SideName;
+  concurrency: number;
+  jobs: number;
+  elapsedMs: number;
+  perSecond: number;
+  latencyMs: { p50: number; p99: number; mean: number; max: number };
+  /** Client-side time of each call. */
+  phasesMs: Record<"enqueue" | "dequeue" | "complete", { p50: number; p99: number; mean: number }>;
+  /** geospool: the node's own mean time per operation (its metrics), without gRPC. */
+  nodeServiceMeanMs?: Record<string, number>;
+  emptyDequeues: number;
+  /**
+   * CPU ms per job inside the window: the bench process (clients), the server side (the
+   * geospool node process plus its PostgreSQL; pg-boss's PostgreSQL), of which PostgreSQL.
+   */
+  cpuMsPerJob: {
+    client: number;
+    server: number;
+    serverPostgres: number;
+    /** geospool: the node process's main (JavaScript) thread. */
+    serverMainThread?: number;
+    total: number;
+  };
+}
+
+interface NodeProcess {
+  child: ChildProcess;
+  grpcPort: number;
+  httpPort: number;
+  pid: number;
+  /** Resolves with the rest of the next stdout line that starts with `prefix `. */
+  nextLine(prefix: string): Promise<string>;
+}
+
+/** The geospool node in its own process; resolves once it listens. */
+async function startNodeProcess(spoolDir: string, postgresUrl: string): Promise<NodeProcess> {
+  const nodeArgs = ["--import", "tsx", join(here, "lib", "grpc-node-process.ts"), spoolDir];
+  const threads = args["node-threadpool"];
+  const env = { ...process.env };
+  if (threads) env.UV_THREADPOOL_SIZE = threads;
+  else delete env.UV_THREADPOOL_SIZE;
+  const child = spawn(process.execPath, [...nodeArgs, postgresUrl], {
+    stdio: ["pipe", "pipe", "inherit"],
+    env,
+  });
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const waiting: Array<{ prefix: string; resolve: (rest: string) => void }> = [];
+  lines.on("line", (line) => {
+    const i = waiting.findIndex((w) => line.startsWith(`${w.prefix} `));
+    if (i >= 0) waiting.splice(i, 1)[0]?.resolve(line.slice(line.indexOf(" ") + 1));
+  });
+  const nextLine = (prefix: string) =>
+    new Promise<string>((res) => waiting.push({ prefix, resolve: res }));
+  const ready = await Promise.race([
+    nextLine("READY").then(
+      (rest) => JSON.parse(rest) as { grpcPort: number; httpPort: number; pid: number },
+    ),
+    new Promise<never>((_, rej) =>
+      child.once("exit", (code) =>
+        rej(new Error(`the node process exited (${code}) before READY`)),
+      ),
+    ),
+  ]);
+  return { child, nextLine, ...ready };
+}
+
+async function stopNodeProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((res) => child.once("exit", () => res()));
+  child.stdin?.end();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function serverVersion(url: string): Promise<string> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const r = await c.query<{ server_version: string }>("show server_version");
+    return r.rows[0]?.server_version ?? "?";
+  } finally {
+    await c.end();
+  }
+}
+
+function pad(s: string | number, n: number): string {
+  return String(s).padStart(n);
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const dir = await mkdtemp(join(tmpdir(), "geospool-bench-grpc-"));
+  const machine = await describeMachine(dir, loadavg()[0] ?? 0);
+  const servers: EmbeddedPostgres[] = [];
+  let node: NodeProcess | undefined;
+  const profileDir = args.profile === undefined ? undefined : resolve(args.profile);
+  if (profileDir) await mkdir(profileDir, { recursive: true });
+  const clientProfiler = profileDir ? new WindowProfiler() : undefined;
+  let failed = true;
+  try {
+    // Two servers of the same kind and settings (fsync on, synchronous_commit on).
+    const [nodePg, bossPg] = await Promise.all([
+      startEmbeddedPostgres({ dataDir: join(dir, "pg-node") }).then((s) => {
+        servers.push(s);
+        return s;
+      }),
+      startEmbeddedPostgres({ dataDir: join(dir, "pg-boss") }).then((s) => {
+        servers.push(s);
+        return s;
+      }),
+    ]);
+    node = await startNodeProcess(join(dir, "spool"), nodePg.url);
+    const nodeProcess = node;
+    const endpoint = `127.0.0.1:${node.grpcPort}`;
+    const pids = {
+      node: node.pid,
+      nodePostgres: await postmasterPid(nodePg.dataDir),
+      bossPostgres: await postmasterPid(bossPg.dataDir),
+    };
+    const pgVersion = await serverVersion(bossPg.url);
+    const snapshot = async (): Promise<CpuSnapshot> => {
+      const u = process.cpuUsage();
+      const [n, nm, np, bp] = await Promise.all([
+        processCpuMs(pids.node),
+        threadCpuMs(pids.node, pids.node),
+        serverCpuMs(pids.nodePostgres),
+        serverCpuMs(pids.bossPostgres),
+      ]);
+      return {
+        client: (u.user + u.system) / 1000,
+        node: n,
+        nodeMainThread: nm,
+        nodePostgres: np,
+        bossPostgres: bp,
+      };
+    };
+    console.log(
+      `geospool node on ${endpoint}, PostgreSQL ${pgVersion} x2, data in ${dir}\n` +
+        `${rounds} rounds x concurrency ${concurrencies.join(",")} x ${sides.join(",")}, ` +
+        `warmup ${warmupMs} ms, window ${durationMs} ms`,
+    );
+
+    const runs: RunRecord[] = [];
+    for (let round_ = 1; round_ <= rounds; round_++) {
+      for (const concurrency of concurrencies) {
+        for (const sideName of sides) {
+          const side: QueueSide<Held> =
+            sideName === "geospool"
+              ? geospoolSide(endpoint)
+              : await pgBossSide(bossPg.url, poolMax(concurrency));
+          let cpuStart: Promise<CpuSnapshot> | undefined;
+          let cpuEnd: Promise<CpuSnapshot> | undefined;
+          const label = `${sideName}-c${concurrency}-r${round_}`;
+          let profiled: Promise<unknown> | undefined;
+          let opsStart: Promise<OperationTotals> | undefined;
+          let opsEnd: Promise<OperationTotals> | undefined;
+          const scrape = () => scrapeOperationTotals(nodeProcess.httpPort);
+          try {
+            const r = await runLoops(side, {
+              concurrency,
+              warmupMs,
+              durationMs,
+              atWindowStart: () => {
+                cpuStart = snapshot();
+                if (sideName === "geospool") opsStart = scrape();
+                if (!profileDir) return;
+                if (sideName === "geospool") nodeProcess.child.stdin?.write("profile-start\n");
+                void clientProfiler?.start();
+              },
+              atWindowEnd: () => {
+                cpuEnd = snapshot();
+                if (sideName === "geospool") opsEnd = scrape();
+                if (!profileDir) return;
+                const file = join(profileDir, `node-${label}.cpuprofile`);
+                if (sideName === "geospool")
+                  nodeProcess.child.stdin?.write(`profile-stop ${file}\n`);
+                profiled = Promise.all([
+                  sideName === "geospool" ? nodeProcess.nextLine("PROFILED") : undefined,
+                  clientProfiler?.stop(join(profileDir, `client-${label}.cpuprofile`)),
+                ]);
+              },
+            });
+            await profiled;
+            const left = await side.leftover();
+            if (left !== 0) throw new Error(`${sideName}: ${left} jobs left after the run`);
+            const a = await (cpuStart as Promise<CpuSnapshot>);
+            const b = await (cpuEnd as Promise<CpuSnapshot>);
+            const client = b.client - a.client;
+            const postgres =
+              sideName === "geospool"
+                ? b.nodePostgres - a.nodePostgres
+                : b.bossPostgres - a.bossPostgres;
+            const server = postgres + (sideName === "geospool" ? b.node - a.node : 0);
+            const perJob = (ms: number) => sig3(ms / r.jobs);
+            const pick = (d: { p50: number; p99: number; mean: number }) => ({
+              p50: sig3(d.p50),
+              p99: sig3(d.p99),
+              mean: sig3(d.mean),
+            });
+            const service =
+              opsStart && opsEnd ? meanServiceMs(await opsStart, await opsEnd) : undefined;
+            const rec: RunRecord = {
+              round: round_,
+              side: sideName,
+              concurrency,
+              jobs: r.jobs,
+              elapsedMs: Math.round(r.elapsedMs),
+              perSecond: sig3(r.perSecond),
+              latencyMs: {
+                p50: sig3(r.latencyMs.p50),
+                p99: sig3(r.latencyMs.p99),
+                mean: sig3(r.latencyMs.mean),
+                max: sig3(r.latencyMs.max),
+              },
+              phasesMs: {
+                enqueue: pick(r.phasesMs.enqueue),
+                dequeue: pick(r.phasesMs.dequeue),
+                complete: pick(r.phasesMs.complete),
+              },
+              ...(service
+                ? {
+                    nodeServiceMeanMs: Object.fromEntries(
+                      Object.entries(service).map(([op, ms]) => [op, sig3(ms)]),
+                    ),
+                  }
+                : {}),
+              emptyDequeues: r.emptyDequeues,
+              cpuMsPerJob: {
+                client: perJob(client),
+                server: perJob(server),
+                serverPostgres: perJob(postgres),
+                ...(sideName === "geospool"
+                  ? { serverMainThread: perJob(b.nodeMainThread - a.nodeMainThread) }
+                  : {}),
+                total: perJob(client + server),
+              },
+            };
+            runs.push(rec);
+            console.log(
+              `round ${round_} c=${pad(concurrency, 2)} ${sideName.padEnd(8)} ` +
+                `${pad(rec.perSecond, 6)} jobs/s  p50 ${pad(rec.latencyMs.p50, 6)} ms  ` +
+                `p99 ${pad(rec.latencyMs.p99, 6)} ms  ` +
+                `phases p50 ${rec.phasesMs.enqueue.p50}/${rec.phasesMs.dequeue.p50}/` +
+                `${rec.phasesMs.complete.p50} ms  ` +
+                `cpu/job ${rec.cpuMsPerJob.client}+${rec.cpuMsPerJob.server} ms ` +
+                `(pg ${rec.cpuMsPerJob.serverPostgres})`,
+            );
+          } finally {
+            await side.close();
+          }
+        }
+      }
+    }
+
+    const probeN = Number(args.probe);
+    let breakdown: Record<string, unknown> | undefined;
+    if (probeN > 0 && sides.includes("geospool")) {
+      console.log(`\nprobing: each step of a job, one at a time, ${probeN} times`);
+      nodeProcess.child.stdin?.write(`probe ${probeN}\n`);
+      const inNode = JSON.parse(await nodeProcess.nextLine("PROBE")) as Record<
+        string,
+        { p50: number; p99: number; mean: number }
+      >;
+      const transport = {
+        "gRPC unary round trip (health Check), client to node": await grpcPingMs(endpoint, probeN),
+        "PostgreSQL round trip (select 1), client to server": await pgPingMs(bossPg.url, probeN),
+      };
+      breakdown = {};
+      for (const [step, d] of Object.entries({ ...inNode, ...transport })) {
+        breakdown[step] = { p50: sig3(d.p50), p99: sig3(d.p99) };
+        console.log(`${pad(sig3(d.p50), 8)} ms p50 ${pad(sig3(d.p99), 8)} ms p99  ${step}`);
+      }
+    }
+
+    const results = concurrencies.flatMap((concurrency) =>
+      sides.map((side) => {
+        const mine = runs.filter((r) => r.side === side && r.concurrency === concurrency);
+        const med = (f: (r: RunRecord) => number) => sig3(median(mine.map(f)));
+        return {
+          side,
+          concurrency,
+          median: {
+            perSecond: med((r) => r.perSecond),
+            latencyP50Ms: med((r) => r.latencyMs.p50),
+            latencyP99Ms: med((r) => r.latencyMs.p99),
+            enqueueP50Ms: med((r) => r.phasesMs.enqueue.p50),
+            dequeueP50Ms: med((r) => r.phasesMs.dequeue.p50),
+            completeP50Ms: med((r) => r.phasesMs.complete.p50),
+            enqueueMeanMs: med((r) => r.phasesMs.enqueue.mean),
+            dequeueMeanMs: med((r) => r.phasesMs.dequeue.mean),
+            completeMeanMs: med((r) => r.phasesMs.complete.mean),
+            ...(side === "geospool"
+              ? {
+                  nodeEnqueueMeanMs: med((r) => r.nodeServiceMeanMs?.enqueue ?? Number.NaN),
+                  nodeDequeueMeanMs: med((r) => r.nodeServiceMeanMs?.dequeue ?? Number.NaN),
+                  nodeCompleteMeanMs: med((r) => r.nodeServiceMeanMs?.complete ?? Number.NaN),
+                }
+              : {}),
+            cpuMsPerJobClient: med((r) => r.cpuMsPerJob.client),
+            cpuMsPerJobServer: med((r) => r.cpuMsPerJob.server),
+            cpuMsPerJobServerPostgres: med((r) => r.cpuMsPerJob.serverPostgres),
+            ...(side === "geospool"
+              ? { cpuMsPerJobNodeMainThread: med((r) => r.cpuMsPerJob.serverMainThread ?? 0) }
+              : {}),
+          },
+          runs: mine,
+        };
+      }),
+    );
+    const of = (side: SideName, c: number) =>
+      results.find((r) => r.side === side && r.concurrency === c)?.median;
+    const targets = {
+      throughputRatioAtLeast: 1.0,
+      latencyRatioAtMost: 1.0,
+      note: "the issue's target: geospool at least 1.0x pg-boss (throughput geospool/pg-boss >= 1; latency geospool/pg-boss <= 1)",
+    };
+    const ratios = concurrencies.flatMap((concurrency) => {
+      const g = of("geospool", concurrency);
+      const p = of("pg-boss", concurrency);
+      if (!g || !p) return [];
+      const throughput = sig3(g.perSecond / p.perSecond);
+      const latencyP50 = sig3(g.latencyP50Ms / p.latencyP50Ms);
+      const latencyP99 = sig3(g.latencyP99Ms / p.latencyP99Ms);
+      return [
+        {
+          concurrency,
+          throughput,
+          latencyP50,
+          latencyP99,
+          meetsTarget:
+            throughput >= targets.throughputRatioAtLeast &&
+            latencyP50 <= targets.latencyRatioAtMost &&
+            latencyP99 <= targets.latencyRatioAtMost,
+        },
+      ];
+    });
+
+    console.log(
+      "\nmedians            jobs/s  p50 ms  p99 ms   enq/deq/compl p50 ms   cpu ms/job client+server",
+    );
+    for (const r of results) {
+      const m = r.median;
+      console.log(
+        `c=${pad(r.concurrency, 2)} ${r.side.padEnd(8)}  ${pad(m.perSecond, 8)} ${pad(m.latencyP50Ms, 7)} ` +
+          `${pad(m.latencyP99Ms, 7)}   ${pad(`${m.enqueueP50Ms}/${m.dequeueP50Ms}/${m.completeP50Ms}`, 20)}   ` +
+          `${m.cpuMsPerJobClient}+${m.cpuMsPerJobServer} (pg ${m.cpuMsPerJobServerPostgres})`,
+      );
+    }
+    const split = results.filter((r) => r.side === "geospool");
+    if (split.length > 0) {
+      console.log(
+        "\ngeospool calls, mean ms: seen by the client = inside the node (SpoolService) + the rest (gRPC, client, waiting for a CPU)",
+      );
+      for (const r of split) {
+        const m = r.median as Record<string, number>;
+        const parts = (["enqueue", "dequeue", "complete"] as const).map((op) => {
+          const seen = m[`${op}MeanMs`] ?? Number.NaN;
+          const inside = m[`node${op[0]?.toUpperCase()}${op.slice(1)}MeanMs`] ?? Number.NaN;
+          return `${op} ${seen} = ${inside} + ${sig3(seen - inside)}`;
+        });
+        console.log(`c=${pad(r.concurrency, 2)}  ${parts.join("   ")}`);
+      }
+    }
+    console.log(
+      "\ngeospool/pg-boss   throughput (>= 1.0)  latency p50 (<= 1.0)  latency p99 (<= 1.0)",
+    );
+    for (const r of ratios) {
+      console.log(
+        `c=${pad(r.concurrency, 2)}              ${pad(`${r.throughput}x`, 10)}           ` +
+          `${pad(`${r.latencyP50}x`, 10)}            ${pad(`${r.latencyP99}x`, 10)}` +
+          `   ${r.meetsTarget ? "meets target" : "BELOW TARGET"}`,
+      );
+    }
+
+    const report = {
+      date: new Date().toISOString(),
+      machine,
+      settings: {
+        workload:
+          "each client loop: enqueue one job, dequeue one job (any, waiting), complete(remove) it; " +
+          "one shared client object per side; latency = enqueue start -> complete done",
+        rounds,
+        order: "alternating per concurrency: geospool, pg-boss, geospool, pg-boss, ...",
+        concurrencies,
+        warmupMs,
+        windowMs: durationMs,
+        metadataBytes: metadataBytes(),
+        dataBytes: jobDataBytes.length,
+        postgres: {
+          version: pgVersion,
+          fsync: "on",
+          synchronous_commit: "on",
+          full_page_writes: "on",
+          shared_buffers: "32MB",
+          note: "two servers with identical settings (startEmbeddedPostgres defaults): one for the node, one for pg-boss",
+        },
+        geospool: {
+          process: "startNode in its own process; default config (spool fsync always on)",
+          uvThreadpoolSize: args["node-threadpool"]
+            ? Number(args["node-threadpool"])
+            : "default (4)",
+          client:
+            "one GeospoolClient (one HTTP/2 channel); each Enqueue carries an idempotency key",
+          dequeueWaitMs: DEQUEUE_WAIT_MS,
+          queue: "inbox",
+        },
+        pgBoss: {
+          version: (await import("pg-boss/package.json", { with: { type: "json" } })).default
+            .version,
+          client: "one PgBoss instance, default options, pool max = max(10, concurrency)",
+          fetch: "fetch() (no wait in pg-boss); an empty fetch is retried after 1 ms",
+          complete: "complete(name, id): the row stays, state completed (pg-boss archives later)",
+        },
+      },
+      results,
+      ratios,
+      targets,
+      breakdown: breakdown ?? null,
+      totalSeconds: Math.round((performance.now() - started) / 1000),
+    };
+    if (args.out !== "-" && !profileDir) {
+      await mkdir(dirname(args.out), { recursive: true });
+      await writeFile(args.out, `${JSON.stringify(report, null, 2)}\n`);
+      console.log(`\nwrote ${args.out} (${report.totalSeconds} s in all)`);
+    }
+    failed = false;
+  } finally {
+    clientProfiler?.close();
+    if (node) await stopNodeProcess(node.child);
+    await Promise.allSettled(servers.map((s) => s.stop()));
+    if (failed || args.keep) console.error(`state kept in ${dir}`);
+    else await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

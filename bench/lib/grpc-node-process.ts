@@ -1,0 +1,55 @@
+/**
+ * The geospool node under test, in its own process (as PostgreSQL is for pg-boss), started
+ * by bench/grpc.ts: `grpc-node-process.ts SPOOL_DIR POSTGRES_URL`. Starts the node with the
+ * default configuration (durable spool, 127.0.0.1 port 0) and prints one line
+ * `READY {"grpcPort":N,"httpPort":N,"pid":N}` on stdout. Reads commands on stdin: `profile-start` and
+ * `profile-stop FILE` (a CPU profile of this process between the two), `probe N` (prints
+ * `PROBE <json>`: grpc-probe-node.ts); stops the node when
+ * stdin ends (the parent closed it, or died), then prints `STOPPED`.
+ */
+import { createInterface } from "node:readline";
+import { parseConfig } from "../../src/node/config/index.js";
+import { startNode } from "../../src/node/node.js";
+import { createLogger } from "../../src/node/observability/index.js";
+import { probeNode } from "./grpc-probe-node.js";
+import { WindowProfiler } from "./grpc-profiler.js";
+
+const [spoolDir, postgresUrl] = process.argv.slice(2);
+if (spoolDir === undefined || postgresUrl === undefined) {
+  throw new Error("usage: grpc-node-process.ts SPOOL_DIR POSTGRES_URL");
+}
+
+const config = parseConfig(
+  {
+    node: { id: "bench" },
+    spool: { dir: spoolDir },
+    grpc: { listen: "127.0.0.1:0" },
+    http: { listen: "127.0.0.1:0" },
+    postgres: { url: postgresUrl },
+    log: { level: process.env.GEOSPOOL_BENCH_LOG ?? "warn" },
+    shutdown: { deadline: "2s" },
+  },
+  { require: ["postgres.url"] },
+);
+const node = await startNode(config, createLogger({ level: config.log.level }));
+const ready = { grpcPort: node.grpcPort, httpPort: node.httpPort, pid: process.pid };
+process.stdout.write(`READY ${JSON.stringify(ready)}\n`);
+
+let profiler: WindowProfiler | undefined;
+const commands = createInterface({ input: process.stdin });
+for await (const line of commands) {
+  const [command, arg] = line.split(" ");
+  if (command === "profile-start") {
+    profiler ??= new WindowProfiler();
+    await profiler.start();
+  } else if (command === "profile-stop" && arg) {
+    await profiler?.stop(arg);
+    process.stdout.write(`PROFILED ${arg}\n`);
+  } else if (command === "probe") {
+    const result = await probeNode(node, postgresUrl, Number(arg ?? 100));
+    process.stdout.write(`PROBE ${JSON.stringify(result)}\n`);
+  }
+}
+profiler?.close();
+await node.stop();
+process.stdout.write("STOPPED\n");
