@@ -337,19 +337,26 @@ async function main(): Promise<void> {
     if (probeN > 0 && sides.includes("geospool")) {
       console.log(`\nprobing: each step of a job, one at a time, ${probeN} times`);
       nodeProcess.child.stdin?.write(`probe ${probeN}\n`);
-      const inNode = JSON.parse(await nodeProcess.nextLine("PROBE")) as Record<
-        string,
-        { p50: number; p99: number; mean: number }
-      >;
+      const inNode = JSON.parse(await nodeProcess.nextLine("PROBE")) as {
+        times: Record<string, { p50: number; p99: number }>;
+        fsRequestsPerCall: Record<string, number>;
+      };
       const transport = {
         "gRPC unary round trip (health Check), client to node": await grpcPingMs(endpoint, probeN),
         "PostgreSQL round trip (select 1), client to server": await pgPingMs(bossPg.url, probeN),
       };
-      breakdown = {};
-      for (const [step, d] of Object.entries({ ...inNode, ...transport })) {
-        breakdown[step] = { p50: sig3(d.p50), p99: sig3(d.p99) };
+      const times: Record<string, { p50: number; p99: number }> = {};
+      for (const [step, d] of Object.entries({ ...inNode.times, ...transport })) {
+        times[step] = { p50: sig3(d.p50), p99: sig3(d.p99) };
         console.log(`${pad(sig3(d.p50), 8)} ms p50 ${pad(sig3(d.p99), 8)} ms p99  ${step}`);
       }
+      const fsRequestsPerCall: Record<string, number> = {};
+      console.log("file-system requests (thread-pool round trips) per call:");
+      for (const [step, count] of Object.entries(inNode.fsRequestsPerCall)) {
+        fsRequestsPerCall[step] = sig3(count);
+        console.log(`${pad(sig3(count), 8)}  ${step}`);
+      }
+      breakdown = { concurrency: 1, times, fsRequestsPerCall };
     }
 
     const results = concurrencies.flatMap((concurrency) =>
