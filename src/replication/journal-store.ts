@@ -1,0 +1,229 @@
+import type pg from "pg";
+import { type JournalRow, validateRow } from "./journal-row.js";
+
+/**
+ * The journal table (migration 0003) from the local node's side: append rows for the local
+ * origin, read rows back, count them per origin.
+ *
+ * Seq allocation. `appendLocal` takes the origin's row in `journal_counter` and inserts the
+ * rows in one statement (so in one transaction, the caller's if it has one):
+ * - a rolled-back append gives its numbers back: no gaps in the common case (a sequence would
+ *   lose its numbers on every rollback, and cache-per-backend makes gaps routine);
+ * - the counter row stays locked until commit, so one origin's appends commit in seq order: a
+ *   reader (a tailer, a peer's subscription) that has seen seq n has seen every row below n.
+ *   A sequence gives no such order: seq 7 may commit before seq 6, and `readSince(6)` run in
+ *   between would skip 6 forever.
+ * The price is that appends of one origin serialise on that row for as long as their
+ * transactions last, so keep transactions that append short and batch rows instead: one call
+ * inserts any number of rows in one round trip. Use READ COMMITTED (the default): under
+ * REPEATABLE READ a waiting append fails with a serialization error instead of waiting.
+ * When the counter row is missing (a new database) it starts from the highest seq already in
+ * the journal for that origin, so numbers are never reused.
+ */
+
+/** A pool, a checked-out client, or a client: anything that runs a query. */
+export type Queryable = pg.Pool | pg.PoolClient | pg.Client;
+
+/** A row to append: everything but the origin and seq, which `appendLocal` assigns. */
+export type NewJournalRow = DistributiveOmit<JournalRow, "origin" | "seq">;
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/** A row as stored: the row plus the time its origin recorded it. */
+export type StoredJournalRow = JournalRow & { readonly recordedAt: Date };
+
+/** A stored row that does not validate (a peer wrote something this build cannot read). */
+export interface RejectedJournalRow {
+  readonly origin: string;
+  readonly seq: bigint;
+  readonly problem: string;
+}
+
+export const JournalStoreErrorCode = {
+  /** A row to append does not validate; nothing was inserted. */
+  InvalidRow: "invalid_row",
+} as const;
+
+export type JournalStoreErrorCode =
+  (typeof JournalStoreErrorCode)[keyof typeof JournalStoreErrorCode];
+
+export class JournalStoreError extends Error {
+  readonly code: JournalStoreErrorCode;
+
+  constructor(code: JournalStoreErrorCode, message: string) {
+    super(message);
+    this.name = "JournalStoreError";
+    this.code = code;
+  }
+}
+
+const COLUMNS =
+  "origin, seq, hlc, entry, op, queue, metadata, data_sha256, data_size, lease_until, attempts, recorded_at";
+
+const APPEND = `
+with counter as (
+  insert into journal_counter as c (origin, last_seq)
+  values ($1, coalesce((select max(seq) from journal where origin = $1), 0) + $2)
+  on conflict (origin) do update set last_seq = c.last_seq + $2
+  returning last_seq
+)
+insert into journal (origin, seq, hlc, entry, op, queue, metadata, data_sha256, data_size,
+                     lease_until, attempts)
+select $1, counter.last_seq - $2 + r.ord, r.hlc, r.entry, r.op, r.queue, r.metadata,
+       r.data_sha256, r.data_size, r.lease_until, r.attempts
+from counter,
+     unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[],
+            $9::bigint[], $10::timestamptz[], $11::int[])
+       with ordinality as r(hlc, entry, op, queue, metadata, data_sha256, data_size,
+                            lease_until, attempts, ord)
+returning seq, recorded_at`;
+
+/**
+ * Append rows written by `origin` (the local node) and return them with their seqs, in the
+ * order given. Every row is validated first; an invalid row is a `JournalStoreError` and
+ * nothing is inserted. Runs as one statement: atomic by itself, or part of the caller's
+ * transaction when `db` is a client inside one.
+ */
+export async function appendLocal(
+  db: Queryable,
+  origin: string,
+  rows: readonly NewJournalRow[],
+): Promise<StoredJournalRow[]> {
+  if (rows.length === 0) return [];
+  const checked = rows.map((row, i) => {
+    const result = validateRow({ ...row, origin, seq: 1n });
+    if (!result.ok) {
+      throw new JournalStoreError(
+        JournalStoreErrorCode.InvalidRow,
+        `row ${i} to append is invalid: ${result.problem}`,
+      );
+    }
+    return result.row;
+  });
+  const n = checked.length;
+  const { rows: inserted } = await db.query<{ seq: string; recorded_at: Date }>({
+    name: "journal_append_local",
+    text: APPEND,
+    values: [
+      origin,
+      n,
+      checked.map((r) => r.hlc.toString()),
+      checked.map((r) => r.entry),
+      checked.map((r) => r.op),
+      checked.map((r) => r.queue),
+      checked.map((r) => r.metadata),
+      checked.map((r) => r.dataSha256),
+      checked.map((r) => (r.dataSize === null ? null : String(r.dataSize))),
+      checked.map((r) => (r.leaseUntil === null ? null : new Date(r.leaseUntil).toISOString())),
+      checked.map((r) => r.attempts),
+    ],
+  });
+  // The statement numbers rows by their position (with ordinality): the first row got the
+  // smallest seq.
+  let first: bigint | undefined;
+  for (const row of inserted) {
+    const seq = BigInt(row.seq);
+    if (first === undefined || seq < first) first = seq;
+  }
+  const recordedAt = inserted[0]?.recorded_at ?? new Date();
+  const base = first ?? 1n;
+  return checked.map((row, i) => ({ ...row, seq: base + BigInt(i), recordedAt }));
+}
+
+export interface ReadSinceOptions {
+  origin: string;
+  /** Rows with a greater seq are returned; 0n (the default) reads from the start. */
+  afterSeq?: bigint;
+  /** At most this many rows (stored rows, valid or not); default 1000. */
+  limit?: number;
+}
+
+export interface ReadSinceResult {
+  /** Valid rows, in seq order. */
+  rows: StoredJournalRow[];
+  /** Rows that do not validate (skipped in `rows`), in seq order. */
+  rejected: RejectedJournalRow[];
+  /** The highest seq read (valid or not): pass it as `afterSeq` to read on; `afterSeq` if none. */
+  lastSeq: bigint;
+}
+
+/** One origin's rows after `afterSeq`, in seq order. */
+export async function readSince(db: Queryable, opts: ReadSinceOptions): Promise<ReadSinceResult> {
+  const after = opts.afterSeq ?? 0n;
+  const limit = opts.limit ?? 1000;
+  const { rows } = await db.query<RawRow>({
+    name: "journal_read_since",
+    text: `select ${COLUMNS} from journal where origin = $1 and seq > $2 order by seq limit $3`,
+    values: [opts.origin, after.toString(), limit],
+  });
+  const result: ReadSinceResult = { rows: [], rejected: [], lastSeq: after };
+  for (const raw of rows) {
+    const seq = BigInt(raw.seq);
+    if (seq > result.lastSeq) result.lastSeq = seq;
+    const parsed = parse(raw);
+    if ("problem" in parsed) result.rejected.push(parsed);
+    else result.rows.push(parsed);
+  }
+  return result;
+}
+
+/** Every stored row of one entry, in the fold's order (hlc, origin, seq). */
+export async function readEntry(
+  db: Queryable,
+  entry: string,
+): Promise<{ rows: StoredJournalRow[]; rejected: RejectedJournalRow[] }> {
+  const { rows } = await db.query<RawRow>({
+    name: "journal_read_entry",
+    text: `select ${COLUMNS} from journal where entry = $1 order by hlc, origin collate "C", seq`,
+    values: [entry],
+  });
+  const out = { rows: [] as StoredJournalRow[], rejected: [] as RejectedJournalRow[] };
+  for (const raw of rows) {
+    const parsed = parse(raw);
+    if ("problem" in parsed) out.rejected.push(parsed);
+    else out.rows.push(parsed);
+  }
+  return out;
+}
+
+export interface OriginCount {
+  origin: string;
+  /** Rows stored for the origin. */
+  rows: number;
+  /** The origin's highest stored seq. */
+  maxSeq: bigint;
+}
+
+/** Stored rows per origin, ordered by origin (byte order). */
+export async function countByOrigin(db: Queryable): Promise<OriginCount[]> {
+  const { rows } = await db.query<{ origin: string; rows: string; max_seq: string }>({
+    name: "journal_count_by_origin",
+    text: `select origin, count(*) as rows, max(seq) as max_seq
+           from journal group by origin order by origin collate "C"`,
+  });
+  return rows.map((r) => ({ origin: r.origin, rows: Number(r.rows), maxSeq: BigInt(r.max_seq) }));
+}
+
+/** The highest seq stored for `origin`, 0n when it has none. */
+export async function maxSeq(db: Queryable, origin: string): Promise<bigint> {
+  const { rows } = await db.query<{ max: string | null }>({
+    name: "journal_max_seq",
+    text: "select max(seq) as max from journal where origin = $1",
+    values: [origin],
+  });
+  return BigInt(rows[0]?.max ?? 0);
+}
+
+interface RawRow {
+  origin: string;
+  seq: string;
+  recorded_at: Date;
+  [column: string]: unknown;
+}
+
+function parse(raw: RawRow): StoredJournalRow | RejectedJournalRow {
+  const { recorded_at: recordedAt, ...columns } = raw;
+  const result = validateRow(columns);
+  if (!result.ok) return { origin: raw.origin, seq: BigInt(raw.seq), problem: result.problem };
+  return { ...result.row, recordedAt };
+}
