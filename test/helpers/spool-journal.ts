@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, openSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, readFileSync, truncateSync, writeSync } from "node:fs";
 
 /**
  * The crash test's journal: one JSON object per line, appended by the child. Lines the
@@ -41,6 +41,22 @@ export class JournalReader {
   private offset = 0;
 
   constructor(private readonly path: string) {}
+
+  /**
+   * After the writer was killed: drop a torn last line (a SIGKILL can stop write(2) part of
+   * the way through), so the next writer's first line does not run into it. A torn line was
+   * never a commit the writer relied on: it had not returned from write(2).
+   */
+  truncateTornTail(): void {
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(this.path);
+    } catch {
+      return;
+    }
+    const end = bytes.lastIndexOf(0x0a) + 1;
+    if (end < bytes.length) truncateSync(this.path, end);
+  }
 
   readNew(): JournalLine[] {
     let text: string;

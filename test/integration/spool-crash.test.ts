@@ -185,6 +185,7 @@ describe("crash safety", () => {
         if (exit.signal !== "SIGKILL") {
           throw new Error(`child ${life} ended on its own (code ${exit.code}): ${child.stderr}`);
         }
+        journal.truncateTornTail();
         exp.apply(journal);
         killedIn.set(exp.lastOp, (killedIn.get(exp.lastOp) ?? 0) + 1);
         const before = exp.removed.size;
