@@ -13,17 +13,16 @@
  * window, DIR/<process>-<side>-c<N>-r<round>.cpuprofile; profiled figures are not written
  * to the JSON), --keep (keep the temp dir).
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import pg from "pg";
 import { type EmbeddedPostgres, startEmbeddedPostgres } from "../src/node/postgres/embedded.js";
 import { postmasterPid, processCpuMs, serverCpuMs, threadCpuMs } from "./lib/grpc-cpu.js";
 import { runLoops } from "./lib/grpc-loop.js";
+import { type NodeProcess, startNodeProcess, stopNodeProcess } from "./lib/grpc-node-launcher.js";
 import {
   meanServiceMs,
   type OperationTotals,
@@ -32,6 +31,7 @@ import {
 import { jobDataBytes, metadataBytes } from "./lib/grpc-payload.js";
 import { grpcPingMs, pgPingMs } from "./lib/grpc-probe-client.js";
 import { WindowProfiler } from "./lib/grpc-profiler.js";
+import { printSummary, type RunRecord, summarize } from "./lib/grpc-report.js";
 import {
   DEQUEUE_WAIT_MS,
   geospoolSide,
@@ -42,7 +42,6 @@ import {
 } from "./lib/grpc-sides.js";
 import { sig3 } from "./lib/grpc-stats.js";
 import { describeMachine } from "./lib/spool-machine.js";
-import { median } from "./lib/spool-stats.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -73,83 +72,6 @@ interface CpuSnapshot {
   nodeMainThread: number;
   nodePostgres: number;
   bossPostgres: number;
-}
-
-interface RunRecord {
-  round: number;
-  side: SideName;
-  concurrency: number;
-  jobs: number;
-  elapsedMs: number;
-  perSecond: number;
-  latencyMs: { p50: number; p99: number; mean: number; max: number };
-  /** Client-side time of each call. */
-  phasesMs: Record<"enqueue" | "dequeue" | "complete", { p50: number; p99: number; mean: number }>;
-  /** geospool: the node's own mean time per operation (its metrics), without gRPC. */
-  nodeServiceMeanMs?: Record<string, number>;
-  emptyDequeues: number;
-  /**
-   * CPU ms per job inside the window: the bench process (clients), the server side (the
-   * geospool node process plus its PostgreSQL; pg-boss's PostgreSQL), of which PostgreSQL.
-   */
-  cpuMsPerJob: {
-    client: number;
-    server: number;
-    serverPostgres: number;
-    /** geospool: the node process's main (JavaScript) thread. */
-    serverMainThread?: number;
-    total: number;
-  };
-}
-
-interface NodeProcess {
-  child: ChildProcess;
-  grpcPort: number;
-  httpPort: number;
-  pid: number;
-  /** Resolves with the rest of the next stdout line that starts with `prefix `. */
-  nextLine(prefix: string): Promise<string>;
-}
-
-/** The geospool node in its own process; resolves once it listens. */
-async function startNodeProcess(spoolDir: string, postgresUrl: string): Promise<NodeProcess> {
-  const nodeArgs = ["--import", "tsx", join(here, "lib", "grpc-node-process.ts"), spoolDir];
-  const threads = args["node-threadpool"];
-  const env = { ...process.env };
-  if (threads) env.UV_THREADPOOL_SIZE = threads;
-  else delete env.UV_THREADPOOL_SIZE;
-  const child = spawn(process.execPath, [...nodeArgs, postgresUrl], {
-    stdio: ["pipe", "pipe", "inherit"],
-    env,
-  });
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  const waiting: Array<{ prefix: string; resolve: (rest: string) => void }> = [];
-  lines.on("line", (line) => {
-    const i = waiting.findIndex((w) => line.startsWith(`${w.prefix} `));
-    if (i >= 0) waiting.splice(i, 1)[0]?.resolve(line.slice(line.indexOf(" ") + 1));
-  });
-  const nextLine = (prefix: string) =>
-    new Promise<string>((res) => waiting.push({ prefix, resolve: res }));
-  const ready = await Promise.race([
-    nextLine("READY").then(
-      (rest) => JSON.parse(rest) as { grpcPort: number; httpPort: number; pid: number },
-    ),
-    new Promise<never>((_, rej) =>
-      child.once("exit", (code) =>
-        rej(new Error(`the node process exited (${code}) before READY`)),
-      ),
-    ),
-  ]);
-  return { child, nextLine, ...ready };
-}
-
-async function stopNodeProcess(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((res) => child.once("exit", () => res()));
-  child.stdin?.end();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 async function serverVersion(url: string): Promise<string> {
@@ -189,7 +111,7 @@ async function main(): Promise<void> {
         return s;
       }),
     ]);
-    node = await startNodeProcess(join(dir, "spool"), nodePg.url);
+    node = await startNodeProcess(join(dir, "spool"), nodePg.url, args["node-threadpool"]);
     const nodeProcess = node;
     const endpoint = `127.0.0.1:${node.grpcPort}`;
     const pids = {
@@ -359,105 +281,8 @@ async function main(): Promise<void> {
       breakdown = { concurrency: 1, times, fsRequestsPerCall };
     }
 
-    const results = concurrencies.flatMap((concurrency) =>
-      sides.map((side) => {
-        const mine = runs.filter((r) => r.side === side && r.concurrency === concurrency);
-        const med = (f: (r: RunRecord) => number) => sig3(median(mine.map(f)));
-        return {
-          side,
-          concurrency,
-          median: {
-            perSecond: med((r) => r.perSecond),
-            latencyP50Ms: med((r) => r.latencyMs.p50),
-            latencyP99Ms: med((r) => r.latencyMs.p99),
-            enqueueP50Ms: med((r) => r.phasesMs.enqueue.p50),
-            dequeueP50Ms: med((r) => r.phasesMs.dequeue.p50),
-            completeP50Ms: med((r) => r.phasesMs.complete.p50),
-            enqueueMeanMs: med((r) => r.phasesMs.enqueue.mean),
-            dequeueMeanMs: med((r) => r.phasesMs.dequeue.mean),
-            completeMeanMs: med((r) => r.phasesMs.complete.mean),
-            ...(side === "geospool"
-              ? {
-                  nodeEnqueueMeanMs: med((r) => r.nodeServiceMeanMs?.enqueue ?? Number.NaN),
-                  nodeDequeueMeanMs: med((r) => r.nodeServiceMeanMs?.dequeue ?? Number.NaN),
-                  nodeCompleteMeanMs: med((r) => r.nodeServiceMeanMs?.complete ?? Number.NaN),
-                }
-              : {}),
-            cpuMsPerJobClient: med((r) => r.cpuMsPerJob.client),
-            cpuMsPerJobServer: med((r) => r.cpuMsPerJob.server),
-            cpuMsPerJobServerPostgres: med((r) => r.cpuMsPerJob.serverPostgres),
-            ...(side === "geospool"
-              ? { cpuMsPerJobNodeMainThread: med((r) => r.cpuMsPerJob.serverMainThread ?? 0) }
-              : {}),
-          },
-          runs: mine,
-        };
-      }),
-    );
-    const of = (side: SideName, c: number) =>
-      results.find((r) => r.side === side && r.concurrency === c)?.median;
-    const targets = {
-      throughputRatioAtLeast: 1.0,
-      latencyRatioAtMost: 1.0,
-      note: "the issue's target: geospool at least 1.0x pg-boss (throughput geospool/pg-boss >= 1; latency geospool/pg-boss <= 1)",
-    };
-    const ratios = concurrencies.flatMap((concurrency) => {
-      const g = of("geospool", concurrency);
-      const p = of("pg-boss", concurrency);
-      if (!g || !p) return [];
-      const throughput = sig3(g.perSecond / p.perSecond);
-      const latencyP50 = sig3(g.latencyP50Ms / p.latencyP50Ms);
-      const latencyP99 = sig3(g.latencyP99Ms / p.latencyP99Ms);
-      return [
-        {
-          concurrency,
-          throughput,
-          latencyP50,
-          latencyP99,
-          meetsTarget:
-            throughput >= targets.throughputRatioAtLeast &&
-            latencyP50 <= targets.latencyRatioAtMost &&
-            latencyP99 <= targets.latencyRatioAtMost,
-        },
-      ];
-    });
-
-    console.log(
-      "\nmedians            jobs/s  p50 ms  p99 ms   enq/deq/compl p50 ms   cpu ms/job client+server",
-    );
-    for (const r of results) {
-      const m = r.median;
-      console.log(
-        `c=${pad(r.concurrency, 2)} ${r.side.padEnd(8)}  ${pad(m.perSecond, 8)} ${pad(m.latencyP50Ms, 7)} ` +
-          `${pad(m.latencyP99Ms, 7)}   ${pad(`${m.enqueueP50Ms}/${m.dequeueP50Ms}/${m.completeP50Ms}`, 20)}   ` +
-          `${m.cpuMsPerJobClient}+${m.cpuMsPerJobServer} (pg ${m.cpuMsPerJobServerPostgres})`,
-      );
-    }
-    const split = results.filter((r) => r.side === "geospool");
-    if (split.length > 0) {
-      console.log(
-        "\ngeospool calls, mean ms: seen by the client = inside the node (SpoolService) + the rest (gRPC, client, waiting for a CPU)",
-      );
-      for (const r of split) {
-        const m = r.median as Record<string, number>;
-        const parts = (["enqueue", "dequeue", "complete"] as const).map((op) => {
-          const seen = m[`${op}MeanMs`] ?? Number.NaN;
-          const inside = m[`node${op[0]?.toUpperCase()}${op.slice(1)}MeanMs`] ?? Number.NaN;
-          return `${op} ${seen} = ${inside} + ${sig3(seen - inside)}`;
-        });
-        console.log(`c=${pad(r.concurrency, 2)}  ${parts.join("   ")}`);
-      }
-    }
-    console.log(
-      "\ngeospool/pg-boss   throughput (>= 1.0)  latency p50 (<= 1.0)  latency p99 (<= 1.0)",
-    );
-    for (const r of ratios) {
-      console.log(
-        `c=${pad(r.concurrency, 2)}              ${pad(`${r.throughput}x`, 10)}           ` +
-          `${pad(`${r.latencyP50}x`, 10)}            ${pad(`${r.latencyP99}x`, 10)}` +
-          `   ${r.meetsTarget ? "meets target" : "BELOW TARGET"}`,
-      );
-    }
+    const { results, ratios, targets } = summarize(runs, concurrencies, sides);
+    printSummary(results, ratios);
 
     const report = {
       date: new Date().toISOString(),
