@@ -434,6 +434,7 @@ describe("DataFetcher", () => {
     const names = ["e1", "e2", "e3", "e4", "e5"];
     const all = Promise.all(names.map((n) => f.fetch(entryOf(data, n))));
     expect(f.pending()).toBe(5);
+    expect(f.pending((e) => e === "e2" || e === "e4")).toBe(2);
     while (src.active < 2) await new Promise((r) => setTimeout(r, 10));
     // Let the transfers through one at a time: each release lets exactly one more start.
     while (order.length < names.length || gates.length > 0) {

@@ -105,10 +105,13 @@ export class DataFetcher {
     return this.follow(job, req.signal);
   }
 
-  /** Distinct entries being fetched or waiting for a slot. */
-  pending(): number {
+  /**
+   * Distinct entries being fetched or waiting for a slot; only those `filter` accepts, when
+   * given (entry names embed their origin node, so ClusterStatus can count per peer).
+   */
+  pending(filter?: (entry: string) => boolean): number {
     let n = 0;
-    for (const job of this.jobs.values()) if (!job.abandoned) n++;
+    for (const job of this.jobs.values()) if (!job.abandoned && (!filter || filter(job.entry))) n++;
     return n;
   }
 
