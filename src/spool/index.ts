@@ -49,7 +49,8 @@
  *   2,000 entries on ext4), so while a large queue is being filled, a listing can hold an
  *   entry and miss an older one that lands in a part of the directory already read; that
  *   older entry is then taken on the next listing, a little out of order. Nothing is lost.
- * - `QueueReader` wakes on filesystem events (chokidar) and re-lists; it clears pending
+ * - `QueueReader` wakes on filesystem events (one fs.watch/inotify on the queue directory;
+ *   chokidar polling where events are not available) and re-lists; it clears pending
  *   events *before* listing, so nothing that arrives during a listing is missed.
  * - Every disk operation goes through the spool's one `Throttle`.
  * - `Monitor.fsck` reports entries that are too old, orphaned or duplicated, and expired
@@ -66,6 +67,7 @@ export {
   type ExpiredLease,
 } from "./core.js";
 export { DataFile, type DataSource } from "./data.js";
+export type { DoorbellMode } from "./doorbell.js";
 export { DirectEntryOps, Entry } from "./entry.js";
 export { SpoolError, SpoolErrorCode } from "./errors.js";
 export {

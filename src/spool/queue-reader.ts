@@ -1,5 +1,5 @@
 import type { CheckedOutEntry } from "./checked-out-entry.js";
-import { Doorbell } from "./doorbell.js";
+import { Doorbell, type DoorbellMode } from "./doorbell.js";
 import type { Entry } from "./entry.js";
 import { type CheckoutOptions, type EntryHandler, runHandler, type Spool } from "./spool.js";
 
@@ -17,6 +17,12 @@ export interface QueueReaderOptions extends CheckoutOptions {
    * (default: 1 s). 0 turns it off (leave it to a reaper or the monitor).
    */
   reapEveryMs?: number;
+  /**
+   * How the reader learns that the queue changed: "inotify" (default; one fs.watch on the
+   * queue directory, falling back to polling where the platform cannot watch) or "poll"
+   * (chokidar polling, for filesystems whose events do not arrive, e.g. shared by NFS).
+   */
+  watch?: DoorbellMode;
 }
 
 /**
@@ -36,7 +42,10 @@ export class QueueReader<M, Q extends string> {
     readonly queue: Q,
     private readonly options: QueueReaderOptions = {},
   ) {
-    this.doorbell = new Doorbell(spool.core.layout.queue(spool.core.dirname(queue)));
+    this.doorbell = new Doorbell(
+      spool.core.layout.queue(spool.core.dirname(queue)),
+      options.watch ?? "inotify",
+    );
     this.reapEveryMs = options.reapEveryMs ?? 1000;
   }
 

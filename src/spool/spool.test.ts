@@ -221,3 +221,24 @@ describe("bad input", () => {
     expect(await readdir(join(spool.dir, ".registry"))).toEqual([]);
   });
 });
+
+describe("queue reader wake-ups", () => {
+  it.each(["inotify", "poll"] as const)(
+    "a waiting reader (%s) is woken by an enqueue, with no periodic re-listing",
+    async (watch) => {
+      const spool = await newSpool();
+      const { QueueReader } = await import("./index.js");
+      const reader = new QueueReader(spool, "inbox", { reapEveryMs: 0, watch });
+      try {
+        const waiting = reader.dequeue(AbortSignal.timeout(10_000));
+        await new Promise((r) => setTimeout(r, 300));
+        const e = await spool.enqueue("inbox", { id: 42 }, "wake up");
+        const r = await waiting;
+        expect(r.kind).toBe("checked_out");
+        if (r.kind === "checked_out") expect(r.entry.name).toBe(e.name);
+      } finally {
+        await reader.close();
+      }
+    },
+  );
+});
