@@ -310,6 +310,12 @@ export async function joinPeer(pool: pg.Pool, opts: JoinPeerOptions): Promise<Jo
  * same transaction (the only other way, REFRESH PUBLICATION, needs the subscription enabled,
  * and an enabled subscription without the table would skip the peer's rows); the slot is not
  * created here (see the module comment) and no table-sync copy is made (mesh-bootstrap.ts).
+ * binary: the same schema on both ends, so rows (bytea metadata above all) travel unconverted.
+ * streaming = on, not PostgreSQL 18's default parallel: a transaction too large for
+ * logical_decoding_work_mem is spooled and applied at commit, without the extra parallel
+ * apply workers that would compete with the apply workers of other peers for
+ * max_logical_replication_workers. disable_on_error = false: a failing row is retried (and
+ * counted in pg_stat_subscription_stats) rather than silently stopping the link.
  */
 function createSubscriptionSql(names: MeshNames, conninfo: string): string {
   return (
