@@ -1,5 +1,5 @@
-import { mkdir, readdir, readFile, rename, stat } from "node:fs/promises";
-import { type DataSource, writeDataSynced } from "./data.js";
+import { type FileHandle, mkdir, readdir, readFile, rename, stat } from "node:fs/promises";
+import { type DataSource, writeData } from "./data.js";
 import { decodeEnvelope, type Envelope, encodeEnvelope } from "./envelope.js";
 import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
 import {
@@ -28,7 +28,7 @@ export const CTIME_QUIET_MS = 1_000;
  * streaming are known). If `make` throws, the enqueue fails and leaves nothing behind.
  */
 export class DeferredMetadata<M> {
-  constructor(readonly make: (written: { size: number }) => M) {}
+  constructor(readonly make: (written: { size: number }) => M | Promise<M>) {}
 }
 
 /** What a checkout read from disk. */
@@ -205,17 +205,28 @@ export class SpoolCore<M, Q extends string> {
     const queueFile = this.layout.queueFile(dirname, name);
     const queueDir = this.layout.queue(dirname);
     let step = "write data";
+    const open: FileHandle[] = [];
     try {
-      const size = await this.throttle.run(() => writeDataSynced(dataPath, data));
+      // Write data and metadata, then make both files and the .registry and .data
+      // directory entries durable in one parallel round (two rounds of fsync in all, with
+      // the queue directory's after the rename), rather than one after another.
+      const written = await this.throttle.run(() => writeData(dataPath, data));
+      open.push(written.fh);
       step = "write metadata";
-      if (deferred) bytes = this.encodeFile(deferred.make({ size }), { attempts: 0 });
+      if (deferred) {
+        bytes = this.encodeFile(await deferred.make({ size: written.size }), { attempts: 0 });
+      }
       const metadataBytes = bytes as Buffer;
-      await this.throttle.run(() => writeFileSynced(tmp, metadataBytes));
+      const meta = await this.throttle.run(() => writeData(tmp, metadataBytes));
+      open.push(meta.fh);
       step = "fsync";
       await Promise.all([
+        this.throttle.run(() => written.fh.sync()),
+        this.throttle.run(() => meta.fh.sync()),
         this.syncer.sync(this.layout.registry),
         this.syncer.sync(this.layout.data),
       ]);
+      for (const fh of open.splice(0)) await fh.close();
       step = "rename into queue";
       await this.throttle.run(() => rename(tmp, queueFile));
       onVisible?.(name);
@@ -223,6 +234,7 @@ export class SpoolCore<M, Q extends string> {
       await this.syncer.sync(queueDir);
       return name;
     } catch (err) {
+      for (const fh of open) await fh.close().catch(() => undefined);
       await this.throttle.run(async () => {
         for (const p of [tmp, queueFile, dataPath, this.layout.registryFile(name)]) {
           await unlinkIfExists(p).catch(() => false);

@@ -1,5 +1,5 @@
 import { constants as C, createReadStream, type ReadStream } from "node:fs";
-import { open, rename, stat } from "node:fs/promises";
+import { type FileHandle, open, rename, stat } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import { ioError } from "./errors.js";
 import type { Throttle } from "./throttle.js";
@@ -12,6 +12,23 @@ export type DataSource = Uint8Array | string | AsyncIterable<Uint8Array> | Reada
  * Returns the number of bytes written.
  */
 export async function writeDataSynced(path: string, source: DataSource): Promise<number> {
+  const { fh, size } = await writeData(path, source);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return size;
+}
+
+/**
+ * Write `source` to `path` and return the still-open handle (not yet fsynced), so the
+ * caller can fsync it together with other files. On failure the handle is closed.
+ */
+export async function writeData(
+  path: string,
+  source: DataSource,
+): Promise<{ fh: FileHandle; size: number }> {
   const fh = await open(path, C.O_CREAT | C.O_TRUNC | C.O_WRONLY, 0o644);
   let size = 0;
   try {
@@ -24,11 +41,11 @@ export async function writeDataSynced(path: string, source: DataSource): Promise
         size += await writeAll(fh, bytes);
       }
     }
-    await fh.sync();
-  } finally {
-    await fh.close();
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    throw err;
   }
-  return size;
+  return { fh, size };
 }
 
 async function writeAll(fh: Awaited<ReturnType<typeof open>>, bytes: Uint8Array): Promise<number> {

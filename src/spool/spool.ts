@@ -109,7 +109,7 @@ export class Spool<M, Q extends string = string> {
   async enqueueDeferred(
     queue: Q,
     data: DataSource,
-    makeMetadata: (written: { size: number }) => M,
+    makeMetadata: (written: { size: number }) => M | Promise<M>,
     options: EnqueueOptions = {},
   ): Promise<Entry<M, Q>> {
     const name = await this.core.enqueue(
