@@ -38,6 +38,10 @@ export class CheckedOutEntry<M, Q extends string> {
   get leaseUntil(): number {
     return this.record.leaseUntil;
   }
+  /** The checkout file's inode: it changes whenever the checkout passes to someone else. */
+  get inode(): number {
+    return this.record.ino;
+  }
   get path(): string {
     return this.core.layout.checkoutFile(this.core.dirname(this.queue), this.name);
   }

@@ -101,6 +101,18 @@ describe("node over gRPC", () => {
       const c = await client.enqueue("inbox", "once", { idempotencyKey: "key-1" });
       expect(c.deduplicated).toBe(true);
       expect(await client.dequeue("inbox")).toBeUndefined();
+      // Two enqueues racing with one key: one entry; the other call gets it back.
+      const [x, y] = await Promise.all([
+        client.enqueue("inbox", "race", { idempotencyKey: "key-2" }),
+        client.enqueue("inbox", "race", { idempotencyKey: "key-2" }),
+      ]);
+      expect(x.entry.name).toBe(y.entry.name);
+      expect([x.deduplicated, y.deduplicated].sort()).toEqual([false, true]);
+      const only = await client.dequeue("inbox");
+      expect(only?.entry.name).toBe(x.entry.name);
+      await client.remove(only!);
+      expect(await client.dequeue("inbox")).toBeUndefined();
+      expect(await readdir(join(node.spool.dir, ".tmp"))).toEqual([]);
     }),
   );
 

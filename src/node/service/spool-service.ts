@@ -54,6 +54,7 @@ export interface SpoolServiceOptions {
 }
 
 const MAX_KEY_LENGTH = 200;
+const MAX_REMEMBERED_CHECKOUTS = 100_000;
 const READ_CHUNK = 64 * 1024;
 
 /**
@@ -69,6 +70,11 @@ export class SpoolService {
   private readonly maxWaitMs: number;
   private readonly clock: () => number;
   private readonly stopping = new AbortController();
+  /** Checkouts handed out by this process, by queue/name: Complete need not re-read them. */
+  private readonly held = new Map<
+    string,
+    { co: CheckedOutEntry<NodeEntryMeta, string>; token: string }
+  >();
 
   constructor(private readonly opts: SpoolServiceOptions) {
     this.spool = opts.spool;
@@ -135,10 +141,10 @@ export class SpoolService {
         );
       }
       const name = await this.spool.reserveName();
-      if (key !== undefined) {
-        const dup = await this.claimKey(key, header.queue, name);
-        if (dup) return { entry: dup, deduplicated: true };
-      }
+      // The idempotency claim (a PostgreSQL commit) runs while the data streams to disk;
+      // the entry becomes visible only once the claim is known to be ours.
+      const claim = key !== undefined ? this.claimKey(key, header.queue, name) : undefined;
+      claim?.catch(() => undefined);
       const hash = createHash("sha256");
       let size = 0;
       const expected = header;
@@ -160,7 +166,9 @@ export class SpoolService {
         await this.spool.enqueueDeferred(
           header.queue,
           verified(),
-          ({ size: written }) => {
+          async ({ size: written }) => {
+            const dup = claim && (await claim);
+            if (dup) throw new Duplicate(dup);
             const sha256 = hash.digest("hex");
             if (expected.dataSize !== undefined && written !== expected.dataSize) {
               throw new ServiceError(
@@ -184,11 +192,25 @@ export class SpoolService {
           },
         );
       } catch (err) {
-        if (key !== undefined)
-          await this.opts.idempotency?.abandon(key, name).catch(() => undefined);
-        throw unwrapCause(err);
+        const cause = unwrapCause(err);
+        if (cause instanceof Duplicate) return { entry: cause.entry, deduplicated: true };
+        if (key !== undefined && claim) {
+          // Only a claim we hold is ours to abandon.
+          const held = await claim.then(
+            (dup) => dup === undefined,
+            () => false,
+          );
+          if (held) await this.opts.idempotency?.abandon(key, name).catch(() => undefined);
+        }
+        throw cause;
       }
-      if (key !== undefined) await this.opts.idempotency?.complete(key, name);
+      // Marking the key complete is not on the reply's path: if it is lost, a retry still
+      // finds the entry by its name.
+      if (key !== undefined) {
+        this.opts.idempotency?.complete(key, name).catch((err) => {
+          this.log.warn({ err, key }, "could not mark an idempotency key complete");
+        });
+      }
       const meta = entryMeta as NodeEntryMeta;
       return { entry: toInfo(name, header.queue, meta, 0), deduplicated: false };
     });
@@ -289,16 +311,31 @@ export class SpoolService {
         this.publish({ kind: "checked_out", name: co.name, queue: req.queue });
         return {
           entry: toInfo(co.name, co.queue, co.contents, co.attempts, co.leaseUntil),
-          leaseToken: await leaseToken(this.spool, co),
+          leaseToken: this.remember(co),
         };
       }
     });
+  }
+
+  /** Keep a checkout handed out by this process; returns its lease token. */
+  private remember(co: CheckedOutEntry<NodeEntryMeta, string>): string {
+    const token = leaseToken(co);
+    if (this.held.size >= MAX_REMEMBERED_CHECKOUTS) {
+      // Forget the oldest; a forgotten checkout is found on disk when needed.
+      const oldest = this.held.keys().next().value;
+      if (oldest !== undefined) this.held.delete(oldest);
+    }
+    this.held.set(`${co.queue}/${co.name}`, { co, token });
+    return token;
   }
 
   /** Find a checkout by queue, name and lease token; lease_lost if it is not ours. */
   private async holder(queue: string, name: string, token: string) {
     this.checkQueue(queue);
     validateName("entry", name);
+    const mine = this.held.get(`${queue}/${name}`);
+    // The lease itself is checked again (deadline, inode) by every spool operation.
+    if (mine && mine.token === token) return mine.co;
     const co = await this.spool.checkedOutUnsafe(queue, name);
     if (!co) {
       const where = await this.spool.locate(name);
@@ -308,7 +345,7 @@ export class SpoolService {
         `entry ${name} is not checked out of ${queue}`,
       );
     }
-    if ((await leaseToken(this.spool, co)) !== token) {
+    if (leaseToken(co) !== token) {
       throw new ServiceError(
         ServiceErrorCode.LeaseLost,
         `lease token does not match entry ${name}'s checkout`,
@@ -328,6 +365,7 @@ export class SpoolService {
       const co = await this.holder(req.queue, req.name, req.leaseToken);
       if (req.action.kind === "remove") {
         const r = await co.remove();
+        this.held.delete(`${req.queue}/${req.name}`);
         if (r.kind === "lease_lost") throw leaseLost(req.name);
         this.publish({ kind: "removed", name: req.name, queue: req.queue });
         return undefined;
@@ -335,6 +373,7 @@ export class SpoolService {
       const { metadata, queue: to } = req.action;
       if (metadata !== undefined) co.update((m) => ({ ...m, user: metadata }));
       const r = await co.save(to);
+      this.held.delete(`${req.queue}/${req.name}`);
       if (r.kind === "lease_lost") throw leaseLost(req.name);
       this.publish({ kind: "saved", name: req.name, queue: to, fromQueue: req.queue });
       return toInfo(req.name, to, co.contents, co.attempts);
@@ -345,6 +384,7 @@ export class SpoolService {
   async putBack(queue: string, name: string, leaseToken: string): Promise<void> {
     const co = await this.holder(queue, name, leaseToken);
     await co.save(queue);
+    this.held.delete(`${queue}/${name}`);
   }
 
   release(req: {
@@ -355,6 +395,7 @@ export class SpoolService {
     return this.timed("release", req.queue, async () => {
       const co = await this.holder(req.queue, req.name, req.leaseToken);
       const r = await co.release();
+      this.held.delete(`${req.queue}/${req.name}`);
       if (r.kind === "lease_lost" || r.to === undefined) throw leaseLost(req.name);
       this.publish({ kind: "released", name: req.name, queue: r.to, fromQueue: req.queue });
       return { queue: r.to, attempts: co.attempts + 1 };
@@ -548,6 +589,7 @@ export class SpoolService {
 
   /** Announce a lease the reaper took back (for Watch). */
   leaseExpired(name: string, fromQueue: string, to: string): void {
+    this.held.delete(`${fromQueue}/${name}`);
     this.publish({ kind: "lease_expired", name, queue: to, fromQueue });
   }
 
@@ -560,6 +602,13 @@ export class SpoolService {
     this.beginShutdown();
     for (const r of this.readers.values()) await r.close();
     this.readers.clear();
+  }
+}
+
+/** Thrown inside an enqueue whose idempotency key belongs to an earlier entry. */
+class Duplicate extends Error {
+  constructor(readonly entry: EntryInfo) {
+    super("duplicate idempotency key");
   }
 }
 
@@ -591,7 +640,7 @@ function leaseLost(name: string): ServiceError {
 function unwrapCause(err: unknown): unknown {
   let e: unknown = err;
   for (let i = 0; i < 5 && e instanceof Error; i++) {
-    if (e instanceof ServiceError) return e;
+    if (e instanceof ServiceError || e instanceof Duplicate) return e;
     e = e.cause;
   }
   return err;
@@ -602,12 +651,8 @@ function unwrapCause(err: unknown): unknown {
  * count. Lease expiry and release rewrite the file (a new inode) and raise the count, so a
  * token from before never matches a later holder's, even if the inode number is reused.
  */
-async function leaseToken(
-  spool: NodeSpool,
-  co: CheckedOutEntry<NodeEntryMeta, string>,
-): Promise<string> {
-  const st = await spool.core.throttle.run(() => stat(co.path));
-  return `${st.ino.toString(36)}.${co.attempts.toString(36)}`;
+function leaseToken(co: CheckedOutEntry<NodeEntryMeta, string>): string {
+  return `${co.inode.toString(36)}.${co.attempts.toString(36)}`;
 }
 
 async function registryExists(spool: NodeSpool, name: string): Promise<boolean> {
