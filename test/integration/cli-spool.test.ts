@@ -183,12 +183,12 @@ describe("help and usage", () => {
   });
 });
 
-describe("bin/geospool.js", () => {
+describe("bin/geospool.cjs", () => {
   it("without a build, says to run npm run build", async () => {
     const bin = join(dir.path, "pkg", "bin");
     await mkdir(bin, { recursive: true });
     await copyFile(
-      fileURLToPath(new URL("../../bin/geospool.js", import.meta.url)),
+      fileURLToPath(new URL("../../bin/geospool.cjs", import.meta.url)),
       join(bin, "geospool.js"),
     );
     const child = spawn(process.execPath, [join(bin, "geospool.js"), "spool", "--help"], {

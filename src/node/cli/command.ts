@@ -7,7 +7,7 @@ export interface CliIo {
   readonly stderr: NodeJS.WritableStream;
   /** Read lazily: a command that does not touch it never opens it. */
   readonly stdin: NodeJS.ReadableStream & { isTTY?: boolean };
-  /** How the user runs this program, for hints (`geospool`, `node bin/geospool.js`). */
+  /** How the user runs this program, for hints (`geospool`, `node bin/geospool.cjs`). */
   readonly program: string;
   /**
    * Aborts on the first SIGINT/SIGTERM. A command that asks for it owns shutdown: it must

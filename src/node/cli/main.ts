@@ -105,7 +105,7 @@ function flush(stream: NodeJS.WritableStream): Promise<void> {
   return new Promise((resolve) => stream.write("", () => resolve()));
 }
 
-/** How the user invoked us, for hints: `geospool`, `node bin/geospool.js`, ... */
+/** How the user invoked us, for hints: `geospool`, `node bin/geospool.cjs`, ... */
 export function programName(script: string | undefined, cwd: string): string {
   if (script === undefined || basename(script) === "geospool") return "geospool";
   const rel = relative(cwd, script);
