@@ -7,7 +7,7 @@
  *
  * Options: --rounds N (3), --warmup MS (1500), --duration MS (7000), --concurrency 1,32,
  * --sides geospool,pg-boss, --out FILE (bench/results/grpc.json; "-" for none),
- * --node-threadpool N (UV_THREADPOOL_SIZE of the node process; default: Node's, 4),
+ * --node-threadpool N (UV_THREADPOOL_SIZE of the node process; default 32, as bin/geospool.cjs sets),
  * --probe N (time each step of a job inside the node, N times, after the runs; 0: skip),
  * --profile DIR (CPU profiles of the node process and of the clients over each measuring
  * window, DIR/<process>-<side>-c<N>-r<round>.cpuprofile; profiled figures are not written
@@ -111,7 +111,7 @@ async function main(): Promise<void> {
         return s;
       }),
     ]);
-    node = await startNodeProcess(join(dir, "spool"), nodePg.url, args["node-threadpool"]);
+    node = await startNodeProcess(join(dir, "spool"), nodePg.url, args["node-threadpool"] ?? "32");
     const nodeProcess = node;
     const endpoint = `127.0.0.1:${node.grpcPort}`;
     const pids = {
@@ -308,9 +308,7 @@ async function main(): Promise<void> {
         },
         geospool: {
           process: "startNode in its own process; default config (spool fsync always on)",
-          uvThreadpoolSize: args["node-threadpool"]
-            ? Number(args["node-threadpool"])
-            : "default (4)",
+          uvThreadpoolSize: Number(args["node-threadpool"] ?? "32"),
           client:
             "one GeospoolClient (one HTTP/2 channel); each Enqueue carries an idempotency key",
           dequeueWaitMs: DEQUEUE_WAIT_MS,
