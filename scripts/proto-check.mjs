@@ -2,7 +2,7 @@
 // The drift check CI runs on the gRPC contract:
 //   1. `buf lint` (rules in buf.yaml) and `buf format` must be clean;
 //   2. regenerating the code into a temporary directory must reproduce
-//      src/node/generated/ byte for byte (and nothing else may live there).
+//      src/proto/generated/ byte for byte (and nothing else may live there).
 // Exits 1 naming every problem; prints the fix (`npm run proto:gen`).
 
 import { execFile } from "node:child_process";

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Generates the code of the gRPC contract (proto/) into src/node/generated/:
+// Generates the code of the gRPC contract (proto/) into src/proto/generated/:
 //
 //   spool.js     static protobufjs module (ES module), one class per message
 //   spool.d.ts   its TypeScript declarations
@@ -10,7 +10,7 @@
 //                builds at run time through proto-loader is not valid for
 //                strict clients such as buf curl: its map entry is misnamed)
 //
-// Usage: node scripts/proto-gen.mjs [OUT_DIR]   (default: src/node/generated)
+// Usage: node scripts/proto-gen.mjs [OUT_DIR]   (default: src/proto/generated)
 //
 // The output is deterministic: scripts/proto-check.mjs regenerates into a
 // temporary directory and fails when it differs from what is committed.
@@ -38,7 +38,7 @@ const run = promisify(execFile);
 
 export const repoRoot = resolve(fileURLToPath(new URL("..", import.meta.url)));
 export const protoRoot = join(repoRoot, "proto");
-export const defaultOutDir = join(repoRoot, "src", "node", "generated");
+export const defaultOutDir = join(repoRoot, "src", "proto", "generated");
 
 /** The files written by `generate`, relative to the output directory. */
 export const generatedFiles = ["spool.js", "spool.d.ts", "spool.binpb", "health.binpb"];

@@ -1,6 +1,6 @@
 import type * as grpc from "@grpc/grpc-js";
-import type { geospool } from "../node/generated/spool.js";
-import type { SpoolClient } from "../node/grpc/service-definition.js";
+import type { geospool } from "../proto/generated/spool.js";
+import type { SpoolClient } from "../proto/service-definition.js";
 
 /** How one ReadData call ended. Local write failures reject the promise instead. */
 export type AttemptOutcome =

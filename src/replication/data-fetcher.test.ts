@@ -4,11 +4,8 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/helpers/tmp.js";
-import type { geospool } from "../node/generated/spool.js";
-import {
-  type SpoolServiceHandlers,
-  spoolServiceDefinition,
-} from "../node/grpc/service-definition.js";
+import type { geospool } from "../proto/generated/spool.js";
+import { type SpoolServiceHandlers, spoolServiceDefinition } from "../proto/service-definition.js";
 import {
   DataFetchError,
   DataFetchErrorCode,

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import pino, { type Logger } from "pino";
-import { SpoolClient } from "../node/grpc/service-definition.js";
+import { SpoolClient } from "../proto/service-definition.js";
 import { nameProblem } from "../spool/index.js";
 import {
   DataFetchError,

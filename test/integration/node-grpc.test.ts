@@ -7,8 +7,8 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeDevCerts } from "../../src/node/certs/index.js";
 import { ClientError, GeospoolClient } from "../../src/node/client/geospool-client.js";
-import { SpoolClient } from "../../src/node/grpc/service-definition.js";
 import type { RunningNode } from "../../src/node/node.js";
+import { SpoolClient } from "../../src/proto/service-definition.js";
 import { startTestNode } from "../helpers/node.js";
 import {
   startPostgresServers,

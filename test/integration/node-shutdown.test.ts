@@ -3,7 +3,7 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/geospool-client.js";
-import { SpoolClient } from "../../src/node/grpc/service-definition.js";
+import { SpoolClient } from "../../src/proto/service-definition.js";
 import { startTestNode } from "../helpers/node.js";
 import {
   startPostgresServers,

@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
+import { geospool } from "../../proto/generated/spool.js";
 import { Backoff, sleep } from "../client/backoff.js";
 import { ClientError } from "../client/geospool-client.js";
-import { geospool } from "../generated/spool.js";
 import { parseCommand } from "./args.js";
 import { RETRYABLE } from "./client-errors.js";
 import { type ClientSubcommand, GLOBAL_HINT } from "./client-subcommand.js";

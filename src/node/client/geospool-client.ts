@@ -2,9 +2,9 @@ import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Readable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
-import type { geospool } from "../generated/spool.js";
+import type { geospool } from "../../proto/generated/spool.js";
+import { SpoolClient } from "../../proto/service-definition.js";
 import { durationMs, timestampMs, toDuration } from "../grpc/convert.js";
-import { SpoolClient } from "../grpc/service-definition.js";
 import { Backoff, sleep } from "./backoff.js";
 
 /** An entry as the client sees it. */

@@ -1,4 +1,4 @@
-import type { geospool } from "../generated/spool.js";
+import type { geospool } from "../../proto/generated/spool.js";
 import type { EntryInfo } from "../service/spool-service.js";
 
 type DurationLike = { seconds?: number | null; nanos?: number | null } | null | undefined;

@@ -1,6 +1,10 @@
 import { readFile } from "node:fs/promises";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import {
+  type SpoolServiceHandlers,
+  spoolServiceDefinition,
+} from "../../proto/service-definition.js";
 import { parseHostPort } from "../config/index.js";
 import {
   addHealth,
@@ -8,7 +12,6 @@ import {
   type HealthImplementation,
   setServingStatus,
 } from "./reflection.js";
-import { type SpoolServiceHandlers, spoolServiceDefinition } from "./service-definition.js";
 
 export interface GrpcServerOptions {
   listen: string;

@@ -8,18 +8,18 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { geospool } from "../generated/spool.js";
+import { geospool } from "../../proto/generated/spool.js";
+import {
+  SpoolClient,
+  type SpoolServiceHandlers,
+  spoolServiceDefinition,
+} from "../../proto/service-definition.js";
 import {
   addHealth,
   addReflection,
   type HealthImplementation,
   setServingStatus,
 } from "./reflection.js";
-import {
-  SpoolClient,
-  type SpoolServiceHandlers,
-  spoolServiceDefinition,
-} from "./service-definition.js";
 
 const run = promisify(execFile);
 const BUF = fileURLToPath(new URL("../../../node_modules/.bin/buf", import.meta.url));

@@ -2,9 +2,9 @@
  * gRPC server reflection and the standard health service for a geospool node.
  *
  * Reflection serves the binary FileDescriptorSets that scripts/proto-gen.mjs
- * writes next to the generated code (src/node/generated/spool.binpb for
+ * writes next to the generated code (src/proto/generated/spool.binpb for
  * proto/ and its imports, health.binpb for grpc.health.v1; both shipped to
- * dist/node/generated/), so generic clients (grpcurl, buf curl, grpcui) can
+ * dist/proto/generated/), so generic clients (grpcurl, buf curl, grpcui) can
  * call both services without the .proto files.
  */
 
@@ -13,15 +13,21 @@ import type * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
 import protobuf from "protobufjs/minimal.js";
-import { SPOOL_SERVICE_NAME } from "./service-definition.js";
+import { SPOOL_SERVICE_NAME } from "../../proto/service-definition.js";
 
 export { HealthImplementation, type ServingStatus };
 
 /** Where the descriptor set of proto/ lives, relative to this module (in src/ and in dist/). */
-export const SPOOL_DESCRIPTOR_SET_URL = new URL("../generated/spool.binpb", import.meta.url);
+export const SPOOL_DESCRIPTOR_SET_URL = new URL(
+  "../../proto/generated/spool.binpb",
+  import.meta.url,
+);
 
 /** Where the descriptor set of grpc.health.v1 lives. */
-export const HEALTH_DESCRIPTOR_SET_URL = new URL("../generated/health.binpb", import.meta.url);
+export const HEALTH_DESCRIPTOR_SET_URL = new URL(
+  "../../proto/generated/health.binpb",
+  import.meta.url,
+);
 
 /** The fully qualified name of the standard health service. */
 export const HEALTH_SERVICE_NAME = "grpc.health.v1.Health";

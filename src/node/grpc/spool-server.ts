@@ -1,12 +1,12 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { geospool } from "../../proto/generated/spool.js";
+import type { SpoolServiceHandlers } from "../../proto/service-definition.js";
 import { type Action, Authorizer, type Principal } from "../auth/authorizer.js";
-import { geospool } from "../generated/spool.js";
 import { ServiceError, ServiceErrorCode } from "../service/errors.js";
 import type { SpoolService } from "../service/spool-service.js";
 import type { TransitionKind } from "../service/transitions.js";
 import { durationMs, toDuration, toEntry, toTimestamp } from "./convert.js";
-import type { SpoolServiceHandlers } from "./service-definition.js";
 import { toGrpcError } from "./status.js";
 
 export interface PeerInfo {

@@ -1,6 +1,6 @@
 /**
  * The grpc-js service definition of `geospool.v1.Spool` (proto/geospool/v1/spool.proto),
- * built on the protobufjs static code in src/node/generated/, with typed handlers for the
+ * built on the protobufjs static code in src/proto/generated/, with typed handlers for the
  * server and a typed client constructor.
  *
  * Messages cross the wire as follows:
@@ -15,7 +15,7 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
-import { geospool } from "../generated/spool.js";
+import { geospool } from "./generated/spool.js";
 
 /** The fully qualified name of the service. */
 export const SPOOL_SERVICE_NAME = "geospool.v1.Spool";
