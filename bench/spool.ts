@@ -4,8 +4,9 @@
  * 1. enqueue → dequeue → remove throughput of the geospool spool against a raw baseline
  *    that makes the same system calls directly on node:fs/promises, at concurrency 1 and
  *    32, runs alternated (baseline, spool, baseline, spool, ...) and the median taken;
- * 2. peak RSS of listing, then dequeuing and removing, 100,000 entries, each in a fresh
- *    process; and what the QueueReader's chokidar doorbell costs at that size.
+ * 2. peak RSS of listing, then dequeuing and removing (QueueReader.dequeue), 100,000
+ *    entries, each in a fresh process; and what the QueueReader's doorbell (fs.watch, or
+ *    its chokidar polling fallback) costs at that size.
  *
  * Every measurement runs in its own child process (bench/lib/spool-child.ts) started with
  * UV_THREADPOOL_SIZE set in its environment: libuv sizes its pool at the first pool
@@ -14,8 +15,9 @@
  *
  * Environment: SPOOL_BENCH_DIR (where spools are made; default the OS temp dir),
  * SPOOL_BENCH_ROUNDS (5), SPOOL_BENCH_SECONDS (per run, 2), SPOOL_BENCH_ENTRIES (100000),
- * SPOOL_BENCH_WATCH_SECONDS (6), SPOOL_BENCH_THREADPOOL (16), SPOOL_BENCH_OUT (the JSON
- * file; default bench/results/spool.json).
+ * SPOOL_BENCH_WATCH_SECONDS (6: the time budget of the polling-doorbell run),
+ * SPOOL_BENCH_THREADPOOL (16), SPOOL_BENCH_OUT (the JSON file; default
+ * bench/results/spool.json).
  */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
@@ -141,50 +143,54 @@ async function throughput(root: string) {
   return { results, threads: runs[0]?.threads };
 }
 
+const describeDequeue = (label: string, d: DequeueRun) =>
+  `  ${label}: ${d.count} entries in ${round1(d.totalMs)} ms = ${round1(d.perSecond)}/s,` +
+  ` first after ${round1(d.firstDequeueMs ?? Number.NaN)} ms, peak RSS ${d.maxRssMB} MB` +
+  (d.complete ? "" : " (time budget reached)");
+
 async function memory(root: string) {
   const dir = join(root, "rss");
   const n = config.entries;
-  log(`  filling a spool with ${n} entries (fixture: no fsync) ...`);
-  const fill = await runChild<{ ms: number }>(["fill", dir, String(n)], config.threadpool);
-  log(`  filled in ${round1(fill.ms)} ms`);
+  const fill = async (count: number) => {
+    const r = await runChild<{ ms: number }>(["fill", dir, String(count)], config.threadpool);
+    log(`  filled ${count} entries in ${round1(r.ms)} ms (fixture: no fsync)`);
+  };
+  const dequeue = (how: string, count: number, budgetMs: number) =>
+    runChild<DequeueRun>(
+      ["dequeue", dir, String(count), how, String(budgetMs), count === n ? "drain" : "part"],
+      config.threadpool,
+    );
+  await fill(n);
 
   const list = await runChild<ListRun>(["list", dir], config.threadpool);
   log(
-    `  list ${list.count}: ${round1(list.listMs)} ms, peak RSS ${list.maxRssMB} MB (at start ${list.rssAtStartMB} MB)`,
+    `  spool.list of ${list.count}: ${round1(list.listMs)} ms, peak RSS ${list.maxRssMB} MB (at start ${list.rssAtStartMB} MB)`,
   );
 
-  // The doorbell: reader.dequeue() (chokidar watching the queue directory), for a bounded
-  // time, then top the spool back up to n entries.
-  const watch = await runChild<DequeueRun>(
-    ["dequeue", dir, String(n), "watch", String(config.watchBudgetMs)],
-    config.threadpool,
-  );
-  log(
-    `  QueueReader.dequeue (chokidar doorbell): ${watch.count} entries in ${round1(watch.totalMs)} ms` +
-      ` = ${round1(watch.perSecond)}/s, first after ${round1(watch.firstDequeueMs ?? Number.NaN)} ms,` +
-      ` peak RSS ${watch.maxRssMB} MB${watch.complete ? "" : " (time budget reached)"}`,
-  );
-  if (watch.count > 0) await runChild(["fill", dir, String(watch.count)], config.threadpool);
+  // What the doorbell costs: the same reader without one (dequeueAvailable) for the first
+  // tenth of the entries, and with the chokidar polling fallback for a bounded time; the
+  // spool is topped back up to n after each.
+  const none = await dequeue("none", Math.ceil(n / 10), 10 * 60_000);
+  log(describeDequeue("QueueReader.dequeueAvailable (no doorbell)", none));
+  if (none.count > 0) await fill(none.count);
+  const poll = await dequeue("poll", n, config.watchBudgetMs);
+  log(describeDequeue('QueueReader.dequeue, watch: "poll" (chokidar)', poll));
+  if (poll.count > 0) await fill(poll.count);
 
-  const nowatch = await runChild<DequeueRun>(
-    ["dequeue", dir, String(n), "nowatch", String(10 * 60_000)],
-    config.threadpool,
-  );
-  log(
-    `  QueueReader.dequeueAvailable (no watcher): ${nowatch.count} entries in ${round1(nowatch.totalMs)} ms` +
-      ` = ${round1(nowatch.perSecond)}/s, first after ${round1(nowatch.firstDequeueMs ?? Number.NaN)} ms,` +
-      ` peak RSS ${nowatch.maxRssMB} MB`,
-  );
+  // The measurement: every entry dequeued and removed with QueueReader.dequeue().
+  const inotify = await dequeue("inotify", n, 30 * 60_000);
+  log(describeDequeue("QueueReader.dequeue (fs.watch doorbell), all entries", inotify));
   await rm(dir, { recursive: true, force: true });
   return {
     entries: n,
-    list: { ...list, listMs: round(list.listMs, 1) },
-    dequeue: roundDequeue(nowatch),
-    dequeueWithDoorbell: roundDequeue(watch),
-    /** Peak RSS of listing and of dequeue+remove with QueueReader.dequeueAvailable(). */
-    peakMB: Math.max(list.maxRssMB, nowatch.maxRssMB),
-    /** Peak RSS of QueueReader.dequeue() (chokidar doorbell) within its time budget. */
-    peakWithDoorbellMB: watch.maxRssMB,
+    list: { ...list, listMs: round1(list.listMs) },
+    dequeue: roundDequeue(inotify),
+    dequeueNoDoorbell: roundDequeue(none),
+    dequeuePollingDoorbell: roundDequeue(poll),
+    /** Peak RSS of listing and of dequeuing + removing every entry with QueueReader.dequeue(). */
+    peakMB: Math.max(list.maxRssMB, inotify.maxRssMB),
+    /** Peak RSS with the chokidar polling doorbell, within its time budget. */
+    peakPollingDoorbellMB: poll.maxRssMB,
   };
 }
 
@@ -234,7 +240,7 @@ async function main(): Promise<void> {
         c1: results.c1.ratio >= targets.ratioAtLeast,
         c32: results.c32.ratio >= targets.ratioAtLeast,
         rss100k: rss.peakMB < targets.rss100kUnderMB,
-        rss100kWithDoorbell: rss.peakWithDoorbellMB < targets.rss100kUnderMB,
+        rss100kPollingDoorbell: rss.peakPollingDoorbellMB < targets.rss100kUnderMB,
       },
       seconds: round((performance.now() - started) / 1000),
     };
@@ -250,10 +256,11 @@ async function main(): Promise<void> {
       log(line);
     }
     log(
-      `  100k entries: peak RSS list ${rss.list.maxRssMB} MB, dequeue+remove ${rss.dequeue.maxRssMB} MB (target < ${targets.rss100kUnderMB} MB)`,
+      `  ${rss.entries} entries: peak RSS list ${rss.list.maxRssMB} MB, dequeue+remove ${rss.dequeue.maxRssMB} MB (target < ${targets.rss100kUnderMB} MB)`,
     );
     log(
-      `  doorbell: dequeue() with chokidar ${rss.dequeueWithDoorbell.perSecond}/s vs dequeueAvailable() ${rss.dequeue.perSecond}/s`,
+      `  doorbell: dequeue() ${rss.dequeue.perSecond}/s (fs.watch), ${rss.dequeuePollingDoorbell.perSecond}/s` +
+        ` (chokidar polling; peak RSS ${rss.peakPollingDoorbellMB} MB); dequeueAvailable() ${rss.dequeueNoDoorbell.perSecond}/s`,
     );
     await mkdir(dirname(out), { recursive: true });
     await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);

@@ -1,18 +1,30 @@
 import { constants as C } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, stat, unlink, utimes } from "node:fs/promises";
+import {
+  type FileHandle,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  stat,
+  unlink,
+  utimes,
+} from "node:fs/promises";
 import { join } from "node:path";
 import { rawName } from "./spool-payload.js";
 
 /**
  * The raw baseline: the spool's on-disk protocol written directly on node:fs/promises, with
  * no library in between. It issues the same system calls, in the same order, as
- * src/spool/core.ts `enqueue`, `checkout` and `removeCheckout`/`removeFiles`, with one
- * deliberate difference: every directory fsync is its own open/fsync/close, as a naive raw
- * implementation does, where the spool group-commits concurrent directory fsyncs
- * (DirectorySyncer in src/spool/fs-ops.ts). With `dirSync: "group"` it group-commits
- * them too, with the same algorithm, written out here: a supplementary baseline that
- * isolates the library's own cost from the group-commit advantage. The files it writes
- * are the spool's format (envelope header line, then JSON), so a Spool can read them.
+ * src/spool/core.ts `enqueue`, `checkout` and `removeCheckout`/`removeFiles` (as of commit
+ * 43a3aed: enqueue fsyncs files and directories in one parallel round; checkout renames
+ * first), with one deliberate difference: every directory fsync is its own
+ * open/fsync/close, as a naive raw implementation does, where the spool group-commits
+ * concurrent directory fsyncs (DirectorySyncer in src/spool/fs-ops.ts). With
+ * `dirSync: "group"` it group-commits them too, with the same algorithm, written out here:
+ * a supplementary baseline that isolates the library's own cost from the group-commit
+ * advantage. The files it writes are the spool's format (envelope header line, then JSON),
+ * so a Spool can read them.
  */
 export class RawSpool {
   readonly registry: string;
@@ -44,9 +56,10 @@ export class RawSpool {
   }
 
   /**
-   * core.enqueue: registry O_CREAT|O_EXCL + close; data open/write/fsync/close; tmp
-   * metadata open/write/fsync/close; fsync .registry and .data (concurrently, as the spool
-   * does with Promise.all); rename tmp into the queue; fsync the queue directory.
+   * core.enqueue: registry O_CREAT|O_EXCL + close; data open/write (left open); tmp metadata
+   * open/write (left open); one parallel round of fsync of the data file, the metadata
+   * file, .registry and .data; close both files; rename tmp into the queue; fsync the queue
+   * directory.
    */
   async enqueue(metadata: unknown, data: Uint8Array): Promise<string> {
     const bytes = encodeMetadataFile(metadata, 0);
@@ -62,9 +75,16 @@ export class RawSpool {
       }
     }
     const tmp = join(this.tmp, name);
-    await writeSynced(join(this.data, name), data);
-    await writeSynced(tmp, bytes);
-    await Promise.all([this.fsyncDir(this.registry), this.fsyncDir(this.data)]);
+    const dataFh = await writeOpen(join(this.data, name), data);
+    const metaFh = await writeOpen(tmp, bytes);
+    await Promise.all([
+      dataFh.sync(),
+      metaFh.sync(),
+      this.fsyncDir(this.registry),
+      this.fsyncDir(this.data),
+    ]);
+    await dataFh.close();
+    await metaFh.close();
     await rename(tmp, join(this.queueDir, name));
     await this.fsyncDir(this.queueDir);
     return name;
@@ -77,22 +97,22 @@ export class RawSpool {
   }
 
   /**
-   * core.checkout: utimes of the registry file, rename into .checkout, utimes of the
-   * checkout file to the lease deadline, stat, readFile, decode. ENOENT is `undefined`.
+   * core.checkout: rename into .checkout (ENOENT: someone else won, `undefined`), utimes of
+   * the checkout file to the lease deadline, utimes of the registry file to now, stat,
+   * readFile, decode.
    */
   async checkout(name: string): Promise<RawCheckout | undefined> {
     const now = Date.now();
-    const src = join(this.queueDir, name);
     const dst = join(this.checkoutDir, name);
     try {
-      await utimes(join(this.registry, name), now / 1000, now / 1000);
-      await rename(src, dst);
+      await rename(join(this.queueDir, name), dst);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw err;
     }
     const leaseUntil = now + this.leaseMs;
     await utimes(dst, leaseUntil / 1000, leaseUntil / 1000);
+    await utimes(join(this.registry, name), now / 1000, now / 1000);
     const st = await stat(dst);
     const bytes = await readFile(dst);
     const { metadata, attempts } = decodeMetadataFile(bytes);
@@ -141,7 +161,8 @@ function decodeMetadataFile(bytes: Buffer): { metadata: unknown; attempts: numbe
   };
 }
 
-async function writeSynced(path: string, bytes: Uint8Array): Promise<void> {
+/** Open (create, truncate), write everything, and return the open handle, not fsynced. */
+async function writeOpen(path: string, bytes: Uint8Array): Promise<FileHandle> {
   const fh = await open(path, C.O_CREAT | C.O_TRUNC | C.O_WRONLY, 0o644);
   try {
     let off = 0;
@@ -149,9 +170,10 @@ async function writeSynced(path: string, bytes: Uint8Array): Promise<void> {
       const { bytesWritten } = await fh.write(bytes, off, bytes.length - off);
       off += bytesWritten;
     }
-    await fh.sync();
-  } finally {
+    return fh;
+  } catch (err) {
     await fh.close();
+    throw err;
   }
 }
 
