@@ -1,8 +1,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
+import { afterAll, beforeAll } from "vitest";
 import type { FromWorker, ToWorker, WorkerConfig } from "./spool-worker-config.js";
 
 const WORKER_SOURCE = join(dirname(fileURLToPath(import.meta.url)), "spool-worker.ts");
@@ -106,4 +108,26 @@ export async function killAll(workers: readonly WorkerProcess[]): Promise<void> 
     if (w.child.exitCode === null && w.child.signalCode === null) w.kill("SIGKILL");
   }
   await Promise.all(workers.map((w) => w.exited.catch(() => undefined)));
+}
+
+/**
+ * Bundle the spool worker once for the calling test file (beforeAll), remove it afterwards.
+ * `path` is the bundle to run with plain node.
+ */
+export function useSpoolWorkerBundle(): { readonly path: string } {
+  let dir: string | undefined;
+  let bundle: string | undefined;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "geospool-worker-"));
+    bundle = await bundleSpoolWorker(dir);
+  });
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+  return {
+    get path(): string {
+      if (!bundle) throw new Error("useSpoolWorkerBundle: not built yet");
+      return bundle;
+    },
+  };
 }

@@ -1,15 +1,14 @@
-import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Monitor, type Problem, Spool } from "../../src/spool/index.js";
 import { CHAOS_QUEUES } from "../helpers/spool-chaos.js";
 import { JournalReader } from "../helpers/spool-journal.js";
 import { makePayload, payloadIsWhole, sha256 } from "../helpers/spool-payload.js";
-import { bundleSpoolWorker, killAll, WorkerProcess } from "../helpers/spool-processes.js";
+import { killAll, useSpoolWorkerBundle, WorkerProcess } from "../helpers/spool-processes.js";
 import { readDataFile, scanSpool } from "../helpers/spool-scan.js";
 import type { SpoolRef } from "../helpers/spool-worker-config.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useTempDir } from "../helpers/tmp.js";
 import { type WidgetQueue, widgetSpoolable } from "../helpers/widget.js";
 
 /** SIGKILLs in all; each lands 0–30 ms after the child has opened the spool. */
@@ -17,28 +16,8 @@ const KILLS = 210;
 const MAX_KILL_DELAY_MS = 30;
 const SEEDED_ENTRIES = 40;
 
-let bundleDir: Awaited<ReturnType<typeof tempDir>>;
-let bundle: string;
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
-
-beforeAll(async () => {
-  bundleDir = await tempDir("geospool-worker-");
-  bundle = await bundleSpoolWorker(bundleDir.path);
-});
-afterAll(async () => {
-  await rm(bundleDir.path, { recursive: true, force: true });
-});
-beforeEach(async (ctx) => {
-  dir = await tempDir();
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
-});
-afterEach(async () => {
-  await dir.cleanup(failed);
-});
+const worker = useSpoolWorkerBundle();
+const dir = useTempDir();
 
 /**
  * What the parent knows from the journal: every entry whose enqueue returned (name → data
@@ -165,7 +144,7 @@ describe("crash safety", () => {
     const workers: WorkerProcess[] = [];
     try {
       for (let life = 1; life <= KILLS; life++) {
-        const child = new WorkerProcess(bundle, {
+        const child = new WorkerProcess(worker.path, {
           role: "chaos",
           spool: ref,
           journal: journalPath,

@@ -1,12 +1,11 @@
-import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Spool } from "../../src/spool/index.js";
 import {
-  bundleSpoolWorker,
   killAll,
   readResult,
+  useSpoolWorkerBundle,
   WorkerProcess,
 } from "../helpers/spool-processes.js";
 import { leftovers, scanSpool } from "../helpers/spool-scan.js";
@@ -16,7 +15,7 @@ import type {
   RaceResult,
   SpoolRef,
 } from "../helpers/spool-worker-config.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useTempDir } from "../helpers/tmp.js";
 import { WIDGET_QUEUES, widgetSpoolable } from "../helpers/widget.js";
 
 const WRITERS = 4;
@@ -25,28 +24,8 @@ const PER_WRITER = 150;
 const RACERS = 4;
 const RACED = 200;
 
-let bundleDir: Awaited<ReturnType<typeof tempDir>>;
-let bundle: string;
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
-
-beforeAll(async () => {
-  bundleDir = await tempDir("geospool-worker-");
-  bundle = await bundleSpoolWorker(bundleDir.path);
-});
-afterAll(async () => {
-  await rm(bundleDir.path, { recursive: true, force: true });
-});
-beforeEach(async (ctx) => {
-  dir = await tempDir();
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
-});
-afterEach(async () => {
-  await dir.cleanup(failed);
-});
+const worker = useSpoolWorkerBundle();
+const dir = useTempDir();
 
 /** Poll until the spool holds no entry at all (or give up, leaving the assertion to the caller). */
 async function waitUntilDrained(spoolDir: string, deadlineMs: number): Promise<void> {
@@ -65,7 +44,7 @@ describe("several processes on one spool", () => {
     const workers: WorkerProcess[] = [];
     try {
       const readers = Array.from({ length: READERS }, (_, i) => {
-        const w = new WorkerProcess(bundle, {
+        const w = new WorkerProcess(worker.path, {
           role: "dequeue",
           spool: ref,
           queue: "inbox",
@@ -76,7 +55,7 @@ describe("several processes on one spool", () => {
       });
       await Promise.all(readers.map((r) => r.waitFor("ready")));
       const writers = Array.from({ length: WRITERS }, (_, i) => {
-        const w = new WorkerProcess(bundle, {
+        const w = new WorkerProcess(worker.path, {
           role: "enqueue",
           spool: ref,
           queue: "inbox",
@@ -127,7 +106,7 @@ describe("several processes on one spool", () => {
     try {
       for (let i = 0; i < RACERS; i++) {
         workers.push(
-          new WorkerProcess(bundle, {
+          new WorkerProcess(worker.path, {
             role: "race",
             spool: { dir: spool.dir },
             queue: "inbox",

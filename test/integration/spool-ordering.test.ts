@@ -1,49 +1,28 @@
-import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Spool } from "../../src/spool/index.js";
 import {
-  bundleSpoolWorker,
   killAll,
   readResult,
+  useSpoolWorkerBundle,
   WorkerProcess,
 } from "../helpers/spool-processes.js";
 import { leftovers, scanSpool } from "../helpers/spool-scan.js";
 import type { DequeueResult, EnqueueResult } from "../helpers/spool-worker-config.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useTempDir } from "../helpers/tmp.js";
 import { WIDGET_QUEUES, widgetSpoolable } from "../helpers/widget.js";
 
 const ENTRIES = 1000;
 
-let bundleDir: Awaited<ReturnType<typeof tempDir>>;
-let bundle: string;
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
-
-beforeAll(async () => {
-  bundleDir = await tempDir("geospool-worker-");
-  bundle = await bundleSpoolWorker(bundleDir.path);
-});
-afterAll(async () => {
-  await rm(bundleDir.path, { recursive: true, force: true });
-});
-beforeEach(async (ctx) => {
-  dir = await tempDir();
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
-});
-afterEach(async () => {
-  await dir.cleanup(failed);
-});
+const worker = useSpoolWorkerBundle();
+const dir = useTempDir();
 
 describe("ordering (Multispool's ordering test)", () => {
   it(`a reader started before the writer dequeues ${ENTRIES} entries in the order they were enqueued`, async () => {
     const spool = await Spool.create(join(dir.path, "spool"), widgetSpoolable());
     const workers: WorkerProcess[] = [];
     try {
-      const reader = new WorkerProcess(bundle, {
+      const reader = new WorkerProcess(worker.path, {
         role: "dequeue",
         spool: { dir: spool.dir },
         queue: "inbox",
@@ -52,7 +31,7 @@ describe("ordering (Multispool's ordering test)", () => {
       });
       workers.push(reader);
       await reader.waitFor("ready");
-      const writer = new WorkerProcess(bundle, {
+      const writer = new WorkerProcess(worker.path, {
         role: "enqueue",
         spool: { dir: spool.dir, names: { kind: "lexicographic", tag: "writer" } },
         queue: "inbox",
