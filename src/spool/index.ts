@@ -50,7 +50,7 @@
  *   entry and miss an older one that lands in a part of the directory already read; that
  *   older entry is then taken on the next listing, a little out of order. Nothing is lost.
  * - `QueueReader` wakes on filesystem events (one fs.watch/inotify on the queue directory;
- *   chokidar polling where events are not available) and re-lists; it clears pending
+ *   polling the directory's stat where events are not available) and re-lists; it clears pending
  *   events *before* listing, so nothing that arrives during a listing is missed.
  * - Every disk operation goes through the spool's one `Throttle`.
  * - `Monitor.fsck` reports entries that are too old, orphaned or duplicated, and expired

@@ -20,7 +20,7 @@ export interface QueueReaderOptions extends CheckoutOptions {
   /**
    * How the reader learns that the queue changed: "inotify" (default; one fs.watch on the
    * queue directory, falling back to polling where the platform cannot watch) or "poll"
-   * (chokidar polling, for filesystems whose events do not arrive, e.g. shared by NFS).
+   * (polling the directory's stat, for filesystems whose events do not arrive, e.g. NFS).
    */
   watch?: DoorbellMode;
 }

@@ -10,7 +10,7 @@ import type { FromWorker, ToWorker, WorkerConfig } from "./spool-worker-config.j
 const WORKER_SOURCE = join(dirname(fileURLToPath(import.meta.url)), "spool-worker.ts");
 
 /**
- * Bundle spool-worker.ts (with src/spool and chokidar) into one ESM file in `outDir`.
+ * Bundle spool-worker.ts (with src/spool) into one ESM file in `outDir`.
  * Plain node starts it in ~70 ms where `node --import tsx` takes ~300 ms, which matters
  * when a test starts hundreds of workers.
  */
