@@ -1,4 +1,5 @@
-import { type FileHandle, mkdir, readdir, readFile, rename, stat } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { type FileHandle, mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
 import { type DataSource, writeData } from "./data.js";
 import { decodeEnvelope, type Envelope, encodeEnvelope } from "./envelope.js";
 import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
@@ -11,7 +12,7 @@ import {
   unlinkIfExists,
   writeFileSynced,
 } from "./fs-ops.js";
-import { CHECKOUT, Layout } from "./layout.js";
+import { CHECKOUT, Layout, TMP_TAG_SEPARATOR } from "./layout.js";
 import { type NameGenerator, timeSortableNames, validateName } from "./names.js";
 import type { LeasePolicy, MetadataCodec, Spoolable } from "./spoolable.js";
 import { defaultThrottle, type Throttle } from "./throttle.js";
@@ -253,7 +254,8 @@ export class SpoolCore<M, Q extends string> {
     } catch (err) {
       throw ioError("list", dir, err);
     }
-    return names.filter((n) => !n.startsWith(".")).sort();
+    // Dot files are the spool's own; `name~tag` files are finishes under way.
+    return names.filter((n) => !n.startsWith(".") && !n.includes(TMP_TAG_SEPARATOR)).sort();
   }
 
   list(queue: Q): Promise<string[]> {
@@ -268,9 +270,12 @@ export class SpoolCore<M, Q extends string> {
 
   /**
    * Rename the queue file into .checkout (exactly one process wins; the losers get
-   * `not_found` and change nothing), then set the checkout file's mtime to the lease
-   * deadline and the registry file's mtime to the checkout time. Until the deadline is
-   * set, the rename's fresh ctime keeps reapers away (see `isExpired`).
+   * `not_found` and change nothing), then set the lease deadline (the checkout file's
+   * mtime) and the checkout time (the registry file's mtime). The file is opened before the
+   * rename and the deadline set and the metadata read through that handle, so a holder that
+   * stalls after its rename never adopts another holder's inode: if the entry was taken back
+   * meanwhile, it gets `not_found`. Until the deadline is set, the rename's fresh ctime keeps
+   * reapers away (see `isExpired`).
    */
   async checkout(queue: Q, name: string, leaseMs?: number): Promise<CheckoutResult<M, Q>> {
     const dirname = this.dirname(queue);
@@ -282,14 +287,27 @@ export class SpoolCore<M, Q extends string> {
     const got = await this.throttle
       .run(async () => {
         const now = this.clock();
-        // The rename decides the winner; a loser touches nothing.
-        if ((await renameIfExists(src, dst)) === "not_found") return undefined;
-        const leaseUntil = now + lease;
-        await setMtime(dst, leaseUntil);
-        await setMtime(this.layout.registryFile(name), now);
-        const st = await stat(dst);
-        const bytes = await readFile(dst);
-        return { leaseUntil, ino: st.ino, bytes };
+        let fh: FileHandle;
+        try {
+          fh = await open(src, "r");
+        } catch (err) {
+          if (isErrno(err, "ENOENT")) return undefined;
+          throw err;
+        }
+        try {
+          // The rename decides the winner; a loser touches nothing.
+          if ((await renameIfExists(src, dst)) === "not_found") return undefined;
+          const leaseUntil = now + lease;
+          await fh.utimes(leaseUntil / 1000, leaseUntil / 1000);
+          const st = await fh.stat();
+          const bytes = await fh.readFile();
+          const at = await statIfExists(dst);
+          if (at?.ino !== st.ino) return undefined; // taken back while we were slow
+          await setMtime(this.layout.registryFile(name), now);
+          return { leaseUntil, ino: st.ino, bytes };
+        } finally {
+          await fh.close();
+        }
       })
       .catch((err) => {
         throw ioError("checkout", src, err);
@@ -322,18 +340,24 @@ export class SpoolCore<M, Q extends string> {
 
   async extendLease(rec: CheckoutRecord<M, Q>, leaseMs: number): Promise<boolean> {
     checkLeaseMs(leaseMs);
-    if (!(await this.holds(rec))) return false;
+    if (this.clock() >= rec.leaseUntil) return false;
     const until = this.clock() + leaseMs;
-    const path = this.layout.checkoutFile(this.dirname(rec.queue), rec.name);
-    const r = await this.throttle.run(() => setMtime(path, until));
-    if (r === "not_found") return false;
-    rec.leaseUntil = until;
-    return true;
+    const co = this.layout.checkoutFile(this.dirname(rec.queue), rec.name);
+    const done = await this.throttle.run(async () => {
+      const taken = await this.take(rec.queue, rec.name, rec.ino);
+      if (taken === undefined) return false;
+      await setMtime(taken, until);
+      await rename(taken, co);
+      return true;
+    });
+    if (done) rec.leaseUntil = until;
+    return done;
   }
 
   /**
-   * Finish a checkout by saving it into `to`: write the new metadata to .tmp, rename it over
-   * the checkout file, rename that into the destination queue, fsync the destination.
+   * Finish a checkout by saving it into `to`: take it (see `take`), write the new metadata to
+   * .tmp, rename it over the taken file, rename that into the destination queue, fsync the
+   * destination.
    */
   async saveCheckout(
     rec: CheckoutRecord<M, Q>,
@@ -342,32 +366,72 @@ export class SpoolCore<M, Q extends string> {
     attempts: number,
   ): Promise<boolean> {
     const toDir = this.dirname(to);
-    if (!(await this.holds(rec))) return false;
+    if (this.clock() >= rec.leaseUntil) return false;
     const bytes = this.encodeFile(metadata, { attempts });
-    const co = this.layout.checkoutFile(this.dirname(rec.queue), rec.name);
-    const tmp = this.layout.tmpFile(rec.name);
+    // Touch the registry *before* moving: repair, which may be scanning the queues while the
+    // entry moves, then sees a fresh registry file and leaves it alone.
+    await this.throttle.run(() => setMtime(this.layout.registryFile(rec.name), this.clock()));
+    const taken = await this.throttle.run(() => this.take(rec.queue, rec.name, rec.ino));
+    if (taken === undefined) return false;
+    await this.moveTaken(rec.queue, rec.name, taken, bytes, toDir);
+    return true;
+  }
+
+  /**
+   * Put a taken checkout, with new metadata `bytes`, into the queue `toDir`. On failure the
+   * taken file goes back to its checkout path (its lease then runs out as usual).
+   */
+  private async moveTaken(
+    queue: Q,
+    name: string,
+    taken: string,
+    bytes: Buffer,
+    toDir: string,
+  ): Promise<void> {
+    const tmp = this.layout.tmpFile(name, `move-${randomBytes(4).toString("hex")}`);
     try {
       await this.throttle.run(async () => {
-        // Touch the registry *before* moving: repair, which may be scanning the queues
-        // while the entry moves, then sees a fresh registry file and leaves it alone.
-        await setMtime(this.layout.registryFile(rec.name), this.clock());
         await writeFileSynced(tmp, bytes);
-        await rename(tmp, co);
-        await rename(co, this.layout.queueFile(toDir, rec.name));
+        await rename(tmp, taken);
+        await rename(taken, this.layout.queueFile(toDir, name));
       });
       await this.syncer.sync(this.layout.queue(toDir));
     } catch (err) {
       await unlinkIfExists(tmp).catch(() => false);
-      throw ioError("save", rec.name, err);
+      await renameIfExists(taken, this.layout.checkoutFile(this.dirname(queue), name)).catch(
+        () => "not_found",
+      );
+      throw ioError("move", name, err);
     }
-    return true;
   }
 
-  /** Remove a checkout: the checkout file first (it is what makes the entry exist), data, registry last. */
+  /**
+   * Take a checkout for finishing: rename `<queue>/.checkout/<name>` to
+   * `<queue>/.checkout/<name>~<random>`. The rename is atomic, so of every process that
+   * tries to finish the same checkout (its holder, a retry of the holder, a reaper) exactly
+   * one gets it; the others see it gone. If the file taken is not the inode `ino` (the
+   * checkout passed to someone else), it is put back untouched and the take fails. An
+   * interrupted finish leaves `<name>~<random>`, which repair returns to the checkout.
+   */
+  private async take(queue: Q, name: string, ino: number): Promise<string | undefined> {
+    const dirname = this.dirname(queue);
+    const co = this.layout.checkoutFile(dirname, name);
+    const taken = `${co}${TMP_TAG_SEPARATOR}${randomBytes(6).toString("hex")}`;
+    if ((await renameIfExists(co, taken)) === "not_found") return undefined;
+    const st = await stat(taken);
+    if (st.ino !== ino) {
+      await rename(taken, co);
+      return undefined;
+    }
+    return taken;
+  }
+
+  /** Remove a checkout: take it, unlink it (it is what makes the entry exist), data, registry last. */
   async removeCheckout(rec: CheckoutRecord<M, Q>): Promise<boolean> {
-    if (!(await this.holds(rec))) return false;
-    const co = this.layout.checkoutFile(this.dirname(rec.queue), rec.name);
-    await this.removeFiles(co, rec.name);
+    if (this.clock() >= rec.leaseUntil) return false;
+    const taken = await this.throttle.run(() => this.take(rec.queue, rec.name, rec.ino));
+    if (taken === undefined) return false;
+    await this.removeFiles(taken, rec.name);
     return true;
   }
 
@@ -392,46 +456,42 @@ export class SpoolCore<M, Q extends string> {
   // ---- lease expiry ------------------------------------------------------------------
 
   /**
-   * Take back one expired checkout: claim it with an O_EXCL file in .tmp (so two reapers
-   * never both act), check it is still the same expired checkout, write the metadata with
-   * attempts + 1 into the claim, rename it over the checkout file, then rename that into
-   * the queue (or the dead-letter queue).
+   * Take back one expired checkout: take it (an atomic rename, so two reapers, or a reaper
+   * and a late holder, never both act), write the metadata with attempts + 1, and move it
+   * into the queue (or the dead-letter queue).
    */
-  async expireOne(queue: Q, name: string): Promise<ExpiredLease<Q> | undefined> {
-    const dirname = this.dirname(queue);
-    const co = this.layout.checkoutFile(dirname, name);
-    const reg = this.layout.registryFile(name);
-    const claim = this.layout.tmpFile(name, "expire");
-    const now = this.clock();
+  async expireOne(
+    queue: Q,
+    name: string,
+    now = this.clock(),
+  ): Promise<ExpiredLease<Q> | undefined> {
+    const co = this.layout.checkoutFile(this.dirname(queue), name);
     const before = await this.throttle.run(() => statIfExists(co));
     if (before === undefined || !this.isExpired(before.mtimeMs, before.ctimeMs, now)) {
       return undefined;
     }
-    if ((await this.throttle.run(() => createExclusive(claim))) === "exists") return undefined;
-    let claimed = true;
+    const taken = await this.throttle.run(() => this.take(queue, name, before.ino));
+    if (taken === undefined) return undefined;
+    let bytes: Buffer;
     try {
-      const again = await this.throttle.run(() => statIfExists(co));
-      if (again === undefined || again.ino !== before.ino) return undefined;
-      const bytes = await this.throttle.run(() => readFile(co));
-      const env = decodeEnvelope(bytes);
-      const payload = env.ok ? env.payload : bytes;
-      const attempts = env.ok ? env.envelope.attempts + 1 : this.leases.maxAttempts;
-      const to = this.failedDeliveryTarget(queue, attempts);
-      const toDir = this.dirname(to);
-      const rewritten = encodeEnvelope({ attempts }, payload);
-      await this.throttle.run(async () => {
-        await setMtime(reg, this.clock());
-        // mtime = now: until the rename below, another reaper sees a fresh checkout.
-        await writeFileSynced(claim, rewritten);
-        await rename(claim, co);
-        claimed = false;
-        await rename(co, this.layout.queueFile(toDir, name));
-      });
-      await this.syncer.sync(this.layout.queue(toDir));
-      return { name, queue, to, attempts, leaseUntil: Math.round(before.mtimeMs) };
-    } finally {
-      if (claimed) await unlinkIfExists(claim).catch(() => false);
+      bytes = await this.throttle.run(() => readFile(taken));
+    } catch (err) {
+      await renameIfExists(taken, co).catch(() => "not_found");
+      throw ioError("expire", name, err);
     }
+    const env = decodeEnvelope(bytes);
+    const payload = env.ok ? env.payload : bytes;
+    const attempts = env.ok ? env.envelope.attempts + 1 : this.leases.maxAttempts;
+    const to = this.failedDeliveryTarget(queue, attempts);
+    await this.throttle.run(() => setMtime(this.layout.registryFile(name), this.clock()));
+    await this.moveTaken(
+      queue,
+      name,
+      taken,
+      encodeEnvelope({ attempts }, payload),
+      this.dirname(to),
+    );
+    return { name, queue, to, attempts, leaseUntil: Math.round(before.mtimeMs) };
   }
 
   /**
@@ -445,9 +505,10 @@ export class SpoolCore<M, Q extends string> {
    */
   isExpired(leaseUntilMs: number, ctimeMs: number, now: number): boolean {
     const settled = leaseUntilMs > ctimeMs;
+    const quiet = Math.max(CTIME_QUIET_MS, this.leases.graceMs);
     return settled
       ? now > leaseUntilMs + this.leases.graceMs
-      : now > Math.max(leaseUntilMs + this.leases.graceMs, ctimeMs + CTIME_QUIET_MS);
+      : now > Math.max(leaseUntilMs + this.leases.graceMs, ctimeMs + quiet);
   }
 
   async expireLeases(queues: readonly Q[] = this.queues): Promise<ExpiredLease<Q>[]> {

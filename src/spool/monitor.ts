@@ -1,7 +1,7 @@
 import { readdir } from "node:fs/promises";
 import { isErrno } from "./errors.js";
-import { createExclusive, statIfExists, unlinkIfExists } from "./fs-ops.js";
-import { CHECKOUT, DATA, entryNameOfTmpFile, REGISTRY, TMP } from "./layout.js";
+import { createExclusive, renameIfExists, statIfExists, unlinkIfExists } from "./fs-ops.js";
+import { CHECKOUT, DATA, entryNameOfTmpFile, REGISTRY, TMP, TMP_TAG_SEPARATOR } from "./layout.js";
 import type { Spool } from "./spool.js";
 
 export const DEFAULT_MAX_CHECKED_OUT_AGE_MS = 10 * 60_000;
@@ -169,6 +169,20 @@ export class Monitor<M, Q extends string> {
         this.checkEntry(f, qdir, registry, data, problems);
       }
       for (const f of (await this.collect(l.checkout(dirname))).values()) {
+        if (f.filename.includes(TMP_TAG_SEPARATOR)) {
+          // `<name>~<tag>`: a finish (save, remove, release, expiry) under way; it still
+          // holds the entry. Left behind by a process that died, repair puts it back.
+          const base = entryNameOfTmpFile(f.filename);
+          hold(base, cdir);
+          if (
+            now - f.mtimeMs > this.limits.maxTmpFileAgeMs &&
+            now - f.ctimeMs > this.limits.maxTmpFileAgeMs
+          ) {
+            problems.push({ kind: "too_old", file: plain(f), dir: cdir });
+          }
+          this.checkEntry({ ...f, filename: base }, cdir, registry, data, problems);
+          continue;
+        }
         hold(f.filename, cdir);
         const reg = registry.get(f.filename);
         // The registry file's mtime is the checkout time; the checkout file's is the deadline.
@@ -229,7 +243,19 @@ export class Monitor<M, Q extends string> {
     for (const p of await this.fsck(now)) {
       const name = p.file.filename;
       let action: string | undefined;
-      if (p.kind === "too_old" || p.kind === "orphaned") {
+      if (p.kind === "too_old" && p.dir.kind === "checkout" && name.includes(TMP_TAG_SEPARATOR)) {
+        // An interrupted finish: back to its checkout path, where its lease runs out as usual.
+        const base = entryNameOfTmpFile(name);
+        const dirname = core.dirname(p.dir.queue);
+        const co = l.checkoutFile(dirname, base);
+        if (!(await statIfExists(co))) {
+          await renameIfExists(`${l.checkout(dirname)}/${name}`, co);
+          const r = await core.expireOne(p.dir.queue, base, now).catch(() => undefined);
+          action = r
+            ? `restored an interrupted finish and returned it to ${r.to} (attempt ${r.attempts})`
+            : "restored an interrupted finish to its checkout";
+        }
+      } else if (p.kind === "too_old" || p.kind === "orphaned") {
         const d = p.dir;
         if (d.kind === "tmp" && old(p.file.mtimeMs)) {
           if (!done.has(`tmp|${name}`)) await unlinkIfExists(`${l.tmp}/${name}`);
@@ -257,7 +283,7 @@ export class Monitor<M, Q extends string> {
           }
         }
       } else if (p.kind === "lease_expired" && p.dir.kind === "checkout") {
-        const r = await core.expireOne(p.dir.queue, name).catch((err) => {
+        const r = await core.expireOne(p.dir.queue, name, now).catch((err) => {
           if (isErrno(err, "ENOENT")) return undefined;
           throw err;
         });

@@ -242,3 +242,49 @@ describe("queue reader wake-ups", () => {
     },
   );
 });
+
+describe("finishing a checkout is atomic", () => {
+  it("of two concurrent finishes of one checkout, exactly one acts", async () => {
+    const spool = await newSpool();
+    for (let i = 0; i < 20; i++) {
+      const e = await spool.enqueue("inbox", { id: i }, `data-${i}`);
+      await spool.checkout(e, { leaseMs: 60_000 });
+      const a = await spool.checkedOutUnsafe("inbox", e.name);
+      const b = await spool.checkedOutUnsafe("inbox", e.name);
+      const results = await Promise.all([a!.save("outbox"), b!.remove()]);
+      const done = results.filter((r) => r.kind === "done");
+      expect(done).toHaveLength(1);
+      const inOutbox = (await readdir(join(spool.dir, "outbox"))).includes(e.name);
+      const hasData = (await readdir(join(spool.dir, ".data"))).includes(e.name);
+      // Saved: in outbox with its data. Removed: nowhere, no data. Never half of each.
+      expect(inOutbox).toBe(results[0].kind === "done");
+      expect(hasData).toBe(inOutbox);
+      expect(await readdir(join(spool.dir, "inbox", ".checkout"))).toEqual([]);
+    }
+  });
+
+  it("repair puts back a finish interrupted after it took the checkout", async () => {
+    const { rename } = await import("node:fs/promises");
+    const { Monitor } = await import("./index.js");
+    const spool = await Spool.create(
+      join(dir.path, "s"),
+      widgetSpoolable({ leases: { graceMs: 0 } }),
+    );
+    const e = await spool.enqueue("inbox", { id: 1 }, "kept");
+    await spool.checkout(e, { leaseMs: 1 });
+    const co = join(spool.dir, "inbox", ".checkout", e.name);
+    await rename(co, `${co}~deadbeef`);
+    // Not visible to readers or to listings, but fsck still counts the entry as held.
+    expect(await spool.list("inbox")).toEqual([]);
+    expect(await spool.listCheckedOutNames("inbox")).toEqual([]);
+    const monitor = new Monitor(spool, { maxTmpFileAgeMs: 0 });
+    const later = Date.now() + 5_000;
+    expect((await monitor.fsck(later)).map((p) => p.kind)).toEqual(["too_old"]);
+    const report = await monitor.repair(later);
+    expect(report.repaired.map((r) => r.action)).toEqual([
+      "restored an interrupted finish and returned it to inbox (attempt 1)",
+    ]);
+    expect((await spool.list("inbox")).map((x) => x.name)).toEqual([e.name]);
+    expect(await monitor.fsck(later)).toEqual([]);
+  });
+});

@@ -30,7 +30,10 @@ export async function scanSpool(dir: string, queues: readonly string[]): Promise
   };
   for (const queue of queues) {
     for (const n of await names(join(dir, queue))) add(n, { queue, checkedOut: false });
-    for (const n of await names(join(dir, queue, ".checkout"))) add(n, { queue, checkedOut: true });
+    // `<name>~<tag>` is a finish under way (or interrupted): it still holds the entry.
+    for (const n of await names(join(dir, queue, ".checkout"))) {
+      add(n.split("~")[0] as string, { queue, checkedOut: true });
+    }
   }
   return {
     registry: new Set(await names(join(dir, ".registry"))),

@@ -156,7 +156,8 @@ describe("SpoolService", () => {
       leaseMs: 1,
     });
     expect(c).toBeGreaterThan(0);
-    await new Promise((r) => setTimeout(r, 20));
+    // A 1 ms lease can end before the file's ctime settles: past the quiet period, it is taken.
+    await new Promise((r) => setTimeout(r, 1_100));
     await spool.expireLeases();
     const d = await service.dequeue({ queue: "inbox", leaseMs: 60_000 });
     expect(d?.entry.attempts).toBe(1);
