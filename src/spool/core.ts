@@ -206,12 +206,14 @@ export class SpoolCore<M, Q extends string> {
     const queueFile = this.layout.queueFile(dirname, name);
     const queueDir = this.layout.queue(dirname);
     let step = "write data";
+    let visible = false;
     const open: FileHandle[] = [];
     try {
       // Write data and metadata, then make both files and the .registry and .data
       // directory entries durable in one parallel round (two rounds of fsync in all, with
       // the queue directory's after the rename), rather than one after another.
-      const written = await this.throttle.run(() => writeData(dataPath, data));
+      // O_EXCL: a data file already there means the name is in use (or a dead attempt's).
+      const written = await writeData(dataPath, data, { exclusive: true, throttle: this.throttle });
       open.push(written.fh);
       step = "write metadata";
       if (deferred) {
@@ -227,15 +229,33 @@ export class SpoolCore<M, Q extends string> {
         this.syncer.sync(this.layout.registry),
         this.syncer.sync(this.layout.data),
       ]);
-      for (const fh of open.splice(0)) await fh.close();
+      // A repair that judged a stalled upload abandoned (registry and data older than the
+      // tmp age limit) may have unlinked them under us: never make such an entry visible.
+      const [dataStat, reg] = await Promise.all([
+        this.throttle.run(() => written.fh.stat()),
+        this.throttle.run(() => statIfExists(this.layout.registryFile(name))),
+      ]);
+      if (dataStat.nlink === 0 || reg === undefined) {
+        throw new SpoolError(
+          SpoolErrorCode.EntryNotFound,
+          `entry ${name} was removed while it was being written (an upload stalled past the tmp age limit?)`,
+        );
+      }
+      const toClose = [...open];
+      open.length = 0;
+      for (const fh of toClose) await fh.close().catch(() => undefined);
       step = "rename into queue";
       await this.throttle.run(() => rename(tmp, queueFile));
+      visible = true;
       onVisible?.(name);
       step = "fsync queue";
       await this.syncer.sync(queueDir);
       return name;
     } catch (err) {
       for (const fh of open) await fh.close().catch(() => undefined);
+      // Once visible, the entry may already be someone's: never take it back. The caller
+      // learns that its last fsync failed.
+      if (visible) throw ioError(`enqueue (${step}) of`, name, err);
       await this.throttle.run(async () => {
         for (const p of [tmp, queueFile, dataPath, this.layout.registryFile(name)]) {
           await unlinkIfExists(p).catch(() => false);

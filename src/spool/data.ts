@@ -28,17 +28,22 @@ export async function writeDataSynced(path: string, source: DataSource): Promise
 export async function writeData(
   path: string,
   source: DataSource,
+  options: { exclusive?: boolean; throttle?: Throttle } = {},
 ): Promise<{ fh: FileHandle; size: number }> {
-  const fh = await open(path, C.O_CREAT | C.O_TRUNC | C.O_WRONLY, 0o644);
+  // Each system call goes through the throttle on its own: a slow stream (a client
+  // uploading) must not hold a throttle slot while it waits for its next chunk.
+  const run = <T>(op: () => Promise<T>) => (options.throttle ? options.throttle.run(op) : op());
+  const flags = C.O_CREAT | C.O_WRONLY | (options.exclusive ? C.O_EXCL : C.O_TRUNC);
+  const fh = await run(() => open(path, flags, 0o644));
   let size = 0;
   try {
     if (typeof source === "string" || source instanceof Uint8Array) {
       const bytes = typeof source === "string" ? Buffer.from(source) : source;
-      size = await writeAll(fh, bytes);
+      size = await run(() => writeAll(fh, bytes));
     } else {
       for await (const chunk of source as AsyncIterable<Uint8Array | string>) {
         const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
-        size += await writeAll(fh, bytes);
+        size += await run(() => writeAll(fh, bytes));
       }
     }
   } catch (err) {

@@ -76,6 +76,9 @@ export class Doorbell {
       const done = () => {
         if (timer) clearTimeout(timer);
         signal?.removeEventListener("abort", done);
+        // Leave the waiting list (a waiter that timed out must not pile up on a quiet queue).
+        const i = this.waiters.indexOf(done);
+        if (i >= 0) this.waiters.splice(i, 1);
         resolve();
       };
       this.waiters.push(done);

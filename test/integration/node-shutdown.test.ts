@@ -90,6 +90,16 @@ describe("graceful shutdown", () => {
         endpoints: [`127.0.0.1:${node.grpcPort}`],
         retryForMs: 0,
       });
+      // A ReadData whose reader stops reading, then cancels: the server must not wait for a
+      // "drain" that never comes.
+      const big = await client.enqueue("outbox", Buffer.alloc(8 * 1024 * 1024, 7));
+      const raw = new SpoolClient(`127.0.0.1:${node.grpcPort}`, grpc.credentials.createInsecure());
+      const reading = raw.readData({ name: big.entry.name, offset: 0 });
+      await new Promise<void>((resolve) => reading.once("data", () => resolve()));
+      reading.pause();
+      await new Promise((r) => setTimeout(r, 200));
+      reading.on("error", () => undefined);
+      reading.cancel();
       const waiting = client.dequeue("inbox", { waitMs: 50_000 });
       const ac = new AbortController();
       const watching = (async () => {
@@ -104,6 +114,7 @@ describe("graceful shutdown", () => {
       expect(await waiting).toBeUndefined();
       ac.abort();
       await watching;
+      raw.close();
       client.close();
     } catch (err) {
       failed = true;

@@ -121,7 +121,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
       // every read against the cancellation, so the half-written entry is cleaned up.
       const cancelled = new Promise<never>((_, reject) => {
         call.once("cancelled", () =>
-          reject(new ServiceError(ServiceErrorCode.InvalidArgument, "client cancelled the upload")),
+          reject(new ServiceError(ServiceErrorCode.Cancelled, "client cancelled the upload")),
         );
       });
       cancelled.catch(() => undefined);
@@ -303,7 +303,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
               sha256: part.sha256 ?? "",
             });
             // Flow control: wait for the transport to drain rather than buffer the whole file.
-            if (!ok) await new Promise((r) => call.once("drain", r));
+            if (!ok) await drained(call);
           }
         })(),
       ).then(
@@ -330,12 +330,15 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
           // Send headers now so the client knows the watch is established.
           call.sendMetadata(new grpc.Metadata());
           for await (const t of service.watch(queues, ac.signal)) {
-            call.write({
+            const ok = call.write({
               kind: KIND[t.kind],
               entry: { name: t.name, queue: t.queue },
               fromQueue: t.fromQueue ?? "",
               at: toTimestamp(t.at),
             });
+            // Backpressure: a slow watcher's events wait in the bus (bounded), not in gRPC.
+            if (!ok) await drained(call);
+            if (call.cancelled) break;
           }
         })(),
       ).then(
@@ -376,6 +379,22 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
       while (running.size > 0) await Promise.allSettled([...running]);
     },
   };
+}
+
+/**
+ * Wait until a server stream can take more, or is gone: a cancelled call never emits
+ * "drain", and waiting for it alone would hang the handler (and the shutdown behind it).
+ */
+function drained(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
+  if (call.cancelled || call.destroyed) return Promise.resolve();
+  const events = ["drain", "close", "error", "cancelled", "finish"];
+  return new Promise((resolve) => {
+    const done = () => {
+      for (const ev of events) call.off(ev, done);
+      resolve();
+    };
+    for (const ev of events) call.once(ev, done);
+  });
 }
 
 export { Authorizer };

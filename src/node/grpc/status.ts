@@ -12,6 +12,7 @@ const TO_GRPC: Record<ServiceErrorCode, status> = {
   [ServiceErrorCode.Unauthenticated]: status.UNAUTHENTICATED,
   [ServiceErrorCode.PermissionDenied]: status.PERMISSION_DENIED,
   [ServiceErrorCode.Unavailable]: status.UNAVAILABLE,
+  [ServiceErrorCode.Cancelled]: status.CANCELLED,
   [ServiceErrorCode.ResourceExhausted]: status.RESOURCE_EXHAUSTED,
   [ServiceErrorCode.Internal]: status.INTERNAL,
 };

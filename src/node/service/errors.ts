@@ -19,6 +19,8 @@ export const ServiceErrorCode = {
   PermissionDenied: "permission_denied",
   /** The node is shutting down or a dependency is down. */
   Unavailable: "unavailable",
+  /** The client went away (cancelled its call). */
+  Cancelled: "cancelled",
   ResourceExhausted: "resource_exhausted",
   Internal: "internal",
 } as const;
@@ -37,6 +39,9 @@ export class ServiceError extends Error {
 /** Any error to a ServiceError: spool failures keep their meaning, the rest is internal. */
 export function toServiceError(err: unknown): ServiceError {
   if (err instanceof ServiceError) return err;
+  if (err instanceof Error && err.name === "WatchOverflowError") {
+    return new ServiceError(ServiceErrorCode.ResourceExhausted, err.message, { cause: err });
+  }
   if (err instanceof SpoolError) {
     switch (err.code) {
       case SpoolErrorCode.InvalidName:
