@@ -226,4 +226,25 @@ describe("SpoolService", () => {
     await done;
     expect(seen).toEqual(["enqueued", "checked_out", "removed"]);
   });
+
+  it("a retried Complete or Release gets the first answer, not lease_lost", async () => {
+    await service.enqueue({ queue: "inbox", metadata: Buffer.alloc(0) }, chunks("x"));
+    await service.enqueue({ queue: "inbox", metadata: Buffer.alloc(0) }, chunks("y"));
+    const a = await service.dequeue({ queue: "inbox" });
+    const req = { queue: "inbox", name: a!.entry.name, leaseToken: a!.leaseToken };
+    const save = { ...req, action: { kind: "save", queue: "outbox" } as const };
+    const [first, concurrent] = await Promise.all([service.complete(save), service.complete(save)]);
+    expect(concurrent).toEqual(first);
+    expect(await service.complete(save)).toEqual(first);
+    // A different action under the same (used) lease is still refused.
+    const other = await service.complete({ ...req, action: { kind: "remove" } }).catch((e) => e);
+    expect(other.code).toBe(ServiceErrorCode.LeaseLost);
+    const b = await service.dequeue({ queue: "inbox" });
+    const rel = { queue: "inbox", name: b!.entry.name, leaseToken: b!.leaseToken };
+    const r1 = await service.release(rel);
+    expect(await service.release(rel)).toEqual(r1);
+    expect((await service.list({ queue: "outbox" })).entries.map((e) => e.name)).toEqual([
+      a!.entry.name,
+    ]);
+  });
 });

@@ -55,6 +55,8 @@ export interface SpoolServiceOptions {
 
 const MAX_KEY_LENGTH = 200;
 const MAX_REMEMBERED_CHECKOUTS = 100_000;
+/** How long a finished Complete/Release is remembered for retries of it. */
+const FINISH_MEMORY_MS = 5 * 60_000;
 const READ_CHUNK = 64 * 1024;
 
 /**
@@ -71,6 +73,7 @@ export class SpoolService {
   private readonly clock: () => number;
   private readonly stopping = new AbortController();
   /** Checkouts handed out by this process, by queue/name: Complete need not re-read them. */
+  private readonly finished = new Map<string, { at: number; result: Promise<unknown> }>();
   private readonly held = new Map<
     string,
     { co: CheckedOutEntry<NodeEntryMeta, string>; token: string }
@@ -360,24 +363,48 @@ export class SpoolService {
     leaseToken: string;
     action: CompleteAction;
   }): Promise<EntryInfo | undefined> {
-    return this.timed("complete", req.queue, async () => {
-      if (req.action.kind === "save") this.checkQueue(req.action.queue);
-      const co = await this.holder(req.queue, req.name, req.leaseToken);
-      if (req.action.kind === "remove") {
-        const r = await co.remove();
+    const key = `complete/${req.action.kind}/${req.queue}/${req.name}/${req.leaseToken}`;
+    return this.once(key, () =>
+      this.timed("complete", req.queue, async () => {
+        if (req.action.kind === "save") this.checkQueue(req.action.queue);
+        const co = await this.holder(req.queue, req.name, req.leaseToken);
+        if (req.action.kind === "remove") {
+          const r = await co.remove();
+          this.held.delete(`${req.queue}/${req.name}`);
+          if (r.kind === "lease_lost") throw leaseLost(req.name);
+          this.publish({ kind: "removed", name: req.name, queue: req.queue });
+          return undefined;
+        }
+        const { metadata, queue: to } = req.action;
+        if (metadata !== undefined) co.update((m) => ({ ...m, user: metadata }));
+        const r = await co.save(to);
         this.held.delete(`${req.queue}/${req.name}`);
         if (r.kind === "lease_lost") throw leaseLost(req.name);
-        this.publish({ kind: "removed", name: req.name, queue: req.queue });
-        return undefined;
+        this.publish({ kind: "saved", name: req.name, queue: to, fromQueue: req.queue });
+        return toInfo(req.name, to, co.contents, co.attempts);
+      }),
+    );
+  }
+
+  /**
+   * Run a finishing operation at most once per key: a retry that arrives while it runs, or
+   * shortly after it succeeded (its reply lost), gets the same answer instead of a
+   * "lease lost" for a lease its own first attempt used up.
+   */
+  private once<T>(key: string, f: () => Promise<T>): Promise<T> {
+    const now = this.clock();
+    const known = this.finished.get(key);
+    if (known && now - known.at < FINISH_MEMORY_MS) return known.result as Promise<T>;
+    const result = f();
+    this.finished.set(key, { at: now, result });
+    result.catch(() => this.finished.delete(key));
+    if (this.finished.size > MAX_REMEMBERED_CHECKOUTS) {
+      for (const [k, v] of this.finished) {
+        if (now - v.at < FINISH_MEMORY_MS && this.finished.size <= MAX_REMEMBERED_CHECKOUTS) break;
+        this.finished.delete(k);
       }
-      const { metadata, queue: to } = req.action;
-      if (metadata !== undefined) co.update((m) => ({ ...m, user: metadata }));
-      const r = await co.save(to);
-      this.held.delete(`${req.queue}/${req.name}`);
-      if (r.kind === "lease_lost") throw leaseLost(req.name);
-      this.publish({ kind: "saved", name: req.name, queue: to, fromQueue: req.queue });
-      return toInfo(req.name, to, co.contents, co.attempts);
-    });
+    }
+    return result;
   }
 
   /** Return a checkout to its queue untouched (the client that asked for it is gone). */
@@ -392,14 +419,17 @@ export class SpoolService {
     name: string;
     leaseToken: string;
   }): Promise<{ queue: string; attempts: number }> {
-    return this.timed("release", req.queue, async () => {
-      const co = await this.holder(req.queue, req.name, req.leaseToken);
-      const r = await co.release();
-      this.held.delete(`${req.queue}/${req.name}`);
-      if (r.kind === "lease_lost" || r.to === undefined) throw leaseLost(req.name);
-      this.publish({ kind: "released", name: req.name, queue: r.to, fromQueue: req.queue });
-      return { queue: r.to, attempts: co.attempts + 1 };
-    });
+    const key = `release/${req.queue}/${req.name}/${req.leaseToken}`;
+    return this.once(key, () =>
+      this.timed("release", req.queue, async () => {
+        const co = await this.holder(req.queue, req.name, req.leaseToken);
+        const r = await co.release();
+        this.held.delete(`${req.queue}/${req.name}`);
+        if (r.kind === "lease_lost" || r.to === undefined) throw leaseLost(req.name);
+        this.publish({ kind: "released", name: req.name, queue: r.to, fromQueue: req.queue });
+        return { queue: r.to, attempts: co.attempts + 1 };
+      }),
+    );
   }
 
   extendLease(req: {
