@@ -60,6 +60,8 @@ interface UnaryMethods {
   clusterStatus: [geospool.v1.ClusterStatusRequest.$Properties, geospool.v1.ClusterStatusResponse];
 }
 
+const MIB = 1024 * 1024;
+
 /** Statuses after which another node (or the same one, later) may well succeed. */
 const FAILOVER = new Set([
   grpc.status.UNAVAILABLE,
@@ -232,9 +234,12 @@ export class GeospoolClient {
     const attempt = (c: SpoolClient, endpoint: string) =>
       new Promise<{ entry: ClientEntry; deduplicated: boolean; endpoint: string }>(
         (resolve, reject) => {
+          // A deadline that grows with the data (1 s per MiB on top of the call timeout) for
+          // bytes; none for a stream of unknown length (keepalive catches a dead peer).
+          const perMiB = bytes ? Math.ceil(bytes.length / MIB) * 1000 : undefined;
           const call = c.enqueue(
             this.metadata(),
-            { deadline: Date.now() + this.callTimeoutMs },
+            perMiB === undefined ? {} : { deadline: Date.now() + this.callTimeoutMs + perMiB },
             (err, res) =>
               err || !res
                 ? reject(err)
@@ -405,14 +410,31 @@ export class GeospoolClient {
               ...(options.limit ? { limit: options.limit } : {}),
             },
             this.metadata(),
-            { deadline: Date.now() + this.callTimeoutMs },
           );
+          // An idle deadline, not a total one: a large read may take long, a stalled one not.
+          let idle = setTimeout(onIdle, this.callTimeoutMs);
+          function onIdle() {
+            call.cancel();
+          }
           call.on("data", (m: geospool.v1.ReadDataResponse) => {
+            clearTimeout(idle);
+            idle = setTimeout(onIdle, this.callTimeoutMs);
             parts.push(Buffer.from(m.chunk));
             if (m.sha256) sha256 = m.sha256;
           });
-          call.on("error", reject);
-          call.on("end", () => resolve({ data: Buffer.concat(parts), sha256 }));
+          call.on("error", (err: grpc.ServiceError) => {
+            clearTimeout(idle);
+            // A read cut for idleness is a deadline, which another node may well beat.
+            reject(
+              err.code === grpc.status.CANCELLED
+                ? Object.assign(err, { code: grpc.status.DEADLINE_EXCEEDED })
+                : err,
+            );
+          });
+          call.on("end", () => {
+            clearTimeout(idle);
+            resolve({ data: Buffer.concat(parts), sha256 });
+          });
         }),
     );
   }
