@@ -1,22 +1,11 @@
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { tempDir } from "../../test/helpers/tmp.js";
+import { describe, expect, it } from "vitest";
+import { useTempDir } from "../../test/helpers/tmp.js";
 import { type Widget, type WidgetQueue, widgetSpoolable } from "../../test/helpers/widget.js";
 import { Spool, SpoolError, SpoolErrorCode } from "./index.js";
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
-beforeEach(async (ctx) => {
-  dir = await tempDir();
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
-});
-afterEach(async () => {
-  await dir.cleanup(failed);
-});
+const dir = useTempDir();
 
 async function newSpool(): Promise<Spool<Widget, WidgetQueue>> {
   return Spool.create(join(dir.path, "spool"), widgetSpoolable());

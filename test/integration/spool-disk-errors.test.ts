@@ -2,30 +2,18 @@ import { execFile } from "node:child_process";
 import { chmod, chown, mkdir, rm, statfs, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Monitor, Spool, SpoolError, SpoolErrorCode } from "../../src/spool/index.js";
 import { bundleSpoolWorker, readResult, WorkerProcess } from "../helpers/spool-processes.js";
 import { scanSpool } from "../helpers/spool-scan.js";
 import type { EnqueueResult } from "../helpers/spool-worker-config.js";
-import { tempDir } from "../helpers/tmp.js";
+import { tempDir, useTempDir } from "../helpers/tmp.js";
 import { WIDGET_QUEUES, widgetSpoolable } from "../helpers/widget.js";
 
 const run = promisify(execFile);
 const NOBODY = 65534;
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
-
-beforeEach(async (ctx) => {
-  dir = await tempDir();
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
-});
-afterEach(async () => {
-  await dir.cleanup(failed);
-});
+const dir = useTempDir();
 
 async function expectNothingBut(spoolDir: string, names: readonly string[]): Promise<void> {
   const snap = await scanSpool(spoolDir, WIDGET_QUEUES);
