@@ -71,11 +71,12 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     );
 
     const metrics = new Metrics({ defaultLabels: { node: config.node.id } });
+    const store = new IdempotencyStore(pool, config.idempotency.window);
     const service = new SpoolService({
       spool,
       nodeId: config.node.id,
       logger: log.child({ component: "service" }),
-      idempotency: new IdempotencyStore(pool, config.idempotency.window),
+      idempotency: store,
       maxDequeueWaitMs: config.grpc.maxDequeueWait,
       onOperation: metrics.recordOperation,
     });
@@ -160,7 +161,6 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       await monitorRun;
     });
 
-    const store = new IdempotencyStore(pool, config.idempotency.window);
     const purge = setInterval(() => {
       store.purge().catch((err) => log.warn({ err }, "idempotency purge failed"));
     }, IDEMPOTENCY_PURGE_EVERY_MS);
