@@ -1,12 +1,7 @@
 import { createHash } from "node:crypto";
 import pg from "pg";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import {
-  startPostgresServers,
-  stopPostgresServers,
-  type TestPostgres,
-} from "../../test/helpers/postgres.js";
-import { tempDir } from "../../test/helpers/tmp.js";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { useSharedPostgres } from "../../test/helpers/postgres.js";
 import { makeHlc } from "./hlc.js";
 import {
   appendLocal,
@@ -20,32 +15,12 @@ import {
 } from "./journal-store.js";
 import { migrate } from "./migrate.js";
 
-let serverDir: Awaited<ReturnType<typeof tempDir>>;
-let server: TestPostgres;
-let anyFailed = false;
-beforeAll(async () => {
-  serverDir = await tempDir("geospool-journal-");
-  [server] = (await startPostgresServers(1, { dir: serverDir.path })) as [TestPostgres];
-});
-afterAll(async () => {
-  await stopPostgresServers(server ? [server] : []);
-  await serverDir.cleanup(anyFailed);
-});
+const shared = useSharedPostgres("journal");
 
 let pool: pg.Pool;
-let databases = 0;
-beforeEach(async (ctx) => {
-  ctx.onTestFailed(() => {
-    anyFailed = true;
-  });
-  const name = `journal_${++databases}`;
-  const admin = new pg.Client(server.url);
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const url = new URL(server.url);
-  url.pathname = `/${name}`;
-  pool = new pg.Pool({ connectionString: url.toString(), max: 12 });
+beforeEach(async () => {
+  const url = await shared.freshDatabase();
+  pool = new pg.Pool({ connectionString: url, max: 12 });
   pool.on("error", () => {});
   await migrate(pool);
 });

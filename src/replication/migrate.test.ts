@@ -1,12 +1,8 @@
 import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import pg from "pg";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import {
-  startPostgresServers,
-  stopPostgresServers,
-  type TestPostgres,
-} from "../../test/helpers/postgres.js";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { useSharedPostgres } from "../../test/helpers/postgres.js";
 import { tempDir } from "../../test/helpers/tmp.js";
 import {
   DEFAULT_SQL_DIR,
@@ -16,28 +12,16 @@ import {
   migrate,
 } from "./migrate.js";
 
-let serverDir: Awaited<ReturnType<typeof tempDir>>;
-let server: TestPostgres;
-let anyFailed = false;
-beforeAll(async () => {
-  serverDir = await tempDir("geospool-migrate-");
-  [server] = (await startPostgresServers(1, { dir: serverDir.path })) as [TestPostgres];
-});
-afterAll(async () => {
-  await stopPostgresServers(server ? [server] : []);
-  await serverDir.cleanup(anyFailed);
-});
+const shared = useSharedPostgres("migrate");
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let failed = false;
 const pools: pg.Pool[] = [];
-let databases = 0;
 beforeEach(async (ctx) => {
   dir = await tempDir("geospool-migrate-sql-");
   failed = false;
   ctx.onTestFailed(() => {
     failed = true;
-    anyFailed = true;
   });
 });
 afterEach(async () => {
@@ -47,16 +31,10 @@ afterEach(async () => {
 
 /** A pool on a fresh, empty database of the shared server. */
 async function freshDatabase(): Promise<{ pool: () => pg.Pool }> {
-  const name = `migrate_${++databases}`;
-  const admin = new pg.Client(server.url);
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const url = new URL(server.url);
-  url.pathname = `/${name}`;
+  const url = await shared.freshDatabase();
   return {
     pool: () => {
-      const pool = new pg.Pool({ connectionString: url.toString(), max: 3 });
+      const pool = new pg.Pool({ connectionString: url, max: 3 });
       pool.on("error", () => {});
       pools.push(pool);
       return pool;

@@ -1,6 +1,9 @@
 import { join } from "node:path";
+import pg from "pg";
 import type { Logger } from "pino";
+import { afterAll, beforeAll, beforeEach } from "vitest";
 import { startEmbeddedPostgres, stopStalePostgres } from "../../src/node/postgres/embedded.js";
+import { tempDir } from "./tmp.js";
 
 /** A PostgreSQL server for a test: connect with `url`, end with `stop()` (idempotent). */
 export interface TestPostgres {
@@ -104,6 +107,47 @@ async function startContainer(opts: { settings?: Record<string, string> }): Prom
     stop: async () => {
       stopping ??= container.stop();
       await stopping;
+    },
+  };
+}
+
+/**
+ * One PostgreSQL server shared by the tests of the calling file (started in beforeAll,
+ * stopped in afterAll; its directory kept if any test failed), and a fresh empty database
+ * per call of `freshDatabase`, returned as a connection URL.
+ */
+export function useSharedPostgres(prefix: string): { freshDatabase(): Promise<string> } {
+  let dir: Awaited<ReturnType<typeof tempDir>> | undefined;
+  let server: TestPostgres | undefined;
+  let anyFailed = false;
+  let databases = 0;
+  beforeAll(async () => {
+    dir = await tempDir(`geospool-${prefix}-`);
+    [server] = (await startPostgresServers(1, { dir: dir.path })) as [TestPostgres];
+  });
+  afterAll(async () => {
+    await stopPostgresServers(server ? [server] : []);
+    await dir?.cleanup(anyFailed);
+  });
+  beforeEach((ctx) => {
+    ctx.onTestFailed(() => {
+      anyFailed = true;
+    });
+  });
+  return {
+    async freshDatabase() {
+      if (!server) throw new Error("useSharedPostgres: the server is not started");
+      const name = `${prefix}_${++databases}`;
+      const admin = new pg.Client(server.url);
+      await admin.connect();
+      try {
+        await admin.query(`create database ${name}`);
+      } finally {
+        await admin.end();
+      }
+      const url = new URL(server.url);
+      url.pathname = `/${name}`;
+      return url.toString();
     },
   };
 }
