@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { type FileHandle, mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
-import { type DataSource, writeData } from "./data.js";
+import { type DataSource, writeData, writeDataSynced } from "./data.js";
 import { decodeEnvelope, type Envelope, encodeEnvelope } from "./envelope.js";
 import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
 import {
@@ -10,9 +10,8 @@ import {
   setMtime,
   statIfExists,
   unlinkIfExists,
-  writeFileSynced,
 } from "./fs-ops.js";
-import { CHECKOUT, Layout, TMP_TAG_SEPARATOR } from "./layout.js";
+import { Layout, TMP_TAG_SEPARATOR } from "./layout.js";
 import { type NameGenerator, timeSortableNames, validateName } from "./names.js";
 import type { LeasePolicy, MetadataCodec, Spoolable } from "./spoolable.js";
 import { defaultThrottle, type Throttle } from "./throttle.js";
@@ -411,7 +410,7 @@ export class SpoolCore<M, Q extends string> {
     const tmp = this.layout.tmpFile(name, `move-${randomBytes(4).toString("hex")}`);
     try {
       await this.throttle.run(async () => {
-        await writeFileSynced(tmp, bytes);
+        await writeDataSynced(tmp, bytes);
         await rename(tmp, taken);
         await rename(taken, this.layout.queueFile(toDir, name));
       });
@@ -615,5 +614,3 @@ export function checkLeaseMs(ms: number): void {
     );
   }
 }
-
-export { CHECKOUT };

@@ -1,8 +1,7 @@
 import { rename, stat } from "node:fs/promises";
 import type { SpoolCore } from "./core.js";
-import { DataFile } from "./data.js";
+import { DataFile, writeDataSynced } from "./data.js";
 import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
-import { writeFileSynced } from "./fs-ops.js";
 
 /**
  * An entry in a queue, by name. Nothing is checked when it is made; it may be checked out
@@ -69,7 +68,7 @@ export class DirectEntryOps<M> {
     const tmp = e.core.layout.tmpFile(e.name, "direct");
     try {
       await e.core.throttle.run(async () => {
-        await writeFileSynced(tmp, bytes);
+        await writeDataSynced(tmp, bytes);
         await rename(tmp, e.path);
       });
     } catch (err) {

@@ -15,26 +15,6 @@ export async function createExclusive(path: string): Promise<"created" | "exists
   return "created";
 }
 
-/** Write `bytes` to `path` (truncating), fsync, close. Optionally set the mtime first. */
-export async function writeFileSynced(
-  path: string,
-  bytes: Uint8Array,
-  mtimeMs?: number,
-): Promise<void> {
-  const fh = await open(path, C.O_CREAT | C.O_TRUNC | C.O_WRONLY, 0o644);
-  try {
-    let off = 0;
-    while (off < bytes.length) {
-      const { bytesWritten } = await fh.write(bytes, off, bytes.length - off);
-      off += bytesWritten;
-    }
-    if (mtimeMs !== undefined) await fh.utimes(mtimeMs / 1000, mtimeMs / 1000);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
 export async function unlinkIfExists(path: string): Promise<boolean> {
   try {
     await unlink(path);

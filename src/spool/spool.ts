@@ -1,4 +1,4 @@
-import { readFile, stat } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { CheckedOutEntry } from "./checked-out-entry.js";
 import { DeferredMetadata, type ExpiredLease, SpoolCore } from "./core.js";
 import type { DataFile, DataSource } from "./data.js";
@@ -288,11 +288,6 @@ export class Spool<M, Q extends string = string> {
   /** The data file of an entry, by name (whatever its queue). */
   dataFile(name: string): DataFile {
     return new Entry(this.core, this.core.queues[0] as Q, validateName("entry", name)).dataFile();
-  }
-
-  /** stat of the spool root (for tools). */
-  stat() {
-    return stat(this.dir);
   }
 }
 
