@@ -296,9 +296,8 @@ export class SpoolService {
             const r = await reader.dequeueAvailable(options);
             co = r.kind === "checked_out" ? r.entry : undefined;
           } else {
-            const signals = [AbortSignal.timeout(waitMs), this.stopping.signal];
-            if (req.signal) signals.push(req.signal);
-            const r = await reader.dequeue(AbortSignal.any(signals), options);
+            const wait = this.waitSignal(waitMs, req.signal);
+            const r = await reader.dequeue(wait.signal, options).finally(wait.done);
             co = r.kind === "checked_out" ? r.entry : undefined;
           }
         } catch (err) {
@@ -330,6 +329,28 @@ export class SpoolService {
     }
     this.held.set(`${co.queue}/${co.name}`, { co, token });
     return token;
+  }
+
+  /**
+   * A signal that aborts after `ms`, when `outer` aborts or when the node stops; `done`
+   * removes its timer and listeners (nothing stays attached to the long-lived signals).
+   */
+  private waitSignal(ms: number, outer?: AbortSignal): { signal: AbortSignal; done: () => void } {
+    const ac = new AbortController();
+    const abort = () => ac.abort();
+    const timer = setTimeout(abort, ms);
+    const sources = [this.stopping.signal, ...(outer ? [outer] : [])];
+    for (const s of sources) {
+      if (s.aborted) ac.abort();
+      else s.addEventListener("abort", abort, { once: true });
+    }
+    return {
+      signal: ac.signal,
+      done: () => {
+        clearTimeout(timer);
+        for (const s of sources) s.removeEventListener("abort", abort);
+      },
+    };
   }
 
   /** Find a checkout by queue, name and lease token; lease_lost if it is not ours. */
