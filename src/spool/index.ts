@@ -56,6 +56,26 @@
  * - `Monitor.fsck` reports entries that are too old, orphaned or duplicated, and expired
  *   leases; `repair` fixes what is safe and reports the rest.
  *
+ * ## Replica placement
+ *
+ * For the replicator, which brings an entry to a state folded from a replicated journal
+ * whatever its local placement: `inspectReplica(name)` reports `absent`, `in_flux` (a
+ * registry file but no metadata file in any queue or checkout: an enqueue, remove or finish
+ * under way, or a crash remnant) or `present` with its queue, checkout deadline, attempts
+ * and the raw codec bytes of its metadata (never decoded). `placeReplica` takes a present
+ * entry's metadata file by rename (`<queue>/[.checkout/]<name>` to
+ * `<queue>/.checkout/<name>~<tag>`, like a finish but without the holder check, so a local
+ * holder then gets `lease_lost`), writes the new file to .tmp (deadline as its mtime, fsync),
+ * renames it over the taken file and into place, and fsyncs the destination; on failure the
+ * taken file goes back. An entry not present is made from `adoptPath` (a complete, fsynced
+ * file on the spool's filesystem, renamed to .data): registry (a remnant is resumed), data,
+ * metadata, directory fsyncs, then the rename that makes it visible; on failure before that,
+ * the data goes back to `adoptPath` and a registry file it made is removed. `dropReplica`
+ * takes and removes a present entry, or removes an `in_flux` remnant's data and registry.
+ * Both answer `raced` and change nothing when a local operation got there first (the entry
+ * was taken since the scan, or a finish is under way); the caller inspects again. Calls for
+ * one name must not run concurrently with each other.
+ *
  * Expected outcomes (`not_found`, `nothing_available`, `stopped`, `lease_lost`) are values;
  * failures are `SpoolError`s with a stable `code`.
  */
@@ -101,6 +121,13 @@ export {
   QueueReader,
   type QueueReaderOptions,
 } from "./queue-reader.js";
+export type {
+  DropReplicaResult,
+  PlaceReplicaResult,
+  ReplicaData,
+  ReplicaInspection,
+  ReplicaPlacement,
+} from "./replica.js";
 export {
   type CheckoutOptions,
   type CheckoutOutcome,

@@ -6,6 +6,16 @@ import { Entry } from "./entry.js";
 import { isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
 import { statIfExists } from "./fs-ops.js";
 import { type NameGenerator, validateName } from "./names.js";
+import {
+  type DropReplicaResult,
+  dropReplica,
+  inspectReplica,
+  type PlaceReplicaResult,
+  placeReplica,
+  type ReplicaData,
+  type ReplicaInspection,
+  type ReplicaPlacement,
+} from "./replica.js";
 import type { Spoolable } from "./spoolable.js";
 
 export type CheckoutOutcome<M, Q extends string> =
@@ -283,6 +293,34 @@ export class Spool<M, Q extends string = string> {
       }
     }
     return undefined;
+  }
+
+  /**
+   * Replica placement (for the replicator): where the entry is, with its raw metadata
+   * payload (the codec's bytes, not decoded) and failed-delivery count. See index.ts.
+   */
+  inspectReplica(name: string): Promise<ReplicaInspection<Q>> {
+    return inspectReplica(this.core, name);
+  }
+
+  /**
+   * Replica placement: bring the entry to `placement` with `payload` and `attempts`, from
+   * wherever it is now, overriding a local holder. An entry the spool does not hold needs
+   * `data.adoptPath`. `raced` means a local operation got there first: inspect again.
+   */
+  placeReplica(
+    name: string,
+    placement: ReplicaPlacement<Q>,
+    payload: Uint8Array,
+    attempts: number,
+    data?: ReplicaData,
+  ): Promise<PlaceReplicaResult> {
+    return placeReplica(this.core, name, placement, payload, attempts, data);
+  }
+
+  /** Replica placement: remove the entry wherever it is, overriding a local holder. */
+  dropReplica(name: string): Promise<DropReplicaResult> {
+    return dropReplica(this.core, name);
   }
 
   /** The data file of an entry, by name (whatever its queue). */
