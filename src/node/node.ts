@@ -7,6 +7,7 @@ import { type Config, grpcTlsEnabled } from "./config/index.js";
 import { type GrpcServer, startGrpcServer } from "./grpc/grpc-server.js";
 import { spoolHandlers } from "./grpc/spool-server.js";
 import { type HttpServer, Metrics, startHttpServer } from "./observability/index.js";
+import { type NodeReplication, startReplication } from "./replication.js";
 import { nodeEntryCodec } from "./service/entry-meta.js";
 import { IdempotencyStore } from "./service/idempotency-store.js";
 import { type NodeSpool, SpoolService } from "./service/spool-service.js";
@@ -18,6 +19,7 @@ export interface RunningNode {
   readonly spool: NodeSpool;
   readonly service: SpoolService;
   readonly metrics: Metrics;
+  readonly replication: NodeReplication;
   /** Drain and stop: gRPC (with the shutdown deadline), HTTP, reaper, monitor, database. */
   stop(): Promise<void>;
 }
@@ -109,6 +111,18 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     });
     cleanups.push(() => grpcServer.shutdown(0));
 
+    // Peers fetch data from this node's gRPC server, so replication starts after it.
+    const replication = await startReplication({
+      config,
+      pool,
+      spool,
+      service,
+      idempotency: store,
+      metrics,
+      logger: log,
+    });
+    cleanups.push(() => replication.stop());
+
     let ready = false;
     const http: HttpServer = await startHttpServer({
       listen: config.http.listen,
@@ -182,6 +196,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       spool,
       service,
       metrics,
+      replication,
       stop() {
         stopping ??= (async () => {
           log.info("node stopping");

@@ -186,6 +186,30 @@ export async function readEntry(
   return out;
 }
 
+/** Every stored row of each of `entries`, grouped by entry, each group in the fold's order. */
+export async function readEntries(
+  db: Queryable,
+  entries: readonly string[],
+): Promise<Map<string, { rows: StoredJournalRow[]; rejected: RejectedJournalRow[] }>> {
+  const out = new Map<string, { rows: StoredJournalRow[]; rejected: RejectedJournalRow[] }>();
+  for (const e of entries) out.set(e, { rows: [], rejected: [] });
+  if (entries.length === 0) return out;
+  const { rows } = await db.query<RawRow>({
+    name: "journal_read_entries",
+    text: `select ${COLUMNS} from journal where entry = any($1::text[])
+           order by hlc, origin collate "C", seq`,
+    values: [entries],
+  });
+  for (const raw of rows) {
+    const group = out.get(String(raw.entry));
+    if (group === undefined) continue;
+    const parsed = parse(raw);
+    if ("problem" in parsed) group.rejected.push(parsed);
+    else group.rows.push(parsed);
+  }
+  return out;
+}
+
 export interface OriginCount {
   origin: string;
   /** Rows stored for the origin. */

@@ -108,6 +108,7 @@ describe("defaults", () => {
       postgres: {},
       auth: { tokens: [], allowUnauthenticatedHealth: true },
       peers: [],
+      replication: { fullReconcileEvery: 30_000, fetchConcurrency: 4, joinRetry: 2_000 },
       log: { level: "info" },
       monitor: { checkEvery: 15_000, alertAfterCycles: 2, repair: true },
       idempotency: { window: 86_400_000 },

@@ -59,6 +59,16 @@ export interface Config {
   };
   /** Other nodes of the cluster (replication). Default []. */
   peers: Peer[];
+  replication: {
+    /** Bearer token presented to peers when fetching data (needs dequeue on the queues). */
+    token?: string;
+    /** ms between full reconciles of the spool against the replica record. Default 30 s. */
+    fullReconcileEvery: number;
+    /** Data transfers from peers at once. Default 4. */
+    fetchConcurrency: number;
+    /** ms between attempts to join a peer that is unreachable or not ready. Default 2 s. */
+    joinRetry: number;
+  };
   log: {
     /** pino level. Default "info". */
     level: LogLevel;

@@ -281,6 +281,18 @@ export const configSchema = z
       })
       .prefault({}),
     peers: list(peerSchema, { commaSeparated: false }).default(() => []),
+    replication: z
+      .strictObject({
+        /** Bearer token this node presents to peers when it fetches data (ReadData). */
+        token: text("a non-empty token").optional(),
+        /** Full reconcile of the spool against the replica record. */
+        fullReconcileEvery: duration({ positive: true }).default(30_000),
+        /** Data transfers from peers at once. */
+        fetchConcurrency: int(1).default(4),
+        /** Retry joining a peer that is not reachable or not ready. */
+        joinRetry: duration({ positive: true }).default(2_000),
+      })
+      .prefault({}),
     log: z
       .strictObject({
         level: oneOf(LOG_LEVELS).default("info"),

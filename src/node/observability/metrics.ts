@@ -47,6 +47,11 @@ export class Metrics {
   /** geospool_grpc_requests_total{method, code}: code is the gRPC status name (OK, NOT_FOUND, ...). */
   readonly grpcRequests: Counter<"method" | "code">;
   /**
+   * geospool_replication_events_total{event}: local_rows (journal rows written for local
+   * transitions), placed and dropped (peer changes applied), apply_errors, quarantined.
+   */
+  readonly replicationEvents: Counter<"event">;
+  /**
    * geospool_metrics_collect_errors_total{collector}: scrape-time sources that failed. A
    * source that rejects asynchronously is counted in the next scrape's output.
    */
@@ -122,6 +127,12 @@ export class Metrics {
       labelNames: ["method", "code"] as const,
       registers,
     });
+    this.replicationEvents = new Counter({
+      name: "geospool_replication_events_total",
+      help: "Replication events: local_rows, placed, dropped, apply_errors, quarantined.",
+      labelNames: ["event"] as const,
+      registers,
+    });
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -156,6 +167,11 @@ export class Metrics {
   readonly setFsckProblems = (counts: Readonly<Record<string, number>>) => {
     for (const kind of Object.keys(counts)) this.fsckKindsSeen.add(kind);
     for (const kind of this.fsckKindsSeen) this.fsckProblems.set({ kind }, counts[kind] ?? 0);
+  };
+
+  /** Counts replication events (see replicationEvents). Bound: pass it as a callback. */
+  readonly recordReplication = (event: string, n: number) => {
+    this.replicationEvents.inc({ event }, n);
   };
 
   /** Counts one finished gRPC request. */

@@ -626,6 +626,11 @@ export class SpoolService {
     return this.bus.watch(queues, AbortSignal.any([signal, this.stopping.signal]));
   }
 
+  /** Call `listener` with every transition this service makes; returns the unsubscribe. */
+  onTransition(listener: (t: Transition) => void): () => void {
+    return this.bus.subscribe(listener);
+  }
+
   async queueDepths(): Promise<Array<{ queue: string; queued: number; checkedOut: number }>> {
     const out = [];
     for (const queue of this.spool.queues) {

@@ -31,6 +31,12 @@ export class TransitionBus {
     for (const l of this.listeners) l(t);
   }
 
+  /** A plain listener (no buffering); returns the unsubscribe. */
+  subscribe(listener: Listener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
   get watchers(): number {
     return this.listeners.size;
   }

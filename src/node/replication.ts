@@ -1,0 +1,166 @@
+import { join } from "node:path";
+import type pg from "pg";
+import type { Logger } from "pino";
+import { DataFetcher } from "../replication/data-fetcher.js";
+import { ensurePublication, joinPeer, MeshError } from "../replication/mesh.js";
+import { type ReplicaSpool, Replicator } from "../replication/replicator.js";
+import type { Config } from "./config/index.js";
+import type { Metrics } from "./observability/index.js";
+import { nodeEntryCodec } from "./service/entry-meta.js";
+import type { IdempotencyStore } from "./service/idempotency-store.js";
+import type { NodeSpool, SpoolService } from "./service/spool-service.js";
+
+export interface NodeReplication {
+  readonly replicator: Replicator;
+  readonly fetcher: DataFetcher;
+  /** Peers this node subscribes to, by id, and how the last join attempt went. */
+  peerJoins(): Map<string, string>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Replication for one node: its publication, the subscriptions to its peers (joined in the
+ * background, retried while a peer is down or not migrated yet), the data fetcher and the
+ * replicator (tailer and applier), fed by the service's transitions.
+ */
+export async function startReplication(opts: {
+  config: Config;
+  pool: pg.Pool;
+  spool: NodeSpool;
+  service: SpoolService;
+  idempotency: IdempotencyStore;
+  metrics: Metrics;
+  logger: Logger;
+}): Promise<NodeReplication> {
+  const { config, pool, spool, service, logger } = opts;
+  const log = logger.child({ component: "replication" });
+  const nodeId = config.node.id;
+  await ensurePublication(pool, nodeId, { logger: log });
+
+  const peerGrpc = new Map(config.peers.map((p) => [p.id, p.grpc]));
+  const preferred = new Map<string, string>();
+  const fetcher = new DataFetcher({
+    tmpDir: join(config.spool.dir, ".tmp"),
+    sources: (entry) => {
+      const first = peerGrpc.get(preferred.get(entry) ?? "");
+      const rest = [...peerGrpc.values()].filter((g) => g !== first);
+      return first === undefined ? rest : [first, ...rest];
+    },
+    token: config.replication.token,
+    maxConcurrent: config.replication.fetchConcurrency,
+    logger: log,
+  });
+
+  const queues = new Set<string>(config.spool.queues);
+  const root = config.spool.dir;
+  const replicaSpool: ReplicaSpool = {
+    queues: config.spool.queues,
+    watchDirs: config.spool.queues.flatMap((q) => [join(root, q), join(root, q, ".checkout")]),
+    hasQueue: (q) => queues.has(q),
+    inspect: (name) => spool.inspectReplica(name),
+    place: (name, placement, payload, attempts, data) =>
+      spool.placeReplica(name, placement, payload, attempts, data),
+    drop: (name) => spool.dropReplica(name),
+    async scan() {
+      const out = new Map<string, { queue: string; checkedOut: boolean }>();
+      for (const q of config.spool.queues) {
+        for (const e of await spool.list(q)) out.set(e.name, { queue: q, checkedOut: false });
+        for (const n of await spool.listCheckedOutNames(q)) {
+          out.set(n, { queue: q, checkedOut: true });
+        }
+      }
+      return out;
+    },
+  };
+
+  const replicator = new Replicator({
+    nodeId,
+    pool,
+    connectionString: config.postgres.url as string,
+    spool: replicaSpool,
+    dataOf(payload) {
+      try {
+        const m = nodeEntryCodec.decode(payload);
+        return { sha256: m.sha256, size: m.size };
+      } catch {
+        return undefined;
+      }
+    },
+    async fetchData(req) {
+      preferred.set(req.entry, req.origin);
+      try {
+        const got = await fetcher.fetch({ entry: req.entry, sha256: req.sha256, size: req.size });
+        return { path: got.path };
+      } finally {
+        preferred.delete(req.entry);
+      }
+    },
+    onPlaced(entry, queue, payload) {
+      // Idempotency across the cluster: a key seen with a peer's entry answers retries here.
+      let key: string | undefined;
+      try {
+        key = nodeEntryCodec.decode(payload).idempotencyKey;
+      } catch {
+        key = undefined;
+      }
+      if (key !== undefined) {
+        const k = key;
+        opts.idempotency
+          .claim(k, queue, entry)
+          .then((c) => (c.kind === "claimed" ? opts.idempotency.complete(k, entry) : undefined))
+          .catch((err) => log.warn({ err, entry }, "could not record a peer's idempotency key"));
+      }
+    },
+    logger: log,
+    metrics: {
+      localRows: (n) => opts.metrics.recordReplication("local_rows", n),
+      applied: (kind) => opts.metrics.recordReplication(kind, 1),
+      applyError: () => opts.metrics.recordReplication("apply_errors", 1),
+      quarantined: () => opts.metrics.recordReplication("quarantined", 1),
+    },
+    fullReconcileEveryMs: config.replication.fullReconcileEvery,
+  });
+  await replicator.start();
+  const stopListening = service.onTransition((t) => replicator.noteLocal(t.name));
+
+  // Join every peer with a PostgreSQL URL, in the background: a peer that is down or not
+  // migrated yet is retried; the node serves meanwhile.
+  const joins = new Map<string, string>();
+  let stopping = false;
+  const joiners = config.peers
+    .filter((p) => p.postgres !== undefined)
+    .map(async (peer) => {
+      while (!stopping) {
+        try {
+          const r = await joinPeer(pool, {
+            selfId: nodeId,
+            peerId: peer.id,
+            peerConninfo: peer.postgres as string,
+            logger: log,
+          });
+          joins.set(peer.id, r.kind);
+          if (r.kind !== "peer_not_ready") return;
+        } catch (err) {
+          joins.set(peer.id, err instanceof MeshError ? err.code : "error");
+          log.warn({ err, peer: peer.id }, "joining a peer failed; retrying");
+        }
+        await new Promise((r) => setTimeout(r, config.replication.joinRetry).unref());
+      }
+    });
+
+  return {
+    replicator,
+    fetcher,
+    peerJoins: () => new Map(joins),
+    async stop() {
+      stopping = true;
+      stopListening();
+      await replicator.stop();
+      await fetcher.close();
+      await Promise.race([
+        Promise.allSettled(joiners),
+        new Promise((r) => setTimeout(r, 1_000).unref()),
+      ]);
+    },
+  };
+}

@@ -1,0 +1,195 @@
+import { createHash } from "node:crypto";
+import type pg from "pg";
+import { LogicalReplicationService, PgoutputPlugin } from "pg-logical-replication";
+import pino, { type Logger } from "pino";
+import { checkNodeId, nodeTag } from "./mesh-names.js";
+
+/**
+ * The applier's view of the node's own database: a logical decoding stream (pgoutput) of
+ * the journal rows that came from peers, read through a slot of the node's own.
+ *
+ * - Publication `geospool_apply_<tag>`: the journal's inserts whose origin is not this node
+ *   (rows written by the subscriptions' apply workers). Slot `geospool_apply_<tag>` on the
+ *   same database. Both are made before the node joins any peer, so every peer row that
+ *   ever lands here, the bootstrap copy included, is in the stream.
+ * - Flow control on; automatic and timer acknowledgement off: the caller acknowledges a
+ *   commit's LSN (`acknowledge`) once the spool changes it needed are durable, and the slot
+ *   re-sends everything after the last acknowledged commit when the stream is made again.
+ * - Heartbeats that ask for an answer get the last acknowledged LSN.
+ * - On any stream error the stream is destroyed and made again from the slot after a
+ *   backoff (not re-subscribed on a broken connection).
+ */
+export interface ApplyStreamHandlers {
+  /** A peer row was inserted in the transaction being read. */
+  row(entry: string, origin: string): void;
+  /** The transaction ended at `lsn`; may return a promise to hold the stream (backpressure). */
+  commit(lsn: string): void | Promise<void>;
+  /** The stream failed and will be made again. */
+  error(err: Error, retryInMs: number): void;
+}
+
+export interface ApplyNames {
+  publication: string;
+  slot: string;
+}
+
+/**
+ * Publication and slot names. Slot names are server-wide and a logical slot belongs to one
+ * database, so the slot's name also carries a digest of the database's name.
+ */
+export function applyNames(nodeId: string, database: string): ApplyNames {
+  checkNodeId(nodeId);
+  const tag = nodeTag(nodeId);
+  const db = createHash("sha256").update(database).digest("hex").slice(0, 8);
+  return { publication: `geospool_apply_${tag}`, slot: `geospool_apply_${tag}_${db}` };
+}
+
+/** Make the apply publication and slot if missing (idempotent; safe under concurrent starts). */
+export async function ensureApplySlot(pool: pg.Pool, nodeId: string): Promise<ApplyNames> {
+  const db = await pool.query<{ db: string }>("select current_database() as db");
+  const names = applyNames(nodeId, db.rows[0]?.db ?? "");
+  const { publication, slot } = names;
+  const origin = nodeId.replace(/'/g, "''");
+  const found = await pool.query("select 1 from pg_publication where pubname = $1", [publication]);
+  if (found.rowCount === 0) {
+    await pool
+      .query(
+        `create publication "${publication}" for table journal` +
+          ` where (origin <> '${origin}') with (publish = 'insert')`,
+      )
+      .catch(ignoreDuplicate);
+  }
+  const slots = await pool.query("select 1 from pg_replication_slots where slot_name = $1", [slot]);
+  if (slots.rowCount === 0) {
+    await pool
+      .query("select pg_create_logical_replication_slot($1, 'pgoutput')", [slot])
+      .catch(ignoreDuplicate);
+  }
+  return names;
+}
+
+function ignoreDuplicate(err: unknown): void {
+  const code = (err as { code?: string }).code;
+  // duplicate_object (a concurrent start made it first) or unique_violation on the catalog
+  if (code === "42710" || code === "23505") return;
+  throw err;
+}
+
+export interface ApplyStreamOptions {
+  connectionString: string;
+  names: ApplyNames;
+  handlers: ApplyStreamHandlers;
+  logger?: Logger;
+  /** First retry delay after a stream error; doubles up to 5 s. Default 200 ms. */
+  retryMs?: number;
+}
+
+const MAX_RETRY_MS = 5_000;
+
+export class ApplyStream {
+  private service: LogicalReplicationService | undefined;
+  private stopped = false;
+  private acked = "0/0";
+  private retryMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly log: Logger;
+  private running: Promise<void> | undefined;
+
+  constructor(private readonly opts: ApplyStreamOptions) {
+    this.retryMs = opts.retryMs ?? 200;
+    this.log = (opts.logger ?? pino({ level: "silent" })).child({ component: "apply-stream" });
+  }
+
+  start(): void {
+    this.connect();
+  }
+
+  /** The last LSN acknowledged to the server. */
+  get acknowledged(): string {
+    return this.acked;
+  }
+
+  /** Tell the server everything up to `lsn` is applied (it may then recycle that WAL). */
+  async acknowledge(lsn: string): Promise<void> {
+    if (compareLsn(lsn, this.acked) <= 0) return;
+    this.acked = lsn;
+    const service = this.service;
+    if (service && !service.isStop()) await service.acknowledge(lsn).catch(() => undefined);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    const service = this.service;
+    this.service = undefined;
+    if (service) {
+      const acked = this.acked;
+      if (acked !== "0/0") await service.acknowledge(acked).catch(() => undefined);
+      await service.stop().catch(() => undefined);
+    }
+    await this.running?.catch(() => undefined);
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const { publication, slot } = this.opts.names;
+    const service = new LogicalReplicationService(
+      { connectionString: this.opts.connectionString },
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+    );
+    this.service = service;
+    const h = this.opts.handlers;
+    let failed = false;
+    const fail = (err: Error) => {
+      if (failed || this.stopped) return;
+      failed = true;
+      const wait = this.retryMs;
+      this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS);
+      h.error(err, wait);
+      this.log.warn({ err, retryInMs: wait }, "apply stream failed; making it again");
+      void service.destroy().catch(() => undefined);
+      if (this.service === service) this.service = undefined;
+      this.timer = setTimeout(() => this.connect(), wait);
+      this.timer.unref();
+    };
+    service.on("error", fail);
+    service.on("heartbeat", (_lsn: string, _ts: number, shouldRespond: boolean) => {
+      if (shouldRespond) void service.acknowledge(this.acked).catch(() => undefined);
+    });
+    service.on("data", (lsn: string, msg: PgoutputMessage) => {
+      this.retryMs = this.opts.retryMs ?? 200;
+      if (msg.tag === "insert" && msg.relation?.name === "journal") {
+        const entry = msg.new?.entry;
+        const origin = msg.new?.origin;
+        if (typeof entry === "string" && typeof origin === "string") h.row(entry, origin);
+        return;
+      }
+      if (msg.tag === "commit") return h.commit(msg.commitEndLsn ?? lsn);
+      return;
+    });
+    const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [publication] });
+    this.running = service.subscribe(plugin, slot).then(
+      () => fail(new Error("the apply stream ended")),
+      (err: unknown) => fail(err instanceof Error ? err : new Error(String(err))),
+    );
+  }
+}
+
+interface PgoutputMessage {
+  tag: string;
+  relation?: { name?: string };
+  new?: Record<string, unknown>;
+  commitEndLsn?: string | null;
+}
+
+/** Order of two `X/Y` LSNs. */
+export function compareLsn(a: string, b: string): number {
+  const x = lsnValue(a);
+  const y = lsnValue(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+function lsnValue(lsn: string): bigint {
+  const [hi, lo] = lsn.split("/");
+  return (BigInt(`0x${hi ?? "0"}`) << 32n) + BigInt(`0x${lo ?? "0"}`);
+}

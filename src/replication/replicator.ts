@@ -1,0 +1,707 @@
+import { type FSWatcher, watch } from "node:fs";
+import type pg from "pg";
+import pino, { type Logger } from "pino";
+import { nameProblem } from "../spool/index.js";
+import { ApplyStream, compareLsn, ensureApplySlot } from "./apply-stream.js";
+import { foldEntry } from "./fold.js";
+import { HybridLogicalClock } from "./hlc.js";
+import { rowKey } from "./journal-row.js";
+import {
+  appendLocal,
+  type NewJournalRow,
+  type RejectedJournalRow,
+  readEntries,
+  type StoredJournalRow,
+} from "./journal-store.js";
+import {
+  type LocalState,
+  type Placed,
+  payloadDigest,
+  sameState,
+  satisfies,
+  type Target,
+  targetOf,
+  transitionRows,
+} from "./replica-state.js";
+
+/**
+ * The replicator of one node: the tailer and the applier, over one loop.
+ *
+ * Everything funnels into `sync(entry)`, which is idempotent: it reads the entry's files
+ * (`inspectReplica`), compares them with the state last recorded (table replica_entries)
+ * and with the journal's fold, and then
+ * - the files differ from the record: a local transition (by this node's service, another
+ *   process using the spool directory, a lease reaper). Unless the files already are what
+ *   the fold asks for (a peer change placed just before a crash), the transition is written
+ *   to the journal with this node's origin, and recorded, in one transaction;
+ * - the files are as recorded but the fold asks for something else: a peer's change, placed
+ *   in the spool (fetching the data first for a new entry), then recorded. Placing never
+ *   writes a journal row, so applied changes do not echo.
+ *
+ * Entries become dirty from: the node's own transitions (`noteLocal`), filesystem events on
+ * the queue directories, the apply stream (peer rows arriving in the node's database), a
+ * retry timer (data not fetched yet, an entry in the middle of a change), the periodic full
+ * reconcile (every entry whose files and record disagree), and at start the persisted retry
+ * list. A commit of the apply stream is acknowledged once every entry it named has been
+ * synced after it arrived.
+ */
+
+export interface ReplicaInspection {
+  kind: "absent" | "in_flux" | "present";
+  queue?: string;
+  checkedOut?: boolean;
+  leaseUntil?: number;
+  attempts?: number;
+  payload?: Buffer;
+}
+
+export type ReplicaTargetPlacement =
+  | { queue: string; checkedOut: false }
+  | { queue: string; checkedOut: true; leaseUntil: number };
+
+/** The spool operations the replicator needs (see Spool.inspectReplica and friends). */
+export interface ReplicaSpool {
+  readonly queues: readonly string[];
+  /** Directories whose file events mean an entry may have moved (queues and their .checkout). */
+  readonly watchDirs: readonly string[];
+  hasQueue(queue: string): boolean;
+  inspect(name: string): Promise<ReplicaInspection>;
+  place(
+    name: string,
+    placement: ReplicaTargetPlacement,
+    payload: Buffer,
+    attempts: number,
+    data?: { adoptPath: string },
+  ): Promise<{ kind: "placed" | "raced" | "unchanged" }>;
+  drop(name: string): Promise<{ kind: "dropped" | "absent" | "raced" }>;
+  /** Every entry name in the spool with its queue and whether it is checked out. */
+  scan(): Promise<Map<string, { queue: string; checkedOut: boolean }>>;
+}
+
+export interface FetchDataRequest {
+  entry: string;
+  sha256: string;
+  size: number;
+  /** The node that enqueued it: the first place to ask. */
+  origin: string;
+}
+
+export interface ReplicatorMetrics {
+  localRows?(n: number): void;
+  applied?(kind: "placed" | "dropped"): void;
+  applyError?(): void;
+  quarantined?(problem: string): void;
+}
+
+export interface ReplicatorOptions {
+  nodeId: string;
+  pool: pg.Pool;
+  /** For the replication connection (the apply stream). */
+  connectionString: string;
+  spool: ReplicaSpool;
+  /** The data digest and size recorded in a metadata payload. */
+  dataOf(payload: Buffer): { sha256: string; size: number } | undefined;
+  /** Fetch an entry's data from a peer into a file the spool can adopt. */
+  fetchData(req: FetchDataRequest): Promise<{ path: string }>;
+  /** A peer's entry was placed (or moved) in the local spool. */
+  onPlaced?(entry: string, queue: string, payload: Buffer): void;
+  logger?: Logger;
+  metrics?: ReplicatorMetrics;
+  clock?: () => number;
+  /** Full reconcile of the spool against the record. Default 30 s. */
+  fullReconcileEveryMs?: number;
+  /** Entries synced at once. Default 16. */
+  concurrency?: number;
+}
+
+export interface ReplicatorStatus {
+  recordedEntries: number;
+  dirty: number;
+  retrying: number;
+  applied: number;
+  localRows: number;
+  applyErrors: number;
+  quarantined: number;
+  acknowledgedLsn: string;
+  unacknowledgedCommits: number;
+}
+
+interface Dirty {
+  mark: number;
+  /** A peer row may have changed the fold: read it even if the files are as recorded. */
+  peer: boolean;
+}
+
+interface Outcome {
+  entry: string;
+  /** New record (undefined: unchanged). */
+  record?: LocalState;
+  rows?: Array<Omit<NewJournalRow, "hlc"> & { hlc?: bigint }>;
+  /** Retry later (persisted when `persist`). */
+  retry?: { reason: string; persist: boolean };
+  /** Sync again right away (raced, or local rows that a tombstone overrides). */
+  again?: boolean;
+  quarantine?: Array<{ origin: string; seq: bigint; problem: string }>;
+  placed?: { queue: string; payload: Buffer };
+  applied?: "placed" | "dropped";
+}
+
+const MAX_BATCH = 256;
+const BACKPRESSURE_DIRTY = 20_000;
+const RETRY_BASE_MS = 250;
+const RETRY_MAX_MS = 30_000;
+
+export class Replicator {
+  private readonly log: Logger;
+  private readonly clock: () => number;
+  private readonly hlc: HybridLogicalClock;
+  private readonly recorded = new Map<string, Placed>();
+  private readonly dirty = new Map<string, Dirty>();
+  private readonly inProgress = new Map<string, number>();
+  private readonly retries = new Map<string, { due: number; failures: number; peer: boolean }>();
+  private readonly commits: Array<{ lsn: string; mark: number }> = [];
+  private marks = 0;
+  private readonly quarantinedKeys = new Set<string>();
+  private stream: ApplyStream | undefined;
+  private watchers: FSWatcher[] = [];
+  private timers: NodeJS.Timeout[] = [];
+  private wake: (() => void) | undefined;
+  private drained: Array<() => void> = [];
+  private stopped = false;
+  private loop: Promise<void> | undefined;
+  private readonly counters = {
+    applied: 0,
+    localRows: 0,
+    applyErrors: 0,
+    quarantined: 0,
+  };
+
+  constructor(private readonly opts: ReplicatorOptions) {
+    this.log = (opts.logger ?? pino({ level: "silent" })).child({ component: "replicator" });
+    this.clock = opts.clock ?? Date.now;
+    this.hlc = new HybridLogicalClock(this.clock);
+  }
+
+  /**
+   * Load the record, make the apply slot, mark for a sync every entry the record and the
+   * files disagree on and every entry left to retry, then start the loop, the watches,
+   * the apply stream and the periodic reconcile.
+   */
+  async start(): Promise<void> {
+    const { pool, nodeId } = this.opts;
+    const names = await ensureApplySlot(pool, nodeId);
+    const last = await pool.query<{ hlc: string | null }>("select max(hlc) as hlc from journal");
+    this.hlc.observe(BigInt(last.rows[0]?.hlc ?? 0));
+    const rec = await pool.query<{
+      entry: string;
+      queue: string;
+      checked_out: boolean;
+      lease_until: string | null;
+      attempts: number;
+      payload_sha256: string;
+    }>(
+      "select entry, queue, checked_out, lease_until, attempts, payload_sha256 from replica_entries",
+    );
+    for (const r of rec.rows) {
+      this.recorded.set(r.entry, {
+        queue: r.queue,
+        checkedOut: r.checked_out,
+        leaseUntil: r.lease_until === null ? null : Number(r.lease_until),
+        attempts: r.attempts,
+        payloadSha256: r.payload_sha256,
+      });
+    }
+    const pending = await pool.query<{ entry: string }>("select entry from replica_pending");
+    for (const r of pending.rows) this.mark(r.entry, true);
+    this.startWatches();
+    await this.reconcile();
+    this.loop = this.run();
+    this.stream = new ApplyStream({
+      connectionString: this.opts.connectionString,
+      names,
+      logger: this.log,
+      handlers: {
+        row: (entry) => this.mark(entry, true),
+        commit: (lsn) => this.commitSeen(lsn),
+        error: () => this.opts.metrics?.applyError?.(),
+      },
+    });
+    this.stream.start();
+    const every = this.opts.fullReconcileEveryMs ?? 30_000;
+    const t = setInterval(() => {
+      this.reconcile().catch((err) => this.log.error({ err }, "full reconcile failed"));
+    }, every);
+    t.unref();
+    this.timers.push(t);
+    const r = setInterval(() => this.releaseDueRetries(), RETRY_BASE_MS);
+    r.unref();
+    this.timers.push(r);
+  }
+
+  /** The node's service (or a reaper) changed `entry` in the spool. */
+  noteLocal(entry: string): void {
+    this.mark(entry, false);
+  }
+
+  /**
+   * Mark for a sync every entry whose files and record disagree on its queue or checkout
+   * (anti-entropy for lost events and for a crash between a rename and the journal insert).
+   */
+  async reconcile(): Promise<number> {
+    const onDisk = await this.opts.spool.scan();
+    let n = 0;
+    for (const [name, where] of onDisk) {
+      const rec = this.recorded.get(name);
+      if (rec === undefined || rec.queue !== where.queue || rec.checkedOut !== where.checkedOut) {
+        this.mark(name, false);
+        n++;
+      }
+    }
+    for (const name of this.recorded.keys()) {
+      if (!onDisk.has(name)) {
+        this.mark(name, false);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Resolves once nothing is dirty or in progress (retries aside). For tests and shutdown. */
+  idle(): Promise<void> {
+    if (this.dirty.size === 0 && this.inProgress.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drained.push(resolve));
+  }
+
+  status(): ReplicatorStatus {
+    return {
+      recordedEntries: this.recorded.size,
+      dirty: this.dirty.size + this.inProgress.size,
+      retrying: this.retries.size,
+      applied: this.counters.applied,
+      localRows: this.counters.localRows,
+      applyErrors: this.counters.applyErrors,
+      quarantined: this.counters.quarantined,
+      acknowledgedLsn: this.stream?.acknowledged ?? "0/0",
+      unacknowledgedCommits: this.commits.length,
+    };
+  }
+
+  /** Entries whose peer change waits for a retry (data not fetched yet, mostly). */
+  get pendingFetches(): number {
+    let n = 0;
+    for (const r of this.retries.values()) if (r.peer) n++;
+    return n;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const w of this.watchers) w.close();
+    for (const t of this.timers) clearInterval(t);
+    this.wake?.();
+    await this.loop?.catch(() => undefined);
+    await this.stream?.stop();
+    for (const d of this.drained.splice(0)) d();
+  }
+
+  // ---- marking -------------------------------------------------------------------------
+
+  private mark(entry: string, peer: boolean): void {
+    if (this.stopped) return;
+    const mark = ++this.marks;
+    const prev = this.dirty.get(entry);
+    this.dirty.set(entry, { mark, peer: peer || (prev?.peer ?? false) });
+    this.wake?.();
+  }
+
+  private commitSeen(lsn: string): void | Promise<void> {
+    this.commits.push({ lsn, mark: this.marks });
+    this.wake?.();
+    if (this.dirty.size < BACKPRESSURE_DIRTY) return;
+    return new Promise((resolve) => this.drained.push(resolve));
+  }
+
+  private releaseDueRetries(): void {
+    const now = this.clock();
+    for (const [entry, r] of this.retries) {
+      if (r.due <= now && !this.dirty.has(entry)) this.mark(entry, r.peer);
+    }
+  }
+
+  private startWatches(): void {
+    for (const dir of this.opts.spool.watchDirs) {
+      try {
+        const w = watch(dir, (_event, file) => {
+          if (typeof file !== "string" || file.startsWith(".") || file.includes("~")) return;
+          this.mark(file, false);
+        });
+        w.on("error", (err) => this.log.warn({ err, dir }, "spool watch failed"));
+        this.watchers.push(w);
+      } catch (err) {
+        // The periodic reconcile still finds what events would have shown.
+        this.log.warn({ err, dir }, "cannot watch a spool directory");
+      }
+    }
+  }
+
+  // ---- the loop ----------------------------------------------------------------------------
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      if (this.dirty.size === 0) {
+        this.acknowledgeDone().catch(() => undefined);
+        for (const d of this.drained.splice(0)) d();
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+        });
+        this.wake = undefined;
+        continue;
+      }
+      const batch: Array<[string, Dirty]> = [];
+      for (const [entry, d] of this.dirty) {
+        batch.push([entry, d]);
+        if (batch.length >= MAX_BATCH) break;
+      }
+      for (const [entry, d] of batch) {
+        this.dirty.delete(entry);
+        this.inProgress.set(entry, d.mark);
+      }
+      try {
+        await this.syncBatch(batch);
+      } catch (err) {
+        // The database or the disk failed: put the batch back and try again shortly.
+        this.counters.applyErrors++;
+        this.opts.metrics?.applyError?.();
+        this.log.error({ err, entries: batch.length }, "replication batch failed; retrying");
+        for (const [entry, d] of batch) {
+          if (!this.dirty.has(entry)) this.dirty.set(entry, d);
+        }
+        await new Promise((r) => setTimeout(r, 500));
+      } finally {
+        for (const [entry] of batch) this.inProgress.delete(entry);
+      }
+      await this.acknowledgeDone();
+      if (this.dirty.size < BACKPRESSURE_DIRTY / 2 && this.dirty.size > 0) {
+        // Let a stream held by backpressure go on while work remains.
+        for (const d of this.drained.splice(0)) d();
+      }
+    }
+  }
+
+  /** Acknowledge the last commit whose entries have all been synced since it arrived. */
+  private async acknowledgeDone(): Promise<void> {
+    let lowest = Number.POSITIVE_INFINITY;
+    for (const d of this.dirty.values()) lowest = Math.min(lowest, d.mark);
+    for (const m of this.inProgress.values()) lowest = Math.min(lowest, m);
+    let done: string | undefined;
+    while (this.commits.length > 0 && (this.commits[0] as { mark: number }).mark < lowest) {
+      const c = this.commits.shift() as { lsn: string };
+      if (done === undefined || compareLsn(c.lsn, done) > 0) done = c.lsn;
+    }
+    if (done !== undefined) await this.stream?.acknowledge(done);
+  }
+
+  private async syncBatch(batch: Array<[string, Dirty]>): Promise<void> {
+    const { pool } = this.opts;
+    // Read every entry's files first (in parallel), then the fold of those that need it.
+    const inspected = await mapLimit(batch, this.opts.concurrency ?? 16, async ([entry, d]) => {
+      if (nameProblem(entry) !== undefined) return { entry, d, invalid: true as const };
+      const seen = await this.opts.spool.inspect(entry);
+      return { entry, d, seen, invalid: false as const };
+    });
+    const needFold = inspected
+      .filter((i) => {
+        if (i.invalid) return true;
+        if (i.seen.kind === "in_flux") return false;
+        return i.d.peer || !sameState(toLocal(i.seen), this.recorded.get(i.entry) ?? null);
+      })
+      .map((i) => i.entry);
+    const folds = await readEntries(pool, needFold);
+    const now = this.clock();
+    const outcomes = await mapLimit(inspected, this.opts.concurrency ?? 16, async (i) => {
+      const journal = folds.get(i.entry);
+      if (i.invalid) return this.quarantineAll(i.entry, journal?.rows ?? [], journal?.rejected);
+      return this.syncOne(i.entry, i.seen, i.d.peer, journal, now).catch((err): Outcome => {
+        this.counters.applyErrors++;
+        this.opts.metrics?.applyError?.();
+        this.log.error({ err, entry: i.entry }, "could not sync an entry; retrying");
+        return { entry: i.entry, retry: { reason: errorText(err), persist: i.d.peer } };
+      });
+    });
+    await this.commitOutcomes(outcomes);
+  }
+
+  private async syncOne(
+    entry: string,
+    seen: ReplicaInspection,
+    peer: boolean,
+    journal: { rows: StoredJournalRow[]; rejected: RejectedJournalRow[] } | undefined,
+    now: number,
+  ): Promise<Outcome> {
+    if (seen.kind === "in_flux") {
+      return { entry, retry: { reason: "the entry is being changed", persist: peer } };
+    }
+    const disk = toLocal(seen);
+    const rec = this.recorded.get(entry) ?? null;
+    if (journal === undefined) return { entry }; // as recorded, and no peer row to look at
+    const quarantine = journal.rejected.map((r) => ({
+      origin: r.origin,
+      seq: r.seq,
+      problem: r.problem,
+    }));
+    for (const row of journal.rows) if (row.origin !== this.opts.nodeId) this.hlc.observe(row.hlc);
+    const target = targetOf(foldEntry(journal.rows, now));
+
+    if (!sameState(disk, rec)) {
+      if (satisfies(disk, target, false)) return { entry, record: disk, quarantine };
+      const rows = transitionRows(entry, rec, disk, seen.payload ?? null, this.opts.dataOf);
+      if ("problem" in rows) {
+        this.log.error({ entry, problem: rows.problem }, "cannot journal a local transition");
+        return { entry, record: disk, quarantine };
+      }
+      const stamped = rows.map((r) => ({ ...r, hlc: this.hlc.now() }) as NewJournalRow);
+      // A peer's remove (a tombstone) or a later peer row may still override this one.
+      const after = targetOf(
+        foldEntry(
+          [
+            ...journal.rows,
+            ...stamped.map((r, k) => ({ ...r, origin: this.opts.nodeId, seq: BigInt(k) })),
+          ] as StoredJournalRow[],
+          now,
+        ),
+      );
+      return {
+        entry,
+        record: disk,
+        rows: stamped,
+        quarantine,
+        again: !satisfies(disk, after, false),
+      };
+    }
+    if (satisfies(disk, target)) return { entry, quarantine };
+    return this.apply(entry, disk, target, journal.rows, quarantine);
+  }
+
+  /** Bring the entry's files (as recorded) to the fold's target. */
+  private async apply(
+    entry: string,
+    disk: LocalState,
+    target: Target,
+    rows: StoredJournalRow[],
+    quarantine: Array<{ origin: string; seq: bigint; problem: string }>,
+  ): Promise<Outcome> {
+    const { spool } = this.opts;
+    if (target.kind === "absent") {
+      const r = await spool.drop(entry);
+      if (r.kind === "raced") return { entry, again: true, quarantine };
+      return { entry, record: null, quarantine, applied: "dropped" };
+    }
+    const p = target.placed;
+    if (!spool.hasQueue(p.queue)) {
+      const problem = `queue ${JSON.stringify(p.queue)} is not a queue of this node`;
+      return this.quarantineAll(entry, rows, undefined, problem, quarantine);
+    }
+    const placement: ReplicaTargetPlacement = p.checkedOut
+      ? { queue: p.queue, checkedOut: true, leaseUntil: p.leaseUntil ?? 0 }
+      : { queue: p.queue, checkedOut: false };
+    let data: { adoptPath: string } | undefined;
+    if (disk === null) {
+      const creator = rows.find((r) => r.op === "enqueue");
+      try {
+        const got = await this.opts.fetchData({
+          entry,
+          sha256: target.dataSha256,
+          size: target.dataSize,
+          origin: creator?.origin ?? "",
+        });
+        data = { adoptPath: got.path };
+      } catch (err) {
+        this.log.warn({ err, entry }, "data not fetched yet; will retry");
+        return { entry, retry: { reason: errorText(err), persist: true }, quarantine };
+      }
+    }
+    const r = await spool.place(entry, placement, target.payload, p.attempts, data);
+    if (r.kind === "raced") return { entry, again: true, quarantine };
+    return {
+      entry,
+      record: p,
+      quarantine,
+      applied: "placed",
+      placed: { queue: p.queue, payload: target.payload },
+    };
+  }
+
+  private quarantineAll(
+    entry: string,
+    rows: readonly StoredJournalRow[],
+    rejected: readonly RejectedJournalRow[] | undefined,
+    problem = `invalid entry name: ${nameProblem(entry) ?? "?"}`,
+    more: Array<{ origin: string; seq: bigint; problem: string }> = [],
+  ): Outcome {
+    const q = [
+      ...more,
+      ...rows.map((r) => ({ origin: r.origin, seq: r.seq, problem })),
+      ...(rejected ?? []).map((r) => ({ origin: r.origin, seq: r.seq, problem: r.problem })),
+    ];
+    return { entry, quarantine: q };
+  }
+
+  private async commitOutcomes(outcomes: Outcome[]): Promise<void> {
+    const rows: NewJournalRow[] = [];
+    const records: Array<[string, LocalState]> = [];
+    const quarantine: Array<{ origin: string; seq: bigint; entry: string; problem: string }> = [];
+    const retry: Array<{ entry: string; reason: string }> = [];
+    const settled: string[] = [];
+    for (const o of outcomes) {
+      if (o.rows) rows.push(...(o.rows as NewJournalRow[]));
+      if (o.record !== undefined) records.push([o.entry, o.record]);
+      for (const q of o.quarantine ?? []) quarantine.push({ ...q, entry: o.entry });
+      if (o.retry?.persist) retry.push({ entry: o.entry, reason: o.retry.reason });
+      else if (!o.retry) settled.push(o.entry);
+    }
+    const needTx =
+      rows.length + records.length + quarantine.length + retry.length > 0 ||
+      settled.some((e) => this.retries.get(e)?.peer);
+    if (needTx) {
+      const client = await this.opts.pool.connect();
+      try {
+        await client.query("begin");
+        if (rows.length > 0) await appendLocal(client, this.opts.nodeId, rows);
+        const up = records.filter((r): r is [string, Placed] => r[1] !== null);
+        const gone = records.filter((r) => r[1] === null).map((r) => r[0]);
+        if (up.length > 0) {
+          await client.query({
+            name: "replica_upsert",
+            text: `insert into replica_entries
+                     (entry, queue, checked_out, lease_until, attempts, payload_sha256)
+                   select * from unnest($1::text[], $2::text[], $3::bool[], $4::bigint[],
+                                        $5::int[], $6::text[])
+                   on conflict (entry) do update set
+                     queue = excluded.queue, checked_out = excluded.checked_out,
+                     lease_until = excluded.lease_until, attempts = excluded.attempts,
+                     payload_sha256 = excluded.payload_sha256, updated_at = now()`,
+            values: [
+              up.map((r) => r[0]),
+              up.map((r) => r[1].queue),
+              up.map((r) => r[1].checkedOut),
+              up.map((r) =>
+                r[1].leaseUntil === null ? null : String(Math.round(r[1].leaseUntil)),
+              ),
+              up.map((r) => r[1].attempts),
+              up.map((r) => r[1].payloadSha256),
+            ],
+          });
+        }
+        if (gone.length > 0) {
+          await client.query("delete from replica_entries where entry = any($1::text[])", [gone]);
+        }
+        if (quarantine.length > 0) {
+          await client.query(
+            `insert into replica_quarantine (origin, seq, entry, problem)
+             select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[])
+             on conflict do nothing`,
+            [
+              quarantine.map((q) => q.origin),
+              quarantine.map((q) => q.seq.toString()),
+              quarantine.map((q) => q.entry),
+              quarantine.map((q) => q.problem),
+            ],
+          );
+        }
+        if (retry.length > 0) {
+          await client.query(
+            `insert into replica_pending (entry, reason)
+             select * from unnest($1::text[], $2::text[])
+             on conflict (entry) do update set reason = excluded.reason,
+               failures = replica_pending.failures + 1, last_attempt = now()`,
+            [retry.map((r) => r.entry), retry.map((r) => r.reason.slice(0, 500))],
+          );
+        }
+        if (settled.length > 0) {
+          await client.query("delete from replica_pending where entry = any($1::text[])", [
+            settled,
+          ]);
+        }
+        await client.query("commit");
+      } catch (err) {
+        await client.query("rollback").catch(() => undefined);
+        throw err;
+      } finally {
+        client.release();
+      }
+    }
+    // Committed: now the in-memory view follows.
+    for (const [entry, state] of records) {
+      if (state === null) this.recorded.delete(entry);
+      else this.recorded.set(entry, state);
+    }
+    if (rows.length > 0) {
+      this.counters.localRows += rows.length;
+      this.opts.metrics?.localRows?.(rows.length);
+    }
+    for (const q of quarantine) {
+      const key = rowKey(q);
+      if (this.quarantinedKeys.has(key)) continue;
+      this.quarantinedKeys.add(key);
+      this.counters.quarantined++;
+      this.opts.metrics?.quarantined?.(q.problem);
+      this.log.error(
+        { entry: q.entry, row: rowKey(q), problem: q.problem },
+        "journal row quarantined: it cannot be applied here; replication goes on",
+      );
+    }
+    const now = this.clock();
+    for (const o of outcomes) {
+      if (o.applied) {
+        this.counters.applied++;
+        this.opts.metrics?.applied?.(o.applied);
+      }
+      if (o.placed) this.opts.onPlaced?.(o.entry, o.placed.queue, o.placed.payload);
+      if (o.retry) {
+        const prev = this.retries.get(o.entry);
+        const failures = (prev?.failures ?? 0) + 1;
+        const wait = Math.min(RETRY_BASE_MS * 2 ** Math.min(failures - 1, 10), RETRY_MAX_MS);
+        this.retries.set(o.entry, {
+          due: now + wait,
+          failures,
+          peer: o.retry.persist || (prev?.peer ?? false),
+        });
+      } else {
+        this.retries.delete(o.entry);
+      }
+      if (o.again) this.mark(o.entry, true);
+    }
+  }
+}
+
+function toLocal(seen: ReplicaInspection): LocalState {
+  if (seen.kind !== "present") return null;
+  return {
+    queue: seen.queue as string,
+    checkedOut: seen.checkedOut === true,
+    leaseUntil: seen.checkedOut ? (seen.leaseUntil ?? 0) : null,
+    attempts: seen.attempts ?? 0,
+    payloadSha256: payloadDigest(seen.payload ?? Buffer.alloc(0)),
+  };
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  f: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await f(items[i] as T);
+    }
+  });
+  await Promise.all(workers);
+  return out;
+}

@@ -1,0 +1,112 @@
+import { createServer } from "node:net";
+import { join } from "node:path";
+import type { RunningNode } from "../../src/node/node.js";
+import { startTestNode } from "./node.js";
+import { startPostgresServers, stopPostgresServers, type TestPostgres } from "./postgres.js";
+
+/** Ports free right now on 127.0.0.1 (peers must know each other's gRPC address up front). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<import("node:net").Server>((resolve, reject) => {
+          const s = createServer();
+          s.once("error", reject);
+          s.listen(0, "127.0.0.1", () => resolve(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+export interface TestCluster {
+  readonly ids: readonly string[];
+  readonly postgres: readonly TestPostgres[];
+  /** gRPC `host:port` of each node. */
+  readonly endpoints: readonly string[];
+  /** The running node i (throws if it is stopped). */
+  node(i: number): RunningNode;
+  /** Start node i (again), with the same spool, database and ports. */
+  start(i: number): Promise<RunningNode>;
+  /** Drain and stop node i (its PostgreSQL keeps running). */
+  stopNode(i: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * N nodes, each with its own real PostgreSQL server, in a full replication mesh (every node
+ * lists every other as a peer with its gRPC address and PostgreSQL URL).
+ */
+export async function startTestCluster(opts: {
+  n: number;
+  dir: string;
+  config?: Record<string, unknown>;
+  ids?: string[];
+}): Promise<TestCluster> {
+  const ids = opts.ids ?? Array.from({ length: opts.n }, (_, i) => `n${i + 1}`);
+  const postgres = await startPostgresServers(opts.n, { dir: join(opts.dir, "pg") });
+  const ports = await freePorts(opts.n);
+  const endpoints = ports.map((p) => `127.0.0.1:${p}`);
+  const running: Array<RunningNode | undefined> = new Array(opts.n).fill(undefined);
+  const start = async (i: number) => {
+    const node = await startTestNode({
+      id: ids[i] as string,
+      dir: opts.dir,
+      postgresUrl: (postgres[i] as TestPostgres).url,
+      config: {
+        grpc: { listen: endpoints[i] },
+        replication: { fullReconcileEvery: "2s", joinRetry: "300ms" },
+        peers: ids
+          .map((id, j) => ({ id, grpc: endpoints[j], postgres: (postgres[j] as TestPostgres).url }))
+          .filter((p) => p.id !== ids[i]),
+        ...opts.config,
+      },
+    });
+    running[i] = node;
+    return node;
+  };
+  const cluster: TestCluster = {
+    ids,
+    postgres,
+    endpoints,
+    node(i) {
+      const n = running[i];
+      if (n === undefined) throw new Error(`node ${ids[i]} is not running`);
+      return n;
+    },
+    start,
+    async stopNode(i) {
+      const n = running[i];
+      running[i] = undefined;
+      await n?.stop();
+    },
+    async stop() {
+      await Promise.allSettled(running.map((n) => n?.stop()));
+      await stopPostgresServers(postgres);
+    },
+  };
+  try {
+    for (let i = 0; i < opts.n; i++) await start(i);
+  } catch (err) {
+    await cluster.stop();
+    throw err;
+  }
+  return cluster;
+}
+
+/** Poll `check` until it returns true (or throw after `timeoutMs` with `what`). */
+export async function eventually(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
