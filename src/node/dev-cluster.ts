@@ -83,8 +83,13 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
           http: { listen: e.http },
           postgres: { url: (servers[i] as EmbeddedPostgres).url },
           peers: endpoints
-            .filter((p) => p.id !== e.id)
-            .map((p) => ({ id: p.id, grpc: p.grpc, region: p.region })),
+            .map((p, j) => ({
+              id: p.id,
+              grpc: p.grpc,
+              region: p.region,
+              postgres: (servers[j] as EmbeddedPostgres).url,
+            }))
+            .filter((p) => p.id !== e.id),
           log: { level: opts.logLevel ?? "warn" },
         },
         { label: `dev cluster ${e.id}`, require: ["postgres.url"] },

@@ -155,8 +155,10 @@ export async function startReplication(opts: {
     async stop() {
       stopping = true;
       stopListening();
-      await replicator.stop();
+      // Closing the fetcher aborts transfers in flight, so the replicator's last batch ends.
+      const stopped = replicator.stop();
       await fetcher.close();
+      await stopped;
       await Promise.race([
         Promise.allSettled(joiners),
         new Promise((r) => setTimeout(r, 1_000).unref()),

@@ -26,6 +26,8 @@ export interface ApplyStreamHandlers {
   commit(lsn: string): void | Promise<void>;
   /** The stream failed and will be made again. */
   error(err: Error, retryInMs: number): void;
+  /** Nothing received is still being applied (every commit seen is acknowledged). */
+  idle(): boolean;
 }
 
 export interface ApplyNames {
@@ -153,8 +155,17 @@ export class ApplyStream {
       this.timer.unref();
     };
     service.on("error", fail);
-    service.on("heartbeat", (_lsn: string, _ts: number, shouldRespond: boolean) => {
-      if (shouldRespond) void service.acknowledge(this.acked).catch(() => undefined);
+    service.on("heartbeat", (lsn: string, _ts: number, shouldRespond: boolean) => {
+      if (!shouldRespond) return;
+      // Everything the server sent before this keepalive is in hand. When all of it has been
+      // handled (the library's queue is empty and the caller has nothing pending), the slot
+      // may move up to the keepalive's position: otherwise a node whose peers are quiet
+      // would hold its own WAL until max_slot_wal_keep_size invalidates the slot.
+      const queued = (service as unknown as { _messageQueue?: unknown[] })._messageQueue;
+      const caughtUp = Array.isArray(queued) && queued.length === 0 && h.idle();
+      const at = caughtUp && compareLsn(lsn, this.acked) > 0 ? lsn : this.acked;
+      this.acked = at;
+      void service.acknowledge(at).catch(() => undefined);
     });
     service.on("data", (lsn: string, msg: PgoutputMessage) => {
       this.retryMs = this.opts.retryMs ?? 200;

@@ -224,6 +224,7 @@ export class Replicator {
         row: (entry) => this.mark(entry, true),
         commit: (lsn) => this.commitSeen(lsn),
         error: () => this.opts.metrics?.applyError?.(),
+        idle: () => this.streamIdle(),
       },
     });
     this.stream.start();
@@ -236,6 +237,13 @@ export class Replicator {
     const r = setInterval(() => this.releaseDueRetries(), RETRY_BASE_MS);
     r.unref();
     this.timers.push(r);
+  }
+
+  /** Every commit the stream delivered is acknowledged and no peer change is being synced. */
+  private streamIdle(): boolean {
+    if (this.commits.length > 0 || this.inProgress.size > 0) return false;
+    for (const d of this.dirty.values()) if (d.peer) return false;
+    return true;
   }
 
   /** The node's service (or a reaper) changed `entry` in the spool. */

@@ -62,6 +62,17 @@ function text(what = "a non-empty string") {
   );
 }
 
+/** A bearer token: sent as `authorization: Bearer <token>`, so RFC 6750's token68 characters. */
+function bearerToken() {
+  return leaf((value) =>
+    typeof value === "string" && /^[A-Za-z0-9._~+/-]+=*$/.test(value)
+      ? value
+      : new Invalid(
+          `expected a bearer token (letters, digits and ._~+/- then optional =), got ${show(value)}`,
+        ),
+  );
+}
+
 function path() {
   return text("a file or directory path");
 }
@@ -284,7 +295,7 @@ export const configSchema = z
     replication: z
       .strictObject({
         /** Bearer token this node presents to peers when it fetches data (ReadData). */
-        token: text("a non-empty token").optional(),
+        token: bearerToken().optional(),
         /** Full reconcile of the spool against the replica record. */
         fullReconcileEvery: duration({ positive: true }).default(30_000),
         /** Data transfers from peers at once. */

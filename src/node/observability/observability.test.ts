@@ -61,6 +61,7 @@ describe("metrics", () => {
       "geospool_operation_duration_seconds",
       "geospool_operations_total",
       "geospool_queue_depth",
+      "geospool_replication_events_total",
     ]);
     const textB = await b.render();
     expect(textB).toContain("process_cpu_user_seconds_total");
