@@ -95,7 +95,7 @@ export async function startReplication(opts: {
         preferred.delete(req.entry);
       }
     },
-    onPlaced(entry, queue, payload) {
+    onPeerEnqueue(entry, queue, payload) {
       // Idempotency across the cluster: a key seen with a peer's entry answers retries here.
       let key: string | undefined;
       try {

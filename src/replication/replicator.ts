@@ -103,8 +103,12 @@ export interface ReplicatorOptions {
   dataOf(payload: Buffer): { sha256: string; size: number } | undefined;
   /** Fetch an entry's data from a peer into a file the spool can adopt. */
   fetchData(req: FetchDataRequest): Promise<{ path: string }>;
-  /** A peer's entry was placed (or moved) in the local spool. */
-  onPlaced?(entry: string, queue: string, payload: Buffer): void;
+  /**
+   * A peer's enqueue row was seen for an entry this node does not hold (called again when
+   * more rows of it arrive before it is placed; it may already be removed). The node records
+   * the entry's idempotency key from it, so a retry here finds the first entry.
+   */
+  onPeerEnqueue?(entry: string, queue: string, payload: Buffer): void;
   logger?: Logger;
   metrics?: ReplicatorMetrics;
   clock?: () => number;
@@ -142,7 +146,7 @@ interface Outcome {
   /** Sync again right away (raced, or local rows that a tombstone overrides). */
   again?: boolean;
   quarantine?: Array<{ origin: string; seq: bigint; problem: string }>;
-  placed?: { queue: string; payload: Buffer };
+  peerEnqueue?: { queue: string; payload: Buffer };
   applied?: "placed" | "dropped";
 }
 
@@ -459,20 +463,48 @@ export class Replicator {
     }));
     for (const row of journal.rows) if (row.origin !== this.opts.nodeId) this.hlc.observe(row.hlc);
     const target = targetOf(foldEntry(journal.rows, now));
+    const created = rec === null ? journal.rows.find((r) => r.op === "enqueue") : undefined;
+    const peerEnqueue =
+      created !== undefined && created.origin !== this.opts.nodeId && created.metadata !== null
+        ? { queue: created.queue, payload: created.metadata }
+        : undefined;
 
+    const outcome = await this.decide(
+      entry,
+      seen,
+      disk,
+      rec,
+      journal.rows,
+      target,
+      quarantine,
+      now,
+    );
+    return peerEnqueue === undefined ? outcome : { ...outcome, peerEnqueue };
+  }
+
+  private async decide(
+    entry: string,
+    seen: ReplicaInspection,
+    disk: LocalState,
+    rec: LocalState,
+    rows: StoredJournalRow[],
+    target: Target,
+    quarantine: Array<{ origin: string; seq: bigint; problem: string }>,
+    now: number,
+  ): Promise<Outcome> {
     if (!sameState(disk, rec)) {
       if (satisfies(disk, target, false)) return { entry, record: disk, quarantine };
-      const rows = transitionRows(entry, rec, disk, seen.payload ?? null, this.opts.dataOf);
-      if ("problem" in rows) {
-        this.log.error({ entry, problem: rows.problem }, "cannot journal a local transition");
+      const made = transitionRows(entry, rec, disk, seen.payload ?? null, this.opts.dataOf);
+      if ("problem" in made) {
+        this.log.error({ entry, problem: made.problem }, "cannot journal a local transition");
         return { entry, record: disk, quarantine };
       }
-      const stamped = rows.map((r) => ({ ...r, hlc: this.hlc.now() }) as NewJournalRow);
+      const stamped = made.map((r) => ({ ...r, hlc: this.hlc.now() }) as NewJournalRow);
       // A peer's remove (a tombstone) or a later peer row may still override this one.
       const after = targetOf(
         foldEntry(
           [
-            ...journal.rows,
+            ...rows,
             ...stamped.map((r, k) => ({ ...r, origin: this.opts.nodeId, seq: BigInt(k) })),
           ] as StoredJournalRow[],
           now,
@@ -487,7 +519,7 @@ export class Replicator {
       };
     }
     if (satisfies(disk, target)) return { entry, quarantine };
-    return this.apply(entry, disk, target, journal.rows, quarantine);
+    return this.apply(entry, disk, target, rows, quarantine);
   }
 
   /** Bring the entry's files (as recorded) to the fold's target. */
@@ -530,13 +562,7 @@ export class Replicator {
     }
     const r = await spool.place(entry, placement, target.payload, p.attempts, data);
     if (r.kind === "raced") return { entry, again: true, quarantine };
-    return {
-      entry,
-      record: p,
-      quarantine,
-      applied: "placed",
-      placed: { queue: p.queue, payload: target.payload },
-    };
+    return { entry, record: p, quarantine, applied: "placed" };
   }
 
   private quarantineAll(
@@ -664,7 +690,9 @@ export class Replicator {
         this.counters.applied++;
         this.opts.metrics?.applied?.(o.applied);
       }
-      if (o.placed) this.opts.onPlaced?.(o.entry, o.placed.queue, o.placed.payload);
+      if (o.peerEnqueue) {
+        this.opts.onPeerEnqueue?.(o.entry, o.peerEnqueue.queue, o.peerEnqueue.payload);
+      }
       if (o.retry) {
         const prev = this.retries.get(o.entry);
         const failures = (prev?.failures ?? 0) + 1;
