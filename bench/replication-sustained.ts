@@ -1,0 +1,178 @@
+/**
+ * The sustained-rate section of bench/replication.ts: `rate` enqueues/s on A, waiting
+ * Dequeue loops on C, probe rows interleaved; prints the latencies, the floor under the same
+ * load, CPU, the per-step breakdown and the replicators' batch statistics, and returns them
+ * for the JSON.
+ */
+import type { GeospoolClient } from "../src/node/client/index.js";
+import type { BenchCluster } from "./replication-cluster.js";
+import { type CpuSnapshot, type CpuUsage, cpuSnapshot, cpuUsage } from "./replication-cpu.js";
+import { runSustained } from "./replication-load.js";
+import type { JournalWatcher, ProbeWriter } from "./replication-probe.js";
+import {
+  batchStats,
+  breakdown,
+  type Dist,
+  dist,
+  fmt,
+  probeDists,
+  rounded,
+  sig,
+} from "./replication-report.js";
+import type { NodeTrace } from "./replication-trace.js";
+
+export const [A, B, C] = [0, 1, 2] as const;
+
+export async function trace(cluster: BenchCluster, i: number): Promise<NodeTrace> {
+  return JSON.parse(await cluster.node(i).ask("trace", "TRACE")) as NodeTrace;
+}
+
+export function printDist(label: string, d: Dist): void {
+  console.log(
+    `${label.padEnd(46)} p50 ${fmt(d.p50)} ms  p90 ${fmt(d.p90)} ms  p99 ${fmt(d.p99)} ms  ` +
+      `mean ${fmt(d.mean)} ms  (n=${d.count}${d.missing ? `, ${d.missing} missing` : ""})`,
+  );
+}
+
+export function printCpu(u: CpuUsage): void {
+  const pct = (x: number | null) => (x === null ? "-" : `${Math.round(x / 10)}%`);
+  console.log(
+    `CPU (% of one core): nodes A/B/C ${u.nodes.map(pct).join("/")}, their PostgreSQL ` +
+      `${u.postgres.map(pct).join("/")}, bench ${pct(u.bench)}; ours ${pct(u.ours)}, ` +
+      `whole machine ${pct(u.machine)} of ${u.cores * 100}%`,
+  );
+}
+
+export interface SustainedFigures {
+  latency: Dist;
+  floor: Dist;
+  json: Record<string, unknown>;
+}
+
+export async function sustainedSection(opts: {
+  cluster: BenchCluster;
+  producer: GeospoolClient;
+  consumer: GeospoolClient;
+  writer: ProbeWriter;
+  watcher: JournalWatcher;
+  rate: number;
+  warmupMs: number;
+  durationMs: number;
+  consumers: number;
+  probeRate: number;
+  cores: number;
+  /** CPU profiles of A and C over the window into this directory. */
+  profileDir?: string;
+}): Promise<SustainedFigures> {
+  const c = opts.cluster;
+  const pids = await c.pids();
+  for (const i of [A, B, C]) await trace(c, i);
+  let cpuStart: Promise<CpuSnapshot> | undefined;
+  let cpuEnd: Promise<CpuSnapshot> | undefined;
+  let profiling: Promise<unknown> | undefined;
+  const r = await runSustained({
+    producer: opts.producer,
+    consumer: opts.consumer,
+    queue: "inbox",
+    rate: opts.rate,
+    warmupMs: opts.warmupMs,
+    durationMs: opts.durationMs,
+    consumers: opts.consumers,
+    drainMs: 180_000,
+    probe: { writer: opts.writer, watcher: opts.watcher, rate: opts.probeRate },
+    atWindowStart: () => {
+      cpuStart = cpuSnapshot(pids);
+      if (opts.profileDir) {
+        profiling = Promise.all([A, C].map((i) => c.node(i).ask("profile-start", "PROFILING")));
+      }
+    },
+    atWindowEnd: () => {
+      cpuEnd = cpuSnapshot(pids);
+      const dir = opts.profileDir;
+      if (dir) {
+        profiling = (profiling ?? Promise.resolve()).then(() =>
+          Promise.all(
+            [A, C].map((i) =>
+              c.node(i).ask(`profile-stop ${dir}/${c.ids[i]}-${opts.rate}.cpuprofile`, "PROFILED"),
+            ),
+          ),
+        );
+      }
+    },
+  });
+  await profiling;
+  const cpu = cpuUsage(
+    await (cpuStart as Promise<CpuSnapshot>),
+    await (cpuEnd as Promise<CpuSnapshot>),
+    opts.cores,
+  );
+  const [ta, tb, tc] = [await trace(c, A), await trace(c, B), await trace(c, C)];
+  const measured = r.entries.filter((e) => e.measured);
+  const lat = dist(measured.map((e) => (e.deq === undefined ? undefined : e.deq - e.t0)));
+  const latAck = dist(
+    measured.map((e) => (e.deq === undefined || e.ack === undefined ? undefined : e.deq - e.ack)),
+  );
+  const enq = dist(measured.map((e) => (e.ack === undefined ? undefined : e.ack - e.t0)));
+  const pd = probeDists(r.probes, tc);
+  const offered = measured.length / (opts.durationMs / 1000);
+  const errors = r.entries.filter((e) => e.error !== undefined).length;
+  printDist("floor under load (insert A → visible on C)", pd.floor);
+  printDist("  same probe rows → C's apply stream", pd.appliedStreamOnC);
+  printDist("enqueue start on A → dequeued on C", lat);
+  printDist("enqueue acknowledged → dequeued on C", latAck);
+  printDist("enqueue call on A (client)", enq);
+  console.log(
+    `offered ${sig(offered)}/s; ${errors} enqueue errors; ${r.lateStarts} enqueues started ` +
+      `>5 ms late; at most ${r.maxInFlight} enqueues in flight; ${r.consumeErrors} consumer errors`,
+  );
+  printCpu(cpu);
+  const bd = breakdown(r.entries, ta, tc, opts.watcher.seen);
+  console.log(`where the time goes (${bd.entries} entries of the window; ms):`);
+  console.log(`${"step".padEnd(54)}    p50     p99    mean`);
+  for (const s of bd.stepsMs) {
+    console.log(`${s.step.padEnd(54)}${fmt(s.p50)} ${fmt(s.p99)} ${fmt(s.mean)}  n=${s.n}`);
+  }
+  console.log(`${"point (since the enqueue started)".padEnd(54)}    p50     p99`);
+  for (const p of bd.sinceEnqueueStartMs) {
+    console.log(`${p.point.padEnd(54)}${fmt(p.p50)} ${fmt(p.p99)}  n=${p.n}`);
+  }
+  const batches = {
+    A: batchStats(ta.batches, r.windowStart, r.windowEnd),
+    B: batchStats(tb.batches, r.windowStart, r.windowEnd),
+    C: batchStats(tc.batches, r.windowStart, r.windowEnd),
+  };
+  for (const [k, b] of Object.entries(batches)) {
+    console.log(
+      `replicator ${k}: ${b.batches} batches of ${b.entriesPerBatch.mean} entries ` +
+        `(max ${b.entriesPerBatch.max}), ${b.syncsPerEntry} syncs per entry; batch p50 ` +
+        `${b.durationMs.p50} ms (sync ${b.syncMs.p50} + commit ${b.commitMs.p50}), p99 ` +
+        `${b.durationMs.p99} ms; loop busy ${b.busy} of the window`,
+    );
+  }
+  return {
+    latency: lat,
+    floor: pd.floor,
+    json: {
+      rate: opts.rate,
+      offeredPerSecond: sig(offered),
+      windowSeconds: opts.durationMs / 1000,
+      enqueueToDequeuedMs: rounded(lat),
+      ackToDequeuedMs: rounded(latAck),
+      enqueueCallMs: rounded(enq),
+      floorUnderLoadMs: rounded(pd.floor),
+      floorRowsToApplyStreamOnCMs: rounded(pd.appliedStreamOnC),
+      floorCommitOnAMs: rounded(pd.commitOnA),
+      ratios: {
+        p50ToFloorP50: sig(lat.p50 / pd.floor.p50),
+        p99ToFloorP99: sig(lat.p99 / pd.floor.p99),
+      },
+      enqueueErrors: errors,
+      consumerErrors: r.consumeErrors,
+      lateStarts: r.lateStarts,
+      maxInFlight: r.maxInFlight,
+      cpuMsPerSecond: cpu,
+      breakdown: bd,
+      replicatorBatches: batches,
+    },
+  };
+}

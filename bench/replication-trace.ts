@@ -1,0 +1,203 @@
+/**
+ * Where an entry's time goes inside one node process of bench/replication.ts: timestamps
+ * (ms since the epoch, sub-millisecond, comparable between the processes of one machine)
+ * of the steps the replicator takes for each entry, and the size and duration of each sync
+ * batch.
+ *
+ * The replicator's internals are private in TypeScript; this profiling wrapper reaches them
+ * at run time (instance properties shadow the prototype's methods) and changes nothing in
+ * what they do. It relies on the shape of src/replication/replicator.ts as of this commit:
+ * `mark(entry, peer)`, `syncBatch(batch)`, `commitOutcomes(outcomes)`, `commitSeen(lsn)`,
+ * `opts.fetchData(req)`, `opts.spool.inspect/place(...)`. If that shape changes, `instrument`
+ * throws rather than measuring nothing.
+ */
+import type { RunningNode } from "../src/node/node.js";
+
+export const now = (): number => performance.timeOrigin + performance.now();
+
+/** The steps of one entry, in the order they happen on the node that applies it. */
+export const POINTS = [
+  /** The service published the entry's `enqueued` transition (the spool enqueue is done). */
+  "transition",
+  /** The replicator learned of a local change (service hook or file event). */
+  "markLocal",
+  /** The apply stream delivered a peer's row for the entry. */
+  "markPeer",
+  /** A sync batch holding the entry started (files inspected, fold read). */
+  "batchStart",
+  "fetchStart",
+  "fetchEnd",
+  "placeStart",
+  "placeEnd",
+  /** The transaction holding the entry's local journal rows committed (tailer). */
+  "journaled",
+  /** The transaction recording a peer change applied to the spool committed (applier). */
+  "recorded",
+  /** SpoolService.dequeue returned the entry (before the gRPC reply). */
+  "dequeued",
+] as const;
+export type Point = (typeof POINTS)[number];
+
+export interface BatchRecord {
+  start: number;
+  /** Inspect + read fold + sync each entry (fetch and place included). */
+  syncedAt: number;
+  /** commitOutcomes done. */
+  end: number;
+  size: number;
+  names: string[];
+}
+
+export interface NodeTrace {
+  node: string;
+  /** First time each point was reached, per entry. */
+  entries: Record<string, Partial<Record<Point, number>>>;
+  batches: BatchRecord[];
+  /** Commits the apply stream delivered (time of arrival). */
+  streamCommits: number[];
+}
+
+export class Tracer {
+  private entries = new Map<string, Partial<Record<Point, number>>>();
+  private batches: BatchRecord[] = [];
+  private streamCommits: number[] = [];
+
+  constructor(private readonly node: string) {}
+
+  point(entry: string, p: Point, t = now()): void {
+    let e = this.entries.get(entry);
+    if (e === undefined) {
+      e = {};
+      this.entries.set(entry, e);
+    }
+    if (e[p] === undefined) e[p] = t;
+  }
+
+  batch(b: BatchRecord): void {
+    this.batches.push(b);
+  }
+
+  streamCommit(t = now()): void {
+    this.streamCommits.push(t);
+  }
+
+  /** Everything recorded so far; forgets it. */
+  take(): NodeTrace {
+    const out: NodeTrace = {
+      node: this.node,
+      entries: Object.fromEntries(this.entries),
+      batches: this.batches,
+      streamCommits: this.streamCommits,
+    };
+    this.entries = new Map();
+    this.batches = [];
+    this.streamCommits = [];
+    return out;
+  }
+}
+
+interface OutcomeShape {
+  entry: string;
+  rows?: unknown[];
+  applied?: string;
+}
+
+interface ReplicatorInternals {
+  mark(entry: string, peer: boolean): void;
+  syncBatch(batch: Array<[string, unknown]>): Promise<void>;
+  commitOutcomes(outcomes: OutcomeShape[]): Promise<void>;
+  commitSeen(lsn: string): void | Promise<void>;
+  opts: {
+    fetchData(req: { entry: string }): Promise<{ path: string }>;
+    spool: { place(name: string, ...rest: unknown[]): Promise<unknown> };
+  };
+}
+
+function method<T extends object>(o: T, name: string): void {
+  if (typeof (o as Record<string, unknown>)[name] !== "function") {
+    throw new Error(`replication-trace: the replicator has no ${name}(); update the wrapper`);
+  }
+}
+
+/** Wrap the node's replicator and service so that `tracer` sees each entry's steps. */
+export function instrument(node: RunningNode, tracer: Tracer): void {
+  const r = node.replication.replicator as unknown as ReplicatorInternals;
+  for (const m of ["mark", "syncBatch", "commitOutcomes", "commitSeen"]) method(r, m);
+  method(r.opts, "fetchData");
+  method(r.opts.spool, "place");
+
+  const mark = r.mark.bind(r);
+  r.mark = (entry, peer) => {
+    tracer.point(entry, peer ? "markPeer" : "markLocal");
+    mark(entry, peer);
+  };
+
+  const syncBatch = r.syncBatch.bind(r);
+  const commitOutcomes = r.commitOutcomes.bind(r);
+  let current: BatchRecord | undefined;
+  r.syncBatch = async (batch) => {
+    const start = now();
+    for (const [entry] of batch) tracer.point(entry, "batchStart", start);
+    const rec: BatchRecord = {
+      start,
+      syncedAt: Number.NaN,
+      end: Number.NaN,
+      size: batch.length,
+      names: batch.map(([entry]) => entry),
+    };
+    current = rec;
+    try {
+      await syncBatch(batch);
+    } finally {
+      rec.end = now();
+      tracer.batch(rec);
+    }
+  };
+  r.commitOutcomes = async (outcomes) => {
+    if (current) current.syncedAt = now();
+    await commitOutcomes(outcomes);
+    const t = now();
+    for (const o of outcomes) {
+      if (o.rows !== undefined && o.rows.length > 0) tracer.point(o.entry, "journaled", t);
+      if (o.applied !== undefined) tracer.point(o.entry, "recorded", t);
+    }
+  };
+
+  const commitSeen = r.commitSeen.bind(r);
+  r.commitSeen = (lsn) => {
+    tracer.streamCommit();
+    return commitSeen(lsn);
+  };
+
+  const opts = r.opts;
+  const fetchData = opts.fetchData;
+  opts.fetchData = async (req) => {
+    tracer.point(req.entry, "fetchStart");
+    try {
+      return await fetchData.call(opts, req);
+    } finally {
+      tracer.point(req.entry, "fetchEnd");
+    }
+  };
+  const spool = opts.spool;
+  const place = spool.place;
+  spool.place = async (name, ...rest) => {
+    tracer.point(name, "placeStart");
+    try {
+      return await place.call(spool, name, ...rest);
+    } finally {
+      tracer.point(name, "placeEnd");
+    }
+  };
+
+  node.service.onTransition((t) => {
+    if (t.kind === "enqueued") tracer.point(t.name, "transition");
+  });
+  const service = node.service;
+  const dequeue = service.dequeue.bind(service);
+  service.dequeue = async (req) => {
+    const got = await dequeue(req);
+    if (got) tracer.point(got.entry.name, "dequeued");
+    return got;
+  };
+}
