@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { migrate } from "../replication/migrate.js";
 import { Monitor, Spool, timeSortableNames } from "../spool/index.js";
 import { Authorizer } from "./auth/authorizer.js";
+import { ClusterStatus } from "./cluster-status.js";
 import { type Config, grpcTlsEnabled } from "./config/index.js";
 import { type GrpcServer, startGrpcServer } from "./grpc/grpc-server.js";
 import { spoolHandlers } from "./grpc/spool-server.js";
@@ -85,6 +86,8 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     cleanups.push(() => service.close());
     metrics.setQueueDepthSource(() => service.queueDepths());
 
+    // Made once replication runs; ClusterStatus lists no peers before.
+    let clusterStatus: ClusterStatus | undefined;
     const tls = grpcTlsEnabled(config)
       ? {
           cert: config.grpc.tls.cert as string,
@@ -99,6 +102,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       logger: log.child({ component: "grpc" }),
       nodeId: config.node.id,
       region: config.node.region,
+      peers: async () => (await clusterStatus?.peers()) ?? [],
       onCall: (method, code) => metrics.recordGrpcRequest(method, String(code)),
     });
     const grpcServer: GrpcServer = await startGrpcServer({
@@ -122,6 +126,16 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       logger: log,
     });
     cleanups.push(() => replication.stop());
+    const status = new ClusterStatus({
+      nodeId: config.node.id,
+      peers: config.peers,
+      pool,
+      replication,
+      logger: log,
+    });
+    clusterStatus = status;
+    metrics.setReplicationSource(() => status.metrics());
+    cleanups.push(() => status.close());
 
     let ready = false;
     const http: HttpServer = await startHttpServer({

@@ -108,25 +108,10 @@ export const clientCommand: Command = {
     if (spec === undefined) {
       throw usageError(`client: unknown command ${JSON.stringify(first)} (one of: ${names})`);
     }
-    if (flags.json === true) subArgs.unshift("--json");
-    const [command, { createClientContext }, { toClientCliError }] = await Promise.all([
+    const [command, { runClientSubcommand }] = await Promise.all([
       spec.load(),
-      import("./client-context.js"),
-      import("./client-errors.js"),
+      import("./client-run.js"),
     ]);
-    const ctx = createClientContext(flags, process.env);
-    try {
-      return await command.run(subArgs, io, ctx);
-    } catch (err) {
-      let retryForMs: number | undefined;
-      try {
-        retryForMs = ctx.settings().retryForMs;
-      } catch {
-        // The settings themselves were the problem; err says so.
-      }
-      throw toClientCliError(err, retryForMs);
-    } finally {
-      ctx.close();
-    }
+    return runClientSubcommand(command, flags, subArgs, io);
   },
 };

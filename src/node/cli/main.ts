@@ -34,11 +34,18 @@ const certsCommand = lazy(
   async () => (await import("./certs-command.js")).certsCommand,
 );
 
+const clusterCommand = lazy(
+  "cluster",
+  "replication membership: status, join and leave",
+  async () => (await import("./cluster-command.js")).clusterCommand,
+);
+
 const COMMANDS: readonly Command[] = [
   devCommand,
   nodeCommand,
   spoolCommand,
   clientCommand,
+  clusterCommand,
   certsCommand,
 ];
 

@@ -11,6 +11,37 @@ export interface QueueDepth {
 
 export type QueueDepthSource = () => readonly QueueDepth[] | Promise<readonly QueueDepth[]>;
 
+/** What the replication gauges show, read when /metrics is scraped (see cluster-status.ts). */
+export interface ReplicationSnapshot {
+  peers: ReadonlyArray<{
+    peer: string;
+    /** This node's subscription to the peer is up. */
+    connected: boolean;
+    lagSeconds: number;
+    /** null: not measurable now (the peer's database did not answer); the series is left out. */
+    lagBytes: number | null;
+    /** pg_stat_subscription_stats.apply_error_count of the subscription to the peer. */
+    subscriptionApplyErrors: number;
+  }>;
+  /** This server's replication slots. */
+  slots: ReadonlyArray<{
+    slot: string;
+    /** mesh (a peer subscribes through it), apply (this node's applier), tablesync, other... */
+    kind: string;
+    /** The subscribing peer of a mesh slot, else "". */
+    peer: string;
+    active: boolean;
+    /** WAL the slot holds back; null when it holds none (invalidated). */
+    retainedBytes: number | null;
+  }>;
+  /** Distinct entries whose data is being fetched or waits for a retry. */
+  pendingFetches: number;
+  /** The replicator: entries to sync, entries waiting to retry, commits not acknowledged. */
+  backlog: { dirty: number; retrying: number; unacknowledgedCommits: number };
+}
+
+export type ReplicationSource = () => Promise<ReplicationSnapshot>;
+
 export interface MetricsOptions {
   /** Read at every scrape to fill geospool_queue_depth. Can also be set later. */
   queueDepth?: QueueDepthSource;
@@ -20,12 +51,34 @@ export interface MetricsOptions {
   onCollectError?: (collector: string, err: unknown) => void;
   /** Also export prom-client's process metrics (CPU, memory, event loop, GC). Default true. */
   processMetrics?: boolean;
+  /** Longest wait for the replication source at a scrape. Default 5 s. */
+  replicationTimeoutMs?: number;
 }
 
 /** Histogram buckets for spool operations (seconds): 1ms to 30s. */
 export const OPERATION_BUCKETS = [
   0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 ];
+
+/** The gauges filled from a `ReplicationSnapshot` at each scrape. */
+export interface ReplicationGauges {
+  /** geospool_replication_peer_connected{peer}: 1 while the subscription to the peer is up. */
+  peerConnected: Gauge<"peer">;
+  /** geospool_replication_lag_seconds{peer} (see cluster-status.ts for its definition). */
+  lagSeconds: Gauge<"peer">;
+  /** geospool_replication_lag_bytes{peer}: the peer's WAL this node has not confirmed. */
+  lagBytes: Gauge<"peer">;
+  /** geospool_replication_subscription_apply_errors{peer}: PostgreSQL's count for the subscription. */
+  subscriptionApplyErrors: Gauge<"peer">;
+  /** geospool_replication_slot_active{slot, kind, peer}: 1 while something streams from the slot. */
+  slotActive: Gauge<"slot" | "kind" | "peer">;
+  /** geospool_replication_slot_retained_bytes{slot, kind, peer}: WAL the slot holds back. */
+  slotRetainedBytes: Gauge<"slot" | "kind" | "peer">;
+  /** geospool_replication_pending_fetches: entries waiting for their data. */
+  pendingFetches: Gauge;
+  /** geospool_replication_backlog{kind="dirty"|"retrying"|"unacknowledged_commits"}. */
+  backlog: Gauge<"kind">;
+}
 
 /**
  * A node's metrics, on a Registry of its own (never prom-client's global one), so several
@@ -57,7 +110,15 @@ export class Metrics {
    */
   readonly collectErrors: Counter<"collector">;
 
+  /** The geospool_replication_* gauges, registered with the first replication source. */
+  replicationGauges: ReplicationGauges | undefined;
+
   private depthSource: QueueDepthSource | undefined;
+  private replicationSource: ReplicationSource | undefined;
+  private readonly replicationTimeoutMs: number;
+  private readonly onCollectError: MetricsOptions["onCollectError"];
+  /** One read of the replication source shared by the gauges of one scrape. */
+  private replicationRead: Promise<ReplicationSnapshot | undefined> | undefined;
   private readonly fsckKindsSeen = new Set<string>();
 
   constructor(options: MetricsOptions = {}) {
@@ -133,7 +194,134 @@ export class Metrics {
       labelNames: ["event"] as const,
       registers,
     });
+    this.replicationTimeoutMs = options.replicationTimeoutMs ?? 5_000;
+    this.onCollectError = onCollectError;
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /**
+   * Sets (or replaces) the source read for the geospool_replication_* gauges at each scrape.
+   * The gauges are registered with the first source: a node without replication has none.
+   */
+  setReplicationSource(source: ReplicationSource | undefined): void {
+    this.replicationSource = source;
+    if (source !== undefined) this.replicationGauges ??= this.registerReplicationGauges();
+  }
+
+  private registerReplicationGauges(): ReplicationGauges {
+    /** The snapshot for this scrape, undefined when there is no source or it failed. */
+    const readReplication = (): Promise<ReplicationSnapshot | undefined> => {
+      const source = this.replicationSource;
+      if (source === undefined) return Promise.resolve(undefined);
+      this.replicationRead ??= within(source(), this.replicationTimeoutMs)
+        .catch((err: unknown) => {
+          this.collectErrors.inc({ collector: "replication" });
+          this.onCollectError?.("replication", err);
+          return undefined;
+        })
+        .finally(() => {
+          this.replicationRead = undefined;
+        });
+      return this.replicationRead;
+    };
+    /** A gauge filled from the replication snapshot (emptied when there is none). */
+    const replicationGauge = <L extends string>(
+      name: string,
+      help: string,
+      labelNames: readonly L[],
+      fill: (gauge: Gauge<L>, s: ReplicationSnapshot) => void,
+    ): Gauge<L> =>
+      new Gauge<L>({
+        name,
+        help,
+        labelNames,
+        registers: [this.registry],
+        async collect() {
+          const s = await readReplication();
+          this.reset();
+          if (s !== undefined) fill(this, s);
+        },
+      });
+    const peerConnected = replicationGauge(
+      "geospool_replication_peer_connected",
+      "1 while this node's subscription to the peer is up (apply worker running, messages received).",
+      ["peer"] as const,
+      (g, s) => {
+        for (const p of s.peers) g.set({ peer: p.peer }, p.connected ? 1 : 0);
+      },
+    );
+    const lagSeconds = replicationGauge(
+      "geospool_replication_lag_seconds",
+      "How far this node is behind the peer's WAL in time: the peer's replay_lag while connected, the time since the last contact while not.",
+      ["peer"] as const,
+      (g, s) => {
+        for (const p of s.peers) g.set({ peer: p.peer }, p.lagSeconds);
+      },
+    );
+    const lagBytes = replicationGauge(
+      "geospool_replication_lag_bytes",
+      "WAL the peer has written that this node has not confirmed (absent while the peer's database cannot be asked).",
+      ["peer"] as const,
+      (g, s) => {
+        for (const p of s.peers) if (p.lagBytes !== null) g.set({ peer: p.peer }, p.lagBytes);
+      },
+    );
+    const subscriptionApplyErrors = replicationGauge(
+      "geospool_replication_subscription_apply_errors",
+      "Errors applying the peer's rows to this node's journal (pg_stat_subscription_stats.apply_error_count).",
+      ["peer"] as const,
+      (g, s) => {
+        for (const p of s.peers) g.set({ peer: p.peer }, p.subscriptionApplyErrors);
+      },
+    );
+    const slotActive = replicationGauge(
+      "geospool_replication_slot_active",
+      "1 while something streams from this server's replication slot (kind=mesh: a peer's subscription; kind=apply: this node's applier).",
+      ["slot", "kind", "peer"] as const,
+      (g, s) => {
+        for (const x of s.slots) {
+          g.set({ slot: x.slot, kind: x.kind, peer: x.peer }, x.active ? 1 : 0);
+        }
+      },
+    );
+    const slotRetainedBytes = replicationGauge(
+      "geospool_replication_slot_retained_bytes",
+      "WAL this server keeps for the replication slot (current LSN minus its restart LSN).",
+      ["slot", "kind", "peer"] as const,
+      (g, s) => {
+        for (const x of s.slots) {
+          if (x.retainedBytes !== null) {
+            g.set({ slot: x.slot, kind: x.kind, peer: x.peer }, x.retainedBytes);
+          }
+        }
+      },
+    );
+    const pendingFetches = replicationGauge(
+      "geospool_replication_pending_fetches",
+      "Peers' entries whose data is being fetched or waits for a retry.",
+      [] as const,
+      (g, s) => g.set(s.pendingFetches),
+    );
+    const backlog = replicationGauge(
+      "geospool_replication_backlog",
+      "The replicator's work: entries to sync (dirty), entries waiting to retry, peer commits not acknowledged yet.",
+      ["kind"] as const,
+      (g, s) => {
+        g.set({ kind: "dirty" }, s.backlog.dirty);
+        g.set({ kind: "retrying" }, s.backlog.retrying);
+        g.set({ kind: "unacknowledged_commits" }, s.backlog.unacknowledgedCommits);
+      },
+    );
+    return {
+      peerConnected,
+      lagSeconds,
+      lagBytes,
+      subscriptionApplyErrors,
+      slotActive,
+      slotRetainedBytes,
+      pendingFetches,
+      backlog,
+    };
   }
 
   /** Sets (or replaces) the source read for geospool_queue_depth at each scrape. */
@@ -187,4 +375,14 @@ export class Metrics {
   get contentType(): string {
     return this.registry.contentType;
   }
+}
+
+/** `p`, or a rejection after `ms`. */
+function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
