@@ -3,6 +3,7 @@ import type pg from "pg";
 import type { Logger } from "pino";
 import { DataFetcher } from "../replication/data-fetcher.js";
 import { ensurePublication, joinPeer, MeshError } from "../replication/mesh.js";
+import { replicationSettings, settingsWarnings } from "../replication/mesh-status.js";
 import { type ReplicaSpool, Replicator } from "../replication/replicator.js";
 import type { Config } from "./config/index.js";
 import type { Metrics } from "./observability/index.js";
@@ -31,11 +32,16 @@ export async function startReplication(opts: {
   idempotency: IdempotencyStore;
   metrics: Metrics;
   logger: Logger;
+  /** The spool directory did not exist before this start. */
+  spoolCreated?: boolean;
 }): Promise<NodeReplication> {
   const { config, pool, spool, service, logger } = opts;
   const log = logger.child({ component: "replication" });
   const nodeId = config.node.id;
   await ensurePublication(pool, nodeId, { logger: log });
+  for (const warning of settingsWarnings(await replicationSettings(pool))) {
+    log.warn({ warning }, "PostgreSQL replication setting needs attention");
+  }
 
   const peerGrpc = new Map(config.peers.map((p) => [p.id, p.grpc]));
   const preferred = new Map<string, string>();
@@ -119,6 +125,7 @@ export async function startReplication(opts: {
       quarantined: () => opts.metrics.recordReplication("quarantined", 1),
     },
     fullReconcileEveryMs: config.replication.fullReconcileEvery,
+    spoolCreated: opts.spoolCreated === true,
   });
   await replicator.start();
   const stopListening = service.onTransition((t) => replicator.noteLocal(t.name));

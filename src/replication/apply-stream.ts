@@ -46,8 +46,17 @@ export function applyNames(nodeId: string, database: string): ApplyNames {
   return { publication: `geospool_apply_${tag}`, slot: `geospool_apply_${tag}_${db}` };
 }
 
-/** Make the apply publication and slot if missing (idempotent; safe under concurrent starts). */
-export async function ensureApplySlot(pool: pg.Pool, nodeId: string): Promise<ApplyNames> {
+/**
+ * Make the apply publication and slot if missing (idempotent; safe under concurrent starts).
+ * A slot PostgreSQL has invalidated (it held more WAL than max_slot_wal_keep_size, or sat
+ * idle past idle_replication_slot_timeout while the node was down) can never stream again:
+ * it is dropped and made anew, and `recreated` tells the caller that rows may have been
+ * skipped, so it must compare the whole journal with the spool.
+ */
+export async function ensureApplySlot(
+  pool: pg.Pool,
+  nodeId: string,
+): Promise<ApplyNames & { recreated: boolean }> {
   const db = await pool.query<{ db: string }>("select current_database() as db");
   const names = applyNames(nodeId, db.rows[0]?.db ?? "");
   const { publication, slot } = names;
@@ -61,13 +70,19 @@ export async function ensureApplySlot(pool: pg.Pool, nodeId: string): Promise<Ap
       )
       .catch(ignoreDuplicate);
   }
-  const slots = await pool.query("select 1 from pg_replication_slots where slot_name = $1", [slot]);
-  if (slots.rowCount === 0) {
+  const slots = await pool.query<{ lost: boolean }>(
+    `select (invalidation_reason is not null or wal_status = 'lost') as lost
+       from pg_replication_slots where slot_name = $1`,
+    [slot],
+  );
+  const lost = slots.rows[0]?.lost === true;
+  if (lost) await pool.query("select pg_drop_replication_slot($1)", [slot]);
+  if (slots.rowCount === 0 || lost) {
     await pool
       .query("select pg_create_logical_replication_slot($1, 'pgoutput')", [slot])
       .catch(ignoreDuplicate);
   }
-  return names;
+  return { ...names, recreated: lost };
 }
 
 function ignoreDuplicate(err: unknown): void {
@@ -82,6 +97,8 @@ export interface ApplyStreamOptions {
   names: ApplyNames;
   handlers: ApplyStreamHandlers;
   logger?: Logger;
+  /** Run before every (re)connection, e.g. to remake an invalidated slot. */
+  prepare?: () => Promise<void>;
   /** First retry delay after a stream error; doubles up to 5 s. Default 200 ms. */
   retryMs?: number;
 }
@@ -133,6 +150,27 @@ export class ApplyStream {
   }
 
   private connect(): void {
+    if (this.stopped) return;
+    if (this.opts.prepare === undefined) {
+      this.open();
+      return;
+    }
+    this.opts.prepare().then(
+      () => this.open(),
+      (err: unknown) => {
+        if (this.stopped) return;
+        const wait = this.retryMs;
+        this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS);
+        const e = err instanceof Error ? err : new Error(String(err));
+        this.opts.handlers.error(e, wait);
+        this.log.warn({ err: e, retryInMs: wait }, "apply stream not ready; retrying");
+        this.timer = setTimeout(() => this.connect(), wait);
+        this.timer.unref();
+      },
+    );
+  }
+
+  private open(): void {
     if (this.stopped) return;
     const { publication, slot } = this.opts.names;
     const service = new LogicalReplicationService(

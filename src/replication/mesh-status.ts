@@ -158,7 +158,7 @@ export async function replicationSettings(
   };
 }
 
-function settingsWarnings(s: ReplicationSettings): string[] {
+export function settingsWarnings(s: ReplicationSettings): string[] {
   const warnings: string[] = [];
   if (s.walLevel !== "logical") {
     warnings.push(`wal_level is ${s.walLevel}, not logical: this node cannot publish its rows`);

@@ -114,6 +114,11 @@ export interface ReplicatorOptions {
   clock?: () => number;
   /** Full reconcile of the spool against the record. Default 30 s. */
   fullReconcileEveryMs?: number;
+  /**
+   * The spool directory was created by this start: with a non-empty record, the spool is
+   * treated as lost and restored from the journal (see `start`).
+   */
+  spoolCreated?: boolean;
   /** Entries synced at once. Default 16. */
   concurrency?: number;
 }
@@ -217,12 +222,37 @@ export class Replicator {
     }
     const pending = await pool.query<{ entry: string }>("select entry from replica_pending");
     for (const r of pending.rows) this.mark(r.entry, true);
+    let fullPass = names.recreated;
+    if (
+      this.recorded.size > 0 &&
+      (this.opts.spoolCreated || (await this.opts.spool.scan()).size === 0)
+    ) {
+      // The spool directory is new or empty while the record says it held entries: the disk
+      // was lost or wiped. Journaling that as removes would delete every entry cluster-wide;
+      // instead forget the record and restore the spool from the journal and the peers' data.
+      this.log.warn(
+        { recorded: this.recorded.size, spoolCreated: this.opts.spoolCreated === true },
+        "the spool is empty but its record is not: restoring it from the journal, not removing",
+      );
+      await pool.query("delete from replica_entries");
+      this.recorded.clear();
+      fullPass = true;
+    }
+    if (fullPass) await this.markWholeJournal();
     this.startWatches();
     await this.reconcile();
     this.loop = this.run();
     this.stream = new ApplyStream({
       connectionString: this.opts.connectionString,
       names,
+      // A slot invalidated while the node runs is remade before the stream reconnects.
+      prepare: async () => {
+        const again = await ensureApplySlot(pool, nodeId);
+        if (again.recreated) {
+          this.log.warn("the apply slot was invalidated and made again; rereading the journal");
+          await this.markWholeJournal();
+        }
+      },
       logger: this.log,
       handlers: {
         row: (entry) => this.mark(entry, true),
@@ -248,6 +278,19 @@ export class Replicator {
     if (this.commits.length > 0 || this.inProgress.size > 0) return false;
     for (const d of this.dirty.values()) if (d.peer) return false;
     return true;
+  }
+
+  /**
+   * Mark every entry the journal names, or the record holds, for a sync against its fold
+   * (after an invalidated slot, or to restore a lost spool).
+   */
+  private async markWholeJournal(): Promise<void> {
+    const r = await this.opts.pool.query<{ entry: string }>(
+      "select distinct entry from journal where origin <> $1 or op = 'enqueue'",
+      [this.opts.nodeId],
+    );
+    for (const row of r.rows) this.mark(row.entry, true);
+    for (const entry of this.recorded.keys()) this.mark(entry, true);
   }
 
   /** The node's service (or a reaper) changed `entry` in the spool. */

@@ -1,3 +1,4 @@
+import { rm } from "node:fs/promises";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
@@ -73,6 +74,35 @@ describe("replication across three nodes", () => {
         async () => (await where(i, lease.entry.name)) === "absent",
       );
     }
+  }, 60_000);
+
+  it("a node whose spool directory was lost is restored from the journal, and nothing is removed elsewhere", async () => {
+    const { entry } = await client(0).enqueue("inbox", "kept everywhere", { metadata: "m3" });
+    await eventually(
+      "replicated to n3",
+      async () => (await where(2, entry.name)) === "inbox/queued",
+    );
+    const before = await Promise.all(
+      [0, 1].map(async (i) => (await client(i).list("inbox")).entries.length),
+    );
+    await cluster.stopNode(2);
+    await rm(cluster.node(0).config.spool.dir.replace(/spool-n1$/, "spool-n3"), {
+      recursive: true,
+      force: true,
+    });
+    await cluster.start(2);
+    await eventually("restored on n3", async () => (await where(2, entry.name)) === "inbox/queued");
+    expect((await cluster.node(2).spool.dataFile(entry.name).read()).toString()).toBe(
+      "kept everywhere",
+    );
+    // Give a wrongly journaled remove time to replicate, then check nothing went away.
+    await cluster.node(2).replication.replicator.idle();
+    await new Promise((r) => setTimeout(r, 500));
+    const after = await Promise.all(
+      [0, 1].map(async (i) => (await client(i).list("inbox")).entries.length),
+    );
+    expect(after).toEqual(before);
+    expect((await client(2).list("inbox")).entries.length).toBe(before[0]);
   }, 60_000);
 
   it("writes no replication loop: every node holds the same rows per origin", async () => {

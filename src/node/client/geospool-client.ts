@@ -476,7 +476,18 @@ export class GeospoolClient {
         queued: Number(q.queued),
         checkedOut: Number(q.checkedOut),
       })),
-      peers: res.peers.map((p) => ({ ...p, replicationLagMs: durationMs(p.replicationLag) ?? 0 })),
+      // Decoded messages leave fields at their default value unset: spell every one out.
+      peers: res.peers.map((p) => ({
+        nodeId: p.nodeId ?? "",
+        region: p.region ?? "",
+        grpcEndpoint: p.grpcEndpoint ?? "",
+        connected: p.connected ?? false,
+        replicationLagMs: durationMs(p.replicationLag) ?? 0,
+        lagBytes: Number(p.lagBytes ?? 0),
+        slotState: p.slotState ?? "",
+        applyErrors: Number(p.applyErrors ?? 0),
+        pendingFetches: Number(p.pendingFetches ?? 0),
+      })),
     };
   }
 
