@@ -1,6 +1,8 @@
 import { createServer } from "node:net";
 import { join } from "node:path";
 import type { RunningNode } from "../../src/node/node.js";
+import { startEmbeddedPostgres, stopStalePostgres } from "../../src/node/postgres/embedded.js";
+import { readPostmasterPid, waitForExit } from "../../src/node/postgres/processes.js";
 import { startTestNode } from "./node.js";
 import { startPostgresServers, stopPostgresServers, type TestPostgres } from "./postgres.js";
 
@@ -109,4 +111,35 @@ export async function eventually(
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * SIGKILL the postmaster of an embedded test server (its pid from `<dataDir>/postmaster.pid`)
+ * and wait until it is gone. Its children follow on their own; `restartPostgres` reaps any
+ * left. Returns the pid killed.
+ */
+export async function killPostgres(server: TestPostgres): Promise<number> {
+  if (server.dataDir === undefined) throw new Error("killPostgres needs an embedded server");
+  const lock = await readPostmasterPid(server.dataDir);
+  if (lock === undefined) throw new Error(`no postmaster.pid in ${server.dataDir}`);
+  process.kill(lock.pid, "SIGKILL");
+  if (!(await waitForExit(lock.pid, 10_000))) throw new Error(`postgres ${lock.pid} survived`);
+  return lock.pid;
+}
+
+/**
+ * Start an embedded test server again on its data directory and port (after `killPostgres`):
+ * leftover children are stopped and the stale lock removed first; crash recovery runs on
+ * start. `server.stop` then stops the new server.
+ */
+export async function restartPostgres(server: TestPostgres): Promise<void> {
+  if (server.dataDir === undefined) throw new Error("restartPostgres needs an embedded server");
+  await stopStalePostgres(server.dataDir);
+  const port = Number(new URL(server.url).port);
+  const again = await startEmbeddedPostgres({ dataDir: server.dataDir, port, fsync: false });
+  if (again.url !== server.url) {
+    await again.stop();
+    throw new Error(`restarted postgres answers at ${again.url}, not ${server.url}`);
+  }
+  server.stop = again.stop;
 }

@@ -1,0 +1,141 @@
+import { type ChildProcess, spawn } from "node:child_process";
+
+/** A peer as `geospool node` takes it in `--peers` (JSON). */
+export interface ProcessPeer {
+  id: string;
+  grpc: string;
+  postgres?: string;
+}
+
+export interface NodeProcessOptions {
+  /** main.js of a CLI built with `buildCli()`. */
+  main: string;
+  id: string;
+  spoolDir: string;
+  postgresUrl: string;
+  /** Fixed `127.0.0.1:port` addresses: peers must know the gRPC one up front. */
+  grpc: string;
+  http: string;
+  peers: readonly ProcessPeer[];
+  /** Default `warn`: the node's log (stderr) is kept for failure messages. */
+  logLevel?: string;
+  /** More `--key value` flags (they override the defaults below). */
+  flags?: Record<string, string>;
+}
+
+/** One `geospool node` child process. */
+export interface NodeProcess {
+  readonly id: string;
+  readonly grpc: string;
+  readonly http: string;
+  readonly child: ChildProcess;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The tail of the node's log. */
+  stderr(): string;
+  /** SIGKILL, and wait until the process is gone. */
+  kill(): Promise<void>;
+  /** SIGTERM (a clean drain); resolves with the exit code. */
+  stop(): Promise<number | null>;
+}
+
+const KEEP_LOG_CHARS = 64 * 1024;
+const READY_TIMEOUT_MS = 30_000;
+
+/**
+ * Start `geospool node` as a child process with the same settings the in-process test
+ * cluster uses (lease grace 0, dead-letter queue `dead`, fast reconcile and peer joins),
+ * configured by flags (peers by GEOSPOOL_PEERS), and wait until its `/readyz` answers. Processes still running are
+ * in `running` (kill them in `afterAll`).
+ */
+export async function startNodeProcess(opts: NodeProcessOptions): Promise<NodeProcess> {
+  const flags: Record<string, string> = {
+    "node.id": opts.id,
+    "spool.dir": opts.spoolDir,
+    "spool.leases.grace": "0ms",
+    "spool.leases.deadLetterQueue": "dead",
+    "postgres.url": opts.postgresUrl,
+    "grpc.listen": opts.grpc,
+    "http.listen": opts.http,
+    "log.level": opts.logLevel ?? "warn",
+    "shutdown.deadline": "2s",
+    "replication.fullReconcileEvery": "2s",
+    "replication.joinRetry": "300ms",
+    ...opts.flags,
+  };
+  const args = [opts.main, "node", ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v])];
+  // Peers go in the environment: `geospool node` refuses a `--peers` flag (no dot in it),
+  // though the configuration documents one.
+  const env = { ...process.env, GEOSPOOL_PEERS: JSON.stringify(opts.peers) };
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"], env });
+  running.add(child);
+  let log = "";
+  child.stderr?.on("data", (d) => {
+    log += d;
+    if (log.length > 2 * KEEP_LOG_CHARS) log = log.slice(-KEEP_LOG_CHARS);
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("exit", (code, signal) => {
+      running.delete(child);
+      resolve({ code, signal });
+    }),
+  );
+  const proc: NodeProcess = {
+    id: opts.id,
+    grpc: opts.grpc,
+    http: opts.http,
+    child,
+    exited,
+    stderr: () => log.slice(-KEEP_LOG_CHARS),
+    async kill() {
+      child.kill("SIGKILL");
+      await exited;
+    },
+    async stop() {
+      child.kill("SIGTERM");
+      return (await exited).code;
+    },
+  };
+  try {
+    await waitReady(proc);
+  } catch (err) {
+    await proc.kill();
+    throw err;
+  }
+  return proc;
+}
+
+/** Node processes started and not yet exited. */
+export const running = new Set<ChildProcess>();
+
+/** SIGKILL every node process still running (for `afterAll`). */
+export async function killNodeProcesses(): Promise<void> {
+  const left = [...running];
+  await Promise.all(
+    left.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          c.once("exit", () => resolve());
+          c.kill("SIGKILL");
+        }),
+    ),
+  );
+}
+
+async function waitReady(proc: NodeProcess): Promise<void> {
+  let gone = false;
+  void proc.exited.then(() => {
+    gone = true;
+  });
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (gone) throw new Error(`node ${proc.id} exited before it was ready:\n${proc.stderr()}`);
+    const ok = await fetch(`http://${proc.http}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`node ${proc.id} not ready in ${READY_TIMEOUT_MS} ms:\n${proc.stderr()}`);
+}
