@@ -101,7 +101,7 @@ export async function startReplication(opts: {
         preferred.delete(req.entry);
       }
     },
-    onPeerEnqueue(entry, queue, payload) {
+    async onPeerEnqueue(entry, queue, payload) {
       // Idempotency across the cluster: a key seen with a peer's entry answers retries here.
       let key: string | undefined;
       try {
@@ -109,12 +109,12 @@ export async function startReplication(opts: {
       } catch {
         key = undefined;
       }
-      if (key !== undefined) {
-        const k = key;
-        opts.idempotency
-          .claim(k, queue, entry)
-          .then((c) => (c.kind === "claimed" ? opts.idempotency.complete(k, entry) : undefined))
-          .catch((err) => log.warn({ err, entry }, "could not record a peer's idempotency key"));
+      if (key === undefined) return;
+      try {
+        const c = await opts.idempotency.claim(key, queue, entry);
+        if (c.kind === "claimed") await opts.idempotency.complete(key, entry);
+      } catch (err) {
+        log.warn({ err, entry }, "could not record a peer's idempotency key");
       }
     },
     logger: log,

@@ -108,7 +108,7 @@ export interface ReplicatorOptions {
    * more rows of it arrive before it is placed; it may already be removed). The node records
    * the entry's idempotency key from it, so a retry here finds the first entry.
    */
-  onPeerEnqueue?(entry: string, queue: string, payload: Buffer): void;
+  onPeerEnqueue?(entry: string, queue: string, payload: Buffer): Promise<void>;
   logger?: Logger;
   metrics?: ReplicatorMetrics;
   clock?: () => number;
@@ -151,7 +151,6 @@ interface Outcome {
   /** Sync again right away (raced, or local rows that a tombstone overrides). */
   again?: boolean;
   quarantine?: Array<{ origin: string; seq: bigint; problem: string }>;
-  peerEnqueue?: { queue: string; payload: Buffer };
   applied?: "placed" | "dropped";
 }
 
@@ -512,17 +511,11 @@ export class Replicator {
         ? { queue: created.queue, payload: created.metadata }
         : undefined;
 
-    const outcome = await this.decide(
-      entry,
-      seen,
-      disk,
-      rec,
-      journal.rows,
-      target,
-      quarantine,
-      now,
-    );
-    return peerEnqueue === undefined ? outcome : { ...outcome, peerEnqueue };
+    // Before the entry can become visible here, so a retry on this node finds its key.
+    if (peerEnqueue !== undefined) {
+      await this.opts.onPeerEnqueue?.(entry, peerEnqueue.queue, peerEnqueue.payload);
+    }
+    return this.decide(entry, seen, disk, rec, journal.rows, target, quarantine, now);
   }
 
   private async decide(
@@ -732,9 +725,6 @@ export class Replicator {
       if (o.applied) {
         this.counters.applied++;
         this.opts.metrics?.applied?.(o.applied);
-      }
-      if (o.peerEnqueue) {
-        this.opts.onPeerEnqueue?.(o.entry, o.peerEnqueue.queue, o.peerEnqueue.payload);
       }
       if (o.retry) {
         const prev = this.retries.get(o.entry);
