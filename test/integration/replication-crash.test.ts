@@ -257,6 +257,7 @@ describe("a node's daemon SIGKILLed while it fetches and applies", () => {
       startPostgresServers(3, { dir: join(dir.path, "pg") }),
     ]);
     pools = servers.map((s) => new pg.Pool({ connectionString: s.url, max: 2 }));
+    for (const p of pools) p.on("error", () => undefined);
   }, 120_000);
 
   afterAll(async () => {
