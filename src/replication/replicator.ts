@@ -158,6 +158,8 @@ const MAX_BATCH = 256;
 const BACKPRESSURE_DIRTY = 20_000;
 const RETRY_BASE_MS = 250;
 const RETRY_MAX_MS = 30_000;
+/** In-flux retries (about 2 s with the backoff) after which a placement counts as dead. */
+const STALLED_RETRIES = 3;
 
 export class Replicator {
   private readonly log: Logger;
@@ -442,6 +444,11 @@ export class Replicator {
     }
   }
 
+  /** An entry in flux that may be a dead placement of this node's (see `syncOne`). */
+  private stalledPlacement(entry: string): boolean {
+    return !this.recorded.has(entry) && (this.retries.get(entry)?.failures ?? 0) >= STALLED_RETRIES;
+  }
+
   /** Acknowledge the last commit whose entries have all been synced since it arrived. */
   private async acknowledgeDone(): Promise<void> {
     let lowest = Number.POSITIVE_INFINITY;
@@ -466,7 +473,7 @@ export class Replicator {
     const needFold = inspected
       .filter((i) => {
         if (i.invalid) return true;
-        if (i.seen.kind === "in_flux") return false;
+        if (i.seen.kind === "in_flux") return this.stalledPlacement(i.entry);
         return i.d.peer || !sameState(toLocal(i.seen), this.recorded.get(i.entry) ?? null);
       })
       .map((i) => i.entry);
@@ -493,7 +500,14 @@ export class Replicator {
     now: number,
   ): Promise<Outcome> {
     if (seen.kind === "in_flux") {
-      return { entry, retry: { reason: "the entry is being changed", persist: peer } };
+      const mine = journal?.rows.find((r) => r.op === "enqueue")?.origin === this.opts.nodeId;
+      if (journal === undefined || mine) {
+        return { entry, retry: { reason: "the entry is being changed", persist: peer } };
+      }
+      // A peer's entry this node never recorded, in flux through several retries: not a
+      // local enqueue (a peer created it) nor a local finish (it was never placed here),
+      // but a placement that died half-way. Placing it again resumes it.
+      return this.syncOne(entry, { kind: "absent" }, peer, journal, now);
     }
     const disk = toLocal(seen);
     const rec = this.recorded.get(entry) ?? null;
@@ -569,7 +583,8 @@ export class Replicator {
     const { spool } = this.opts;
     if (target.kind === "absent") {
       const r = await spool.drop(entry);
-      if (r.kind === "raced") return { entry, again: true, quarantine };
+      if (r.kind === "raced")
+        return { entry, retry: { reason: "raced", persist: true }, quarantine };
       return { entry, record: null, quarantine, applied: "dropped" };
     }
     const p = target.placed;
@@ -597,7 +612,9 @@ export class Replicator {
       }
     }
     const r = await spool.place(entry, placement, target.payload, p.attempts, data);
-    if (r.kind === "raced") return { entry, again: true, quarantine };
+    // Raced with a local reader or finish: look again shortly (not at once: a finish left
+    // half-done by a crash stays until the monitor repairs it).
+    if (r.kind === "raced") return { entry, retry: { reason: "raced", persist: true }, quarantine };
     return { entry, record: p, quarantine, applied: "placed" };
   }
 
