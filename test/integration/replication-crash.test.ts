@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { watch } from "node:fs";
-import { readdir, rm } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -9,7 +9,7 @@ import type { RunningNode } from "../../src/node/node.js";
 import { type NodeEntryMeta, nodeEntryCodec } from "../../src/node/service/entry-meta.js";
 import type { NodeSpool } from "../../src/node/service/spool-service.js";
 import { countByOrigin } from "../../src/replication/journal-store.js";
-import { DEFAULT_MAX_TMP_FILE_AGE_MS, Monitor, Spool } from "../../src/spool/index.js";
+import { Monitor, Spool } from "../../src/spool/index.js";
 import { buildCli } from "../helpers/cli-build.js";
 import {
   eventually,
@@ -162,31 +162,6 @@ async function replicaBacklog(pool: pg.Pool): Promise<{ pending: number; quarant
 }
 
 /**
- * WORKAROUND, until the replicator resumes its own dead placements (see the report:
- * Replicator.syncOne retries an `in_flux` entry forever, so a placement SIGKILLed between
- * its registry file and its rename into the queue stalls that entry until the node's monitor
- * deletes the remnant, maxTmpFileAgeMs = 10 min later). With the daemon down, delete now
- * what that repair would then: registry files in no queue, their data and their `~place`
- * metadata. `~fetch` files stay, for the fetcher to resume. Returns the entries concerned.
- */
-async function removePlacementRemnants(spoolDir: string): Promise<string[]> {
-  const spool: NodeSpool = await Spool.load(spoolDir, { metadata: nodeEntryCodec, queues: QUEUES });
-  const later = Date.now() + DEFAULT_MAX_TMP_FILE_AGE_MS + 60_000;
-  const names = (await new Monitor(spool).fsck(later))
-    .filter((p) => p.kind === "orphaned" && p.dir.kind === "registry")
-    .map((p) => p.file.filename);
-  const tmp = await readdir(join(spoolDir, ".tmp"));
-  for (const name of names) {
-    for (const f of tmp.filter((f) => f.startsWith(`${name}~place-`))) {
-      await rm(join(spoolDir, ".tmp", f));
-    }
-    await rm(join(spoolDir, ".data", name), { force: true });
-    await rm(join(spoolDir, ".registry", name));
-  }
-  return names;
-}
-
-/**
  * SIGKILL `proc` as soon as `check` holds: checked on every event in `dir` (fs.watch) and
  * every few milliseconds. `killed(ms)` waits up to `ms` more for that, then stops watching;
  * it answers with the file name of the event that fired (or "poll"), or undefined when the
@@ -312,9 +287,7 @@ describe("a node's daemon SIGKILLed while it fetches and applies", () => {
         peers: peersOf(2),
       });
     let c = await startC();
-    const remnants: string[] = [];
     const restartC = async () => {
-      remnants.push(...(await removePlacementRemnants(spoolC)));
       c = await startC();
     };
 
@@ -409,10 +382,7 @@ describe("a node's daemon SIGKILLed while it fetches and applies", () => {
       for (const [i, node] of inProcess.entries()) {
         await expectHolds(ids[i] as string, node.spool, expected);
       }
-      console.log(
-        `replication-crash: ${expected.size} entries; ${moments.join("; ")}; ` +
-          `placement remnants removed (workaround): ${remnants.length ? remnants.join(" ") : "none"}`,
-      );
+      console.log(`replication-crash: ${expected.size} entries; ${moments.join("; ")}`);
     } finally {
       clientA.close();
     }
