@@ -1,4 +1,4 @@
-import { configWarnings, loadConfig } from "../config/index.js";
+import { configKeys, configWarnings, loadConfig } from "../config/index.js";
 import { startNode } from "../node.js";
 import { createLogger, flushLogger } from "../observability/index.js";
 import { usageError } from "./cli-error.js";
@@ -28,7 +28,8 @@ export function parseConfigFlags(args: readonly string[]): Record<string, string
       throw usageError(`node: unexpected argument ${JSON.stringify(a)} (see --help)`);
     const eq = a.indexOf("=");
     const key = eq > 0 ? a.slice(2, eq) : a.slice(2);
-    if (key !== "config" && !key.includes(".")) {
+    // Dotted keys, and the keys that are a whole section (a list such as --peers).
+    if (key !== "config" && !key.includes(".") && !configKeys().some((k) => k.key === key)) {
       throw usageError(
         `node: unknown option --${key} (config keys have dots, e.g. --grpc.listen; see --help)`,
       );
