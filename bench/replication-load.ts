@@ -42,6 +42,8 @@ export interface SustainedResult {
   lateStarts: number;
   maxInFlight: number;
   consumeErrors: number;
+  /** Time spent, after the last enqueue returned, waiting for the rest to be dequeued. */
+  drainedMs: number;
 }
 
 const metadataOf = (id: number) =>
@@ -165,7 +167,8 @@ export async function runSustained(opts: {
   opts.atWindowEnd?.();
   await Promise.all(enqueues);
   await probeLoop;
-  const drainUntil = now() + opts.drainMs;
+  const drainStart = now();
+  const drainUntil = drainStart + opts.drainMs;
   while (dequeued < acked && now() < drainUntil) {
     await new Promise<void>((resolve) => {
       drainWake = resolve;
@@ -173,6 +176,7 @@ export async function runSustained(opts: {
     });
   }
   drainWake = undefined;
+  const drainedMs = now() - drainStart;
   stopping = true;
   await Promise.all(consumerLoops);
   return {
@@ -183,6 +187,7 @@ export async function runSustained(opts: {
     lateStarts,
     maxInFlight,
     consumeErrors,
+    drainedMs,
   };
 }
 

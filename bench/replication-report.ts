@@ -167,6 +167,8 @@ export interface BatchStats {
   durationMs: Record<string, number | null>;
   /** Inspect, fold, sync (fetch and place included) before the commit. */
   syncMs: Record<string, number | null>;
+  /** Of which the first phase: inspecting every entry's files. */
+  inspectMs: Record<string, number | null>;
   /** The commit of outcomes (one PostgreSQL transaction). */
   commitMs: Record<string, number | null>;
   /** Fraction of the window the loop spent in batches (1 = never idle). */
@@ -186,6 +188,7 @@ export function batchStats(batches: readonly BatchRecord[], from: number, to: nu
     entriesPerBatch: { p50: sig(sizes.p50), max: sig(sizes.max), mean: sig(sizes.mean) },
     durationMs: pick(dist(bs.map((b) => b.end - b.start))),
     syncMs: pick(dist(bs.map((b) => b.syncedAt - b.start))),
+    inspectMs: pick(dist(bs.map((b) => b.inspectedAt - b.start))),
     commitMs: pick(dist(bs.map((b) => b.end - b.syncedAt))),
     busy: to > from ? sig(busyMs / (to - from)) : null,
   };
@@ -206,5 +209,33 @@ export function probeDists(
         return t === undefined ? undefined : t - p.t0;
       }),
     ),
+  };
+}
+
+export interface PoolStats {
+  /** Fraction of samples in which some query waited for a connection. */
+  waitingFraction: number | null;
+  meanWaiting: number | null;
+  maxWaiting: number | null;
+  meanInUse: number | null;
+}
+
+/** The node's PostgreSQL pool over [from, to) (samples every 50 ms). */
+export function poolStats(
+  samples: ReadonlyArray<[number, number, number]>,
+  from: number,
+  to: number,
+): PoolStats {
+  const xs = samples.filter(([t]) => t >= from && t < to);
+  if (xs.length === 0) {
+    return { waitingFraction: null, meanWaiting: null, maxWaiting: null, meanInUse: null };
+  }
+  const mean = (f: (x: [number, number, number]) => number) =>
+    sig(xs.reduce((s, x) => s + f(x), 0) / xs.length);
+  return {
+    waitingFraction: mean(([, w]) => (w > 0 ? 1 : 0)),
+    meanWaiting: mean(([, w]) => w),
+    maxWaiting: Math.max(...xs.map(([, w]) => w)),
+    meanInUse: mean(([, , u]) => u),
   };
 }

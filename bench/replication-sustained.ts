@@ -4,6 +4,8 @@
  * load, CPU, the per-step breakdown and the replicators' batch statistics, and returns them
  * for the JSON.
  */
+import { readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
 import type { GeospoolClient } from "../src/node/client/index.js";
 import type { BenchCluster } from "./replication-cluster.js";
 import { type CpuSnapshot, type CpuUsage, cpuSnapshot, cpuUsage } from "./replication-cpu.js";
@@ -15,6 +17,7 @@ import {
   type Dist,
   dist,
   fmt,
+  poolStats,
   probeDists,
   rounded,
   sig,
@@ -22,6 +25,27 @@ import {
 import type { NodeTrace } from "./replication-trace.js";
 
 export const [A, B, C] = [0, 1, 2] as const;
+
+/** Where an entry's files are in a spool directory (for a missing entry's diagnosis). */
+async function locate(spoolDir: string, name: string): Promise<string> {
+  const queues = (await readdir(spoolDir)).filter((d) => !d.startsWith("."));
+  const places = [...queues.flatMap((q) => [q, `${q}/.checkout`]), ".registry", ".data"];
+  const exists = (p: string) =>
+    stat(join(spoolDir, p, name)).then(
+      () => true,
+      () => false,
+    );
+  const found = [];
+  for (const p of places) if (await exists(p)) found.push(p);
+  return found.length === 0 ? "absent" : found.join("+");
+}
+
+function relative(
+  points: Record<string, number> | undefined,
+  t0: number,
+): Record<string, number | null> {
+  return Object.fromEntries(Object.entries(points ?? {}).map(([k, v]) => [k, sig(v - t0)]));
+}
 
 export async function trace(cluster: BenchCluster, i: number): Promise<NodeTrace> {
   return JSON.parse(await cluster.node(i).ask("trace", "TRACE")) as NodeTrace;
@@ -126,6 +150,23 @@ export async function sustainedSection(opts: {
       `>5 ms late; at most ${r.maxInFlight} enqueues in flight; ${r.consumeErrors} consumer errors`,
   );
   printCpu(cpu);
+  const missing = measured.filter((e) => e.deq === undefined);
+  if (missing.length > 0) {
+    console.log(
+      `${missing.length} entries not dequeued on C ${sig(r.drainedMs / 1000)} s after the last ` +
+        "enqueue returned; the first few:",
+    );
+    for (const e of missing.slice(0, 5)) {
+      const name = e.name ?? "?";
+      const where = await Promise.all([A, B, C].map((i) => locate(c.spoolDirs[i] as string, name)));
+      console.log(
+        `  ${name}: ${e.error ?? "acknowledged"}; on A/B/C: ${where.join(" / ")}; ` +
+          `A trace ${JSON.stringify(relative(ta.entries[name], e.t0))}, C trace ` +
+          `${JSON.stringify(relative(tc.entries[name], e.t0))}, row on C at ` +
+          `${sig((opts.watcher.seen.get(name) ?? Number.NaN) - e.t0)} ms`,
+      );
+    }
+  }
   const bd = breakdown(r.entries, ta, tc, opts.watcher.seen);
   console.log(`where the time goes (${bd.entries} entries of the window; ms):`);
   console.log(`${"step".padEnd(54)}    p50     p99    mean`);
@@ -141,11 +182,23 @@ export async function sustainedSection(opts: {
     B: batchStats(tb.batches, r.windowStart, r.windowEnd),
     C: batchStats(tc.batches, r.windowStart, r.windowEnd),
   };
+  const pools = {
+    A: poolStats(ta.pool, r.windowStart, r.windowEnd),
+    B: poolStats(tb.pool, r.windowStart, r.windowEnd),
+    C: poolStats(tc.pool, r.windowStart, r.windowEnd),
+  };
+  for (const [k, p] of Object.entries(pools)) {
+    console.log(
+      `PostgreSQL pool of ${k} (max 10, shared by service and replicator): queries waiting for ` +
+        `a connection in ${p.waitingFraction} of samples, mean ${p.meanWaiting}, max ` +
+        `${p.maxWaiting}; ${p.meanInUse} connections in use on average`,
+    );
+  }
   for (const [k, b] of Object.entries(batches)) {
     console.log(
       `replicator ${k}: ${b.batches} batches of ${b.entriesPerBatch.mean} entries ` +
         `(max ${b.entriesPerBatch.max}), ${b.syncsPerEntry} syncs per entry; batch p50 ` +
-        `${b.durationMs.p50} ms (sync ${b.syncMs.p50} + commit ${b.commitMs.p50}), p99 ` +
+        `${b.durationMs.p50} ms (sync ${b.syncMs.p50}, of which inspect ${b.inspectMs.p50}; commit ${b.commitMs.p50}), p99 ` +
         `${b.durationMs.p99} ms; loop busy ${b.busy} of the window`,
     );
   }
@@ -170,9 +223,12 @@ export async function sustainedSection(opts: {
       consumerErrors: r.consumeErrors,
       lateStarts: r.lateStarts,
       maxInFlight: r.maxInFlight,
+      drainedSeconds: sig(r.drainedMs / 1000),
+      notDequeued: missing.length,
       cpuMsPerSecond: cpu,
       breakdown: bd,
       replicatorBatches: batches,
+      nodePools: pools,
     },
   };
 }

@@ -40,6 +40,8 @@ export type Point = (typeof POINTS)[number];
 
 export interface BatchRecord {
   start: number;
+  /** The last `inspect` of the batch's entries returned (the batch's first phase). */
+  inspectedAt: number;
   /** Inspect + read fold + sync each entry (fetch and place included). */
   syncedAt: number;
   /** commitOutcomes done. */
@@ -55,14 +57,24 @@ export interface NodeTrace {
   batches: BatchRecord[];
   /** Commits the apply stream delivered (time of arrival). */
   streamCommits: number[];
+  /**
+   * The node's PostgreSQL pool (shared by the service and the replicator), sampled every
+   * 50 ms: [time, clients waiting for a connection, clients in use].
+   */
+  pool: Array<[number, number, number]>;
 }
 
 export class Tracer {
   private entries = new Map<string, Partial<Record<Point, number>>>();
   private batches: BatchRecord[] = [];
   private streamCommits: number[] = [];
+  private pool: Array<[number, number, number]> = [];
 
   constructor(private readonly node: string) {}
+
+  poolSample(waiting: number, inUse: number, t = now()): void {
+    this.pool.push([t, waiting, inUse]);
+  }
 
   point(entry: string, p: Point, t = now()): void {
     let e = this.entries.get(entry);
@@ -88,10 +100,12 @@ export class Tracer {
       entries: Object.fromEntries(this.entries),
       batches: this.batches,
       streamCommits: this.streamCommits,
+      pool: this.pool,
     };
     this.entries = new Map();
     this.batches = [];
     this.streamCommits = [];
+    this.pool = [];
     return out;
   }
 }
@@ -102,14 +116,24 @@ interface OutcomeShape {
   applied?: string;
 }
 
+interface PoolShape {
+  totalCount: number;
+  idleCount: number;
+  waitingCount: number;
+}
+
 interface ReplicatorInternals {
   mark(entry: string, peer: boolean): void;
   syncBatch(batch: Array<[string, unknown]>): Promise<void>;
   commitOutcomes(outcomes: OutcomeShape[]): Promise<void>;
   commitSeen(lsn: string): void | Promise<void>;
   opts: {
+    pool: PoolShape;
     fetchData(req: { entry: string }): Promise<{ path: string }>;
-    spool: { place(name: string, ...rest: unknown[]): Promise<unknown> };
+    spool: {
+      place(name: string, ...rest: unknown[]): Promise<unknown>;
+      inspect(name: string): Promise<unknown>;
+    };
   };
 }
 
@@ -125,6 +149,7 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
   for (const m of ["mark", "syncBatch", "commitOutcomes", "commitSeen"]) method(r, m);
   method(r.opts, "fetchData");
   method(r.opts.spool, "place");
+  method(r.opts.spool, "inspect");
 
   const mark = r.mark.bind(r);
   r.mark = (entry, peer) => {
@@ -140,6 +165,7 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
     for (const [entry] of batch) tracer.point(entry, "batchStart", start);
     const rec: BatchRecord = {
       start,
+      inspectedAt: Number.NaN,
       syncedAt: Number.NaN,
       end: Number.NaN,
       size: batch.length,
@@ -170,6 +196,11 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
   };
 
   const opts = r.opts;
+  const pool = opts.pool;
+  const sampler = setInterval(() => {
+    tracer.poolSample(pool.waitingCount, pool.totalCount - pool.idleCount);
+  }, 50);
+  sampler.unref();
   const fetchData = opts.fetchData;
   opts.fetchData = async (req) => {
     tracer.point(req.entry, "fetchStart");
@@ -180,6 +211,15 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
     }
   };
   const spool = opts.spool;
+  const inspect = spool.inspect;
+  spool.inspect = async (name) => {
+    const batch = current;
+    try {
+      return await inspect.call(spool, name);
+    } finally {
+      if (batch && batch === current) batch.inspectedAt = now();
+    }
+  };
   const place = spool.place;
   spool.place = async (name, ...rest) => {
     tracer.point(name, "placeStart");

@@ -55,8 +55,8 @@ const { values: args } = parseArgs({
     duration: { type: "string", default: "25000" },
     consumers: { type: "string", default: "4" },
     "probe-rate": { type: "string", default: "20" },
-    "low-rate": { type: "string", default: "20" },
-    "low-duration": { type: "string", default: "10000" },
+    "low-rate": { type: "string", default: "10" },
+    "low-duration": { type: "string", default: "15000" },
     "fetch-concurrency": { type: "string" },
     "idle-probes": { type: "string", default: "100" },
     "poll-ms": { type: "string", default: "1" },
@@ -115,6 +115,28 @@ async function until(what: string, f: () => Promise<boolean>, timeoutMs: number,
 
 async function status(cluster: BenchCluster, i: number): Promise<Record<string, unknown>> {
   return JSON.parse(await cluster.node(i).ask("status", "STATUS")) as Record<string, unknown>;
+}
+
+/**
+ * Wait until every replicator has nothing dirty, in progress or unacknowledged, twice in a
+ * row half a second apart: the previous section's work (each entry's checkout and remove
+ * rows travelling back to A and B) must not run into the next section's measurement.
+ */
+async function settle(cluster: BenchCluster): Promise<void> {
+  const t0 = now();
+  let quiet = 0;
+  await until(
+    "every replicator idle",
+    async () => {
+      const s = await Promise.all([A, B, C].map((i) => status(cluster, i)));
+      quiet = s.every((x) => x.dirty === 0 && x.unacknowledgedCommits === 0) ? quiet + 1 : 0;
+      return quiet >= 2;
+    },
+    600_000,
+    500,
+  );
+  const waited = now() - t0;
+  if (waited > 2000) console.log(`(waited ${sig(waited / 1000)} s for the replicators to settle)`);
 }
 
 async function setSubscriptionSyncCommit(cluster: BenchCluster, value: string): Promise<void> {
@@ -223,14 +245,28 @@ async function main(): Promise<void> {
     let p50Gap: number | undefined;
     let p99: number | undefined;
     if (sections.has("sustained")) {
-      const runs: Array<[number, number, number]> = [[num("rate"), num("warmup"), num("duration")]];
-      if (num("low-rate") > 0) runs.push([num("low-rate"), 1000, num("low-duration")]);
-      const figures: Record<string, unknown>[] = [];
-      for (const [k, [rate, warmupMs, durationMs]] of runs.entries()) {
+      // The low rate first, on a settled cluster; then the target rate.
+      const runs: Array<{ rate: number; warmupMs: number; durationMs: number; main: boolean }> = [];
+      if (num("low-rate") > 0) {
+        runs.push({
+          rate: num("low-rate"),
+          warmupMs: 1000,
+          durationMs: num("low-duration"),
+          main: false,
+        });
+      }
+      runs.push({
+        rate: num("rate"),
+        warmupMs: num("warmup"),
+        durationMs: num("duration"),
+        main: true,
+      });
+      for (const run of runs) {
+        await settle(c);
         console.log(
-          `\n2${k === 0 ? "" : "b"}. sustained: ${rate} enqueues/s on A for ${durationMs / 1000} s ` +
-            `(+${warmupMs / 1000} s warm-up), ${num("consumers")} waiting Dequeue loops on C, ` +
-            `probe rows at ${num("probe-rate")}/s${k === 0 ? "" : " (for comparison, no target)"}`,
+          `\n2${run.main ? "b" : "a"}. sustained: ${run.rate} enqueues/s on A for ${run.durationMs / 1000} s ` +
+            `(+${run.warmupMs / 1000} s warm-up), ${num("consumers")} waiting Dequeue loops on C, ` +
+            `probe rows at ${num("probe-rate")}/s${run.main ? "" : " (for comparison, no target)"}`,
         );
         const f = await sustainedSection({
           cluster: c,
@@ -238,28 +274,29 @@ async function main(): Promise<void> {
           consumer,
           writer,
           watcher,
-          rate,
-          warmupMs,
-          durationMs,
+          rate: run.rate,
+          warmupMs: run.warmupMs,
+          durationMs: run.durationMs,
           consumers: num("consumers"),
           probeRate: num("probe-rate"),
           cores,
           ...(profileDir ? { profileDir } : {}),
         });
-        if (k === 0) {
+        if (run.main) {
           p50Gap = f.latency.p50 - f.floor.p50;
           p99 = f.latency.p99;
+          report.sustained = f.json;
+        } else {
+          report.lowRate = f.json;
         }
-        figures.push(f.json);
       }
-      report.sustained = figures[0];
-      if (figures[1]) report.lowRate = figures[1];
     }
 
     // ---- 3. unthrottled burst --------------------------------------------------------------
     if (sections.has("burst")) {
       const n = num("burst");
       const conc = num("burst-concurrency");
+      await settle(c);
       console.log(`\n3. throughput: ${n} entries enqueued on A by ${conc} clients, unthrottled`);
       const cDir = join(c.spoolDirs[C] as string, "burst");
       const pids = await c.pids();
@@ -317,6 +354,7 @@ async function main(): Promise<void> {
         `\n4. catch-up: C stopped (${catchupStop === "node" ? "node process and its PostgreSQL" : "node process only"}), ` +
           `${n} entries enqueued on A, C started again`,
       );
+      await settle(c);
       await watcher.stop();
       watcher = undefined;
       for (const i of [A, B, C]) await trace(c, i);
@@ -429,7 +467,7 @@ async function main(): Promise<void> {
       );
       console.log(
         `C applier: ${cb.batches} batches of ${cb.entriesPerBatch.mean} (max ${cb.entriesPerBatch.max}), ` +
-          `p50 ${cb.durationMs.p50} ms (sync ${cb.syncMs.p50} + commit ${cb.commitMs.p50}); ` +
+          `p50 ${cb.durationMs.p50} ms (sync ${cb.syncMs.p50}, of which inspect ${cb.inspectMs.p50}; commit ${cb.commitMs.p50}); ` +
           `fetch p50 ${fetchMs.p50 === undefined ? "-" : sig(fetchMs.p50)} ms, place p50 ${sig(placeMs.p50)} ms`,
       );
       report.catchup = catchup;
