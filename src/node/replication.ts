@@ -1,3 +1,4 @@
+import { open } from "node:fs/promises";
 import { join } from "node:path";
 import type pg from "pg";
 import type { Logger } from "pino";
@@ -67,6 +68,18 @@ export async function startReplication(opts: {
     place: (name, placement, payload, attempts, data) =>
       spool.placeReplica(name, placement, payload, attempts, data),
     drop: (name) => spool.dropReplica(name),
+    readData: (name) => spool.dataFile(name).read(),
+    async stageData(name, bytes) {
+      const path = join(root, ".tmp", `${name}~inline`);
+      const fh = await open(path, "w");
+      try {
+        await fh.writeFile(bytes);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      return path;
+    },
     async scan() {
       const out = new Map<string, { queue: string; checkedOut: boolean }>();
       for (const q of config.spool.queues) {

@@ -35,6 +35,8 @@ export interface EntryFields {
   readonly attempts: number;
   /** Physical ms of the enqueue row's hlc. */
   readonly enqueuedAt: number;
+  /** The data, when the enqueue row carries it (small entries); else it must be fetched. */
+  readonly inlineData?: Buffer;
 }
 
 export interface QueuedState extends EntryFields {
@@ -196,6 +198,7 @@ function decide(
     dataSize: enqueue.dataSize,
     attempts: last.attempts,
     enqueuedAt: hlcPhysicalMs(enqueue.hlc),
+    ...(enqueue.inlineData === undefined ? {} : { inlineData: enqueue.inlineData }),
   };
   if (last.op === "checkout" && leaseHeld(last, nowMs)) {
     return { kind: "checked_out", ...fields, holder: last.origin, leaseUntil: last.leaseUntil };

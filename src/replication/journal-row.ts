@@ -39,6 +39,11 @@ interface JournalRowBase {
 export interface EnqueueRow extends JournalRowBase {
   readonly op: "enqueue";
   readonly metadata: Buffer;
+  /**
+   * The data itself, for small entries (column `data`); absent when it must be fetched. Not
+   * part of the fold's identity: checked against `dataSha256` and `dataSize` where used.
+   */
+  readonly inlineData?: Buffer;
   /** sha256 of the data, 64 lowercase hex digits. */
   readonly dataSha256: string;
   readonly dataSize: number;
@@ -136,7 +141,10 @@ export function validateRow(raw: unknown): ValidateRowResult {
         if (dataSha256 === null) throw new RowProblem("an enqueue has no data_sha256");
         if (dataSize === null) throw new RowProblem("an enqueue has no data_size");
         forbidLease(op, leaseUntil);
-        return { ok: true, row: { ...base, op, metadata, dataSha256, dataSize, leaseUntil } };
+        return {
+          ok: true,
+          row: { ...base, op, metadata, dataSha256, dataSize, leaseUntil, ...readInline(record) },
+        };
       case "move":
         if (metadata === null) throw new RowProblem("a move has no metadata");
         forbidData(op, dataSha256, dataSize);
@@ -248,6 +256,16 @@ function readMetadata(record: Record<string, unknown>): Buffer | null {
   if (Buffer.isBuffer(value)) return value;
   if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.length);
   throw new RowProblem(`metadata is ${describeType(value)}, not bytes or null`);
+}
+
+/** Column `data` (or `inlineData`): optional; anything but bytes is ignored, not rejected. */
+function readInline(record: Record<string, unknown>): { inlineData?: Buffer } {
+  const value = record.inlineData ?? record.data;
+  if (Buffer.isBuffer(value)) return { inlineData: value };
+  if (value instanceof Uint8Array) {
+    return { inlineData: Buffer.from(value.buffer, value.byteOffset, value.length) };
+  }
+  return {};
 }
 
 function readDigest(record: Record<string, unknown>): string | null {

@@ -58,7 +58,7 @@ export class JournalStoreError extends Error {
 }
 
 const COLUMNS =
-  "origin, seq, hlc, entry, op, queue, metadata, data_sha256, data_size, lease_until, attempts, recorded_at";
+  "origin, seq, hlc, entry, op, queue, metadata, data_sha256, data_size, lease_until, attempts, recorded_at, data";
 
 const APPEND = `
 with counter as (
@@ -68,14 +68,14 @@ with counter as (
   returning last_seq
 )
 insert into journal (origin, seq, hlc, entry, op, queue, metadata, data_sha256, data_size,
-                     lease_until, attempts)
+                     lease_until, attempts, data)
 select $1, counter.last_seq - $2 + r.ord, r.hlc, r.entry, r.op, r.queue, r.metadata,
-       r.data_sha256, r.data_size, r.lease_until, r.attempts
+       r.data_sha256, r.data_size, r.lease_until, r.attempts, r.data
 from counter,
      unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[],
-            $9::bigint[], $10::timestamptz[], $11::int[])
+            $9::bigint[], $10::timestamptz[], $11::int[], $12::bytea[])
        with ordinality as r(hlc, entry, op, queue, metadata, data_sha256, data_size,
-                            lease_until, attempts, ord)
+                            lease_until, attempts, data, ord)
 returning seq, recorded_at`;
 
 /**
@@ -116,6 +116,7 @@ export async function appendLocal(
       checked.map((r) => (r.dataSize === null ? null : String(r.dataSize))),
       checked.map((r) => (r.leaseUntil === null ? null : new Date(r.leaseUntil).toISOString())),
       checked.map((r) => r.attempts),
+      checked.map((r) => (r.op === "enqueue" ? (r.inlineData ?? null) : null)),
     ],
   });
   // The statement numbers rows by their position (with ordinality): the first row got the

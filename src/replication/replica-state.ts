@@ -48,6 +48,8 @@ export type Target =
       readonly payload: Buffer;
       readonly dataSha256: string;
       readonly dataSize: number;
+      /** The data itself when the enqueue row carried it (unverified). */
+      readonly inlineData?: Buffer;
     };
 
 export function targetOf(state: EntryState): Target {
@@ -71,6 +73,7 @@ export function targetOf(state: EntryState): Target {
         payload: state.metadata,
         dataSha256: state.dataSha256,
         dataSize: state.dataSize,
+        ...(state.inlineData === undefined ? {} : { inlineData: state.inlineData }),
       };
     }
   }
@@ -172,4 +175,7 @@ export function transitionRows(
   return rows;
 }
 
-type DistributiveOmitHlc<T> = T extends unknown ? Omit<T, "hlc"> : never;
+export type DistributiveOmitHlc<T> = T extends unknown ? Omit<T, "hlc"> : never;
+
+/** A journal row to append, before its hlc is stamped. */
+export type UnstampedRow = DistributiveOmitHlc<NewJournalRow>;
