@@ -70,6 +70,12 @@ interface Way {
   c: Partial<Record<Point, number>>;
 }
 
+/** When the entry's data started and finished arriving on C: inline staging or a fetch. */
+const dataStart = (w: Way) => w.c.stageStart ?? w.c.fetchStart;
+const dataEnd = (w: Way) => w.c.stageEnd ?? w.c.fetchEnd;
+/** The first thing the sync did after inspecting and reading the fold. */
+const afterFold = (w: Way) => w.c.keyStart ?? dataStart(w) ?? w.c.placeStart;
+
 /** Points along the way, in order: [label, picker]. */
 const POINTS: Array<[string, (w: Way) => number | undefined]> = [
   ["A: spool enqueue done (service transition)", (w) => w.a.transition],
@@ -80,8 +86,10 @@ const POINTS: Array<[string, (w: Way) => number | undefined]> = [
   ["C: row visible in C's journal (poll)", (w) => w.rowOnC],
   ["C: apply stream delivered the row", (w) => w.c.markPeer],
   ["C: sync batch started", (w) => w.c.batchStart],
-  ["C: data fetch started", (w) => w.c.fetchStart],
-  ["C: data fetched", (w) => w.c.fetchEnd],
+  ["C: idempotency key recording started", (w) => w.c.keyStart],
+  ["C: idempotency key recorded", (w) => w.c.keyEnd],
+  ["C: data staging (inline) / fetch started", dataStart],
+  ["C: data staged / fetched", dataEnd],
   ["C: placement started", (w) => w.c.placeStart],
   ["C: placement done (fsynced)", (w) => w.c.placeEnd],
   ["C: SpoolService.dequeue returned it", (w) => w.c.dequeued],
@@ -98,11 +106,13 @@ const STEPS: Array<[string, (w: Way) => number | undefined, (w: Way) => number |
   ["subscription A→C (walsender, apply worker)", (w) => w.a.journaled, (w) => w.rowOnC],
   ["C: WAL flush + apply stream decode", (w) => w.rowOnC, (w) => w.c.markPeer],
   ["C applier: wait for the loop", (w) => w.c.markPeer, (w) => w.c.batchStart],
-  ["C applier: inspect + read fold", (w) => w.c.batchStart, (w) => w.c.fetchStart],
-  ["C applier: fetch data from A (gRPC ReadData)", (w) => w.c.fetchStart, (w) => w.c.fetchEnd],
-  ["C applier: fetched → placement", (w) => w.c.fetchEnd, (w) => w.c.placeStart],
+  ["C applier: inspect + read fold (+ batch-mates)", (w) => w.c.batchStart, afterFold],
+  ["C applier: record the idempotency key (commit)", (w) => w.c.keyStart, (w) => w.c.keyEnd],
+  ["C applier: data: stage inline bytes / fetch", dataStart, dataEnd],
+  ["  of which a gRPC ReadData fetch", (w) => w.c.fetchStart, (w) => w.c.fetchEnd],
+  ["C applier: data ready → placement", dataEnd, (w) => w.c.placeStart],
   [
-    "C: placement → dequeued (rename, doorbell, checkout)",
+    "C: placement → dequeued (files, doorbell, checkout)",
     (w) => w.c.placeStart,
     (w) => w.c.dequeued,
   ],

@@ -8,8 +8,9 @@
  * at run time (instance properties shadow the prototype's methods) and changes nothing in
  * what they do. It relies on the shape of src/replication/replicator.ts as of this commit:
  * `mark(entry, peer)`, `syncBatch(batch)`, `commitOutcomes(outcomes)`, `commitSeen(lsn)`,
- * `opts.fetchData(req)`, `opts.spool.inspect/place(...)`. If that shape changes, `instrument`
- * throws rather than measuring nothing.
+ * `opts.fetchData(req)`, `opts.spool.inspect/place(...)`, and where they exist
+ * `opts.onPeerEnqueue` and `opts.spool.stageData` (inline data). If the required ones are
+ * missing, `instrument` throws rather than measuring nothing.
  */
 import type { RunningNode } from "../src/node/node.js";
 
@@ -25,6 +26,13 @@ export const POINTS = [
   "markPeer",
   /** A sync batch holding the entry started (files inspected, fold read). */
   "batchStart",
+  /** The peer's idempotency key is being recorded (onPeerEnqueue, awaited in the sync). */
+  "keyStart",
+  "keyEnd",
+  /** The data carried inline in the enqueue row is being written to a staging file. */
+  "stageStart",
+  "stageEnd",
+  /** The data is being fetched from a peer over gRPC ReadData (not inline). */
   "fetchStart",
   "fetchEnd",
   "placeStart",
@@ -130,9 +138,11 @@ interface ReplicatorInternals {
   opts: {
     pool: PoolShape;
     fetchData(req: { entry: string }): Promise<{ path: string }>;
+    onPeerEnqueue?: (entry: string, ...rest: unknown[]) => Promise<void>;
     spool: {
       place(name: string, ...rest: unknown[]): Promise<unknown>;
       inspect(name: string): Promise<unknown>;
+      stageData?: (name: string, ...rest: unknown[]) => Promise<unknown>;
     };
   };
 }
@@ -210,7 +220,29 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
       tracer.point(req.entry, "fetchEnd");
     }
   };
+  const onPeerEnqueue = opts.onPeerEnqueue;
+  if (typeof onPeerEnqueue === "function") {
+    opts.onPeerEnqueue = async (entry, ...rest) => {
+      tracer.point(entry, "keyStart");
+      try {
+        return await onPeerEnqueue.call(opts, entry, ...rest);
+      } finally {
+        tracer.point(entry, "keyEnd");
+      }
+    };
+  }
   const spool = opts.spool;
+  const stageData = spool.stageData;
+  if (typeof stageData === "function") {
+    spool.stageData = async (name, ...rest) => {
+      tracer.point(name, "stageStart");
+      try {
+        return await stageData.call(spool, name, ...rest);
+      } finally {
+        tracer.point(name, "stageEnd");
+      }
+    };
+  }
   const inspect = spool.inspect;
   spool.inspect = async (name) => {
     const batch = current;

@@ -95,6 +95,19 @@ async function uptimeText(): Promise<string> {
   }
 }
 
+/** The commit measured, and whether src/ differs from it (others work in this checkout). */
+async function sourceVersion(): Promise<{ commit: string; srcModified: string[] }> {
+  const git = (...a: string[]) =>
+    promisify(execFile)("git", a, { cwd: join(here, "..") }).then((r) => r.stdout.trim());
+  try {
+    const commit = await git("rev-parse", "HEAD");
+    const status = await git("status", "--porcelain", "--", "src");
+    return { commit, srcModified: status === "" ? [] : status.split("\n").map((l) => l.slice(3)) };
+  } catch {
+    return { commit: "unknown", srcModified: [] };
+  }
+}
+
 async function countEntries(dir: string): Promise<number> {
   try {
     return (await readdir(dir)).filter((n) => !n.startsWith(".")).length;
@@ -160,9 +173,13 @@ async function main(): Promise<void> {
   const started = now();
   const dir = await mkdtemp(join(tmpdir(), "geospool-bench-repl-"));
   const uptimeStart = await uptimeText();
+  const source = await sourceVersion();
   const machine = await describeMachine(dir, loadavg()[0] ?? 0);
   const cores = await cpuCores();
   console.log(`machine: ${uptimeStart}`);
+  console.log(
+    `source: ${source.commit}${source.srcModified.length ? ` + uncommitted changes in ${source.srcModified.join(", ")}` : ""}`,
+  );
   console.log(`state in ${dir}`);
   let cluster: BenchCluster | undefined;
   let watcher: JournalWatcher | undefined;
@@ -429,12 +446,13 @@ async function main(): Promise<void> {
       const last = placed[placed.length - 1] ?? Number.NaN;
       catchupSeconds = (tAll - tRestart) / 1000;
       const cb = batchStats(tc.batches, tRestart, tAll);
-      const fetchMs = dist(
+      // The data arrives inline (staged to a file) or by a fetch over gRPC.
+      const dataMs = dist(
         entries.map((e) => {
           const x = tc.entries[e.name];
-          return x?.fetchStart === undefined || x.fetchEnd === undefined
-            ? undefined
-            : x.fetchEnd - x.fetchStart;
+          const from = x?.stageStart ?? x?.fetchStart;
+          const to = x?.stageEnd ?? x?.fetchEnd;
+          return from === undefined || to === undefined ? undefined : to - from;
         }),
       );
       const placeMs = dist(
@@ -445,8 +463,17 @@ async function main(): Promise<void> {
             : x.placeEnd - x.placeStart;
         }),
       );
+      const count = (p: "markPeer" | "fetchStart" | "stageStart" | "placeEnd") =>
+        entries.filter((e) => tc.entries[e.name]?.[p] !== undefined).length;
+      const traced = {
+        deliveredByApplyStream: count("markPeer"),
+        dataInline: count("stageStart"),
+        dataFetched: count("fetchStart"),
+        placed: count("placeEnd"),
+      };
       const catchup = {
         entries: entries.length,
+        traced,
         stopped: catchupStop,
         enqueueSeconds: sig((tEnq - t0) / 1000),
         catchupSeconds: sig(catchupSeconds),
@@ -456,7 +483,7 @@ async function main(): Promise<void> {
         firstPlacedAfterSeconds: sig((first - tRestart) / 1000),
         placedPerSecond: sig((placed.length - 1) / ((last - first) / 1000)),
         applierBatches: cb,
-        fetchMs: rounded(fetchMs),
+        dataMs: rounded(dataMs),
         placeMs: rounded(placeMs),
       };
       console.log(
@@ -468,8 +495,9 @@ async function main(): Promise<void> {
       console.log(
         `C applier: ${cb.batches} batches of ${cb.entriesPerBatch.mean} (max ${cb.entriesPerBatch.max}), ` +
           `p50 ${cb.durationMs.p50} ms (sync ${cb.syncMs.p50}, of which inspect ${cb.inspectMs.p50}; commit ${cb.commitMs.p50}); ` +
-          `fetch p50 ${fetchMs.p50 === undefined ? "-" : sig(fetchMs.p50)} ms, place p50 ${sig(placeMs.p50)} ms`,
+          `data (inline or fetched) p50 ${sig(dataMs.p50)} ms, place p50 ${sig(placeMs.p50)} ms`,
       );
+      console.log(`C's trace of the ${n} entries: ${JSON.stringify(traced)}`);
       report.catchup = catchup;
     }
 
@@ -513,6 +541,7 @@ async function main(): Promise<void> {
     const full = {
       date: new Date().toISOString(),
       machine,
+      source,
       load: { atStart: uptimeStart, atEnd: uptimeEnd },
       settings: {
         cluster:
