@@ -1,6 +1,6 @@
 import { open } from "node:fs/promises";
 import { join } from "node:path";
-import type pg from "pg";
+import pg from "pg";
 import type { Logger } from "pino";
 import { DataFetcher } from "../replication/data-fetcher.js";
 import { ensurePublication, joinPeer, MeshError } from "../replication/mesh.js";
@@ -92,9 +92,13 @@ export async function startReplication(opts: {
     },
   };
 
+  // The replicator has connections of its own: under load, client calls queued on the
+  // node's pool would otherwise hold back the journal (and so every peer).
+  const replicatorPool = new pg.Pool({ connectionString: config.postgres.url, max: 4 });
+  replicatorPool.on("error", (err) => log.error({ err }, "idle replicator client error"));
   const replicator = new Replicator({
     nodeId,
-    pool,
+    pool: replicatorPool,
     connectionString: config.postgres.url as string,
     spool: replicaSpool,
     dataOf(payload) {
@@ -140,7 +144,13 @@ export async function startReplication(opts: {
     fullReconcileEveryMs: config.replication.fullReconcileEvery,
     spoolCreated: opts.spoolCreated === true,
   });
-  await replicator.start();
+  try {
+    await replicator.start();
+  } catch (err) {
+    await replicator.stop().catch(() => undefined);
+    await replicatorPool.end().catch(() => undefined);
+    throw err;
+  }
   const stopListening = service.onTransition((t) => replicator.noteLocal(t.name));
 
   // Join every peer with a PostgreSQL URL, in the background: a peer that is down or not
@@ -179,6 +189,7 @@ export async function startReplication(opts: {
       const stopped = replicator.stop();
       await fetcher.close();
       await stopped;
+      await replicatorPool.end();
       await Promise.race([
         Promise.allSettled(joiners),
         new Promise((r) => setTimeout(r, 1_000).unref()),

@@ -20,8 +20,11 @@ import { checkNodeId, nodeTag } from "./mesh-names.js";
  *   backoff (not re-subscribed on a broken connection).
  */
 export interface ApplyStreamHandlers {
-  /** A peer row was inserted in the transaction being read. */
-  row(entry: string, origin: string): void;
+  /**
+   * A peer row was inserted in the transaction being read; `raw` is the decoded tuple
+   * (columns by name, as node-postgres parses them).
+   */
+  row(entry: string, origin: string, raw: Record<string, unknown>): void;
   /** The transaction ended at `lsn`; may return a promise to hold the stream (backpressure). */
   commit(lsn: string): void | Promise<void>;
   /** The stream failed and will be made again. */
@@ -210,7 +213,9 @@ export class ApplyStream {
       if (msg.tag === "insert" && msg.relation?.name === "journal") {
         const entry = msg.new?.entry;
         const origin = msg.new?.origin;
-        if (typeof entry === "string" && typeof origin === "string") h.row(entry, origin);
+        if (typeof entry === "string" && typeof origin === "string") {
+          h.row(entry, origin, msg.new as Record<string, unknown>);
+        }
         return;
       }
       if (msg.tag === "commit") return h.commit(msg.commitEndLsn ?? lsn);

@@ -226,6 +226,15 @@ export async function joinPeer(pool: pg.Pool, opts: JoinPeerOptions): Promise<Jo
     let rebuilt: "slot_missing" | "slot_invalidated" | undefined;
 
     if (local.exists && local.joined && local.subscribesJournal) {
+      // The node's apply stream reads only flushed WAL: a subscription that commits
+      // asynchronously (PostgreSQL's default for subscriptions) delays it by up to
+      // wal_writer_delay. Subscriptions made before this setting get it here.
+      await client.query(
+        `do $$ begin
+           if (select subsynccommit from pg_subscription where subname = ${literal(names.subscription)}) <> 'on'
+           then alter subscription ${sub} set (synchronous_commit = 'on'); end if;
+         end $$`,
+      );
       if (local.conninfoSha256 !== digest) {
         await client.query(`alter subscription ${sub} connection ${literal(conninfo)}`);
         await recordPeer(client, opts.peerId, names, conninfo, digest);
@@ -323,7 +332,7 @@ function createSubscriptionSql(names: MeshNames, conninfo: string): string {
     ` publication ${ident(names.publication)} with (` +
     `create_slot = false, slot_name = ${literal(names.slot)}, copy_data = false,` +
     " enabled = false, origin = 'none', binary = true, streaming = 'on'," +
-    " disable_on_error = false)"
+    " disable_on_error = false, synchronous_commit = 'on')"
   );
 }
 

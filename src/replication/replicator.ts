@@ -4,9 +4,9 @@ import type pg from "pg";
 import pino, { type Logger } from "pino";
 import { nameProblem } from "../spool/index.js";
 import { ApplyStream, compareLsn, ensureApplySlot } from "./apply-stream.js";
-import { foldEntry } from "./fold.js";
+import { compareRows, foldEntry } from "./fold.js";
 import { HybridLogicalClock } from "./hlc.js";
-import { rowKey } from "./journal-row.js";
+import { rowKey, validateRow } from "./journal-row.js";
 import {
   appendLocal,
   type NewJournalRow,
@@ -166,6 +166,8 @@ interface Outcome {
 }
 
 const MAX_BATCH = 256;
+/** How long file events for an entry the replicator just changed are taken as its own. */
+const QUIET_MS = 1_000;
 export const INLINE_DATA_MAX = 64 * 1024;
 const BACKPRESSURE_DIRTY = 20_000;
 const RETRY_BASE_MS = 250;
@@ -183,6 +185,10 @@ export class Replicator {
   private readonly retries = new Map<string, { due: number; failures: number; peer: boolean }>();
   private readonly commits: Array<{ lsn: string; mark: number }> = [];
   private marks = 0;
+  /** Entries this replicator just changed or journaled: their file events are its own. */
+  private readonly quiet = new Map<string, number>();
+  /** Decoded peer rows from the apply stream not yet folded, by entry. */
+  private readonly streamed = new Map<string, Record<string, unknown>[]>();
   private readonly quarantinedKeys = new Set<string>();
   private stream: ApplyStream | undefined;
   private watchers: FSWatcher[] = [];
@@ -268,7 +274,7 @@ export class Replicator {
       },
       logger: this.log,
       handlers: {
-        row: (entry) => this.mark(entry, true),
+        row: (entry, _origin, raw) => this.streamRow(entry, raw),
         commit: (lsn) => this.commitSeen(lsn),
         error: () => this.opts.metrics?.applyError?.(),
         idle: () => this.streamIdle(),
@@ -382,6 +388,19 @@ export class Replicator {
     this.wake?.();
   }
 
+  /**
+   * A peer row from the apply stream. The walsender may send a commit before the committing
+   * transaction is visible to other sessions (with synchronous_commit on, the flush comes
+   * before the commit shows), so a query right now could miss the row: the decoded row is
+   * kept and folded in with what the next sync reads.
+   */
+  private streamRow(entry: string, raw: Record<string, unknown>): void {
+    const rows = this.streamed.get(entry);
+    if (rows === undefined) this.streamed.set(entry, [raw]);
+    else rows.push(raw);
+    this.mark(entry, true);
+  }
+
   private commitSeen(lsn: string): void | Promise<void> {
     this.commits.push({ lsn, mark: this.marks });
     this.wake?.();
@@ -391,6 +410,7 @@ export class Replicator {
 
   private releaseDueRetries(): void {
     const now = this.clock();
+    for (const [entry, until] of this.quiet) if (until <= now) this.quiet.delete(entry);
     for (const [entry, r] of this.retries) {
       if (r.due <= now && !this.dirty.has(entry)) this.mark(entry, r.peer);
     }
@@ -401,6 +421,10 @@ export class Replicator {
       try {
         const w = watch(dir, (_event, file) => {
           if (typeof file !== "string" || file.startsWith(".") || file.includes("~")) return;
+          // Events from this node's own changes (a sync that just placed or journaled the
+          // entry, or one already queued) would only sync it again; a foreign change that
+          // lands in that second is found by the periodic reconcile.
+          if (this.dirty.has(file) || (this.quiet.get(file) ?? 0) > this.clock()) return;
           this.mark(file, false);
         });
         w.on("error", (err) => this.log.warn({ err, dir }, "spool watch failed"));
@@ -501,7 +525,15 @@ export class Replicator {
         return i.d.peer || !sameState(toLocal(i.seen), this.recorded.get(i.entry) ?? null);
       })
       .map((i) => i.entry);
+    const streamed = new Map<string, Record<string, unknown>[]>();
+    for (const [entry] of batch) {
+      const rows = this.streamed.get(entry);
+      if (rows === undefined) continue;
+      streamed.set(entry, rows);
+      this.streamed.delete(entry);
+    }
     const folds = await readEntries(pool, needFold);
+    for (const [entry, raws] of streamed) mergeStreamed(folds.get(entry), raws);
     const now = this.clock();
     const outcomes = await mapLimit(inspected, this.opts.concurrency ?? 16, async (i) => {
       const journal = folds.get(i.entry);
@@ -772,6 +804,7 @@ export class Replicator {
     }
     const now = this.clock();
     for (const o of outcomes) {
+      if (o.applied || o.rows) this.quiet.set(o.entry, now + QUIET_MS);
       if (o.applied) {
         this.counters.applied++;
         this.opts.metrics?.applied?.(o.applied);
@@ -791,6 +824,30 @@ export class Replicator {
       if (o.again) this.mark(o.entry, true);
     }
   }
+}
+
+/** Add decoded stream rows the query did not return yet (by origin and seq). */
+function mergeStreamed(
+  journal: { rows: StoredJournalRow[]; rejected: RejectedJournalRow[] } | undefined,
+  raws: readonly Record<string, unknown>[],
+): void {
+  if (journal === undefined) return;
+  const have = new Set([...journal.rows, ...journal.rejected].map((r) => rowKey(r)));
+  for (const raw of raws) {
+    const result = validateRow(raw);
+    if (!result.ok) {
+      const origin = typeof raw.origin === "string" ? raw.origin : "?";
+      const seq = typeof raw.seq === "string" && /^[0-9]+$/.test(raw.seq) ? BigInt(raw.seq) : 0n;
+      if (!have.has(`${origin}/${seq}`))
+        journal.rejected.push({ origin, seq, problem: result.problem });
+      continue;
+    }
+    if (have.has(rowKey(result.row))) continue;
+    have.add(rowKey(result.row));
+    const recordedAt = raw.recorded_at instanceof Date ? raw.recorded_at : new Date();
+    journal.rows.push({ ...result.row, recordedAt });
+  }
+  journal.rows.sort(compareRows);
 }
 
 function toLocal(seen: ReplicaInspection): LocalState {

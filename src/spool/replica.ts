@@ -288,6 +288,10 @@ async function scan<M, Q extends string>(core: SpoolCore<M, Q>, name: string): P
   for (let i = 1; ; i++) {
     const last = i >= MAX_SCANS;
     const before = await statReg();
+    // No reservation, no entry: enqueue makes the registry file first and remove deletes it
+    // last, so only a damaged spool has metadata without one (fsck reports it orphaned).
+    // This spares the replicator a read in every queue for each entry it has not yet placed.
+    if (before === undefined && i === 1) return { kind: "absent" };
     const found = await findMetadata(core, name);
     if (found !== undefined) {
       const settling =
