@@ -150,6 +150,12 @@ interface Dirty {
   mark: number;
   /** A peer row may have changed the fold: read it even if the files are as recorded. */
   peer: boolean;
+  /**
+   * Only this node's service changed the entry since it was marked: a difference between
+   * the files and the record is its transition, journaled without reading the fold (the
+   * fold is read to tell an unrecorded placement of the applier's from a transition).
+   */
+  service: boolean;
 }
 
 interface Outcome {
@@ -314,7 +320,7 @@ export class Replicator {
 
   /** The node's service (or a reaper) changed `entry` in the spool. */
   noteLocal(entry: string): void {
-    this.mark(entry, false);
+    this.mark(entry, false, true);
   }
 
   /**
@@ -380,11 +386,15 @@ export class Replicator {
 
   // ---- marking -------------------------------------------------------------------------
 
-  private mark(entry: string, peer: boolean): void {
+  private mark(entry: string, peer: boolean, service = false): void {
     if (this.stopped) return;
     const mark = ++this.marks;
     const prev = this.dirty.get(entry);
-    this.dirty.set(entry, { mark, peer: peer || (prev?.peer ?? false) });
+    this.dirty.set(entry, {
+      mark,
+      peer: peer || (prev?.peer ?? false),
+      service: service && (prev === undefined || prev.service),
+    });
     this.wake?.();
   }
 
@@ -522,7 +532,8 @@ export class Replicator {
       .filter((i) => {
         if (i.invalid) return true;
         if (i.seen.kind === "in_flux") return this.stalledPlacement(i.entry);
-        return i.d.peer || !sameState(toLocal(i.seen), this.recorded.get(i.entry) ?? null);
+        if (i.d.peer) return true;
+        return !i.d.service && !sameState(toLocal(i.seen), this.recorded.get(i.entry) ?? null);
       })
       .map((i) => i.entry);
     const streamed = new Map<string, Record<string, unknown>[]>();
@@ -567,7 +578,11 @@ export class Replicator {
     }
     const disk = toLocal(seen);
     const rec = this.recorded.get(entry) ?? null;
-    if (journal === undefined) return { entry }; // as recorded, and no peer row to look at
+    if (journal === undefined) {
+      // As recorded (nothing to do), or the service's own transition: journal it.
+      if (sameState(disk, rec)) return { entry };
+      return this.journalLocal(entry, seen, disk, rec, null, [], now);
+    }
     const quarantine = journal.rejected.map((r) => ({
       origin: r.origin,
       seq: r.seq,
@@ -581,11 +596,29 @@ export class Replicator {
         ? { queue: created.queue, payload: created.metadata }
         : undefined;
 
-    // Before the entry can become visible here, so a retry on this node finds its key.
-    if (peerEnqueue !== undefined) {
-      await this.opts.onPeerEnqueue?.(entry, peerEnqueue.queue, peerEnqueue.payload);
+    // Recorded before the entry can become visible here (apply waits for it before the
+    // placement), so a retry on this node finds its key; meanwhile the data is staged.
+    const keyRecorded =
+      peerEnqueue === undefined
+        ? undefined
+        : this.opts
+            .onPeerEnqueue?.(entry, peerEnqueue.queue, peerEnqueue.payload)
+            .catch((err) => this.log.warn({ err, entry }, "peer enqueue hook failed"));
+    try {
+      return await this.decide(
+        entry,
+        seen,
+        disk,
+        rec,
+        journal.rows,
+        target,
+        quarantine,
+        now,
+        keyRecorded,
+      );
+    } finally {
+      await keyRecorded;
     }
-    return this.decide(entry, seen, disk, rec, journal.rows, target, quarantine, now);
   }
 
   private async decide(
@@ -597,36 +630,54 @@ export class Replicator {
     target: Target,
     quarantine: Array<{ origin: string; seq: bigint; problem: string }>,
     now: number,
+    keyRecorded?: Promise<unknown>,
   ): Promise<Outcome> {
     if (!sameState(disk, rec)) {
       if (satisfies(disk, target, false)) return { entry, record: disk, quarantine };
-      const made = transitionRows(entry, rec, disk, seen.payload ?? null, this.opts.dataOf);
-      if ("problem" in made) {
-        this.log.error({ entry, problem: made.problem }, "cannot journal a local transition");
-        return { entry, record: disk, quarantine };
-      }
-      await this.inlineSmallData(entry, made);
-      const stamped = made.map((r) => ({ ...r, hlc: this.hlc.now() }) as NewJournalRow);
-      // A peer's remove (a tombstone) or a later peer row may still override this one.
-      const after = targetOf(
-        foldEntry(
-          [
-            ...rows,
-            ...stamped.map((r, k) => ({ ...r, origin: this.opts.nodeId, seq: BigInt(k) })),
-          ] as StoredJournalRow[],
-          now,
-        ),
-      );
-      return {
-        entry,
-        record: disk,
-        rows: stamped,
-        quarantine,
-        again: !satisfies(disk, after, false),
-      };
+      return this.journalLocal(entry, seen, disk, rec, rows, quarantine, now);
     }
     if (satisfies(disk, target)) return { entry, quarantine };
-    return this.apply(entry, disk, target, rows, quarantine);
+    return this.apply(entry, disk, target, rows, quarantine, keyRecorded);
+  }
+
+  /**
+   * Journal the local transition from `rec` to `disk`. With the fold's rows (`rows` not
+   * null), also check whether a peer's row still overrides it, to sync again at once.
+   */
+  private async journalLocal(
+    entry: string,
+    seen: ReplicaInspection,
+    disk: LocalState,
+    rec: LocalState,
+    rows: StoredJournalRow[] | null,
+    quarantine: Array<{ origin: string; seq: bigint; problem: string }>,
+    now: number,
+  ): Promise<Outcome> {
+    const made = transitionRows(entry, rec, disk, seen.payload ?? null, this.opts.dataOf);
+    if ("problem" in made) {
+      this.log.error({ entry, problem: made.problem }, "cannot journal a local transition");
+      return { entry, record: disk, quarantine };
+    }
+    await this.inlineSmallData(entry, made);
+    const stamped = made.map((r) => ({ ...r, hlc: this.hlc.now() }) as NewJournalRow);
+    if (rows === null) return { entry, record: disk, rows: stamped, quarantine };
+    // A peer's remove (a tombstone) or a later peer row may still override this one.
+    const after = targetOf(
+      foldEntry(
+        [
+          ...rows,
+          ...stamped.map((r, k) => ({ ...r, origin: this.opts.nodeId, seq: BigInt(k) })),
+        ] as StoredJournalRow[],
+        now,
+      ),
+    );
+    return {
+      entry,
+      record: disk,
+      rows: stamped,
+      quarantine,
+      again: !satisfies(disk, after, false),
+    };
   }
 
   /** Bring the entry's files (as recorded) to the fold's target. */
@@ -636,6 +687,7 @@ export class Replicator {
     target: Target,
     rows: StoredJournalRow[],
     quarantine: Array<{ origin: string; seq: bigint; problem: string }>,
+    keyRecorded?: Promise<unknown>,
   ): Promise<Outcome> {
     const { spool } = this.opts;
     if (target.kind === "absent") {
@@ -676,6 +728,7 @@ export class Replicator {
         return { entry, retry: { reason: errorText(err), persist: true }, quarantine };
       }
     }
+    await keyRecorded;
     const r = await spool.place(entry, placement, target.payload, p.attempts, data);
     // Raced with a local reader or finish: look again shortly (not at once: a finish left
     // half-done by a crash stays until the monitor repairs it).
