@@ -148,7 +148,7 @@ export function transitionRows(
     });
     return rows;
   }
-  const released = from !== null && from.checkedOut && to.attempts !== from.attempts;
+  const released = from?.checkedOut === true && to.attempts !== from.attempts;
   if (released) {
     rows.push({
       op: "release",
