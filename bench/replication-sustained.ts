@@ -189,7 +189,7 @@ export async function sustainedSection(opts: {
   };
   for (const [k, p] of Object.entries(pools)) {
     console.log(
-      `PostgreSQL pool of ${k} (max 10, shared by service and replicator): queries waiting for ` +
+      `PostgreSQL pool of ${k} (the replicator's own, max 4): queries waiting for ` +
         `a connection in ${p.waitingFraction} of samples, mean ${p.meanWaiting}, max ` +
         `${p.maxWaiting}; ${p.meanInUse} connections in use on average`,
     );

@@ -66,7 +66,7 @@ export interface NodeTrace {
   /** Commits the apply stream delivered (time of arrival). */
   streamCommits: number[];
   /**
-   * The node's PostgreSQL pool (shared by the service and the replicator), sampled every
+   * The replicator's own PostgreSQL pool (max 4), sampled every
    * 50 ms: [time, clients waiting for a connection, clients in use].
    */
   pool: Array<[number, number, number]>;

@@ -563,7 +563,7 @@ async function main(): Promise<void> {
           stop: catchupStop,
         },
         lowRate: { rate: num("low-rate"), durationMs: num("low-duration") },
-        subscriptionSynchronousCommit: subSync ?? "off (PostgreSQL's default for subscriptions)",
+        subscriptionSynchronousCommit: subSync ?? "on (set by the mesh since a90092a)",
         fetchConcurrency: fetchConcurrency === undefined ? "4 (default)" : Number(fetchConcurrency),
       },
       ...report,

@@ -431,10 +431,11 @@ export class Replicator {
       try {
         const w = watch(dir, (_event, file) => {
           if (typeof file !== "string" || file.startsWith(".") || file.includes("~")) return;
-          // Events from this node's own changes (a sync that just placed or journaled the
-          // entry, or one already queued) would only sync it again; a foreign change that
-          // lands in that second is found by the periodic reconcile.
-          if (this.dirty.has(file) || (this.quiet.get(file) ?? 0) > this.clock()) return;
+          // Events from this node's own changes (a sync under way, one that just placed or
+          // journaled the entry, or one already queued) would only sync it again; a foreign
+          // change that lands in that window is found by the periodic reconcile.
+          if (this.dirty.has(file) || this.inProgress.has(file)) return;
+          if ((this.quiet.get(file) ?? 0) > this.clock()) return;
           this.mark(file, false);
         });
         w.on("error", (err) => this.log.warn({ err, dir }, "spool watch failed"));
