@@ -128,8 +128,7 @@ export async function startReplication(opts: {
       }
       if (key === undefined) return;
       try {
-        const c = await opts.idempotency.claim(key, queue, entry);
-        if (c.kind === "claimed") await opts.idempotency.complete(key, entry);
+        await opts.idempotency.recordCompleted(key, queue, entry);
       } catch (err) {
         log.warn({ err, entry }, "could not record a peer's idempotency key");
       }

@@ -42,6 +42,25 @@ export class IdempotencyStore {
     return { kind: "existing", queue: r.queue, name: r.entry_name, completed: r.completed };
   }
 
+  /**
+   * Record `key` as naming `name`, a finished enqueue (a peer's entry arriving by
+   * replication): one statement. A key claimed within the window (here, or by an earlier
+   * peer row) is left as it is: the first claim wins, as for local enqueues; an expired one
+   * is taken over, as `claim` does.
+   */
+  async recordCompleted(key: string, queue: string, name: string): Promise<void> {
+    await this.pool.query(
+      `insert into idempotency_keys (key, queue, entry_name, completed_at)
+       values ($1, $2, $3, now())
+       on conflict (key) do update
+         set queue = excluded.queue, entry_name = excluded.entry_name,
+             created_at = now(), completed_at = now()
+         where idempotency_keys.created_at
+               < now() - make_interval(secs => $4::double precision / 1000)`,
+      [key, queue, name, this.windowMs],
+    );
+  }
+
   /** The enqueue of `name` under `key` returned: later retries are duplicates. */
   async complete(key: string, name: string): Promise<void> {
     await this.pool.query(
