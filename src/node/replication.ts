@@ -1,4 +1,4 @@
-import { open } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import pg from "pg";
 import type { Logger } from "pino";
@@ -71,13 +71,7 @@ export async function startReplication(opts: {
     readData: (name) => spool.dataFile(name).read(),
     async stageData(name, bytes) {
       const path = join(root, ".tmp", `${name}~inline`);
-      const fh = await open(path, "w");
-      try {
-        await fh.writeFile(bytes);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await writeFile(path, bytes);
       return path;
     },
     async scan() {

@@ -73,12 +73,15 @@ export interface ReplicaSpool {
     placement: ReplicaTargetPlacement,
     payload: Buffer,
     attempts: number,
-    data?: { adoptPath: string },
+    data?: { adoptPath: string; synced?: boolean },
   ): Promise<{ kind: "placed" | "raced" | "unchanged" }>;
   drop(name: string): Promise<{ kind: "dropped" | "absent" | "raced" }>;
   /** An entry's data (for the inline copy of a small entry). */
   readData(name: string): Promise<Buffer>;
-  /** Write `bytes` to a fsynced file the spool can adopt for `name`; returns its path. */
+  /**
+   * Write `bytes` to a file the spool can adopt for `name` (not fsynced: the placement
+   * fsyncs it with the metadata); returns its path.
+   */
   stageData(name: string, bytes: Buffer): Promise<string>;
   /** Every entry name in the spool with its queue and whether it is checked out. */
   scan(): Promise<Map<string, { queue: string; checkedOut: boolean }>>;
@@ -705,7 +708,7 @@ export class Replicator {
     const placement: ReplicaTargetPlacement = p.checkedOut
       ? { queue: p.queue, checkedOut: true, leaseUntil: p.leaseUntil ?? 0 }
       : { queue: p.queue, checkedOut: false };
-    let data: { adoptPath: string } | undefined;
+    let data: { adoptPath: string; synced?: boolean } | undefined;
     const inline = target.inlineData;
     if (
       disk === null &&
@@ -713,7 +716,7 @@ export class Replicator {
       inline.length === target.dataSize &&
       createHash("sha256").update(inline).digest("hex") === target.dataSha256
     ) {
-      data = { adoptPath: await spool.stageData(entry, inline) };
+      data = { adoptPath: await spool.stageData(entry, inline), synced: false };
     } else if (disk === null) {
       const creator = rows.find((r) => r.op === "enqueue");
       try {

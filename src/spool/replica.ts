@@ -49,8 +49,13 @@ export type DropReplicaResult = { kind: "dropped" } | { kind: "absent" } | { kin
 
 /** The data of an entry that the spool does not hold yet. */
 export interface ReplicaData {
-  /** A complete, fsynced file on the spool's filesystem (e.g. in its .tmp directory). */
+  /** A complete file on the spool's filesystem (e.g. in its .tmp directory). */
   adoptPath: string;
+  /**
+   * Whether the file is already fsynced (default true). When false, the placement fsyncs it
+   * in the same round as the metadata, before the entry becomes visible.
+   */
+  synced?: boolean;
 }
 
 /** A metadata file the scan found, as read through one open handle. */
@@ -191,10 +196,15 @@ export async function placeReplica<M, Q extends string>(
     step = "adopt data";
     await core.throttle.run(() => rename(adoptPath, dataPath));
     adopted = true;
-    step = "write metadata";
-    await core.throttle.run(() => writeMetadataSynced(tmp, bytes, leaseUntil));
-    step = "fsync";
-    await Promise.all([core.syncer.sync(l.registry), core.syncer.sync(l.data)]);
+    // One round: the metadata written and fsynced, the data fsynced if it was not, and the
+    // registry and data directory entries made durable, all at once.
+    step = "write metadata and fsync";
+    await Promise.all([
+      core.throttle.run(() => writeMetadataSynced(tmp, bytes, leaseUntil)),
+      data.synced === false ? core.throttle.run(() => fsyncFile(dataPath)) : undefined,
+      core.syncer.sync(l.registry),
+      core.syncer.sync(l.data),
+    ]);
     // A repair that judged the remnant abandoned may have removed it under us.
     const [regStat, dataStat] = await Promise.all([
       core.throttle.run(() => statIfExists(reg)),
@@ -427,6 +437,15 @@ async function writeMetadataSynced(
   const { fh } = await writeData(path, bytes);
   try {
     if (mtimeMs !== undefined) await fh.utimes(mtimeMs / 1000, mtimeMs / 1000);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function fsyncFile(path: string): Promise<void> {
+  const fh = await open(path, "r");
+  try {
     await fh.sync();
   } finally {
     await fh.close();
