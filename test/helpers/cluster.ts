@@ -143,3 +143,26 @@ export async function restartPostgres(server: TestPostgres): Promise<void> {
   }
   server.stop = again.stop;
 }
+
+/** Where node `i` holds `name`: `<queue>/queued`, `<queue>/checked_out` or `absent`. */
+export async function placeOf(cluster: TestCluster, i: number, name: string): Promise<string> {
+  const loc = await cluster.node(i).spool.locate(name);
+  return loc === undefined ? "absent" : `${loc.queue}/${loc.state}`;
+}
+
+/**
+ * A test file's cluster teardown: close the clients and pools, stop the cluster, then remove
+ * the state directory (kept, and printed, when a test failed).
+ */
+export async function closeCluster(parts: {
+  clients?: readonly { close(): void }[];
+  pools?: readonly { end(): Promise<void> }[];
+  cluster: TestCluster | undefined;
+  dir: { cleanup(failed: boolean): Promise<void> } | undefined;
+  failed: boolean;
+}): Promise<void> {
+  for (const c of parts.clients ?? []) c.close();
+  await Promise.allSettled((parts.pools ?? []).map((p) => p.end()));
+  await parts.cluster?.stop();
+  await parts.dir?.cleanup(parts.failed);
+}

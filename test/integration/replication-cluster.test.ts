@@ -3,7 +3,13 @@ import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import { countByOrigin } from "../../src/replication/journal-store.js";
-import { eventually, startTestCluster, type TestCluster } from "../helpers/cluster.js";
+import {
+  closeCluster,
+  eventually,
+  placeOf,
+  startTestCluster,
+  type TestCluster,
+} from "../helpers/cluster.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
@@ -28,15 +34,10 @@ describe("replication across three nodes", () => {
   }, 120_000);
 
   afterAll(async () => {
-    for (const c of clients) c.close();
-    await cluster?.stop();
-    await dir?.cleanup(failed);
+    await closeCluster({ clients, cluster, dir, failed });
   }, 60_000);
 
-  const where = async (i: number, name: string) => {
-    const loc = await cluster.node(i).spool.locate(name);
-    return loc === undefined ? "absent" : `${loc.queue}/${loc.state}`;
-  };
+  const where = (i: number, name: string) => placeOf(cluster, i, name);
 
   it("an entry enqueued on one node appears on the others with the same metadata and data", async () => {
     const { entry } = await client(0).enqueue("inbox", "hello from n1", { metadata: "m1" });

@@ -6,7 +6,12 @@ import { ClientError, GeospoolClient, type Lease } from "../../src/node/client/i
 import type { RunningNode } from "../../src/node/node.js";
 import { nodeEntryCodec } from "../../src/node/service/entry-meta.js";
 import { countByOrigin } from "../../src/replication/journal-store.js";
-import { eventually, startTestCluster, type TestCluster } from "../helpers/cluster.js";
+import {
+  closeCluster,
+  eventually,
+  startTestCluster,
+  type TestCluster,
+} from "../helpers/cluster.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
@@ -121,10 +126,7 @@ describe("replication convergence (property)", () => {
   }, 120_000);
 
   afterAll(async () => {
-    for (const c of clients) c.close();
-    await Promise.allSettled(pools.map((p) => p.end()));
-    await cluster?.stop();
-    await dir?.cleanup(failed);
+    await closeCluster({ clients, pools, cluster, dir, failed });
   }, 60_000);
 
   const client = (i: number) => clients[i] as GeospoolClient;

@@ -12,6 +12,7 @@ import { countByOrigin } from "../../src/replication/journal-store.js";
 import { Monitor, Spool } from "../../src/spool/index.js";
 import { buildCli } from "../helpers/cli-build.js";
 import {
+  closeCluster,
   eventually,
   freePorts,
   killPostgres,
@@ -423,10 +424,7 @@ describe("a node's PostgreSQL SIGKILLed, and a node catching up", () => {
   }, 120_000);
 
   afterAll(async () => {
-    for (const c of clients) c.close();
-    await Promise.allSettled(pools.map((p) => p.end()));
-    await cluster?.stop();
-    await dir?.cleanup(failed);
+    await closeCluster({ clients, pools, cluster, dir, failed });
   }, 60_000);
 
   it("keeps serving while its database is down and loses nothing once it is back", async () => {

@@ -5,7 +5,13 @@ import { GeospoolClient } from "../../src/node/client/index.js";
 import { nodeEntryCodec } from "../../src/node/service/entry-meta.js";
 import { makeHlc } from "../../src/replication/hlc.js";
 import { appendLocal, countByOrigin } from "../../src/replication/journal-store.js";
-import { eventually, startTestCluster, type TestCluster } from "../helpers/cluster.js";
+import {
+  closeCluster,
+  eventually,
+  placeOf,
+  startTestCluster,
+  type TestCluster,
+} from "../helpers/cluster.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
@@ -46,16 +52,10 @@ describe("replication semantics across three nodes", () => {
   }, 120_000);
 
   afterAll(async () => {
-    for (const c of clients) c.close();
-    await Promise.allSettled(pools.map((p) => p.end()));
-    await cluster?.stop();
-    await dir?.cleanup(failed);
+    await closeCluster({ clients, pools, cluster, dir, failed });
   }, 60_000);
 
-  const where = async (i: number, name: string) => {
-    const loc = await cluster.node(i).spool.locate(name);
-    return loc === undefined ? "absent" : `${loc.queue}/${loc.state}`;
-  };
+  const where = (i: number, name: string) => placeOf(cluster, i, name);
 
   const everywhere = async (name: string, expected: string, nodes = [A, B, C]) => {
     for (const i of nodes) {
