@@ -147,7 +147,7 @@ export class ApplyStream {
     if (service) {
       const acked = this.acked;
       if (acked !== "0/0") await service.acknowledge(acked).catch(() => undefined);
-      await service.stop().catch(() => undefined);
+      await closeQuietly(service);
     }
     await this.running?.catch(() => undefined);
   }
@@ -190,7 +190,7 @@ export class ApplyStream {
       this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS);
       h.error(err, wait);
       this.log.warn({ err, retryInMs: wait }, "apply stream failed; making it again");
-      void service.destroy().catch(() => undefined);
+      void closeQuietly(service);
       if (this.service === service) this.service = undefined;
       this.timer = setTimeout(() => this.connect(), wait);
       this.timer.unref();
@@ -234,6 +234,20 @@ interface PgoutputMessage {
   relation?: { name?: string };
   new?: Record<string, unknown>;
   commitEndLsn?: string | null;
+}
+
+/**
+ * Destroy a replication service without leaving its connection able to throw. The library
+ * removes every listener from its pg client when it stops, so an error the connection emits
+ * afterwards (the server's "terminating connection" FATAL when its postmaster dies, or the
+ * socket closing) would be an uncaught exception: the client gets a listener of ours again.
+ */
+async function closeQuietly(service: LogicalReplicationService): Promise<void> {
+  const client = (service as unknown as { _client?: { on(e: "error", f: () => void): void } })
+    ._client;
+  client?.on("error", () => undefined);
+  await service.destroy().catch(() => undefined);
+  client?.on("error", () => undefined);
 }
 
 /** Order of two `X/Y` LSNs. */

@@ -629,6 +629,12 @@ async function withSessionLock<T>(
 ): Promise<T> {
   const client = await pool.connect();
   let broken = false;
+  // A checked-out client has no pool listener: an error between two queries (the server
+  // going away) would otherwise be an uncaught exception. It marks the client broken.
+  const onError = () => {
+    broken = true;
+  };
+  client.on("error", onError);
   try {
     await client.query("select pg_advisory_lock($1::bigint)", [key]);
     try {
@@ -641,6 +647,7 @@ async function withSessionLock<T>(
       }
     }
   } finally {
+    client.off("error", onError);
     client.release(broken);
   }
 }
@@ -651,6 +658,12 @@ async function inTransaction<T>(
 ): Promise<T> {
   const client = await pool.connect();
   let broken = false;
+  // A checked-out client has no pool listener: an error between two queries (the server
+  // going away) would otherwise be an uncaught exception. It marks the client broken.
+  const onError = () => {
+    broken = true;
+  };
+  client.on("error", onError);
   try {
     await client.query("begin");
     const result = await fn(client);
@@ -664,6 +677,7 @@ async function inTransaction<T>(
     }
     throw err;
   } finally {
+    client.off("error", onError);
     client.release(broken);
   }
 }

@@ -121,6 +121,12 @@ export async function listMigrations(sqlDir: string): Promise<Migration[]> {
 async function ensureBookkeeping(pool: pg.Pool): Promise<void> {
   const client = await pool.connect();
   let broken = false;
+  // A checked-out client has no pool listener: an error between two queries (the server
+  // going away) would otherwise be an uncaught exception. It marks the client broken.
+  const onError = () => {
+    broken = true;
+  };
+  client.on("error", onError);
   try {
     await client.query("begin");
     await client.query("select pg_advisory_xact_lock($1::bigint)", [LOCK_KEY]);
@@ -137,6 +143,7 @@ async function ensureBookkeeping(pool: pg.Pool): Promise<void> {
     const code = sqlstateOf(err);
     if (code !== SQLSTATE.uniqueViolation && code !== SQLSTATE.duplicateTable) throw err;
   } finally {
+    client.off("error", onError);
     client.release(broken);
   }
 }
@@ -151,6 +158,12 @@ async function applyOne(pool: pg.Pool, migration: Migration, sqlDir: string): Pr
   const sql = await readFile(join(sqlDir, migration.file), "utf8");
   const client = await pool.connect();
   let broken = false;
+  // A checked-out client has no pool listener: an error between two queries (the server
+  // going away) would otherwise be an uncaught exception. It marks the client broken.
+  const onError = () => {
+    broken = true;
+  };
+  client.on("error", onError);
   try {
     await client.query("begin");
     await client.query("select pg_advisory_xact_lock($1::bigint)", [LOCK_KEY]);
@@ -180,6 +193,7 @@ async function applyOne(pool: pg.Pool, migration: Migration, sqlDir: string): Pr
       { file: migration.file, cause: err },
     );
   } finally {
+    client.off("error", onError);
     client.release(broken);
   }
 }

@@ -773,6 +773,13 @@ export class Replicator {
       settled.some((e) => this.retries.get(e)?.peer);
     if (needTx) {
       const client = await this.opts.pool.connect();
+      // Checked out, the client has no pool listener: an error between two statements (the
+      // server going away) would otherwise be uncaught. It marks the client broken.
+      let broken = false;
+      const onError = () => {
+        broken = true;
+      };
+      client.on("error", onError);
       try {
         await client.query("begin");
         if (rows.length > 0) await appendLocal(client, this.opts.nodeId, rows);
@@ -836,7 +843,8 @@ export class Replicator {
         await client.query("rollback").catch(() => undefined);
         throw err;
       } finally {
-        client.release();
+        client.off("error", onError);
+        client.release(broken);
       }
     }
     // Committed: now the in-memory view follows.
