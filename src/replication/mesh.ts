@@ -18,6 +18,7 @@ import {
   subscriptionName,
 } from "./mesh-names.js";
 import { type PeerQuery, withPeer } from "./mesh-peer.js";
+import { inTransaction, withClient } from "./pg-session.js";
 
 /**
  * The logical-replication mesh between the nodes' databases (DESIGN.md section 3).
@@ -627,59 +628,15 @@ async function withSessionLock<T>(
   key: string,
   fn: (client: pg.PoolClient) => Promise<T>,
 ): Promise<T> {
-  const client = await pool.connect();
-  let broken = false;
-  // A checked-out client has no pool listener: an error between two queries (the server
-  // going away) would otherwise be an uncaught exception. It marks the client broken.
-  const onError = () => {
-    broken = true;
-  };
-  client.on("error", onError);
-  try {
+  return withClient(pool, async (client, broken) => {
     await client.query("select pg_advisory_lock($1::bigint)", [key]);
     try {
       return await fn(client);
     } finally {
-      try {
-        await client.query("select pg_advisory_unlock($1::bigint)", [key]);
-      } catch {
-        broken = true; // the session ends with the connection, and its lock with it
-      }
+      // On failure the session ends with the connection, and its lock with it.
+      await client.query("select pg_advisory_unlock($1::bigint)", [key]).catch(broken);
     }
-  } finally {
-    client.off("error", onError);
-    client.release(broken);
-  }
-}
-
-async function inTransaction<T>(
-  pool: pg.Pool,
-  fn: (client: pg.PoolClient) => Promise<T>,
-): Promise<T> {
-  const client = await pool.connect();
-  let broken = false;
-  // A checked-out client has no pool listener: an error between two queries (the server
-  // going away) would otherwise be an uncaught exception. It marks the client broken.
-  const onError = () => {
-    broken = true;
-  };
-  client.on("error", onError);
-  try {
-    await client.query("begin");
-    const result = await fn(client);
-    await client.query("commit");
-    return result;
-  } catch (err) {
-    try {
-      await client.query("rollback");
-    } catch {
-      broken = true;
-    }
-    throw err;
-  } finally {
-    client.off("error", onError);
-    client.release(broken);
-  }
+  });
 }
 
 function isDuplicate(err: unknown): boolean {

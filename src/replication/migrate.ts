@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type pg from "pg";
 import pino, { type Logger } from "pino";
+import { inTransaction } from "./pg-session.js";
 
 /**
  * Schema migrations: numbered files `sql/NNNN_name.sql`, applied in order at start, each in
@@ -119,32 +120,20 @@ export async function listMigrations(sqlDir: string): Promise<Migration[]> {
 }
 
 async function ensureBookkeeping(pool: pg.Pool): Promise<void> {
-  const client = await pool.connect();
-  let broken = false;
-  // A checked-out client has no pool listener: an error between two queries (the server
-  // going away) would otherwise be an uncaught exception. It marks the client broken.
-  const onError = () => {
-    broken = true;
-  };
-  client.on("error", onError);
   try {
-    await client.query("begin");
-    await client.query("select pg_advisory_xact_lock($1::bigint)", [LOCK_KEY]);
-    await client.query(`create table if not exists geospool_migrations (
-      version int primary key,
-      name text not null,
-      applied_at timestamptz not null default now()
-    )`);
-    await client.query("commit");
+    await inTransaction(pool, async (client) => {
+      await client.query("select pg_advisory_xact_lock($1::bigint)", [LOCK_KEY]);
+      await client.query(`create table if not exists geospool_migrations (
+        version int primary key,
+        name text not null,
+        applied_at timestamptz not null default now()
+      )`);
+    });
   } catch (err) {
-    broken = await rollback(client);
     // Without the lock (an older build, a manual run), concurrent "create table if not
     // exists" calls can still collide on the catalog: the other side created it.
     const code = sqlstateOf(err);
     if (code !== SQLSTATE.uniqueViolation && code !== SQLSTATE.duplicateTable) throw err;
-  } finally {
-    client.off("error", onError);
-    client.release(broken);
   }
 }
 
@@ -156,35 +145,23 @@ async function appliedVersions(pool: pg.Pool): Promise<Set<number>> {
 /** True when this call applied it; false when another process had meanwhile. */
 async function applyOne(pool: pg.Pool, migration: Migration, sqlDir: string): Promise<boolean> {
   const sql = await readFile(join(sqlDir, migration.file), "utf8");
-  const client = await pool.connect();
-  let broken = false;
-  // A checked-out client has no pool listener: an error between two queries (the server
-  // going away) would otherwise be an uncaught exception. It marks the client broken.
-  const onError = () => {
-    broken = true;
-  };
-  client.on("error", onError);
   try {
-    await client.query("begin");
-    await client.query("select pg_advisory_xact_lock($1::bigint)", [LOCK_KEY]);
-    const { rowCount } = await client.query(
-      "select 1 from geospool_migrations where version = $1",
-      [migration.version],
-    );
-    if (rowCount !== 0) {
-      await client.query("commit");
-      return false;
-    }
-    // No parameters: the simple query protocol runs every statement in the file.
-    await client.query(sql);
-    await client.query("insert into geospool_migrations (version, name) values ($1, $2)", [
-      migration.version,
-      migration.name,
-    ]);
-    await client.query("commit");
-    return true;
+    return await inTransaction(pool, async (client) => {
+      await client.query("select pg_advisory_xact_lock($1::bigint)", [LOCK_KEY]);
+      const { rowCount } = await client.query(
+        "select 1 from geospool_migrations where version = $1",
+        [migration.version],
+      );
+      if (rowCount !== 0) return false;
+      // No parameters: the simple query protocol runs every statement in the file.
+      await client.query(sql);
+      await client.query("insert into geospool_migrations (version, name) values ($1, $2)", [
+        migration.version,
+        migration.name,
+      ]);
+      return true;
+    });
   } catch (err) {
-    broken = await rollback(client);
     const state = sqlstateOf(err);
     throw new MigrationError(
       MigrationErrorCode.Failed,
@@ -192,19 +169,6 @@ async function applyOne(pool: pg.Pool, migration: Migration, sqlDir: string): Pr
         `${state ? ` (SQLSTATE ${state})` : ""}: ${(err as Error).message}`,
       { file: migration.file, cause: err },
     );
-  } finally {
-    client.off("error", onError);
-    client.release(broken);
-  }
-}
-
-/** Roll back; true when even that failed, so the connection must not go back to the pool. */
-async function rollback(client: pg.PoolClient): Promise<boolean> {
-  try {
-    await client.query("rollback");
-    return false;
-  } catch {
-    return true;
   }
 }
 

@@ -2,7 +2,14 @@ import { createHash } from "node:crypto";
 import { type FSWatcher, watch } from "node:fs";
 import type pg from "pg";
 import pino, { type Logger } from "pino";
-import { nameProblem } from "../spool/index.js";
+import {
+  type DropReplicaResult,
+  nameProblem,
+  type PlaceReplicaResult,
+  type ReplicaData,
+  type ReplicaInspection,
+  type ReplicaPlacement,
+} from "../spool/index.js";
 import { ApplyStream, compareLsn, ensureApplySlot } from "./apply-stream.js";
 import { compareRows, foldEntry } from "./fold.js";
 import { HybridLogicalClock } from "./hlc.js";
@@ -14,6 +21,7 @@ import {
   readEntries,
   type StoredJournalRow,
 } from "./journal-store.js";
+import { inTransaction } from "./pg-session.js";
 import {
   type LocalState,
   type Placed,
@@ -48,34 +56,20 @@ import {
  * synced after it arrived.
  */
 
-export interface ReplicaInspection {
-  kind: "absent" | "in_flux" | "present";
-  queue?: string;
-  checkedOut?: boolean;
-  leaseUntil?: number;
-  attempts?: number;
-  payload?: Buffer;
-}
-
-export type ReplicaTargetPlacement =
-  | { queue: string; checkedOut: false }
-  | { queue: string; checkedOut: true; leaseUntil: number };
-
 /** The spool operations the replicator needs (see Spool.inspectReplica and friends). */
 export interface ReplicaSpool {
-  readonly queues: readonly string[];
   /** Directories whose file events mean an entry may have moved (queues and their .checkout). */
   readonly watchDirs: readonly string[];
   hasQueue(queue: string): boolean;
-  inspect(name: string): Promise<ReplicaInspection>;
+  inspect(name: string): Promise<ReplicaInspection<string>>;
   place(
     name: string,
-    placement: ReplicaTargetPlacement,
+    placement: ReplicaPlacement<string>,
     payload: Buffer,
     attempts: number,
-    data?: { adoptPath: string; synced?: boolean },
-  ): Promise<{ kind: "placed" | "raced" | "unchanged" }>;
-  drop(name: string): Promise<{ kind: "dropped" | "absent" | "raced" }>;
+    data?: ReplicaData,
+  ): Promise<PlaceReplicaResult>;
+  drop(name: string): Promise<DropReplicaResult>;
   /** An entry's data (for the inline copy of a small entry). */
   readData(name: string): Promise<Buffer>;
   /**
@@ -165,7 +159,7 @@ interface Outcome {
   entry: string;
   /** New record (undefined: unchanged). */
   record?: LocalState;
-  rows?: Array<Omit<NewJournalRow, "hlc"> & { hlc?: bigint }>;
+  rows?: NewJournalRow[];
   /** Retry later (persisted when `persist`). */
   retry?: { reason: string; persist: boolean };
   /** Sync again right away (raced, or local rows that a tombstone overrides). */
@@ -369,13 +363,6 @@ export class Replicator {
     };
   }
 
-  /** Entries whose peer change waits for a retry (data not fetched yet, mostly). */
-  get pendingFetches(): number {
-    let n = 0;
-    for (const r of this.retries.values()) if (r.peer) n++;
-    return n;
-  }
-
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
@@ -500,8 +487,9 @@ export class Replicator {
     for (const [i, row] of rows.entries()) {
       if (row.op !== "enqueue" || row.dataSize > max) continue;
       const bytes = await this.opts.spool.readData(entry).catch(() => undefined);
+      // Not hashed again: the enqueue verified the digest as the data streamed in, and the
+      // receiving node checks it before using the copy.
       if (bytes === undefined || bytes.length !== row.dataSize) continue;
-      if (createHash("sha256").update(bytes).digest("hex") !== row.dataSha256) continue;
       rows[i] = { ...row, inlineData: bytes };
     }
   }
@@ -565,7 +553,7 @@ export class Replicator {
 
   private async syncOne(
     entry: string,
-    seen: ReplicaInspection,
+    seen: ReplicaInspection<string>,
     peer: boolean,
     journal: { rows: StoredJournalRow[]; rejected: RejectedJournalRow[] } | undefined,
     now: number,
@@ -627,7 +615,7 @@ export class Replicator {
 
   private async decide(
     entry: string,
-    seen: ReplicaInspection,
+    seen: ReplicaInspection<string>,
     disk: LocalState,
     rec: LocalState,
     rows: StoredJournalRow[],
@@ -650,14 +638,15 @@ export class Replicator {
    */
   private async journalLocal(
     entry: string,
-    seen: ReplicaInspection,
+    seen: ReplicaInspection<string>,
     disk: LocalState,
     rec: LocalState,
     rows: StoredJournalRow[] | null,
     quarantine: Array<{ origin: string; seq: bigint; problem: string }>,
     now: number,
   ): Promise<Outcome> {
-    const made = transitionRows(entry, rec, disk, seen.payload ?? null, this.opts.dataOf);
+    const payload = seen.kind === "present" ? seen.payload : null;
+    const made = transitionRows(entry, rec, disk, payload, this.opts.dataOf);
     if ("problem" in made) {
       this.log.error({ entry, problem: made.problem }, "cannot journal a local transition");
       return { entry, record: disk, quarantine };
@@ -705,10 +694,10 @@ export class Replicator {
       const problem = `queue ${JSON.stringify(p.queue)} is not a queue of this node`;
       return this.quarantineAll(entry, rows, undefined, problem, quarantine);
     }
-    const placement: ReplicaTargetPlacement = p.checkedOut
+    const placement: ReplicaPlacement<string> = p.checkedOut
       ? { queue: p.queue, checkedOut: true, leaseUntil: p.leaseUntil ?? 0 }
       : { queue: p.queue, checkedOut: false };
-    let data: { adoptPath: string; synced?: boolean } | undefined;
+    let data: ReplicaData | undefined;
     const inline = target.inlineData;
     if (
       disk === null &&
@@ -762,7 +751,7 @@ export class Replicator {
     const retry: Array<{ entry: string; reason: string }> = [];
     const settled: string[] = [];
     for (const o of outcomes) {
-      if (o.rows) rows.push(...(o.rows as NewJournalRow[]));
+      if (o.rows) rows.push(...o.rows);
       if (o.record !== undefined) records.push([o.entry, o.record]);
       for (const q of o.quarantine ?? []) quarantine.push({ ...q, entry: o.entry });
       if (o.retry?.persist) retry.push({ entry: o.entry, reason: o.retry.reason });
@@ -772,16 +761,7 @@ export class Replicator {
       rows.length + records.length + quarantine.length + retry.length > 0 ||
       settled.some((e) => this.retries.get(e)?.peer);
     if (needTx) {
-      const client = await this.opts.pool.connect();
-      // Checked out, the client has no pool listener: an error between two statements (the
-      // server going away) would otherwise be uncaught. It marks the client broken.
-      let broken = false;
-      const onError = () => {
-        broken = true;
-      };
-      client.on("error", onError);
-      try {
-        await client.query("begin");
+      await inTransaction(this.opts.pool, async (client) => {
         if (rows.length > 0) await appendLocal(client, this.opts.nodeId, rows);
         const up = records.filter((r): r is [string, Placed] => r[1] !== null);
         const gone = records.filter((r) => r[1] === null).map((r) => r[0]);
@@ -789,13 +769,13 @@ export class Replicator {
           await client.query({
             name: "replica_upsert",
             text: `insert into replica_entries
-                     (entry, queue, checked_out, lease_until, attempts, payload_sha256)
-                   select * from unnest($1::text[], $2::text[], $3::bool[], $4::bigint[],
-                                        $5::int[], $6::text[])
-                   on conflict (entry) do update set
-                     queue = excluded.queue, checked_out = excluded.checked_out,
-                     lease_until = excluded.lease_until, attempts = excluded.attempts,
-                     payload_sha256 = excluded.payload_sha256, updated_at = now()`,
+                   (entry, queue, checked_out, lease_until, attempts, payload_sha256)
+                 select * from unnest($1::text[], $2::text[], $3::bool[], $4::bigint[],
+                                      $5::int[], $6::text[])
+                 on conflict (entry) do update set
+                   queue = excluded.queue, checked_out = excluded.checked_out,
+                   lease_until = excluded.lease_until, attempts = excluded.attempts,
+                   payload_sha256 = excluded.payload_sha256, updated_at = now()`,
             values: [
               up.map((r) => r[0]),
               up.map((r) => r[1].queue),
@@ -814,8 +794,8 @@ export class Replicator {
         if (quarantine.length > 0) {
           await client.query(
             `insert into replica_quarantine (origin, seq, entry, problem)
-             select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[])
-             on conflict do nothing`,
+           select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[])
+           on conflict do nothing`,
             [
               quarantine.map((q) => q.origin),
               quarantine.map((q) => q.seq.toString()),
@@ -827,9 +807,9 @@ export class Replicator {
         if (retry.length > 0) {
           await client.query(
             `insert into replica_pending (entry, reason)
-             select * from unnest($1::text[], $2::text[])
-             on conflict (entry) do update set reason = excluded.reason,
-               failures = replica_pending.failures + 1, last_attempt = now()`,
+           select * from unnest($1::text[], $2::text[])
+           on conflict (entry) do update set reason = excluded.reason,
+             failures = replica_pending.failures + 1, last_attempt = now()`,
             [retry.map((r) => r.entry), retry.map((r) => r.reason.slice(0, 500))],
           );
         }
@@ -838,14 +818,7 @@ export class Replicator {
             settled,
           ]);
         }
-        await client.query("commit");
-      } catch (err) {
-        await client.query("rollback").catch(() => undefined);
-        throw err;
-      } finally {
-        client.off("error", onError);
-        client.release(broken);
-      }
+      });
     }
     // Committed: now the in-memory view follows.
     for (const [entry, state] of records) {
@@ -915,14 +888,14 @@ function mergeStreamed(
   journal.rows.sort(compareRows);
 }
 
-function toLocal(seen: ReplicaInspection): LocalState {
+function toLocal(seen: ReplicaInspection<string>): LocalState {
   if (seen.kind !== "present") return null;
   return {
-    queue: seen.queue as string,
-    checkedOut: seen.checkedOut === true,
+    queue: seen.queue,
+    checkedOut: seen.checkedOut,
     leaseUntil: seen.checkedOut ? (seen.leaseUntil ?? 0) : null,
-    attempts: seen.attempts ?? 0,
-    payloadSha256: payloadDigest(seen.payload ?? Buffer.alloc(0)),
+    attempts: seen.attempts,
+    payloadSha256: payloadDigest(seen.payload),
   };
 }
 
