@@ -5,7 +5,7 @@
  * replication-trace.ts, and prints `READY {"pid":N}`. Commands on stdin, one per line,
  * each answered by one line on stdout:
  * - `joins`  → `JOINS {"<peer>":"<outcome>",...}` (the background joins, see NodeReplication);
- * - `status` → `STATUS <replicator.status() + pendingFetches>`;
+ * - `status` → `STATUS <replicator.status()>`;
  * - `trace`  → `TRACE <NodeTrace JSON>` (and forgets it);
  * - `profile-start` → `PROFILING started`; `profile-stop FILE` → `PROFILED FILE` (a CPU
  *   profile of this process in between).
@@ -62,9 +62,7 @@ for await (const line of createInterface({ input: process.stdin })) {
     );
   } else if (command === "status") {
     const r = node.replication.replicator;
-    process.stdout.write(
-      `STATUS ${JSON.stringify({ ...r.status(), pendingFetches: r.pendingFetches })}\n`,
-    );
+    process.stdout.write(`STATUS ${JSON.stringify(r.status())}\n`);
   } else if (command === "trace") {
     process.stdout.write(`TRACE ${JSON.stringify(tracer.take())}\n`);
   } else if (command === "profile-start") {

@@ -61,7 +61,6 @@ export async function startReplication(opts: {
   const queues = new Set<string>(config.spool.queues);
   const root = config.spool.dir;
   const replicaSpool: ReplicaSpool = {
-    queues: config.spool.queues,
     watchDirs: config.spool.queues.flatMap((q) => [join(root, q), join(root, q, ".checkout")]),
     hasQueue: (q) => queues.has(q),
     inspect: (name) => spool.inspectReplica(name),

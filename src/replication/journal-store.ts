@@ -27,7 +27,8 @@ export type Queryable = pg.Pool | pg.PoolClient | pg.Client;
 /** A row to append: everything but the origin and seq, which `appendLocal` assigns. */
 export type NewJournalRow = DistributiveOmit<JournalRow, "origin" | "seq">;
 
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+/** `Omit` applied to each member of a union (so the op still narrows the row). */
+export type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /** A row as stored: the row plus the time its origin recorded it. */
 export type StoredJournalRow = JournalRow & { readonly recordedAt: Date };

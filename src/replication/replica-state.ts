@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { EntryState } from "./fold.js";
-import type { NewJournalRow } from "./journal-store.js";
+import type { DistributiveOmit, NewJournalRow } from "./journal-store.js";
 
 /**
  * An entry's place in the local spool, as the replicator compares it: which queue, checked
@@ -101,7 +101,7 @@ export function transitionRows(
   to: LocalState,
   payload: Buffer | null,
   dataOf: (payload: Buffer) => { sha256: string; size: number } | undefined,
-): Array<DistributiveOmitHlc<NewJournalRow>> | { problem: string } {
+): UnstampedRow[] | { problem: string } {
   if (to === null) {
     if (from === null) return [];
     return [
@@ -119,7 +119,7 @@ export function transitionRows(
   }
   if (payload === null) return { problem: "no payload for a present entry" };
   const changed = from === null || from.payloadSha256 !== to.payloadSha256;
-  const rows: Array<DistributiveOmitHlc<NewJournalRow>> = [];
+  const rows: UnstampedRow[] = [];
   if (from === null) {
     const data = dataOf(payload);
     if (data === undefined) return { problem: "its metadata does not name its data's digest" };
@@ -175,7 +175,5 @@ export function transitionRows(
   return rows;
 }
 
-export type DistributiveOmitHlc<T> = T extends unknown ? Omit<T, "hlc"> : never;
-
 /** A journal row to append, before its hlc is stamped. */
-export type UnstampedRow = DistributiveOmitHlc<NewJournalRow>;
+export type UnstampedRow = DistributiveOmit<NewJournalRow, "hlc">;
