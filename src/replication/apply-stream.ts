@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type pg from "pg";
+import pg from "pg";
 import { LogicalReplicationService, PgoutputPlugin } from "pg-logical-replication";
 import pino, { type Logger } from "pino";
 import { checkNodeId, nodeTag } from "./mesh-names.js";
@@ -63,13 +63,12 @@ export async function ensureApplySlot(
   const db = await pool.query<{ db: string }>("select current_database() as db");
   const names = applyNames(nodeId, db.rows[0]?.db ?? "");
   const { publication, slot } = names;
-  const origin = nodeId.replace(/'/g, "''");
   const found = await pool.query("select 1 from pg_publication where pubname = $1", [publication]);
   if (found.rowCount === 0) {
     await pool
       .query(
-        `create publication "${publication}" for table journal` +
-          ` where (origin <> '${origin}') with (publish = 'insert')`,
+        `create publication ${pg.escapeIdentifier(publication)} for table journal` +
+          ` where (origin <> ${pg.escapeLiteral(nodeId)}) with (publish = 'insert')`,
       )
       .catch(ignoreDuplicate);
   }
