@@ -174,7 +174,11 @@ export async function probeNode(
   pool.on("error", () => undefined);
   const store = new IdempotencyStore(pool, node.config.idempotency.window);
   const reader = new QueueReader(spool, "inbox", { reapEveryMs: 0 });
-  const key = (i: number, what: string) => `probe-${what}-${process.pid}-${i}-${Math.random()}`;
+  const key = (i: number, what: string) => ({
+    principal: "probe",
+    queue: "inbox",
+    key: `probe-${what}-${process.pid}-${i}-${Math.random()}`,
+  });
   const meta: NodeEntryMeta = {
     user: Buffer.alloc(100, 99),
     sha256: "0".repeat(64),
@@ -194,7 +198,7 @@ export async function probeNode(
 
         const k = key(i, "pg");
         await timed(t, "postgres: IdempotencyStore.claim (insert, commit)", () =>
-          store.claim(k, "inbox", `probe-${i}`),
+          store.claim(k, `probe-${i}`),
         );
         await timed(t, "postgres: IdempotencyStore.complete (update, commit)", () =>
           store.complete(k, `probe-${i}`),
@@ -216,7 +220,7 @@ export async function probeNode(
           spool.reserveName(),
         );
         await timed(t, "service enqueue, step 2: IdempotencyStore.claim", () =>
-          store.claim(k, "inbox", name),
+          store.claim(k, name),
         );
         const hash = createHash("sha256");
         async function* verified() {
@@ -227,7 +231,7 @@ export async function probeNode(
           spool.enqueueDeferred(
             "inbox",
             verified(),
-            ({ size }) => ({ ...meta, size, sha256: hash.digest("hex"), idempotencyKey: k }),
+            ({ size }) => ({ ...meta, size, sha256: hash.digest("hex"), idempotencyKey: k.key }),
             { name },
           ),
         );
@@ -245,7 +249,7 @@ export async function probeNode(
           {
             queue: "inbox",
             metadata: Buffer.alloc(100, 99),
-            idempotencyKey: key(i, "service"),
+            idempotencyKey: key(i, "service").key,
             dataSize: DATA.length,
           },
           chunks(),

@@ -8,7 +8,7 @@ import { replicationSettings, settingsWarnings } from "../replication/mesh-statu
 import { type ReplicaSpool, Replicator } from "../replication/replicator.js";
 import type { Config } from "./config/index.js";
 import type { Metrics } from "./observability/index.js";
-import { nodeEntryCodec } from "./service/entry-meta.js";
+import { type NodeEntryMeta, nodeEntryCodec } from "./service/entry-meta.js";
 import type { IdempotencyStore } from "./service/idempotency-store.js";
 import type { NodeSpool, SpoolService } from "./service/spool-service.js";
 
@@ -112,16 +112,21 @@ export async function startReplication(opts: {
       }
     },
     async onPeerEnqueue(entry, queue, payload) {
-      // Idempotency across the cluster: a key seen with a peer's entry answers retries here.
-      let key: string | undefined;
+      // Idempotency across the cluster: a key seen with a peer's entry answers retries here,
+      // scoped as on the node that took it (its principal and queue).
+      let meta: NodeEntryMeta;
       try {
-        key = nodeEntryCodec.decode(payload).idempotencyKey;
+        meta = nodeEntryCodec.decode(payload);
       } catch {
-        key = undefined;
+        return;
       }
+      const key = meta.idempotencyKey;
       if (key === undefined) return;
       try {
-        await opts.idempotency.recordCompleted(key, queue, entry);
+        await opts.idempotency.recordCompleted(
+          { principal: meta.principal ?? "", queue, key },
+          entry,
+        );
       } catch (err) {
         log.warn({ err, entry }, "could not record a peer's idempotency key");
       }

@@ -168,6 +168,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
           const header = {
             queue,
             metadata: Buffer.from(h.metadata ?? new Uint8Array()),
+            principal: who.name,
             ...(h.idempotencyKey ? { idempotencyKey: h.idempotencyKey } : {}),
             ...(h.dataSize !== null && h.dataSize !== undefined
               ? { dataSize: Number(h.dataSize) }

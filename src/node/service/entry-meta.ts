@@ -2,8 +2,9 @@ import type { MetadataCodec } from "../../spool/index.js";
 
 /**
  * What a node keeps about each entry, as the spool's metadata: one JSON header line (data
- * digest and size, enqueue time, idempotency key) and then the client's metadata bytes,
- * untouched. The digest makes data content-addressed for replication.
+ * digest and size, enqueue time, idempotency key and who used it) and then the client's
+ * metadata bytes, untouched. The digest makes data content-addressed for replication; the
+ * key travels with its principal so that every node scopes it the same way.
  */
 export interface NodeEntryMeta {
   /** The client's metadata, opaque to the node. */
@@ -14,6 +15,8 @@ export interface NodeEntryMeta {
   /** ms since the epoch. */
   enqueuedAt: number;
   idempotencyKey?: string;
+  /** The principal that enqueued with `idempotencyKey` (header field `by`). */
+  principal?: string;
 }
 
 const NL = 0x0a;
@@ -22,6 +25,7 @@ export const nodeEntryCodec: MetadataCodec<NodeEntryMeta> = {
   encode(m) {
     const header: Record<string, unknown> = { sha256: m.sha256, size: m.size, at: m.enqueuedAt };
     if (m.idempotencyKey !== undefined) header.key = m.idempotencyKey;
+    if (m.principal !== undefined) header.by = m.principal;
     return Buffer.concat([Buffer.from(`${JSON.stringify(header)}\n`), m.user]);
   },
   decode(bytes) {
@@ -38,6 +42,7 @@ export const nodeEntryCodec: MetadataCodec<NodeEntryMeta> = {
       enqueuedAt: h.at,
     };
     if (typeof h.key === "string") meta.idempotencyKey = h.key;
+    if (typeof h.by === "string") meta.principal = h.by;
     return meta;
   },
 };

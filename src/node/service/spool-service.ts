@@ -11,7 +11,7 @@ import {
 } from "../../spool/index.js";
 import type { NodeEntryMeta } from "./entry-meta.js";
 import { ServiceError, ServiceErrorCode, toServiceError } from "./errors.js";
-import type { IdempotencyStore } from "./idempotency-store.js";
+import type { IdempotencyStore, KeyScope } from "./idempotency-store.js";
 import { unlinkRegistryIfUnused } from "./name-reservation.js";
 import { type Transition, TransitionBus } from "./transitions.js";
 
@@ -33,6 +33,8 @@ export interface EnqueueHeader {
   queue: string;
   metadata: Buffer;
   idempotencyKey?: string;
+  /** Who enqueues: idempotency keys are scoped to it (and the queue). */
+  principal?: string;
   dataSize?: number;
   dataSha256?: string;
 }
@@ -40,6 +42,9 @@ export interface EnqueueHeader {
 export type CompleteAction =
   | { kind: "save"; queue: string; metadata?: Buffer }
   | { kind: "remove" };
+
+/** An idempotency claim: ours, or held by an earlier entry (returned as the duplicate). */
+type KeyClaim = { kind: "claimed" } | { kind: "duplicate"; entry: EntryInfo };
 
 export interface SpoolServiceOptions {
   spool: NodeSpool;
@@ -121,8 +126,9 @@ export class SpoolService {
 
   /**
    * Store an entry whose data arrives as `chunks`. Nothing becomes visible unless every
-   * byte arrived and matched the announced size and digest. With an idempotency key seen
-   * within the window, the first entry is returned (`deduplicated`) and no second is made.
+   * byte arrived and matched the announced size and digest. With an idempotency key that
+   * the same principal used on the same queue within the window, the first entry is
+   * returned (`deduplicated`) and no second is made.
    */
   enqueue(
     header: EnqueueHeader,
@@ -143,25 +149,46 @@ export class SpoolService {
           "data_sha256 must be 64 lowercase hex digits",
         );
       }
+      const principal = header.principal ?? "";
+      const scope: KeyScope | undefined =
+        key === undefined ? undefined : { principal, queue: header.queue, key };
       const name = await this.spool.reserveName();
+      // Why the spool's enqueue was stopped, as values: the spool wraps what is thrown
+      // through it, and these say what happened without digging in its error.
+      let duplicate: EntryInfo | undefined;
+      let refused: ServiceError | undefined;
+      const refuse = (e: ServiceError) => {
+        refused ??= e;
+        return e;
+      };
       // The idempotency claim (a PostgreSQL commit) runs while the data streams to disk;
       // the entry becomes visible only once the claim is known to be ours.
-      const claim = key !== undefined ? this.claimKey(key, header.queue, name) : undefined;
+      const claim =
+        scope === undefined
+          ? undefined
+          : this.claimKey(scope, name).catch((err: unknown) => {
+              throw err instanceof ServiceError ? refuse(err) : err;
+            });
       claim?.catch(() => undefined);
       const hash = createHash("sha256");
       let size = 0;
       const expected = header;
       async function* verified(): AsyncGenerator<Uint8Array> {
-        for await (const chunk of chunks) {
-          size += chunk.length;
-          if (expected.dataSize !== undefined && size > expected.dataSize) {
-            throw new ServiceError(
-              ServiceErrorCode.DataMismatch,
-              `data is longer than the announced ${expected.dataSize} bytes`,
-            );
+        try {
+          for await (const chunk of chunks) {
+            size += chunk.length;
+            if (expected.dataSize !== undefined && size > expected.dataSize) {
+              throw new ServiceError(
+                ServiceErrorCode.DataMismatch,
+                `data is longer than the announced ${expected.dataSize} bytes`,
+              );
+            }
+            hash.update(chunk);
+            yield chunk;
           }
-          hash.update(chunk);
-          yield chunk;
+        } catch (err) {
+          if (err instanceof ServiceError) refuse(err);
+          throw err;
         }
       }
       let entryMeta: NodeEntryMeta | undefined;
@@ -170,23 +197,33 @@ export class SpoolService {
           header.queue,
           verified(),
           async ({ size: written }) => {
-            const dup = claim && (await claim);
-            if (dup) throw new Duplicate(dup);
+            const claimed = claim && (await claim);
+            if (claimed?.kind === "duplicate") {
+              duplicate = claimed.entry;
+              throw new Error("idempotency key names an earlier entry; nothing stored");
+            }
             const sha256 = hash.digest("hex");
             if (expected.dataSize !== undefined && written !== expected.dataSize) {
-              throw new ServiceError(
-                ServiceErrorCode.DataMismatch,
-                `data ended after ${written} of the announced ${expected.dataSize} bytes`,
+              throw refuse(
+                new ServiceError(
+                  ServiceErrorCode.DataMismatch,
+                  `data ended after ${written} of the announced ${expected.dataSize} bytes`,
+                ),
               );
             }
             if (expected.dataSha256 !== undefined && sha256 !== expected.dataSha256) {
-              throw new ServiceError(
-                ServiceErrorCode.DataMismatch,
-                `data sha256 ${sha256} does not match the announced ${expected.dataSha256}`,
+              throw refuse(
+                new ServiceError(
+                  ServiceErrorCode.DataMismatch,
+                  `data sha256 ${sha256} does not match the announced ${expected.dataSha256}`,
+                ),
               );
             }
             entryMeta = { user: header.metadata, sha256, size: written, enqueuedAt: this.clock() };
-            if (key !== undefined) entryMeta.idempotencyKey = key;
+            if (key !== undefined) {
+              entryMeta.idempotencyKey = key;
+              entryMeta.principal = principal;
+            }
             return entryMeta;
           },
           {
@@ -195,22 +232,21 @@ export class SpoolService {
           },
         );
       } catch (err) {
-        const cause = unwrapCause(err);
-        if (cause instanceof Duplicate) return { entry: cause.entry, deduplicated: true };
-        if (key !== undefined && claim) {
+        if (duplicate) return { entry: duplicate, deduplicated: true };
+        if (scope !== undefined && claim) {
           // Only a claim we hold is ours to abandon.
           const held = await claim.then(
-            (dup) => dup === undefined,
+            (c) => c.kind === "claimed",
             () => false,
           );
-          if (held) await this.opts.idempotency?.abandon(key, name).catch(() => undefined);
+          if (held) await this.opts.idempotency?.abandon(scope, name).catch(() => undefined);
         }
-        throw cause;
+        throw refused ?? err;
       }
       // Marking the key complete is not on the reply's path: if it is lost, a retry still
       // finds the entry by its name.
-      if (key !== undefined) {
-        this.opts.idempotency?.complete(key, name).catch((err) => {
+      if (scope !== undefined) {
+        this.opts.idempotency?.complete(scope, name).catch((err) => {
           this.log.warn({ err, key }, "could not mark an idempotency key complete");
         });
       }
@@ -219,8 +255,8 @@ export class SpoolService {
     });
   }
 
-  /** Returns the earlier entry for a duplicate key, or undefined when `name` now owns the key. */
-  private async claimKey(key: string, queue: string, name: string): Promise<EntryInfo | undefined> {
+  /** Claim `scope` for `name`, or find the earlier entry that holds it. */
+  private async claimKey(scope: KeyScope, name: string): Promise<KeyClaim> {
     const store = this.opts.idempotency;
     if (!store) {
       await unlinkRegistryIfUnused(this.spool, name);
@@ -229,37 +265,36 @@ export class SpoolService {
         "idempotency keys need the node's database",
       );
     }
-    const claim = await store.claim(key, queue, name).catch(async (err) => {
+    const claim = await store.claim(scope, name).catch(async (err) => {
       await unlinkRegistryIfUnused(this.spool, name);
       throw new ServiceError(ServiceErrorCode.Unavailable, "idempotency store unavailable", {
         cause: err,
       });
     });
-    if (claim.kind === "claimed") return undefined;
+    if (claim.kind === "claimed") return claim;
     const found = await this.findInfo(claim.name);
     if (found || claim.completed) {
       await unlinkRegistryIfUnused(this.spool, name);
-      return (
-        found ?? {
-          name: claim.name,
-          queue: claim.queue,
-          metadata: Buffer.alloc(0),
-          attempts: 0,
-          dataSize: 0,
-          dataSha256: "",
-          enqueuedAt: 0,
-        }
-      );
+      const entry = found ?? {
+        name: claim.name,
+        queue: scope.queue,
+        metadata: Buffer.alloc(0),
+        attempts: 0,
+        dataSize: 0,
+        dataSha256: "",
+        enqueuedAt: 0,
+      };
+      return { kind: "duplicate", entry };
     }
     // Not visible and not completed: either in progress, or its enqueue died.
     if (await this.spool.core.throttle.run(() => registryExists(this.spool, claim.name))) {
       await unlinkRegistryIfUnused(this.spool, name);
       throw new ServiceError(
         ServiceErrorCode.InProgress,
-        `an enqueue with idempotency key ${JSON.stringify(key)} is in progress; retry`,
+        `an enqueue with idempotency key ${JSON.stringify(scope.key)} is in progress; retry`,
       );
     }
-    if (await store.takeOver(key, claim.name, queue, name)) return undefined;
+    if (await store.takeOver(scope, claim.name, name)) return { kind: "claimed" };
     await unlinkRegistryIfUnused(this.spool, name);
     throw new ServiceError(ServiceErrorCode.InProgress, "idempotency key changed hands; retry");
   }
@@ -661,13 +696,6 @@ export class SpoolService {
   }
 }
 
-/** Thrown inside an enqueue whose idempotency key belongs to an earlier entry. */
-class Duplicate extends Error {
-  constructor(readonly entry: EntryInfo) {
-    super("duplicate idempotency key");
-  }
-}
-
 function toInfo(
   name: string,
   queue: string,
@@ -690,16 +718,6 @@ function toInfo(
 
 function leaseLost(name: string): ServiceError {
   return new ServiceError(ServiceErrorCode.LeaseLost, `lease on entry ${name} is gone`);
-}
-
-/** A ServiceError thrown inside the data stream arrives wrapped in a spool io error. */
-function unwrapCause(err: unknown): unknown {
-  let e: unknown = err;
-  for (let i = 0; i < 5 && e instanceof Error; i++) {
-    if (e instanceof ServiceError || e instanceof Duplicate) return e;
-    e = e.cause;
-  }
-  return err;
 }
 
 /**

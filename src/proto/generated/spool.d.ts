@@ -480,8 +480,8 @@ export namespace geospool {
 
             /**
              * Optional idempotency key (empty = none): a second enqueue with the same
-             * key within the dedup window returns the first entry instead of creating
-             * another.
+             * key, by the same principal into the same queue, within the dedup window
+             * returns the first entry instead of creating another.
              */
             idempotencyKey: string;
 
@@ -583,8 +583,8 @@ export namespace geospool {
 
                 /**
                  * Optional idempotency key (empty = none): a second enqueue with the same
-                 * key within the dedup window returns the first entry instead of creating
-                 * another.
+                 * key, by the same principal into the same queue, within the dedup window
+                 * returns the first entry instead of creating another.
                  */
                 idempotencyKey?: (string|null);
 

@@ -1191,8 +1191,8 @@ export const geospool = $root.geospool = (() => {
              * @property {string|null} [queue] The queue to enqueue into; it must exist.
              * @property {Uint8Array|null} [metadata] Opaque metadata stored with the entry (the CLI sends JSON).
              * @property {string|null} [idempotencyKey] Optional idempotency key (empty = none): a second enqueue with the same
-             * key within the dedup window returns the first entry instead of creating
-             * another.
+             * key, by the same principal into the same queue, within the dedup window
+             * returns the first entry instead of creating another.
              * @property {number|null} [dataSize] If given, the total data size the server must receive.
              * @property {string|null} [dataSha256] If given, the sha256 (64 hex digits) the received data must have.
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
@@ -1244,8 +1244,8 @@ export const geospool = $root.geospool = (() => {
 
             /**
              * Optional idempotency key (empty = none): a second enqueue with the same
-             * key within the dedup window returns the first entry instead of creating
-             * another.
+             * key, by the same principal into the same queue, within the dedup window
+             * returns the first entry instead of creating another.
              * @member {string} idempotencyKey
              * @memberof geospool.v1.EnqueueHeader
              * @instance

@@ -1,0 +1,101 @@
+import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { useSharedPostgres } from "../../../test/helpers/postgres.js";
+import { DEFAULT_SQL_DIR, migrate } from "../../replication/migrate.js";
+import { IdempotencyStore, type KeyScope } from "./idempotency-store.js";
+
+const shared = useSharedPostgres("idem");
+
+let url: string;
+let pool: pg.Pool;
+beforeEach(async () => {
+  url = await shared.freshDatabase();
+  pool = new pg.Pool({ connectionString: url, max: 4 });
+  pool.on("error", () => {});
+});
+afterEach(async () => {
+  await pool.end();
+});
+
+const WINDOW = 60_000;
+const scope = (principal: string, queue: string, key = "k"): KeyScope => ({
+  principal,
+  queue,
+  key,
+});
+
+describe("IdempotencyStore", () => {
+  it("scopes a key to its principal and queue", async () => {
+    await migrate(pool);
+    const store = new IdempotencyStore(pool, WINDOW);
+    expect(await store.claim(scope("alice", "secret"), "e1")).toEqual({ kind: "claimed" });
+    // The same key, another principal or another queue: claimed afresh.
+    expect(await store.claim(scope("bob", "secret"), "e2")).toEqual({ kind: "claimed" });
+    expect(await store.claim(scope("bob", "outbox"), "e3")).toEqual({ kind: "claimed" });
+    expect(await store.claim(scope("alice", "outbox"), "e4")).toEqual({ kind: "claimed" });
+    // The same scope: the first entry.
+    expect(await store.claim(scope("alice", "secret"), "e5")).toEqual({
+      kind: "existing",
+      name: "e1",
+      completed: false,
+    });
+    await store.complete(scope("alice", "secret"), "e1");
+    // Completing another scope's key with the same name changes nothing of alice's.
+    await store.abandon(scope("bob", "secret"), "e1");
+    expect(await store.claim(scope("alice", "secret"), "e6")).toEqual({
+      kind: "existing",
+      name: "e1",
+      completed: true,
+    });
+    // A key abandoned in one scope leaves the others.
+    await store.abandon(scope("bob", "outbox"), "e3");
+    expect(await store.claim(scope("bob", "outbox"), "e7")).toEqual({ kind: "claimed" });
+    expect(await store.claim(scope("bob", "secret"), "e8")).toMatchObject({ name: "e2" });
+    // A take-over replaces only its own scope's claim.
+    expect(await store.takeOver(scope("alice", "outbox"), "e4", "e9")).toBe(true);
+    expect(await store.claim(scope("alice", "outbox"), "x")).toMatchObject({ name: "e9" });
+    expect(await store.takeOver(scope("bob", "outbox"), "e4", "e10")).toBe(false);
+  });
+
+  it("records replicated keys in their scope; the first claim wins within the window", async () => {
+    await migrate(pool);
+    const store = new IdempotencyStore(pool, WINDOW);
+    await store.recordCompleted(scope("alice", "secret"), "peer-1");
+    await store.recordCompleted(scope("alice", "secret"), "peer-2");
+    expect(await store.claim(scope("alice", "secret"), "local")).toEqual({
+      kind: "existing",
+      name: "peer-1",
+      completed: true,
+    });
+    expect(await store.claim(scope("bob", "secret"), "local-bob")).toEqual({ kind: "claimed" });
+  });
+
+  it("keeps the keys of a database migrated before keys were scoped", async () => {
+    // Migrate with the files before 0006, store a key as the old code did, then migrate on.
+    const older = await mkdtemp(join(tmpdir(), "geospool-sql-"));
+    try {
+      for (const f of await readdir(DEFAULT_SQL_DIR)) {
+        if (/^000[1-5]_.*\.sql$/.test(f)) await copyFile(join(DEFAULT_SQL_DIR, f), join(older, f));
+      }
+      await migrate(pool, { sqlDir: older });
+    } finally {
+      await rm(older, { recursive: true, force: true });
+    }
+    await pool.query(
+      "insert into idempotency_keys (key, queue, entry_name, completed_at) values ('k', 'inbox', 'old', now())",
+    );
+    const { applied } = await migrate(pool);
+    expect(applied).toContain("0006_idempotency_scope.sql");
+    const store = new IdempotencyStore(pool, WINDOW);
+    expect(await store.claim(scope("", "inbox"), "new")).toEqual({
+      kind: "existing",
+      name: "old",
+      completed: true,
+    });
+    expect(await store.claim(scope("alice", "inbox"), "alices")).toEqual({ kind: "claimed" });
+    expect(await store.purge()).toBe(0);
+  });
+});
