@@ -2,7 +2,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { geospool } from "../../proto/generated/spool.js";
 import type { SpoolServiceHandlers } from "../../proto/service-definition.js";
-import { type Action, Authorizer, type Principal } from "../auth/authorizer.js";
+import { type Action, Authorizer, allows, type Principal } from "../auth/authorizer.js";
 import { ServiceError, ServiceErrorCode } from "../service/errors.js";
 import type { SpoolService } from "../service/spool-service.js";
 import type { TransitionKind } from "../service/transitions.js";
@@ -74,6 +74,10 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
   }
   function need(who: Principal, action: Action, queue?: string) {
     authorizer.authorize(who, action, queue);
+  }
+  /** The queues `who` may read (Stat, ReadData): dequeue rights. */
+  function readable(who: Principal): string[] {
+    return service.queues.filter((q) => allows(who, "dequeue", q));
   }
   function finish(method: string, code: grpc.status) {
     opts.onCall?.(method, code);
@@ -270,8 +274,12 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
     }),
 
     stat: unary("Stat", async (req: geospool.v1.StatRequest, who) => {
-      const r = await service.stat({ name: req.name, ...(req.queue ? { queue: req.queue } : {}) });
-      need(who, "dequeue", r.entry.queue);
+      // Authorised first: only the queues the caller may read are looked at.
+      const r = await service.stat({
+        name: req.name,
+        queues: readable(who),
+        ...(req.queue ? { queue: req.queue } : {}),
+      });
       return {
         entry: toEntry(r.entry),
         state:
@@ -287,13 +295,12 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
         (async () => {
           const who = principal(call);
           const req = call.request;
-          const where = await service.stat({ name: req.name });
-          need(who, "dequeue", where.entry.queue);
           const limit =
             req.limit !== null && req.limit !== undefined ? Number(req.limit) : undefined;
           const source = service.readData({
             name: req.name,
             offset: Number(req.offset),
+            queues: readable(who),
             ...(limit !== undefined ? { limit } : {}),
           });
           for await (const part of source) {

@@ -572,30 +572,50 @@ export class SpoolService {
     return this.readInfo(where.queue, name, where.state === "checked_out");
   }
 
+  /**
+   * Where `name` is and what it holds, looking only in `queues` (the queues the caller may
+   * read; default all). An entry elsewhere, an absent entry and an unknown `queue` all
+   * answer the same not_found, so a caller learns nothing about queues it may not read.
+   */
   stat(req: {
     name: string;
     queue?: string;
+    queues?: readonly string[];
   }): Promise<{ entry: EntryInfo; state: "queued" | "checked_out" }> {
     return this.timed("stat", req.queue ?? "", async () => {
       validateName("entry", req.name);
-      if (req.queue) this.checkQueue(req.queue);
-      const order = req.queue
-        ? [req.queue, ...this.spool.queues.filter((q) => q !== req.queue)]
-        : this.spool.queues;
-      const where = await this.spool.locate(req.name, order);
-      const info =
-        where && (await this.readInfo(where.queue, req.name, where.state === "checked_out"));
-      if (!where || !info)
-        throw new ServiceError(ServiceErrorCode.NotFound, `no entry ${req.name}`);
-      return { entry: info, state: where.state };
+      const found = await this.visibleEntry(req.name, req.queues, req.queue);
+      if (!found) throw noEntry(req.name);
+      return found;
     });
   }
 
+  private async visibleEntry(
+    name: string,
+    queues: readonly string[] | undefined,
+    first?: string,
+  ): Promise<{ entry: EntryInfo; state: "queued" | "checked_out" } | undefined> {
+    const visible = queues
+      ? this.spool.queues.filter((q) => queues.includes(q))
+      : this.spool.queues;
+    if (first && !visible.includes(first)) return undefined;
+    const order = first ? [first, ...visible.filter((q) => q !== first)] : visible;
+    const where = await this.spool.locate(name, order);
+    const info = where && (await this.readInfo(where.queue, name, where.state === "checked_out"));
+    return where && info ? { entry: info, state: where.state } : undefined;
+  }
+
   /**
-   * Stream an entry's data from `offset` (at most `limit` bytes). When the whole data is
+   * Stream an entry's data from `offset` (at most `limit` bytes), if it is in one of
+   * `queues` (default all; not_found otherwise, as for `stat`). When the whole data is
    * read, the last chunk carries its sha256.
    */
-  async *readData(req: { name: string; offset?: number; limit?: number }): AsyncGenerator<{
+  async *readData(req: {
+    name: string;
+    offset?: number;
+    limit?: number;
+    queues?: readonly string[];
+  }): AsyncGenerator<{
     offset: number;
     chunk: Buffer;
     sha256?: string;
@@ -608,12 +628,13 @@ export class SpoolService {
         "offset must be a non-negative integer",
       );
     }
+    if (!(await this.visibleEntry(req.name, req.queues))) throw noEntry(req.name);
     const file = this.spool.dataFile(req.name);
     let size: number;
     try {
       size = (await file.stat()).size;
     } catch {
-      throw new ServiceError(ServiceErrorCode.NotFound, `no data for entry ${req.name}`);
+      throw noEntry(req.name);
     }
     if (offset > size) {
       throw new ServiceError(
@@ -714,6 +735,10 @@ function toInfo(
   };
   if (leaseUntil !== undefined) info.leaseUntil = leaseUntil;
   return info;
+}
+
+function noEntry(name: string): ServiceError {
+  return new ServiceError(ServiceErrorCode.NotFound, `no entry ${name}`);
 }
 
 function leaseLost(name: string): ServiceError {
