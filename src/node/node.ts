@@ -80,7 +80,10 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       { createIfMissing: true },
     );
 
-    const metrics = new Metrics({ defaultLabels: { node: config.node.id } });
+    const metrics = new Metrics({
+      defaultLabels: { node: config.node.id },
+      queues: config.spool.queues,
+    });
     const store = new IdempotencyStore(pool, config.idempotency.window);
     const service = new SpoolService({
       spool,

@@ -53,7 +53,15 @@ export interface MetricsOptions {
   processMetrics?: boolean;
   /** Longest wait for the replication source at a scrape. Default 5 s. */
   replicationTimeoutMs?: number;
+  /**
+   * The configured queues. When given, a `queue` label that is not one of them is recorded
+   * as UNKNOWN_QUEUE: queue names come from requests, and must not grow /metrics.
+   */
+  queues?: readonly string[];
 }
+
+/** The queue label of operations on a queue that is not configured. */
+export const UNKNOWN_QUEUE = "(unknown)";
 
 /** Histogram buckets for spool operations (seconds): 1ms to 30s. */
 export const OPERATION_BUCKETS = [
@@ -120,9 +128,11 @@ export class Metrics {
   /** One read of the replication source shared by the gauges of one scrape. */
   private replicationRead: Promise<ReplicationSnapshot | undefined> | undefined;
   private readonly fsckKindsSeen = new Set<string>();
+  private readonly queues: ReadonlySet<string> | undefined;
 
   constructor(options: MetricsOptions = {}) {
     this.depthSource = options.queueDepth;
+    this.queues = options.queues && new Set(options.queues);
     if (options.defaultLabels !== undefined) this.registry.setDefaultLabels(options.defaultLabels);
     const registers = [this.registry];
     const self = this;
@@ -331,7 +341,7 @@ export class Metrics {
 
   /** Counts one finished operation and its duration. Bound: pass it as a callback. */
   readonly recordOperation = (op: string, queue: string, outcome: string, seconds: number) => {
-    this.operations.inc({ op, queue, outcome });
+    this.operations.inc({ op, queue: this.queueLabel(queue), outcome });
     this.operationDuration.observe({ op }, seconds);
   };
 
@@ -345,8 +355,12 @@ export class Metrics {
 
   /** Counts a lease expiry of an entry of `queue` sent back to `to` (its queue or the dead-letter queue). */
   readonly recordLeaseExpiry = (queue: string, to: string) => {
-    this.leaseExpiries.inc({ queue, to });
+    this.leaseExpiries.inc({ queue: this.queueLabel(queue), to: this.queueLabel(to) });
   };
+
+  private queueLabel(queue: string): string {
+    return this.queues === undefined || this.queues.has(queue) ? queue : UNKNOWN_QUEUE;
+  }
 
   /**
    * Publishes the counts of the latest fsck. Kinds reported before and absent now are

@@ -68,6 +68,23 @@ describe("metrics", () => {
     expect(textB).not.toMatch(/geospool_operations_total\{/);
   });
 
+  it("labels only the configured queues", async () => {
+    const metrics = new Metrics({ processMetrics: false, queues: ["inbox", "dead"] });
+    metrics.recordOperation("enqueue", "inbox", "ok", 0.001);
+    metrics.recordOperation("enqueue", "no-such-queue", "not_found", 0.001);
+    metrics.recordOperation("list", "another-one", "not_found", 0.001);
+    metrics.recordLeaseExpiry("inbox", "dead");
+    const text = await metrics.render();
+    expect(text).toContain('geospool_operations_total{op="enqueue",queue="inbox",outcome="ok"} 1');
+    expect(text).toContain(
+      'geospool_operations_total{op="enqueue",queue="(unknown)",outcome="not_found"} 1',
+    );
+    expect(text).toContain(
+      'geospool_operations_total{op="list",queue="(unknown)",outcome="not_found"} 1',
+    );
+    expect(text).not.toMatch(/no-such-queue|another-one/);
+  });
+
   it("counts, times and renders in the Prometheus text format", async () => {
     const metrics = new Metrics({ defaultLabels: { node: "n1" }, processMetrics: false });
     metrics.recordOperation("enqueue", "inbox", "ok", 0.002);
