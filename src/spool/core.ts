@@ -188,8 +188,12 @@ export class SpoolCore<M, Q extends string> {
     const deferred = metadata instanceof DeferredMetadata ? metadata : undefined;
     let bytes = deferred ? undefined : this.encodeFile(metadata as M, { attempts: 0 });
     let name: string;
+    // What this call made, so that a failure removes exactly that: never the files of a
+    // live entry (or of another enqueue) that already uses the name.
+    const made = { registry: false, data: false, tmp: false };
     if (reserved === undefined) {
       name = await this.reserveName();
+      made.registry = true;
     } else {
       name = validateName("entry", reserved);
       const reg = await this.throttle.run(() => statIfExists(this.layout.registryFile(name)));
@@ -212,13 +216,20 @@ export class SpoolCore<M, Q extends string> {
       // directory entries durable in one parallel round (two rounds of fsync in all, with
       // the queue directory's after the rename), rather than one after another.
       // O_EXCL: a data file already there means the name is in use (or a dead attempt's).
-      const written = await writeData(dataPath, data, { exclusive: true, throttle: this.throttle });
+      const written = await writeData(dataPath, data, {
+        exclusive: true,
+        throttle: this.throttle,
+        onCreated: () => {
+          made.data = true;
+        },
+      });
       open.push(written.fh);
       step = "write metadata";
       if (deferred) {
         bytes = this.encodeFile(await deferred.make({ size: written.size }), { attempts: 0 });
       }
       const metadataBytes = bytes as Buffer;
+      made.tmp = true;
       const meta = await this.throttle.run(() => writeData(tmp, metadataBytes));
       open.push(meta.fh);
       step = "fsync";
@@ -255,9 +266,17 @@ export class SpoolCore<M, Q extends string> {
       // Once visible, the entry may already be someone's: never take it back. The caller
       // learns that its last fsync failed.
       if (visible) throw ioError(`enqueue (${step}) of`, name, err);
+      // The data file was made with O_EXCL, so making it proves the name was free: only
+      // then is a caller's reservation ours to give back. The queue file is never ours
+      // here (its rename is what makes the entry visible).
+      const ours = [
+        made.tmp ? tmp : undefined,
+        made.data ? dataPath : undefined,
+        made.registry || made.data ? this.layout.registryFile(name) : undefined,
+      ];
       await this.throttle.run(async () => {
-        for (const p of [tmp, queueFile, dataPath, this.layout.registryFile(name)]) {
-          await unlinkIfExists(p).catch(() => false);
+        for (const p of ours) {
+          if (p !== undefined) await unlinkIfExists(p).catch(() => false);
         }
       });
       throw ioError(`enqueue (${step}) of`, name, err);

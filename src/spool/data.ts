@@ -28,13 +28,14 @@ export async function writeDataSynced(path: string, source: DataSource): Promise
 export async function writeData(
   path: string,
   source: DataSource,
-  options: { exclusive?: boolean; throttle?: Throttle } = {},
+  options: { exclusive?: boolean; throttle?: Throttle; onCreated?: () => void } = {},
 ): Promise<{ fh: FileHandle; size: number }> {
   // Each system call goes through the throttle on its own: a slow stream (a client
   // uploading) must not hold a throttle slot while it waits for its next chunk.
   const run = <T>(op: () => Promise<T>) => (options.throttle ? options.throttle.run(op) : op());
   const flags = C.O_CREAT | C.O_WRONLY | (options.exclusive ? C.O_EXCL : C.O_TRUNC);
   const fh = await run(() => open(path, flags, 0o644));
+  options.onCreated?.();
   let size = 0;
   try {
     if (typeof source === "string" || source instanceof Uint8Array) {

@@ -25,8 +25,10 @@
  * - `enqueue`: reserve a name (or use one reserved earlier), write the data and fsync it,
  *   write the metadata to .tmp and fsync it, fsync .registry and .data, rename the
  *   metadata into the queue, fsync the queue directory. When it returns, the entry survives
- *   a crash of the process or the machine. When it fails, every file it made is gone:
- *   an entry exists whole or not at all. Directory fsyncs are group-committed across
+ *   a crash of the process or the machine. When it fails, every file it made is gone, and
+ *   only those: an entry exists whole or not at all, and an enqueue given the name of an
+ *   entry that exists (or is being enqueued) fails without touching it. A name reserved by
+ *   the caller is given back only if the call got as far as making its data file. Directory fsyncs are group-committed across
  *   concurrent operations.
  * - An entry is never visible in a queue without its data: data is durable before the
  *   rename that makes the entry visible, and `remove` unlinks the metadata file first,
