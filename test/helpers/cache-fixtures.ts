@@ -1,0 +1,29 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/**
+ * Binary-cache directories written by real Nix 2.8 and Guix 1.5 clients (see
+ * test/fixtures/cache/README.md for what each holds and the facts found about them).
+ */
+export const CACHE_FIXTURES = fileURLToPath(new URL("../fixtures/cache/", import.meta.url));
+
+export const NIX_XZ = "nix-2.8-cache-xz";
+export const NIX_ZSTD = "nix-2.8-cache-zstd";
+export const GUIX = "guix-1.5-publish-cache";
+
+export function fixturePath(...parts: string[]): string {
+  return join(CACHE_FIXTURES, ...parts);
+}
+
+export function readFixture(...parts: string[]): Buffer {
+  return readFileSync(fixturePath(...parts));
+}
+
+/** The narinfo files of one fixture cache: [file name, bytes]. */
+export function narinfoFixtures(cache: string): [string, Buffer][] {
+  return readdirSync(fixturePath(cache))
+    .filter((f) => f.endsWith(".narinfo"))
+    .sort()
+    .map((f) => [f, readFixture(cache, f)]);
+}
