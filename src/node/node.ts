@@ -106,9 +106,10 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
           requireClientCert: config.grpc.tls.requireClientCert,
         }
       : undefined;
+    const authorizer = new Authorizer(config.auth.tokens);
     const handlers = spoolHandlers({
       service,
-      authorizer: new Authorizer(config.auth.tokens),
+      authorizer,
       logger: log.child({ component: "grpc" }),
       nodeId: config.node.id,
       region: config.node.region,
@@ -122,6 +123,12 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       maxMessageBytes: config.grpc.maxMessageBytes,
       keepalive: { timeMs: config.grpc.keepalive.time, timeoutMs: config.grpc.keepalive.timeout },
       handlers: handlers.handlers,
+      healthAuth: config.auth.allowUnauthenticatedHealth
+        ? undefined
+        : (metadata) => {
+            const v = metadata.get("authorization")[0];
+            authorizer.authenticate(typeof v === "string" ? v : undefined);
+          },
     });
     cleanups.push(() => grpcServer.shutdown(0));
 

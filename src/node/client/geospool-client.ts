@@ -289,9 +289,10 @@ export class GeospoolClient {
     options: { leaseMs?: number; waitMs?: number } = {},
   ): Promise<Lease | undefined> {
     const req: geospool.v1.DequeueRequest.$Properties = { queue };
-    if (options.leaseMs) req.lease = toDuration(options.leaseMs);
+    // Sent as given: the node refuses a zero or negative lease and a negative wait.
+    if (options.leaseMs !== undefined) req.lease = toDuration(options.leaseMs);
     if (options.waitMs) req.wait = toDuration(options.waitMs);
-    const { res, endpoint } = await this.unary("dequeue", req, options.waitMs ?? 0);
+    const { res, endpoint } = await this.unary("dequeue", req, Math.max(options.waitMs ?? 0, 0));
     if (!res.entry) return undefined;
     return { entry: fromEntry(res.entry), token: res.leaseToken, endpoint };
   }
@@ -482,7 +483,7 @@ export class GeospoolClient {
         region: p.region ?? "",
         grpcEndpoint: p.grpcEndpoint ?? "",
         connected: p.connected ?? false,
-        replicationLagMs: durationMs(p.replicationLag) ?? 0,
+        replicationLagMs: Math.max(durationMs(p.replicationLag) ?? 0, 0),
         lagBytes: Number(p.lagBytes ?? 0),
         slotState: p.slotState ?? "",
         applyErrors: Number(p.applyErrors ?? 0),

@@ -3,11 +3,13 @@ import type { EntryInfo } from "../service/spool-service.js";
 
 type DurationLike = { seconds?: number | null; nanos?: number | null } | null | undefined;
 
-/** google.protobuf.Duration → ms (undefined when absent or zero). */
+/**
+ * google.protobuf.Duration → ms (undefined when absent). Zero and negative durations are
+ * returned as they are: each field says what they mean, or refuses them.
+ */
 export function durationMs(d: DurationLike): number | undefined {
   if (!d) return undefined;
-  const ms = Number(d.seconds ?? 0) * 1000 + Math.floor(Number(d.nanos ?? 0) / 1e6);
-  return ms > 0 ? ms : undefined;
+  return Number(d.seconds ?? 0) * 1000 + Math.floor(Number(d.nanos ?? 0) / 1e6);
 }
 
 export function toDuration(ms: number): { seconds: number; nanos: number } {

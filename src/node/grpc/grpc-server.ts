@@ -12,6 +12,7 @@ import {
   type HealthImplementation,
   setServingStatus,
 } from "./reflection.js";
+import { toGrpcError } from "./status.js";
 
 export interface GrpcServerOptions {
   listen: string;
@@ -22,6 +23,11 @@ export interface GrpcServerOptions {
     | undefined;
   maxMessageBytes: number;
   keepalive: { timeMs: number; timeoutMs: number };
+  /**
+   * Checks the credentials of a grpc.health.v1 call (throws to refuse it); absent, health
+   * answers anyone (`auth.allowUnauthenticatedHealth`).
+   */
+  healthAuth?: ((metadata: grpc.Metadata) => void) | undefined;
 }
 
 export interface GrpcServer {
@@ -62,7 +68,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<GrpcServ
     "grpc.http2.min_ping_interval_without_data_ms": 5_000,
   });
   server.addService(spoolServiceDefinition, opts.handlers);
-  const health = addHealth(server);
+  const health = addHealth(opts.healthAuth ? guardedServer(server, opts.healthAuth) : server);
   addReflection(server);
   const creds = await serverCredentials(opts.tls);
   const host = addr.host.includes(":") ? `[${addr.host}]` : addr.host;
@@ -90,6 +96,50 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<GrpcServ
           resolve();
         });
       });
+    },
+  };
+}
+
+/**
+ * A server whose `addService` checks each call's metadata with `check` before the handler
+ * runs; a refused call ends with the status of the error `check` threw.
+ */
+function guardedServer(
+  server: grpc.Server,
+  check: (metadata: grpc.Metadata) => void,
+): Pick<grpc.Server, "addService"> {
+  const refusal = (call: { metadata: grpc.Metadata }) => {
+    try {
+      check(call.metadata);
+      return undefined;
+    } catch (err) {
+      return toGrpcError(err);
+    }
+  };
+  return {
+    addService(definition, implementation) {
+      const guarded: grpc.UntypedServiceImplementation = {};
+      for (const [method, handler] of Object.entries(implementation)) {
+        // Implementations name methods as the definition does, or by its originalName.
+        const streaming = Object.entries(definition).some(
+          ([name, m]) => (name === method || m.originalName === method) && m.responseStream,
+        );
+        guarded[method] = streaming
+          ? (call: grpc.ServerWritableStream<unknown, unknown>) => {
+              const refused = refusal(call);
+              if (refused) call.emit("error", refused);
+              else (handler as grpc.handleServerStreamingCall<unknown, unknown>)(call);
+            }
+          : (
+              call: grpc.ServerUnaryCall<unknown, unknown>,
+              callback: grpc.sendUnaryData<unknown>,
+            ) => {
+              const refused = refusal(call);
+              if (refused) callback(refused);
+              else (handler as grpc.handleUnaryCall<unknown, unknown>)(call, callback);
+            };
+      }
+      server.addService(definition, guarded);
     },
   };
 }

@@ -320,8 +320,20 @@ export class SpoolService {
   }): Promise<{ entry: EntryInfo; leaseToken: string } | undefined> {
     return this.timed("dequeue", req.queue, async () => {
       this.checkQueue(req.queue);
-      const waitMs = Math.min(Math.max(req.waitMs ?? 0, 0), this.maxWaitMs);
-      const leaseMs = req.leaseMs && req.leaseMs > 0 ? req.leaseMs : undefined;
+      if (req.leaseMs !== undefined && !(req.leaseMs > 0)) {
+        throw new ServiceError(
+          ServiceErrorCode.InvalidArgument,
+          `lease must be a positive duration (absent for the default), got ${req.leaseMs} ms`,
+        );
+      }
+      if (req.waitMs !== undefined && !(req.waitMs >= 0)) {
+        throw new ServiceError(
+          ServiceErrorCode.InvalidArgument,
+          `wait must not be negative (0 or absent: do not wait), got ${req.waitMs} ms`,
+        );
+      }
+      const waitMs = Math.min(req.waitMs ?? 0, this.maxWaitMs);
+      const leaseMs = req.leaseMs;
       const options = leaseMs === undefined ? {} : { leaseMs };
       const reader = this.reader(req.queue);
       for (;;) {

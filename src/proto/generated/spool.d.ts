@@ -753,12 +753,17 @@ export namespace geospool {
             /** The queue to dequeue from. */
             queue: string;
 
-            /** Lease duration; absent or zero means the server's default. */
+            /**
+             * Lease duration; absent means the server's default. Zero or negative is
+             * refused (INVALID_ARGUMENT).
+             */
             lease?: (google.protobuf.Duration.$Properties|null);
 
             /**
              * How long to wait for an entry if none is available; absent or zero means
-             * do not wait. Keep it shorter than the call's deadline.
+             * do not wait, negative is refused (INVALID_ARGUMENT), and a wait longer
+             * than the server's maximum is shortened to it. Keep it shorter than the
+             * call's deadline.
              */
             wait?: (google.protobuf.Duration.$Properties|null);
 
@@ -849,12 +854,17 @@ export namespace geospool {
                 /** The queue to dequeue from. */
                 queue?: (string|null);
 
-                /** Lease duration; absent or zero means the server's default. */
+                /**
+                 * Lease duration; absent means the server's default. Zero or negative is
+                 * refused (INVALID_ARGUMENT).
+                 */
                 lease?: (google.protobuf.Duration.$Properties|null);
 
                 /**
                  * How long to wait for an entry if none is available; absent or zero means
-                 * do not wait. Keep it shorter than the call's deadline.
+                 * do not wait, negative is refused (INVALID_ARGUMENT), and a wait longer
+                 * than the server's maximum is shortened to it. Keep it shorter than the
+                 * call's deadline.
                  */
                 wait?: (google.protobuf.Duration.$Properties|null);
 

@@ -1926,9 +1926,12 @@ export const geospool = $root.geospool = (() => {
              * Properties of a DequeueRequest.
              * @typedef {Object} geospool.v1.DequeueRequest.$Properties
              * @property {string|null} [queue] The queue to dequeue from.
-             * @property {google.protobuf.Duration.$Properties|null} [lease] Lease duration; absent or zero means the server's default.
+             * @property {google.protobuf.Duration.$Properties|null} [lease] Lease duration; absent means the server's default. Zero or negative is
+             * refused (INVALID_ARGUMENT).
              * @property {google.protobuf.Duration.$Properties|null} [wait] How long to wait for an entry if none is available; absent or zero means
-             * do not wait. Keep it shorter than the call's deadline.
+             * do not wait, negative is refused (INVALID_ARGUMENT), and a wait longer
+             * than the server's maximum is shortened to it. Keep it shorter than the
+             * call's deadline.
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -1969,7 +1972,8 @@ export const geospool = $root.geospool = (() => {
             DequeueRequest.prototype.queue = "";
 
             /**
-             * Lease duration; absent or zero means the server's default.
+             * Lease duration; absent means the server's default. Zero or negative is
+             * refused (INVALID_ARGUMENT).
              * @member {google.protobuf.Duration.$Properties|null|undefined} lease
              * @memberof geospool.v1.DequeueRequest
              * @instance
@@ -1978,7 +1982,9 @@ export const geospool = $root.geospool = (() => {
 
             /**
              * How long to wait for an entry if none is available; absent or zero means
-             * do not wait. Keep it shorter than the call's deadline.
+             * do not wait, negative is refused (INVALID_ARGUMENT), and a wait longer
+             * than the server's maximum is shortened to it. Keep it shorter than the
+             * call's deadline.
              * @member {google.protobuf.Duration.$Properties|null|undefined} wait
              * @memberof geospool.v1.DequeueRequest
              * @instance
