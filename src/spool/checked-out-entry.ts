@@ -42,6 +42,15 @@ export class CheckedOutEntry<M, Q extends string> {
   get inode(): number {
     return this.record.ino;
   }
+  /**
+   * The lease token: 128 random bits made at checkout and kept in the entry's registry
+   * file, so a process that restarts can recognise the holder; undefined when this
+   * checkout has none (made by the replicator, or read from disk with its record gone).
+   * Compare with `leaseTokensEqual`.
+   */
+  get leaseToken(): string | undefined {
+    return this.record.token;
+  }
   get path(): string {
     return this.core.layout.checkoutFile(this.core.dirname(this.queue), this.name);
   }

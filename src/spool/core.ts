@@ -12,6 +12,7 @@ import {
   unlinkIfExists,
 } from "./fs-ops.js";
 import { Layout, TMP_TAG_SEPARATOR } from "./layout.js";
+import { newLeaseToken, writeLeaseRecord } from "./lease-token.js";
 import { type NameGenerator, timeSortableNames, validateName } from "./names.js";
 import type { LeasePolicy, MetadataCodec, Spoolable } from "./spoolable.js";
 import { defaultThrottle, type Throttle } from "./throttle.js";
@@ -39,6 +40,8 @@ export interface CheckoutRecord<M, Q extends string> {
   attempts: number;
   leaseUntil: number;
   ino: number;
+  /** The holder's lease token; undefined when none is known (see lease-token.ts). */
+  token?: string;
 }
 
 export type CheckoutResult<M, Q extends string> =
@@ -341,8 +344,11 @@ export class SpoolCore<M, Q extends string> {
           const bytes = await fh.readFile();
           const at = await statIfExists(dst);
           if (at?.ino !== st.ino) return undefined; // taken back while we were slow
-          await setMtime(this.layout.registryFile(name), now);
-          return { leaseUntil, ino: st.ino, bytes };
+          // The token goes to the registry file (its mtime the checkout time), not fsynced:
+          // see index.ts ("Lease tokens") for why that is enough.
+          const token = newLeaseToken();
+          await writeLeaseRecord(this.layout.registryFile(name), { token, ino: st.ino }, now);
+          return { leaseUntil, ino: st.ino, bytes, token };
         } finally {
           await fh.close();
         }
@@ -363,6 +369,7 @@ export class SpoolCore<M, Q extends string> {
         attempts: envelope.attempts,
         leaseUntil: got.leaseUntil,
         ino: got.ino,
+        token: got.token,
       },
     };
   }

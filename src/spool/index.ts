@@ -9,7 +9,8 @@
  *
  * ## On disk
  *
- *     <spool>/.registry/<name>          empty file: the name's reservation, made with O_CREAT|O_EXCL
+ *     <spool>/.registry/<name>          the name's reservation, made empty with O_CREAT|O_EXCL;
+ *                                       while checked out: "<lease token> <checkout inode>"
  *     <spool>/.tmp/<name>[~tag]         metadata being written (write, fsync, rename into place)
  *     <spool>/.data/<name>              the entry's data (streamed, fsynced)
  *     <spool>/<queue>/<name>            metadata of an entry waiting in <queue>
@@ -40,6 +41,16 @@
  *   checkout file, rename into the queue) or `remove()`, or given back by `release()`. Each
  *   first checks the lease is still ours (before the deadline, and the checkout file is the
  *   same inode we took); if not, it changes nothing and reports `lease_lost`.
+ * - Lease tokens: each checkout gets 128 random bits (`CheckedOutEntry.leaseToken`), written
+ *   with the checkout file's inode into the registry file, so another process, or the same
+ *   one restarted, can tell its holder (`checkedOutUnsafe` reads it back; compare with
+ *   `leaseTokensEqual`, in constant time). A token never repeats, and counts only for the
+ *   inode it was made for, so an earlier holder's token never matches a later checkout;
+ *   a replica placement clears it. It is not fsynced, deliberately: the checkout rename is
+ *   not fsynced either, so after a machine crash the entry may be back in its queue anyway;
+ *   and if the checkout survives but its token does not, the holder's finish reports
+ *   `lease_lost` and the entry is delivered again when its lease ends. Nothing is lost or
+ *   finished twice; a process crash keeps both (they are in the page cache).
  * - Leases: `expireLeases` (run by queue readers while they wait, by `startLeaseReaper`, and
  *   by the monitor's repair) returns each checkout whose deadline plus grace has passed to
  *   its queue with its failed-delivery count raised by one, or to the dead-letter queue once
@@ -92,6 +103,7 @@ export { DataFile, type DataSource } from "./data.js";
 export type { DoorbellMode } from "./doorbell.js";
 export { DirectEntryOps, Entry } from "./entry.js";
 export { SpoolError, SpoolErrorCode } from "./errors.js";
+export { leaseTokensEqual } from "./lease-token.js";
 export {
   DEFAULT_ALERT_AFTER_CYCLES,
   DEFAULT_CHECK_EVERY_MS,

@@ -13,6 +13,7 @@ import {
   unlinkIfExists,
 } from "./fs-ops.js";
 import { TMP_TAG_SEPARATOR } from "./layout.js";
+import { writeLeaseRecord } from "./lease-token.js";
 import { validateName } from "./names.js";
 
 /** Where the replicator wants an entry: waiting in a queue, or checked out of it until a deadline. */
@@ -153,8 +154,9 @@ export async function placeReplica<M, Q extends string>(
       return { kind: "unchanged" };
     }
     // Touch the registry before moving, as every move does: a repair scanning meanwhile
-    // then leaves the entry alone.
-    await touchRegistry(core, name);
+    // then leaves the entry alone. Its lease record goes too: no local holder's token
+    // may count for what this places.
+    await touchRegistry(core, name, { clearLease: true });
     const taken = await take(core, name, f);
     if (taken === undefined) return RACED;
     const tmp = l.tmpFile(name, `place-${randomBytes(4).toString("hex")}`);
@@ -271,10 +273,15 @@ function invalid(message: string): SpoolError {
 async function touchRegistry<M, Q extends string>(
   core: SpoolCore<M, Q>,
   name: string,
+  options: { clearLease?: boolean } = {},
 ): Promise<void> {
   const reg = core.layout.registryFile(name);
   try {
-    await core.throttle.run(() => setMtime(reg, core.clock()));
+    await core.throttle.run(() =>
+      options.clearLease
+        ? writeLeaseRecord(reg, undefined, core.clock())
+        : setMtime(reg, core.clock()),
+    );
   } catch (err) {
     throw ioError("touch", reg, err);
   }

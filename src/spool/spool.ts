@@ -5,6 +5,7 @@ import type { DataFile, DataSource } from "./data.js";
 import { Entry } from "./entry.js";
 import { isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
 import { statIfExists } from "./fs-ops.js";
+import { readLeaseToken } from "./lease-token.js";
 import { type NameGenerator, validateName } from "./names.js";
 import {
   type DropReplicaResult,
@@ -222,10 +223,12 @@ export class Spool<M, Q extends string = string> {
         if (isErrno(err, "ENOENT")) return undefined;
         throw err;
       });
-      return bytes && { st, bytes };
+      // Read after the stat: a token is taken only if it was made for the inode seen.
+      const token = bytes && (await readLeaseToken(this.core.layout.registryFile(name), st.ino));
+      return bytes && { st, bytes, token };
     });
     if (got === undefined) return undefined;
-    const { st, bytes } = got;
+    const { st, bytes, token } = got;
     const { metadata, envelope } = this.core.decodeFile(name, bytes);
     return new CheckedOutEntry(this.core, {
       queue,
@@ -234,6 +237,7 @@ export class Spool<M, Q extends string = string> {
       attempts: envelope.attempts,
       leaseUntil: Math.round(st.mtimeMs),
       ino: st.ino,
+      token,
     });
   }
 

@@ -3,6 +3,7 @@ import { stat } from "node:fs/promises";
 import type { Logger } from "pino";
 import {
   type CheckedOutEntry,
+  leaseTokensEqual,
   QueueReader,
   type Spool,
   SpoolError,
@@ -406,7 +407,7 @@ export class SpoolService {
     validateName("entry", name);
     const mine = this.held.get(`${queue}/${name}`);
     // The lease itself is checked again (deadline, inode) by every spool operation.
-    if (mine && mine.token === token) return mine.co;
+    if (mine && leaseTokensEqual(mine.token, token)) return mine.co;
     const co = await this.spool.checkedOutUnsafe(queue, name);
     if (!co) {
       const where = await this.spool.locate(name);
@@ -416,7 +417,7 @@ export class SpoolService {
         `entry ${name} is not checked out of ${queue}`,
       );
     }
-    if (leaseToken(co) !== token) {
+    if (!leaseTokensEqual(co.leaseToken, token)) {
       throw new ServiceError(
         ServiceErrorCode.LeaseLost,
         `lease token does not match entry ${name}'s checkout`,
@@ -431,7 +432,9 @@ export class SpoolService {
     leaseToken: string;
     action: CompleteAction;
   }): Promise<EntryInfo | undefined> {
-    const key = `complete/${req.action.kind}/${req.queue}/${req.name}/${req.leaseToken}`;
+    // Keyed by token, action and destination: a retry of this very request, nothing else.
+    const to = req.action.kind === "save" ? `save:${req.action.queue}` : "remove";
+    const key = `complete/${to}/${req.queue}/${req.name}/${req.leaseToken}`;
     return this.once(key, () =>
       this.timed("complete", req.queue, async () => {
         if (req.action.kind === "save") this.checkQueue(req.action.queue);
@@ -757,13 +760,9 @@ function leaseLost(name: string): ServiceError {
   return new ServiceError(ServiceErrorCode.LeaseLost, `lease on entry ${name} is gone`);
 }
 
-/**
- * The lease token of a checkout: the inode of its checkout file and the failed-delivery
- * count. Lease expiry and release rewrite the file (a new inode) and raise the count, so a
- * token from before never matches a later holder's, even if the inode number is reused.
- */
+/** The checkout's random lease token, kept by the spool (empty matches nothing). */
 function leaseToken(co: CheckedOutEntry<NodeEntryMeta, string>): string {
-  return `${co.inode.toString(36)}.${co.attempts.toString(36)}`;
+  return co.leaseToken ?? "";
 }
 
 async function registryExists(spool: NodeSpool, name: string): Promise<boolean> {
