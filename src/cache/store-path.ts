@@ -96,15 +96,21 @@ export function formatStorePath(path: StorePath, storeDir: string = NIX_STORE_DI
   return `${storeDir}/${storePathBaseName(path)}`;
 }
 
-/** Split a full store path into its directory and its parsed base name (any store dir). */
+/**
+ * Split a full store path into its directory and its parsed base name, for any store
+ * directory: the directory ends where the first segment starting `<hash part>-` begins, so
+ * a name holding a slash is reported as a bad name, not read as a deeper directory.
+ */
 export function splitStorePath(text: string): { storeDir: string; path: StorePath } {
+  const m = /^(.+?)\/([0-9a-df-np-sv-z]{32}-.*)$/s.exec(text);
   const slash = text.lastIndexOf("/");
+  const [storeDir, base] =
+    m !== null ? [m[1]!, m[2]!] : [text.slice(0, slash), text.slice(slash + 1)];
   if (slash <= 0) throw bad(text, "not an absolute store path");
-  const storeDir = text.slice(0, slash);
   try {
     checkStoreDir(storeDir);
   } catch {
     throw bad(text, `bad store directory ${JSON.stringify(storeDir)}`);
   }
-  return { storeDir, path: parseStorePathBaseName(text.slice(slash + 1)) };
+  return { storeDir, path: parseStorePathBaseName(base) };
 }
