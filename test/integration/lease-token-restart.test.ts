@@ -4,12 +4,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import { buildCli } from "../helpers/cli-build.js";
 import { freePorts } from "../helpers/cluster.js";
+import { killNodeProcesses, startNodeProcess } from "../helpers/node-process.js";
 import {
   startPostgresServers,
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import { killNodeProcesses, startNodeProcess } from "../helpers/replication-node-process.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**

@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -9,6 +8,12 @@ import { nodeEntryCodec } from "../../src/node/service/entry-meta.js";
 import { Monitor, Spool } from "../../src/spool/index.js";
 import { buildCli } from "../helpers/cli-build.js";
 import {
+  killNodeProcesses,
+  type NodeProcess,
+  spawnCli,
+  startNodeProcess,
+} from "../helpers/node-process.js";
+import {
   startPostgresServers,
   stopPostgresServers,
   type TestPostgres,
@@ -18,7 +23,6 @@ import { tempDir } from "../helpers/tmp.js";
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let cli: Awaited<ReturnType<typeof buildCli>>;
 let pg: TestPostgres[] = [];
-const children = new Set<ChildProcess>();
 let failed = false;
 
 beforeAll(async () => {
@@ -27,88 +31,29 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const c of children) c.kill("SIGKILL");
+  await killNodeProcesses();
   await stopPostgresServers(pg);
   await cli?.cleanup();
   await dir.cleanup(failed);
 });
 
-interface NodeProcess {
-  id: string;
-  grpc: string;
-  http: string;
-  child: ChildProcess;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  stderr: () => string;
-}
-
-function run(args: string[]): Omit<NodeProcess, "id" | "grpc" | "http"> {
-  const child = spawn(process.execPath, [cli.main, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  children.add(child);
-  let err = "";
-  child.stderr?.on("data", (d) => (err += d));
-  child.stdout?.resume();
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("exit", (code, signal) => {
-      children.delete(child);
-      resolve({ code, signal });
-    }),
-  );
-  return { child, exited, stderr: () => err };
-}
-
-async function waitReady(http: string, proc: { exited: Promise<unknown>; stderr: () => string }) {
-  const deadline = Date.now() + 30_000;
-  let done = false;
-  proc.exited.then(() => (done = true));
-  while (Date.now() < deadline) {
-    if (done) throw new Error(`node exited before it was ready:\n${proc.stderr()}`);
-    const ok = await fetch(`http://${http}/readyz`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`node not ready in 30 s:\n${proc.stderr()}`);
-}
-
-async function startNodeProcess(
-  id: string,
-  postgresUrl: string,
-  ports?: { grpc: number; http: number },
-): Promise<NodeProcess> {
-  const grpcPort = ports?.grpc ?? (await freePort());
-  const httpPort = ports?.http ?? (await freePort());
-  const grpc = `127.0.0.1:${grpcPort}`;
-  const http = `127.0.0.1:${httpPort}`;
-  const proc = run([
-    "node",
-    "--node.id",
+/** A node on fresh ports, with no peers (each node is on its own). */
+async function startNode(id: string, postgresUrl: string): Promise<NodeProcess> {
+  return startNodeProcess({
+    main: cli.main,
     id,
-    "--spool.dir",
-    join(dir.path, id, "spool"),
-    "--postgres.url",
+    spoolDir: join(dir.path, id, "spool"),
     postgresUrl,
-    "--grpc.listen",
-    grpc,
-    "--http.listen",
-    http,
-    "--log.level",
-    "warn",
-    "--shutdown.deadline",
-    "2s",
-  ]);
-  await waitReady(http, proc);
-  return { id, grpc, http, ...proc };
+    grpc: `127.0.0.1:${await freePort()}`,
+    http: `127.0.0.1:${await freePort()}`,
+    peers: [],
+  });
 }
 
 describe("client failover", () => {
   it("keeps enqueuing when the node it uses is SIGKILLed mid-stream; every acknowledged entry exists", async () => {
     try {
-      const nodes = await Promise.all(
-        ["a", "b", "c"].map((id, i) => startNodeProcess(id, pg[i]!.url)),
-      );
+      const nodes = await Promise.all(["a", "b", "c"].map((id, i) => startNode(id, pg[i]!.url)));
       const client = new GeospoolClient({
         endpoints: nodes.map((n) => n.grpc),
         callTimeoutMs: 2_000,
@@ -138,7 +83,7 @@ describe("client failover", () => {
 
       // Bring the killed node back on its spool and database: every acknowledged entry is
       // on the node that acknowledged it, whole.
-      const back = await startNodeProcess(killed!.id, pg[["a", "b", "c"].indexOf(killed!.id)]!.url);
+      const back = await startNode(killed!.id, pg[["a", "b", "c"].indexOf(killed!.id)]!.url);
       const byEndpoint = new Map(
         nodes.map((n) => [n.grpc, n.id === killed!.id ? back.grpc : n.grpc]),
       );
@@ -179,20 +124,23 @@ describe("geospool dev", () => {
       const devDir = join(dir.path, "dev");
       const base = await freePortRange(3, 100);
       const start = async () => {
-        const proc = run([
-          "dev",
-          "--nodes",
-          "3",
-          "--base-grpc-port",
-          String(base),
-          "--base-http-port",
-          String(base + 100),
-          "--dir",
-          devDir,
-          "--json",
-        ]);
+        const proc = spawnCli(
+          cli.main,
+          [
+            "dev",
+            "--nodes",
+            "3",
+            "--base-grpc-port",
+            String(base),
+            "--base-http-port",
+            String(base + 100),
+            "--dir",
+            devDir,
+            "--json",
+          ],
+          { stdout: true },
+        );
         let out = "";
-        proc.child.stdout?.removeAllListeners("data");
         proc.child.stdout?.on("data", (d) => (out += d));
         const deadline = Date.now() + 60_000;
         let exited = false;

@@ -22,16 +22,16 @@ import {
 } from "../helpers/cluster.js";
 import { startTestNode } from "../helpers/node.js";
 import {
-  startPostgresServers,
-  stopPostgresServers,
-  type TestPostgres,
-} from "../helpers/postgres.js";
-import {
   killNodeProcesses,
   type NodeProcess,
   type ProcessPeer,
   startNodeProcess,
-} from "../helpers/replication-node-process.js";
+} from "../helpers/node-process.js";
+import {
+  startPostgresServers,
+  stopPostgresServers,
+  type TestPostgres,
+} from "../helpers/postgres.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**

@@ -62,30 +62,19 @@ export async function startNodeProcess(opts: NodeProcessOptions): Promise<NodePr
     "replication.joinRetry": "300ms",
     ...opts.flags,
   };
-  const args = [opts.main, "node", ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v])];
+  const args = ["node", ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v])];
   // Peers go in the environment: `geospool node` refuses a `--peers` flag (no dot in it),
   // though the configuration documents one.
-  const env = { ...process.env, GEOSPOOL_PEERS: JSON.stringify(opts.peers) };
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"], env });
-  running.add(child);
-  let log = "";
-  child.stderr?.on("data", (d) => {
-    log += d;
-    if (log.length > 2 * KEEP_LOG_CHARS) log = log.slice(-KEEP_LOG_CHARS);
+  const { child, exited, stderr } = spawnCli(opts.main, args, {
+    env: { GEOSPOOL_PEERS: JSON.stringify(opts.peers) },
   });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("exit", (code, signal) => {
-      running.delete(child);
-      resolve({ code, signal });
-    }),
-  );
   const proc: NodeProcess = {
     id: opts.id,
     grpc: opts.grpc,
     http: opts.http,
     child,
     exited,
-    stderr: () => log.slice(-KEEP_LOG_CHARS),
+    stderr,
     async kill() {
       child.kill("SIGKILL");
       await exited;
@@ -104,10 +93,46 @@ export async function startNodeProcess(opts: NodeProcessOptions): Promise<NodePr
   return proc;
 }
 
-/** Node processes started and not yet exited. */
+/** A `geospool` child process (any command). */
+export interface CliProcess {
+  readonly child: ChildProcess;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The tail of its stderr. */
+  stderr(): string;
+}
+
+/**
+ * Run `node main ...args` with stderr kept (its tail) and stdout piped when `stdout` is set
+ * (else ignored). The process is in `running` until it exits.
+ */
+export function spawnCli(
+  main: string,
+  args: readonly string[],
+  opts: { env?: Record<string, string>; stdout?: boolean } = {},
+): CliProcess {
+  const child = spawn(process.execPath, [main, ...args], {
+    stdio: ["ignore", opts.stdout ? "pipe" : "ignore", "pipe"],
+    env: { ...process.env, ...opts.env },
+  });
+  running.add(child);
+  let log = "";
+  child.stderr?.on("data", (d) => {
+    log += d;
+    if (log.length > 2 * KEEP_LOG_CHARS) log = log.slice(-KEEP_LOG_CHARS);
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("exit", (code, signal) => {
+      running.delete(child);
+      resolve({ code, signal });
+    }),
+  );
+  return { child, exited, stderr: () => log.slice(-KEEP_LOG_CHARS) };
+}
+
+/** Processes started and not yet exited. */
 export const running = new Set<ChildProcess>();
 
-/** SIGKILL every node process still running (for `afterAll`). */
+/** SIGKILL every process still running (for `afterAll`). */
 export async function killNodeProcesses(): Promise<void> {
   const left = [...running];
   await Promise.all(
