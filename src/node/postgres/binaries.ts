@@ -7,6 +7,10 @@ import { PostgresServerError, PostgresServerErrorCode } from "./errors.js";
 export interface PostgresBinaries {
   initdb: string;
   postgres: string;
+  /** The tree holding `bin/`, `lib/` and `share/`; the programs find the rest relative to it. */
+  root: string;
+  /** Version of the binaries package ("18.4.0-beta.17"). */
+  version: string;
   /** Major version of the binaries ("18"); data directories are compatible within a major. */
   major: string;
 }
@@ -37,8 +41,9 @@ async function load(): Promise<PostgresBinaries> {
     );
   }
   // <pkg>/native/bin/postgres -> <pkg>/package.json
-  const manifest = join(dirname(paths.postgres), "..", "..", "package.json");
+  const root = dirname(dirname(paths.postgres));
+  const manifest = join(root, "..", "package.json");
   const { version } = JSON.parse(await readFile(manifest, "utf8")) as { version: string };
   const major = version.split(".")[0] ?? version;
-  return { initdb: paths.initdb, postgres: paths.postgres, major };
+  return { initdb: paths.initdb, postgres: paths.postgres, root, version, major };
 }

@@ -9,6 +9,7 @@ import { postgresBinaries } from "./binaries.js";
 import { PostgresServerError, PostgresServerErrorCode } from "./errors.js";
 import { launchPostmaster, SUPERUSER, SUPERUSER_PASSWORD } from "./postmaster.js";
 import { errnoIs, postmasterPidPath } from "./processes.js";
+import { serverBinaries } from "./server-binaries.js";
 import { ensureTraversable, serverUser } from "./server-user.js";
 import { dataDirStatus } from "./stale.js";
 import { DATABASE, defaultTemplateDir, ensureTemplate, isDataDir } from "./template.js";
@@ -24,6 +25,12 @@ export interface EmbeddedPostgresOptions {
   port?: number;
   /** Where the initdb'd template lives; default `<tmpdir>/geospool-pg-template-<major>-v<n>`. */
   templateDir?: string;
+  /**
+   * Where to keep a copy of the server binaries when we are root and the `postgres` user
+   * cannot reach them in node_modules (a checkout under a mode-700 directory); default
+   * `<tmpdir>/geospool-pg-bin-<version>-<platform>-<arch>-v<n>`. Unused otherwise.
+   */
+  binariesCacheDir?: string;
   /** Default true. Tests may turn it off (with full_page_writes). */
   fsync?: boolean;
   logger?: Logger;
@@ -54,8 +61,13 @@ export async function startEmbeddedPostgres(
 ): Promise<EmbeddedPostgres> {
   const started = Date.now();
   const logger = (opts.logger ?? pino({ level: "silent" })).child({ component: "postgres" });
-  const binaries = await postgresBinaries();
   const user = await serverUser(logger);
+  const binaries = await serverBinaries({
+    binaries: await postgresBinaries(),
+    user,
+    cacheDir: opts.binariesCacheDir,
+    logger,
+  });
   const wanted = resolve(opts.dataDir);
   await mkdir(dirname(wanted), { recursive: true });
   if (user) await ensureTraversable(dirname(wanted), user, logger);

@@ -7,6 +7,11 @@ export const PostgresServerErrorCode = {
   UnsupportedPlatform: "unsupported_platform",
   /** Running as root and no unprivileged `postgres` user could be found or created. */
   ServerUser: "server_user",
+  /**
+   * Running as root, the server user cannot reach the binaries (a parent directory is closed
+   * to it, e.g. a checkout under a mode-700 home) and they could not be placed where it can.
+   */
+  BinariesUnreachable: "binaries_unreachable",
   /** initdb (or the single-user bootstrap of the template) failed. */
   TemplateFailed: "template_failed",
   /** The data directory is neither empty nor a cluster of this PostgreSQL major version. */
