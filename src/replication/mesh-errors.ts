@@ -71,3 +71,24 @@ export function isConnectionError(err: unknown): boolean {
     typeof err === "object" && err !== null ? (err as { code?: unknown }).code : undefined;
   return typeof code === "string" && NETWORK_ERRNOS.has(code);
 }
+
+export function isDuplicate(err: unknown): boolean {
+  const state = sqlstateOf(err);
+  return state === SQLSTATE.duplicateObject || state === SQLSTATE.uniqueViolation;
+}
+
+export function unreachable(peerId: string, cause: unknown): MeshError {
+  return new MeshError(MeshErrorCode.PeerUnreachable, `peer ${peerId} could not be reached`, {
+    cause,
+  });
+}
+
+export function failed(what: string, cause: unknown): MeshError {
+  const state = sqlstateOf(cause);
+  const message = cause instanceof Error ? cause.message : String(cause);
+  return new MeshError(
+    MeshErrorCode.Failed,
+    `${what}${state ? ` (SQLSTATE ${state})` : ""}: ${message}`,
+    { cause },
+  );
+}
