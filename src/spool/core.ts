@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { type FileHandle, mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
+import { dirname } from "node:path";
 import { type DataSource, writeData, writeDataSynced } from "./data.js";
 import { decodeEnvelope, type Envelope, encodeEnvelope } from "./envelope.js";
 import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
@@ -440,7 +441,8 @@ export class SpoolCore<M, Q extends string> {
         await rename(tmp, taken);
         await rename(taken, this.layout.queueFile(toDir, name));
       });
-      await this.syncer.sync(this.layout.queue(toDir));
+      // Durable before it resolves: the entry is in its new queue and gone from .checkout.
+      await this.syncer.syncAll([this.layout.queue(toDir), dirname(taken)]);
     } catch (err) {
       await unlinkIfExists(tmp).catch(() => false);
       await renameIfExists(taken, this.layout.checkoutFile(this.dirname(queue), name)).catch(
@@ -480,13 +482,27 @@ export class SpoolCore<M, Q extends string> {
     return true;
   }
 
-  async removeFiles(metadataFile: string, name: string): Promise<void> {
+  /**
+   * Unlink the metadata file, the data, then the registry file, and fsync their directories
+   * (and `alsoSync`, where the metadata file was before it was taken) before resolving.
+   */
+  async removeFiles(
+    metadataFile: string,
+    name: string,
+    alsoSync: readonly string[] = [],
+  ): Promise<void> {
     try {
       await this.throttle.run(async () => {
         await unlinkIfExists(metadataFile);
         await unlinkIfExists(this.layout.dataFile(name));
         await unlinkIfExists(this.layout.registryFile(name));
       });
+      await this.syncer.syncAll([
+        dirname(metadataFile),
+        this.layout.data,
+        this.layout.registry,
+        ...alsoSync,
+      ]);
     } catch (err) {
       throw ioError("remove", name, err);
     }

@@ -64,6 +64,12 @@ async function fsyncDirectory(dir: string): Promise<void> {
   }
 }
 
+/** Told when each fsync(2) of a directory starts and when it has completed (for tests). */
+export interface DirectorySyncObserver {
+  started?(dir: string): void;
+  synced?(dir: string): void;
+}
+
 /**
  * fsync(2) of directories with group commit: a caller is satisfied by any fsync of the
  * directory that *started* after it asked. While one fsync runs, every caller that arrives
@@ -72,11 +78,21 @@ async function fsyncDirectory(dir: string): Promise<void> {
 export class DirectorySyncer {
   private readonly running = new Map<string, Promise<void>>();
   private readonly next = new Map<string, Promise<void>>();
+  observer: DirectorySyncObserver | undefined;
+
+  /** fsync every directory of `dirs` (each once), at the same time. */
+  async syncAll(dirs: Iterable<string>): Promise<void> {
+    await Promise.all([...new Set(dirs)].map((d) => this.sync(d)));
+  }
 
   sync(dir: string): Promise<void> {
     const current = this.running.get(dir);
     if (current === undefined) {
-      const p = fsyncDirectory(dir).finally(() => this.running.delete(dir));
+      const observer = this.observer;
+      observer?.started?.(dir);
+      const p = fsyncDirectory(dir)
+        .then(() => observer?.synced?.(dir))
+        .finally(() => this.running.delete(dir));
       this.running.set(dir, p);
       return p;
     }

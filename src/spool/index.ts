@@ -40,7 +40,11 @@
  * - A checked-out entry is finished by `save(queue)` (new metadata to .tmp, rename over the
  *   checkout file, rename into the queue) or `remove()`, or given back by `release()`. Each
  *   first checks the lease is still ours (before the deadline, and the checkout file is the
- *   same inode we took); if not, it changes nothing and reports `lease_lost`.
+ *   same inode we took); if not, it changes nothing and reports `lease_lost`. When a finish
+ *   (or a lease expiry, a direct remove, a replica placement or drop) returns, it survives a
+ *   crash of the machine: every directory it changed (the queue it went to, the .checkout
+ *   or queue it left, and for a remove .data and .registry) has been fsynced, so a finished
+ *   entry is never delivered again. These fsyncs are group-committed like enqueue's.
  * - Lease tokens: each checkout gets 128 random bits (`CheckedOutEntry.leaseToken`), written
  *   with the checkout file's inode into the registry file, so another process, or the same
  *   one restarted, can tell its holder (`checkedOutUnsafe` reads it back; compare with
@@ -79,12 +83,13 @@
  * entry's metadata file by rename (`<queue>/[.checkout/]<name>` to
  * `<queue>/.checkout/<name>~<tag>`, like a finish but without the holder check, so a local
  * holder then gets `lease_lost`), writes the new file to .tmp (deadline as its mtime, fsync),
- * renames it over the taken file and into place, and fsyncs the destination; on failure the
- * taken file goes back. An entry not present is made from `adoptPath` (a complete, fsynced
+ * renames it over the taken file and into place, and fsyncs the destination and the
+ * directory it left; on failure the taken file goes back. An entry not present is made from `adoptPath` (a complete, fsynced
  * file on the spool's filesystem, renamed to .data): registry (a remnant is resumed), data,
  * metadata, directory fsyncs, then the rename that makes it visible; on failure before that,
  * the data goes back to `adoptPath` and a registry file it made is removed. `dropReplica`
- * takes and removes a present entry, or removes an `in_flux` remnant's data and registry.
+ * takes and removes a present entry, or removes an `in_flux` remnant's data and registry,
+ * and fsyncs the directories it changed.
  * Both answer `raced` and change nothing when a local operation got there first (the entry
  * was taken since the scan, or a finish is under way); the caller inspects again. Calls for
  * one name must not run concurrently with each other.

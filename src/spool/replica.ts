@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { open, readdir, rename } from "node:fs/promises";
+import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CTIME_QUIET_MS, type SpoolCore } from "./core.js";
 import { writeData } from "./data.js";
@@ -166,7 +167,8 @@ export async function placeReplica<M, Q extends string>(
         await rename(tmp, taken);
         await rename(taken, dest);
       });
-      await core.syncer.sync(destDir);
+      // Durable before it resolves: in its new place, and gone from the old one.
+      await core.syncer.syncAll([destDir, dirname(f.path), dirname(taken)]);
     } catch (err) {
       await core.throttle.run(async () => {
         await unlinkIfExists(tmp).catch(() => false);
@@ -248,7 +250,7 @@ export async function dropReplica<M, Q extends string>(
   if (s.kind === "present") {
     const taken = await take(core, name, s.found);
     if (taken === undefined) return RACED;
-    await core.removeFiles(taken, name);
+    await core.removeFiles(taken, name, [dirname(s.found.path)]);
     return { kind: "dropped" };
   }
   if (await heldElsewhere(core, name)) return RACED;
@@ -258,6 +260,7 @@ export async function dropReplica<M, Q extends string>(
       await unlinkIfExists(l.dataFile(name));
       await unlinkIfExists(l.registryFile(name));
     });
+    await core.syncer.syncAll([l.data, l.registry]);
   } catch (err) {
     throw ioError("drop replica", name, err);
   }
