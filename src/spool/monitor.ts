@@ -185,8 +185,10 @@ export class Monitor<M, Q extends string> {
         }
         hold(f.filename, cdir);
         const reg = registry.get(f.filename);
-        // The registry file's mtime is the checkout time; the checkout file's is the deadline.
-        const since = reg?.mtimeMs ?? f.mtimeMs;
+        // The registry file's mtime is the checkout time; the checkout file's mtime is the
+        // deadline (in the future), but its ctime is when the checkout (or a lease extension)
+        // set it: without a registry file, the age runs from that.
+        const since = reg?.mtimeMs ?? Math.min(f.ctimeMs, f.mtimeMs);
         if (now - since > this.limits.maxCheckedOutAgeMs) {
           problems.push({
             kind: "too_old",

@@ -290,6 +290,21 @@ describe("fsck finds each kind of problem, and repair fixes what is safe", () =>
     expect(await spool.listCheckoutsUnsafe("inbox")).toHaveLength(1);
   });
 
+  it("checkout held too long whose registry file is lost: reported from the checkout file's change time", async () => {
+    const e = await spool.enqueue("inbox", { id: 1 }, "a");
+    await spool.checkout(e, { leaseMs: 2 * HOUR });
+    await unlink(p(".registry", e.name));
+    const orphaned = [`orphaned .data ${e.name}`, `orphaned inbox/.checkout ${e.name}`];
+    expect(summary(await monitor.fsck())).toEqual(orphaned);
+    // An hour on, still well before the lease deadline (the checkout file's mtime), the
+    // checkout is older than maxCheckedOutAgeMs: its age runs from the checkout itself.
+    const later = Date.now() + HOUR;
+    const problems = await monitor.fsck(later);
+    expect(summary(problems)).toEqual([...orphaned, `too_old inbox/.checkout ${e.name}`].sort());
+    const tooOld = problems.find((x) => x.kind === "too_old");
+    expect(tooOld?.file.mtimeMs).toBeLessThanOrEqual(Date.now());
+  });
+
   it("entry waiting too long in a queue with a limit: reported, left; other queues have no limit", async () => {
     const out = await spool.enqueue("outbox", { id: 1 }, "a");
     const inb = await spool.enqueue("inbox", { id: 2 }, "b");
