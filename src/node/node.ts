@@ -91,6 +91,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       logger: log.child({ component: "service" }),
       idempotency: store,
       maxDequeueWaitMs: config.grpc.maxDequeueWait,
+      limits: config.limits,
       onOperation: metrics.recordOperation,
     });
     cleanups.push(() => service.close());
@@ -115,6 +116,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       region: config.node.region,
       peers: async () => (await clusterStatus?.peers()) ?? [],
       onCall: (method, code) => metrics.recordGrpcRequest(method, String(code)),
+      uploadIdleTimeoutMs: config.limits.uploadIdleTimeout,
     });
     const grpcServer: GrpcServer = await startGrpcServer({
       listen: config.grpc.listen,

@@ -111,6 +111,13 @@ describe("defaults", () => {
       replication: { fullReconcileEvery: 30_000, fetchConcurrency: 4, joinRetry: 2_000 },
       log: { level: "info" },
       monitor: { checkEvery: 15_000, alertAfterCycles: 2, repair: true },
+      limits: {
+        entryDataSize: 8 * 1024 ** 3,
+        metadataSize: 256 * 1024,
+        uploadIdleTimeout: 60_000,
+        maxConcurrentUploads: 64,
+        listPageBytes: 512 * 1024,
+      },
       idempotency: { window: 86_400_000 },
       shutdown: { deadline: 10_000 },
     } satisfies Config);
@@ -393,6 +400,40 @@ describe("cross-field rules", () => {
       grpc: { tls: { cert, key: cert, clientCa: cert, requireClientCert: "true" } },
     });
     expect(ok.grpc.tls).toEqual({ cert, key: cert, clientCa: cert, requireClientCert: true });
+  });
+
+  it("limits: from every source; a List page fits a message and an entry fits a page", () => {
+    const config = loadConfig({
+      env: {
+        ...BASE_ENV,
+        GEOSPOOL_LIMITS__ENTRY_DATA_SIZE: "1GiB",
+        GEOSPOOL_LIMITS__UPLOAD_IDLE_TIMEOUT: "90s",
+      },
+      flags: { "limits.max-concurrent-uploads": "8", "limits.listPageBytes": "1MiB" },
+    });
+    expect(config.limits).toEqual({
+      entryDataSize: 1024 ** 3,
+      metadataSize: 256 * 1024,
+      uploadIdleTimeout: 90_000,
+      maxConcurrentUploads: 8,
+      listPageBytes: 1024 * 1024,
+    });
+    expect(check({ limits: { maxConcurrentUploads: 0 } }).message).toBe(
+      "config: limits.maxConcurrentUploads (from config object): must be at least 1, got 0",
+    );
+    expect(check({ limits: { uploadIdleTimeout: "0s" } }).key).toBe("limits.uploadIdleTimeout");
+    expect(check({ limits: { listPageBytes: "4MiB" } }).message).toBe(
+      "config: limits.listPageBytes (from config object): must leave 65536 bytes of grpc.maxMessageBytes (4194304) for the rest of a page, got 4194304",
+    );
+    expect(check({ limits: { metadataSize: "1MiB" } }).message).toBe(
+      "config: limits.metadataSize (from config object): must be at most limits.listPageBytes (524288): every entry must fit in a List page, got 1048576",
+    );
+    const big = parseConfig({
+      ...base,
+      grpc: { maxMessageBytes: "16MiB" },
+      limits: { listPageBytes: "4MiB", metadataSize: "1MiB" },
+    });
+    expect(big.limits.listPageBytes).toBe(4 * 1024 * 1024);
   });
 
   it("gRPC and HTTP cannot share an address", () => {

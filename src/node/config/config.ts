@@ -81,6 +81,18 @@ export interface Config {
     /** Repair what is safe to repair. Default true. */
     repair: boolean;
   };
+  limits: {
+    /** Largest entry data Enqueue accepts (bytes); more is RESOURCE_EXHAUSTED. Default 8GiB. */
+    entryDataSize: number;
+    /** Largest client metadata of an entry (bytes; Enqueue, Complete). Default 256KiB. */
+    metadataSize: number;
+    /** An Enqueue stream silent this long is ended, DEADLINE_EXCEEDED (ms). Default 60s. */
+    uploadIdleTimeout: number;
+    /** Enqueue calls under way at once; more are RESOURCE_EXHAUSTED. Default 64. */
+    maxConcurrentUploads: number;
+    /** Most bytes of entries in one List page (a page has at least one). Default 512KiB. */
+    listPageBytes: number;
+  };
   idempotency: {
     /** How long an idempotency key keeps returning the first entry (ms). Default 24h. */
     window: number;

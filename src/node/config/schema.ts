@@ -229,7 +229,9 @@ const peerSchema = z.strictObject({
   region: name().optional(),
 });
 
-const MiB = 1024 * 1024;
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
 
 export const configSchema = z
   .strictObject({
@@ -316,6 +318,20 @@ export const configSchema = z
         repair: bool().default(true),
       })
       .prefault({}),
+    limits: z
+      .strictObject({
+        /** Largest entry data accepted by Enqueue. */
+        entryDataSize: size(0, Number.MAX_SAFE_INTEGER).default(8 * GiB),
+        /** Largest client metadata of an entry (Enqueue, Complete with save). */
+        metadataSize: size(0, 2 ** 31 - 1).default(256 * KiB),
+        /** An Enqueue stream with no message for this long is ended (DEADLINE_EXCEEDED). */
+        uploadIdleTimeout: duration({ positive: true }).default(60_000),
+        /** Enqueue calls under way at once on this node; more are RESOURCE_EXHAUSTED. */
+        maxConcurrentUploads: int(1).default(64),
+        /** Most bytes of entries (metadata, names) in one List page. */
+        listPageBytes: size(1024, 2 ** 31 - 1).default(512 * KiB),
+      })
+      .prefault({}),
     idempotency: z
       .strictObject({
         window: duration({ positive: true }).default(24 * 3_600_000),
@@ -362,6 +378,21 @@ export const configSchema = z
       fail(
         ["grpc", "tls", "requireClientCert"],
         "needs grpc.tls.clientCa to check clients against",
+      );
+    }
+
+    // A List page and an Enqueue header (with its metadata) must each fit in one message.
+    const maxMessage = config.grpc.maxMessageBytes;
+    if (config.limits.listPageBytes > maxMessage - LIST_PAGE_SLACK) {
+      fail(
+        ["limits", "listPageBytes"],
+        `must leave ${LIST_PAGE_SLACK} bytes of grpc.maxMessageBytes (${maxMessage}) for the rest of a page, got ${config.limits.listPageBytes}`,
+      );
+    }
+    if (config.limits.metadataSize > config.limits.listPageBytes) {
+      fail(
+        ["limits", "metadataSize"],
+        `must be at most limits.listPageBytes (${config.limits.listPageBytes}): every entry must fit in a List page, got ${config.limits.metadataSize}`,
       );
     }
 
@@ -426,6 +457,9 @@ export const configSchema = z
       }
     });
   });
+
+/** Room in a List response beyond its entries' metadata and names (the other fields). */
+const LIST_PAGE_SLACK = 64 * 1024;
 
 export type ParsedConfig = z.output<typeof configSchema>;
 

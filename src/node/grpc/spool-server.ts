@@ -31,6 +31,8 @@ export interface SpoolServerOptions {
   peers?: () => Promise<PeerInfo[]>;
   /** Called once per finished call, for metrics. */
   onCall?: (method: string, code: grpc.status) => void;
+  /** An Enqueue stream with no message for this long is ended (ms; limits.uploadIdleTimeout). */
+  uploadIdleTimeoutMs?: number;
 }
 
 const KIND: Record<TransitionKind, geospool.v1.WatchEventKind> = {
@@ -78,6 +80,25 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
   /** The queues `who` may read (Stat, ReadData): dequeue rights. */
   function readable(who: Principal): string[] {
     return service.queues.filter((q) => allows(who, "dequeue", q));
+  }
+  /** `p`, or deadline_exceeded if the client sends nothing for uploadIdleTimeoutMs. */
+  function idle<T>(p: Promise<T>): Promise<T> {
+    const ms = opts.uploadIdleTimeoutMs;
+    if (ms === undefined) return p;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new ServiceError(
+              ServiceErrorCode.DeadlineExceeded,
+              `the Enqueue stream sent nothing for ${ms} ms (limits.uploadIdleTimeout); nothing was stored`,
+            ),
+          ),
+        ms,
+      );
+    });
+    return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
   }
   function finish(method: string, code: grpc.status) {
     opts.onCall?.(method, code);
@@ -129,7 +150,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
         );
       });
       cancelled.catch(() => undefined);
-      const next = () => Promise.race([iterator.next(), cancelled]);
+      const next = () => idle(Promise.race([iterator.next(), cancelled]));
       track(
         (async () => {
           const first = await next();

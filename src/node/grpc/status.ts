@@ -14,6 +14,7 @@ const TO_GRPC: Record<ServiceErrorCode, status> = {
   [ServiceErrorCode.Unavailable]: status.UNAVAILABLE,
   [ServiceErrorCode.Cancelled]: status.CANCELLED,
   [ServiceErrorCode.ResourceExhausted]: status.RESOURCE_EXHAUSTED,
+  [ServiceErrorCode.DeadlineExceeded]: status.DEADLINE_EXCEEDED,
   [ServiceErrorCode.Internal]: status.INTERNAL,
 };
 

@@ -22,6 +22,8 @@ export const ServiceErrorCode = {
   /** The client went away (cancelled its call). */
   Cancelled: "cancelled",
   ResourceExhausted: "resource_exhausted",
+  /** The client took too long (an upload that stayed idle). */
+  DeadlineExceeded: "deadline_exceeded",
   Internal: "internal",
 } as const;
 

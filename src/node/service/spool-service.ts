@@ -47,6 +47,25 @@ export type CompleteAction =
 /** An idempotency claim: ours, or held by an earlier entry (returned as the duplicate). */
 type KeyClaim = { kind: "claimed" } | { kind: "duplicate"; entry: EntryInfo };
 
+/** What one call may ask of the service (config `limits.*`). */
+export interface ServiceLimits {
+  /** Largest entry data (bytes). */
+  entryDataSize: number;
+  /** Largest client metadata (bytes). */
+  metadataSize: number;
+  /** Enqueues under way at once. */
+  maxConcurrentUploads: number;
+  /** Most bytes of entries in one List page (a page holds at least one). */
+  listPageBytes: number;
+}
+
+export const DEFAULT_LIMITS: ServiceLimits = {
+  entryDataSize: 8 * 1024 ** 3,
+  metadataSize: 256 * 1024,
+  maxConcurrentUploads: 64,
+  listPageBytes: 512 * 1024,
+};
+
 export interface SpoolServiceOptions {
   spool: NodeSpool;
   nodeId: string;
@@ -54,6 +73,7 @@ export interface SpoolServiceOptions {
   idempotency?: IdempotencyStore;
   /** Longest a Dequeue may wait (ms). */
   maxDequeueWaitMs?: number;
+  limits?: Partial<ServiceLimits>;
   clock?: () => number;
   /** Called after each operation, for metrics. */
   onOperation?: (op: string, queue: string, outcome: string, seconds: number) => void;
@@ -78,6 +98,9 @@ export class SpoolService {
   private readonly maxWaitMs: number;
   private readonly clock: () => number;
   private readonly stopping = new AbortController();
+  private readonly limits: ServiceLimits;
+  /** Enqueues under way. */
+  private uploads = 0;
   /** Checkouts handed out by this process, by queue/name: Complete need not re-read them. */
   private readonly finished = new Map<string, { at: number; result: Promise<unknown> }>();
   private readonly held = new Map<
@@ -90,6 +113,7 @@ export class SpoolService {
     this.log = opts.logger;
     this.maxWaitMs = opts.maxDequeueWaitMs ?? 60_000;
     this.clock = opts.clock ?? Date.now;
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
   }
 
   get queues(): readonly string[] {
@@ -137,123 +161,157 @@ export class SpoolService {
   ): Promise<{ entry: EntryInfo; deduplicated: boolean }> {
     return this.timed("enqueue", header.queue, async () => {
       this.checkQueue(header.queue);
-      const key = header.idempotencyKey || undefined;
-      if (key !== undefined && (key.length > MAX_KEY_LENGTH || key.includes("\0"))) {
+      if (this.uploads >= this.limits.maxConcurrentUploads) {
         throw new ServiceError(
-          ServiceErrorCode.InvalidArgument,
-          `idempotency key must be 1..${MAX_KEY_LENGTH} characters without NUL`,
+          ServiceErrorCode.ResourceExhausted,
+          `this node takes ${this.limits.maxConcurrentUploads} uploads at once (limits.maxConcurrentUploads); retry later`,
         );
       }
-      if (header.dataSha256 !== undefined && !/^[0-9a-f]{64}$/.test(header.dataSha256)) {
-        throw new ServiceError(
-          ServiceErrorCode.InvalidArgument,
-          "data_sha256 must be 64 lowercase hex digits",
-        );
-      }
-      const principal = header.principal ?? "";
-      const scope: KeyScope | undefined =
-        key === undefined ? undefined : { principal, queue: header.queue, key };
-      const name = await this.spool.reserveName();
-      // Why the spool's enqueue was stopped, as values: the spool wraps what is thrown
-      // through it, and these say what happened without digging in its error.
-      let duplicate: EntryInfo | undefined;
-      let refused: ServiceError | undefined;
-      const refuse = (e: ServiceError) => {
-        refused ??= e;
-        return e;
-      };
-      // The idempotency claim (a PostgreSQL commit) runs while the data streams to disk;
-      // the entry becomes visible only once the claim is known to be ours.
-      const claim =
-        scope === undefined
-          ? undefined
-          : this.claimKey(scope, name).catch((err: unknown) => {
-              throw err instanceof ServiceError ? refuse(err) : err;
-            });
-      claim?.catch(() => undefined);
-      const hash = createHash("sha256");
-      let size = 0;
-      const expected = header;
-      async function* verified(): AsyncGenerator<Uint8Array> {
-        try {
-          for await (const chunk of chunks) {
-            size += chunk.length;
-            if (expected.dataSize !== undefined && size > expected.dataSize) {
-              throw new ServiceError(
-                ServiceErrorCode.DataMismatch,
-                `data is longer than the announced ${expected.dataSize} bytes`,
-              );
-            }
-            hash.update(chunk);
-            yield chunk;
-          }
-        } catch (err) {
-          if (err instanceof ServiceError) refuse(err);
-          throw err;
-        }
-      }
-      let entryMeta: NodeEntryMeta | undefined;
+      this.uploads++;
       try {
-        await this.spool.enqueueDeferred(
-          header.queue,
-          verified(),
-          async ({ size: written }) => {
-            const claimed = claim && (await claim);
-            if (claimed?.kind === "duplicate") {
-              duplicate = claimed.entry;
-              throw new Error("idempotency key names an earlier entry; nothing stored");
-            }
-            const sha256 = hash.digest("hex");
-            if (expected.dataSize !== undefined && written !== expected.dataSize) {
-              throw refuse(
-                new ServiceError(
-                  ServiceErrorCode.DataMismatch,
-                  `data ended after ${written} of the announced ${expected.dataSize} bytes`,
-                ),
-              );
-            }
-            if (expected.dataSha256 !== undefined && sha256 !== expected.dataSha256) {
-              throw refuse(
-                new ServiceError(
-                  ServiceErrorCode.DataMismatch,
-                  `data sha256 ${sha256} does not match the announced ${expected.dataSha256}`,
-                ),
-              );
-            }
-            entryMeta = { user: header.metadata, sha256, size: written, enqueuedAt: this.clock() };
-            if (key !== undefined) {
-              entryMeta.idempotencyKey = key;
-              entryMeta.principal = principal;
-            }
-            return entryMeta;
-          },
-          {
-            name,
-            onVisible: () => this.publish({ kind: "enqueued", name, queue: header.queue }),
-          },
-        );
-      } catch (err) {
-        if (duplicate) return { entry: duplicate, deduplicated: true };
-        if (scope !== undefined && claim) {
-          // Only a claim we hold is ours to abandon.
-          const held = await claim.then(
-            (c) => c.kind === "claimed",
-            () => false,
-          );
-          if (held) await this.opts.idempotency?.abandon(scope, name).catch(() => undefined);
-        }
-        throw refused ?? err;
+        return await this.enqueueCounted(header, chunks);
+      } finally {
+        this.uploads--;
       }
-      // Marking the key complete is not on the reply's path: if it is lost, a retry still
-      // finds the entry by its name.
-      if (scope !== undefined) {
-        this.opts.idempotency?.complete(scope, name).catch((err) => {
-          this.log.warn({ err, key }, "could not mark an idempotency key complete");
-        });
-      }
-      const meta = entryMeta as NodeEntryMeta;
-      return { entry: toInfo(name, header.queue, meta, 0), deduplicated: false };
     });
+  }
+
+  private async enqueueCounted(
+    header: EnqueueHeader,
+    chunks: AsyncIterable<Uint8Array>,
+  ): Promise<{ entry: EntryInfo; deduplicated: boolean }> {
+    this.checkMetadata(header.metadata);
+    const maxData = this.limits.entryDataSize;
+    if (header.dataSize !== undefined && header.dataSize > maxData) {
+      throw tooMuchData(maxData);
+    }
+    const key = header.idempotencyKey || undefined;
+    if (key !== undefined && (key.length > MAX_KEY_LENGTH || key.includes("\0"))) {
+      throw new ServiceError(
+        ServiceErrorCode.InvalidArgument,
+        `idempotency key must be 1..${MAX_KEY_LENGTH} characters without NUL`,
+      );
+    }
+    if (header.dataSha256 !== undefined && !/^[0-9a-f]{64}$/.test(header.dataSha256)) {
+      throw new ServiceError(
+        ServiceErrorCode.InvalidArgument,
+        "data_sha256 must be 64 lowercase hex digits",
+      );
+    }
+    const principal = header.principal ?? "";
+    const scope: KeyScope | undefined =
+      key === undefined ? undefined : { principal, queue: header.queue, key };
+    const name = await this.spool.reserveName();
+    // Why the spool's enqueue was stopped, as values: the spool wraps what is thrown
+    // through it, and these say what happened without digging in its error.
+    let duplicate: EntryInfo | undefined;
+    let refused: ServiceError | undefined;
+    const refuse = (e: ServiceError) => {
+      refused ??= e;
+      return e;
+    };
+    // The idempotency claim (a PostgreSQL commit) runs while the data streams to disk;
+    // the entry becomes visible only once the claim is known to be ours.
+    const claim =
+      scope === undefined
+        ? undefined
+        : this.claimKey(scope, name).catch((err: unknown) => {
+            throw err instanceof ServiceError ? refuse(err) : err;
+          });
+    claim?.catch(() => undefined);
+    const hash = createHash("sha256");
+    let size = 0;
+    const expected = header;
+    async function* verified(): AsyncGenerator<Uint8Array> {
+      try {
+        for await (const chunk of chunks) {
+          size += chunk.length;
+          if (size > maxData) throw tooMuchData(maxData);
+          if (expected.dataSize !== undefined && size > expected.dataSize) {
+            throw new ServiceError(
+              ServiceErrorCode.DataMismatch,
+              `data is longer than the announced ${expected.dataSize} bytes`,
+            );
+          }
+          hash.update(chunk);
+          yield chunk;
+        }
+      } catch (err) {
+        if (err instanceof ServiceError) refuse(err);
+        throw err;
+      }
+    }
+    let entryMeta: NodeEntryMeta | undefined;
+    try {
+      await this.spool.enqueueDeferred(
+        header.queue,
+        verified(),
+        async ({ size: written }) => {
+          const claimed = claim && (await claim);
+          if (claimed?.kind === "duplicate") {
+            duplicate = claimed.entry;
+            throw new Error("idempotency key names an earlier entry; nothing stored");
+          }
+          const sha256 = hash.digest("hex");
+          if (expected.dataSize !== undefined && written !== expected.dataSize) {
+            throw refuse(
+              new ServiceError(
+                ServiceErrorCode.DataMismatch,
+                `data ended after ${written} of the announced ${expected.dataSize} bytes`,
+              ),
+            );
+          }
+          if (expected.dataSha256 !== undefined && sha256 !== expected.dataSha256) {
+            throw refuse(
+              new ServiceError(
+                ServiceErrorCode.DataMismatch,
+                `data sha256 ${sha256} does not match the announced ${expected.dataSha256}`,
+              ),
+            );
+          }
+          entryMeta = { user: header.metadata, sha256, size: written, enqueuedAt: this.clock() };
+          if (key !== undefined) {
+            entryMeta.idempotencyKey = key;
+            entryMeta.principal = principal;
+          }
+          return entryMeta;
+        },
+        {
+          name,
+          onVisible: () => this.publish({ kind: "enqueued", name, queue: header.queue }),
+        },
+      );
+    } catch (err) {
+      if (duplicate) return { entry: duplicate, deduplicated: true };
+      if (scope !== undefined && claim) {
+        // Only a claim we hold is ours to abandon.
+        const held = await claim.then(
+          (c) => c.kind === "claimed",
+          () => false,
+        );
+        if (held) await this.opts.idempotency?.abandon(scope, name).catch(() => undefined);
+      }
+      throw refused ?? err;
+    }
+    // Marking the key complete is not on the reply's path: if it is lost, a retry still
+    // finds the entry by its name.
+    if (scope !== undefined) {
+      this.opts.idempotency?.complete(scope, name).catch((err) => {
+        this.log.warn({ err, key }, "could not mark an idempotency key complete");
+      });
+    }
+    const meta = entryMeta as NodeEntryMeta;
+    return { entry: toInfo(name, header.queue, meta, 0), deduplicated: false };
+  }
+
+  /** Refuse client metadata over limits.metadataSize. */
+  private checkMetadata(metadata: Buffer): void {
+    if (metadata.length > this.limits.metadataSize) {
+      throw new ServiceError(
+        ServiceErrorCode.ResourceExhausted,
+        `metadata of ${metadata.length} bytes is over the ${this.limits.metadataSize} bytes of limits.metadataSize`,
+      );
+    }
   }
 
   /** Claim `scope` for `name`, or find the earlier entry that holds it. */
@@ -437,7 +495,10 @@ export class SpoolService {
     const key = `complete/${to}/${req.queue}/${req.name}/${req.leaseToken}`;
     return this.once(key, () =>
       this.timed("complete", req.queue, async () => {
-        if (req.action.kind === "save") this.checkQueue(req.action.queue);
+        if (req.action.kind === "save") {
+          this.checkQueue(req.action.queue);
+          if (req.action.metadata !== undefined) this.checkMetadata(req.action.metadata);
+        }
         const co = await this.holder(req.queue, req.name, req.leaseToken);
         if (req.action.kind === "remove") {
           const r = await co.remove();
@@ -549,6 +610,7 @@ export class SpoolService {
       const entries: EntryInfo[] = [];
       let last = "";
       let more = false;
+      let bytes = 0;
       for (const name of names) {
         if (name <= after) continue;
         if (entries.length === size) {
@@ -556,8 +618,17 @@ export class SpoolService {
           break;
         }
         const info = await this.readInfo(req.queue, name, req.checkedOut ?? false);
+        if (info) {
+          // Bounded by bytes too (limits.listPageBytes), so a page fits in one message.
+          const b = pageBytes(info);
+          if (entries.length > 0 && bytes + b > this.limits.listPageBytes) {
+            more = true;
+            break;
+          }
+          bytes += b;
+          entries.push(info);
+        }
         last = name;
-        if (info) entries.push(info);
       }
       return { entries, nextPageToken: more ? Buffer.from(last).toString("base64url") : "" };
     });
@@ -750,6 +821,18 @@ function toInfo(
   };
   if (leaseUntil !== undefined) info.leaseUntil = leaseUntil;
   return info;
+}
+
+function tooMuchData(max: number): ServiceError {
+  return new ServiceError(
+    ServiceErrorCode.ResourceExhausted,
+    `data is over the ${max} bytes of limits.entryDataSize; nothing was stored`,
+  );
+}
+
+/** What an entry adds to a List page: its variable fields and room for the fixed ones. */
+function pageBytes(e: EntryInfo): number {
+  return e.metadata.length + e.name.length + e.queue.length + e.dataSha256.length + 64;
 }
 
 function noEntry(name: string): ServiceError {

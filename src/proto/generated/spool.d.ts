@@ -2043,7 +2043,8 @@ export namespace geospool {
 
             /**
              * Maximum entries per page: 0 means 100; values above 1000 are treated as
-             * 1000.
+             * 1000. A page also ends before its entries pass the server's
+             * limits.listPageBytes (it always holds at least one).
              */
             pageSize: number;
 
@@ -2142,7 +2143,8 @@ export namespace geospool {
 
                 /**
                  * Maximum entries per page: 0 means 100; values above 1000 are treated as
-                 * 1000.
+                 * 1000. A page also ends before its entries pass the server's
+                 * limits.listPageBytes (it always holds at least one).
                  */
                 pageSize?: (number|null);
 

@@ -5129,7 +5129,8 @@ export const geospool = $root.geospool = (() => {
              * @property {string|null} [queue] The queue to list.
              * @property {boolean|null} [checkedOut] False: the entries available in the queue; true: those checked out of it.
              * @property {number|null} [pageSize] Maximum entries per page: 0 means 100; values above 1000 are treated as
-             * 1000.
+             * 1000. A page also ends before its entries pass the server's
+             * limits.listPageBytes (it always holds at least one).
              * @property {string|null} [pageToken] The `next_page_token` of the previous page; empty for the first page.
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
@@ -5180,7 +5181,8 @@ export const geospool = $root.geospool = (() => {
 
             /**
              * Maximum entries per page: 0 means 100; values above 1000 are treated as
-             * 1000.
+             * 1000. A page also ends before its entries pass the server's
+             * limits.listPageBytes (it always holds at least one).
              * @member {number} pageSize
              * @memberof geospool.v1.ListRequest
              * @instance
