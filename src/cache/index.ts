@@ -1,0 +1,109 @@
+/**
+ * # The geospool binary cache: formats and signatures
+ *
+ * Every node serves what it holds as a Nix/Guix binary cache. This layer holds the cache's
+ * formats and its own logic, with no HTTP (the routes live in src/node). What exists now
+ * is the format layer, pure functions over bytes, tested on the output of real clients
+ * (test/fixtures/cache: Nix 2.8 `file://` caches, a Guix 1.5 `guix publish --cache`).
+ *
+ * ## Formats
+ *
+ * - nix32 (`nix32.ts`): Nix's base-32; hashes (`hash.ts`) as `sha256:<nix32>` (what
+ *   narinfos write), base16, base64 and SRI.
+ * - Store paths (`store-path.ts`): `<storeDir>/<hash part>-<name>` under a configurable store
+ *   directory (`/nix/store`, `/gnu/store`); the hash part (32 nix32 characters) is the
+ *   lookup key (`/<hash part>.narinfo`); names are Nix's charset, at most 211 characters.
+ * - Narinfos (`narinfo.ts`, `narinfo-build.ts`): `parseNarinfo` keeps the raw bytes and
+ *   every `Key: value` line in order, unknown keys included, beside a typed view; Guix's
+ *   repeated URL/Compression/FileSize groups are `files` (the n-th of each key is the n-th
+ *   file) and its `Signature:` line is kept as written. What was uploaded is served from
+ *   `raw`, byte for byte. Bad input is a `NarinfoParseError` naming the line, never a hang
+ *   (fuzzed). `addSigLine` adds a node's `Sig:` without touching any other byte.
+ * - `nix-cache-info.ts`: StoreDir, WantMassQuery, Priority.
+ *
+ * ## Signatures
+ *
+ * - Nix (`nix-key.ts`, `nix-signature.ts`): Ed25519 (node:crypto) over the fingerprint
+ *   `1;<store path>;<NarHash>;<NarSize>;<references as full paths, sorted, joined by ",">`,
+ *   keys as `name:base64` (secret = seed + public key, as `nix key generate-secret` writes).
+ *   A narinfo is trusted when one `Sig:` verifies under a trusted key of its name.
+ * - Guix (`sexp.ts`, `guix-signature.ts`): `Signature: 1;<host>;<base64 s-expression>`,
+ *   libgcrypt's ECDSA on the Ed25519 curve over the sha256 of the bytes before
+ *   `Signature:`; the signer's key is in the signature and must be among the trusted keys
+ *   (`(public-key (ecc (curve Ed25519) (q #..#)))`, alone or in an ACL).
+ *
+ * Checks are values (`SigCheck`, `GuixSigCheck`: valid, untrusted, invalid, malformed, ...);
+ * bad input is a `CacheError` with a stable `code` (errors.ts).
+ */
+export { CacheError, CacheErrorCode } from "./errors.js";
+export {
+  checkGuixNarinfo,
+  formatGuixPublicKey,
+  type GuixPublicKey,
+  type GuixSigCheck,
+  type GuixSignature,
+  guixSignedBytes,
+  parseGuixPublicKeys,
+  parseGuixSignature,
+  verifyGuixEcdsa,
+} from "./guix-signature.js";
+export {
+  formatHash,
+  HASH_SIZES,
+  type Hash,
+  type HashAlgorithm,
+  type HashEncoding,
+  HashSink,
+  hashEquals,
+  hashOf,
+  parseHash,
+} from "./hash.js";
+export {
+  compressionOf,
+  NARINFO_MAX_BYTES,
+  type NarFile,
+  type Narinfo,
+  type NarinfoField,
+  NarinfoParseError,
+  type NarinfoParseOptions,
+  parseNarinfo,
+  referenceHashParts,
+} from "./narinfo.js";
+export { addSigLine, buildNarinfo, type NarinfoSpec } from "./narinfo-build.js";
+export { buildNixCacheInfo, type NixCacheInfo, parseNixCacheInfo } from "./nix-cache-info.js";
+export {
+  formatNixPublicKey,
+  formatNixSecretKey,
+  generateNixKey,
+  type NixPublicKey,
+  type NixSecretKey,
+  parseNixPublicKey,
+  parseNixSecretKey,
+} from "./nix-key.js";
+export {
+  checkNarinfoSignatures,
+  checkSignature,
+  type FingerprintInput,
+  fingerprint,
+  hasTrustedSignature,
+  type NixSignature,
+  narinfoFingerprint,
+  parseNixSignature,
+  type SigCheck,
+  signFingerprint,
+  signNarinfo,
+} from "./nix-signature.js";
+export { isNix32, NIX32_ALPHABET, nix32Decode, nix32Encode, nix32Length } from "./nix32.js";
+export {
+  checkStoreDir,
+  formatStorePath,
+  GUIX_STORE_DIR,
+  HASH_PART_LENGTH,
+  NIX_STORE_DIR,
+  parseHashPart,
+  parseStorePath,
+  parseStorePathBaseName,
+  type StorePath,
+  splitStorePath,
+  storePathBaseName,
+} from "./store-path.js";
