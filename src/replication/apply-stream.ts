@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import pg from "pg";
 import { LogicalReplicationService, PgoutputPlugin } from "pg-logical-replication";
-import pino, { type Logger } from "pino";
+import type { Logger } from "pino";
+import { componentLogger } from "../common/logger.js";
 import { checkNodeId, nodeTag } from "./mesh-names.js";
 
 /**
@@ -118,7 +119,7 @@ export class ApplyStream {
 
   constructor(private readonly opts: ApplyStreamOptions) {
     this.retryMs = opts.retryMs ?? 200;
-    this.log = (opts.logger ?? pino({ level: "silent" })).child({ component: "apply-stream" });
+    this.log = componentLogger(opts.logger, "apply-stream");
   }
 
   start(): void {

@@ -1,6 +1,8 @@
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import pino, { type Logger } from "pino";
+import type { Logger } from "pino";
+import { StatusKind, statusKind } from "../common/grpc-status.js";
+import { componentLogger } from "../common/logger.js";
 import { SpoolClient } from "../proto/service-definition.js";
 import { nameProblem } from "../spool/index.js";
 import {
@@ -71,7 +73,7 @@ export class DataFetcher {
 
   constructor(private readonly opts: DataFetcherOptions) {
     this.slots = new FifoSlots(opts.maxConcurrent ?? DEFAULT_MAX_CONCURRENT);
-    this.log = (opts.logger ?? pino({ level: "silent" })).child({ component: "data-fetcher" });
+    this.log = componentLogger(opts.logger, "data-fetcher");
     this.credentials = opts.credentials ?? grpc.credentials.createInsecure();
     this.chunkTimeoutMs = opts.chunkTimeoutMs ?? DEFAULT_CHUNK_TIMEOUT_MS;
     this.clock = opts.clock ?? Date.now;
@@ -453,19 +455,17 @@ function judge(outcome: AttemptOutcome, size: number, have: number, wrote: numbe
 }
 
 function kindOfStatus(code: grpc.status): SourceFailureKind {
-  switch (code) {
-    case grpc.status.NOT_FOUND:
+  switch (statusKind(code)) {
+    case StatusKind.NotFound:
       return SourceFailureKind.NotFound;
-    case grpc.status.OUT_OF_RANGE:
+    case StatusKind.OutOfRange:
       return SourceFailureKind.OutOfRange;
-    case grpc.status.UNAUTHENTICATED:
-    case grpc.status.PERMISSION_DENIED:
+    case StatusKind.Denied:
       return SourceFailureKind.Denied;
-    case grpc.status.UNAVAILABLE:
-    case grpc.status.CANCELLED:
-    case grpc.status.DEADLINE_EXCEEDED:
-    case grpc.status.RESOURCE_EXHAUSTED:
-    case grpc.status.ABORTED:
+    // A peer shutting down (cancelled) or out of disk or files (exhausted): try another.
+    case StatusKind.Retry:
+    case StatusKind.Cancelled:
+    case StatusKind.Exhausted:
       return SourceFailureKind.Unavailable;
     default:
       return SourceFailureKind.Error;

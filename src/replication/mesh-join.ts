@@ -1,5 +1,6 @@
 import type pg from "pg";
 import type { Logger } from "pino";
+import { componentLogger } from "../common/logger.js";
 import { copyOriginRows } from "./mesh-bootstrap.js";
 import { conninfoDigest, normalizeConninfo, redactConninfo } from "./mesh-conninfo.js";
 import {
@@ -13,7 +14,7 @@ import {
 import { checkNodeId, type MeshNames, meshNames } from "./mesh-names.js";
 import { withPeer } from "./mesh-peer.js";
 import { ensureSlot, probeSlot } from "./mesh-slot.js";
-import { componentLogger, ident, literal, MEMBERSHIP_LOCK, withSessionLock } from "./mesh-sql.js";
+import { ident, literal, MEMBERSHIP_LOCK, withSessionLock } from "./mesh-sql.js";
 import {
   dropSubscriptionDetached,
   localSubscription,
@@ -90,7 +91,7 @@ export async function joinPeer(pool: pg.Pool, opts: JoinPeerOptions): Promise<Jo
   const conninfo = normalizeConninfo(opts.peerConninfo);
   const digest = conninfoDigest(conninfo);
   const peerTimeoutMs = opts.peerTimeoutMs ?? DEFAULT_PEER_TIMEOUT_MS;
-  const logger = componentLogger(opts.logger).child({
+  const logger = componentLogger(opts.logger, "mesh").child({
     peer: opts.peerId,
     subscription: names.subscription,
   });

@@ -1,8 +1,9 @@
 import type pg from "pg";
 import type { Logger } from "pino";
+import { componentLogger } from "../common/logger.js";
 import { failed, isConnectionError, SQLSTATE, sqlstateOf } from "./mesh-errors.js";
 import { checkNodeId, slotName, subscriptionName } from "./mesh-names.js";
-import { componentLogger, ident, MEMBERSHIP_LOCK, withSessionLock } from "./mesh-sql.js";
+import { ident, MEMBERSHIP_LOCK, withSessionLock } from "./mesh-sql.js";
 import { dropSubscriptionDetached, localSubscription } from "./mesh-subscription.js";
 
 export interface LeavePeerOptions {
@@ -30,7 +31,7 @@ export async function leavePeer(
 ): Promise<LeavePeerOutcome> {
   checkNodeId(peerId);
   const names = { subscription: subscriptionName(peerId) };
-  const logger = componentLogger(opts.logger).child({
+  const logger = componentLogger(opts.logger, "mesh").child({
     peer: peerId,
     subscription: names.subscription,
   });
@@ -96,6 +97,9 @@ export async function dropPeerSlot(
     if (state === SQLSTATE.objectInUse) return { kind: "active", slotName: name, pid: null };
     throw failed(`could not drop replication slot ${name}`, err);
   }
-  componentLogger(opts.logger).info({ peer: opts.peerId, slot: name }, "dropped peer's slot");
+  componentLogger(opts.logger, "mesh").info(
+    { peer: opts.peerId, slot: name },
+    "dropped peer's slot",
+  );
   return { kind: "dropped", slotName: name };
 }

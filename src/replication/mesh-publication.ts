@@ -1,7 +1,8 @@
 import type pg from "pg";
 import type { Logger } from "pino";
+import { componentLogger } from "../common/logger.js";
 import { checkNodeId, publicationName } from "./mesh-names.js";
-import { componentLogger, ident, literal, PUBLICATION_LOCK } from "./mesh-sql.js";
+import { ident, literal, PUBLICATION_LOCK } from "./mesh-sql.js";
 import { inTransaction } from "./pg-session.js";
 
 export type EnsurePublicationOutcome = {
@@ -21,7 +22,7 @@ export async function ensurePublication(
 ): Promise<EnsurePublicationOutcome> {
   checkNodeId(nodeId);
   const publication = publicationName(nodeId);
-  const logger = componentLogger(opts.logger).child({ publication });
+  const logger = componentLogger(opts.logger, "mesh").child({ publication });
   const create =
     `create publication ${ident(publication)} for table journal` +
     ` where (origin = ${literal(nodeId)}) with (publish = 'insert')`;

@@ -1,5 +1,4 @@
 import pg from "pg";
-import pino, { type Logger } from "pino";
 import { withClient } from "./pg-session.js";
 
 /** Advisory lock keys: "geospool" as a bigint (the migrations' key) plus 1 and 2. */
@@ -29,8 +28,4 @@ export function ident(name: string): string {
 
 export function literal(value: string): string {
   return pg.escapeLiteral(value);
-}
-
-export function componentLogger(logger: Logger | undefined): Logger {
-  return (logger ?? pino({ level: "silent" })).child({ component: "mesh" });
 }

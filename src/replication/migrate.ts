@@ -2,7 +2,8 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type pg from "pg";
-import pino, { type Logger } from "pino";
+import type { Logger } from "pino";
+import { componentLogger } from "../common/logger.js";
 import { inTransaction } from "./pg-session.js";
 
 /**
@@ -69,7 +70,7 @@ export async function migrate(
   pool: pg.Pool,
   opts: MigrateOptions = {},
 ): Promise<{ applied: string[] }> {
-  const logger = (opts.logger ?? pino({ level: "silent" })).child({ component: "migrate" });
+  const logger = componentLogger(opts.logger, "migrate");
   const migrations = await listMigrations(opts.sqlDir ?? DEFAULT_SQL_DIR);
   await ensureBookkeeping(pool);
   const done = await appliedVersions(pool);

@@ -1,4 +1,5 @@
 import { readdir } from "node:fs/promises";
+import { sleep } from "../common/sleep.js";
 import { isErrno } from "./errors.js";
 import { createExclusive, renameIfExists, statIfExists, unlinkIfExists } from "./fs-ops.js";
 import { CHECKOUT, DATA, entryNameOfTmpFile, REGISTRY, TMP, TMP_TAG_SEPARATOR } from "./layout.js";
@@ -381,17 +382,4 @@ export class Monitor<M, Q extends string> {
       await sleep(every, signal);
     }
   }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }

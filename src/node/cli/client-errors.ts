@@ -1,31 +1,23 @@
 import * as grpc from "@grpc/grpc-js";
+import { StatusKind, statusKind } from "../../common/grpc-status.js";
 import { ClientError } from "../client/geospool-client.js";
 import { serviceCodeOf } from "../grpc/status.js";
 import { CliError, toCliError } from "./cli-error.js";
 import { formatDuration } from "./duration.js";
 import { ExitCode } from "./exit-codes.js";
 
-/** gRPC statuses after which another node, or the same one later, may well succeed. */
-export const RETRYABLE: ReadonlySet<grpc.status> = new Set([
-  grpc.status.UNAVAILABLE,
-  grpc.status.DEADLINE_EXCEEDED,
-  grpc.status.ABORTED,
-]);
-
 /** The one place where gRPC statuses become `geospool client` exit codes. */
 export function exitCodeOfStatus(code: grpc.status): ExitCode {
-  switch (code) {
-    case grpc.status.INVALID_ARGUMENT:
+  switch (statusKind(code)) {
+    case StatusKind.Invalid:
       return ExitCode.Usage;
-    case grpc.status.NOT_FOUND:
+    case StatusKind.NotFound:
       return ExitCode.NotFound;
-    case grpc.status.FAILED_PRECONDITION:
+    case StatusKind.Precondition:
       return ExitCode.LeaseLost;
-    case grpc.status.UNAUTHENTICATED:
-    case grpc.status.PERMISSION_DENIED:
+    case StatusKind.Denied:
       return ExitCode.AccessDenied;
-    case grpc.status.UNAVAILABLE:
-    case grpc.status.DEADLINE_EXCEEDED:
+    case StatusKind.Retry:
       return ExitCode.Unavailable;
     default:
       return ExitCode.Failure;
@@ -42,7 +34,7 @@ export const CLIENT_EXIT_CODES_HELP = `Exit codes:
        wrong lease token); nothing was changed
   6    UNAUTHENTICATED or PERMISSION_DENIED: missing or unknown token, or the token may
        not do this on that queue
-  7    unavailable: no endpoint answered (UNAVAILABLE or DEADLINE_EXCEEDED on every try)
+  7    unavailable: no endpoint answered (UNAVAILABLE, DEADLINE_EXCEEDED or ABORTED on every try)
        before --retry-for ran out; trying again later may succeed
   10   any other failure (the gRPC status is in the message; --json prints its code)
   130  interrupted by SIGINT/SIGTERM (watch stopped by a signal exits 0)`;

@@ -1,6 +1,7 @@
-import { Backoff, sleep } from "../client/backoff.js";
+import { isRetryableStatus } from "../../common/grpc-status.js";
+import { sleep } from "../../common/sleep.js";
+import { Backoff } from "../client/backoff.js";
 import { ClientError } from "../client/geospool-client.js";
-import { RETRYABLE } from "./client-errors.js";
 
 /**
  * Try `attempt` on each endpoint in turn until one succeeds, a failure is not retryable,
@@ -22,7 +23,7 @@ export async function acrossEndpoints<T>(
       return await attempt(endpoint);
     } catch (err) {
       tried++;
-      const retryable = err instanceof ClientError && RETRYABLE.has(err.code);
+      const retryable = err instanceof ClientError && isRetryableStatus(err.code);
       if (!retryable || (Date.now() >= giveUpAt && tried >= endpoints.length)) throw err;
       onRetry?.(endpoint, err);
       if (tried % endpoints.length === 0) {

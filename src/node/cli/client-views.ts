@@ -1,5 +1,5 @@
 import { once } from "node:events";
-import type { ClientEntry, Lease } from "../client/geospool-client.js";
+import type { EntryInfo, Lease } from "../client/geospool-client.js";
 import { usageError } from "./cli-error.js";
 import { requireEndpoint } from "./client-settings.js";
 
@@ -25,7 +25,7 @@ function iso(ms: number): string {
 }
 
 /** An entry as every client command prints it with --json. */
-export function entryJson(e: ClientEntry) {
+export function entryJson(e: EntryInfo) {
   return {
     name: e.name,
     queue: e.queue,

@@ -1,9 +1,10 @@
 import * as grpc from "@grpc/grpc-js";
+import { isRetryableStatus } from "../../common/grpc-status.js";
+import { sleep } from "../../common/sleep.js";
 import { geospool } from "../../proto/generated/spool.js";
-import { Backoff, sleep } from "../client/backoff.js";
+import { Backoff } from "../client/backoff.js";
 import { ClientError } from "../client/geospool-client.js";
 import { parseCommand } from "./args.js";
-import { RETRYABLE } from "./client-errors.js";
 import { type ClientSubcommand, GLOBAL_HINT } from "./client-subcommand.js";
 import { Output } from "./output.js";
 
@@ -90,7 +91,7 @@ ${GLOBAL_HINT}`,
         );
       } catch (err) {
         failure = asClientError(err, endpoint);
-        if (!RETRYABLE.has(failure.code)) throw failure;
+        if (!isRetryableStatus(failure.code)) throw failure;
       }
       const wasConnected = events > 0 || Date.now() - started >= CONNECTED_AFTER_MS;
       if (wasConnected) {

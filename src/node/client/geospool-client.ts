@@ -2,26 +2,19 @@ import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Readable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
+import { isRetryableStatus } from "../../common/grpc-status.js";
+import { sleep } from "../../common/sleep.js";
 import type { geospool } from "../../proto/generated/spool.js";
 import { SpoolClient } from "../../proto/service-definition.js";
+import type { EntryInfo } from "../entry-info.js";
 import { durationMs, timestampMs, toDuration } from "../grpc/convert.js";
-import { Backoff, sleep } from "./backoff.js";
+import { Backoff } from "./backoff.js";
 
-/** An entry as the client sees it. */
-export interface ClientEntry {
-  name: string;
-  queue: string;
-  metadata: Buffer;
-  attempts: number;
-  dataSize: number;
-  dataSha256: string;
-  enqueuedAt: number;
-  leaseUntil?: number;
-}
+export type { EntryInfo };
 
 /** A checkout held through a node: complete, release and extend go back to that node. */
 export interface Lease {
-  entry: ClientEntry;
+  entry: EntryInfo;
   token: string;
   /** The node that holds the checkout. */
   endpoint: string;
@@ -61,13 +54,6 @@ interface UnaryMethods {
 }
 
 const MIB = 1024 * 1024;
-
-/** Statuses after which another node (or the same one, later) may well succeed. */
-const FAILOVER = new Set([
-  grpc.status.UNAVAILABLE,
-  grpc.status.DEADLINE_EXCEEDED,
-  grpc.status.ABORTED,
-]);
 
 export class ClientError extends Error {
   readonly code: grpc.status;
@@ -164,7 +150,7 @@ export class GeospoolClient {
         const code = statusOf(err);
         // Every endpoint gets one try, however short retryForMs is.
         const outOfTime = Date.now() >= giveUpAt && tried + 1 >= endpoints.length;
-        if (!FAILOVER.has(code) || outOfTime) {
+        if (!isRetryableStatus(code) || outOfTime) {
           const msg = (err as { details?: string }).details || (err as Error).message;
           throw new ClientError(
             `${endpoint}: ${grpc.status[code] ?? code}: ${msg}`,
@@ -217,7 +203,7 @@ export class GeospoolClient {
     queue: string,
     data: Buffer | string | Readable | AsyncIterable<Uint8Array>,
     options: { metadata?: Buffer | string; idempotencyKey?: string; dataSha256?: string } = {},
-  ): Promise<{ entry: ClientEntry; deduplicated: boolean; endpoint: string }> {
+  ): Promise<{ entry: EntryInfo; deduplicated: boolean; endpoint: string }> {
     const key = options.idempotencyKey ?? randomUUID();
     const bytes =
       typeof data === "string" ? Buffer.from(data) : Buffer.isBuffer(data) ? data : undefined;
@@ -232,7 +218,7 @@ export class GeospoolClient {
       ...(options.dataSha256 ? { dataSha256: options.dataSha256 } : {}),
     };
     const attempt = (c: SpoolClient, endpoint: string) =>
-      new Promise<{ entry: ClientEntry; deduplicated: boolean; endpoint: string }>(
+      new Promise<{ entry: EntryInfo; deduplicated: boolean; endpoint: string }>(
         (resolve, reject) => {
           // A deadline that grows with the data (1 s per MiB on top of the call timeout) for
           // bytes; none for a stream of unknown length (keepalive catches a dead peer).
@@ -298,7 +284,7 @@ export class GeospoolClient {
   }
 
   /** Save the checkout into `queue` (optionally with new metadata). */
-  async save(lease: Lease, queue: string, metadata?: Buffer | string): Promise<ClientEntry> {
+  async save(lease: Lease, queue: string, metadata?: Buffer | string): Promise<EntryInfo> {
     const save: geospool.v1.SaveAction.$Properties = { queue };
     if (metadata !== undefined)
       save.metadata = typeof metadata === "string" ? Buffer.from(metadata) : metadata;
@@ -509,9 +495,9 @@ function write(
   });
 }
 
-export function fromEntry(e: geospool.v1.Entry.$Properties | null | undefined): ClientEntry {
+export function fromEntry(e: geospool.v1.Entry.$Properties | null | undefined): EntryInfo {
   if (!e) throw new ClientError("reply without an entry", grpc.status.INTERNAL);
-  const out: ClientEntry = {
+  const out: EntryInfo = {
     name: e.name ?? "",
     queue: e.queue ?? "",
     metadata: Buffer.from(e.metadata ?? new Uint8Array()),

@@ -9,9 +9,9 @@
  * Calls on a checkout (save, remove, release, extendLease) go to the node that holds it.
  */
 export {
-  type ClientEntry,
   ClientError,
   type ClientTls,
+  type EntryInfo,
   GeospoolClient,
   type GeospoolClientOptions,
   type Lease,

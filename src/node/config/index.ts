@@ -15,6 +15,8 @@
  * `config: grpc.listen (from GEOSPOOL_GRPC__LISTEN): expected host:port (IPv6 as [::1]:port), got "abc"`.
  * docs/configuration.md documents every key.
  */
+
+export { formatDuration, formatSize, parseDuration, parseSize } from "../../common/units.js";
 export {
   ACTIONS,
   type Action,
@@ -32,5 +34,4 @@ export { formatHostPort, type HostPort, isLoopbackHost, parseHostPort } from "./
 export { CONFIG_FILE_ENV, type ConfigKey, configKeys, ENV_PREFIX } from "./keys.js";
 export { type LoadConfigOptions, loadConfig, parseConfig } from "./load.js";
 export { REDACTED, redactConfig } from "./redact.js";
-export { formatDuration, formatSize, parseDuration, parseSize } from "./units.js";
 export { configWarnings } from "./warnings.js";

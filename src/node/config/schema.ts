@@ -1,9 +1,9 @@
 import { z } from "zod";
+import { parseDuration, parseSize } from "../../common/units.js";
 import { nameProblem } from "../../spool/index.js";
 import { ACTIONS, type Config, LOG_LEVELS } from "./config.js";
 import { show } from "./errors.js";
 import { formatHostPort, parseHostPort } from "./host-port.js";
-import { parseDuration, parseSize } from "./units.js";
 
 /**
  * The one schema of a node's configuration. Every leaf accepts the typed value (from YAML)

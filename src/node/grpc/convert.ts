@@ -1,5 +1,5 @@
 import type { geospool } from "../../proto/generated/spool.js";
-import type { EntryInfo } from "../service/spool-service.js";
+import type { EntryInfo } from "../entry-info.js";
 
 type DurationLike = { seconds?: number | null; nanos?: number | null } | null | undefined;
 

@@ -34,7 +34,7 @@ export const REDACTED_LOG_PATHS = [
  *     const log = logger.child({ component: "grpc" });
  *     const peerLog = logger.child({ component: "applier", peer: "eu-1" });
  *
- * Libraries take a `Logger` as an option (see `componentLogger`) and never create one.
+ * Libraries take a `Logger` as an option (see `componentLogger` in src/common/logger.ts) and never create one.
  * Secrets under the keys in REDACTED_LOG_PATHS print as "[redacted]".
  */
 export function createLogger(options: LoggerOptions): Logger {
@@ -56,19 +56,7 @@ export function createLogger(options: LoggerOptions): Logger {
   return pino(settings, destination);
 }
 
-/** The convention in one place: `logger.child({ component, ...bindings })`. */
-export function componentLogger(
-  logger: Logger,
-  component: string,
-  bindings: Record<string, unknown> = {},
-): Logger {
-  return logger.child({ component, ...bindings });
-}
-
-/** A logger that writes nothing, for library defaults and tests. */
-export function silentLogger(): Logger {
-  return pino({ level: "silent" });
-}
+export { componentLogger, silentLogger } from "../../common/logger.js";
 
 /** Flushes buffered lines (asynchronous destinations); call before the process exits. */
 export function flushLogger(logger: Logger): Promise<void> {

@@ -4,7 +4,8 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
-import pino, { type Logger } from "pino";
+import type { Logger } from "pino";
+import { componentLogger } from "../../common/logger.js";
 import { postgresBinaries } from "./binaries.js";
 import { PostgresServerError, PostgresServerErrorCode } from "./errors.js";
 import { launchPostmaster, SUPERUSER, SUPERUSER_PASSWORD } from "./postmaster.js";
@@ -60,7 +61,7 @@ export async function startEmbeddedPostgres(
   opts: EmbeddedPostgresOptions,
 ): Promise<EmbeddedPostgres> {
   const started = Date.now();
-  const logger = (opts.logger ?? pino({ level: "silent" })).child({ component: "postgres" });
+  const logger = componentLogger(opts.logger, "postgres");
   const user = await serverUser(logger);
   const binaries = await serverBinaries({
     binaries: await postgresBinaries(),

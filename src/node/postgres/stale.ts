@@ -1,6 +1,7 @@
 import { realpath, rm } from "node:fs/promises";
 import { resolve } from "node:path";
-import pino, { type Logger } from "pino";
+import type { Logger } from "pino";
+import { componentLogger } from "../../common/logger.js";
 import { PostgresServerError, PostgresServerErrorCode } from "./errors.js";
 import { reapStragglers } from "./postmaster.js";
 import {
@@ -59,7 +60,7 @@ export async function stopStalePostgres(
   dataDir: string,
   opts: { logger?: Logger; timeoutMs?: number } = {},
 ): Promise<StaleStopOutcome> {
-  const logger = (opts.logger ?? pino({ level: "silent" })).child({ component: "postgres" });
+  const logger = componentLogger(opts.logger, "postgres");
   let dir: string;
   try {
     dir = await realpath(resolve(dataDir));

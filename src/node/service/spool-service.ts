@@ -10,6 +10,7 @@ import {
   SpoolErrorCode,
   validateName,
 } from "../../spool/index.js";
+import type { EntryInfo } from "../entry-info.js";
 import type { NodeEntryMeta } from "./entry-meta.js";
 import { ServiceError, ServiceErrorCode, toServiceError } from "./errors.js";
 import type { IdempotencyStore, KeyScope } from "./idempotency-store.js";
@@ -18,17 +19,6 @@ import { type Transition, TransitionBus } from "./transitions.js";
 
 export type NodeSpool = Spool<NodeEntryMeta, string>;
 
-/** An entry as the service shows it to clients. */
-export interface EntryInfo {
-  name: string;
-  queue: string;
-  metadata: Buffer;
-  attempts: number;
-  dataSize: number;
-  dataSha256: string;
-  enqueuedAt: number;
-  leaseUntil?: number;
-}
 
 export interface EnqueueHeader {
   queue: string;
