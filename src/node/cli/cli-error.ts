@@ -1,3 +1,4 @@
+import { CacheError } from "../../cache/errors.js";
 import { SpoolError } from "../../spool/index.js";
 import { ExitCode, exitCodeOfSpoolError } from "./exit-codes.js";
 
@@ -21,9 +22,12 @@ export function usageError(message: string): CliError {
   return new CliError("usage", message, ExitCode.Usage);
 }
 
-/** Any thrown value as a CliError: spool errors keep their code, the rest are failures. */
+/** Any thrown value as a CliError: spool and cache errors keep their code, the rest are failures. */
 export function toCliError(err: unknown): CliError {
   if (err instanceof CliError) return err;
+  if (err instanceof CacheError) {
+    return new CliError(err.code, oneLine(err.message), ExitCode.Failure, { cause: err });
+  }
   if (err instanceof SpoolError) {
     return new CliError(err.code, oneLine(err.message), exitCodeOfSpoolError(err.code), {
       cause: err,

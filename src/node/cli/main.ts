@@ -40,12 +40,19 @@ const clusterCommand = lazy(
   async () => (await import("./cluster-command.js")).clusterCommand,
 );
 
+const cacheCommand = lazy(
+  "cache",
+  "the Nix/Guix binary cache: signing keys (keygen)",
+  async () => (await import("./cache-command.js")).cacheCommand,
+);
+
 const COMMANDS: readonly Command[] = [
   devCommand,
   nodeCommand,
   spoolCommand,
   clientCommand,
   clusterCommand,
+  cacheCommand,
   certsCommand,
 ];
 
