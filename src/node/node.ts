@@ -1,4 +1,3 @@
-import { stat } from "node:fs/promises";
 import pg from "pg";
 import type { Logger } from "pino";
 import { migrate } from "../replication/migrate.js";
@@ -58,12 +57,6 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     await migrate(pool, { logger: log.child({ component: "migrate" }) });
     await claimDatabase(pool, config);
 
-    // A spool directory made by this start, with a database that remembers entries, is a
-    // lost disk: replication restores it rather than journaling every entry as removed.
-    const spoolCreated = !(await stat(config.spool.dir).then(
-      () => true,
-      () => false,
-    ));
     const spool: NodeSpool = await Spool.load(
       config.spool.dir,
       {
@@ -143,7 +136,6 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       idempotency: store,
       metrics,
       logger: log,
-      spoolCreated,
     });
     cleanups.push(() => replication.stop());
     const status = new ClusterStatus({

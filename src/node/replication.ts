@@ -33,8 +33,6 @@ export async function startReplication(opts: {
   idempotency: IdempotencyStore;
   metrics: Metrics;
   logger: Logger;
-  /** The spool directory did not exist before this start. */
-  spoolCreated?: boolean;
 }): Promise<NodeReplication> {
   const { config, pool, spool, service, logger } = opts;
   const log = logger.child({ component: "replication" });
@@ -60,7 +58,11 @@ export async function startReplication(opts: {
 
   const queues = new Set<string>(config.spool.queues);
   const root = config.spool.dir;
+  const identity = spool.identity;
+  if (identity === undefined)
+    throw new Error("replication needs a spool opened with load or create");
   const replicaSpool: ReplicaSpool = {
+    identity,
     watchDirs: config.spool.queues.flatMap((q) => [join(root, q), join(root, q, ".checkout")]),
     hasQueue: (q) => queues.has(q),
     inspect: (name) => spool.inspectReplica(name),
@@ -139,7 +141,6 @@ export async function startReplication(opts: {
       quarantined: () => opts.metrics.recordReplication("quarantined", 1),
     },
     fullReconcileEveryMs: config.replication.fullReconcileEvery,
-    spoolCreated: opts.spoolCreated === true,
   });
   try {
     await replicator.start();

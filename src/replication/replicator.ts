@@ -9,6 +9,7 @@ import {
   type ReplicaData,
   type ReplicaInspection,
   type ReplicaPlacement,
+  type SpoolIdentity,
 } from "../spool/index.js";
 import { ApplyStream, compareLsn, ensureApplySlot } from "./apply-stream.js";
 import { compareRows, foldEntry } from "./fold.js";
@@ -33,6 +34,7 @@ import {
   transitionRows,
   type UnstampedRow,
 } from "./replica-state.js";
+import { checkSpoolIdentity } from "./spool-identity-check.js";
 
 /**
  * The replicator of one node: the tailer and the applier, over one loop.
@@ -60,6 +62,8 @@ import {
 export interface ReplicaSpool {
   /** Directories whose file events mean an entry may have moved (queues and their .checkout). */
   readonly watchDirs: readonly string[];
+  /** Which spool directory this is: tells a lost spool from an empty one (see `start`). */
+  readonly identity: SpoolIdentity;
   hasQueue(queue: string): boolean;
   inspect(name: string): Promise<ReplicaInspection<string>>;
   place(
@@ -118,11 +122,6 @@ export interface ReplicatorOptions {
   /** Full reconcile of the spool against the record. Default 30 s. */
   fullReconcileEveryMs?: number;
   /**
-   * The spool directory was created by this start: with a non-empty record, the spool is
-   * treated as lost and restored from the journal (see `start`).
-   */
-  spoolCreated?: boolean;
-  /**
    * Entries whose data is at most this many bytes carry it in their enqueue row, so peers
    * place them without a fetch. 0 turns it off. Default 64 KiB.
    */
@@ -177,6 +176,8 @@ const RETRY_BASE_MS = 250;
 const RETRY_MAX_MS = 30_000;
 /** In-flux retries (about 2 s with the backoff) after which a placement counts as dead. */
 const STALLED_RETRIES = 3;
+/** How long `stop` goes on syncing what is dirty (local transitions not journaled yet). */
+const STOP_DRAIN_MS = 5_000;
 
 export class Replicator {
   private readonly log: Logger;
@@ -193,12 +194,15 @@ export class Replicator {
   /** Decoded peer rows from the apply stream not yet folded, by entry. */
   private readonly streamed = new Map<string, Record<string, unknown>[]>();
   private readonly quarantinedKeys = new Set<string>();
+  /** Entries with a row in replica_pending (deleted once they sync). */
+  private readonly pendingRows = new Set<string>();
   private stream: ApplyStream | undefined;
   private watchers: FSWatcher[] = [];
   private timers: NodeJS.Timeout[] = [];
   private wake: (() => void) | undefined;
   private drained: Array<() => void> = [];
   private stopped = false;
+  private stopping: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
   private readonly counters = {
     applied: 0,
@@ -243,24 +247,12 @@ export class Replicator {
       });
     }
     const pending = await pool.query<{ entry: string }>("select entry from replica_pending");
-    for (const r of pending.rows) this.mark(r.entry, true);
-    let fullPass = names.recreated;
-    if (
-      this.recorded.size > 0 &&
-      (this.opts.spoolCreated || (await this.opts.spool.scan()).size === 0)
-    ) {
-      // The spool directory is new or empty while the record says it held entries: the disk
-      // was lost or wiped. Journaling that as removes would delete every entry cluster-wide;
-      // instead forget the record and restore the spool from the journal and the peers' data.
-      this.log.warn(
-        { recorded: this.recorded.size, spoolCreated: this.opts.spoolCreated === true },
-        "the spool is empty but its record is not: restoring it from the journal, not removing",
-      );
-      await pool.query("delete from replica_entries");
-      this.recorded.clear();
-      fullPass = true;
+    for (const r of pending.rows) {
+      this.pendingRows.add(r.entry);
+      this.mark(r.entry, true);
     }
-    if (fullPass) await this.markWholeJournal();
+    await this.checkSpool();
+    if (names.recreated) await this.markWholeJournal();
     this.startWatches();
     await this.reconcile();
     this.loop = this.run();
@@ -295,6 +287,56 @@ export class Replicator {
     this.timers.push(r);
   }
 
+  /**
+   * Is the spool the one the record describes (by its identity, never by emptiness: see
+   * spool-identity-check.ts)? If not, the disk was lost or replaced: journaling the
+   * difference as removes would delete every entry cluster-wide, so in one transaction the
+   * record goes, every entry the journal names is left to sync (in replica_pending, so a
+   * crash part-way resumes the restore) and the spool's id is recorded; the applier then
+   * restores the spool from the journal and the peers' data.
+   */
+  private async checkSpool(): Promise<void> {
+    const { pool, nodeId, spool } = this.opts;
+    const recorded = await pool.query<{ spool_id: string }>("select spool_id from replica_spool");
+    const check = checkSpoolIdentity({
+      recordedId: recorded.rows[0]?.spool_id,
+      spool: spool.identity,
+      recordedEntries: this.recorded.size,
+    });
+    const recordId = (client: pg.ClientBase) =>
+      client.query(
+        `insert into replica_spool (spool_id) values ($1)
+         on conflict (singleton) do update set spool_id = excluded.spool_id, recorded_at = now()`,
+        [spool.identity.id],
+      );
+    if (check.kind === "same") {
+      if (check.recordId) await inTransaction(pool, recordId);
+      return;
+    }
+    this.log.warn(
+      { recorded: this.recorded.size, why: check.why },
+      "the spool is not the one the record describes: restoring it from the journal, not removing",
+    );
+    const restore = await inTransaction(pool, async (client) => {
+      await client.query("delete from replica_entries");
+      const r = await client.query<{ entry: string }>(
+        `insert into replica_pending (entry, reason)
+         select distinct entry, 'restoring a lost spool' from journal
+         where origin <> $1 or op = 'enqueue'
+         on conflict (entry) do nothing
+         returning entry`,
+        [nodeId],
+      );
+      await recordId(client);
+      return r.rows;
+    });
+    this.recorded.clear();
+    for (const r of restore) {
+      this.pendingRows.add(r.entry);
+      this.mark(r.entry, true);
+    }
+  }
+
   /** Every commit the stream delivered is acknowledged and no peer change is being synced. */
   private streamIdle(): boolean {
     if (this.commits.length > 0 || this.inProgress.size > 0) return false;
@@ -304,7 +346,7 @@ export class Replicator {
 
   /**
    * Mark every entry the journal names, or the record holds, for a sync against its fold
-   * (after an invalidated slot, or to restore a lost spool).
+   * (after an invalidated slot).
    */
   private async markWholeJournal(): Promise<void> {
     const r = await this.opts.pool.query<{ entry: string }>(
@@ -363,15 +405,35 @@ export class Replicator {
     };
   }
 
-  async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    for (const w of this.watchers) w.close();
-    for (const t of this.timers) clearInterval(t);
-    this.wake?.();
-    await this.loop?.catch(() => undefined);
-    await this.stream?.stop();
-    for (const d of this.drained.splice(0)) d();
+  /**
+   * Stop: first go on syncing what is dirty (for up to STOP_DRAIN_MS), so the node's last
+   * transitions are journaled now rather than found at the next start; then end the loop
+   * at a batch boundary and the apply stream.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      for (const w of this.watchers) w.close();
+      for (const t of this.timers) clearInterval(t);
+      const until = Date.now() + STOP_DRAIN_MS;
+      while (this.loop !== undefined && this.dirty.size + this.inProgress.size > 0) {
+        const left = until - Date.now();
+        if (left <= 0) break;
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          this.idle(),
+          new Promise((resolve) => {
+            timer = setTimeout(resolve, left);
+          }),
+        ]);
+        clearTimeout(timer);
+      }
+      this.stopped = true;
+      this.wake?.();
+      await this.loop?.catch(() => undefined);
+      await this.stream?.stop();
+      for (const d of this.drained.splice(0)) d();
+    })();
+    return this.stopping;
   }
 
   // ---- marking -------------------------------------------------------------------------
@@ -759,7 +821,7 @@ export class Replicator {
     }
     const needTx =
       rows.length + records.length + quarantine.length + retry.length > 0 ||
-      settled.some((e) => this.retries.get(e)?.peer);
+      settled.some((e) => this.pendingRows.has(e));
     if (needTx) {
       await inTransaction(this.opts.pool, async (client) => {
         if (rows.length > 0) await appendLocal(client, this.opts.nodeId, rows);
@@ -821,6 +883,8 @@ export class Replicator {
       });
     }
     // Committed: now the in-memory view follows.
+    for (const r of retry) this.pendingRows.add(r.entry);
+    if (needTx) for (const e of settled) this.pendingRows.delete(e);
     for (const [entry, state] of records) {
       if (state === null) this.recorded.delete(entry);
       else this.recorded.set(entry, state);

@@ -12,6 +12,7 @@ import {
   statIfExists,
   unlinkIfExists,
 } from "./fs-ops.js";
+import { isIdentityFile, readSpoolId, type SpoolIdentity, writeSpoolId } from "./identity.js";
 import { Layout, TMP_TAG_SEPARATOR } from "./layout.js";
 import { newLeaseToken, writeLeaseRecord } from "./lease-token.js";
 import { type NameGenerator, timeSortableNames, validateName } from "./names.js";
@@ -62,6 +63,8 @@ export class SpoolCore<M, Q extends string> {
   readonly leases: LeasePolicy<Q>;
   readonly syncer = new DirectorySyncer();
   private readonly dirnames = new Map<string, string>();
+  /** Set by `open` (undefined for a spool opened without looking at the disk). */
+  identity: SpoolIdentity | undefined;
   clock: () => number = Date.now;
 
   constructor(root: string, spoolable: Spoolable<M, Q>) {
@@ -609,8 +612,9 @@ export class SpoolCore<M, Q extends string> {
       throw new SpoolError(SpoolErrorCode.NotASpool, `${root} is not a directory`);
     }
     const looksLikeSpool = (await isDir(this.layout.registry)) && (await isDir(this.layout.tmp));
-    if (!looksLikeSpool) {
-      const contents = await readdir(root);
+    const fresh = !looksLikeSpool;
+    if (fresh) {
+      const contents = (await readdir(root)).filter((n) => !isIdentityFile(n));
       if (contents.length > 0) {
         throw new SpoolError(
           SpoolErrorCode.NotASpool,
@@ -618,6 +622,9 @@ export class SpoolCore<M, Q extends string> {
         );
       }
     }
+    // A new spool gets its identity before its directories: a crash in between leaves a
+    // spool that is still new, never one that looks made before identities existed.
+    if (fresh && createIfMissing) this.identity = await loadIdentity(root, "created");
     for (const dir of this.spoolDirs()) {
       if (await isDir(dir)) continue;
       if (!createIfMissing) {
@@ -629,7 +636,15 @@ export class SpoolCore<M, Q extends string> {
         throw ioError("create", dir, err);
       }
     }
+    this.identity ??= await loadIdentity(root, "adopted");
   }
+}
+
+/** Read the spool's id, or write one (the spool is then `made` as given). */
+async function loadIdentity(root: string, made: "created" | "adopted"): Promise<SpoolIdentity> {
+  const id = await readSpoolId(root);
+  if (id !== undefined) return { id, made: made === "created" ? "created" : "loaded" };
+  return { id: await writeSpoolId(root), made };
 }
 
 export interface ExpiredLease<Q extends string> {

@@ -9,6 +9,7 @@
  *
  * ## On disk
  *
+ *     <spool>/.spool-id                 the spool's identity: a random id written when it is made
  *     <spool>/.registry/<name>          the name's reservation, made empty with O_CREAT|O_EXCL;
  *                                       while checked out: "<lease token> <checkout inode>"
  *     <spool>/.tmp/<name>[~tag]         metadata being written (write, fsync, rename into place)
@@ -23,6 +24,10 @@
  *
  * ## Promises
  *
+ * - `create`/`load` refuse a non-empty directory that is not a spool. A new spool gets its
+ *   `.spool-id` (128 random bits, fsynced) before its directories; a spool made before
+ *   identities existed gets one at its next load (`identity.made` says which). Wiping a
+ *   spool and making it again changes its id: that, not emptiness, tells a lost spool.
  * - `enqueue`: reserve a name (or use one reserved earlier), write the data and fsync it,
  *   write the metadata to .tmp and fsync it, fsync .registry and .data, rename the
  *   metadata into the queue, fsync the queue directory. When it returns, the entry survives
@@ -108,6 +113,7 @@ export { DataFile, type DataSource } from "./data.js";
 export type { DoorbellMode } from "./doorbell.js";
 export { DirectEntryOps, Entry } from "./entry.js";
 export { SpoolError, SpoolErrorCode } from "./errors.js";
+export { SPOOL_ID_FILE, type SpoolIdentity } from "./identity.js";
 export { leaseTokensEqual } from "./lease-token.js";
 export {
   DEFAULT_ALERT_AFTER_CYCLES,

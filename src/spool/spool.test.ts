@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
@@ -15,7 +15,7 @@ describe("create and load", () => {
   it("creates every directory and loads it back", async () => {
     const spool = await newSpool();
     const names = (await readdir(spool.dir)).sort();
-    expect(names).toEqual([".data", ".registry", ".tmp", "dead", "inbox", "outbox"]);
+    expect(names).toEqual([".data", ".registry", ".spool-id", ".tmp", "dead", "inbox", "outbox"]);
     expect(await readdir(join(spool.dir, "inbox"))).toEqual([".checkout"]);
     await Spool.load(spool.dir, widgetSpoolable());
   });
@@ -44,6 +44,52 @@ describe("create and load", () => {
     expect(err.code).toBe(SpoolErrorCode.MissingDirectory);
     await Spool.load(spool.dir, more, { createIfMissing: true });
     expect(await readdir(join(spool.dir, "extra"))).toEqual([".checkout"]);
+  });
+});
+
+describe("identity", () => {
+  it("is made with the spool, kept by every load, and new when the spool is made again", async () => {
+    const spool = await newSpool();
+    const made = spool.identity;
+    expect(made?.made).toBe("created");
+    expect(made?.id).toMatch(/^[0-9a-f]{32}$/);
+    expect((await readFile(join(spool.dir, ".spool-id"), "utf8")).trim()).toBe(made?.id);
+    const again = await Spool.load(spool.dir, widgetSpoolable(), { createIfMissing: true });
+    expect(again.identity).toEqual({ id: made?.id, made: "loaded" });
+    await rm(spool.dir, { recursive: true });
+    const remade = await newSpool();
+    expect(remade.identity?.made).toBe("created");
+    expect(remade.identity?.id).not.toBe(made?.id);
+  });
+
+  it("is adopted by a spool made before identities, once", async () => {
+    const spool = await newSpool();
+    await rm(join(spool.dir, ".spool-id"));
+    const adopted = await Spool.load(spool.dir, widgetSpoolable());
+    expect(adopted.identity?.made).toBe("adopted");
+    const later = await Spool.load(spool.dir, widgetSpoolable());
+    expect(later.identity).toEqual({ id: adopted.identity?.id, made: "loaded" });
+  });
+
+  it("refuses a malformed identity file, naming it, and leaves it alone", async () => {
+    const spool = await newSpool();
+    await writeFile(join(spool.dir, ".spool-id"), "not an id\n");
+    const err = await Spool.load(spool.dir, widgetSpoolable()).catch((e) => e);
+    expect(err).toBeInstanceOf(SpoolError);
+    expect(err.code).toBe(SpoolErrorCode.NotASpool);
+    expect(err.message).toContain(join(spool.dir, ".spool-id"));
+    expect(await readFile(join(spool.dir, ".spool-id"), "utf8")).toBe("not an id\n");
+  });
+
+  it("a directory holding only an identity (a creation cut short) is still new", async () => {
+    const spool = await newSpool();
+    const id = spool.identity?.id;
+    for (const d of await readdir(spool.dir)) {
+      if (d !== ".spool-id") await rm(join(spool.dir, d), { recursive: true });
+    }
+    const resumed = await newSpool();
+    expect(resumed.identity).toEqual({ id, made: "created" });
+    expect(Spool.loadUnsafe(spool.dir, widgetSpoolable()).identity).toBeUndefined();
   });
 });
 

@@ -5,6 +5,7 @@ import type { DataFile, DataSource } from "./data.js";
 import { Entry } from "./entry.js";
 import { isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
 import { statIfExists } from "./fs-ops.js";
+import type { SpoolIdentity } from "./identity.js";
 import { readLeaseToken } from "./lease-token.js";
 import { type NameGenerator, validateName } from "./names.js";
 import {
@@ -89,6 +90,13 @@ export class Spool<M, Q extends string = string> {
 
   get dir(): string {
     return this.core.layout.root;
+  }
+  /**
+   * Which spool directory this is (see `SpoolIdentity`): read or written by `create` and
+   * `load`; undefined after `loadUnsafe`.
+   */
+  get identity(): SpoolIdentity | undefined {
+    return this.core.identity;
   }
   get queues(): readonly Q[] {
     return this.core.queues;

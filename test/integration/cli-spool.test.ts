@@ -208,6 +208,7 @@ describe("create", () => {
     expect((await readdir(sp())).sort()).toEqual([
       ".data",
       ".registry",
+      ".spool-id",
       ".tmp",
       "dead",
       "inbox",
