@@ -25,7 +25,7 @@ function numbered(prefix: string): NameGenerator {
   return { next: (attempt) => `${prefix}${String(attempt).padStart(6, "0")}` };
 }
 
-/** What `find spool | sort` prints (C locale), the spool's own root files aside. */
+/** What `find spool | sort` prints (C locale). */
 async function layout(spool: Spool<Widget, WidgetQueue>): Promise<string[]> {
   const paths = (await readdir(spool.dir, { recursive: true })).map((p) => `spool/${p}`);
   return ["spool", ...paths].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
@@ -35,6 +35,7 @@ const EMPTY = [
   "spool",
   "spool/.data",
   "spool/.registry",
+  "spool/.spool-id",
   "spool/.tmp",
   "spool/dead",
   "spool/dead/.checkout",

@@ -7,16 +7,12 @@ import type { RunningNode } from "../../src/node/node.js";
 import { buildCli } from "../helpers/cli-build.js";
 import { eventually, freePorts } from "../helpers/cluster.js";
 import { startTestNode } from "../helpers/node.js";
+import { killNodeProcesses, type NodeProcess, startNodeProcess } from "../helpers/node-process.js";
 import {
   startPostgresServers,
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import {
-  killNodeProcesses,
-  type NodeProcess,
-  startNodeProcess,
-} from "../helpers/replication-node-process.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
