@@ -1,0 +1,258 @@
+import { createHash } from "node:crypto";
+import { stat } from "node:fs/promises";
+import type { EntryInfo } from "../entry-info.js";
+import { findInfo, toInfo } from "./entry-lookup.js";
+import type { NodeEntryMeta } from "./entry-meta.js";
+import { ServiceError, ServiceErrorCode } from "./errors.js";
+import type { IdempotencyStore, KeyScope } from "./idempotency-store.js";
+import { unlinkRegistryIfUnused } from "./name-reservation.js";
+import type { NodeSpool, ServiceContext } from "./service-context.js";
+
+export interface EnqueueHeader {
+  queue: string;
+  metadata: Buffer;
+  idempotencyKey?: string;
+  /** Who enqueues: idempotency keys are scoped to it (and the queue). */
+  principal?: string;
+  dataSize?: number;
+  dataSha256?: string;
+}
+
+/** An idempotency claim: ours, or held by an earlier entry (returned as the duplicate). */
+type KeyClaim = { kind: "claimed" } | { kind: "duplicate"; entry: EntryInfo };
+
+const MAX_KEY_LENGTH = 200;
+
+/**
+ * Enqueue with data verified as it streams, within the upload limits, and idempotency keys
+ * scoped to (principal, queue, key): the key's claim (a PostgreSQL commit) runs while the
+ * data is written, and the entry becomes visible only once the claim is known to be ours.
+ */
+export class IdempotentEnqueue {
+  /** Enqueues under way. */
+  private uploads = 0;
+
+  constructor(
+    private readonly ctx: ServiceContext,
+    private readonly store: IdempotencyStore | undefined,
+  ) {}
+
+  /**
+   * Store an entry whose data arrives as `chunks`. Nothing becomes visible unless every
+   * byte arrived and matched the announced size and digest. With an idempotency key that
+   * the same principal used on the same queue within the window, the first entry is
+   * returned (`deduplicated`) and no second is made.
+   */
+  enqueue(
+    header: EnqueueHeader,
+    chunks: AsyncIterable<Uint8Array>,
+  ): Promise<{ entry: EntryInfo; deduplicated: boolean }> {
+    return this.ctx.timed("enqueue", header.queue, async () => {
+      this.ctx.checkQueue(header.queue);
+      const max = this.ctx.limits.maxConcurrentUploads;
+      if (this.uploads >= max) {
+        throw new ServiceError(
+          ServiceErrorCode.ResourceExhausted,
+          `this node takes ${max} uploads at once (limits.maxConcurrentUploads); retry later`,
+        );
+      }
+      this.uploads++;
+      try {
+        return await this.enqueueCounted(header, chunks);
+      } finally {
+        this.uploads--;
+      }
+    });
+  }
+
+  private async enqueueCounted(
+    header: EnqueueHeader,
+    chunks: AsyncIterable<Uint8Array>,
+  ): Promise<{ entry: EntryInfo; deduplicated: boolean }> {
+    this.ctx.checkMetadata(header.metadata);
+    const maxData = this.ctx.limits.entryDataSize;
+    if (header.dataSize !== undefined && header.dataSize > maxData) {
+      throw tooMuchData(maxData);
+    }
+    const key = header.idempotencyKey || undefined;
+    if (key !== undefined && (key.length > MAX_KEY_LENGTH || key.includes("\0"))) {
+      throw new ServiceError(
+        ServiceErrorCode.InvalidArgument,
+        `idempotency key must be 1..${MAX_KEY_LENGTH} characters without NUL`,
+      );
+    }
+    if (header.dataSha256 !== undefined && !/^[0-9a-f]{64}$/.test(header.dataSha256)) {
+      throw new ServiceError(
+        ServiceErrorCode.InvalidArgument,
+        "data_sha256 must be 64 lowercase hex digits",
+      );
+    }
+    const principal = header.principal ?? "";
+    const scope: KeyScope | undefined =
+      key === undefined ? undefined : { principal, queue: header.queue, key };
+    const name = await this.ctx.spool.reserveName();
+    // Why the spool's enqueue was stopped, as values: the spool wraps what is thrown
+    // through it, and these say what happened without digging in its error.
+    let duplicate: EntryInfo | undefined;
+    let refused: ServiceError | undefined;
+    const refuse = (e: ServiceError) => {
+      refused ??= e;
+      return e;
+    };
+    // The idempotency claim (a PostgreSQL commit) runs while the data streams to disk;
+    // the entry becomes visible only once the claim is known to be ours.
+    const claim =
+      scope === undefined
+        ? undefined
+        : this.claimKey(scope, name).catch((err: unknown) => {
+            throw err instanceof ServiceError ? refuse(err) : err;
+          });
+    claim?.catch(() => undefined);
+    const hash = createHash("sha256");
+    let size = 0;
+    const expected = header;
+    async function* verified(): AsyncGenerator<Uint8Array> {
+      try {
+        for await (const chunk of chunks) {
+          size += chunk.length;
+          if (size > maxData) throw tooMuchData(maxData);
+          if (expected.dataSize !== undefined && size > expected.dataSize) {
+            throw new ServiceError(
+              ServiceErrorCode.DataMismatch,
+              `data is longer than the announced ${expected.dataSize} bytes`,
+            );
+          }
+          hash.update(chunk);
+          yield chunk;
+        }
+      } catch (err) {
+        if (err instanceof ServiceError) refuse(err);
+        throw err;
+      }
+    }
+    let entryMeta: NodeEntryMeta | undefined;
+    try {
+      await this.ctx.spool.enqueueDeferred(
+        header.queue,
+        verified(),
+        async ({ size: written }) => {
+          const claimed = claim && (await claim);
+          if (claimed?.kind === "duplicate") {
+            duplicate = claimed.entry;
+            throw new Error("idempotency key names an earlier entry; nothing stored");
+          }
+          const sha256 = hash.digest("hex");
+          if (expected.dataSize !== undefined && written !== expected.dataSize) {
+            throw refuse(
+              new ServiceError(
+                ServiceErrorCode.DataMismatch,
+                `data ended after ${written} of the announced ${expected.dataSize} bytes`,
+              ),
+            );
+          }
+          if (expected.dataSha256 !== undefined && sha256 !== expected.dataSha256) {
+            throw refuse(
+              new ServiceError(
+                ServiceErrorCode.DataMismatch,
+                `data sha256 ${sha256} does not match the announced ${expected.dataSha256}`,
+              ),
+            );
+          }
+          entryMeta = {
+            user: header.metadata,
+            sha256,
+            size: written,
+            enqueuedAt: this.ctx.clock(),
+          };
+          if (key !== undefined) {
+            entryMeta.idempotencyKey = key;
+            entryMeta.principal = principal;
+          }
+          return entryMeta;
+        },
+        {
+          name,
+          onVisible: () => this.ctx.publish({ kind: "enqueued", name, queue: header.queue }),
+        },
+      );
+    } catch (err) {
+      if (duplicate) return { entry: duplicate, deduplicated: true };
+      if (scope !== undefined && claim) {
+        // Only a claim we hold is ours to abandon.
+        const held = await claim.then(
+          (c) => c.kind === "claimed",
+          () => false,
+        );
+        if (held) await this.store?.abandon(scope, name).catch(() => undefined);
+      }
+      throw refused ?? err;
+    }
+    // Marking the key complete is not on the reply's path: if it is lost, a retry still
+    // finds the entry by its name.
+    if (scope !== undefined) {
+      this.store?.complete(scope, name).catch((err) => {
+        this.ctx.log.warn({ err, key }, "could not mark an idempotency key complete");
+      });
+    }
+    const meta = entryMeta as NodeEntryMeta;
+    return { entry: toInfo(name, header.queue, meta, 0), deduplicated: false };
+  }
+
+  /** Claim `scope` for `name`, or find the earlier entry that holds it. */
+  private async claimKey(scope: KeyScope, name: string): Promise<KeyClaim> {
+    const store = this.store;
+    if (!store) {
+      await unlinkRegistryIfUnused(this.ctx.spool, name);
+      throw new ServiceError(
+        ServiceErrorCode.Unavailable,
+        "idempotency keys need the node's database",
+      );
+    }
+    const claim = await store.claim(scope, name).catch(async (err) => {
+      await unlinkRegistryIfUnused(this.ctx.spool, name);
+      throw new ServiceError(ServiceErrorCode.Unavailable, "idempotency store unavailable", {
+        cause: err,
+      });
+    });
+    if (claim.kind === "claimed") return claim;
+    const found = await findInfo(this.ctx.spool, claim.name);
+    if (found || claim.completed) {
+      await unlinkRegistryIfUnused(this.ctx.spool, name);
+      const entry = found ?? {
+        name: claim.name,
+        queue: scope.queue,
+        metadata: Buffer.alloc(0),
+        attempts: 0,
+        dataSize: 0,
+        dataSha256: "",
+        enqueuedAt: 0,
+      };
+      return { kind: "duplicate", entry };
+    }
+    // Not visible and not completed: either in progress, or its enqueue died.
+    if (await this.ctx.spool.core.throttle.run(() => registryExists(this.ctx.spool, claim.name))) {
+      await unlinkRegistryIfUnused(this.ctx.spool, name);
+      throw new ServiceError(
+        ServiceErrorCode.InProgress,
+        `an enqueue with idempotency key ${JSON.stringify(scope.key)} is in progress; retry`,
+      );
+    }
+    if (await store.takeOver(scope, claim.name, name)) return { kind: "claimed" };
+    await unlinkRegistryIfUnused(this.ctx.spool, name);
+    throw new ServiceError(ServiceErrorCode.InProgress, "idempotency key changed hands; retry");
+  }
+}
+
+function tooMuchData(max: number): ServiceError {
+  return new ServiceError(
+    ServiceErrorCode.ResourceExhausted,
+    `data is over the ${max} bytes of limits.entryDataSize; nothing was stored`,
+  );
+}
+
+async function registryExists(spool: NodeSpool, name: string): Promise<boolean> {
+  return stat(spool.core.layout.registryFile(name)).then(
+    () => true,
+    () => false,
+  );
+}

@@ -1,0 +1,288 @@
+import {
+  type CheckedOutEntry,
+  leaseTokensEqual,
+  QueueReader,
+  SpoolError,
+  SpoolErrorCode,
+  validateName,
+} from "../../spool/index.js";
+import type { EntryInfo } from "../entry-info.js";
+import { toInfo } from "./entry-lookup.js";
+import type { NodeEntryMeta } from "./entry-meta.js";
+import { ServiceError, ServiceErrorCode } from "./errors.js";
+import type { ServiceContext } from "./service-context.js";
+
+export type CompleteAction =
+  | { kind: "save"; queue: string; metadata?: Buffer }
+  | { kind: "remove" };
+
+const MAX_REMEMBERED_CHECKOUTS = 100_000;
+/** How long a finished Complete/Release is remembered for retries of it. */
+const FINISH_MEMORY_MS = 5 * 60_000;
+
+/**
+ * Checkouts and their holders: Dequeue hands out a checkout with its lease token; Complete,
+ * Release and ExtendLease act on it only with that token. Checkouts handed out by this
+ * process are kept (Complete need not re-read them); a finished Complete or Release is
+ * remembered for a while, so a retry of it gets the same answer.
+ */
+export class LeaseHolders {
+  private readonly readers = new Map<string, QueueReader<NodeEntryMeta, string>>();
+  private readonly finished = new Map<string, { at: number; result: Promise<unknown> }>();
+  private readonly held = new Map<
+    string,
+    { co: CheckedOutEntry<NodeEntryMeta, string>; token: string }
+  >();
+
+  constructor(
+    private readonly ctx: ServiceContext,
+    /** Longest a Dequeue may wait (ms). */
+    private readonly maxWaitMs: number,
+  ) {}
+
+  private reader(queue: string): QueueReader<NodeEntryMeta, string> {
+    let r = this.readers.get(queue);
+    if (!r) {
+      // Leases are reaped by the node's reaper, not by each waiting call.
+      r = new QueueReader(this.ctx.spool, queue, { reapEveryMs: 0 });
+      this.readers.set(queue, r);
+    }
+    return r;
+  }
+
+  /** Check out the next entry, waiting up to `waitMs` for one; undefined when none came. */
+  dequeue(req: {
+    queue: string;
+    leaseMs?: number;
+    waitMs?: number;
+    signal?: AbortSignal;
+  }): Promise<{ entry: EntryInfo; leaseToken: string } | undefined> {
+    return this.ctx.timed("dequeue", req.queue, async () => {
+      this.ctx.checkQueue(req.queue);
+      if (req.leaseMs !== undefined && !(req.leaseMs > 0)) {
+        throw new ServiceError(
+          ServiceErrorCode.InvalidArgument,
+          `lease must be a positive duration (absent for the default), got ${req.leaseMs} ms`,
+        );
+      }
+      if (req.waitMs !== undefined && !(req.waitMs >= 0)) {
+        throw new ServiceError(
+          ServiceErrorCode.InvalidArgument,
+          `wait must not be negative (0 or absent: do not wait), got ${req.waitMs} ms`,
+        );
+      }
+      const waitMs = Math.min(req.waitMs ?? 0, this.maxWaitMs);
+      const leaseMs = req.leaseMs;
+      const options = leaseMs === undefined ? {} : { leaseMs };
+      const reader = this.reader(req.queue);
+      for (;;) {
+        let co: CheckedOutEntry<NodeEntryMeta, string> | undefined;
+        try {
+          if (waitMs === 0) {
+            const r = await reader.dequeueAvailable(options);
+            co = r.kind === "checked_out" ? r.entry : undefined;
+          } else {
+            const wait = this.waitSignal(waitMs, req.signal);
+            const r = await reader.dequeue(wait.signal, options).finally(wait.done);
+            co = r.kind === "checked_out" ? r.entry : undefined;
+          }
+        } catch (err) {
+          // Undecodable metadata: the entry stays checked out until its lease ends and is
+          // dead-lettered after maxAttempts. Log it and move on to the next entry.
+          if (err instanceof SpoolError && err.code === SpoolErrorCode.MetadataDecode) {
+            this.ctx.log.error(
+              { err, queue: req.queue },
+              "skipping entry with undecodable metadata",
+            );
+            continue;
+          }
+          throw err;
+        }
+        if (!co) return undefined;
+        this.ctx.publish({ kind: "checked_out", name: co.name, queue: req.queue });
+        return {
+          entry: toInfo(co.name, co.queue, co.contents, co.attempts, co.leaseUntil),
+          leaseToken: this.remember(co),
+        };
+      }
+    });
+  }
+
+  /** Keep a checkout handed out by this process; returns its lease token. */
+  private remember(co: CheckedOutEntry<NodeEntryMeta, string>): string {
+    const token = leaseToken(co);
+    if (this.held.size >= MAX_REMEMBERED_CHECKOUTS) {
+      // Forget the oldest; a forgotten checkout is found on disk when needed.
+      const oldest = this.held.keys().next().value;
+      if (oldest !== undefined) this.held.delete(oldest);
+    }
+    this.held.set(`${co.queue}/${co.name}`, { co, token });
+    return token;
+  }
+
+  /**
+   * A signal that aborts after `ms`, when `outer` aborts or when the node stops; `done`
+   * removes its timer and listeners (nothing stays attached to the long-lived signals).
+   */
+  private waitSignal(ms: number, outer?: AbortSignal): { signal: AbortSignal; done: () => void } {
+    const ac = new AbortController();
+    const abort = () => ac.abort();
+    const timer = setTimeout(abort, ms);
+    const sources = [this.ctx.stopping, ...(outer ? [outer] : [])];
+    for (const s of sources) {
+      if (s.aborted) ac.abort();
+      else s.addEventListener("abort", abort, { once: true });
+    }
+    return {
+      signal: ac.signal,
+      done: () => {
+        clearTimeout(timer);
+        for (const s of sources) s.removeEventListener("abort", abort);
+      },
+    };
+  }
+
+  /** Find a checkout by queue, name and lease token; lease_lost if it is not ours. */
+  private async holder(queue: string, name: string, token: string) {
+    this.ctx.checkQueue(queue);
+    validateName("entry", name);
+    const mine = this.held.get(`${queue}/${name}`);
+    // The lease itself is checked again (deadline, inode) by every spool operation.
+    if (mine && leaseTokensEqual(mine.token, token)) return mine.co;
+    const co = await this.ctx.spool.checkedOutUnsafe(queue, name);
+    if (!co) {
+      const where = await this.ctx.spool.locate(name);
+      if (!where) throw new ServiceError(ServiceErrorCode.NotFound, `no entry ${name}`);
+      throw new ServiceError(
+        ServiceErrorCode.LeaseLost,
+        `entry ${name} is not checked out of ${queue}`,
+      );
+    }
+    if (!leaseTokensEqual(co.leaseToken, token)) {
+      throw new ServiceError(
+        ServiceErrorCode.LeaseLost,
+        `lease token does not match entry ${name}'s checkout`,
+      );
+    }
+    return co;
+  }
+
+  complete(req: {
+    queue: string;
+    name: string;
+    leaseToken: string;
+    action: CompleteAction;
+  }): Promise<EntryInfo | undefined> {
+    // Keyed by token, action and destination: a retry of this very request, nothing else.
+    const to = req.action.kind === "save" ? `save:${req.action.queue}` : "remove";
+    const key = `complete/${to}/${req.queue}/${req.name}/${req.leaseToken}`;
+    return this.once(key, () =>
+      this.ctx.timed("complete", req.queue, async () => {
+        if (req.action.kind === "save") {
+          this.ctx.checkQueue(req.action.queue);
+          if (req.action.metadata !== undefined) this.ctx.checkMetadata(req.action.metadata);
+        }
+        const co = await this.holder(req.queue, req.name, req.leaseToken);
+        if (req.action.kind === "remove") {
+          const r = await co.remove();
+          this.held.delete(`${req.queue}/${req.name}`);
+          if (r.kind === "lease_lost") throw leaseLost(req.name);
+          this.ctx.publish({ kind: "removed", name: req.name, queue: req.queue });
+          return undefined;
+        }
+        const { metadata, queue: to } = req.action;
+        if (metadata !== undefined) co.update((m) => ({ ...m, user: metadata }));
+        const r = await co.save(to);
+        this.held.delete(`${req.queue}/${req.name}`);
+        if (r.kind === "lease_lost") throw leaseLost(req.name);
+        this.ctx.publish({ kind: "saved", name: req.name, queue: to, fromQueue: req.queue });
+        return toInfo(req.name, to, co.contents, co.attempts);
+      }),
+    );
+  }
+
+  /**
+   * Run a finishing operation at most once per key: a retry that arrives while it runs, or
+   * shortly after it succeeded (its reply lost), gets the same answer instead of a
+   * "lease lost" for a lease its own first attempt used up.
+   */
+  private once<T>(key: string, f: () => Promise<T>): Promise<T> {
+    const now = this.ctx.clock();
+    const known = this.finished.get(key);
+    if (known && now - known.at < FINISH_MEMORY_MS) return known.result as Promise<T>;
+    const result = f();
+    this.finished.set(key, { at: now, result });
+    result.catch(() => this.finished.delete(key));
+    if (this.finished.size > MAX_REMEMBERED_CHECKOUTS) {
+      for (const [k, v] of this.finished) {
+        if (now - v.at < FINISH_MEMORY_MS && this.finished.size <= MAX_REMEMBERED_CHECKOUTS) break;
+        this.finished.delete(k);
+      }
+    }
+    return result;
+  }
+
+  /** Return a checkout to its queue untouched (the client that asked for it is gone). */
+  async putBack(queue: string, name: string, leaseToken: string): Promise<void> {
+    const co = await this.holder(queue, name, leaseToken);
+    await co.save(queue);
+    this.held.delete(`${queue}/${name}`);
+  }
+
+  release(req: {
+    queue: string;
+    name: string;
+    leaseToken: string;
+  }): Promise<{ queue: string; attempts: number }> {
+    const key = `release/${req.queue}/${req.name}/${req.leaseToken}`;
+    return this.once(key, () =>
+      this.ctx.timed("release", req.queue, async () => {
+        const co = await this.holder(req.queue, req.name, req.leaseToken);
+        const r = await co.release();
+        this.held.delete(`${req.queue}/${req.name}`);
+        if (r.kind === "lease_lost" || r.to === undefined) throw leaseLost(req.name);
+        this.ctx.publish({ kind: "released", name: req.name, queue: r.to, fromQueue: req.queue });
+        return { queue: r.to, attempts: co.attempts + 1 };
+      }),
+    );
+  }
+
+  extendLease(req: {
+    queue: string;
+    name: string;
+    leaseToken: string;
+    leaseMs: number;
+  }): Promise<number> {
+    return this.ctx.timed("extend_lease", req.queue, async () => {
+      if (!(req.leaseMs > 0)) {
+        throw new ServiceError(
+          ServiceErrorCode.InvalidArgument,
+          "lease must be a positive duration",
+        );
+      }
+      const co = await this.holder(req.queue, req.name, req.leaseToken);
+      const r = await co.extendLease(req.leaseMs);
+      if (r.kind === "lease_lost") throw leaseLost(req.name);
+      return co.leaseUntil;
+    });
+  }
+
+  /** Forget a checkout taken back by the lease reaper. */
+  forget(queue: string, name: string): void {
+    this.held.delete(`${queue}/${name}`);
+  }
+
+  async close(): Promise<void> {
+    for (const r of this.readers.values()) await r.close();
+    this.readers.clear();
+  }
+}
+
+function leaseLost(name: string): ServiceError {
+  return new ServiceError(ServiceErrorCode.LeaseLost, `lease on entry ${name} is gone`);
+}
+
+/** The checkout's random lease token, kept by the spool (empty matches nothing). */
+function leaseToken(co: CheckedOutEntry<NodeEntryMeta, string>): string {
+  return co.leaseToken ?? "";
+}
