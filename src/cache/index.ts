@@ -32,9 +32,20 @@
  *   `Signature:`; the signer's key is in the signature and must be among the trusted keys
  *   (`(public-key (ecc (curve Ed25519) (q #..#)))`, alone or in an ACL).
  *
+ * ## Reading (for the HTTP routes in src/node/cache-http)
+ *
+ * - `request-path.ts`: what a URL path asks for, by a strict grammar on the raw path
+ *   (never percent-decoded), so traversal in any encoding is refused.
+ * - `byte-range.ts`: one `Range` → 206, past the end → 416, anything else served whole.
+ * - `cache-reader.ts`: the `CacheReader` the routes serve from (misses are `undefined`);
+ *   `dir-cache-reader.ts` reads a `file://` / `guix publish --cache` directory as one.
+ *
  * Checks are values (`SigCheck`, `GuixSigCheck`: valid, untrusted, invalid, malformed, ...);
  * bad input is a `CacheError` with a stable `code` (errors.ts).
  */
+export { type ByteRange, parseByteRange } from "./byte-range.js";
+export type { CacheReader, OpenNar } from "./cache-reader.js";
+export { openCacheDirectory } from "./dir-cache-reader.js";
 export { CacheError, CacheErrorCode } from "./errors.js";
 export {
   checkGuixNarinfo,
@@ -94,6 +105,7 @@ export {
   signNarinfo,
 } from "./nix-signature.js";
 export { isNix32, NIX32_ALPHABET, nix32Decode, nix32Encode, nix32Length } from "./nix32.js";
+export { type CacheRequest, narPathProblem, parseCacheRequest } from "./request-path.js";
 export {
   checkStoreDir,
   formatStorePath,

@@ -1,0 +1,27 @@
+import type { Readable } from "node:stream";
+import type { NixCacheInfo } from "./nix-cache-info.js";
+
+/** A nar ready to be sent: opened once, so its size and ETag describe what is read. */
+export interface OpenNar {
+  readonly size: number;
+  /** A strong ETag, quoted. */
+  readonly etag: string;
+  /** Stream bytes `start`..`end` inclusive (the whole file by default); closes the nar. */
+  read(range?: { start: number; end: number }): Readable;
+  /** Release the nar without reading it (HEAD, 304, 416). */
+  close(): Promise<void>;
+}
+
+/**
+ * What the HTTP routes serve from: a node answers from its own disk and database. Misses
+ * are `undefined`, never errors; an error means the store itself failed.
+ */
+export interface CacheReader {
+  readonly info: NixCacheInfo;
+  /** The narinfo's bytes exactly as they are to be served. */
+  narinfo(hashPart: string): Promise<Buffer | undefined>;
+  /** The `.ls` listing uploaded with a path, if any. */
+  listing(hashPart: string): Promise<Buffer | undefined>;
+  /** The nar a narinfo's URL names (`nar/...`, already checked by `narPathProblem`). */
+  openNar(path: string): Promise<OpenNar | undefined>;
+}

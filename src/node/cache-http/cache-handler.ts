@@ -1,0 +1,116 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { pipeline } from "node:stream/promises";
+import type { Logger } from "pino";
+import { parseByteRange } from "../../cache/byte-range.js";
+import type { CacheReader } from "../../cache/cache-reader.js";
+import { buildNixCacheInfo } from "../../cache/nix-cache-info.js";
+import { parseCacheRequest } from "../../cache/request-path.js";
+
+export interface CacheHttpOptions {
+  reader: CacheReader;
+  /** Cache-Control max-age for narinfos and nars found (seconds). */
+  hitTtlSeconds: number;
+  /** Cache-Control max-age for misses (seconds): a client asks again after this. */
+  missTtlSeconds: number;
+  logger: Logger;
+}
+
+/**
+ * The read side of the Nix/Guix binary-cache protocol over node:http: `GET`/`HEAD` of
+ * `/nix-cache-info`, `/<hash>.narinfo`, `/<hash>.ls` and `/nar/...` (one byte range, ETag,
+ * If-None-Match). A miss is 404, never 5xx; a path outside the grammar is 400 (traversal
+ * in any encoding) or 404; other methods 405. node:http answers pipelined requests on one
+ * connection in order, as Guix clients need.
+ */
+export function cacheHttpHandler(options: CacheHttpOptions) {
+  const { reader } = options;
+  const log = options.logger.child({ component: "cache-http" });
+  const cacheInfo = buildNixCacheInfo(reader.info);
+  const hit = `public, max-age=${options.hitTtlSeconds}`;
+  const miss = `public, max-age=${options.missTtlSeconds}`;
+
+  function send(
+    res: ServerResponse,
+    status: number,
+    body: string | Buffer,
+    type: string,
+    cacheControl: string,
+  ): void {
+    res.statusCode = status;
+    res.setHeader("content-type", type);
+    res.setHeader("content-length", Buffer.byteLength(body));
+    res.setHeader("cache-control", cacheControl);
+    res.end(res.req.method === "HEAD" ? undefined : body);
+  }
+
+  return async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const rawPath = (req.url ?? "").split("?")[0] ?? "";
+    const request = parseCacheRequest(rawPath);
+    if (request.kind === "bad") {
+      const status = rawPath.startsWith("/nar/") ? 400 : 404;
+      return send(res, status, `${request.reason}\n`, "text/plain; charset=utf-8", "no-store");
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.setHeader("allow", "GET, HEAD");
+      return send(res, 405, "method not allowed\n", "text/plain; charset=utf-8", "no-store");
+    }
+    switch (request.kind) {
+      case "cache_info":
+        return send(res, 200, cacheInfo, "text/x-nix-cache-info", hit);
+      case "narinfo": {
+        const body = await reader.narinfo(request.hashPart);
+        if (body === undefined) return send(res, 404, "404\n", "text/plain; charset=utf-8", miss);
+        return send(res, 200, body, "text/x-nix-narinfo", hit);
+      }
+      case "listing": {
+        const body = await reader.listing(request.hashPart);
+        if (body === undefined) return send(res, 404, "404\n", "text/plain; charset=utf-8", miss);
+        return send(res, 200, body, "application/json", hit);
+      }
+      case "nar":
+        return sendNar(req, res, request.path);
+    }
+  };
+
+  async function sendNar(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    const nar = await reader.openNar(path);
+    if (nar === undefined) return send(res, 404, "404\n", "text/plain; charset=utf-8", miss);
+    res.setHeader("etag", nar.etag);
+    res.setHeader("accept-ranges", "bytes");
+    if (req.headers["if-none-match"]?.split(/\s*,\s*/).includes(nar.etag)) {
+      await nar.close();
+      res.statusCode = 304;
+      res.setHeader("cache-control", hit);
+      res.end();
+      return;
+    }
+    const range = parseByteRange(
+      typeof req.headers.range === "string" ? req.headers.range : undefined,
+      nar.size,
+    );
+    if (range.kind === "unsatisfiable") {
+      await nar.close();
+      res.setHeader("content-range", `bytes */${nar.size}`);
+      return send(res, 416, "range not satisfiable\n", "text/plain; charset=utf-8", "no-store");
+    }
+    const [start, end] = range.kind === "partial" ? [range.start, range.end] : [0, nar.size - 1];
+    res.statusCode = range.kind === "partial" ? 206 : 200;
+    if (range.kind === "partial")
+      res.setHeader("content-range", `bytes ${start}-${end}/${nar.size}`);
+    res.setHeader("content-type", "application/x-nix-nar");
+    res.setHeader("content-length", end - start + 1);
+    res.setHeader("cache-control", hit);
+    if (req.method === "HEAD" || nar.size === 0) {
+      await nar.close();
+      res.end();
+      return;
+    }
+    try {
+      await pipeline(nar.read({ start, end }), res);
+    } catch (err) {
+      // The client went away, or the disk failed mid-body: nothing more can be said on it.
+      log.debug({ err, path }, "nar transfer ended early");
+      res.destroy();
+    }
+  }
+}
