@@ -54,7 +54,7 @@ export interface Config {
   auth: {
     /** Bearer tokens. Empty = authentication disabled (configWarnings says so). */
     tokens: AuthToken[];
-    /** Let the gRPC health service and HTTP /healthz, /readyz answer without a token. Default true. */
+    /** Let grpc.health.v1 answer without a token (HTTP /healthz, /readyz never need one). Default true. */
     allowUnauthenticatedHealth: boolean;
   };
   /** Other nodes of the cluster (replication). Default []. */
