@@ -196,6 +196,11 @@ export class Replicator {
   private readonly quarantinedKeys = new Set<string>();
   /** Entries with a row in replica_pending (deleted once they sync). */
   private readonly pendingRows = new Set<string>();
+  /**
+   * Entries quarantined before this start, tried again now (a queue may have been added):
+   * their quarantine rows are replaced by what the sync finds.
+   */
+  private readonly requarantine = new Set<string>();
   private stream: ApplyStream | undefined;
   private watchers: FSWatcher[] = [];
   private timers: NodeJS.Timeout[] = [];
@@ -249,6 +254,14 @@ export class Replicator {
     const pending = await pool.query<{ entry: string }>("select entry from replica_pending");
     for (const r of pending.rows) {
       this.pendingRows.add(r.entry);
+      this.mark(r.entry, true);
+    }
+    // Rows quarantined for a queue this node lacked are tried again: the queue may exist now.
+    const quarantined = await pool.query<{ entry: string }>(
+      "select distinct entry from replica_quarantine",
+    );
+    for (const r of quarantined.rows) {
+      this.requarantine.add(r.entry);
       this.mark(r.entry, true);
     }
     await this.checkSpool();
@@ -819,8 +832,9 @@ export class Replicator {
       if (o.retry?.persist) retry.push({ entry: o.entry, reason: o.retry.reason });
       else if (!o.retry) settled.push(o.entry);
     }
+    const retried = outcomes.map((o) => o.entry).filter((e) => this.requarantine.has(e));
     const needTx =
-      rows.length + records.length + quarantine.length + retry.length > 0 ||
+      rows.length + records.length + quarantine.length + retry.length + retried.length > 0 ||
       settled.some((e) => this.pendingRows.has(e));
     if (needTx) {
       await inTransaction(this.opts.pool, async (client) => {
@@ -853,6 +867,11 @@ export class Replicator {
         if (gone.length > 0) {
           await client.query("delete from replica_entries where entry = any($1::text[])", [gone]);
         }
+        if (retried.length > 0) {
+          await client.query("delete from replica_quarantine where entry = any($1::text[])", [
+            retried,
+          ]);
+        }
         if (quarantine.length > 0) {
           await client.query(
             `insert into replica_quarantine (origin, seq, entry, problem)
@@ -884,6 +903,7 @@ export class Replicator {
     }
     // Committed: now the in-memory view follows.
     for (const r of retry) this.pendingRows.add(r.entry);
+    for (const e of retried) this.requarantine.delete(e);
     if (needTx) for (const e of settled) this.pendingRows.delete(e);
     for (const [entry, state] of records) {
       if (state === null) this.recorded.delete(entry);

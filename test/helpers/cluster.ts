@@ -31,8 +31,11 @@ export interface TestCluster {
   readonly endpoints: readonly string[];
   /** The running node i (throws if it is stopped). */
   node(i: number): RunningNode;
-  /** Start node i (again), with the same spool, database and ports. */
-  start(i: number): Promise<RunningNode>;
+  /**
+   * Start node i (again), with the same spool, database and ports; `config` is laid over the
+   * cluster's (top-level keys replace theirs).
+   */
+  start(i: number, config?: Record<string, unknown>): Promise<RunningNode>;
   /** Drain and stop node i (its PostgreSQL keeps running). */
   stopNode(i: number): Promise<void>;
   stop(): Promise<void>;
@@ -53,7 +56,7 @@ export async function startTestCluster(opts: {
   const ports = await freePorts(opts.n);
   const endpoints = ports.map((p) => `127.0.0.1:${p}`);
   const running: Array<RunningNode | undefined> = new Array(opts.n).fill(undefined);
-  const start = async (i: number) => {
+  const start = async (i: number, config: Record<string, unknown> = {}) => {
     const node = await startTestNode({
       id: ids[i] as string,
       dir: opts.dir,
@@ -65,6 +68,7 @@ export async function startTestCluster(opts: {
           .map((id, j) => ({ id, grpc: endpoints[j], postgres: (postgres[j] as TestPostgres).url }))
           .filter((p) => p.id !== ids[i]),
         ...opts.config,
+        ...config,
       },
     });
     running[i] = node;

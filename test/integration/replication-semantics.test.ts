@@ -295,4 +295,64 @@ describe("replication semantics across three nodes", () => {
       "still flowing",
     );
   }, 60_000);
+
+  it("a row quarantined for a queue the node lacked is placed once the node has the queue", async () => {
+    const origin = cluster.ids[A] as string;
+    const entry = `late-queue-${randomUUID()}`;
+    const data = Buffer.from("placed after a restart");
+    const sha256 = createHash("sha256").update(data).digest("hex");
+    const metadata = Buffer.from(
+      nodeEntryCodec.encode({
+        user: Buffer.from("late"),
+        sha256,
+        size: data.length,
+        enqueuedAt: Date.now(),
+      }),
+    );
+    // An enqueue from A into queue "late", which no node has yet; its data rides in the row.
+    const c = await pool(A).connect();
+    try {
+      await c.query("begin");
+      await appendLocal(c, origin, [
+        {
+          op: "enqueue",
+          entry,
+          queue: "late",
+          attempts: 0,
+          metadata,
+          dataSha256: sha256,
+          dataSize: data.length,
+          leaseUntil: null,
+          hlc: makeHlc(Date.now()),
+          inlineData: data,
+        },
+      ]);
+      await c.query("commit");
+    } finally {
+      c.release();
+    }
+    const quarantined = async (i: number) =>
+      (await pool(i).query("select 1 from replica_quarantine where entry = $1", [entry])).rows
+        .length;
+    for (const i of [B, C]) {
+      await eventually(
+        `the row quarantined on ${cluster.ids[i]}`,
+        async () => (await quarantined(i)) === 1,
+      );
+    }
+
+    // B gets the queue (a restart with it configured): the row is tried again and placed.
+    await cluster.stopNode(B);
+    await cluster.start(B, { spool: { queues: [...QUEUES, "late"] } });
+    await eventually(
+      `${entry} placed on ${cluster.ids[B]}`,
+      async () => (await where(B, entry)) === "late/queued",
+    );
+    expect((await cluster.node(B).spool.dataFile(entry).read()).equals(data)).toBe(true);
+    await eventually("the quarantine of B cleared", async () => (await quarantined(B)) === 0);
+    // C still lacks the queue: its row stays quarantined, and the entry is nowhere else.
+    expect(await quarantined(C)).toBe(1);
+    expect(await where(C, entry)).toBe("absent");
+    expect(await where(A, entry)).toBe("absent");
+  }, 90_000);
 });
