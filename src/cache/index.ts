@@ -15,8 +15,8 @@
  *   lookup key (`/<hash part>.narinfo`); names are Nix's charset, at most 211 characters.
  * - Narinfos (`narinfo.ts`, `narinfo-build.ts`): `parseNarinfo` keeps the raw bytes and
  *   every `Key: value` line in order, unknown keys included, beside a typed view; Guix's
- *   repeated URL/Compression/FileSize groups are `files` (the n-th of each key is the n-th
- *   file) and its `Signature:` line is kept as written. What was uploaded is served from
+ *   repeated URL/Compression/FileSize groups are `files` (each URL with the lines below
+ *   it) and its `Signature:` line is kept as written. What was uploaded is served from
  *   `raw`, byte for byte. Bad input is a `NarinfoParseError` naming the line, never a hang
  *   (fuzzed). `addSigLine` adds a node's `Sig:` without touching any other byte.
  * - `nix-cache-info.ts`: StoreDir, WantMassQuery, Priority.
@@ -39,6 +39,14 @@
  * - `byte-range.ts`: one `Range` → 206, past the end → 416, anything else served whole.
  * - `cache-reader.ts`: the `CacheReader` the routes serve from (misses are `undefined`);
  *   `dir-cache-reader.ts` reads a `file://` / `guix publish --cache` directory as one.
+ *
+ * ## Uploads
+ *
+ * - `nar-digest.ts`: hashes a nar file as it streams (FileHash, FileSize) and, for none,
+ *   gzip and br, the nar inside it (NarHash, NarSize).
+ * - `upload-check.ts`: the verdict on a narinfo and its nar under the node's rules (store
+ *   directories, signature policy `require`/`sign`/`allow-unsigned`, trusted Nix and Guix
+ *   keys): accept with the bytes to serve, or reject with a reason code.
  *
  * Checks are values (`SigCheck`, `GuixSigCheck`: valid, untrusted, invalid, malformed, ...);
  * bad input is a `CacheError` with a stable `code` (errors.ts).
@@ -69,6 +77,7 @@ export {
   hashOf,
   parseHash,
 } from "./hash.js";
+export { type NarFacts, narDigester, READABLE_COMPRESSIONS } from "./nar-digest.js";
 export {
   compressionOf,
   NARINFO_MAX_BYTES,
@@ -119,3 +128,10 @@ export {
   splitStorePath,
   storePathBaseName,
 } from "./store-path.js";
+export {
+  checkUpload,
+  RejectReason,
+  type SignaturePolicy,
+  type UploadRules,
+  type UploadVerdict,
+} from "./upload-check.js";

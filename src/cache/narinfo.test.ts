@@ -178,7 +178,7 @@ describe("narinfo", () => {
       [`${GOOD}References: nothash\n`, /line 5: References: store path "nothash"/, 5],
       [
         `${GOOD}Compression: xz\nCompression: gzip\n`,
-        /line 6: Compression without a URL of its own/,
+        /line 6: Compression appears twice for the URL on line 2/,
         6,
       ],
       [GOOD.replace(/^URL: .*$/m, "URL: "), /line 2: URL is empty/, 2],
@@ -194,5 +194,22 @@ describe("narinfo", () => {
       /line 1: StorePath: .*not in the store directory \/gnu\/store/,
     );
     expect(() => parseNarinfo(GOOD, { maxBytes: 100 })).toThrow(/more than 100/);
+  });
+});
+
+describe("narinfo file groups", () => {
+  it("gives each URL the Compression, FileHash and FileSize lines below it", () => {
+    const text = `${GOOD}FileSize: 9\nURL: nar/b\nCompression: zstd\nURL: nar/c\nFileSize: 7\n`;
+    const info = parseNarinfo(text);
+    expect(info.files.map((f) => [f.url, f.compression, f.fileSize])).toEqual([
+      ["nar/1s6dm8x8mqdm3pkalizr572v1wlp3kz51y78f0i4arjadgxbrqmf.nar.xz", undefined, 9],
+      ["nar/b", "zstd", undefined],
+      ["nar/c", undefined, 7],
+    ]);
+    const early = parseNarinfo(`Compression: xz\n${GOOD}`);
+    expect(early.compression).toBe("xz");
+    expect(() => parseNarinfo(`Compression: xz\n${GOOD}Compression: gzip\n`)).toThrow(
+      /line 6: Compression appears twice for the URL on line 3/,
+    );
   });
 });

@@ -17,7 +17,8 @@ export interface NarinfoField {
 /**
  * One downloadable form of the nar. Nix writes one (URL, Compression, FileHash, FileSize);
  * Guix repeats URL, Compression and FileSize once per compression and has no FileHash.
- * The n-th occurrence of each key belongs to the n-th file.
+ * Each URL line starts a file; Compression, FileHash and FileSize lines belong to the URL
+ * above them (those before any URL, to the first).
  */
 export interface NarFile {
   readonly url: string;
@@ -89,8 +90,6 @@ const SINGLE = new Set([
   "CA",
   "Signature",
 ]);
-/** Fields that may repeat once per downloadable file. */
-const PER_FILE = new Set(["URL", "Compression", "FileHash", "FileSize"]);
 
 const KEY = /^[A-Za-z][A-Za-z0-9_-]*$/;
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
@@ -164,18 +163,13 @@ function readFields(
   wantStoreDir: string | undefined,
 ): Narinfo {
   const single = new Map<string, NarinfoField>();
-  const perFile = new Map<string, NarinfoField[]>();
   const sigs: string[] = [];
   for (const f of fields) {
     if (SINGLE.has(f.key)) single.set(f.key, f);
-    else if (PER_FILE.has(f.key)) {
-      const list = perFile.get(f.key);
-      if (list === undefined) perFile.set(f.key, [f]);
-      else list.push(f);
-    } else if (f.key === "Sig") sigs.push(f.value);
+    else if (f.key === "Sig") sigs.push(f.value);
   }
   const field = (key: string): NarinfoField => {
-    const f = single.get(key) ?? perFile.get(key)?.[0];
+    const f = single.get(key);
     if (f === undefined) throw new NarinfoParseError(`missing ${key}`, undefined);
     return f;
   };
@@ -192,7 +186,7 @@ function readFields(
       `line ${single.get("NarSize")!.line}: NarSize is 0`,
       single.get("NarSize")!.line,
     );
-  const files = readFiles(perFile);
+  const files = readFiles(fields);
   const refsField = single.get("References");
   const references =
     refsField === undefined || refsField.value === ""
@@ -225,28 +219,49 @@ function readFields(
   };
 }
 
-function readFiles(perFile: Map<string, NarinfoField[]>): NarFile[] {
-  const urls = perFile.get("URL") ?? [];
-  if (urls.length === 0) throw new NarinfoParseError("missing URL", undefined);
-  for (const key of ["Compression", "FileHash", "FileSize"]) {
-    const extra = (perFile.get(key) ?? [])[urls.length];
-    if (extra !== undefined) {
-      throw new NarinfoParseError(
-        `line ${extra.line}: ${key} without a URL of its own`,
-        extra.line,
-      );
+function readFiles(fields: readonly NarinfoField[]): NarFile[] {
+  type Group = { url?: NarinfoField } & Partial<
+    Record<"Compression" | "FileHash" | "FileSize", NarinfoField>
+  >;
+  const before: Group = {};
+  const groups: Group[] = [];
+  for (const f of fields) {
+    if (f.key === "URL") groups.push({ url: f });
+    else if (f.key === "Compression" || f.key === "FileHash" || f.key === "FileSize") {
+      const group = groups.at(-1) ?? before;
+      if (group[f.key] !== undefined) {
+        const owner =
+          group.url === undefined
+            ? "before the first URL"
+            : `for the URL on line ${group.url.line}`;
+        throw new NarinfoParseError(`line ${f.line}: ${f.key} appears twice ${owner}`, f.line);
+      }
+      group[f.key] = f;
     }
   }
-  return urls.map((u, i) => {
+  const first = groups[0];
+  if (first === undefined) throw new NarinfoParseError("missing URL", undefined);
+  for (const key of ["Compression", "FileHash", "FileSize"] as const) {
+    const early = before[key];
+    if (early === undefined) continue;
+    if (first[key] !== undefined) {
+      throw new NarinfoParseError(
+        `line ${first[key].line}: ${key} appears twice for the URL on line ${first.url!.line}`,
+        first[key].line,
+      );
+    }
+    first[key] = early;
+  }
+  return groups.map((g) => {
+    const u = g.url!;
     if (u.value === "") throw new NarinfoParseError(`line ${u.line}: URL is empty`, u.line);
-    const hashField = perFile.get("FileHash")?.[i];
-    const sizeField = perFile.get("FileSize")?.[i];
+    const hashField = g.FileHash;
     return {
       url: u.value,
-      compression: perFile.get("Compression")?.[i]?.value,
+      compression: g.Compression?.value,
       fileHash:
         hashField === undefined ? undefined : at(hashField, () => parseHash(hashField.value)),
-      fileSize: sizeField === undefined ? undefined : size(sizeField),
+      fileSize: g.FileSize === undefined ? undefined : size(g.FileSize),
     };
   });
 }

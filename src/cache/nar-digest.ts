@@ -1,0 +1,79 @@
+import { Writable } from "node:stream";
+import { createBrotliDecompress, createGunzip } from "node:zlib";
+import type { Hash } from "./hash.js";
+import { HashSink } from "./hash.js";
+
+/** What streaming a (compressed) nar file through `narDigester` found. */
+export interface NarFacts {
+  /** sha256 and size of the file as stored (FileHash, FileSize). */
+  readonly fileHash: Hash;
+  readonly fileSize: number;
+  /**
+   * sha256 and size of the uncompressed nar (NarHash, NarSize), when this node can read
+   * the compression (none, gzip, br); undefined for xz, zstd, bzip2 and others.
+   */
+  readonly nar: { hash: Hash; size: number } | undefined;
+  /** Why the nar could not be read although its compression is known (corrupt gzip). */
+  readonly narError: string | undefined;
+}
+
+/** Compressions whose nar hash this node checks on upload. */
+export const READABLE_COMPRESSIONS = ["none", "gzip", "br"] as const;
+
+/**
+ * A writable that hashes a nar file as it streams past (write the upload into it, or tee
+ * it beside the disk write), and, where the compression is readable, decompresses it to
+ * hash the nar itself. `facts` resolves once the writable has finished.
+ */
+export function narDigester(compression: string | undefined): {
+  sink: Writable;
+  facts: Promise<NarFacts>;
+} {
+  const file = new HashSink("sha256");
+  const nar = new HashSink("sha256");
+  const inflate =
+    compression === "gzip"
+      ? createGunzip()
+      : compression === "br"
+        ? createBrotliDecompress()
+        : undefined;
+  const readable = compression === "none" || inflate !== undefined;
+  let narError: string | undefined;
+  const inflated = new Promise<void>((resolve) => {
+    if (inflate === undefined) return resolve();
+    inflate.on("data", (chunk: Buffer) => nar.update(chunk));
+    inflate.on("end", resolve);
+    inflate.on("error", (err) => {
+      narError = `${compression}: ${err.message}`;
+      resolve();
+    });
+  });
+  let resolveFacts!: (facts: NarFacts) => void;
+  const facts = new Promise<NarFacts>((resolve) => {
+    resolveFacts = resolve;
+  });
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      file.update(chunk);
+      if (compression === "none") nar.update(chunk);
+      if (inflate === undefined || narError !== undefined) return done();
+      if (inflate.write(chunk)) done();
+      else inflate.once("drain", () => done());
+    },
+    final(done) {
+      inflate?.end();
+      inflated.then(() => {
+        const f = file.finish();
+        const n = nar.finish();
+        resolveFacts({
+          fileHash: f.hash,
+          fileSize: f.size,
+          nar: readable && narError === undefined ? { hash: n.hash, size: n.size } : undefined,
+          narError,
+        });
+        done();
+      }, done);
+    },
+  });
+  return { sink, facts };
+}
