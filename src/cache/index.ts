@@ -47,6 +47,7 @@
  * - `upload-check.ts`: the verdict on a narinfo and its nar under the node's rules (store
  *   directories, signature policy `require`/`sign`/`allow-unsigned`, trusted Nix and Guix
  *   keys): accept with the bytes to serve, or reject with a reason code.
+ * - `served-rule.ts`: which of several uploads of one store path every node serves.
  *
  * Checks are values (`SigCheck`, `GuixSigCheck`: valid, untrusted, invalid, malformed, ...);
  * bad input is a `CacheError` with a stable `code` (errors.ts).
@@ -115,6 +116,12 @@ export {
 } from "./nix-signature.js";
 export { isNix32, NIX32_ALPHABET, nix32Decode, nix32Encode, nix32Length } from "./nix32.js";
 export { type CacheRequest, narPathProblem, parseCacheRequest } from "./request-path.js";
+export {
+  type CandidateTrust,
+  chooseServed,
+  compareCandidates,
+  type ServedCandidate,
+} from "./served-rule.js";
 export {
   checkStoreDir,
   formatStorePath,

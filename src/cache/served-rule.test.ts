@@ -1,0 +1,62 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { chooseServed, type ServedCandidate } from "./served-rule.js";
+
+const candidate = fc.record({
+  entry: fc.string({ minLength: 1, maxLength: 6 }),
+  origin: fc.constantFrom("eu-1", "us-1", "ap-1"),
+  hlc: fc.integer({ min: 0, max: 20 }),
+  trust: fc.constantFrom("trusted", "node_signed", "unsigned" as const),
+});
+const candidates = fc.uniqueArray(candidate, { selector: (c) => c.entry, maxLength: 8 });
+
+describe("which upload of a store path is served", () => {
+  it("is the same whatever order the candidates arrived in", () => {
+    fc.assert(
+      fc.property(candidates, fc.infiniteStream(fc.nat()), (cs, seeds) => {
+        const shuffled = [...cs];
+        for (let i = shuffled.length - 1; i > 0; i--) {
+          const j = seeds.next().value % (i + 1);
+          [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
+        }
+        expect(chooseServed(shuffled)).toBe(chooseServed(cs));
+      }),
+    );
+  });
+
+  it("never changes when a later upload of no better trust arrives", () => {
+    fc.assert(
+      fc.property(candidates, candidate, (cs, late) => {
+        const served = chooseServed(cs);
+        fc.pre(served !== undefined && !cs.some((c) => c.entry === late.entry));
+        const later = { ...late, hlc: served!.hlc + 1 + late.hlc, trust: served!.trust };
+        expect(chooseServed([...cs, later])).toBe(served);
+      }),
+    );
+  });
+
+  it("prefers a trusted signature, then the first upload, then the origin and entry name", () => {
+    const c = (entry: string, origin: string, hlc: number, trust: ServedCandidate["trust"]) => ({
+      entry,
+      origin,
+      hlc,
+      trust,
+    });
+    expect(chooseServed([c("a", "eu-1", 1, "unsigned"), c("b", "us-1", 9, "trusted")])?.entry).toBe(
+      "b",
+    );
+    expect(
+      chooseServed([c("a", "eu-1", 1, "unsigned"), c("b", "us-1", 9, "node_signed")])?.entry,
+    ).toBe("b");
+    expect(chooseServed([c("a", "eu-1", 5, "trusted"), c("b", "us-1", 4, "trusted")])?.entry).toBe(
+      "b",
+    );
+    expect(chooseServed([c("a", "us-1", 5, "trusted"), c("b", "eu-1", 5, "trusted")])?.entry).toBe(
+      "b",
+    );
+    expect(chooseServed([c("b", "eu-1", 5, "trusted"), c("a", "eu-1", 5, "trusted")])?.entry).toBe(
+      "a",
+    );
+    expect(chooseServed([])).toBeUndefined();
+  });
+});
