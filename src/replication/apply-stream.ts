@@ -110,6 +110,7 @@ const MAX_RETRY_MS = 5_000;
 
 export class ApplyStream {
   private service: LogicalReplicationService | undefined;
+  private plugin: ApplyPlugin | undefined;
   private stopped = false;
   private acked = "0/0";
   private retryMs: number;
@@ -147,7 +148,7 @@ export class ApplyStream {
     if (service) {
       const acked = this.acked;
       if (acked !== "0/0") await service.acknowledge(acked).catch(() => undefined);
-      await closeQuietly(service);
+      await closeQuietly(service, this.plugin);
     }
     await this.running?.catch(() => undefined);
   }
@@ -190,20 +191,22 @@ export class ApplyStream {
       this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS);
       h.error(err, wait);
       this.log.warn({ err, retryInMs: wait }, "apply stream failed; making it again");
-      void closeQuietly(service);
+      void closeQuietly(service, plugin);
       if (this.service === service) this.service = undefined;
       this.timer = setTimeout(() => this.connect(), wait);
       this.timer.unref();
     };
     service.on("error", fail);
+    const plugin = new ApplyPlugin({ protoVersion: 1, publicationNames: [publication] });
+    this.plugin = plugin;
     service.on("heartbeat", (lsn: string, _ts: number, shouldRespond: boolean) => {
       if (!shouldRespond) return;
       // Everything the server sent before this keepalive is in hand. When all of it has been
-      // handled (the library's queue is empty and the caller has nothing pending), the slot
-      // may move up to the keepalive's position: otherwise a node whose peers are quiet
-      // would hold its own WAL until max_slot_wal_keep_size invalidates the slot.
-      const queued = (service as unknown as { _messageQueue?: unknown[] })._messageQueue;
-      const caughtUp = Array.isArray(queued) && queued.length === 0 && h.idle();
+      // handled (every message parsed has been through our data handler, and the caller has
+      // nothing pending), the slot may move up to the keepalive's position: otherwise a node
+      // whose peers are quiet would hold its own WAL until max_slot_wal_keep_size
+      // invalidates the slot.
+      const caughtUp = plugin.parsed === plugin.handled && h.idle();
       const at = caughtUp && compareLsn(lsn, this.acked) > 0 ? lsn : this.acked;
       this.acked = at;
       void service.acknowledge(at).catch(() => undefined);
@@ -211,6 +214,7 @@ export class ApplyStream {
     service.on("data", (lsn: string, msg: PgoutputMessage) => {
       this.retryMs = this.opts.retryMs ?? 200;
       if (msg.tag === "insert" && msg.relation?.name === "journal") {
+        plugin.handled++;
         const entry = msg.new?.entry;
         const origin = msg.new?.origin;
         if (typeof entry === "string" && typeof origin === "string") {
@@ -218,10 +222,19 @@ export class ApplyStream {
         }
         return;
       }
-      if (msg.tag === "commit") return h.commit(msg.commitEndLsn ?? lsn);
-      return;
+      if (msg.tag !== "commit") {
+        plugin.handled++;
+        return;
+      }
+      const held = h.commit(msg.commitEndLsn ?? lsn);
+      if (held === undefined) {
+        plugin.handled++;
+        return;
+      }
+      return held.finally(() => {
+        plugin.handled++;
+      });
     });
-    const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [publication] });
     this.running = service.subscribe(plugin, slot).then(
       () => fail(new Error("the apply stream ended")),
       (err: unknown) => fail(err instanceof Error ? err : new Error(String(err))),
@@ -237,14 +250,39 @@ interface PgoutputMessage {
 }
 
 /**
+ * pgoutput, through the plugin interface the library documents (`parse`, `start`), keeping
+ * what the stream needs without reading the library's private fields: how many messages it
+ * parsed (the library parses each one as it arrives, before any later keepalive is emitted;
+ * the data handler counts those it has finished, so equal counts mean nothing is queued or
+ * in hand) and the replication connection it streams on (given to `start`).
+ */
+export class ApplyPlugin extends PgoutputPlugin {
+  parsed = 0;
+  handled = 0;
+  client: pg.Client | undefined;
+
+  override parse(buffer: Buffer): ReturnType<PgoutputPlugin["parse"]> {
+    this.parsed++;
+    return super.parse(buffer);
+  }
+
+  override start(client: pg.Client, slotName: string, lastLsn: string): Promise<unknown> {
+    this.client = client;
+    return super.start(client, slotName, lastLsn);
+  }
+}
+
+/**
  * Destroy a replication service without leaving its connection able to throw. The library
  * removes every listener from its pg client when it stops, so an error the connection emits
  * afterwards (the server's "terminating connection" FATAL when its postmaster dies, or the
  * socket closing) would be an uncaught exception: the client gets a listener of ours again.
  */
-async function closeQuietly(service: LogicalReplicationService): Promise<void> {
-  const client = (service as unknown as { _client?: { on(e: "error", f: () => void): void } })
-    ._client;
+export async function closeQuietly(
+  service: LogicalReplicationService,
+  plugin: ApplyPlugin | undefined,
+): Promise<void> {
+  const client = plugin?.client;
   client?.on("error", () => undefined);
   await service.destroy().catch(() => undefined);
   client?.on("error", () => undefined);
