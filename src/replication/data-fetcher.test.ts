@@ -2,8 +2,8 @@ import { createHash, randomBytes } from "node:crypto";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { tempDir } from "../../test/helpers/tmp.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { useTempDir } from "../../test/helpers/tmp.js";
 import type { geospool } from "../proto/generated/spool.js";
 import { type SpoolServiceHandlers, spoolServiceDefinition } from "../proto/service-definition.js";
 import {
@@ -39,23 +39,13 @@ interface FakeSource {
 const CHUNK = 16 * 1024;
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
+const dir = useTempDir("geospool-fetch-");
 const servers: grpc.Server[] = [];
 const fetchers: DataFetcher[] = [];
-
-beforeEach(async (ctx) => {
-  dir = await tempDir("geospool-fetch-");
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
-});
 
 afterEach(async () => {
   await Promise.all(fetchers.splice(0).map((f) => f.close()));
   for (const s of servers.splice(0)) s.forceShutdown();
-  await dir.cleanup(failed);
 });
 
 async function startSource(behaviour: Behaviour): Promise<FakeSource> {

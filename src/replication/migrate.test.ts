@@ -1,9 +1,9 @@
 import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import pg from "pg";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { useSharedPostgres } from "../../test/helpers/postgres.js";
-import { tempDir } from "../../test/helpers/tmp.js";
+import { useTempDir } from "../../test/helpers/tmp.js";
 import {
   DEFAULT_SQL_DIR,
   listMigrations,
@@ -14,19 +14,10 @@ import {
 
 const shared = useSharedPostgres("migrate");
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
+const dir = useTempDir("geospool-migrate-sql-");
 const pools: pg.Pool[] = [];
-beforeEach(async (ctx) => {
-  dir = await tempDir("geospool-migrate-sql-");
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
-});
 afterEach(async () => {
   await Promise.all(pools.splice(0).map((p) => p.end()));
-  await dir.cleanup(failed);
 });
 
 /** A pool on a fresh, empty database of the shared server. */

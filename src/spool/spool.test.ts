@@ -1,6 +1,7 @@
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { listingsOf } from "../../test/helpers/listings.js";
 import { useTempDir } from "../../test/helpers/tmp.js";
 import { type Widget, type WidgetQueue, widgetSpoolable } from "../../test/helpers/widget.js";
 import { Spool, SpoolError, SpoolErrorCode } from "./index.js";
@@ -264,14 +265,20 @@ describe("queue reader wake-ups", () => {
       const spool = await newSpool();
       const { QueueReader } = await import("./index.js");
       const reader = new QueueReader(spool, "inbox", { reapEveryMs: 0, watch });
+      const listings = listingsOf(spool, "inbox");
       try {
         const waiting = reader.dequeue(AbortSignal.timeout(10_000));
-        await new Promise((r) => setTimeout(r, 300));
+        // Enqueue only once the reader has listed the queue empty: from then on, only its
+        // wake-up can deliver the entry (without one it stops after 10 s).
+        await listings.emptySeen;
         const e = await spool.enqueue("inbox", { id: 42 }, "wake up");
         const r = await waiting;
         expect(r.kind).toBe("checked_out");
         if (r.kind === "checked_out") expect(r.entry.name).toBe(e.name);
+        // One listing before the wait, one after the wake-up: no periodic re-listing.
+        expect(listings.count()).toBe(2);
       } finally {
+        listings.restore();
         await reader.close();
       }
     },

@@ -155,18 +155,15 @@ export async function placeOf(cluster: TestCluster, i: number, name: string): Pr
 }
 
 /**
- * A test file's cluster teardown: close the clients and pools, stop the cluster, then remove
- * the state directory (kept, and printed, when a test failed).
+ * A test file's cluster teardown: close the clients and pools, then stop the cluster (its
+ * state directory is the suite's `useSuiteTempDir`, removed after this unless a test failed).
  */
 export async function closeCluster(parts: {
   clients?: readonly { close(): void }[];
   pools?: readonly { end(): Promise<void> }[];
   cluster: TestCluster | undefined;
-  dir: { cleanup(failed: boolean): Promise<void> } | undefined;
-  failed: boolean;
 }): Promise<void> {
   for (const c of parts.clients ?? []) c.close();
   await Promise.allSettled((parts.pools ?? []).map((p) => p.end()));
   await parts.cluster?.stop();
-  await parts.dir?.cleanup(parts.failed);
 }

@@ -2,7 +2,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeDevCerts } from "../../src/node/certs/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { buildCli } from "../helpers/cli-build.js";
@@ -12,7 +12,7 @@ import {
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * `geospool client` commands, run as child processes against one real node (with bearer
@@ -26,11 +26,10 @@ const DEAD = "127.0.0.1:1";
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
 
 let MAIN: string;
-let dir: Awaited<ReturnType<typeof tempDir>>;
+const dir = useSuiteTempDir("geospool-cli-client-");
 let pg: TestPostgres[] = [];
 let node: RunningNode;
 let live: string;
-let failed = false;
 const children: ChildProcessWithoutNullStreams[] = [];
 
 let built: Awaited<ReturnType<typeof buildCli>> | undefined;
@@ -41,7 +40,6 @@ async function compileCli(): Promise<void> {
 }
 
 beforeAll(async () => {
-  dir = await tempDir("geospool-cli-client-");
   const [servers] = await Promise.all([startPostgresServers(1, { dir: dir.path }), compileCli()]);
   pg = servers;
   node = await startTestNode({
@@ -69,11 +67,6 @@ afterAll(async () => {
   await node?.stop();
   await stopPostgresServers(pg);
   await built?.cleanup();
-  await dir?.cleanup(failed);
-});
-
-afterEach((ctx) => {
-  if (ctx.task.result?.state === "fail") failed = true;
 });
 
 interface Result {

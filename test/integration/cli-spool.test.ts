@@ -2,9 +2,9 @@ import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { copyFile, mkdir, readdir, readFile, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { buildCli } from "../helpers/cli-build.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useTempDir } from "../helpers/tmp.js";
 
 /**
  * The `geospool spool` commands, run as real child processes against spools in temporary
@@ -23,19 +23,10 @@ afterAll(async () => {
   await built?.cleanup();
 });
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
+const dir = useTempDir("geospool-cli-");
 const children: ChildProcessWithoutNullStreams[] = [];
-beforeEach(async (ctx) => {
-  dir = await tempDir("geospool-cli-");
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
-});
 afterEach(async () => {
   for (const c of children.splice(0)) if (c.exitCode === null) c.kill("SIGKILL");
-  await dir.cleanup(failed);
 });
 
 interface Result {

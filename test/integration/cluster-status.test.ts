@@ -1,13 +1,13 @@
 import { PassThrough } from "node:stream";
 import pg from "pg";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliIo } from "../../src/node/cli/command.js";
 import { runCli } from "../../src/node/cli/main.js";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import { Metrics } from "../../src/node/observability/metrics.js";
 import { slotName, subscriptionName } from "../../src/replication/mesh.js";
 import { eventually, startTestCluster, type TestCluster } from "../helpers/cluster.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 describe("replication metrics at scrape time", () => {
   it("a source that never answers is a collect error, not a stuck scrape", async () => {
@@ -32,16 +32,10 @@ describe("replication metrics at scrape time", () => {
  */
 describe("cluster status", () => {
   let cluster: TestCluster;
-  let dir: Awaited<ReturnType<typeof tempDir>>;
-  let failed = false;
+  const dir = useSuiteTempDir("geospool-cluster-status-");
   let client: GeospoolClient;
 
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === "fail") failed = true;
-  });
-
   beforeAll(async () => {
-    dir = await tempDir("geospool-cluster-status-");
     cluster = await startTestCluster({
       n: 3,
       dir: dir.path,
@@ -53,7 +47,6 @@ describe("cluster status", () => {
   afterAll(async () => {
     client?.close();
     await cluster?.stop();
-    await dir?.cleanup(failed);
   }, 60_000);
 
   type Status = Awaited<ReturnType<GeospoolClient["clusterStatus"]>>;

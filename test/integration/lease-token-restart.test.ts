@@ -10,7 +10,7 @@ import {
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * A lease token outlives the node process that handed it out: a `geospool node` SIGKILLed
@@ -18,13 +18,11 @@ import { tempDir } from "../helpers/tmp.js";
  * token (it is kept with the checkout, not in the process) and refuses an earlier holder's.
  */
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
+const dir = useSuiteTempDir("geospool-lease-token-");
 let cli: Awaited<ReturnType<typeof buildCli>>;
 let servers: TestPostgres[] = [];
-let failed = false;
 
 beforeAll(async () => {
-  dir = await tempDir("geospool-lease-token-");
   [cli, servers] = await Promise.all([
     buildCli(),
     startPostgresServers(1, { dir: join(dir.path, "pg") }),
@@ -34,48 +32,42 @@ afterAll(async () => {
   await killNodeProcesses();
   await stopPostgresServers(servers);
   await cli?.cleanup();
-  await dir.cleanup(failed);
 });
 
 describe("lease tokens across a node restart", () => {
   it("a SIGKILLed and restarted node honours the holder's token and refuses a stale one", async () => {
-    try {
-      const [grpc, http] = (await freePorts(2)).map((p) => `127.0.0.1:${p}`) as [string, string];
-      const start = () =>
-        startNodeProcess({
-          main: cli.main,
-          id: "t1",
-          spoolDir: join(dir.path, "spool"),
-          postgresUrl: (servers[0] as TestPostgres).url,
-          grpc,
-          http,
-          peers: [],
-        });
-      let node = await start();
-      let client = new GeospoolClient({ endpoints: [grpc], retryForMs: 0 });
-      const { entry } = await client.enqueue("inbox", "payload");
-      // An earlier holder finishes by saving back; the entry is then checked out again.
-      const first = await client.dequeue("inbox", { leaseMs: 10 * 60_000 });
-      expect(first?.entry.name).toBe(entry.name);
-      await client.save(first!, "inbox");
-      const lease = await client.dequeue("inbox", { leaseMs: 10 * 60_000 });
-      expect(lease?.entry.name).toBe(entry.name);
-      expect(lease!.token).not.toBe(first!.token);
-      client.close();
+    const [grpc, http] = (await freePorts(2)).map((p) => `127.0.0.1:${p}`) as [string, string];
+    const start = () =>
+      startNodeProcess({
+        main: cli.main,
+        id: "t1",
+        spoolDir: join(dir.path, "spool"),
+        postgresUrl: (servers[0] as TestPostgres).url,
+        grpc,
+        http,
+        peers: [],
+      });
+    let node = await start();
+    let client = new GeospoolClient({ endpoints: [grpc], retryForMs: 0 });
+    const { entry } = await client.enqueue("inbox", "payload");
+    // An earlier holder finishes by saving back; the entry is then checked out again.
+    const first = await client.dequeue("inbox", { leaseMs: 10 * 60_000 });
+    expect(first?.entry.name).toBe(entry.name);
+    await client.save(first!, "inbox");
+    const lease = await client.dequeue("inbox", { leaseMs: 10 * 60_000 });
+    expect(lease?.entry.name).toBe(entry.name);
+    expect(lease!.token).not.toBe(first!.token);
+    client.close();
 
-      await node.kill();
-      node = await start();
-      client = new GeospoolClient({ endpoints: [grpc], retryForMs: 0 });
-      const stale = await client.release(first!).catch((e) => e);
-      expect(stale.code).toBe(grpcStatus.FAILED_PRECONDITION);
-      expect((await client.stat(entry.name)).state).toBe("checked_out");
-      await client.remove(lease!);
-      expect((await client.stat(entry.name).catch((e) => e)).code).toBe(grpcStatus.NOT_FOUND);
-      client.close();
-      await node.stop();
-    } catch (err) {
-      failed = true;
-      throw err;
-    }
+    await node.kill();
+    node = await start();
+    client = new GeospoolClient({ endpoints: [grpc], retryForMs: 0 });
+    const stale = await client.release(first!).catch((e) => e);
+    expect(stale.code).toBe(grpcStatus.FAILED_PRECONDITION);
+    expect((await client.stat(entry.name)).state).toBe("checked_out");
+    await client.remove(lease!);
+    expect((await client.stat(entry.name).catch((e) => e)).code).toBe(grpcStatus.NOT_FOUND);
+    client.close();
+    await node.stop();
   }, 180_000);
 });

@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { SpoolClient } from "../../src/proto/service-definition.js";
@@ -10,7 +10,7 @@ import {
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * `auth.allowUnauthenticatedHealth: false` makes grpc.health.v1 ask for a token like every
@@ -58,18 +58,12 @@ function healthWatch(port: number): Promise<grpc.ServiceError | string> {
 }
 
 describe("health authentication and Dequeue durations", () => {
-  let dir: Awaited<ReturnType<typeof tempDir>>;
+  const dir = useSuiteTempDir("geospool-health-durations-");
   let pg: TestPostgres[] = [];
   let closed: RunningNode;
   let open: RunningNode;
-  let failed = false;
-
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === "fail") failed = true;
-  });
 
   beforeAll(async () => {
-    dir = await tempDir("geospool-health-durations-");
     pg = await startPostgresServers(1, { dir: dir.path });
     const tokens = [
       { name: "worker", token: TOKEN, permissions: [{ queues: ["*"], actions: ["admin"] }] },
@@ -92,7 +86,6 @@ describe("health authentication and Dequeue durations", () => {
     await closed?.stop();
     await open?.stop();
     await stopPostgresServers(pg);
-    await dir?.cleanup(failed);
   }, 60_000);
 
   it("health needs a token unless allowUnauthenticatedHealth", async () => {

@@ -1,5 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import {
   closeCluster,
@@ -8,7 +8,7 @@ import {
   startTestCluster,
   type TestCluster,
 } from "../helpers/cluster.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * Idempotency keys belong to (principal, queue, key): a key one token used on `secret` is
@@ -21,19 +21,13 @@ const REPLICATION = "replication-token-0123456789";
 
 describe("idempotency keys are scoped to principal and queue", () => {
   let cluster: TestCluster;
-  let dir: Awaited<ReturnType<typeof tempDir>>;
-  let failed = false;
+  const dir = useSuiteTempDir("geospool-idem-scope-");
   const clients: GeospoolClient[] = [];
   /** alice on node i, bob on node i. */
   const alice = (i: number) => clients[2 * i] as GeospoolClient;
   const bob = (i: number) => clients[2 * i + 1] as GeospoolClient;
 
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === "fail") failed = true;
-  });
-
   beforeAll(async () => {
-    dir = await tempDir("geospool-idem-scope-");
     cluster = await startTestCluster({
       n: 2,
       dir: dir.path,
@@ -68,7 +62,7 @@ describe("idempotency keys are scoped to principal and queue", () => {
   }, 120_000);
 
   afterAll(async () => {
-    await closeCluster({ clients, cluster, dir, failed });
+    await closeCluster({ clients, cluster });
   }, 60_000);
 
   it("another principal's or another queue's use of a key is its own key and reveals nothing", async () => {

@@ -1,7 +1,7 @@
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { SpoolClient } from "../../src/proto/service-definition.js";
@@ -12,7 +12,7 @@ import {
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * The `limits.*` of a node: entry data and metadata sizes and concurrent uploads
@@ -22,21 +22,15 @@ import { tempDir } from "../helpers/tmp.js";
 const KiB = 1024;
 
 describe("node limits", () => {
-  let dir: Awaited<ReturnType<typeof tempDir>>;
+  const dir = useSuiteTempDir("geospool-limits-");
   let pg: TestPostgres[] = [];
   /** Small sizes and a short idle time. */
   let small: RunningNode;
   /** Two uploads at a time. */
   let narrow: RunningNode;
-  let failed = false;
   const closers: Array<{ close(): void }> = [];
 
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === "fail") failed = true;
-  });
-
   beforeAll(async () => {
-    dir = await tempDir("geospool-limits-");
     pg = await startPostgresServers(1, { dir: dir.path });
     small = await startTestNode({
       id: "small",
@@ -64,7 +58,6 @@ describe("node limits", () => {
     await small?.stop();
     await narrow?.stop();
     await stopPostgresServers(pg);
-    await dir?.cleanup(failed);
   }, 60_000);
 
   const clientOf = (node: RunningNode) => {

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { startTestNode } from "../helpers/node.js";
@@ -8,25 +8,19 @@ import {
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * /metrics labels only the configured queues: a client naming random queues (any token
  * can) adds no series; its calls are counted under queue="(unknown)".
  */
 describe("metrics labels", () => {
-  let dir: Awaited<ReturnType<typeof tempDir>>;
+  const dir = useSuiteTempDir("geospool-metrics-labels-");
   let pg: TestPostgres[] = [];
   let node: RunningNode;
   let client: GeospoolClient;
-  let failed = false;
-
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === "fail") failed = true;
-  });
 
   beforeAll(async () => {
-    dir = await tempDir("geospool-metrics-labels-");
     pg = await startPostgresServers(1, { dir: dir.path });
     node = await startTestNode({ id: "n1", dir: dir.path, postgresUrl: pg[0]!.url });
     client = new GeospoolClient({ endpoints: [`127.0.0.1:${node.grpcPort}`], retryForMs: 0 });
@@ -36,7 +30,6 @@ describe("metrics labels", () => {
     client?.close();
     await node?.stop();
     await stopPostgresServers(pg);
-    await dir?.cleanup(failed);
   }, 60_000);
 
   const scrape = async () => (await fetch(`http://127.0.0.1:${node.httpPort}/metrics`)).text();

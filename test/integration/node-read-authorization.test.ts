@@ -1,5 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { startTestNode } from "../helpers/node.js";
@@ -8,7 +8,7 @@ import {
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * Stat and ReadData authorise before they look: a caller without rights on an entry's queue
@@ -20,10 +20,9 @@ const BOB = "bob-token-0123456789ab";
 const PRODUCER = "producer-token-0123456";
 
 describe("reads authorise first", () => {
-  let dir: Awaited<ReturnType<typeof tempDir>>;
+  const dir = useSuiteTempDir("geospool-read-auth-");
   let pg: TestPostgres[] = [];
   let node: RunningNode;
-  let failed = false;
   const clients: GeospoolClient[] = [];
   const client = (token: string) => {
     const c = new GeospoolClient({
@@ -35,12 +34,7 @@ describe("reads authorise first", () => {
     return c;
   };
 
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === "fail") failed = true;
-  });
-
   beforeAll(async () => {
-    dir = await tempDir("geospool-read-auth-");
     pg = await startPostgresServers(1, { dir: dir.path });
     node = await startTestNode({
       id: "n1",
@@ -75,7 +69,6 @@ describe("reads authorise first", () => {
     for (const c of clients) c.close();
     await node?.stop();
     await stopPostgresServers(pg);
-    await dir?.cleanup(failed);
   }, 60_000);
 
   /** The status and message a failed call gave, with the entry's name replaced by NAME. */

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { startEmbeddedPostgres, stopStalePostgres } from "../../src/node/postgres/embedded.js";
 import { PostgresServerErrorCode } from "../../src/node/postgres/errors.js";
 import { readPostmasterPid, waitForExit } from "../../src/node/postgres/processes.js";
@@ -14,18 +14,10 @@ import {
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useTempDir } from "../helpers/tmp.js";
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
+const dir = useTempDir("geospool-pg-");
 let servers: TestPostgres[] = [];
-beforeEach(async (ctx) => {
-  dir = await tempDir("geospool-pg-");
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
-});
 afterEach(async () => {
   try {
     await stopPostgresServers(servers);
@@ -34,7 +26,6 @@ afterEach(async () => {
     );
   } finally {
     servers = [];
-    await dir.cleanup(failed);
   }
 });
 

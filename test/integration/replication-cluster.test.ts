@@ -1,6 +1,6 @@
 import { rm } from "node:fs/promises";
 import pg from "pg";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import { countByOrigin } from "../../src/replication/journal-store.js";
 import {
@@ -10,7 +10,7 @@ import {
   startTestCluster,
   type TestCluster,
 } from "../helpers/cluster.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * Three nodes, three real PostgreSQL servers, a full mesh. Entries and their transitions made
@@ -18,23 +18,17 @@ import { tempDir } from "../helpers/tmp.js";
  */
 describe("replication across three nodes", () => {
   let cluster: TestCluster;
-  let dir: Awaited<ReturnType<typeof tempDir>>;
-  let failed = false;
+  const dir = useSuiteTempDir("geospool-repl-");
   const clients: GeospoolClient[] = [];
   const client = (i: number) => clients[i] as GeospoolClient;
 
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === "fail") failed = true;
-  });
-
   beforeAll(async () => {
-    dir = await tempDir("geospool-repl-");
     cluster = await startTestCluster({ n: 3, dir: dir.path });
     for (const e of cluster.endpoints) clients.push(new GeospoolClient({ endpoints: [e] }));
   }, 120_000);
 
   afterAll(async () => {
-    await closeCluster({ clients, cluster, dir, failed });
+    await closeCluster({ clients, cluster });
   }, 60_000);
 
   const where = (i: number, name: string) => placeOf(cluster, i, name);

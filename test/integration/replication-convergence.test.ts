@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import fc from "fast-check";
 import pg from "pg";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ClientError, GeospoolClient, type Lease } from "../../src/node/client/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { nodeEntryCodec } from "../../src/node/service/entry-meta.js";
@@ -12,7 +12,7 @@ import {
   startTestCluster,
   type TestCluster,
 } from "../helpers/cluster.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * Convergence, as a property: random operations on random nodes of a 3-node cluster
@@ -95,8 +95,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 
 describe("replication convergence (property)", () => {
   let cluster: TestCluster;
-  let dir: Awaited<ReturnType<typeof tempDir>>;
-  let failed = false;
+  const dir = useSuiteTempDir("geospool-repl-convergence-");
   const clients: GeospoolClient[] = [];
   const pools: pg.Pool[] = [];
   const running = new Array<boolean>(NODES).fill(true);
@@ -109,12 +108,7 @@ describe("replication convergence (property)", () => {
   let lastDeadline = 0;
   const trace: string[] = [];
 
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === "fail") failed = true;
-  });
-
   beforeAll(async () => {
-    dir = await tempDir("geospool-repl-convergence-");
     cluster = await startTestCluster({ n: NODES, dir: dir.path });
     for (const e of cluster.endpoints) {
       clients.push(
@@ -126,7 +120,7 @@ describe("replication convergence (property)", () => {
   }, 120_000);
 
   afterAll(async () => {
-    await closeCluster({ clients, pools, cluster, dir, failed });
+    await closeCluster({ clients, pools, cluster });
   }, 60_000);
 
   const client = (i: number) => clients[i] as GeospoolClient;

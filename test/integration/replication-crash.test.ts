@@ -3,7 +3,7 @@ import { watch } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import pg from "pg";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { type NodeEntryMeta, nodeEntryCodec } from "../../src/node/service/entry-meta.js";
@@ -32,7 +32,7 @@ import {
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * Replication survives crashes: a node's daemon SIGKILLed while it fetches and applies peer
@@ -213,21 +213,13 @@ function killWhen(
 }
 
 describe("a node's daemon SIGKILLed while it fetches and applies", () => {
-  let dir: Awaited<ReturnType<typeof tempDir>>;
+  const dir = useSuiteTempDir("geospool-repl-crash-");
   let cli: Awaited<ReturnType<typeof buildCli>>;
   let servers: TestPostgres[] = [];
   const inProcess: RunningNode[] = [];
   let pools: pg.Pool[] = [];
-  let failed = false;
-
-  beforeEach((ctx) => {
-    ctx.onTestFailed(() => {
-      failed = true;
-    });
-  });
 
   beforeAll(async () => {
-    dir = await tempDir("geospool-repl-crash-");
     [cli, servers] = await Promise.all([
       buildCli(),
       startPostgresServers(3, { dir: join(dir.path, "pg") }),
@@ -242,7 +234,6 @@ describe("a node's daemon SIGKILLed while it fetches and applies", () => {
     await Promise.allSettled(pools.map((p) => p.end()));
     await stopPostgresServers(servers);
     await cli?.cleanup();
-    await dir?.cleanup(failed);
   }, 60_000);
 
   it("C comes back after kill -9 mid-fetch, mid-apply and mid-catch-up with every entry once", async () => {
@@ -391,21 +382,13 @@ describe("a node's daemon SIGKILLed while it fetches and applies", () => {
 });
 
 describe("a node's PostgreSQL SIGKILLed, and a node catching up", () => {
-  let dir: Awaited<ReturnType<typeof tempDir>>;
+  const dir = useSuiteTempDir("geospool-repl-pgkill-");
   let cluster: TestCluster;
   let pools: pg.Pool[] = [];
   const clients: GeospoolClient[] = [];
   const client = (i: number) => clients[i] as GeospoolClient;
-  let failed = false;
-
-  beforeEach((ctx) => {
-    ctx.onTestFailed(() => {
-      failed = true;
-    });
-  });
 
   beforeAll(async () => {
-    dir = await tempDir("geospool-repl-pgkill-");
     // Catch-up of small entries is bound by fetchConcurrency (one ReadData call, one file and
     // one fsync per entry): 16 instead of the default 4 keeps the 10,000-entry test under a
     // minute (about 260 entries/s instead of 100 on this 2-core machine; see the report).
@@ -424,7 +407,7 @@ describe("a node's PostgreSQL SIGKILLed, and a node catching up", () => {
   }, 120_000);
 
   afterAll(async () => {
-    await closeCluster({ clients, pools, cluster, dir, failed });
+    await closeCluster({ clients, pools, cluster });
   }, 60_000);
 
   it("keeps serving while its database is down and loses nothing once it is back", async () => {

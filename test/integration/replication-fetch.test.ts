@@ -20,21 +20,19 @@ import {
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 const MB = 1024 * 1024;
 const exec = promisify(execFile);
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
+const dir = useSuiteTempDir("geospool-fetch-int-");
 let pg: TestPostgres[] = [];
 let a: RunningNode;
 let b: RunningNode;
 let clientA: GeospoolClient;
 let dead: string;
-let failed = false;
 
 beforeAll(async () => {
-  dir = await tempDir("geospool-fetch-int-");
   pg = await startPostgresServers(2, { dir: dir.path });
   [a, b] = await Promise.all([
     startTestNode({ id: "a", dir: dir.path, postgresUrl: pg[0]!.url }),
@@ -56,17 +54,11 @@ afterAll(async () => {
   clientA?.close();
   await Promise.allSettled([a?.stop(), b?.stop()]);
   await stopPostgresServers(pg);
-  await dir?.cleanup(failed);
 });
 
 function track(f: () => Promise<void>) {
   return async () => {
-    try {
-      await f();
-    } catch (err) {
-      failed = true;
-      throw err;
-    }
+    await f();
   };
 }
 

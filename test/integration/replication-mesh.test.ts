@@ -24,7 +24,7 @@ import {
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * Four real PostgreSQL 18 servers, one database per node. A, B and C form a full mesh; D joins
@@ -44,14 +44,12 @@ interface Node {
   pool: pg.Pool;
 }
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
+const dir = useSuiteTempDir("geospool-mesh-");
 let servers: TestPostgres[] = [];
 const nodes: Record<string, Node> = {};
-let failed = false;
 const latencies: number[] = [];
 
 beforeAll(async () => {
-  dir = await tempDir("geospool-mesh-");
   // The test servers run with fsync off, which also turns synchronous_commit off; then a commit
   // reaches the walsenders only when the WAL writer flushes (wal_writer_delay, 200 ms). With
   // fsync off a flush is cheap, so keep commits synchronous: rows replicate in milliseconds.
@@ -85,7 +83,6 @@ afterAll(async () => {
   }
   await Promise.allSettled(Object.values(nodes).map((n) => n.pool.end()));
   await stopPostgresServers(servers);
-  await dir.cleanup(failed);
 });
 
 function node(id: string): Node {
@@ -175,10 +172,7 @@ async function slotNames(id: string): Promise<string[]> {
 }
 
 describe("replication mesh", () => {
-  it("A, B and C join each other at once, and a racing second join changes nothing", async (ctx) => {
-    ctx.onTestFailed(() => {
-      failed = true;
-    });
+  it("A, B and C join each other at once, and a racing second join changes nothing", async () => {
     // Rows written before the mesh exists reach every peer by the initial copy.
     for (const id of [A, B, C]) await appendLocal(node(id).pool, id, rows(20, id));
     const links = [A, B, C].flatMap((self) =>
@@ -202,10 +196,7 @@ describe("replication mesh", () => {
     expect((await listPeers(node(A).pool)).map((p) => p.peerId).sort()).toEqual([B, C].sort());
   });
 
-  it("replicates each node's appends to the others, without loops or duplicates", async (ctx) => {
-    ctx.onTestFailed(() => {
-      failed = true;
-    });
+  it("replicates each node's appends to the others, without loops or duplicates", async () => {
     // Single rows, timed from commit to visible on one peer.
     for (let i = 0; i < 15; i++) {
       const origin = [A, B, C][i % 3] as string;
@@ -239,10 +230,7 @@ describe("replication mesh", () => {
     }
   });
 
-  it("reports every link as healthy on both ends", async (ctx) => {
-    ctx.onTestFailed(() => {
-      failed = true;
-    });
+  it("reports every link as healthy on both ends", async () => {
     const status = await meshStatus(node(A).pool);
     expect(status.peers.map((p) => p.peerId).sort()).toEqual([B, C].sort());
     for (const p of status.peers) {
@@ -274,10 +262,7 @@ describe("replication mesh", () => {
     expect(slots.slots.filter((s) => s.kind !== "mesh")).toEqual([]);
   });
 
-  it("a late node D receives the existing rows of A, B and C and is received by them", async (ctx) => {
-    ctx.onTestFailed(() => {
-      failed = true;
-    });
+  it("a late node D receives the existing rows of A, B and C and is received by them", async () => {
     await appendLocal(node(D).pool, D, rows(10, D));
     const outcomes = await Promise.all([
       join(D, A),
@@ -298,10 +283,7 @@ describe("replication mesh", () => {
     expect(await digests(D)).toEqual(await digests(A));
   });
 
-  it("a peer that leaves stops sending to it, and its slot on the peer is dropped", async (ctx) => {
-    ctx.onTestFailed(() => {
-      failed = true;
-    });
+  it("a peer that leaves stops sending to it, and its slot on the peer is dropped", async () => {
     const slot = slotName(C, A);
     expect(await slotNames(C)).toContain(slot);
     expect(await leavePeer(node(A).pool, C)).toEqual({ kind: "left", slot: "dropped" });
@@ -329,10 +311,7 @@ describe("replication mesh", () => {
     expect(await digests(A)).toEqual(await digests(B));
   });
 
-  it("rebuilds a subscription whose slot on the peer was dropped", async (ctx) => {
-    ctx.onTestFailed(() => {
-      failed = true;
-    });
+  it("rebuilds a subscription whose slot on the peer was dropped", async () => {
     // B stops streaming from C; C drops B's slot, as if B had left.
     await node(B).pool.query(`alter subscription "${subscriptionName(C)}" disable`);
     await waitFor("B's slot on C to go inactive", async () => {
@@ -352,10 +331,7 @@ describe("replication mesh", () => {
     await waitFor("C's next row on B after the rebuild", () => hasRow(B, C, next?.seq ?? 0n));
   });
 
-  it("a stopped peer shows as down on both ends; leaving it detaches its slot", async (ctx) => {
-    ctx.onTestFailed(() => {
-      failed = true;
-    });
+  it("a stopped peer shows as down on both ends; leaving it detaches its slot", async () => {
     await node(D).server.stop();
     await waitFor("A's subscription to D to lose its worker", async () => {
       const p = (await meshStatus(node(A).pool)).peers.find((s) => s.peerId === D);

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
 import pg from "pg";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import { nodeEntryCodec } from "../../src/node/service/entry-meta.js";
 import { makeHlc } from "../../src/replication/hlc.js";
@@ -12,7 +12,7 @@ import {
   startTestCluster,
   type TestCluster,
 } from "../helpers/cluster.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * Replication semantics on three nodes (n1 = A, n2 = B, n3 = C), each with its own real
@@ -24,8 +24,7 @@ const QUEUES = ["inbox", "dead", "leases", "saves", "saved", "releases", "idem",
 
 describe("replication semantics across three nodes", () => {
   let cluster: TestCluster;
-  let dir: Awaited<ReturnType<typeof tempDir>>;
-  let failed = false;
+  const dir = useSuiteTempDir("geospool-repl-semantics-");
   const clients: GeospoolClient[] = [];
   const pools: pg.Pool[] = [];
   const client = (i: number) => clients[i] as GeospoolClient;
@@ -34,12 +33,7 @@ describe("replication semantics across three nodes", () => {
   const B = 1;
   const C = 2;
 
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === "fail") failed = true;
-  });
-
   beforeAll(async () => {
-    dir = await tempDir("geospool-repl-semantics-");
     cluster = await startTestCluster({
       n: 3,
       dir: dir.path,
@@ -52,7 +46,7 @@ describe("replication semantics across three nodes", () => {
   }, 120_000);
 
   afterAll(async () => {
-    await closeCluster({ clients, pools, cluster, dir, failed });
+    await closeCluster({ clients, pools, cluster });
   }, 60_000);
 
   const where = (i: number, name: string) => placeOf(cluster, i, name);

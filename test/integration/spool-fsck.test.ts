@@ -11,7 +11,7 @@ import {
   Spool,
 } from "../../src/spool/index.js";
 import { leftovers, scanSpool } from "../helpers/spool-scan.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useTempDir } from "../helpers/tmp.js";
 import {
   WIDGET_QUEUES,
   type Widget,
@@ -27,26 +27,18 @@ const LIMITS = {
   maxQueueAgesMs: { outbox: 60_000 },
 };
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
+const dir = useTempDir();
 let spool: Spool<Widget, Q>;
 let monitor: Monitor<Widget, Q>;
 
-beforeEach(async (ctx) => {
-  dir = await tempDir();
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
+beforeEach(async () => {
   spool = await Spool.create(
     join(dir.path, "spool"),
     widgetSpoolable({ leases: { graceMs: 0, maxAttempts: 3, deadLetterQueue: "dead" } }),
   );
   monitor = new Monitor(spool, LIMITS);
 });
-afterEach(async () => {
-  await dir.cleanup(failed);
-});
+afterEach(async () => {});
 
 /** `kind where filename`, sorted: what a problem list says, without mtimes. */
 function summary(problems: readonly Problem<Q>[]): string[] {

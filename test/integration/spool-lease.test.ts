@@ -11,7 +11,7 @@ import {
 } from "../helpers/spool-processes.js";
 import { fingerprintSpool } from "../helpers/spool-scan.js";
 import type { ReapResult, SpoolRef } from "../helpers/spool-worker-config.js";
-import { tempDir } from "../helpers/tmp.js";
+import { tempDir, useTempDir } from "../helpers/tmp.js";
 import { type Widget, type WidgetQueue, widgetSpoolable } from "../helpers/widget.js";
 
 const LEASE_MS = 150;
@@ -19,21 +19,13 @@ const LEASE_MS = 150;
 const PAST_LEASE_MS = LEASE_MS + 80;
 const LEASES = { graceMs: 0, maxAttempts: 3, deadLetterQueue: "dead" as const };
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
+const dir = useTempDir();
 let spool: Spool<Widget, WidgetQueue>;
 
-beforeEach(async (ctx) => {
-  dir = await tempDir();
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
+beforeEach(async () => {
   spool = await Spool.create(join(dir.path, "spool"), widgetSpoolable({ leases: LEASES }));
 });
-afterEach(async () => {
-  await dir.cleanup(failed);
-});
+afterEach(async () => {});
 
 const names = async (q: WidgetQueue) => (await spool.list(q)).map((e) => e.name);
 

@@ -8,25 +8,16 @@ import {
   type Server,
   type TLSSocket,
 } from "node:tls";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { tempDir } from "../../../test/helpers/tmp.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { useTempDir } from "../../../test/helpers/tmp.js";
 import { CertsError, CertsErrorCode, type DevCerts, makeDevCerts } from "./index.js";
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
+const dir = useTempDir("geospool-certs-");
 let server: Server | undefined;
-beforeEach(async (ctx) => {
-  dir = await tempDir("geospool-certs-");
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
-});
 afterEach(async () => {
   const s = server;
   server = undefined;
   if (s !== undefined) await new Promise<void>((resolve) => s.close(() => resolve()));
-  await dir.cleanup(failed);
 });
 
 /** A TLS echo server with the node's certificate that requires a client certificate from the CA. */

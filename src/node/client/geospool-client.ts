@@ -426,13 +426,20 @@ export class GeospoolClient {
     );
   }
 
-  /** Stream transitions of `queues` (all when empty) from one node until the signal aborts. */
+  /**
+   * Stream transitions of `queues` (all when empty) from one node until the signal aborts.
+   * `onEstablished` is called once the node has registered the watch: every transition after
+   * that is streamed.
+   */
   async *watch(
     queues: string[],
     signal: AbortSignal,
+    options: { onEstablished?: () => void } = {},
   ): AsyncGenerator<{ kind: number; name: string; queue: string; fromQueue: string; at: number }> {
     const endpoint = this.opts.endpoints[this.current % this.opts.endpoints.length] as string;
     const call = this.client(endpoint).watch({ queues }, this.metadata());
+    const { onEstablished } = options;
+    if (onEstablished) call.once("metadata", () => onEstablished());
     const cancel = () => call.cancel();
     signal.addEventListener("abort", cancel, { once: true });
     try {

@@ -1,7 +1,7 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { tempDir } from "../../../test/helpers/tmp.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { useTempDir } from "../../../test/helpers/tmp.js";
 import {
   type Config,
   ConfigError,
@@ -19,18 +19,8 @@ import {
   redactConfig,
 } from "./index.js";
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
-beforeEach(async (ctx) => {
-  dir = await tempDir("geospool-config-");
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
-});
-afterEach(async () => {
-  await dir.cleanup(failed);
-});
+const dir = useTempDir("geospool-config-");
+afterEach(async () => {});
 
 const BASE_ENV = { GEOSPOOL_NODE__ID: "n1", GEOSPOOL_SPOOL__DIR: "/var/spool/geospool" };
 

@@ -356,7 +356,9 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
           // Every queue: dequeue (or admin) on "*".
           if (queues.length === 0) need(who, "dequeue");
           for (const q of queues) need(who, "dequeue", q);
-          // Send headers now so the client knows the watch is established.
+          // Send headers now so the client knows the watch is established: the loop below
+          // registers with the bus in this same tick (a generator runs up to its first
+          // wait on its first next()), before the headers leave.
           call.sendMetadata(new grpc.Metadata());
           for await (const t of service.watch(queues, ac.signal)) {
             const ok = call.write({

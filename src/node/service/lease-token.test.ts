@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { tempDir } from "../../../test/helpers/tmp.js";
+import { useTempDir } from "../../../test/helpers/tmp.js";
 import { Spool } from "../../spool/index.js";
 import { nodeEntryCodec } from "./entry-meta.js";
 import { ServiceErrorCode } from "./errors.js";
@@ -12,8 +12,7 @@ import { type NodeSpool, SpoolService } from "./spool-service.js";
  * them), and the Complete/Release answer cache is keyed by token, action and destination.
  */
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
+const dir = useTempDir();
 let spool: NodeSpool;
 let service: SpoolService;
 const spoolDir = () => join(dir.path, "spool");
@@ -25,18 +24,12 @@ const spoolable = {
 const newService = (s: NodeSpool) =>
   new SpoolService({ spool: s, nodeId: "n1", logger: pino({ level: "silent" }) });
 
-beforeEach(async (ctx) => {
-  dir = await tempDir();
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
+beforeEach(async () => {
   spool = await Spool.create(spoolDir(), spoolable);
   service = newService(spool);
 });
 afterEach(async () => {
   await service.close();
-  await dir.cleanup(failed);
 });
 
 async function* chunks(...parts: string[]) {

@@ -3,23 +3,17 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { tempDir } from "../../../test/helpers/tmp.js";
+import { useTempDir } from "../../../test/helpers/tmp.js";
 import { Spool } from "../../spool/index.js";
 import { nodeEntryCodec } from "./entry-meta.js";
 import { ServiceErrorCode } from "./errors.js";
 import { type NodeSpool, SpoolService } from "./spool-service.js";
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
-let failed = false;
+const dir = useTempDir();
 let spool: NodeSpool;
 let service: SpoolService;
 
-beforeEach(async (ctx) => {
-  dir = await tempDir();
-  failed = false;
-  ctx.onTestFailed(() => {
-    failed = true;
-  });
+beforeEach(async () => {
   spool = await Spool.create(join(dir.path, "spool"), {
     metadata: nodeEntryCodec,
     queues: ["inbox", "outbox", "dead"],
@@ -29,7 +23,6 @@ beforeEach(async (ctx) => {
 });
 afterEach(async () => {
   await service.close();
-  await dir.cleanup(failed);
 });
 
 async function* chunks(...parts: string[]) {
