@@ -1,7 +1,7 @@
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import pg from "pg";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { buildCli } from "../helpers/cli-build.js";
@@ -13,7 +13,7 @@ import {
   stopPostgresServers,
   type TestPostgres,
 } from "../helpers/postgres.js";
-import { tempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
  * A work queue that drains to empty is the normal case, and an empty spool is not a lost
@@ -42,21 +42,13 @@ async function namesIn(spoolDir: string, queue: string): Promise<string[]> {
 }
 
 describe("a node SIGKILLed right after acknowledged removes that drain its spool", () => {
-  let dir: Awaited<ReturnType<typeof tempDir>>;
+  const dir = useSuiteTempDir("geospool-drained-crash-");
   let cli: Awaited<ReturnType<typeof buildCli>>;
   let servers: TestPostgres[] = [];
   let a: RunningNode | undefined;
   let pools: pg.Pool[] = [];
-  let failed = false;
-
-  beforeEach((ctx) => {
-    ctx.onTestFailed(() => {
-      failed = true;
-    });
-  });
 
   beforeAll(async () => {
-    dir = await tempDir("geospool-drained-crash-");
     [cli, servers] = await Promise.all([
       buildCli(),
       startPostgresServers(2, { dir: join(dir.path, "pg") }),
@@ -71,7 +63,6 @@ describe("a node SIGKILLed right after acknowledged removes that drain its spool
     await Promise.allSettled(pools.map((p) => p.end()));
     await stopPostgresServers(servers);
     await cli?.cleanup();
-    await dir?.cleanup(failed);
   }, 60_000);
 
   it(`nothing removed comes back after ${ROUNDS} SIGKILLs`, async () => {
