@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 import { CheckedOutEntry } from "./checked-out-entry.js";
 import { DeferredMetadata, type ExpiredLease, SpoolCore } from "./core.js";
 import type { DataFile, DataSource } from "./data.js";
@@ -52,6 +53,9 @@ export interface CheckoutOptions {
 }
 
 /** A spool directory, opened. See index.ts for the protocol. */
+/** How many times `locate` looks again for an entry that is reserved but in no queue. */
+const LOCATE_RESCANS = 6;
+
 export class Spool<M, Q extends string = string> {
   /** @internal */
   readonly core: SpoolCore<M, Q>;
@@ -286,12 +290,35 @@ export class Spool<M, Q extends string = string> {
     return { stop };
   }
 
-  /** Where an entry is now: which queue, waiting or checked out; undefined if nowhere. */
+  /**
+   * Where an entry is now: which queue (among `queues`), waiting or checked out; undefined
+   * if nowhere. An entry that moves while it is looked for (a finish, lease extension or
+   * expiry takes its checkout file aside for a moment; a save moves it between queues) can
+   * slip past one scan: while its reservation exists and it is in no queue at all, it is
+   * looked for again, a few times, before the answer is "nowhere".
+   */
   async locate(
     name: string,
     queues: readonly Q[] = this.core.queues,
   ): Promise<{ queue: Q; state: "queued" | "checked_out"; path: string } | undefined> {
     validateName("entry", name);
+    for (let pass = 1; ; pass++) {
+      const found = await this.scan(name, queues);
+      if (found || pass > LOCATE_RESCANS) return found;
+      const registry = this.core.layout.registryFile(name);
+      if (!(await this.core.throttle.run(() => statIfExists(registry)))) return undefined;
+      if (queues !== this.core.queues) {
+        const anywhere = await this.scan(name, this.core.queues);
+        if (anywhere) return queues.includes(anywhere.queue) ? anywhere : undefined;
+      }
+      await sleep(2 ** (pass - 1));
+    }
+  }
+
+  private async scan(
+    name: string,
+    queues: readonly Q[],
+  ): Promise<{ queue: Q; state: "queued" | "checked_out"; path: string } | undefined> {
     const l = this.core.layout;
     for (const queue of queues) {
       const dirname = this.core.dirname(queue);

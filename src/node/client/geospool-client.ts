@@ -360,7 +360,11 @@ export class GeospoolClient {
   ): AsyncGenerator<{ offset: number; chunk: Buffer; sha256: string }> {
     const endpoint = this.opts.endpoints[this.current % this.opts.endpoints.length] as string;
     const call = this.client(endpoint).readData(
-      { name, offset: options.offset ?? 0, ...(options.limit ? { limit: options.limit } : {}) },
+      {
+        name,
+        offset: options.offset ?? 0,
+        ...(options.limit !== undefined ? { limit: options.limit } : {}),
+      },
       this.metadata(),
     );
     const cancel = () => call.cancel();
@@ -394,7 +398,7 @@ export class GeospoolClient {
             {
               name,
               offset: options.offset ?? 0,
-              ...(options.limit ? { limit: options.limit } : {}),
+              ...(options.limit !== undefined ? { limit: options.limit } : {}),
             },
             this.metadata(),
           );

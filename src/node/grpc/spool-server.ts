@@ -198,7 +198,10 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
             ...(h.dataSize !== null && h.dataSize !== undefined
               ? { dataSize: Number(h.dataSize) }
               : {}),
-            ...(h.dataSha256 ? { dataSha256: h.dataSha256 } : {}),
+            // Present but empty is a malformed digest, not an absent one.
+            ...(h.dataSha256 !== null && h.dataSha256 !== undefined
+              ? { dataSha256: h.dataSha256 }
+              : {}),
           };
           return service.enqueue(header, chunks());
         })(),
@@ -356,11 +359,13 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
           // Every queue: dequeue (or admin) on "*".
           if (queues.length === 0) need(who, "dequeue");
           for (const q of queues) need(who, "dequeue", q);
+          // Validates the queues before anything is sent.
+          const transitions = service.watch(queues, ac.signal);
           // Send headers now so the client knows the watch is established: the loop below
           // registers with the bus in this same tick (a generator runs up to its first
           // wait on its first next()), before the headers leave.
           call.sendMetadata(new grpc.Metadata());
-          for await (const t of service.watch(queues, ac.signal)) {
+          for await (const t of transitions) {
             const ok = call.write({
               kind: KIND[t.kind],
               entry: { name: t.name, queue: t.queue },

@@ -90,10 +90,15 @@ export class EntryReads {
       : this.ctx.spool.queues;
     if (first && !visible.includes(first)) return undefined;
     const order = first ? [first, ...visible.filter((q) => q !== first)] : visible;
-    const where = await this.ctx.spool.locate(name, order);
-    const info =
-      where && (await readInfo(this.ctx.spool, where.queue, name, where.state === "checked_out"));
-    return where && info ? { entry: info, state: where.state } : undefined;
+    // It may move between being located and being read: locate it again.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const where = await this.ctx.spool.locate(name, order);
+      if (!where) return undefined;
+      const checkedOut = where.state === "checked_out";
+      const info = await readInfo(this.ctx.spool, where.queue, name, checkedOut);
+      if (info) return { entry: info, state: where.state };
+    }
+    return undefined;
   }
 
   /**
@@ -119,6 +124,12 @@ export class EntryReads {
         "offset must be a non-negative integer",
       );
     }
+    if (req.limit !== undefined && !(Number.isSafeInteger(req.limit) && req.limit >= 0)) {
+      throw new ServiceError(
+        ServiceErrorCode.InvalidArgument,
+        "limit must be a non-negative integer",
+      );
+    }
     if (!(await this.visibleEntry(req.name, req.queues))) throw noEntry(req.name);
     const file = this.ctx.spool.dataFile(req.name);
     let size: number;
@@ -133,8 +144,8 @@ export class EntryReads {
         `offset ${offset} is past the end (${size} bytes)`,
       );
     }
-    const end =
-      req.limit !== undefined && req.limit > 0 ? Math.min(size, offset + req.limit) : size;
+    // Absent: to the end; 0: nothing (one empty chunk at `offset`).
+    const end = req.limit !== undefined ? Math.min(size, offset + req.limit) : size;
     const whole = offset === 0 && end === size;
     const hash = whole ? createHash("sha256") : undefined;
     if (end === offset) {

@@ -78,10 +78,11 @@ export class LeaseHolders {
       for (;;) {
         let co: CheckedOutEntry<NodeEntryMeta, string> | undefined;
         try {
-          if (waitMs === 0) {
-            const r = await reader.dequeueAvailable(options);
-            co = r.kind === "checked_out" ? r.entry : undefined;
-          } else {
+          // What is there now first: the wait only bounds waiting for more, however long
+          // listing the queue takes.
+          const now = await reader.dequeueAvailable(options);
+          co = now.kind === "checked_out" ? now.entry : undefined;
+          if (!co && waitMs > 0) {
             const wait = this.waitSignal(waitMs, req.signal);
             const r = await reader.dequeue(wait.signal, options).finally(wait.done);
             co = r.kind === "checked_out" ? r.entry : undefined;

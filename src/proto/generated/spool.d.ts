@@ -2559,7 +2559,10 @@ export namespace geospool {
             /** The first byte to send. */
             offset: number;
 
-            /** The maximum number of bytes to send; absent means up to the end. */
+            /**
+             * The maximum number of bytes to send; absent means up to the end, and 0
+             * sends no data (one empty chunk at `offset`).
+             */
             limit?: (number|null);
 
             /**
@@ -2652,7 +2655,10 @@ export namespace geospool {
                 /** The first byte to send. */
                 offset?: (number|null);
 
-                /** The maximum number of bytes to send; absent means up to the end. */
+                /**
+                 * The maximum number of bytes to send; absent means up to the end, and 0
+                 * sends no data (one empty chunk at `offset`).
+                 */
                 limit?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */

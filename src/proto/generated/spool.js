@@ -6445,7 +6445,8 @@ export const geospool = $root.geospool = (() => {
              * @typedef {Object} geospool.v1.ReadDataRequest.$Properties
              * @property {string|null} [name] The entry's name.
              * @property {number|null} [offset] The first byte to send.
-             * @property {number|null} [limit] The maximum number of bytes to send; absent means up to the end.
+             * @property {number|null} [limit] The maximum number of bytes to send; absent means up to the end, and 0
+             * sends no data (one empty chunk at `offset`).
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -6494,7 +6495,8 @@ export const geospool = $root.geospool = (() => {
             ReadDataRequest.prototype.offset = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
-             * The maximum number of bytes to send; absent means up to the end.
+             * The maximum number of bytes to send; absent means up to the end, and 0
+             * sends no data (one empty chunk at `offset`).
              * @member {number|null|undefined} limit
              * @memberof geospool.v1.ReadDataRequest
              * @instance

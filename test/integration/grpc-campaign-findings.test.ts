@@ -1,0 +1,142 @@
+import { createHash } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { GeospoolClient } from "../../src/node/client/geospool-client.js";
+import type { RunningNode } from "../../src/node/node.js";
+import { startTestNode } from "../helpers/node.js";
+import {
+  startPostgresServers,
+  stopPostgresServers,
+  type TestPostgres,
+} from "../helpers/postgres.js";
+import { tempDir } from "../helpers/tmp.js";
+
+// Found by the bad-input campaign (grpc-bad-input.test.ts): ReadData with limit 0 sent all
+// the data; Stat/ReadData answered NOT_FOUND for a live entry caught while it moved; a
+// Dequeue with a short wait answered "nothing" while entries were waiting.
+
+let dir: Awaited<ReturnType<typeof tempDir>>;
+let pg: TestPostgres[] = [];
+let node: RunningNode;
+let client: GeospoolClient;
+let failed = false;
+
+beforeAll(async () => {
+  dir = await tempDir("geospool-campaign-findings-");
+  pg = await startPostgresServers(1, { dir: dir.path });
+  node = await startTestNode({ id: "n1", dir: dir.path, postgresUrl: (pg[0] as TestPostgres).url });
+  client = new GeospoolClient({ endpoints: [`127.0.0.1:${node.grpcPort}`], retryForMs: 2_000 });
+}, 120_000);
+
+afterAll(async () => {
+  client?.close();
+  await node?.stop();
+  await stopPostgresServers(pg);
+  await dir?.cleanup(failed);
+});
+
+async function tracked(f: () => Promise<void>): Promise<void> {
+  try {
+    await f();
+  } catch (err) {
+    failed = true;
+    throw err;
+  }
+}
+
+describe("reading entries", () => {
+  it("ReadData: an absent limit reads to the end, a limit of 0 reads nothing", () =>
+    tracked(async () => {
+      const data = Buffer.from("0123456789");
+      const { entry } = await client.enqueue("inbox", data);
+      expect((await client.readData(entry.name)).data).toEqual(data);
+      expect((await client.readData(entry.name, { offset: 4 })).data).toEqual(data.subarray(4));
+      expect((await client.readData(entry.name, { offset: 4, limit: 3 })).data.toString()).toBe(
+        "456",
+      );
+      expect((await client.readData(entry.name, { offset: 4, limit: 0 })).data.length).toBe(0);
+      expect((await client.readData(entry.name, { limit: 0 })).data.length).toBe(0);
+      const all = await client.readData(entry.name, { limit: 10 });
+      expect(all.sha256).toBe(createHash("sha256").update(data).digest("hex"));
+      const lease = await client.dequeue("inbox");
+      expect(lease?.entry.name).toBe(entry.name);
+      await client.remove(lease as NonNullable<typeof lease>);
+    }));
+
+  it(
+    "Stat and ReadData find a live entry while it is checked out, extended and saved",
+    () =>
+      tracked(async () => {
+        const data = Buffer.from("moving");
+        const { entry } = await client.enqueue("inbox", data);
+        const name = entry.name;
+        let moving = true;
+        let moves = 0;
+        const mover = (async () => {
+          let queue = "inbox";
+          while (moving) {
+            const lease = await client.dequeue(queue, { leaseMs: 60_000 });
+            if (lease?.entry.name !== name) throw new Error(`${name} is not in ${queue}`);
+            await client.extendLease(lease, 60_000);
+            await client.extendLease(lease, 60_000);
+            queue = queue === "inbox" ? "outbox" : "inbox";
+            await client.save(lease, queue);
+            moves++;
+          }
+          return queue;
+        })();
+        mover.catch(() => undefined);
+        const misses: string[] = [];
+        try {
+          for (let i = 0; i < 400; i++) {
+            const [stat, read] = await Promise.allSettled([
+              client.stat(name),
+              client.readData(name),
+            ]);
+            if (stat.status === "rejected") misses.push(`stat ${i}: ${stat.reason}`);
+            if (read.status === "rejected") misses.push(`read ${i}: ${read.reason}`);
+            else if (!read.value.data.equals(data)) misses.push(`read ${i}: other data`);
+          }
+        } finally {
+          moving = false;
+        }
+        const last = await client.dequeue(await mover);
+        expect(last?.entry.name).toBe(name);
+        await client.remove(last as NonNullable<typeof last>);
+        expect(moves).toBeGreaterThan(10);
+        expect(misses).toEqual([]);
+      }),
+    120_000,
+  );
+
+  it(
+    "Dequeue with a short wait takes an entry that is waiting, however long listing takes",
+    () =>
+      tracked(async () => {
+        // Enough entries that listing the queue takes longer than the wait.
+        const names = new Set<string>();
+        const meta = (i: number) => ({
+          user: Buffer.from(`${i}`),
+          sha256: createHash("sha256").update("").digest("hex"),
+          size: 0,
+          enqueuedAt: Date.now(),
+        });
+        for (let batch = 0; batch < 30; batch++) {
+          const made = await Promise.all(
+            Array.from({ length: 50 }, (_, i) => node.spool.enqueue("outbox", meta(i), "")),
+          );
+          for (const e of made) names.add(e.name);
+        }
+        const empty: number[] = [];
+        for (let i = 0; i < 20; i++) {
+          const lease = await client.dequeue("outbox", { waitMs: 1 });
+          if (!lease) empty.push(i);
+          else {
+            expect(names.has(lease.entry.name)).toBe(true);
+            await client.remove(lease);
+          }
+        }
+        expect(empty).toEqual([]);
+      }),
+    120_000,
+  );
+});
