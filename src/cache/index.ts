@@ -48,13 +48,19 @@
  *   directories, signature policy `require`/`sign`/`allow-unsigned`, trusted Nix and Guix
  *   keys): accept with the bytes to serve, or reject with a reason code.
  * - `served-rule.ts`: which of several uploads of one store path every node serves.
+ * - `nar-staging.ts`: nars uploaded before their narinfo, hashed as they stream, kept
+ *   node-local until the narinfo comes or a bound passes.
+ * - `cache-writer.ts`: where accepted uploads and rejections go; `dir-cache-writer.ts`
+ *   stores into a binary-cache directory (nar, listing, then narinfo, each fsynced).
  *
  * Checks are values (`SigCheck`, `GuixSigCheck`: valid, untrusted, invalid, malformed, ...);
  * bad input is a `CacheError` with a stable `code` (errors.ts).
  */
 export { type ByteRange, parseByteRange } from "./byte-range.js";
 export type { CacheReader, OpenNar } from "./cache-reader.js";
+export type { AcceptedUpload, CacheWriter, RejectedUpload } from "./cache-writer.js";
 export { openCacheDirectory } from "./dir-cache-reader.js";
+export { cacheDirectoryWriter } from "./dir-cache-writer.js";
 export { CacheError, CacheErrorCode } from "./errors.js";
 export {
   checkGuixNarinfo,
@@ -79,6 +85,12 @@ export {
   parseHash,
 } from "./hash.js";
 export { type NarFacts, narDigester, READABLE_COMPRESSIONS } from "./nar-digest.js";
+export {
+  compressionOfNarPath,
+  NarStaging,
+  type StagedNar,
+  type StageResult,
+} from "./nar-staging.js";
 export {
   compressionOf,
   NARINFO_MAX_BYTES,

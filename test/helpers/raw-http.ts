@@ -13,7 +13,7 @@ export interface RawResponse {
  */
 export function rawHttp(
   port: number,
-  requests: string[],
+  requests: (string | Buffer)[],
   heads: boolean[] = [],
 ): Promise<RawResponse[]> {
   return new Promise((resolve, reject) => {
@@ -28,7 +28,9 @@ export function rawHttp(
         reject(err);
       }
     });
-    socket.write(requests.join(""));
+    socket.write(
+      Buffer.concat(requests.map((r) => (typeof r === "string" ? Buffer.from(r, "latin1") : r))),
+    );
   });
 }
 

@@ -8,6 +8,8 @@ import { parseCacheRequest } from "../../cache/request-path.js";
 
 export interface CacheHttpOptions {
   reader: CacheReader;
+  /** Where PUTs go; without it the cache is read-only (PUT is 405). */
+  upload?: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
   /** Cache-Control max-age for narinfos and nars found (seconds). */
   hitTtlSeconds: number;
   /** Cache-Control max-age for misses (seconds): a client asks again after this. */
@@ -45,13 +47,14 @@ export function cacheHttpHandler(options: CacheHttpOptions) {
 
   return async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const rawPath = (req.url ?? "").split("?")[0] ?? "";
+    if (req.method === "PUT" && options.upload !== undefined) return options.upload(req, res);
     const request = parseCacheRequest(rawPath);
     if (request.kind === "bad") {
       const status = rawPath.startsWith("/nar/") ? 400 : 404;
       return send(res, status, `${request.reason}\n`, "text/plain; charset=utf-8", "no-store");
     }
     if (req.method !== "GET" && req.method !== "HEAD") {
-      res.setHeader("allow", "GET, HEAD");
+      res.setHeader("allow", options.upload === undefined ? "GET, HEAD" : "GET, HEAD, PUT");
       return send(res, 405, "method not allowed\n", "text/plain; charset=utf-8", "no-store");
     }
     switch (request.kind) {

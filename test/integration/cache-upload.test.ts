@@ -1,0 +1,350 @@
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { openCacheDirectory } from "../../src/cache/dir-cache-reader.js";
+import { cacheDirectoryWriter } from "../../src/cache/dir-cache-writer.js";
+import { parseGuixPublicKeys } from "../../src/cache/guix-signature.js";
+import { NarStaging } from "../../src/cache/nar-staging.js";
+import { parseNarinfo } from "../../src/cache/narinfo.js";
+import { formatNixPublicKey, generateNixKey, parseNixPublicKey } from "../../src/cache/nix-key.js";
+import { checkNarinfoSignatures } from "../../src/cache/nix-signature.js";
+import type { SignaturePolicy } from "../../src/cache/upload-check.js";
+import { cacheHttpHandler } from "../../src/node/cache-http/cache-handler.js";
+import { cacheUploadHandler, type WriteAccess } from "../../src/node/cache-http/cache-upload.js";
+import {
+  type HttpServer,
+  Metrics,
+  silentLogger,
+  startHttpServer,
+} from "../../src/node/observability/index.js";
+import {
+  fixturePath,
+  GUIX,
+  NIX_XZ,
+  narinfoFixtures,
+  readFixture,
+} from "../helpers/cache-fixtures.js";
+import { HAVE_NIX, NO_NIX_MESSAGE, runNix } from "../helpers/nix-cli.js";
+import { get, rawHttp } from "../helpers/raw-http.js";
+import { useTempDir } from "../helpers/tmp.js";
+
+/**
+ * Uploads into a node's cache routes (here stored in a binary-cache directory), as the real
+ * `nix copy --to http://` sends them and as curl sends Guix's: checked, then served, or
+ * rejected with a reason and never served.
+ */
+const TOKEN = "upload-token-0123456789abcdef";
+const TEST_KEY = readFixture("nix-2.8-test-key.public").toString().trim();
+const NODE_KEY = generateNixKey("node-1");
+const GUIX_KEY = parseGuixPublicKeys(
+  "(public-key (ecc (curve Ed25519) (q #239E994B9C3302A466FD5034D7FF90FEA287312BA1093E72DD195D036100C1FC#)))",
+);
+const APP_PATH = "/nix/store/l493h11hsb577v1lhgwxzcmxh4q2m02w-geo-app";
+
+const dir = useTempDir("geospool-cache-upload-");
+let server: HttpServer | undefined;
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+});
+
+function authorize(token: string | undefined): WriteAccess {
+  if (token === undefined) return { kind: "unauthenticated" };
+  if (token === TOKEN) return { kind: "allowed", who: "uploader" };
+  if (token === "reader-token-0123456789") return { kind: "forbidden", who: "reader" };
+  return { kind: "unauthenticated" };
+}
+
+async function startCache(policy: SignaturePolicy): Promise<{ port: number; cache: string }> {
+  const cache = join(dir.path, "cache");
+  await mkdir(cache, { recursive: true });
+  await writeFile(
+    join(cache, "nix-cache-info"),
+    "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n",
+  );
+  const reader = await openCacheDirectory(cache);
+  const upload = cacheUploadHandler({
+    reader,
+    writer: cacheDirectoryWriter(cache),
+    staging: await NarStaging.open(join(dir.path, "staging"), { maxBytes: 1024 * 1024 }),
+    rules: {
+      policy,
+      storeDirs: ["/nix/store", "/gnu/store"],
+      trustedNixKeys: [parseNixPublicKey(TEST_KEY)],
+      trustedGuixKeys: GUIX_KEY,
+      nodeKey: NODE_KEY,
+    },
+    authorize,
+    logger: silentLogger(),
+  });
+  server = await startHttpServer({
+    listen: "127.0.0.1:0",
+    metrics: new Metrics(),
+    ready: () => true,
+    logger: silentLogger(),
+    fallback: cacheHttpHandler({
+      reader,
+      upload,
+      hitTtlSeconds: 60,
+      missTtlSeconds: 5,
+      logger: silentLogger(),
+    }),
+  });
+  return { port: server.port, cache };
+}
+
+function put(
+  path: string,
+  body: Buffer | string,
+  /** null: no Authorization header. */
+  token: string | null = TOKEN,
+  close = false,
+): Buffer {
+  const auth =
+    (token === null ? "" : `Authorization: Bearer ${token}\r\n`) +
+    (close ? "Connection: close\r\n" : "");
+  const bytes = typeof body === "string" ? Buffer.from(body) : body;
+  const head = `PUT ${path} HTTP/1.1\r\nHost: x\r\n${auth}Content-Length: ${bytes.length}\r\n\r\n`;
+  return Buffer.concat([Buffer.from(head, "latin1"), bytes]);
+}
+
+async function narinfos(cache: string): Promise<string[]> {
+  return (await readdir(cache)).filter((f) => f.endsWith(".narinfo")).sort();
+}
+
+describe("uploads over HTTP", () => {
+  it("stores curl-style uploads of guix publish's narinfos and nars, served byte for byte", async () => {
+    const { port, cache } = await startCache("require");
+    for (const [file, bytes] of narinfoFixtures(GUIX)) {
+      const info = parseNarinfo(bytes);
+      const nar = info.files[0]!.url;
+      const [n, i] = await rawHttp(port, [
+        put(`/${nar}`, readFixture(GUIX, nar)),
+        put(`/${file}`, bytes),
+        get("/nix-cache-info"),
+      ]);
+      expect(n!.status, n!.body.toString()).toBe(200);
+      expect(i!.status, i!.body.toString()).toBe(200);
+      const [served] = await rawHttp(port, [get(`/${file}`)]);
+      expect(served!.body.equals(bytes)).toBe(true);
+    }
+    expect(await narinfos(cache)).toHaveLength(3);
+  });
+
+  it("rejects a narinfo whose FileSize or FileHash does not match, keeps why, and never serves it", async () => {
+    const { port, cache } = await startCache("allow-unsigned");
+    const [file, bytes] = narinfoFixtures(NIX_XZ)[2]!;
+    const info = parseNarinfo(bytes);
+    const nar = readFixture(NIX_XZ, info.url);
+    const tampered = bytes.toString().replace("FileSize: 240", "FileSize: 241");
+    const [a, b, c] = await rawHttp(port, [
+      put(`/${info.url}`, nar),
+      put(`/${file}`, tampered),
+      get(`/${file}`),
+    ]);
+    expect(a!.status).toBe(200);
+    expect(b!.status).toBe(400);
+    expect(b!.body.toString()).toMatch(
+      /rejected \(file_size\): .*FileSize 241, the upload has 240 bytes/,
+    );
+    expect(c!.status).toBe(404);
+    const flipped = Buffer.from(nar);
+    flipped[50]! ^= 1;
+    const [, e] = await rawHttp(port, [
+      put(`/${info.url}`, flipped),
+      put(`/${file}`, bytes),
+      get("/nix-cache-info"),
+    ]);
+    expect(e!.body.toString()).toMatch(/rejected \(file_hash\)/);
+    expect(await narinfos(cache)).toEqual([]);
+    const rejected = (await readFile(join(cache, "rejected.jsonl"), "utf8"))
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(rejected.map((r) => [r.hashPart, r.reason, r.by])).toEqual([
+      [info.storePath.hashPart, "file_size", "uploader"],
+      [info.storePath.hashPart, "file_hash", "uploader"],
+    ]);
+    const [doc, docBytes] = narinfoFixtures(NIX_XZ)[0]!;
+    const [missing] = await rawHttp(port, [put(`/${doc}`, docBytes), get("/nix-cache-info")]);
+    expect(missing!.body.toString()).toMatch(/rejected \(nar_missing\)/);
+  });
+
+  it("refuses writes without a token or with a token that may not write, storing nothing", async () => {
+    const { port, cache } = await startCache("allow-unsigned");
+    const [file, bytes] = narinfoFixtures(NIX_XZ)[0]!;
+    const [none] = await rawHttp(port, [put(`/${file}`, bytes, null, true)]);
+    expect(none!.status).toBe(401);
+    expect(none!.headers["www-authenticate"]).toMatch(/^Basic /);
+    const [wrong] = await rawHttp(port, [put(`/${file}`, bytes, "wrong-token-0123456789", true)]);
+    expect(wrong!.status).toBe(401);
+    const [reader] = await rawHttp(port, [put(`/${file}`, bytes, "reader-token-0123456789", true)]);
+    expect(reader!.status).toBe(403);
+    expect(await readdir(cache)).toEqual(["nix-cache-info"]);
+    const [big] = await rawHttp(port, [
+      put(`/${file}`, Buffer.alloc(1024 * 1024 + 1, 65), TOKEN, true),
+    ]);
+    expect(big!.status).toBe(413);
+    const [logs] = await rawHttp(port, [put("/log/abc-foo.drv", "build log", TOKEN, true)]);
+    expect(logs!.status).toBe(200);
+    expect(await readdir(cache)).toEqual(["nix-cache-info"]);
+  });
+
+  describe.skipIf(!HAVE_NIX)("with the real nix (2.8)", () => {
+    async function netrc(token: string): Promise<string> {
+      const path = join(dir.path, "netrc");
+      await writeFile(path, `machine 127.0.0.1 login uploader password ${token}\n`);
+      return path;
+    }
+
+    async function localStoreWithApp(): Promise<string> {
+      const store = join(dir.path, "local");
+      const r = await runNix(
+        [
+          "copy",
+          "--from",
+          `file://${fixturePath(NIX_XZ)}`,
+          "--to",
+          store,
+          "--trusted-public-keys",
+          TEST_KEY,
+          APP_PATH,
+        ],
+        dir.path,
+      );
+      expect(r.code, r.stderr).toBe(0);
+      return store;
+    }
+
+    it("nix copy --to the node uploads a signed closure that nix copy --from brings back", async () => {
+      const { port, cache } = await startCache("require");
+      const local = await localStoreWithApp();
+      const up = await runNix(
+        [
+          "copy",
+          "--from",
+          local,
+          "--to",
+          `http://127.0.0.1:${port}`,
+          "--option",
+          "netrc-file",
+          await netrc(TOKEN),
+          APP_PATH,
+        ],
+        dir.path,
+      );
+      expect(up.code, up.stderr).toBe(0);
+      expect(await narinfos(cache)).toEqual([
+        "3wwj8mpk0lbnanhsfxw3m2birs5gl6xx.narinfo",
+        "l493h11hsb577v1lhgwxzcmxh4q2m02w.narinfo",
+      ]);
+      const served = parseNarinfo(
+        await readFile(join(cache, "l493h11hsb577v1lhgwxzcmxh4q2m02w.narinfo")),
+      );
+      expect(checkNarinfoSignatures(served, [parseNixPublicKey(TEST_KEY)])).toEqual([
+        { kind: "valid", keyName: "geospool-testdata-1" },
+      ]);
+      const down = await runNix(
+        [
+          "copy",
+          "--from",
+          `http://127.0.0.1:${port}`,
+          "--to",
+          join(dir.path, "fresh"),
+          "--option",
+          "require-sigs",
+          "true",
+          "--trusted-public-keys",
+          TEST_KEY,
+          APP_PATH,
+        ],
+        dir.path,
+      );
+      expect(down.code, down.stderr).toBe(0);
+    });
+
+    it("without credentials nix copy --to fails and nothing is stored", async () => {
+      const { port, cache } = await startCache("require");
+      const local = await localStoreWithApp();
+      const up = await runNix(
+        ["copy", "--from", local, "--to", `http://127.0.0.1:${port}`, APP_PATH],
+        dir.path,
+      );
+      expect(up.code).not.toBe(0);
+      expect(up.stderr).toMatch(/401/);
+      expect(await narinfos(cache)).toEqual([]);
+    });
+
+    it("an unsigned path is rejected under require and signed by the node under sign", async () => {
+      const local = join(dir.path, "local");
+      await writeFile(join(dir.path, "hello.txt"), "hello from geospool\n");
+      const added = await runNix(
+        ["store", "add-file", "--store", local, join(dir.path, "hello.txt")],
+        dir.path,
+      );
+      expect(added.code, added.stderr).toBe(0);
+      const path = added.stdout.trim();
+      const strict = await startCache("require");
+      const refused = await runNix(
+        [
+          "copy",
+          "--from",
+          local,
+          "--to",
+          `http://127.0.0.1:${strict.port}`,
+          "--option",
+          "netrc-file",
+          await netrc(TOKEN),
+          path,
+        ],
+        dir.path,
+      );
+      expect(refused.code).not.toBe(0);
+      expect(await narinfos(strict.cache)).toEqual([]);
+      expect(await readFile(join(strict.cache, "rejected.jsonl"), "utf8")).toMatch(
+        /"reason":"unsigned"/,
+      );
+      await server!.close();
+      server = undefined;
+      await rm(strict.cache, { recursive: true });
+
+      const signing = await startCache("sign");
+      const ok = await runNix(
+        [
+          "copy",
+          "--from",
+          local,
+          "--to",
+          `http://127.0.0.1:${signing.port}`,
+          "--option",
+          "netrc-file",
+          await netrc(TOKEN),
+          path,
+        ],
+        dir.path,
+      );
+      expect(ok.code, ok.stderr).toBe(0);
+      const [file] = await narinfos(signing.cache);
+      const served = parseNarinfo(await readFile(join(signing.cache, file!)));
+      expect(checkNarinfoSignatures(served, [NODE_KEY.publicKey])).toEqual([
+        { kind: "valid", keyName: "node-1" },
+      ]);
+      const verify = await runNix(
+        [
+          "store",
+          "verify",
+          "--store",
+          `http://127.0.0.1:${signing.port}`,
+          "--trusted-public-keys",
+          formatNixPublicKey(NODE_KEY.publicKey),
+          "--sigs-needed",
+          "1",
+          path,
+        ],
+        dir.path,
+      );
+      expect(verify.code, verify.stderr).toBe(0);
+    });
+  });
+  if (!HAVE_NIX) console.warn(`cache-upload: ${NO_NIX_MESSAGE}`);
+});
