@@ -57,6 +57,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     await migrate(pool, { logger: log.child({ component: "migrate" }) });
     await claimDatabase(pool, config);
 
+    let leaseHoldBack: ((name: string) => Promise<number>) | undefined;
     const spool: NodeSpool = await Spool.load(
       config.spool.dir,
       {
@@ -68,6 +69,8 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
           graceMs: config.spool.leases.grace,
           maxAttempts: config.spool.leases.maxAttempts,
           deadLetterQueue: config.spool.leases.deadLetterQueue,
+          // Replicated leases: the holder's node reaps first (set once replication runs).
+          holdBack: (name: string) => leaseHoldBack?.(name) ?? 0,
         },
       },
       { createIfMissing: true },
@@ -138,6 +141,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       logger: log,
     });
     cleanups.push(() => replication.stop());
+    leaseHoldBack = (name) => replication.replicator.leaseHoldBack(name);
     const status = new ClusterStatus({
       nodeId: config.node.id,
       peers: config.peers,

@@ -141,6 +141,8 @@ export async function startReplication(opts: {
       quarantined: () => opts.metrics.recordReplication("quarantined", 1),
     },
     fullReconcileEveryMs: config.replication.fullReconcileEvery,
+    peerIds: config.peers.map((p) => p.id),
+    leaseReapGraceMs: config.replication.leaseReapGrace,
   });
   try {
     await replicator.start();

@@ -22,6 +22,7 @@ import {
   readEntries,
   type StoredJournalRow,
 } from "./journal-store.js";
+import { reapRank } from "./lease-reap-order.js";
 import { inTransaction } from "./pg-session.js";
 import {
   type LocalState,
@@ -128,6 +129,14 @@ export interface ReplicatorOptions {
   inlineDataMax?: number;
   /** Entries synced at once. Default 16. */
   concurrency?: number;
+  /** The ids of the other nodes of the cluster (for the order in which they reap leases). */
+  peerIds?: readonly string[];
+  /**
+   * How long after the lease reaper of the node holding a replicated lease the others wait
+   * before they take it back themselves, per place in the order (see `leaseHoldBack`).
+   * Default 10 s.
+   */
+  leaseReapGraceMs?: number;
 }
 
 export interface ReplicatorStatus {
@@ -176,6 +185,7 @@ const RETRY_BASE_MS = 250;
 const RETRY_MAX_MS = 30_000;
 /** In-flux retries (about 2 s with the backoff) after which a placement counts as dead. */
 const STALLED_RETRIES = 3;
+export const LEASE_REAP_GRACE_MS = 10_000;
 /** How long `stop` goes on syncing what is dirty (local transitions not journaled yet). */
 const STOP_DRAIN_MS = 5_000;
 
@@ -368,6 +378,51 @@ export class Replicator {
     );
     for (const row of r.rows) this.mark(row.entry, true);
     for (const entry of this.recorded.keys()) this.mark(entry, true);
+  }
+
+  /**
+   * How much longer than its own spool's grace this node leaves an expired checkout of
+   * `entry` before taking it back (the spool's `holdBack`). Every node's reaper would
+   * otherwise journal a release, and a slow node's release landing after another node's
+   * new checkout would hand the entry to a second worker. So the node whose client took
+   * the lease (the origin of the entry's last checkout row, in fold order) reaps first (0);
+   * every other node waits `leaseReapGraceMs` times its place among the non-holders (node
+   * ids in sorted order, 1-based), time for an earlier node's release to arrive and be
+   * placed, which moves the file and ends the question. While a peer's change of the entry
+   * is on its way (streamed, marked or being synced), not now (Infinity).
+   */
+  async leaseHoldBack(entry: string): Promise<number> {
+    if (this.peerChangePending(entry)) return Number.POSITIVE_INFINITY;
+    const { nodeId } = this.opts;
+    let holder: string | undefined;
+    try {
+      const r = await this.opts.pool.query<{ origin: string }>({
+        name: "replica_lease_holder",
+        text: `select origin from journal where entry = $1 and op = 'checkout'
+               order by hlc desc, origin desc, seq desc limit 1`,
+        values: [entry],
+      });
+      holder = r.rows[0]?.origin;
+    } catch (err) {
+      // Without its database the node cannot tell whose lease it is: leases still end.
+      this.log.warn({ err, entry }, "lease holder unknown; reaping as if it were ours");
+      return 0;
+    }
+    if (holder === undefined || holder === nodeId) return 0;
+    if (this.peerChangePending(entry)) return Number.POSITIVE_INFINITY;
+    return (
+      reapRank(nodeId, holder, this.opts.peerIds ?? []) *
+      (this.opts.leaseReapGraceMs ?? LEASE_REAP_GRACE_MS)
+    );
+  }
+
+  private peerChangePending(entry: string): boolean {
+    return (
+      this.dirty.get(entry)?.peer === true ||
+      this.inProgress.has(entry) ||
+      this.streamed.has(entry) ||
+      this.retries.get(entry)?.peer === true
+    );
   }
 
   /** The node's service (or a reaper) changed `entry` in the spool. */

@@ -92,6 +92,7 @@ export class SpoolCore<M, Q extends string> {
       graceMs: l.graceMs ?? DEFAULT_LEASE_GRACE_MS,
       maxAttempts: l.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
       deadLetterQueue: l.deadLetterQueue,
+      ...(l.holdBack === undefined ? {} : { holdBack: l.holdBack }),
     };
     if (this.leases.deadLetterQueue !== undefined) this.dirname(this.leases.deadLetterQueue);
     checkLeaseMs(this.leases.defaultLeaseMs);
@@ -534,6 +535,8 @@ export class SpoolCore<M, Q extends string> {
     if (before === undefined || !this.isExpired(before.mtimeMs, before.ctimeMs, now)) {
       return undefined;
     }
+    const more = (await this.leases.holdBack?.(name, queue)) ?? 0;
+    if (more > 0 && !this.isExpired(before.mtimeMs + more, before.ctimeMs, now)) return undefined;
     const taken = await this.throttle.run(() => this.take(queue, name, before.ino));
     if (taken === undefined) return undefined;
     let bytes: Buffer;

@@ -22,6 +22,13 @@ export interface LeasePolicy<Q extends string> {
   maxAttempts: number;
   /** Where entries go after `maxAttempts` failed deliveries; none: back to their queue. */
   deadLetterQueue: Q | undefined;
+  /**
+   * Asked once a checkout is past deadline + grace, before this process takes it back:
+   * how many more milliseconds to leave it (0: take it now; Infinity: not this time). A
+   * replicated spool uses it so the node whose client holds the lease reaps first and
+   * the others only after it had time to say so (see the replicator's `leaseHoldBack`).
+   */
+  holdBack?(name: string, queue: Q): number | Promise<number>;
 }
 
 /**

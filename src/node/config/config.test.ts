@@ -98,7 +98,12 @@ describe("defaults", () => {
       postgres: {},
       auth: { tokens: [], allowUnauthenticatedHealth: true },
       peers: [],
-      replication: { fullReconcileEvery: 30_000, fetchConcurrency: 4, joinRetry: 2_000 },
+      replication: {
+        fullReconcileEvery: 30_000,
+        fetchConcurrency: 4,
+        joinRetry: 2_000,
+        leaseReapGrace: 10_000,
+      },
       log: { level: "info" },
       monitor: { checkEvery: 15_000, alertAfterCycles: 2, repair: true },
       limits: {

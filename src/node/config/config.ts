@@ -68,6 +68,11 @@ export interface Config {
     fetchConcurrency: number;
     /** ms between attempts to join a peer that is unreachable or not ready. Default 2 s. */
     joinRetry: number;
+    /**
+     * ms a node waits, per place in the order of the other nodes, past a replicated lease's
+     * deadline before it takes the entry back (the holder's node goes first). Default 10 s.
+     */
+    leaseReapGrace: number;
   };
   log: {
     /** pino level. Default "info". */

@@ -304,6 +304,8 @@ export const configSchema = z
         fetchConcurrency: int(1).default(4),
         /** Retry joining a peer that is not reachable or not ready. */
         joinRetry: duration({ positive: true }).default(2_000),
+        /** Wait per place in the order before a node reaps a lease another node's client holds. */
+        leaseReapGrace: duration({ positive: true }).default(10_000),
       })
       .prefault({}),
     log: z
