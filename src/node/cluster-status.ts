@@ -11,7 +11,7 @@ import {
 import type { Peer } from "./config/index.js";
 import type { PeerInfo } from "./grpc/spool-server.js";
 import type { ReplicationSnapshot } from "./observability/metrics.js";
-import type { NodeReplication } from "./replication.js";
+import type { NodeReplication } from "./replication-wiring.js";
 
 /**
  * A node's view of its replication peers, for the ClusterStatus RPC and /metrics.

@@ -8,7 +8,7 @@ import { type Config, grpcTlsEnabled } from "./config/index.js";
 import { type GrpcServer, startGrpcServer } from "./grpc/grpc-server.js";
 import { spoolHandlers } from "./grpc/spool-server.js";
 import { type HttpServer, Metrics, startHttpServer } from "./observability/index.js";
-import { type NodeReplication, startReplication } from "./replication.js";
+import { type NodeReplication, startReplication } from "./replication-wiring.js";
 import { nodeEntryCodec } from "./service/entry-meta.js";
 import { IdempotencyStore } from "./service/idempotency-store.js";
 import { type NodeSpool, SpoolService } from "./service/spool-service.js";

@@ -21,9 +21,10 @@ export interface NodeReplication {
 }
 
 /**
- * Replication for one node: its publication, the subscriptions to its peers (joined in the
- * background, retried while a peer is down or not migrated yet), the data fetcher and the
- * replicator (tailer and applier), fed by the service's transitions.
+ * The node's wiring of replication (the layer itself is src/replication): its publication,
+ * the subscriptions to its peers (joined in the background, retried while a peer is down or
+ * not migrated yet), the data fetcher and the replicator (tailer and applier), fed by the
+ * service's transitions.
  */
 export async function startReplication(opts: {
   config: Config;
