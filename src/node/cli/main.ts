@@ -3,11 +3,11 @@ import { basename, isAbsolute, relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import { wantsJson } from "./args.js";
 import { toCliError, usageError } from "./cli-error.js";
-import { clientCommand } from "./client-command.js";
+import { clientCommand } from "./client/command.js";
 import { type CliIo, type Command, commandGroup } from "./command.js";
 import { ExitCode } from "./exit-codes.js";
 import { reportError } from "./output.js";
-import { spoolCommand } from "./spool-command.js";
+import { spoolCommand } from "./spool/command.js";
 
 /**
  * The `geospool` command line. Each top-level command is a `Command` (usually a group of
@@ -37,13 +37,13 @@ const certsCommand = lazy(
 const clusterCommand = lazy(
   "cluster",
   "replication membership: status, join and leave",
-  async () => (await import("./cluster-command.js")).clusterCommand,
+  async () => (await import("./cluster/command.js")).clusterCommand,
 );
 
 const cacheCommand = lazy(
   "cache",
   "the Nix/Guix binary cache: signing keys (keygen)",
-  async () => (await import("./cache-command.js")).cacheCommand,
+  async () => (await import("./cache/command.js")).cacheCommand,
 );
 
 const COMMANDS: readonly Command[] = [

@@ -1,0 +1,76 @@
+import { parseCommand } from "../args.js";
+import { CliError } from "../cli-error.js";
+import { formatDuration, parseDuration } from "../duration.js";
+import { ExitCode } from "../exit-codes.js";
+import { Output } from "../output.js";
+import { type ClientSubcommand, GLOBAL_HINT } from "./subcommand.js";
+import { describe, leaseJson, metadataText } from "./views.js";
+
+const PATH = "geospool client dequeue";
+
+export const clientDequeue: ClientSubcommand = {
+  async run(args, io, ctx) {
+    const parsed = await parseCommand(
+      args,
+      {
+        path: PATH,
+        help: `Usage: ${PATH} QUEUE [--lease DUR] [--wait DUR] [--json]
+
+Check out the oldest available entry of QUEUE under a lease, and print its name (first
+line), metadata, lease token and the endpoint of the node that holds the lease. Finish it
+before the lease ends with 'complete' (or hand it back with 'release'); otherwise it
+returns to QUEUE, or to the dead-letter queue after too many deliveries.
+Exit 3 when nothing is available (after --wait).
+
+Options:
+  --lease DUR   lease length (default: the node's)
+  --wait DUR    wait up to DUR for an entry to arrive (default: do not wait)
+  --json        print the entry with leaseToken and endpoint: give that line to
+                complete/release/extend --lease-json, e.g.
+                  lease=$(geospool client dequeue inbox --json) &&
+                  geospool client complete --lease-json "$lease" --remove
+
+${GLOBAL_HINT}`,
+        options: {
+          lease: { type: "string" },
+          wait: { type: "string" },
+          json: { type: "boolean" },
+        },
+        positionals: ["QUEUE"],
+      },
+      io,
+    );
+    if (!parsed) return 0;
+    const [queue] = parsed.positionals as [string];
+    const { values } = parsed;
+    const leaseMs = values.lease === undefined ? undefined : parseDuration("--lease", values.lease);
+    const waitMs =
+      values.wait === undefined ? 0 : parseDuration("--wait", values.wait, { allowZero: true });
+    const lease = await ctx.client().dequeue(queue, {
+      ...(leaseMs !== undefined ? { leaseMs } : {}),
+      waitMs,
+    });
+    if (lease === undefined) {
+      const why = waitMs > 0 ? ` after waiting ${formatDuration(waitMs)}` : "";
+      throw new CliError(
+        "nothing_available",
+        `nothing available in queue ${queue}${why}`,
+        ExitCode.NothingAvailable,
+      );
+    }
+    const view = leaseJson(lease);
+    await new Output(io, values.json === true).result(
+      describe(lease.entry.name, {
+        queue: lease.entry.queue,
+        metadata: metadataText(lease.entry.metadata),
+        lease_token: lease.token,
+        endpoint: lease.endpoint,
+        lease_until: view.leaseUntil,
+        attempts: lease.entry.attempts,
+        data_size: lease.entry.dataSize,
+      }),
+      view,
+    );
+    return 0;
+  },
+};
