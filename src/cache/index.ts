@@ -52,6 +52,11 @@
  *   node-local until the narinfo comes or a bound passes.
  * - `cache-writer.ts`: where accepted uploads and rejections go; `dir-cache-writer.ts`
  *   stores into a binary-cache directory (nar, listing, then narinfo, each fsynced).
+ * - `spool-cache-store.ts`: the cache over a spool queue, reader and writer at once: one
+ *   entry per accepted nar upload (metadata: the narinfo to serve, its nar path, trust,
+ *   origin and stamp, listing; data: the compressed nar, so the data digest is the
+ *   FileHash), and a lookup index derived from the queue (`refresh()`), serving per hash
+ *   part the `chooseServed` candidate.
  *
  * Checks are values (`SigCheck`, `GuixSigCheck`: valid, untrusted, invalid, malformed, ...);
  * bad input is a `CacheError` with a stable `code` (errors.ts).
@@ -134,6 +139,12 @@ export {
   compareCandidates,
   type ServedCandidate,
 } from "./served-rule.js";
+export {
+  type CacheEntryCodec,
+  type CacheRecord,
+  fileHashOfDigest,
+  SpoolCacheStore,
+} from "./spool-cache-store.js";
 export {
   checkStoreDir,
   formatStorePath,

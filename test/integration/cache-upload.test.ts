@@ -1,6 +1,8 @@
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import type { CacheReader } from "../../src/cache/cache-reader.js";
+import type { CacheWriter } from "../../src/cache/cache-writer.js";
 import { openCacheDirectory } from "../../src/cache/dir-cache-reader.js";
 import { cacheDirectoryWriter } from "../../src/cache/dir-cache-writer.js";
 import { parseGuixPublicKeys } from "../../src/cache/guix-signature.js";
@@ -8,6 +10,7 @@ import { NarStaging } from "../../src/cache/nar-staging.js";
 import { parseNarinfo } from "../../src/cache/narinfo.js";
 import { formatNixPublicKey, generateNixKey, parseNixPublicKey } from "../../src/cache/nix-key.js";
 import { checkNarinfoSignatures } from "../../src/cache/nix-signature.js";
+import { type CacheRecord, SpoolCacheStore } from "../../src/cache/spool-cache-store.js";
 import type { SignaturePolicy } from "../../src/cache/upload-check.js";
 import { cacheHttpHandler } from "../../src/node/cache-http/cache-handler.js";
 import { cacheUploadHandler, type WriteAccess } from "../../src/node/cache-http/cache-upload.js";
@@ -17,6 +20,7 @@ import {
   silentLogger,
   startHttpServer,
 } from "../../src/node/observability/index.js";
+import { jsonCodec, Spool } from "../../src/spool/index.js";
 import {
   fixturePath,
   GUIX,
@@ -55,17 +59,40 @@ function authorize(token: string | undefined): WriteAccess {
   return { kind: "unauthenticated" };
 }
 
-async function startCache(policy: SignaturePolicy): Promise<{ port: number; cache: string }> {
+async function startCache(
+  policy: SignaturePolicy,
+  kind: "dir" | "spool" = "dir",
+): Promise<{ port: number; cache: string }> {
   const cache = join(dir.path, "cache");
   await mkdir(cache, { recursive: true });
   await writeFile(
     join(cache, "nix-cache-info"),
     "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n",
   );
-  const reader = await openCacheDirectory(cache);
+  let reader: CacheReader;
+  let writer: CacheWriter;
+  if (kind === "dir") {
+    reader = await openCacheDirectory(cache);
+    writer = cacheDirectoryWriter(cache);
+  } else {
+    type Meta = { record?: CacheRecord; sha256: string; size: number };
+    const spool = await Spool.create(join(dir.path, "spool"), {
+      metadata: jsonCodec<Meta>(),
+      queues: ["cache"],
+    });
+    const store = new SpoolCacheStore({
+      spool,
+      queue: "cache",
+      codec: { wrap: (record, data) => ({ record, ...data }), unwrap: (m: Meta) => m.record },
+      info: { storeDir: "/nix/store", wantMassQuery: true, priority: 30 },
+      origin: "eu-1",
+    });
+    reader = store;
+    writer = store;
+  }
   const upload = cacheUploadHandler({
     reader,
-    writer: cacheDirectoryWriter(cache),
+    writer,
     staging: await NarStaging.open(join(dir.path, "staging"), { maxBytes: 1024 * 1024 }),
     rules: {
       policy,
@@ -261,6 +288,53 @@ describe("uploads over HTTP", () => {
         dir.path,
       );
       expect(down.code, down.stderr).toBe(0);
+    });
+
+    it("nix copy --to and --from through a spool-backed store: one entry per nar", async () => {
+      const { port } = await startCache("require", "spool");
+      const local = await localStoreWithApp();
+      const up = await runNix(
+        [
+          "copy",
+          "--from",
+          local,
+          "--to",
+          `http://127.0.0.1:${port}`,
+          "--option",
+          "netrc-file",
+          await netrc(TOKEN),
+          APP_PATH,
+        ],
+        dir.path,
+      );
+      expect(up.code, up.stderr).toBe(0);
+      const spool = await Spool.load(join(dir.path, "spool"), {
+        metadata: jsonCodec<unknown>(),
+        queues: ["cache"],
+      });
+      expect(await spool.list("cache")).toHaveLength(2);
+      const down = await runNix(
+        [
+          "copy",
+          "--from",
+          `http://127.0.0.1:${port}`,
+          "--to",
+          join(dir.path, "fresh"),
+          "--option",
+          "require-sigs",
+          "true",
+          "--trusted-public-keys",
+          TEST_KEY,
+          APP_PATH,
+        ],
+        dir.path,
+      );
+      expect(down.code, down.stderr).toBe(0);
+      const info = await runNix(
+        ["path-info", "--store", `http://127.0.0.1:${port}`, "--json", APP_PATH],
+        dir.path,
+      );
+      expect(JSON.parse(info.stdout)[0]).toMatchObject({ path: APP_PATH, narSize: 528 });
     });
 
     it("without credentials nix copy --to fails and nothing is stored", async () => {
