@@ -1,5 +1,5 @@
 /**
- * The logical-replication mesh between the nodes' databases (DESIGN.md section 3).
+ * The logical-replication mesh between the nodes' databases (docs/architecture.md, Replication).
  *
  * - Every node publishes its own journal rows: publication `geospool_<tag(self)>` FOR TABLE
  *   journal WHERE (origin = '<self>') WITH (publish = 'insert'). No updates, deletes or
