@@ -1,0 +1,153 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Logger } from "pino";
+import { NarStaging } from "../../cache/nar-staging.js";
+import type { NixCacheInfo } from "../../cache/nix-cache-info.js";
+import {
+  type CacheEntryCodec,
+  type CacheRecord,
+  SpoolCacheStore,
+} from "../../cache/spool-cache-store.js";
+import type { UploadRules } from "../../cache/upload-check.js";
+import { type Authorizer, allows } from "../auth/authorizer.js";
+import type { NodeEntryMeta } from "../service/entry-meta.js";
+import type { NodeSpool } from "../service/spool-service.js";
+import { cacheHttpHandler } from "./cache-handler.js";
+import { cacheUploadHandler, type WriteAccess } from "./cache-upload.js";
+
+/**
+ * A cache record as a node entry's metadata: the node's header (data digest and size,
+ * enqueue time) around the record as JSON under the key `geospool.cache`, so entries of
+ * other kinds in the same queue are told apart and skipped.
+ */
+export const nodeCacheCodec = (clock: () => number): CacheEntryCodec<NodeEntryMeta> => ({
+  wrap: (record, data) => ({
+    user: Buffer.from(JSON.stringify({ "geospool.cache": record })),
+    sha256: data.sha256,
+    size: data.size,
+    enqueuedAt: clock(),
+  }),
+  unwrap(meta) {
+    if (meta.user[0] !== 0x7b) return undefined;
+    try {
+      const record = (JSON.parse(meta.user.toString("utf8")) as Record<string, unknown>)[
+        "geospool.cache"
+      ];
+      if (typeof record !== "object" || record === null) return undefined;
+      const r = record as Partial<CacheRecord>;
+      return r.v === 1 &&
+        typeof r.hashPart === "string" &&
+        typeof r.narinfo === "string" &&
+        typeof r.url === "string"
+        ? (r as CacheRecord)
+        : undefined;
+    } catch {
+      return undefined;
+    }
+  },
+});
+
+export interface NodeCacheOptions {
+  spool: NodeSpool;
+  /** The spool queue holding the cache's entries. */
+  queue: string;
+  nodeId: string;
+  info: NixCacheInfo;
+  rules: UploadRules;
+  authorizer: Authorizer;
+  /** Node-local directory for nars waiting for their narinfo. */
+  stagingDir: string;
+  maxNarBytes: number;
+  /** A staged nar whose narinfo has not come within this is dropped (ms). */
+  stagingTtlMs: number;
+  hitTtlSeconds: number;
+  missTtlSeconds: number;
+  /** How often the index catches up with entries other processes (the replicator) added. */
+  refreshEveryMs: number;
+  logger: Logger;
+  clock?: () => number;
+}
+
+export interface NodeCache {
+  readonly store: SpoolCacheStore<NodeEntryMeta, string>;
+  /** For the node's HTTP server (`fallback`). */
+  handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Writes always need a token, even where the node runs without authentication: with no
+ * tokens configured nobody may write. A token may write when it may enqueue on the cache's
+ * queue.
+ */
+export function cacheWriteAccess(
+  authorizer: Authorizer,
+  queue: string,
+  token: string | undefined,
+): WriteAccess {
+  if (!authorizer.enabled || token === undefined) return { kind: "unauthenticated" };
+  let who: ReturnType<Authorizer["authenticate"]>;
+  try {
+    who = authorizer.authenticate(`Bearer ${token}`);
+  } catch {
+    return { kind: "unauthenticated" };
+  }
+  return allows(who, "enqueue", queue)
+    ? { kind: "allowed", who: who.name }
+    : { kind: "forbidden", who: who.name };
+}
+
+/** The binary cache of one node: store over its spool, staging, routes, index refresh. */
+export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCache> {
+  const log = options.logger.child({ component: "cache" });
+  const clock = options.clock ?? Date.now;
+  const store = new SpoolCacheStore({
+    spool: options.spool,
+    queue: options.queue,
+    codec: nodeCacheCodec(clock),
+    info: options.info,
+    origin: options.nodeId,
+    clock,
+    onReject: (r) =>
+      log.warn({ hashPart: r.hashPart, reason: r.reason, by: r.by }, "upload rejected"),
+  });
+  await store.refresh();
+  const staging = await NarStaging.open(options.stagingDir, {
+    maxBytes: options.maxNarBytes,
+    clock,
+  });
+  if (!options.authorizer.enabled) log.warn("no auth tokens configured: cache uploads are refused");
+  const upload = cacheUploadHandler({
+    reader: store,
+    writer: store,
+    staging,
+    rules: options.rules,
+    authorize: (token) => cacheWriteAccess(options.authorizer, options.queue, token),
+    logger: options.logger,
+    clock,
+  });
+  const handle = cacheHttpHandler({
+    reader: store,
+    upload,
+    hitTtlSeconds: options.hitTtlSeconds,
+    missTtlSeconds: options.missTtlSeconds,
+    logger: options.logger,
+  });
+  let running: Promise<void> = Promise.resolve();
+  const timer = setInterval(() => {
+    running = (async () => {
+      await store.refresh();
+      for (const nar of await staging.sweep(options.stagingTtlMs)) {
+        log.info({ nar: nar.path }, "staged nar dropped: its narinfo never came");
+      }
+    })().catch((err: unknown) => log.error({ err }, "cache index refresh failed"));
+  }, options.refreshEveryMs);
+  timer.unref();
+  return {
+    store,
+    handle,
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}

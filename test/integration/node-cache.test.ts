@@ -1,0 +1,237 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { parseNarinfo } from "../../src/cache/narinfo.js";
+import { parseNixPublicKey } from "../../src/cache/nix-key.js";
+import { fileHashOfDigest } from "../../src/cache/spool-cache-store.js";
+import { Authorizer } from "../../src/node/auth/authorizer.js";
+import {
+  cacheWriteAccess,
+  type NodeCache,
+  startNodeCache,
+} from "../../src/node/cache-http/node-cache.js";
+import {
+  type HttpServer,
+  Metrics,
+  silentLogger,
+  startHttpServer,
+} from "../../src/node/observability/index.js";
+import { nodeEntryCodec } from "../../src/node/service/entry-meta.js";
+import type { NodeSpool } from "../../src/node/service/spool-service.js";
+import { Spool, timeSortableNames } from "../../src/spool/index.js";
+import { fixturePath, NIX_XZ, readFixture } from "../helpers/cache-fixtures.js";
+import { HAVE_NIX, NO_NIX_MESSAGE, runNix } from "../helpers/nix-cli.js";
+import { get, rawHttp } from "../helpers/raw-http.js";
+import { useTempDir } from "../helpers/tmp.js";
+
+/**
+ * A node's binary cache over its own spool (node entry headers, time-sortable names),
+ * behind the node's HTTP server, with the node's token grants: what `geospool node` will
+ * mount. Two caches over one spool directory stand for a node and the entries its
+ * replicator brings in.
+ */
+const UPLOAD_TOKEN = "upload-token-0123456789abcdef";
+const WORKER_TOKEN = "worker-token-0123456789abcdef";
+const TEST_KEY = readFixture("nix-2.8-test-key.public").toString().trim();
+const APP_PATH = "/nix/store/l493h11hsb577v1lhgwxzcmxh4q2m02w-geo-app";
+const authorizer = new Authorizer([
+  {
+    name: "uploader",
+    token: UPLOAD_TOKEN,
+    permissions: [{ queues: ["cache"], actions: ["enqueue"] }],
+  },
+  {
+    name: "worker",
+    token: WORKER_TOKEN,
+    permissions: [{ queues: ["inbox"], actions: ["enqueue", "dequeue"] }],
+  },
+]);
+
+const dir = useTempDir("geospool-node-cache-");
+const running: Array<{ cache: NodeCache; http: HttpServer }> = [];
+afterEach(async () => {
+  for (const r of running.splice(0)) {
+    await r.http.close();
+    await r.cache.stop();
+  }
+});
+
+async function nodeSpool(nodeId: string): Promise<NodeSpool> {
+  return Spool.load(
+    join(dir.path, "spool"),
+    {
+      metadata: nodeEntryCodec,
+      queues: ["inbox", "cache"],
+      nameGenerator: timeSortableNames(nodeId),
+    },
+    { createIfMissing: true },
+  );
+}
+
+async function startCache(
+  nodeId: string,
+  auth = authorizer,
+): Promise<{ port: number; spool: NodeSpool; cache: NodeCache }> {
+  const spool = await nodeSpool(nodeId);
+  const cache = await startNodeCache({
+    spool,
+    queue: "cache",
+    nodeId,
+    info: { storeDir: "/nix/store", wantMassQuery: true, priority: 40 },
+    rules: {
+      policy: "require",
+      storeDirs: ["/nix/store"],
+      trustedNixKeys: [parseNixPublicKey(TEST_KEY)],
+      trustedGuixKeys: [],
+    },
+    authorizer: auth,
+    stagingDir: join(dir.path, `staging-${nodeId}`),
+    maxNarBytes: 1 << 20,
+    stagingTtlMs: 60_000,
+    hitTtlSeconds: 60,
+    missTtlSeconds: 5,
+    refreshEveryMs: 50,
+    logger: silentLogger(),
+  });
+  const http = await startHttpServer({
+    listen: "127.0.0.1:0",
+    metrics: new Metrics(),
+    ready: () => true,
+    logger: silentLogger(),
+    fallback: cache.handle,
+  });
+  running.push({ cache, http });
+  return { port: http.port, spool, cache };
+}
+
+function put(path: string, body: Buffer, token: string): Buffer {
+  const head = `PUT ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Length: ${body.length}\r\n\r\n`;
+  return Buffer.concat([Buffer.from(head), body]);
+}
+
+describe("a node's binary cache", () => {
+  it("lets a token write only when it may enqueue on the cache queue, and nobody without tokens", () => {
+    expect(cacheWriteAccess(authorizer, "cache", UPLOAD_TOKEN)).toEqual({
+      kind: "allowed",
+      who: "uploader",
+    });
+    expect(cacheWriteAccess(authorizer, "cache", WORKER_TOKEN)).toEqual({
+      kind: "forbidden",
+      who: "worker",
+    });
+    expect(cacheWriteAccess(authorizer, "cache", "nope-nope-nope-nope-nope")).toEqual({
+      kind: "unauthenticated",
+    });
+    expect(cacheWriteAccess(authorizer, "cache", undefined)).toEqual({ kind: "unauthenticated" });
+    expect(cacheWriteAccess(new Authorizer([]), "cache", UPLOAD_TOKEN)).toEqual({
+      kind: "unauthenticated",
+    });
+  });
+
+  it("stores an upload as a node entry whose data digest is the FileHash; another view of the spool serves it", async () => {
+    const a = await startCache("eu-1");
+    const [file, bytes] = [
+      `l493h11hsb577v1lhgwxzcmxh4q2m02w.narinfo`,
+      readFixture(NIX_XZ, "l493h11hsb577v1lhgwxzcmxh4q2m02w.narinfo"),
+    ];
+    const info = parseNarinfo(bytes);
+    const [nar, narinfo] = await rawHttp(a.port, [
+      put(`/${info.url}`, readFixture(NIX_XZ, info.url), UPLOAD_TOKEN),
+      put(`/${file}`, bytes, UPLOAD_TOKEN),
+      get("/nix-cache-info"),
+    ]);
+    expect(nar!.status).toBe(200);
+    expect(narinfo!.status, narinfo!.body.toString()).toBe(200);
+    const [entry] = await a.spool.list("cache");
+    const meta = await entry!.direct.contents();
+    expect(entry!.name).toMatch(/eu-1/);
+    expect(fileHashOfDigest(meta.sha256)).toBe(`sha256:${info.url.slice(4, 56)}`);
+    expect(meta.size).toBe(240);
+
+    const b = await startCache("us-1");
+    const [served] = await rawHttp(b.port, [get(`/${file}`)]);
+    expect(served!.body.equals(bytes)).toBe(true);
+    const bytes2 = readFixture(NIX_XZ, "3wwj8mpk0lbnanhsfxw3m2birs5gl6xx.narinfo");
+    const lib = parseNarinfo(bytes2);
+    await rawHttp(a.port, [
+      put(`/${lib.url}`, readFixture(NIX_XZ, lib.url), UPLOAD_TOKEN),
+      put("/3wwj8mpk0lbnanhsfxw3m2birs5gl6xx.narinfo", bytes2, UPLOAD_TOKEN),
+      get("/nix-cache-info"),
+    ]);
+    await vi.waitFor(
+      async () => {
+        const [r] = await rawHttp(b.port, [get("/3wwj8mpk0lbnanhsfxw3m2birs5gl6xx.narinfo")]);
+        expect(r!.status).toBe(200);
+      },
+      { timeout: 10_000, interval: 50 },
+    );
+  });
+
+  it("refuses a token that may not write with 403 and stores nothing", async () => {
+    const a = await startCache("eu-1");
+    const bytes = readFixture(NIX_XZ, "l493h11hsb577v1lhgwxzcmxh4q2m02w.narinfo");
+    const head = `PUT /l493h11hsb577v1lhgwxzcmxh4q2m02w.narinfo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${WORKER_TOKEN}\r\nConnection: close\r\nContent-Length: ${bytes.length}\r\n\r\n`;
+    const [r] = await rawHttp(a.port, [Buffer.concat([Buffer.from(head), bytes])]);
+    expect(r!.status).toBe(403);
+    expect(await a.spool.list("cache")).toEqual([]);
+  });
+
+  it.skipIf(!HAVE_NIX)(
+    "takes nix copy --to with netrc credentials and gives the closure back to nix copy --from",
+    async () => {
+      const a = await startCache("eu-1");
+      const local = join(dir.path, "local");
+      const seeded = await runNix(
+        [
+          "copy",
+          "--from",
+          `file://${fixturePath(NIX_XZ)}`,
+          "--to",
+          local,
+          "--trusted-public-keys",
+          TEST_KEY,
+          APP_PATH,
+        ],
+        dir.path,
+      );
+      expect(seeded.code, seeded.stderr).toBe(0);
+      await mkdir(join(dir.path, "etc"), { recursive: true });
+      const netrc = join(dir.path, "etc", "netrc");
+      await writeFile(netrc, `machine 127.0.0.1 login uploader password ${UPLOAD_TOKEN}\n`);
+      const up = await runNix(
+        [
+          "copy",
+          "--from",
+          local,
+          "--to",
+          `http://127.0.0.1:${a.port}`,
+          "--option",
+          "netrc-file",
+          netrc,
+          APP_PATH,
+        ],
+        dir.path,
+      );
+      expect(up.code, up.stderr).toBe(0);
+      expect(await a.spool.list("cache")).toHaveLength(2);
+      const down = await runNix(
+        [
+          "copy",
+          "--from",
+          `http://127.0.0.1:${a.port}`,
+          "--to",
+          join(dir.path, "fresh"),
+          "--option",
+          "require-sigs",
+          "true",
+          "--trusted-public-keys",
+          TEST_KEY,
+          APP_PATH,
+        ],
+        dir.path,
+      );
+      expect(down.code, down.stderr).toBe(0);
+    },
+  );
+  if (!HAVE_NIX) console.warn(`node-cache: ${NO_NIX_MESSAGE}`);
+});
