@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { migrate } from "../replication/migrate.js";
 import { Monitor, Spool, timeSortableNames } from "../spool/index.js";
 import { Authorizer } from "./auth/authorizer.js";
+import { startCacheFromConfig } from "./cache-http/node-cache-config.js";
 import { ClusterStatus } from "./cluster-status.js";
 import { type Config, grpcTlsEnabled } from "./config/index.js";
 import { type GrpcServer, startGrpcServer } from "./grpc/grpc-server.js";
@@ -153,12 +154,18 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     metrics.setReplicationSource(() => status.metrics());
     cleanups.push(() => status.close());
 
+    const cache = config.cache.enabled
+      ? await startCacheFromConfig(config, spool, authorizer, log)
+      : undefined;
+    if (cache !== undefined) cleanups.push(() => cache.stop());
+
     let ready = false;
     const http: HttpServer = await startHttpServer({
       listen: config.http.listen,
       metrics,
       ready: () => ready,
       logger: log,
+      fallback: cache?.handle,
     });
     cleanups.push(() => http.close());
 

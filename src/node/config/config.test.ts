@@ -114,6 +114,21 @@ describe("defaults", () => {
         listPageBytes: 512 * 1024,
       },
       idempotency: { window: 86_400_000 },
+      cache: {
+        enabled: false,
+        queue: "cache",
+        storeDir: "/nix/store",
+        storeDirs: ["/nix/store", "/gnu/store"],
+        priority: 40,
+        wantMassQuery: true,
+        policy: "require",
+        trustedPublicKeys: [],
+        hitTtl: 3_600_000,
+        missTtl: 60_000,
+        maxNarSize: 8 * 1024 ** 3,
+        stagingTtl: 600_000,
+        refreshEvery: 1_000,
+      },
       shutdown: { deadline: 10_000 },
     } satisfies Config);
   });
@@ -274,7 +289,13 @@ describe("env vars and flags", () => {
   });
 
   it("names the key and its source in the error for a bad value of every key", () => {
-    const skip = new Set(["spool.dir"]); // any non-empty path is a valid spool.dir
+    // Any non-empty path is valid for these.
+    const skip = new Set([
+      "spool.dir",
+      "cache.secretKeyFile",
+      "cache.trustedGuixKeysFile",
+      "cache.stagingDir",
+    ]);
     const keys = configKeys().filter((k) => !skip.has(k.key));
     expect(keys.length).toBeGreaterThan(25);
     for (const key of keys) {

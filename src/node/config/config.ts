@@ -102,6 +102,41 @@ export interface Config {
     /** How long an idempotency key keeps returning the first entry (ms). Default 24h. */
     window: number;
   };
+  /** The Nix/Guix binary cache served on the HTTP listener (docs/architecture.md). */
+  cache: {
+    /** Serve the cache and take uploads. Default false. */
+    enabled: boolean;
+    /** The spool queue holding its entries (one of `spool.queues`). Default "cache". */
+    queue: string;
+    /** StoreDir announced in /nix-cache-info. Default "/nix/store". */
+    storeDir: string;
+    /** Store directories whose narinfos are accepted. Default ["/nix/store", "/gnu/store"]. */
+    storeDirs: string[];
+    /** Priority in /nix-cache-info (lower is preferred). Default 40. */
+    priority: number;
+    /** WantMassQuery in /nix-cache-info. Default true. */
+    wantMassQuery: boolean;
+    /** Signatures demanded of uploads: require, sign or allow-unsigned. Default "require". */
+    policy: "require" | "sign" | "allow-unsigned";
+    /** The node's Nix secret key (`geospool cache keygen`); needed by "sign". */
+    secretKeyFile?: string | undefined;
+    /** Nix public keys (`name:base64`) whose signatures are trusted. Default []. */
+    trustedPublicKeys: string[];
+    /** Guix public keys (a signing-key.pub or an ACL) whose signatures are trusted. */
+    trustedGuixKeysFile?: string | undefined;
+    /** Cache-Control max-age of hits (ms). Default 1h. */
+    hitTtl: number;
+    /** Cache-Control max-age of misses (ms). Default 60s. */
+    missTtl: number;
+    /** Largest nar accepted (bytes); more is 413. Default 8GiB. */
+    maxNarSize: number;
+    /** Where nars wait for their narinfo (node-local). Default `<spool.dir>.cache-staging`. */
+    stagingDir?: string | undefined;
+    /** A staged nar whose narinfo has not come within this is dropped (ms). Default 10m. */
+    stagingTtl: number;
+    /** How often the index catches up with replicated entries (ms). Default 1s. */
+    refreshEvery: number;
+  };
   shutdown: {
     /** Graceful drain time before connections are forced closed (ms). Default 10s. */
     deadline: number;

@@ -1,4 +1,6 @@
 import { z } from "zod";
+import { parseNixPublicKey } from "../../cache/nix-key.js";
+import { checkStoreDir } from "../../cache/store-path.js";
 import { parseDuration, parseSize } from "../../common/units.js";
 import { nameProblem } from "../../spool/index.js";
 import { ACTIONS, type Config, LOG_LEVELS } from "./config.js";
@@ -210,6 +212,29 @@ function list<T extends z.ZodType>(item: T, opts: { commaSeparated: boolean }) {
   }, z.array(item));
 }
 
+function nixPublicKey() {
+  return leaf((value) => {
+    if (typeof value !== "string")
+      return new Invalid(`expected a key like name:base64, got ${show(value)}`);
+    try {
+      parseNixPublicKey(value);
+      return value.trim();
+    } catch (err) {
+      return new Invalid((err as Error).message);
+    }
+  });
+}
+
+function storeDir() {
+  return leaf((value) => {
+    try {
+      return checkStoreDir(String(value));
+    } catch (err) {
+      return new Invalid((err as Error).message);
+    }
+  });
+}
+
 const permissionSchema = z.strictObject({
   queues: list(queueOrStar(), { commaSeparated: true }),
   actions: list(oneOf(ACTIONS), { commaSeparated: true }),
@@ -339,6 +364,29 @@ export const configSchema = z
         window: duration({ positive: true }).default(24 * 3_600_000),
       })
       .prefault({}),
+    cache: z
+      .strictObject({
+        enabled: bool().default(false),
+        queue: name().default("cache"),
+        storeDir: storeDir().default("/nix/store"),
+        storeDirs: list(storeDir(), { commaSeparated: true }).default(() => [
+          "/nix/store",
+          "/gnu/store",
+        ]),
+        priority: int(0, 1_000_000).default(40),
+        wantMassQuery: bool().default(true),
+        policy: oneOf(["require", "sign", "allow-unsigned"] as const).default("require"),
+        secretKeyFile: path().optional(),
+        trustedPublicKeys: list(nixPublicKey(), { commaSeparated: true }).default(() => []),
+        trustedGuixKeysFile: path().optional(),
+        hitTtl: duration().default(3_600_000),
+        missTtl: duration().default(60_000),
+        maxNarSize: size(1, Number.MAX_SAFE_INTEGER).default(8 * GiB),
+        stagingDir: path().optional(),
+        stagingTtl: duration({ positive: true }).default(10 * 60_000),
+        refreshEvery: duration({ positive: true }).default(1_000),
+      })
+      .prefault({}),
     shutdown: z
       .strictObject({
         deadline: duration().default(10_000),
@@ -360,6 +408,19 @@ export const configSchema = z
       fail(
         ["spool", "leases", "deadLetterQueue"],
         `must be one of spool.queues (${queues.join(", ")}), got ${show(dlq)}`,
+      );
+    }
+
+    if (config.cache.enabled && !queues.includes(config.cache.queue)) {
+      fail(
+        ["cache", "queue"],
+        `must be one of spool.queues (${queues.join(", ")}), got ${show(config.cache.queue)}`,
+      );
+    }
+    if (config.cache.policy === "sign" && config.cache.secretKeyFile === undefined) {
+      fail(
+        ["cache", "secretKeyFile"],
+        'is needed by cache.policy "sign" (the key the node signs with)',
       );
     }
 

@@ -1,0 +1,73 @@
+import { readFile } from "node:fs/promises";
+import type { Logger } from "pino";
+import { type GuixPublicKey, parseGuixPublicKeys } from "../../cache/guix-signature.js";
+import { type NixSecretKey, parseNixPublicKey, parseNixSecretKey } from "../../cache/nix-key.js";
+import type { Authorizer } from "../auth/authorizer.js";
+import type { Config } from "../config/index.js";
+import type { NodeSpool } from "../service/spool-service.js";
+import { type NodeCache, startNodeCache } from "./node-cache.js";
+
+/** A cache setting that cannot be used (a key file missing or malformed); names the key. */
+export class CacheConfigError extends Error {
+  readonly code = "cache_config";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CacheConfigError";
+  }
+}
+
+async function readKeyFile<T>(key: string, file: string, parse: (text: string) => T): Promise<T> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    throw new CacheConfigError(
+      `${key}: cannot read ${file}: ${(err as { code?: string }).code ?? err}`,
+      { cause: err },
+    );
+  }
+  try {
+    return parse(text);
+  } catch (err) {
+    throw new CacheConfigError(`${key}: ${file}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** The node's cache as its configuration describes it (config.cache.enabled). */
+export async function startCacheFromConfig(
+  config: Config,
+  spool: NodeSpool,
+  authorizer: Authorizer,
+  logger: Logger,
+): Promise<NodeCache> {
+  const c = config.cache;
+  const nodeKey: NixSecretKey | undefined =
+    c.secretKeyFile === undefined
+      ? undefined
+      : await readKeyFile("cache.secretKeyFile", c.secretKeyFile, parseNixSecretKey);
+  const guixKeys: GuixPublicKey[] =
+    c.trustedGuixKeysFile === undefined
+      ? []
+      : await readKeyFile("cache.trustedGuixKeysFile", c.trustedGuixKeysFile, parseGuixPublicKeys);
+  return startNodeCache({
+    spool,
+    queue: c.queue,
+    nodeId: config.node.id,
+    info: { storeDir: c.storeDir, wantMassQuery: c.wantMassQuery, priority: c.priority },
+    rules: {
+      policy: c.policy,
+      storeDirs: c.storeDirs,
+      trustedNixKeys: c.trustedPublicKeys.map((k) => parseNixPublicKey(k)),
+      trustedGuixKeys: guixKeys,
+      nodeKey,
+    },
+    authorizer,
+    stagingDir: c.stagingDir ?? `${config.spool.dir}.cache-staging`,
+    maxNarBytes: c.maxNarSize,
+    stagingTtlMs: c.stagingTtl,
+    hitTtlSeconds: Math.round(c.hitTtl / 1000),
+    missTtlSeconds: Math.round(c.missTtl / 1000),
+    refreshEveryMs: c.refreshEvery,
+    logger,
+  });
+}
