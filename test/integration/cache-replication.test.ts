@@ -1,0 +1,116 @@
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { fixturePath, NIX_XZ, readFixture } from "../helpers/cache-fixtures.js";
+import { startTestCluster, type TestCluster } from "../helpers/cluster.js";
+import { HAVE_NIX, NO_NIX_MESSAGE, runNix } from "../helpers/nix-cli.js";
+import { get, rawHttp } from "../helpers/raw-http.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
+
+/**
+ * The cache across regions: two nodes, each with its own PostgreSQL, in a replication
+ * mesh; the real nix uploads to one and downloads from the other, signatures required.
+ */
+if (!HAVE_NIX) console.warn(`cache-replication: ${NO_NIX_MESSAGE}`);
+
+const UPLOAD_TOKEN = "upload-token-0123456789abcdef";
+const PEER_TOKEN = "peer-token-0123456789abcdef0";
+const TEST_KEY = readFixture("nix-2.8-test-key.public").toString().trim();
+const APP_PATH = "/nix/store/l493h11hsb577v1lhgwxzcmxh4q2m02w-geo-app";
+
+const dir = useSuiteTempDir("geospool-cache-repl-");
+let cluster: TestCluster | undefined;
+
+beforeAll(async () => {
+  if (!HAVE_NIX) return;
+  cluster = await startTestCluster({
+    n: 2,
+    dir: dir.path,
+    config: {
+      spool: {
+        queues: ["inbox", "outbox", "dead", "cache"],
+        leases: { grace: "0ms", deadLetterQueue: "dead" },
+      },
+      auth: {
+        tokens: [
+          {
+            name: "uploader",
+            token: UPLOAD_TOKEN,
+            permissions: [{ queues: ["cache"], actions: ["enqueue"] }],
+          },
+          {
+            name: "peers",
+            token: PEER_TOKEN,
+            permissions: [{ queues: ["*"], actions: ["dequeue"] }],
+          },
+        ],
+      },
+      cache: { enabled: true, trustedPublicKeys: [TEST_KEY], refreshEvery: "200ms" },
+    },
+  });
+}, 180_000);
+afterAll(async () => {
+  await cluster?.stop();
+}, 120_000);
+
+describe.skipIf(!HAVE_NIX)("the binary cache across two nodes", () => {
+  it("nix copy --to node 1; node 2 serves the closure to nix copy --from, signatures required", async () => {
+    const a = `http://127.0.0.1:${cluster!.node(0).httpPort}`;
+    const b = `http://127.0.0.1:${cluster!.node(1).httpPort}`;
+    const local = join(dir.path, "local");
+    const seeded = await runNix(
+      [
+        "copy",
+        "--from",
+        `file://${fixturePath(NIX_XZ)}`,
+        "--to",
+        local,
+        "--trusted-public-keys",
+        TEST_KEY,
+        APP_PATH,
+      ],
+      dir.path,
+    );
+    expect(seeded.code, seeded.stderr).toBe(0);
+    const netrc = join(dir.path, "netrc");
+    await writeFile(netrc, `machine 127.0.0.1 login uploader password ${UPLOAD_TOKEN}\n`);
+    const up = await runNix(
+      ["copy", "--from", local, "--to", a, "--option", "netrc-file", netrc, APP_PATH],
+      dir.path,
+    );
+    expect(up.code, up.stderr).toBe(0);
+
+    const port = cluster!.node(1).httpPort;
+    for (const hash of ["l493h11hsb577v1lhgwxzcmxh4q2m02w", "3wwj8mpk0lbnanhsfxw3m2birs5gl6xx"]) {
+      await vi.waitFor(
+        async () => {
+          const [r] = await rawHttp(port, [get(`/${hash}.narinfo`)]);
+          expect(r!.status).toBe(200);
+        },
+        { timeout: 60_000, interval: 200 },
+      );
+    }
+    const down = await runNix(
+      [
+        "copy",
+        "--from",
+        b,
+        "--to",
+        join(dir.path, "fresh"),
+        "--option",
+        "require-sigs",
+        "true",
+        "--trusted-public-keys",
+        TEST_KEY,
+        APP_PATH,
+      ],
+      dir.path,
+    );
+    expect(down.code, down.stderr).toBe(0);
+    const absent = await runNix(
+      ["path-info", "--store", b, "/nix/store/aaaah11hsb577v1lhgwxzcmxh4q2m02w-nope"],
+      dir.path,
+    );
+    expect(absent.stderr).toMatch(/is not valid/);
+  }, 180_000);
+});
