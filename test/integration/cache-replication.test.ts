@@ -1,7 +1,8 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { fixturePath, NIX_XZ, readFixture } from "../helpers/cache-fixtures.js";
+import { parseNarinfo } from "../../src/cache/narinfo.js";
+import { fixturePath, NIX_XZ, NIX_ZSTD, readFixture } from "../helpers/cache-fixtures.js";
 import { startTestCluster, type TestCluster } from "../helpers/cluster.js";
 import { HAVE_NIX, NO_NIX_MESSAGE, runNix } from "../helpers/nix-cli.js";
 import { get, rawHttp } from "../helpers/raw-http.js";
@@ -113,4 +114,45 @@ describe.skipIf(!HAVE_NIX)("the binary cache across two nodes", () => {
     );
     expect(absent.stderr).toMatch(/is not valid/);
   }, 180_000);
+
+  it("the same path uploaded to both nodes at once, in two compressions, ends as one served narinfo", async () => {
+    const file = "3krxljsj1sqc3iv7snmxba6pmc7mkl3f.narinfo";
+    const upload = (i: number, cache: string) => {
+      const bytes = readFixture(cache, file);
+      const url = parseNarinfo(bytes).url;
+      const put = (path: string, body: Buffer, close: boolean) =>
+        Buffer.concat([
+          Buffer.from(
+            `PUT ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${UPLOAD_TOKEN}\r\n${close ? "Connection: close\r\n" : ""}Content-Length: ${body.length}\r\n\r\n`,
+          ),
+          body,
+        ]);
+      return rawHttp(cluster!.node(i).httpPort, [
+        put(`/${url}`, readFixture(cache, url), false),
+        put(`/${file}`, bytes, true),
+      ]);
+    };
+    const [onA, onB] = await Promise.all([upload(0, NIX_XZ), upload(1, NIX_ZSTD)]);
+    expect(onA!.map((r) => r.status)).toEqual([200, 200]);
+    expect(onB!.map((r) => r.status)).toEqual([200, 200]);
+    const variants = [readFixture(NIX_XZ, file), readFixture(NIX_ZSTD, file)];
+    await vi.waitFor(
+      async () => {
+        const served = await Promise.all(
+          [0, 1].map(
+            async (i) => (await rawHttp(cluster!.node(i).httpPort, [get(`/${file}`)]))[0]!.body,
+          ),
+        );
+        expect(served[0]!.equals(served[1]!)).toBe(true);
+        expect(variants.some((v) => v.equals(served[0]!))).toBe(true);
+        // Both nodes hold both entries: each serves the nar its narinfo names.
+        const url = parseNarinfo(served[0]!).url;
+        for (const i of [0, 1]) {
+          const [nar] = await rawHttp(cluster!.node(i).httpPort, [get(`/${url}`)]);
+          expect(nar!.status).toBe(200);
+        }
+      },
+      { timeout: 60_000, interval: 200 },
+    );
+  }, 120_000);
 });
