@@ -110,7 +110,7 @@ function put(path: string, body: Buffer, token: string): Buffer {
 }
 
 describe("a node's binary cache", () => {
-  it("lets a token write only when it may enqueue on the cache queue, and nobody without tokens", () => {
+  it("lets a token write when it is an upload token or may enqueue on the cache queue, nobody without one", () => {
     expect(cacheWriteAccess(authorizer, "cache", UPLOAD_TOKEN)).toEqual({
       kind: "allowed",
       who: "uploader",
@@ -125,6 +125,17 @@ describe("a node's binary cache", () => {
     expect(cacheWriteAccess(authorizer, "cache", undefined)).toEqual({ kind: "unauthenticated" });
     expect(cacheWriteAccess(new Authorizer([]), "cache", UPLOAD_TOKEN)).toEqual({
       kind: "unauthenticated",
+    });
+    const own = [{ name: "ci", token: "ci-upload-token-0123456789" }];
+    expect(
+      cacheWriteAccess(new Authorizer([]), "cache", "ci-upload-token-0123456789", own),
+    ).toEqual({ kind: "allowed", who: "ci" });
+    expect(cacheWriteAccess(new Authorizer([]), "cache", UPLOAD_TOKEN, own)).toEqual({
+      kind: "unauthenticated",
+    });
+    expect(cacheWriteAccess(authorizer, "cache", WORKER_TOKEN, own)).toEqual({
+      kind: "forbidden",
+      who: "worker",
     });
   });
 

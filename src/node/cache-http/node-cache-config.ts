@@ -62,6 +62,7 @@ export async function startCacheFromConfig(
       nodeKey,
     },
     authorizer,
+    uploadTokens: c.uploadTokens,
     stagingDir: c.stagingDir ?? `${config.spool.dir}.cache-staging`,
     maxNarBytes: c.maxNarSize,
     stagingTtlMs: c.stagingTtl,

@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import { NarStaging } from "../../cache/nar-staging.js";
@@ -54,6 +55,8 @@ export interface NodeCacheOptions {
   info: NixCacheInfo;
   rules: UploadRules;
   authorizer: Authorizer;
+  /** The cache's own upload tokens (they work without gRPC authentication). */
+  uploadTokens?: readonly { name: string; token: string }[];
   /** Node-local directory for nars waiting for their narinfo. */
   stagingDir: string;
   maxNarBytes: number;
@@ -75,16 +78,24 @@ export interface NodeCache {
 }
 
 /**
- * Writes always need a token, even where the node runs without authentication: with no
- * tokens configured nobody may write. A token may write when it may enqueue on the cache's
- * queue.
+ * Writes always need a token, even where the node runs without authentication. A token
+ * may write when it is one of the cache's own upload tokens, or an `auth.tokens` grant
+ * that may enqueue on the cache's queue. Tokens are compared by digest in constant time.
  */
 export function cacheWriteAccess(
   authorizer: Authorizer,
   queue: string,
   token: string | undefined,
+  uploadTokens: readonly { name: string; token: string }[] = [],
 ): WriteAccess {
-  if (!authorizer.enabled || token === undefined) return { kind: "unauthenticated" };
+  if (token === undefined) return { kind: "unauthenticated" };
+  const digest = createHash("sha256").update(token).digest();
+  let own: string | undefined;
+  for (const t of uploadTokens) {
+    if (timingSafeEqual(digest, createHash("sha256").update(t.token).digest())) own = t.name;
+  }
+  if (own !== undefined) return { kind: "allowed", who: own };
+  if (!authorizer.enabled) return { kind: "unauthenticated" };
   let who: ReturnType<Authorizer["authenticate"]>;
   try {
     who = authorizer.authenticate(`Bearer ${token}`);
@@ -115,13 +126,16 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     maxBytes: options.maxNarBytes,
     clock,
   });
-  if (!options.authorizer.enabled) log.warn("no auth tokens configured: cache uploads are refused");
+  if (!options.authorizer.enabled && (options.uploadTokens ?? []).length === 0) {
+    log.warn("no tokens configured: cache uploads are refused");
+  }
   const upload = cacheUploadHandler({
     reader: store,
     writer: store,
     staging,
     rules: options.rules,
-    authorize: (token) => cacheWriteAccess(options.authorizer, options.queue, token),
+    authorize: (token) =>
+      cacheWriteAccess(options.authorizer, options.queue, token, options.uploadTokens),
     logger: options.logger,
     clock,
   });

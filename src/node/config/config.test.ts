@@ -128,6 +128,7 @@ describe("defaults", () => {
         maxNarSize: 8 * 1024 ** 3,
         stagingTtl: 600_000,
         refreshEvery: 1_000,
+        uploadTokens: [],
       },
       shutdown: { deadline: 10_000 },
     } satisfies Config);

@@ -136,6 +136,11 @@ export interface Config {
     stagingTtl: number;
     /** How often the index catches up with replicated entries (ms). Default 1s. */
     refreshEvery: number;
+    /**
+     * Tokens that may upload to the cache, besides `auth.tokens` allowed to enqueue on
+     * `cache.queue`; they work even when gRPC runs without authentication. Default [].
+     */
+    uploadTokens: Array<{ name: string; token: string }>;
   };
   shutdown: {
     /** Graceful drain time before connections are forced closed (ms). Default 10s. */

@@ -247,6 +247,8 @@ const tokenSchema = z.strictObject({
   permissions: list(permissionSchema, { commaSeparated: false }),
 });
 
+const uploadTokenSchema = z.strictObject({ name: name(), token: bearerToken() });
+
 const peerSchema = z.strictObject({
   id: name(),
   grpc: hostPort({ allowPortZero: false }),
@@ -385,6 +387,7 @@ export const configSchema = z
         stagingDir: path().optional(),
         stagingTtl: duration({ positive: true }).default(10 * 60_000),
         refreshEvery: duration({ positive: true }).default(1_000),
+        uploadTokens: list(uploadTokenSchema, { commaSeparated: false }).default(() => []),
       })
       .prefault({}),
     shutdown: z
@@ -417,6 +420,10 @@ export const configSchema = z
         `must be one of spool.queues (${queues.join(", ")}), got ${show(config.cache.queue)}`,
       );
     }
+    config.cache.uploadTokens.forEach((t, i) => {
+      if (t.token.length < 16)
+        fail(["cache", "uploadTokens", i, "token"], "must be at least 16 characters");
+    });
     if (config.cache.policy === "sign" && config.cache.secretKeyFile === undefined) {
       fail(
         ["cache", "secretKeyFile"],
