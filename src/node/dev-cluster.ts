@@ -2,6 +2,7 @@ import { rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { type Config, parseConfig } from "./config/index.js";
+import { type DevCache, prepareDevCache } from "./dev-cache.js";
 import { type RunningNode, startNode } from "./node.js";
 import {
   type EmbeddedPostgres,
@@ -32,6 +33,8 @@ export interface DevNode {
 
 export interface DevCluster {
   readonly nodes: readonly DevNode[];
+  /** The binary cache every node serves: its key, upload token and netrc. */
+  readonly cache: DevCache;
   /** Drain every node, then stop every PostgreSQL server. */
   stop(): Promise<void>;
 }
@@ -68,6 +71,7 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
     const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed) throw failed.reason;
 
+    const cache = await prepareDevCache(dir);
     const endpoints = ids.map((id, i) => ({
       id,
       region: REGIONS[i % REGIONS.length] as string,
@@ -78,7 +82,18 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
       parseConfig(
         {
           node: { id: e.id, region: e.region },
-          spool: { dir: join(dir, e.id, "spool"), leases: { deadLetterQueue: "dead" } },
+          spool: {
+            dir: join(dir, e.id, "spool"),
+            queues: ["inbox", "outbox", "dead", "cache"],
+            leases: { deadLetterQueue: "dead" },
+          },
+          cache: {
+            enabled: true,
+            policy: "sign",
+            secretKeyFile: cache.secretKeyFile,
+            trustedPublicKeys: [cache.publicKey],
+            uploadTokens: [{ name: "dev", token: cache.token }],
+          },
           grpc: { listen: e.grpc },
           http: { listen: e.http },
           postgres: { url: (servers[i] as EmbeddedPostgres).url },
@@ -106,6 +121,7 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
     let stopping: Promise<void> | undefined;
     return {
       nodes,
+      cache,
       stop() {
         stopping ??= stopAll();
         return stopping;

@@ -29,9 +29,10 @@ export const devCommand: Command = {
 
 Start a local cluster on 127.0.0.1: node-1..node-N, each with its own PostgreSQL
 (wal_level=logical) and spool under DIR/<node>, gRPC on base-grpc-port+i and HTTP
-(/metrics, /healthz, /readyz) on base-http-port+i. Prints a table of endpoints and runs
-until Ctrl-C (SIGINT) or SIGTERM, then drains every node and stops every PostgreSQL.
-State is kept between runs; --fresh deletes it first.
+(/metrics, /healthz, /readyz and the Nix/Guix binary cache) on base-http-port+i. Prints
+a table of endpoints, the cache's public key and a netrc with an upload token (under
+DIR/cache), and runs until Ctrl-C (SIGINT) or SIGTERM, then drains every node and stops
+every PostgreSQL. State is kept between runs; --fresh deletes it first.
 
 Options:
   --nodes N             number of nodes, 1-9 (default 3)
@@ -86,15 +87,31 @@ Options:
         .join("  ")
         .trimEnd();
     const endpoints = cluster.nodes.map((n) => n.grpc).join(",");
+    const { cache } = cluster;
+    const [first, last] = [cluster.nodes[0]!, cluster.nodes.at(-1)!];
+    const nixConfig = "NIX_CONFIG='experimental-features = nix-command'";
     await out.result(
       [
         line(head),
         ...rows.map(line),
         "",
         `Try: ${io.program} client --endpoints ${endpoints} enqueue inbox --data hello`,
+        "",
+        `Binary cache on every node: ${cluster.nodes.map((n) => `http://${n.http}`).join(" ")}`,
+        `  public key: ${cache.publicKey}`,
+        `  netrc (upload token): ${cache.netrcFile}`,
+        `  upload:   ${nixConfig} nix copy --to http://${first.http} --option netrc-file ${cache.netrcFile} <paths>`,
+        `  download: ${nixConfig} nix copy --from http://${last.http} --option trusted-public-keys '${cache.publicKey}' <paths>`,
         "Ctrl-C stops the cluster.",
       ].join("\n"),
-      { nodes: cluster.nodes },
+      {
+        nodes: cluster.nodes,
+        cache: {
+          publicKey: cache.publicKey,
+          netrcFile: cache.netrcFile,
+          secretKeyFile: cache.secretKeyFile,
+        },
+      },
     );
     if (!shutdown.aborted)
       await new Promise((r) => shutdown.addEventListener("abort", r, { once: true }));

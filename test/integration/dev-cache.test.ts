@@ -1,0 +1,117 @@
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { type DevCluster, startDevCluster } from "../../src/node/dev-cluster.js";
+import { silentLogger } from "../../src/node/observability/index.js";
+import { fixturePath, NIX_XZ, readFixture } from "../helpers/cache-fixtures.js";
+import { HAVE_NIX, NO_NIX_MESSAGE, runNix } from "../helpers/nix-cli.js";
+import { get, rawHttp } from "../helpers/raw-http.js";
+import { useSuiteTempDir } from "../helpers/tmp.js";
+
+/**
+ * `geospool dev` (npm start) serves the binary cache on every node with a dev key and an
+ * upload token in a netrc: what it prints is enough for the real nix to upload to one node
+ * and download from another.
+ */
+if (!HAVE_NIX) console.warn(`dev-cache: ${NO_NIX_MESSAGE}`);
+
+const dir = useSuiteTempDir("geospool-dev-cache-");
+let cluster: DevCluster | undefined;
+afterAll(async () => {
+  await cluster?.stop();
+}, 120_000);
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+  });
+}
+
+async function freeBase(n: number, offset: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 20_000);
+    const ports = Array.from({ length: n }, (_, i) => [base + i, base + offset + i]).flat();
+    if ((await Promise.all(ports.map(canBind))).every(Boolean)) return base;
+  }
+  throw new Error("no free port range found");
+}
+
+describe.skipIf(!HAVE_NIX)("the dev cluster's binary cache", () => {
+  it("takes nix copy --to node-1 with the printed netrc and serves node-2's nix copy --from under the printed key", async () => {
+    const base = await freeBase(2, 100);
+    cluster = await startDevCluster({
+      dir: join(dir.path, "dev"),
+      nodes: 2,
+      baseGrpcPort: base,
+      baseHttpPort: base + 100,
+      fresh: true,
+      logger: silentLogger(),
+      logLevel: "silent",
+    });
+    const { cache, nodes } = cluster;
+    expect(cache.publicKey).toMatch(/^geospool-dev-1:/);
+    const testKey = readFixture("nix-2.8-test-key.public").toString().trim();
+    const app = "/nix/store/l493h11hsb577v1lhgwxzcmxh4q2m02w-geo-app";
+    const local = join(dir.path, "local");
+    const seeded = await runNix(
+      [
+        "copy",
+        "--from",
+        `file://${fixturePath(NIX_XZ)}`,
+        "--to",
+        local,
+        "--trusted-public-keys",
+        testKey,
+        app,
+      ],
+      dir.path,
+    );
+    expect(seeded.code, seeded.stderr).toBe(0);
+    const up = await runNix(
+      [
+        "copy",
+        "--from",
+        local,
+        "--to",
+        `http://${nodes[0]!.http}`,
+        "--option",
+        "netrc-file",
+        cache.netrcFile,
+        app,
+      ],
+      dir.path,
+    );
+    expect(up.code, up.stderr).toBe(0);
+    const port = Number(nodes[1]!.http.split(":")[1]);
+    await vi.waitFor(
+      async () => {
+        const [r] = await rawHttp(port, [get("/l493h11hsb577v1lhgwxzcmxh4q2m02w.narinfo")]);
+        expect(r!.status).toBe(200);
+        // Signed by the uploader's key (not trusted by the node), so the node added its own.
+        expect(r!.body.toString()).toMatch(/^Sig: geospool-dev-1:/m);
+        const [lib] = await rawHttp(port, [get("/3wwj8mpk0lbnanhsfxw3m2birs5gl6xx.narinfo")]);
+        expect(lib!.status).toBe(200);
+      },
+      { timeout: 60_000, interval: 200 },
+    );
+    const down = await runNix(
+      [
+        "copy",
+        "--from",
+        `http://${nodes[1]!.http}`,
+        "--to",
+        join(dir.path, "fresh"),
+        "--option",
+        "require-sigs",
+        "true",
+        "--trusted-public-keys",
+        cache.publicKey,
+        app,
+      ],
+      dir.path,
+    );
+    expect(down.code, down.stderr).toBe(0);
+  }, 240_000);
+});
