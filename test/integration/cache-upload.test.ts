@@ -1,6 +1,8 @@
+import { once } from "node:events";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { CacheReader } from "../../src/cache/cache-reader.js";
 import type { CacheWriter } from "../../src/cache/cache-writer.js";
 import { openCacheDirectory } from "../../src/cache/dir-cache-reader.js";
@@ -59,6 +61,8 @@ function authorize(token: string | undefined): WriteAccess {
   return { kind: "unauthenticated" };
 }
 
+let staging = "";
+
 async function startCache(
   policy: SignaturePolicy,
   kind: "dir" | "spool" = "dir",
@@ -90,10 +94,11 @@ async function startCache(
     reader = store;
     writer = store;
   }
+  staging = join(dir.path, "staging");
   const upload = cacheUploadHandler({
     reader,
     writer,
-    staging: await NarStaging.open(join(dir.path, "staging"), { maxBytes: 1024 * 1024 }),
+    staging: await NarStaging.open(staging, { maxBytes: 1024 * 1024 }),
     rules: {
       policy,
       storeDirs: ["/nix/store", "/gnu/store"],
@@ -103,6 +108,7 @@ async function startCache(
     },
     authorize,
     logger: silentLogger(),
+    idleTimeoutMs: 500,
   });
   server = await startHttpServer({
     listen: "127.0.0.1:0",
@@ -214,6 +220,25 @@ describe("uploads over HTTP", () => {
     expect(big!.status).toBe(413);
     const [logs] = await rawHttp(port, [put("/log/abc-foo.drv", "build log", TOKEN, true)]);
     expect(logs!.status).toBe(200);
+    expect(await readdir(cache)).toEqual(["nix-cache-info"]);
+  });
+
+  it("cuts off a stalled upload and leaves nothing behind", async () => {
+    const { port, cache } = await startCache("allow-unsigned");
+    const socket = connect(port, "127.0.0.1");
+    await once(socket, "connect");
+    socket.write(
+      `PUT /nar/0l8gkfq1153q73v79qb2p2ddh7ywk95mp38hr7k6019ybfjvkbqp.nar.xz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 1000\r\n\r\n${"x".repeat(10)}`,
+    );
+    socket.resume();
+    const started = Date.now();
+    await once(socket, "close");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(400);
+    // The server side learns of the close on its own schedule: wait for its cleanup.
+    await vi.waitFor(async () => expect(await readdir(staging)).toEqual([]), {
+      timeout: 5_000,
+      interval: 20,
+    });
     expect(await readdir(cache)).toEqual(["nix-cache-info"]);
   });
 

@@ -22,6 +22,8 @@ export interface CacheUploadOptions {
   authorize(token: string | undefined): WriteAccess;
   /** Largest narinfo or listing accepted (bytes; default 1 MiB). */
   maxSmallBytes?: number;
+  /** An upload that sends nothing for this long is cut off, leaving nothing (ms; default 60 s). */
+  idleTimeoutMs?: number;
   logger: Logger;
   clock?: () => number;
 }
@@ -163,8 +165,16 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
     });
   }
 
+  const idleMs = options.idleTimeoutMs ?? 60_000;
+
   return async function put(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const rawPath = (req.url ?? "").split("?")[0] ?? "";
+    // A stalled body: end the connection; the reader of the body fails and cleans up.
+    req.socket.setTimeout(idleMs, () => {
+      if (req.complete) return;
+      log.info({ path: rawPath, idleMs }, "upload stalled; connection closed");
+      req.socket.destroy();
+    });
     const access = options.authorize(tokenOf(req.headers.authorization));
     if (access.kind === "unauthenticated") {
       return reply(res, 401, "credentials needed to write\n", {

@@ -69,6 +69,7 @@ export async function startCacheFromConfig(
     hitTtlSeconds: Math.round(c.hitTtl / 1000),
     missTtlSeconds: Math.round(c.missTtl / 1000),
     refreshEveryMs: c.refreshEvery,
+    uploadIdleTimeoutMs: config.limits.uploadIdleTimeout,
     logger,
   });
 }

@@ -66,6 +66,8 @@ export interface NodeCacheOptions {
   missTtlSeconds: number;
   /** How often the index catches up with entries other processes (the replicator) added. */
   refreshEveryMs: number;
+  /** An upload silent this long is cut off (ms). */
+  uploadIdleTimeoutMs?: number;
   logger: Logger;
   clock?: () => number;
 }
@@ -138,6 +140,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
       cacheWriteAccess(options.authorizer, options.queue, token, options.uploadTokens),
     logger: options.logger,
     clock,
+    idleTimeoutMs: options.uploadIdleTimeoutMs,
   });
   const handle = cacheHttpHandler({
     reader: store,
