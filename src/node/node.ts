@@ -166,6 +166,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       ready: () => ready,
       logger: log,
       fallback: cache?.handle,
+      checkContinue: cache?.checkContinue,
     });
     cleanups.push(() => http.close());
 

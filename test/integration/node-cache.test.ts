@@ -1,4 +1,6 @@
+import { once } from "node:events";
 import { mkdir, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { parseNarinfo } from "../../src/cache/narinfo.js";
@@ -99,6 +101,7 @@ async function startCache(
     ready: () => true,
     logger: silentLogger(),
     fallback: cache.handle,
+    checkContinue: cache.checkContinue,
   });
   running.push({ cache, http });
   return { port: http.port, spool, cache };
@@ -185,6 +188,29 @@ describe("a node's binary cache", () => {
     const [r] = await rawHttp(a.port, [Buffer.concat([Buffer.from(head), bytes])]);
     expect(r!.status).toBe(403);
     expect(await a.spool.list("cache")).toEqual([]);
+  });
+
+  it("answers Expect: 100-continue with a refusal before the body when the caller may not write", async () => {
+    const a = await startCache("eu-1");
+    const head = (auth: string, length: number) =>
+      `PUT /nar/0l8gkfq1153q73v79qb2p2ddh7ywk95mp38hr7k6019ybfjvkbqp.nar.xz HTTP/1.1\r\nHost: x\r\n${auth}Expect: 100-continue\r\nContent-Length: ${length}\r\n\r\n`;
+    const firstLine = async (text: string): Promise<string> => {
+      const socket = connect(a.port, "127.0.0.1");
+      socket.write(text);
+      const [chunk] = (await once(socket, "data")) as [Buffer];
+      socket.destroy();
+      return chunk.toString().split("\r\n")[0]!;
+    };
+    expect(await firstLine(head("", 240))).toBe("HTTP/1.1 401 Unauthorized");
+    expect(await firstLine(head(`Authorization: Bearer ${WORKER_TOKEN}\r\n`, 240))).toBe(
+      "HTTP/1.1 403 Forbidden",
+    );
+    expect(await firstLine(head(`Authorization: Bearer ${UPLOAD_TOKEN}\r\n`, 2 << 20))).toBe(
+      "HTTP/1.1 413 Payload Too Large",
+    );
+    expect(await firstLine(head(`Authorization: Bearer ${UPLOAD_TOKEN}\r\n`, 240))).toBe(
+      "HTTP/1.1 100 Continue",
+    );
   });
 
   it.skipIf(!HAVE_NIX)(

@@ -167,7 +167,32 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
 
   const idleMs = options.idleTimeoutMs ?? 60_000;
 
-  return async function put(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** Refuse an upload from its headers alone (Expect: 100-continue): true lets it go on. */
+  function precheck(req: IncomingMessage, res: ServerResponse, maxNarBytes: number): boolean {
+    if (req.method !== "PUT") return true;
+    const access = options.authorize(tokenOf(req.headers.authorization));
+    if (access.kind === "unauthenticated") {
+      reply(res, 401, "credentials needed to write\n", {
+        "www-authenticate": 'Basic realm="geospool cache"',
+        connection: "close",
+      });
+      return false;
+    }
+    if (access.kind === "forbidden") {
+      reply(res, 403, "not allowed to write to the cache\n", { connection: "close" });
+      return false;
+    }
+    const length = Number(req.headers["content-length"] ?? Number.NaN);
+    const path = (req.url ?? "").split("?")[0] ?? "";
+    const limit = path.startsWith("/nar/") ? maxNarBytes : maxSmall;
+    if (Number.isFinite(length) && length > limit) {
+      tooLarge(res, limit);
+      return false;
+    }
+    return true;
+  }
+
+  async function put(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const rawPath = (req.url ?? "").split("?")[0] ?? "";
     // A stalled body: end the connection; the reader of the body fails and cleans up.
     req.socket.setTimeout(idleMs, () => {
@@ -211,5 +236,7 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
           connection: "close",
         });
     }
-  };
+  }
+
+  return Object.assign(put, { precheck });
 }

@@ -76,6 +76,8 @@ export interface NodeCache {
   readonly store: SpoolCacheStore<NodeEntryMeta, string>;
   /** For the node's HTTP server (`fallback`). */
   handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+  /** For the node's HTTP server (`checkContinue`): refuses an upload before its body. */
+  checkContinue(req: IncomingMessage, res: ServerResponse): boolean;
   stop(): Promise<void>;
 }
 
@@ -162,6 +164,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
   return {
     store,
     handle,
+    checkContinue: (req, res) => upload.precheck(req, res, options.maxNarBytes),
     async stop() {
       clearInterval(timer);
       await running;

@@ -16,6 +16,12 @@ export interface HttpServerOptions {
   logger: Logger;
   /** Other paths go here; without it they are 404. */
   fallback?: HttpHandler;
+  /**
+   * Sees a request that sent `Expect: 100-continue` before its body: true lets it go on
+   * (100 Continue, then the usual handling); false means it has answered (401, 413, ...)
+   * and the body is never asked for. Without it every such request gets 100 Continue.
+   */
+  checkContinue?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
 export interface HttpServer {
@@ -61,6 +67,23 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       else res.destroy();
     });
   });
+
+  const check = options.checkContinue;
+  if (check !== undefined) {
+    server.on("checkContinue", (req, res) => {
+      let proceed = false;
+      try {
+        proceed = check(req, res);
+      } catch (err) {
+        log.error({ err, url: req.url }, "expect-continue check failed");
+        if (!res.headersSent) send(res, 500, "internal error\n");
+        return;
+      }
+      if (!proceed) return;
+      res.writeContinue();
+      server.emit("request", req, res);
+    });
+  }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? "/").split("?")[0];
