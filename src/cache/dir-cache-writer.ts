@@ -43,15 +43,17 @@ export function cacheDirectoryWriter(dir: string): CacheWriter {
     async commit(upload) {
       const hashPart = upload.narinfo.storePath.hashPart;
       const target = join(dir, `${hashPart}.narinfo`);
-      if (await exists(target)) {
-        if (upload.nar !== undefined) await rm(upload.nar.file, { force: true });
-        return "already_served";
-      }
+      // A nar is put in place even beside a narinfo already stored (a Guix narinfo's
+      // second compression comes as a second commit of the same narinfo).
       if (upload.nar !== undefined) {
         const narTarget = join(dir, upload.nar.path);
-        await mkdir(dirname(narTarget), { recursive: true });
-        await moveInto(upload.nar.file, narTarget);
+        if (await exists(narTarget)) await rm(upload.nar.file, { force: true });
+        else {
+          await mkdir(dirname(narTarget), { recursive: true });
+          await moveInto(upload.nar.file, narTarget);
+        }
       }
+      if (await exists(target)) return "already_served";
       if (upload.listing !== undefined)
         await writeDurably(join(dir, `${hashPart}.ls`), upload.listing);
       await writeDurably(target, upload.served);

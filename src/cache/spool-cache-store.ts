@@ -171,8 +171,11 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
     const hashPart = upload.narinfo.storePath.hashPart;
     const url = upload.nar?.path ?? upload.narinfo.files.find((f) => this.byNar.has(f.url))?.url;
     if (url === undefined) throw new Error(`commit of ${hashPart}: no staged or stored nar`);
-    const current = this.served(hashPart);
-    if (current !== undefined && current.record.narinfo === upload.served.toString("utf8")) {
+    const narinfo = upload.served.toString("utf8");
+    const same = [...(this.byHash.get(hashPart)?.values() ?? [])].some(
+      (c) => c.record.narinfo === narinfo && c.record.url === url,
+    );
+    if (same) {
       if (upload.nar !== undefined) await rm(upload.nar.file, { force: true });
       return "already_served";
     }

@@ -2,7 +2,14 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { parseNarinfo } from "../../src/cache/narinfo.js";
-import { fixturePath, NIX_XZ, NIX_ZSTD, readFixture } from "../helpers/cache-fixtures.js";
+import {
+  fixturePath,
+  GUIX,
+  NIX_XZ,
+  NIX_ZSTD,
+  narinfoFixtures,
+  readFixture,
+} from "../helpers/cache-fixtures.js";
 import { startTestCluster, type TestCluster } from "../helpers/cluster.js";
 import { HAVE_NIX, NO_NIX_MESSAGE, runNix } from "../helpers/nix-cli.js";
 import { get, rawHttp } from "../helpers/raw-http.js";
@@ -21,9 +28,15 @@ const APP_PATH = "/nix/store/l493h11hsb577v1lhgwxzcmxh4q2m02w-geo-app";
 
 const dir = useSuiteTempDir("geospool-cache-repl-");
 let cluster: TestCluster | undefined;
+let GUIX_KEY_FILE = "";
 
 beforeAll(async () => {
   if (!HAVE_NIX) return;
+  GUIX_KEY_FILE = join(dir.path, "guix-signing-key.pub");
+  await writeFile(
+    GUIX_KEY_FILE,
+    "(public-key (ecc (curve Ed25519) (q #239E994B9C3302A466FD5034D7FF90FEA287312BA1093E72DD195D036100C1FC#)))\n",
+  );
   cluster = await startTestCluster({
     n: 2,
     dir: dir.path,
@@ -46,7 +59,12 @@ beforeAll(async () => {
           },
         ],
       },
-      cache: { enabled: true, trustedPublicKeys: [TEST_KEY], refreshEvery: "200ms" },
+      cache: {
+        enabled: true,
+        trustedPublicKeys: [TEST_KEY],
+        trustedGuixKeysFile: GUIX_KEY_FILE,
+        refreshEvery: "200ms",
+      },
     },
   });
 }, 180_000);
@@ -154,5 +172,48 @@ describe.skipIf(!HAVE_NIX)("the binary cache across two nodes", () => {
       },
       { timeout: 60_000, interval: 200 },
     );
+  }, 120_000);
+
+  it("Guix narinfos uploaded with curl-style PUTs to node 1 are served byte for byte by node 2, pipelined", async () => {
+    const put = (path: string, body: Buffer) =>
+      Buffer.concat([
+        Buffer.from(
+          `PUT ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${UPLOAD_TOKEN}\r\nContent-Length: ${body.length}\r\n\r\n`,
+        ),
+        body,
+      ]);
+    const fixtures = narinfoFixtures(GUIX);
+    const requests: Buffer[] = [];
+    for (const [file, bytes] of fixtures) {
+      for (const f of parseNarinfo(bytes).files)
+        requests.push(put(`/${f.url}`, readFixture(GUIX, f.url)));
+      requests.push(put(`/${file}`, bytes));
+    }
+    const answers = await rawHttp(cluster!.node(0).httpPort, [
+      ...requests,
+      Buffer.from(get("/nix-cache-info")),
+    ]);
+    expect(answers.map((r) => r.status)).toEqual(answers.map(() => 200));
+
+    const port = cluster!.node(1).httpPort;
+    const order = [...fixtures, ...fixtures.slice().reverse()];
+    await vi.waitFor(
+      async () => {
+        const served = await rawHttp(
+          port,
+          order.map(([file], i) => get(`/${file}`, {}, "GET", i === order.length - 1)),
+        );
+        expect(served.map((r) => r.status)).toEqual(order.map(() => 200));
+        for (const [i, [, bytes]] of order.entries())
+          expect(served[i]!.body.equals(bytes)).toBe(true);
+      },
+      { timeout: 60_000, interval: 200 },
+    );
+    for (const [, bytes] of fixtures) {
+      for (const f of parseNarinfo(bytes).files) {
+        const [nar] = await rawHttp(port, [get(`/${f.url}`)]);
+        expect(nar!.body.equals(readFixture(GUIX, f.url))).toBe(true);
+      }
+    }
   }, 120_000);
 });

@@ -6,7 +6,7 @@ import type { NarStaging, StagedNar } from "../../cache/nar-staging.js";
 import { type Narinfo, NarinfoParseError, parseNarinfo } from "../../cache/narinfo.js";
 import { parseCacheRequest } from "../../cache/request-path.js";
 import type { CandidateTrust } from "../../cache/served-rule.js";
-import { checkUpload, type UploadRules } from "../../cache/upload-check.js";
+import { checkUpload, type UploadRules, type UploadVerdict } from "../../cache/upload-check.js";
 
 /** Who may write: from the token in `Authorization` (Bearer, or Basic's password). */
 export type WriteAccess =
@@ -100,11 +100,7 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
   ): Promise<void> {
     const body = await readSmall(req);
     if (body === undefined) return tooLarge(res, maxSmall);
-    const rejectWith = async (
-      r: Omit<RejectedUpload, "hashPart" | "by" | "at">,
-      nar?: StagedNar,
-    ) => {
-      if (nar !== undefined) await options.staging.discard(nar.path);
+    const rejectWith = async (r: Omit<RejectedUpload, "hashPart" | "by" | "at">) => {
       await options.writer.reject({ ...r, hashPart, by: who, at: clock() });
       log.info({ hashPart, reason: r.reason, by: who }, "narinfo upload rejected");
       reply(res, 400, `rejected (${r.reason}): ${r.message}\n`);
@@ -125,6 +121,19 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
       });
     }
     await Promise.all(info.files.map((f) => options.staging.settled(f.url)));
+    // Every file of the narinfo whose nar is here (Guix lists several) is checked; one
+    // failure rejects the whole upload, and each accepted file becomes its own entry.
+    const accepted: Array<{
+      verdict: Extract<UploadVerdict, { kind: "accept" }>;
+      staged: StagedNar | undefined;
+      url: string;
+    }> = [];
+    const stagedHere = info.files
+      .map((f) => options.staging.get(f.url))
+      .filter((n) => n !== undefined);
+    const discardAll = async () => {
+      for (const n of stagedHere) await options.staging.discard(n.path);
+    };
     for (const file of info.files) {
       const staged = options.staging.get(file.url);
       const facts = staged?.facts ?? (await options.writer.storedNarFacts(file.url));
@@ -133,17 +142,30 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
         staged === undefined || staged.compression === (file.compression ?? "bzip2");
       const usable = sameCompression ? facts : { ...facts, nar: undefined, narError: undefined };
       const verdict = checkUpload(info, file, usable, options.rules);
-      if (verdict.kind === "reject")
-        return rejectWith({ storePath, reason: verdict.reason, message: verdict.message }, staged);
+      if (verdict.kind === "reject") {
+        await discardAll();
+        return rejectWith({ storePath, reason: verdict.reason, message: verdict.message });
+      }
+      accepted.push({ verdict, staged, url: file.url });
+    }
+    if (accepted.length === 0) {
+      return rejectWith({
+        storePath,
+        reason: "nar_missing",
+        message: "none of its URLs names an uploaded nar (PUT the nar first)",
+      });
+    }
+    const listing = listings.get(hashPart)?.bytes;
+    listings.delete(hashPart);
+    const outcomes: string[] = [];
+    for (const { verdict, staged, url } of accepted) {
       const trust: CandidateTrust =
         verdict.trustedBy.length > 0
           ? "trusted"
           : verdict.signedByNode
             ? "node_signed"
             : "unsigned";
-      const nar = staged === undefined ? undefined : options.staging.take(file.url);
-      const listing = listings.get(hashPart)?.bytes;
-      listings.delete(hashPart);
+      const nar = staged === undefined ? undefined : options.staging.take(url);
       const outcome = await options.writer.commit({
         narinfo: info,
         served: verdict.served,
@@ -153,16 +175,12 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
         by: who,
       });
       log.info(
-        { hashPart, outcome, trust, checked: verdict.contentChecked, by: who },
+        { hashPart, url, outcome, trust, checked: verdict.contentChecked, by: who },
         "narinfo upload accepted",
       );
-      return reply(res, 200, `${outcome}\n`);
+      outcomes.push(outcome);
     }
-    return rejectWith({
-      storePath,
-      reason: "nar_missing",
-      message: "none of its URLs names an uploaded nar (PUT the nar first)",
-    });
+    return reply(res, 200, `${outcomes.includes("stored") ? "stored" : "already_served"}\n`);
   }
 
   const idleMs = options.idleTimeoutMs ?? 60_000;
