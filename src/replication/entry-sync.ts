@@ -1,0 +1,354 @@
+import type { Logger } from "pino";
+import { nameProblem, type ReplicaData, type ReplicaInspection } from "../spool/index.js";
+import { foldEntry } from "./fold.js";
+import type { HybridLogicalClock } from "./hlc.js";
+import { rowKey } from "./journal-row.js";
+import { type NewJournalRow, readEntries, type StoredJournalRow } from "./journal-store.js";
+import { type QuarantinedRow, writeRecord } from "./replica-record.js";
+import {
+  type LocalState,
+  type Placed,
+  type Target,
+  targetOf,
+  transitionRows,
+  type UnstampedRow,
+} from "./replica-state.js";
+import type { ReplicatorOptions } from "./replicator-options.js";
+import {
+  applyPlan,
+  decide,
+  inFluxAction,
+  type JournalView,
+  mergeStreamed,
+  needsFold,
+  peerEnqueueOf,
+  quarantineAll,
+  type Rejection,
+  stillOverridden,
+  toLocal,
+} from "./sync-decision.js";
+import type { Dirty, SyncSchedule } from "./sync-schedule.js";
+
+/**
+ * The replicator's work on a batch of dirty entries: read each one's files, read the
+ * journal's fold of those that need it, decide (sync-decision.ts), act (journal a local
+ * transition, or place or drop a peer's change in the spool), and write the outcomes to
+ * the record in one transaction (replica-record.ts). Holds the record as last committed.
+ */
+
+/** What one sync of an entry came to. */
+interface Outcome {
+  entry: string;
+  /** New record (undefined: unchanged). */
+  record?: LocalState;
+  rows?: NewJournalRow[];
+  /** Retry later (persisted when `persist`). */
+  retry?: { reason: string; persist: boolean };
+  /** Sync again right away (local rows that a peer's row overrides). */
+  again?: boolean;
+  quarantine?: Rejection[];
+  applied?: "placed" | "dropped";
+}
+
+export const INLINE_DATA_MAX = 64 * 1024;
+/** In-flux retries (about 2 s with the backoff) after which a placement counts as dead. */
+const STALLED_RETRIES = 3;
+
+export class EntrySync {
+  /** The record as last committed (replica_entries). */
+  recorded = new Map<string, Placed>();
+  /** Entries with a row in replica_pending (deleted once they sync). */
+  readonly pendingRows = new Set<string>();
+  /**
+   * Entries quarantined before this start, tried again now (a queue may have been added):
+   * their quarantine rows are replaced by what the sync finds.
+   */
+  readonly requarantine = new Set<string>();
+  private readonly quarantinedKeys = new Set<string>();
+  readonly counters = { applied: 0, localRows: 0, applyErrors: 0, quarantined: 0 };
+
+  constructor(
+    private readonly opts: ReplicatorOptions,
+    private readonly schedule: SyncSchedule,
+    private readonly hlc: HybridLogicalClock,
+    private readonly log: Logger,
+    private readonly clock: () => number,
+  ) {}
+
+  /** A sync failed as a whole (the database or the disk). */
+  countError(): void {
+    this.counters.applyErrors++;
+    this.opts.metrics?.applyError?.();
+  }
+
+  /** Sync one batch: read the files, then the folds that are needed, decide, act, record. */
+  async syncBatch(batch: Array<[string, Dirty]>): Promise<void> {
+    const { pool } = this.opts;
+    const concurrency = this.opts.concurrency ?? 16;
+    // Read every entry's files first (in parallel), then the fold of those that need it.
+    const inspected = await mapLimit(batch, concurrency, async ([entry, d]) => {
+      if (nameProblem(entry) !== undefined) return { entry, d, invalid: true as const };
+      const seen = await this.opts.spool.inspect(entry);
+      return { entry, d, seen, invalid: false as const };
+    });
+    const needFold = inspected
+      .filter(
+        (i) =>
+          i.invalid ||
+          needsFold(
+            i.seen,
+            i.d,
+            this.recorded.get(i.entry) ?? null,
+            !this.recorded.has(i.entry) && this.schedule.failures(i.entry) >= STALLED_RETRIES,
+          ),
+      )
+      .map((i) => i.entry);
+    const streamed = new Map<string, Record<string, unknown>[]>();
+    for (const [entry] of batch) {
+      const rows = this.schedule.takeStreamed(entry);
+      if (rows !== undefined) streamed.set(entry, rows);
+    }
+    const folds = await readEntries(pool, needFold);
+    for (const [entry, raws] of streamed) mergeStreamed(folds.get(entry), raws);
+    const now = this.clock();
+    const outcomes = await mapLimit(inspected, concurrency, async (i): Promise<Outcome> => {
+      const journal = folds.get(i.entry);
+      if (i.invalid) {
+        const problem = `invalid entry name: ${nameProblem(i.entry) ?? "?"}`;
+        return {
+          entry: i.entry,
+          quarantine: quarantineAll(journal?.rows ?? [], journal?.rejected, problem),
+        };
+      }
+      return this.syncOne(i.entry, i.seen, i.d.peer, journal, now).catch((err): Outcome => {
+        this.counters.applyErrors++;
+        this.opts.metrics?.applyError?.();
+        this.log.error({ err, entry: i.entry }, "could not sync an entry; retrying");
+        return { entry: i.entry, retry: { reason: errorText(err), persist: i.d.peer } };
+      });
+    });
+    await this.commitOutcomes(outcomes);
+  }
+
+  private async syncOne(
+    entry: string,
+    seen: ReplicaInspection<string>,
+    peer: boolean,
+    journal: JournalView | undefined,
+    now: number,
+  ): Promise<Outcome> {
+    if (seen.kind === "in_flux") {
+      if (inFluxAction(journal, this.opts.nodeId) === "retry") {
+        return { entry, retry: { reason: "the entry is being changed", persist: peer } };
+      }
+      return this.syncOne(entry, { kind: "absent" }, peer, journal, now);
+    }
+    const disk = toLocal(seen);
+    const rec = this.recorded.get(entry) ?? null;
+    if (journal === undefined) {
+      // As recorded (nothing to do), or the service's own transition: journal it.
+      if (decide(disk, rec, undefined) === "nothing") return { entry };
+      return this.journalLocal(entry, seen, disk, rec, null, [], now);
+    }
+    const quarantine: Rejection[] = journal.rejected.map((r) => ({
+      origin: r.origin,
+      seq: r.seq,
+      problem: r.problem,
+    }));
+    for (const row of journal.rows) if (row.origin !== this.opts.nodeId) this.hlc.observe(row.hlc);
+    const target = targetOf(foldEntry(journal.rows, now));
+    const peerEnqueue = peerEnqueueOf(journal.rows, rec, this.opts.nodeId);
+    // Recorded before the entry can become visible here (apply waits for it before the
+    // placement), so a retry on this node finds its key; meanwhile the data is staged.
+    const keyRecorded =
+      peerEnqueue === undefined
+        ? undefined
+        : this.opts
+            .onPeerEnqueue?.(entry, peerEnqueue.queue, peerEnqueue.payload)
+            .catch((err) => this.log.warn({ err, entry }, "peer enqueue hook failed"));
+    try {
+      switch (decide(disk, rec, target)) {
+        case "nothing":
+          return { entry, quarantine };
+        case "record":
+          return { entry, record: disk, quarantine };
+        case "journal":
+          return await this.journalLocal(entry, seen, disk, rec, journal.rows, quarantine, now);
+        case "apply":
+          return await this.apply(entry, disk, target, journal.rows, quarantine, keyRecorded);
+      }
+    } finally {
+      await keyRecorded;
+    }
+  }
+
+  /**
+   * Journal the local transition from `rec` to `disk`. With the fold's rows (`rows` not
+   * null), also check whether a peer's row still overrides it, to sync again at once.
+   */
+  private async journalLocal(
+    entry: string,
+    seen: ReplicaInspection<string>,
+    disk: LocalState,
+    rec: LocalState,
+    rows: StoredJournalRow[] | null,
+    quarantine: Rejection[],
+    now: number,
+  ): Promise<Outcome> {
+    const payload = seen.kind === "present" ? seen.payload : null;
+    const made = transitionRows(entry, rec, disk, payload, this.opts.dataOf);
+    if ("problem" in made) {
+      this.log.error({ entry, problem: made.problem }, "cannot journal a local transition");
+      return { entry, record: disk, quarantine };
+    }
+    await this.inlineSmallData(entry, made);
+    const stamped = made.map((r) => ({ ...r, hlc: this.hlc.now() }) as NewJournalRow);
+    if (rows === null) return { entry, record: disk, rows: stamped, quarantine };
+    const again = stillOverridden(rows, stamped, this.opts.nodeId, disk, now);
+    return { entry, record: disk, rows: stamped, quarantine, again };
+  }
+
+  /** Attach the data of a small local entry to its enqueue row (see `inlineDataMax`). */
+  private async inlineSmallData(entry: string, rows: UnstampedRow[]): Promise<void> {
+    const max = this.opts.inlineDataMax ?? INLINE_DATA_MAX;
+    for (const [i, row] of rows.entries()) {
+      if (row.op !== "enqueue" || row.dataSize > max) continue;
+      const bytes = await this.opts.spool.readData(entry).catch(() => undefined);
+      // Not hashed again: the enqueue verified the digest as the data streamed in, and the
+      // receiving node checks it before using the copy.
+      if (bytes === undefined || bytes.length !== row.dataSize) continue;
+      rows[i] = { ...row, inlineData: bytes };
+    }
+  }
+
+  /** Bring the entry's files (as recorded) to the fold's target. */
+  private async apply(
+    entry: string,
+    disk: LocalState,
+    target: Target,
+    rows: StoredJournalRow[],
+    quarantine: Rejection[],
+    keyRecorded?: Promise<unknown>,
+  ): Promise<Outcome> {
+    const { spool } = this.opts;
+    const plan = applyPlan(disk, target, rows, (q) => spool.hasQueue(q));
+    if (plan.kind === "drop") {
+      const r = await spool.drop(entry);
+      if (r.kind === "raced")
+        return { entry, retry: { reason: "raced", persist: true }, quarantine };
+      return { entry, record: null, quarantine, applied: "dropped" };
+    }
+    if (plan.kind === "unknown_queue") {
+      return { entry, quarantine: quarantineAll(rows, undefined, plan.problem, quarantine) };
+    }
+    if (target.kind !== "placed") throw new Error("unreachable: a placement without a target");
+    let data: ReplicaData | undefined;
+    if (plan.data.kind === "inline") {
+      data = { adoptPath: await spool.stageData(entry, plan.data.bytes), synced: false };
+    } else if (plan.data.kind === "fetch") {
+      try {
+        const got = await this.opts.fetchData({
+          entry,
+          sha256: target.dataSha256,
+          size: target.dataSize,
+          origin: plan.data.origin,
+        });
+        data = { adoptPath: got.path };
+      } catch (err) {
+        this.log.warn({ err, entry }, "data not fetched yet; will retry");
+        return { entry, retry: { reason: errorText(err), persist: true }, quarantine };
+      }
+    }
+    await keyRecorded;
+    const p = target.placed;
+    const r = await spool.place(entry, plan.placement, target.payload, p.attempts, data);
+    // Raced with a local reader or finish: look again shortly (not at once: a finish left
+    // half-done by a crash stays until the monitor repairs it).
+    if (r.kind === "raced") return { entry, retry: { reason: "raced", persist: true }, quarantine };
+    return { entry, record: p, quarantine, applied: "placed" };
+  }
+
+  /** Write a batch's outcomes in one transaction, then bring the in-memory view along. */
+  private async commitOutcomes(outcomes: Outcome[]): Promise<void> {
+    const rows: NewJournalRow[] = [];
+    const records: Array<[string, LocalState]> = [];
+    const quarantine: QuarantinedRow[] = [];
+    const retry: Array<{ entry: string; reason: string }> = [];
+    const settled: string[] = [];
+    for (const o of outcomes) {
+      if (o.rows) rows.push(...o.rows);
+      if (o.record !== undefined) records.push([o.entry, o.record]);
+      for (const q of o.quarantine ?? []) quarantine.push({ ...q, entry: o.entry });
+      if (o.retry?.persist) retry.push({ entry: o.entry, reason: o.retry.reason });
+      else if (!o.retry) settled.push(o.entry);
+    }
+    const requarantined = outcomes.map((o) => o.entry).filter((e) => this.requarantine.has(e));
+    const needTx =
+      rows.length + records.length + quarantine.length + retry.length + requarantined.length > 0 ||
+      settled.some((e) => this.pendingRows.has(e));
+    if (needTx) {
+      await writeRecord(this.opts.pool, this.opts.nodeId, {
+        rows,
+        records,
+        quarantine,
+        retry,
+        settled,
+        requarantined,
+      });
+    }
+    // Committed: now the in-memory view follows.
+    for (const r of retry) this.pendingRows.add(r.entry);
+    for (const e of requarantined) this.requarantine.delete(e);
+    if (needTx) for (const e of settled) this.pendingRows.delete(e);
+    for (const [entry, state] of records) {
+      if (state === null) this.recorded.delete(entry);
+      else this.recorded.set(entry, state);
+    }
+    if (rows.length > 0) {
+      this.counters.localRows += rows.length;
+      this.opts.metrics?.localRows?.(rows.length);
+    }
+    for (const q of quarantine) {
+      const key = rowKey(q);
+      if (this.quarantinedKeys.has(key)) continue;
+      this.quarantinedKeys.add(key);
+      this.counters.quarantined++;
+      this.opts.metrics?.quarantined?.(q.problem);
+      this.log.error(
+        { entry: q.entry, row: key, problem: q.problem },
+        "journal row quarantined: it cannot be applied here; replication goes on",
+      );
+    }
+    for (const o of outcomes) {
+      if (o.applied || o.rows) this.schedule.quietFor(o.entry);
+      if (o.applied) {
+        this.counters.applied++;
+        this.opts.metrics?.applied?.(o.applied);
+      }
+      if (o.retry) this.schedule.retryLater(o.entry, o.retry.persist);
+      else this.schedule.settled(o.entry);
+      if (o.again) this.schedule.mark(o.entry, true);
+    }
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  f: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await f(items[i] as T);
+    }
+  });
+  await Promise.all(workers);
+  return out;
+}

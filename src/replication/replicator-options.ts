@@ -1,0 +1,104 @@
+import type pg from "pg";
+import type { Logger } from "pino";
+import type {
+  DropReplicaResult,
+  PlaceReplicaResult,
+  ReplicaData,
+  ReplicaInspection,
+  ReplicaPlacement,
+  SpoolIdentity,
+} from "../spool/index.js";
+
+/** The replicator's options, the spool operations it needs, and what it reports. */
+
+/** The spool operations the replicator needs (see Spool.inspectReplica and friends). */
+export interface ReplicaSpool {
+  /** Directories whose file events mean an entry may have moved (queues and their .checkout). */
+  readonly watchDirs: readonly string[];
+  /** Which spool directory this is: tells a lost spool from an empty one (see `start`). */
+  readonly identity: SpoolIdentity;
+  hasQueue(queue: string): boolean;
+  inspect(name: string): Promise<ReplicaInspection<string>>;
+  place(
+    name: string,
+    placement: ReplicaPlacement<string>,
+    payload: Buffer,
+    attempts: number,
+    data?: ReplicaData,
+  ): Promise<PlaceReplicaResult>;
+  drop(name: string): Promise<DropReplicaResult>;
+  /** An entry's data (for the inline copy of a small entry). */
+  readData(name: string): Promise<Buffer>;
+  /**
+   * Write `bytes` to a file the spool can adopt for `name` (not fsynced: the placement
+   * fsyncs it with the metadata); returns its path.
+   */
+  stageData(name: string, bytes: Buffer): Promise<string>;
+  /** Every entry name in the spool with its queue and whether it is checked out. */
+  scan(): Promise<Map<string, { queue: string; checkedOut: boolean }>>;
+}
+
+export interface FetchDataRequest {
+  entry: string;
+  sha256: string;
+  size: number;
+  /** The node that enqueued it: the first place to ask. */
+  origin: string;
+}
+
+export interface ReplicatorMetrics {
+  localRows?(n: number): void;
+  applied?(kind: "placed" | "dropped"): void;
+  applyError?(): void;
+  quarantined?(problem: string): void;
+}
+
+export interface ReplicatorOptions {
+  nodeId: string;
+  pool: pg.Pool;
+  /** For the replication connection (the apply stream). */
+  connectionString: string;
+  spool: ReplicaSpool;
+  /** The data digest and size recorded in a metadata payload. */
+  dataOf(payload: Buffer): { sha256: string; size: number } | undefined;
+  /** Fetch an entry's data from a peer into a file the spool can adopt. */
+  fetchData(req: FetchDataRequest): Promise<{ path: string }>;
+  /**
+   * A peer's enqueue row was seen for an entry this node does not hold (called again when
+   * more rows of it arrive before it is placed; it may already be removed). The node records
+   * the entry's idempotency key from it, so a retry here finds the first entry.
+   */
+  onPeerEnqueue?(entry: string, queue: string, payload: Buffer): Promise<void>;
+  logger?: Logger;
+  metrics?: ReplicatorMetrics;
+  clock?: () => number;
+  /** Full reconcile of the spool against the record. Default 30 s. */
+  fullReconcileEveryMs?: number;
+  /**
+   * Entries whose data is at most this many bytes carry it in their enqueue row, so peers
+   * place them without a fetch. 0 turns it off. Default 64 KiB.
+   */
+  inlineDataMax?: number;
+  /** Entries synced at once. Default 16. */
+  concurrency?: number;
+  /** The ids of the other nodes of the cluster (for the order in which they reap leases). */
+  peerIds?: readonly string[];
+  /**
+   * How long after the lease reaper of the node holding a replicated lease the others wait
+   * before they take it back themselves, per place in the order (see `leaseHoldBack`).
+   * Default 10 s.
+   */
+  leaseReapGraceMs?: number;
+}
+
+export interface ReplicatorStatus {
+  recordedEntries: number;
+  dirty: number;
+  retrying: number;
+  applied: number;
+  localRows: number;
+  applyErrors: number;
+  quarantined: number;
+  acknowledgedLsn: string;
+  unacknowledgedCommits: number;
+}

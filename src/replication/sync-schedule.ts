@@ -1,0 +1,232 @@
+import { compareLsn } from "./apply-stream.js";
+
+/**
+ * When the replicator syncs what: the entries marked dirty (and why), those in the batch
+ * under way, the retries with their backoff, the apply stream's commits waiting to be
+ * acknowledged, the decoded peer rows not folded yet, the quiet window in which file events
+ * are the replicator's own, and the backpressure that holds the stream while too much is
+ * dirty. No I/O: the replicator's loop drives it.
+ */
+
+/** Why an entry is dirty. */
+export interface Dirty {
+  /** Order of marking; a commit is done once no entry marked before it is left. */
+  mark: number;
+  /** A peer row may have changed the fold: read it even if the files are as recorded. */
+  peer: boolean;
+  /**
+   * Only this node's service changed the entry since it was marked: a difference between
+   * the files and the record is its transition, journaled without reading the fold (the
+   * fold is read to tell an unrecorded placement of the applier's from a transition).
+   */
+  service: boolean;
+}
+
+interface Retry {
+  due: number;
+  failures: number;
+  /** Persisted (a peer's change): marked as a peer change when due. */
+  peer: boolean;
+}
+
+/** Entries synced at once. */
+export const MAX_BATCH = 256;
+/** How long file events for an entry the replicator just changed are taken as its own. */
+const QUIET_MS = 1_000;
+/** Dirty entries past which the apply stream is held. */
+const BACKPRESSURE_DIRTY = 20_000;
+export const RETRY_BASE_MS = 250;
+const RETRY_MAX_MS = 30_000;
+
+export class SyncSchedule {
+  private readonly dirty = new Map<string, Dirty>();
+  private readonly inProgress = new Map<string, number>();
+  private readonly retries = new Map<string, Retry>();
+  private readonly commits: Array<{ lsn: string; mark: number }> = [];
+  private marks = 0;
+  private readonly quiet = new Map<string, number>();
+  private readonly streamed = new Map<string, Record<string, unknown>[]>();
+  private wake: (() => void) | undefined;
+  private drained: Array<() => void> = [];
+  private closed = false;
+
+  constructor(private readonly clock: () => number) {}
+
+  /** Entries marked or being synced. */
+  get size(): number {
+    return this.dirty.size + this.inProgress.size;
+  }
+  get dirtyCount(): number {
+    return this.dirty.size;
+  }
+  get retrying(): number {
+    return this.retries.size;
+  }
+  get unacknowledgedCommits(): number {
+    return this.commits.length;
+  }
+
+  mark(entry: string, peer: boolean, service = false): void {
+    if (this.closed) return;
+    const mark = ++this.marks;
+    const prev = this.dirty.get(entry);
+    this.dirty.set(entry, {
+      mark,
+      peer: peer || (prev?.peer ?? false),
+      service: service && (prev === undefined || prev.service),
+    });
+    this.wake?.();
+  }
+
+  /** No more marks; the loop's wait ends. */
+  close(): void {
+    this.closed = true;
+    this.wake?.();
+  }
+
+  /**
+   * A peer row from the apply stream. The walsender may send a commit before the committing
+   * transaction is visible to other sessions (with synchronous_commit on, the flush comes
+   * before the commit shows), so a query right now could miss the row: the decoded row is
+   * kept and folded in with what the next sync reads.
+   */
+  streamRow(entry: string, raw: Record<string, unknown>): void {
+    const rows = this.streamed.get(entry);
+    if (rows === undefined) this.streamed.set(entry, [raw]);
+    else rows.push(raw);
+    this.mark(entry, true);
+  }
+
+  /** The decoded peer rows of `entry` not folded yet (taken: the caller folds them). */
+  takeStreamed(entry: string): Record<string, unknown>[] | undefined {
+    const rows = this.streamed.get(entry);
+    this.streamed.delete(entry);
+    return rows;
+  }
+
+  /** The stream ended a transaction at `lsn`; a promise holds it while too much is dirty. */
+  commitSeen(lsn: string): void | Promise<void> {
+    this.commits.push({ lsn, mark: this.marks });
+    this.wake?.();
+    if (this.dirty.size < BACKPRESSURE_DIRTY) return;
+    return new Promise((resolve) => this.drained.push(resolve));
+  }
+
+  /** Every commit the stream delivered is acknowledged and no peer change is being synced. */
+  streamIdle(): boolean {
+    if (this.commits.length > 0 || this.inProgress.size > 0) return false;
+    for (const d of this.dirty.values()) if (d.peer) return false;
+    return true;
+  }
+
+  /** A peer's change of `entry` is on its way (streamed, marked, being synced or retried). */
+  peerChangePending(entry: string): boolean {
+    return (
+      this.dirty.get(entry)?.peer === true ||
+      this.inProgress.has(entry) ||
+      this.streamed.has(entry) ||
+      this.retries.get(entry)?.peer === true
+    );
+  }
+
+  /** Whether a file event for `entry` is worth a sync (not the replicator's own change). */
+  wantsFileEvent(entry: string): boolean {
+    if (this.dirty.has(entry) || this.inProgress.has(entry)) return false;
+    return (this.quiet.get(entry) ?? 0) <= this.clock();
+  }
+
+  /** Resolves when something is marked (or the schedule is closed). */
+  async waitForWork(): Promise<void> {
+    if (this.dirty.size > 0 || this.closed) return;
+    await new Promise<void>((resolve) => {
+      this.wake = resolve;
+    });
+    this.wake = undefined;
+  }
+
+  /** Up to MAX_BATCH dirty entries, now in progress. */
+  takeBatch(): Array<[string, Dirty]> {
+    const batch: Array<[string, Dirty]> = [];
+    for (const [entry, d] of this.dirty) {
+      batch.push([entry, d]);
+      if (batch.length >= MAX_BATCH) break;
+    }
+    for (const [entry, d] of batch) {
+      this.dirty.delete(entry);
+      this.inProgress.set(entry, d.mark);
+    }
+    return batch;
+  }
+
+  /** The batch failed as a whole: mark its entries again (unless marked since). */
+  putBack(batch: Array<[string, Dirty]>): void {
+    for (const [entry, d] of batch) if (!this.dirty.has(entry)) this.dirty.set(entry, d);
+  }
+
+  finishBatch(batch: Array<[string, Dirty]>): void {
+    for (const [entry] of batch) this.inProgress.delete(entry);
+  }
+
+  /** The replicator changed or journaled `entry`: its file events for a while are its own. */
+  quietFor(entry: string): void {
+    this.quiet.set(entry, this.clock() + QUIET_MS);
+  }
+
+  /** Sync `entry` again after a backoff; `peer` marks it as a peer change when due. */
+  retryLater(entry: string, peer: boolean): void {
+    const prev = this.retries.get(entry);
+    const failures = (prev?.failures ?? 0) + 1;
+    const wait = Math.min(RETRY_BASE_MS * 2 ** Math.min(failures - 1, 10), RETRY_MAX_MS);
+    this.retries.set(entry, {
+      due: this.clock() + wait,
+      failures,
+      peer: peer || (prev?.peer ?? false),
+    });
+  }
+
+  settled(entry: string): void {
+    this.retries.delete(entry);
+  }
+
+  failures(entry: string): number {
+    return this.retries.get(entry)?.failures ?? 0;
+  }
+
+  /** Mark the retries that are due (and end quiet windows that are over). */
+  releaseDueRetries(): void {
+    const now = this.clock();
+    for (const [entry, until] of this.quiet) if (until <= now) this.quiet.delete(entry);
+    for (const [entry, r] of this.retries) {
+      if (r.due <= now && !this.dirty.has(entry)) this.mark(entry, r.peer);
+    }
+  }
+
+  /** The last commit whose entries have all been synced since it arrived (taken), if any. */
+  takeDoneCommit(): string | undefined {
+    let lowest = Number.POSITIVE_INFINITY;
+    for (const d of this.dirty.values()) lowest = Math.min(lowest, d.mark);
+    for (const m of this.inProgress.values()) lowest = Math.min(lowest, m);
+    let done: string | undefined;
+    while (this.commits.length > 0 && (this.commits[0] as { mark: number }).mark < lowest) {
+      const c = this.commits.shift() as { lsn: string };
+      if (done === undefined || compareLsn(c.lsn, done) > 0) done = c.lsn;
+    }
+    return done;
+  }
+
+  /** Resolves once nothing is dirty or in progress (or at the next wake of waiters). */
+  idle(): Promise<void> {
+    if (this.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drained.push(resolve));
+  }
+
+  /** Wake what waits on `idle` and a stream held by backpressure. */
+  wakeWaiters(): void {
+    for (const d of this.drained.splice(0)) d();
+  }
+
+  /** After a batch: let a stream held by backpressure go on while work remains. */
+  easeBackpressure(): void {
+    if (this.dirty.size < BACKPRESSURE_DIRTY / 2 && this.dirty.size > 0) this.wakeWaiters();
+  }
+}
