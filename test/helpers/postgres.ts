@@ -1,9 +1,9 @@
 import { join } from "node:path";
 import pg from "pg";
 import type { Logger } from "pino";
-import { afterAll, beforeAll, beforeEach } from "vitest";
+import { afterAll, beforeAll } from "vitest";
 import { startEmbeddedPostgres, stopStalePostgres } from "../../src/node/postgres/embedded.js";
-import { tempDir } from "./tmp.js";
+import { useSuiteTempDir } from "./tmp.js";
 
 /** A PostgreSQL server for a test: connect with `url`, end with `stop()` (idempotent). */
 export interface TestPostgres {
@@ -117,22 +117,14 @@ async function startContainer(opts: { settings?: Record<string, string> }): Prom
  * per call of `freshDatabase`, returned as a connection URL.
  */
 export function useSharedPostgres(prefix: string): { freshDatabase(): Promise<string> } {
-  let dir: Awaited<ReturnType<typeof tempDir>> | undefined;
+  const dir = useSuiteTempDir(`geospool-${prefix}-`);
   let server: TestPostgres | undefined;
-  let anyFailed = false;
   let databases = 0;
   beforeAll(async () => {
-    dir = await tempDir(`geospool-${prefix}-`);
     [server] = (await startPostgresServers(1, { dir: dir.path })) as [TestPostgres];
   });
   afterAll(async () => {
     await stopPostgresServers(server ? [server] : []);
-    await dir?.cleanup(anyFailed);
-  });
-  beforeEach((ctx) => {
-    ctx.onTestFailed(() => {
-      anyFailed = true;
-    });
   });
   return {
     async freshDatabase() {

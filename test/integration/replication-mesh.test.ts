@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { makeHlc } from "../../src/replication/hlc.js";
 import {
   appendLocal,
@@ -27,19 +27,25 @@ import {
 import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
- * Four real PostgreSQL 18 servers, one database per node. A, B and C form a full mesh; D joins
- * later and bootstraps from their journals; then peers leave, come back, stop and lose slots.
- * The steps share the mesh, so they run in order.
+ * Four real PostgreSQL 18 servers shared by the tests. Each test makes its own nodes: fresh
+ * databases (one per node, on servers 0..3) and node ids of its own, so its publications,
+ * subscriptions and slots never meet another test's, and it builds the mesh it needs; no
+ * test depends on what another one did. A test that stops a server starts its own.
  */
 
-// Node ids with the characters a name may hold, to exercise the identifier mapping.
-const A = "eu-1.a";
-const B = "US:b";
-const C = "ap@c";
-const D = "d=late+1";
+// Node ids with the characters a name may hold, to exercise the identifier mapping; each
+// test adds its number (`eu-1.a-t3`).
+const BASE = { A: "eu-1.a", B: "US:b", C: "ap@c", D: "d=late+1" } as const;
+let A: string;
+let B: string;
+let C: string;
+let D: string;
+let test = 0;
 
 interface Node {
   id: string;
+  /** The node's own database on `server`. */
+  url: string;
   server: TestPostgres;
   pool: pg.Pool;
 }
@@ -57,20 +63,101 @@ beforeAll(async () => {
     dir: dir.path,
     settings: { synchronous_commit: "on" },
   });
-  [A, B, C, D].forEach((id, i) => {
-    const server = servers[i] as TestPostgres;
-    const pool = new pg.Pool({ connectionString: server.url, max: 4 });
-    pool.on("error", () => {});
-    nodes[id] = { id, server, pool };
-  });
-  await Promise.all(
-    Object.values(nodes).map(async (n) => {
-      await migrate(n.pool);
-      await n.pool.query("insert into node_info (node_id, region) values ($1, 'test')", [n.id]);
-      expect((await ensurePublication(n.pool, n.id)).kind).toBe("created");
+});
+
+beforeEach(() => {
+  test++;
+  [A, B, C, D] = [BASE.A, BASE.B, BASE.C, BASE.D].map((id) => `${id}-t${test}`) as [
+    string,
+    string,
+    string,
+    string,
+  ];
+});
+
+afterEach(async () => {
+  const ending = Object.values(nodes);
+  for (const id of Object.keys(nodes)) delete nodes[id];
+  // Drop this test's subscriptions (without reaching the peer), then their slots, so no apply
+  // worker or walsender of a finished test holds the shared servers' worker slots.
+  await Promise.allSettled(
+    ending.map(async (n) => {
+      const { rows } = await n.pool.query<{ subname: string }>(
+        `select subname from pg_subscription
+         where subdbid = (select oid from pg_database where datname = current_database())`,
+      );
+      for (const { subname } of rows) {
+        const sub = pg.escapeIdentifier(subname);
+        await n.pool.query(`alter subscription ${sub} disable`);
+        await n.pool.query(`alter subscription ${sub} set (slot_name = none)`);
+        await n.pool.query(`drop subscription ${sub}`);
+      }
     }),
   );
+  const databases = [0, 1, 2, 3].map((i) => databaseName(i));
+  await Promise.allSettled(servers.map((server) => dropSlots(server, databases)));
+  await Promise.allSettled(ending.map((n) => n.pool.end()));
 });
+
+function databaseName(place: number): string {
+  return `mesh_t${test}_${place}`;
+}
+
+/** Drop the slots of `databases` on `server`, once their walsenders have gone. */
+async function dropSlots(server: TestPostgres, databases: string[]): Promise<void> {
+  const client = new pg.Client(server.url);
+  await client.connect();
+  try {
+    await waitFor(`the slots of ${databases.join(", ")} to go`, async () => {
+      const { rows } = await client.query<{ slot_name: string; active: boolean }>(
+        "select slot_name, active from pg_replication_slots where database = any($1)",
+        [databases],
+      );
+      for (const r of rows.filter((r) => !r.active)) {
+        await client.query("select pg_drop_replication_slot($1)", [r.slot_name]).catch(() => {});
+      }
+      return rows.length === 0 || undefined;
+    });
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Nodes `ids` of this test, each on a fresh database (on `server`, else on the server of the
+ * id's place in A, B, C, D), migrated, with its publication; no subscriptions yet.
+ */
+async function makeNodes(ids: string[], server?: TestPostgres): Promise<void> {
+  await Promise.all(
+    ids.map(async (id) => {
+      const on = server ?? (servers[[A, B, C, D].indexOf(id)] as TestPostgres);
+      const name = databaseName([A, B, C, D].indexOf(id));
+      const admin = new pg.Client(on.url);
+      await admin.connect();
+      try {
+        await admin.query(`create database ${name}`);
+      } finally {
+        await admin.end();
+      }
+      const url = new URL(on.url);
+      url.pathname = `/${name}`;
+      const pool = new pg.Pool({ connectionString: url.toString(), max: 4 });
+      pool.on("error", () => {});
+      nodes[id] = { id, url: url.toString(), server: on, pool };
+      await migrate(pool);
+      await pool.query("insert into node_info (node_id, region) values ($1, 'test')", [id]);
+      expect((await ensurePublication(pool, id)).kind).toBe("created");
+    }),
+  );
+}
+
+/** Every node of `ids` subscribed to every other; returns once the initial copies are done. */
+async function fullMesh(ids: string[]): Promise<void> {
+  const links = ids.flatMap((self) => ids.filter((p) => p !== self).map((peer) => [self, peer]));
+  for (const [self, peer] of links) {
+    expect((await join(self as string, peer as string)).kind).toBe("created");
+  }
+}
 
 afterAll(async () => {
   if (latencies.length > 0) {
@@ -81,7 +168,6 @@ afterAll(async () => {
         `p90 ${at(0.9)} ms, max ${sorted.at(-1)} ms`,
     );
   }
-  await Promise.allSettled(Object.values(nodes).map((n) => n.pool.end()));
   await stopPostgresServers(servers);
 });
 
@@ -95,7 +181,7 @@ function join(self: string, peer: string) {
   return joinPeer(node(self).pool, {
     selfId: self,
     peerId: peer,
-    peerConninfo: node(peer).server.url,
+    peerConninfo: node(peer).url,
   });
 }
 
@@ -173,6 +259,7 @@ async function slotNames(id: string): Promise<string[]> {
 
 describe("replication mesh", () => {
   it("A, B and C join each other at once, and a racing second join changes nothing", async () => {
+    await makeNodes([A, B, C]);
     // Rows written before the mesh exists reach every peer by the initial copy.
     for (const id of [A, B, C]) await appendLocal(node(id).pool, id, rows(20, id));
     const links = [A, B, C].flatMap((self) =>
@@ -197,6 +284,8 @@ describe("replication mesh", () => {
   });
 
   it("replicates each node's appends to the others, without loops or duplicates", async () => {
+    await makeNodes([A, B, C]);
+    await fullMesh([A, B, C]);
     // Single rows, timed from commit to visible on one peer.
     for (let i = 0; i < 15; i++) {
       const origin = [A, B, C][i % 3] as string;
@@ -212,7 +301,7 @@ describe("replication mesh", () => {
         for (let i = 0; i < 5; i++) await appendLocal(node(id).pool, id, rows(40, id));
       }),
     );
-    const expected = { [A]: 225, [B]: 225, [C]: 225 };
+    const expected = { [A]: 205, [B]: 205, [C]: 205 };
     await waitForCounts([A, B, C], expected);
     // A quiet period: a loop would keep adding rows (or fail on the primary key).
     await new Promise((r) => setTimeout(r, 1000));
@@ -231,6 +320,20 @@ describe("replication mesh", () => {
   });
 
   it("reports every link as healthy on both ends", async () => {
+    await makeNodes([A, B, C]);
+    await fullMesh([A, B, C]);
+    // A new link is healthy once its apply worker runs and has heard from the peer.
+    await waitFor("A's links to stream", async () => {
+      const peers = (await meshStatus(node(A).pool)).peers;
+      const mesh = (await slotStatus(node(A).pool)).slots.filter((s) => s.kind === "mesh");
+      return (
+        (peers.length === 2 &&
+          peers.every((p) => p.workerRunning && p.lastMsgReceiptTime !== null) &&
+          mesh.length === 2 &&
+          mesh.every((s) => s.active)) ||
+        undefined
+      );
+    });
     const status = await meshStatus(node(A).pool);
     expect(status.peers.map((p) => p.peerId).sort()).toEqual([B, C].sort());
     for (const p of status.peers) {
@@ -263,6 +366,9 @@ describe("replication mesh", () => {
   });
 
   it("a late node D receives the existing rows of A, B and C and is received by them", async () => {
+    await makeNodes([A, B, C, D]);
+    await fullMesh([A, B, C]);
+    for (const id of [A, B, C]) await appendLocal(node(id).pool, id, rows(25, id));
     await appendLocal(node(D).pool, D, rows(10, D));
     const outcomes = await Promise.all([
       join(D, A),
@@ -274,16 +380,20 @@ describe("replication mesh", () => {
     ]);
     expect(outcomes.map((o) => o.kind)).toEqual(Array(6).fill("created"));
     expect(outcomes.map((o) => (o.kind === "created" ? o.copiedRows : -1))).toEqual([
-      225, 225, 225, 10, 10, 10,
+      25, 25, 25, 10, 10, 10,
     ]);
     // Appends while D bootstraps are neither lost nor doubled.
     await appendLocal(node(A).pool, A, rows(5, A));
-    const expected = { [A]: 230, [B]: 225, [C]: 225, [D]: 10 };
+    const expected = { [A]: 30, [B]: 25, [C]: 25, [D]: 10 };
     await waitForCounts([A, B, C, D], expected);
     expect(await digests(D)).toEqual(await digests(A));
   });
 
   it("a peer that leaves stops sending to it, and its slot on the peer is dropped", async () => {
+    await makeNodes([A, B, C, D]);
+    await fullMesh([A, B, C, D]);
+    await appendLocal(node(C).pool, C, rows(5, C));
+    await waitForCounts([A, B, D], { [C]: 5 });
     const slot = slotName(C, A);
     expect(await slotNames(C)).toContain(slot);
     expect(await leavePeer(node(A).pool, C)).toEqual({ kind: "left", slot: "dropped" });
@@ -298,20 +408,22 @@ describe("replication mesh", () => {
     await waitFor("C's row on B", () => hasRow(B, C, row?.seq ?? 0n));
     await waitFor("C's row on D", () => hasRow(D, C, row?.seq ?? 0n));
     expect(await hasRow(A, C, row?.seq ?? 0n)).toBe(false);
-    expect((await counts(A))[C]).toBe(225);
+    expect((await counts(A))[C]).toBe(5);
 
     // Joining again copies only what A missed while away.
     expect(await join(A, C)).toMatchObject({ kind: "created", copiedRows: 1 });
     expect(await hasRow(A, C, row?.seq ?? 0n)).toBe(true);
     const [next] = await appendLocal(node(C).pool, C, rows(1, C));
     await waitFor("C's next row on A", () => hasRow(A, C, next?.seq ?? 0n));
-    await waitForCounts([A, B, D], { [C]: 227 });
+    await waitForCounts([A, B, D], { [C]: 7 });
     const p = (await meshStatus(node(A).pool)).peers.find((s) => s.peerId === C);
     expect(p).toMatchObject({ syncErrorCount: 0, applyErrorCount: 0, insertConflicts: 0 });
     expect(await digests(A)).toEqual(await digests(B));
   });
 
   it("rebuilds a subscription whose slot on the peer was dropped", async () => {
+    await makeNodes([B, C]);
+    await fullMesh([B, C]);
     // B stops streaming from C; C drops B's slot, as if B had left.
     await node(B).pool.query(`alter subscription "${subscriptionName(C)}" disable`);
     await waitFor("B's slot on C to go inactive", async () => {
@@ -332,36 +444,51 @@ describe("replication mesh", () => {
   });
 
   it("a stopped peer shows as down on both ends; leaving it detaches its slot", async () => {
-    await node(D).server.stop();
-    await waitFor("A's subscription to D to lose its worker", async () => {
-      const p = (await meshStatus(node(A).pool)).peers.find((s) => s.peerId === D);
-      return p?.workerRunning === false || undefined;
+    // D on a server of its own, which this test stops.
+    const [own] = await startPostgresServers(1, {
+      dir: `${dir.path}/stopped-peer-t${test}`,
+      settings: { synchronous_commit: "on" },
     });
-    const status = await meshStatus(node(A).pool);
-    expect(status.warnings.some((w) => w.includes(D) && w.includes("not running"))).toBe(true);
-    const slot = await waitFor("D's slot on A to go inactive", async () => {
-      const s = (await slotStatus(node(A).pool)).slots.find((x) => x.subscriberId === D);
-      return s?.active === false ? s : undefined;
-    });
-    expect(slot.inactiveSince).toBeInstanceOf(Date);
-    expect(slot.invalidationReason).toBeNull();
-
-    // D is down: the slot D's server holds for A cannot be dropped from here.
-    expect(await leavePeer(node(A).pool, D, { timeoutMs: 5000 })).toEqual({
-      kind: "left",
-      slot: "left_on_peer",
-      slotName: slotName(D, A),
-    });
-    expect((await meshStatus(node(A).pool)).peers.map((p) => p.peerId).sort()).toEqual(
-      [B, C].sort(),
-    );
-    // And A drops the slot that fed D, so D no longer holds back A's WAL.
-    expect(await dropPeerSlot(node(A).pool, { selfId: A, peerId: D })).toMatchObject({
-      kind: "dropped",
-    });
-    expect(await slotNames(A)).not.toContain(slotName(A, D));
-    // Rows keep flowing between the others.
-    const [row] = await appendLocal(node(A).pool, A, rows(1, A));
-    await waitFor("A's row on C", () => hasRow(C, A, row?.seq ?? 0n));
+    try {
+      await stoppedPeer(own as TestPostgres);
+    } finally {
+      await stopPostgresServers(own ? [own] : []);
+    }
   });
 });
+
+/** The body of "a stopped peer ...", with D on `own`. */
+async function stoppedPeer(own: TestPostgres): Promise<void> {
+  await makeNodes([A, B, C]);
+  await makeNodes([D], own);
+  await fullMesh([A, B, C, D]);
+  await node(D).server.stop();
+  await waitFor("A's subscription to D to lose its worker", async () => {
+    const p = (await meshStatus(node(A).pool)).peers.find((s) => s.peerId === D);
+    return p?.workerRunning === false || undefined;
+  });
+  const status = await meshStatus(node(A).pool);
+  expect(status.warnings.some((w) => w.includes(D) && w.includes("not running"))).toBe(true);
+  const slot = await waitFor("D's slot on A to go inactive", async () => {
+    const s = (await slotStatus(node(A).pool)).slots.find((x) => x.subscriberId === D);
+    return s?.active === false ? s : undefined;
+  });
+  expect(slot.inactiveSince).toBeInstanceOf(Date);
+  expect(slot.invalidationReason).toBeNull();
+
+  // D is down: the slot D's server holds for A cannot be dropped from here.
+  expect(await leavePeer(node(A).pool, D, { timeoutMs: 5000 })).toEqual({
+    kind: "left",
+    slot: "left_on_peer",
+    slotName: slotName(D, A),
+  });
+  expect((await meshStatus(node(A).pool)).peers.map((p) => p.peerId).sort()).toEqual([B, C].sort());
+  // And A drops the slot that fed D, so D no longer holds back A's WAL.
+  expect(await dropPeerSlot(node(A).pool, { selfId: A, peerId: D })).toMatchObject({
+    kind: "dropped",
+  });
+  expect(await slotNames(A)).not.toContain(slotName(A, D));
+  // Rows keep flowing between the others.
+  const [row] = await appendLocal(node(A).pool, A, rows(1, A));
+  await waitFor("A's row on C", () => hasRow(C, A, row?.seq ?? 0n));
+}
