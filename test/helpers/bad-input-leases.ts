@@ -1,0 +1,315 @@
+import { randomBytes } from "node:crypto";
+import { status } from "@grpc/grpc-js";
+import fc from "fast-check";
+import type { geospool } from "../../src/proto/generated/spool.js";
+import {
+  type DurationInput,
+  duration,
+  durationMs,
+  hostileName,
+  queueName,
+  wellFormed,
+} from "./bad-input-arbitraries.js";
+import { type Ctx, expectStatus, fail, plain, queueCodes, validName } from "./bad-input-check.js";
+import { LIMITS, type ModelEntry, QUEUES } from "./bad-input-model.js";
+
+/** Whether the node must accept ("ok"), must refuse ("bad") or may do either with a duration. */
+export function durationVerdict(
+  d: DurationInput | undefined,
+  rule: "positive" | "not_negative",
+): "ok" | "bad" | "either" {
+  if (d === undefined) return "ok";
+  const ms = durationMs(d) as number;
+  const exact = d.seconds * 1000 + d.nanos / 1e6;
+  const refused = rule === "positive" ? ms <= 0 : ms < 0;
+  const wrong = rule === "positive" ? exact <= 0 : exact < 0;
+  if (refused && wrong) return "bad";
+  if (!refused && !wrong && wellFormed(d) && ms <= 1e10) return "ok";
+  return "either";
+}
+
+function durationCodes(v: "ok" | "bad" | "either"): status[] {
+  return v === "ok" ? [] : [status.INVALID_ARGUMENT];
+}
+
+export const dequeue = fc.record({
+  kind: fc.constant("dequeue" as const),
+  queue: queueName,
+  lease: duration({ maxMs: 3_000 }),
+  wait: duration({ maxMs: 200 }),
+});
+export type DequeueInput = typeof dequeue extends fc.Arbitrary<infer T> ? T : never;
+
+export async function runDequeue(ctx: Ctx, input: DequeueInput): Promise<void> {
+  const outcome = await ctx.raw.unary<geospool.v1.DequeueResponse>("dequeue", {
+    queue: input.queue,
+    ...(input.lease ? { lease: input.lease } : {}),
+    ...(input.wait ? { wait: input.wait } : {}),
+  });
+  const lease = durationVerdict(input.lease, "positive");
+  const wait = durationVerdict(input.wait, "not_negative");
+  const q = queueCodes(input.queue);
+  const allowed =
+    lease === "bad" || wait === "bad"
+      ? [status.INVALID_ARGUMENT, ...q]
+      : q.length > 0
+        ? [...q, ...durationCodes(lease), ...durationCodes(wait)]
+        : [status.OK, ...durationCodes(lease), ...durationCodes(wait)];
+  expectStatus(outcome, allowed, input);
+  if (!outcome.ok) return;
+  const { leaseToken } = outcome.value;
+  if (!outcome.value.entry) {
+    if (!ctx.busyQueues.has(input.queue) && ctx.model.certainlyAvailable(input.queue)) {
+      const waiting = [...ctx.model.entries.values()]
+        .filter((e) => e.queue === input.queue && !e.lease && !e.drifted)
+        .map((e) => e.name);
+      const listed = await ctx.raw.unary<geospool.v1.ListResponse>("list", { queue: input.queue });
+      const there = listed.ok ? listed.value.entries.map((e) => e.name) : listed.details;
+      fail(`Dequeue answered empty; ${input.queue} had ${waiting}; it lists ${there}`, input);
+    }
+    return;
+  }
+  const entry = plain(outcome.value.entry);
+  const until = entry.leaseUntil ?? 0;
+  const e = ctx.model.entries.get(entry.name);
+  if (!e && ctx.racing.size > 0 && !ctx.model.removed.has(entry.name)) {
+    ctx.model.pending.push({ name: entry.name, queue: input.queue, token: leaseToken, until });
+    return;
+  }
+  if (!e) return fail(`Dequeue handed out ${entry.name}, never acknowledged or removed`, input);
+  if (entry.queue !== input.queue || !ctx.model.possibleQueues(e).includes(input.queue)) {
+    fail(
+      `Dequeue of ${input.queue} handed out ${entry.name} from ${entry.queue} (${e.queue})`,
+      input,
+    );
+  }
+  if (entry.dataSha256 !== e.sha256 || Number(entry.dataSize) !== e.data.length) {
+    fail(`Dequeue handed out ${entry.name} with other data`, input);
+  }
+  if (!ctx.racing.has(e.name) && !entry.metadata.equals(e.metadata)) {
+    fail(`Dequeue handed out ${entry.name} with other metadata`, input);
+  }
+  if (ctx.model.leaseState(e) === "live") {
+    fail(`${entry.name} was handed out again while its lease ran until ${e.lease?.until}`, input);
+  }
+  if (!leaseToken || ctx.model.tokens.has(leaseToken)) {
+    fail(`Dequeue gave a lease token that is empty or was given before: ${leaseToken}`, input);
+  }
+  ctx.model.checkedOut(e, input.queue, leaseToken, until);
+  e.drifted = false;
+}
+
+/** Which entry, queue and token a finishing call names. */
+const target = fc.record({
+  entry: fc.oneof(
+    { weight: 6, arbitrary: fc.record({ kind: fc.constant("held" as const), i: fc.nat() }) },
+    { weight: 2, arbitrary: fc.record({ kind: fc.constant("any" as const), i: fc.nat() }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant("removed" as const), i: fc.nat() }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({ kind: fc.constant("hostile" as const), name: hostileName }),
+    },
+  ),
+  queue: fc.oneof(
+    { weight: 8, arbitrary: fc.constant({ kind: "right" as const }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant("given" as const), queue: queueName }) },
+  ),
+  token: fc.constantFrom("right", "right", "right", "right", "stale", "random", "empty", "long"),
+});
+type TargetInput = typeof target extends fc.Arbitrary<infer T> ? T : never;
+
+interface Resolved {
+  e: ModelEntry | undefined;
+  name: string;
+  queue: string;
+  token: string;
+  /** The request names the entry's live checkout exactly. */
+  holder: boolean;
+}
+
+function resolve(ctx: Ctx, t: TargetInput): Resolved {
+  const held = ctx.model.held();
+  const removed = [...ctx.model.removed];
+  const e =
+    t.entry.kind === "held"
+      ? (held[t.entry.i % Math.max(1, held.length)] ?? ctx.model.pick(t.entry.i))
+      : t.entry.kind === "any"
+        ? ctx.model.pick(t.entry.i)
+        : undefined;
+  const name =
+    e?.name ??
+    (t.entry.kind === "hostile"
+      ? t.entry.name
+      : (removed[(t.entry as { i: number }).i % Math.max(1, removed.length)] ?? "gone"));
+  const queue = t.queue.kind === "right" ? (e?.queue ?? QUEUES[0]) : t.queue.queue;
+  const stale = ctx.model.staleTokens;
+  const token = {
+    right: e?.lease?.token ?? stale.at(-1) ?? "",
+    stale: stale[stale.length > 0 ? name.length % stale.length : 0] ?? "",
+    random: randomBytes(16).toString("base64url"),
+    empty: "",
+    long: "t".repeat(10_000),
+  }[t.token];
+  const holder = !!e?.lease && token === e.lease.token && queue === e.queue;
+  return { e, name, queue, token, holder };
+}
+
+/**
+ * The statuses a finishing call (Complete, Release, ExtendLease) may get besides those of
+ * its own fields, and whether it may succeed.
+ */
+function holderCodes(ctx: Ctx, r: Resolved, retryKey: string): status[] {
+  const codes = queueCodes(r.queue);
+  if (!validName("entry", r.name)) codes.push(status.INVALID_ARGUMENT);
+  if (codes.length > 0) return codes;
+  const cached = ctx.model.finished.has(retryKey) ? [status.OK] : [];
+  const racing = ctx.racing.has(r.name)
+    ? [status.OK, status.NOT_FOUND, status.FAILED_PRECONDITION]
+    : [];
+  if (!r.e) return [status.NOT_FOUND, ...cached, ...racing];
+  if (!r.holder) return [status.FAILED_PRECONDITION, ...cached, ...racing];
+  const state = ctx.model.leaseState(r.e);
+  if (state === "live") return [status.OK, ...racing];
+  if (state === "either") return [status.OK, status.FAILED_PRECONDITION, ...racing];
+  return [status.FAILED_PRECONDITION, ...cached, ...racing];
+}
+
+/** After a refusal of the holder's own request, its lease is gone (the reaper took it). */
+function lost(ctx: Ctx, r: Resolved, code: status): void {
+  if (r.holder && r.e && code === status.FAILED_PRECONDITION) {
+    ctx.model.dropLease(r.e);
+    r.e.drifted = true;
+  }
+}
+
+export const complete = fc.record({
+  kind: fc.constant("complete" as const),
+  target,
+  action: fc.oneof(
+    { weight: 4, arbitrary: fc.constant({ kind: "remove" as const }) },
+    {
+      weight: 4,
+      arbitrary: fc.record({
+        kind: fc.constant("save" as const),
+        queue: queueName,
+        metadata: fc.option(
+          fc.oneof(
+            { weight: 8, arbitrary: fc.uint8Array({ maxLength: 32 }) },
+            { weight: 1, arbitrary: fc.uint8Array({ minLength: 16_000, maxLength: 17_000 }) },
+          ),
+          { nil: undefined },
+        ),
+      }),
+    },
+    { weight: 1, arbitrary: fc.constant({ kind: "none" as const }) },
+  ),
+});
+export type CompleteInput = typeof complete extends fc.Arbitrary<infer T> ? T : never;
+
+export async function runComplete(ctx: Ctx, input: CompleteInput): Promise<void> {
+  const r = resolve(ctx, input.target);
+  const a = input.action;
+  const outcome = await ctx.raw.unary<geospool.v1.CompleteResponse>("complete", {
+    queue: r.queue,
+    name: r.name,
+    leaseToken: r.token,
+    ...(a.kind === "remove" ? { remove: {} } : {}),
+    ...(a.kind === "save"
+      ? { save: { queue: a.queue, ...(a.metadata ? { metadata: a.metadata } : {}) } }
+      : {}),
+  });
+  const to = a.kind === "save" ? `save:${a.queue}` : "remove";
+  const retryKey = `complete/${to}/${r.queue}/${r.name}/${r.token}`;
+  const saveCodes = a.kind === "save" ? queueCodes(a.queue) : [];
+  if (a.kind === "save" && a.metadata && a.metadata.length > LIMITS.metadataSize) {
+    saveCodes.push(status.RESOURCE_EXHAUSTED);
+  }
+  const allowed =
+    a.kind === "none"
+      ? [status.INVALID_ARGUMENT]
+      : saveCodes.length > 0
+        ? [...saveCodes, ...queueCodes(r.queue), status.INVALID_ARGUMENT]
+        : holderCodes(ctx, r, retryKey);
+  const shown = { ...input, resolved: { name: r.name, queue: r.queue, token: r.token } };
+  expectStatus(outcome, allowed, shown);
+  if (!outcome.ok) return lost(ctx, r, outcome.code);
+  const cached = ctx.model.finished.has(retryKey);
+  ctx.model.finished.add(retryKey);
+  if (!r.e || !r.holder || cached) return;
+  if (r.e.lease?.token !== r.token) {
+    // In a batch, a later checkout's answer may have been seen first.
+    if (ctx.racing.has(r.name)) return;
+    fail("two finishes of one checkout both succeeded", shown);
+  }
+  if (a.kind === "remove") {
+    ctx.model.removedEntry(r.e);
+    return;
+  }
+  if (a.kind !== "save") return;
+  const saved = plain(outcome.value.entry ?? {});
+  if (saved.name !== r.name || saved.queue !== a.queue) {
+    fail(`Complete saved ${saved?.name} into ${saved?.queue}`, shown);
+  }
+  if (a.metadata) r.e.metadata = Buffer.from(a.metadata);
+  if (!saved.metadata.equals(r.e.metadata)) fail("Complete lost the metadata", shown);
+  ctx.model.dropLease(r.e);
+  r.e.queue = a.queue;
+}
+
+export const release = fc.record({ kind: fc.constant("release" as const), target });
+export type ReleaseInput = typeof release extends fc.Arbitrary<infer T> ? T : never;
+
+export async function runRelease(ctx: Ctx, input: ReleaseInput): Promise<void> {
+  const r = resolve(ctx, input.target);
+  const outcome = await ctx.raw.unary<geospool.v1.ReleaseResponse>("release", {
+    queue: r.queue,
+    name: r.name,
+    leaseToken: r.token,
+  });
+  const retryKey = `release/${r.queue}/${r.name}/${r.token}`;
+  const shown = { ...input, resolved: { name: r.name, queue: r.queue, token: r.token } };
+  expectStatus(outcome, holderCodes(ctx, r, retryKey), shown);
+  if (!outcome.ok) return lost(ctx, r, outcome.code);
+  const cached = ctx.model.finished.has(retryKey);
+  ctx.model.finished.add(retryKey);
+  if (!r.e || !r.holder || cached) return;
+  if (r.e.lease?.token !== r.token) {
+    // In a batch, a later checkout's answer may have been seen first.
+    if (ctx.racing.has(r.name)) return;
+    fail("two finishes of one checkout both succeeded", shown);
+  }
+  const to = outcome.value.queue;
+  if (to !== r.queue && to !== "dead") fail(`Release sent ${r.name} to ${to}`, shown);
+  ctx.model.dropLease(r.e);
+  r.e.queue = to;
+}
+
+export const extend = fc.record({
+  kind: fc.constant("extend" as const),
+  target,
+  lease: duration({ maxMs: 3_000 }),
+});
+export type ExtendInput = typeof extend extends fc.Arbitrary<infer T> ? T : never;
+
+export async function runExtend(ctx: Ctx, input: ExtendInput): Promise<void> {
+  const r = resolve(ctx, input.target);
+  const outcome = await ctx.raw.unary<geospool.v1.ExtendLeaseResponse>("extendLease", {
+    queue: r.queue,
+    name: r.name,
+    leaseToken: r.token,
+    ...(input.lease ? { lease: input.lease } : {}),
+  });
+  // Absent is refused here: the lease is required.
+  const v = input.lease === undefined ? "bad" : durationVerdict(input.lease, "positive");
+  const codes = holderCodes(ctx, r, "");
+  const allowed =
+    v === "bad"
+      ? [status.INVALID_ARGUMENT, ...codes.filter((c) => c !== status.OK)]
+      : [...codes, ...durationCodes(v)];
+  const shown = { ...input, resolved: { name: r.name, queue: r.queue, token: r.token } };
+  expectStatus(outcome, allowed, shown);
+  if (!outcome.ok) return lost(ctx, r, outcome.code);
+  if (!r.e?.lease || !r.holder) return;
+  const t = outcome.value.leaseUntil;
+  r.e.lease.until = Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
+}
