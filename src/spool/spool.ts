@@ -54,9 +54,7 @@ export interface CheckoutOptions {
 
 /** A spool directory, opened. See index.ts for the protocol. */
 /** How many times `locate` looks again for an entry that is reserved but in no queue. */
-// Up to ~1 s of rescans (1+2+…+512 ms): a finish syncs directories while its checkout file
-// is aside, which takes longer than 63 ms on a loaded machine.
-const LOCATE_RESCANS = 10;
+const LOCATE_RESCANS = 6;
 
 export class Spool<M, Q extends string = string> {
   /** @internal */
