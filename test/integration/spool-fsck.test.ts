@@ -1,7 +1,7 @@
 import { copyFile, readdir, rm, unlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import {
   dirLabel,
   Monitor,
@@ -38,7 +38,6 @@ beforeEach(async () => {
   );
   monitor = new Monitor(spool, LIMITS);
 });
-afterEach(async () => {});
 
 /** `kind where filename`, sorted: what a problem list says, without mtimes. */
 function summary(problems: readonly Problem<Q>[]): string[] {

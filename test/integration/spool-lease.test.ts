@@ -1,7 +1,7 @@
-import { rm, utimes } from "node:fs/promises";
+import { utimes } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Monitor, QueueReader, Spool } from "../../src/spool/index.js";
 import {
   bundleSpoolWorker,
@@ -11,7 +11,7 @@ import {
 } from "../helpers/spool-processes.js";
 import { fingerprintSpool } from "../helpers/spool-scan.js";
 import type { ReapResult, SpoolRef } from "../helpers/spool-worker-config.js";
-import { tempDir, useTempDir } from "../helpers/tmp.js";
+import { useSuiteTempDir, useTempDir } from "../helpers/tmp.js";
 import { type Widget, type WidgetQueue, widgetSpoolable } from "../helpers/widget.js";
 
 const LEASE_MS = 150;
@@ -25,7 +25,6 @@ let spool: Spool<Widget, WidgetQueue>;
 beforeEach(async () => {
   spool = await Spool.create(join(dir.path, "spool"), widgetSpoolable({ leases: LEASES }));
 });
-afterEach(async () => {});
 
 const names = async (q: WidgetQueue) => (await spool.list(q)).map((e) => e.name);
 
@@ -170,14 +169,10 @@ describe("a losing checkout attempt", () => {
 });
 
 describe("concurrent reapers", () => {
-  let bundleDir: Awaited<ReturnType<typeof tempDir>>;
+  const bundleDir = useSuiteTempDir("geospool-worker-");
   let bundle: string;
   beforeAll(async () => {
-    bundleDir = await tempDir("geospool-worker-");
     bundle = await bundleSpoolWorker(bundleDir.path);
-  });
-  afterAll(async () => {
-    await rm(bundleDir.path, { recursive: true, force: true });
   });
 
   const ENTRIES = 20;
