@@ -25,14 +25,13 @@ interface SyncRecord {
 async function newSpool(): Promise<{ spool: Spool<Widget, WidgetQueue>; syncs: SyncRecord[] }> {
   const spool = await Spool.create(join(dir.path, "spool"), widgetSpoolable());
   const syncs: SyncRecord[] = [];
-  spool.core.syncer.observer = {
-    started(d) {
-      syncs.push({ dir: d, listing: readdirSync(d), done: false });
-    },
-    synced(d) {
-      const running = syncs.findLast((s) => s.dir === d && !s.done);
-      if (running) running.done = true;
-    },
+  const syncer = spool.core.syncer;
+  const fsync = syncer.fsync;
+  syncer.fsync = async (d) => {
+    const record = { dir: d, listing: readdirSync(d), done: false };
+    syncs.push(record);
+    await fsync(d);
+    record.done = true;
   };
   return { spool, syncs };
 }

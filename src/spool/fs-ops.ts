@@ -55,19 +55,14 @@ export async function statIfExists(path: string) {
   }
 }
 
-async function fsyncDirectory(dir: string): Promise<void> {
+/** fsync(2) of a directory, so the names made, renamed or removed in it are durable. */
+export async function fsyncDirectory(dir: string): Promise<void> {
   const fh = await open(dir, C.O_RDONLY | C.O_DIRECTORY);
   try {
     await fh.sync();
   } finally {
     await fh.close();
   }
-}
-
-/** Told when each fsync(2) of a directory starts and when it has completed (for tests). */
-export interface DirectorySyncObserver {
-  started?(dir: string): void;
-  synced?(dir: string): void;
 }
 
 /**
@@ -78,7 +73,8 @@ export interface DirectorySyncObserver {
 export class DirectorySyncer {
   private readonly running = new Map<string, Promise<void>>();
   private readonly next = new Map<string, Promise<void>>();
-  observer: DirectorySyncObserver | undefined;
+  /** The fsync of one directory (a test wraps it to watch each fsync start and complete). */
+  fsync: (dir: string) => Promise<void> = fsyncDirectory;
 
   /** fsync every directory of `dirs` (each once), at the same time. */
   async syncAll(dirs: Iterable<string>): Promise<void> {
@@ -88,11 +84,7 @@ export class DirectorySyncer {
   sync(dir: string): Promise<void> {
     const current = this.running.get(dir);
     if (current === undefined) {
-      const observer = this.observer;
-      observer?.started?.(dir);
-      const p = fsyncDirectory(dir)
-        .then(() => observer?.synced?.(dir))
-        .finally(() => this.running.delete(dir));
+      const p = this.fsync(dir).finally(() => this.running.delete(dir));
       this.running.set(dir, p);
       return p;
     }
