@@ -3,7 +3,7 @@ import { constants as C } from "node:fs";
 import { open, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
-import { unlinkIfExists } from "./fs-ops.js";
+import { fsyncDirectory, unlinkIfExists } from "./fs-ops.js";
 
 /** The spool's identity file, in its root directory. */
 export const SPOOL_ID_FILE = ".spool-id";
@@ -66,12 +66,7 @@ export async function writeSpoolId(root: string): Promise<string> {
       await fh.close();
     }
     await rename(tmp, join(root, SPOOL_ID_FILE));
-    const dir = await open(root, C.O_RDONLY | C.O_DIRECTORY);
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
+    await fsyncDirectory(root);
   } catch (err) {
     throw ioError("write", join(root, SPOOL_ID_FILE), err);
   }
