@@ -29,10 +29,7 @@ const FINISH_MEMORY_MS = 5 * 60_000;
 export class LeaseHolders {
   private readonly readers = new Map<string, QueueReader<NodeEntryMeta, string>>();
   private readonly finished = new Map<string, { at: number; result: Promise<unknown> }>();
-  private readonly held = new Map<
-    string,
-    { co: CheckedOutEntry<NodeEntryMeta, string>; token: string }
-  >();
+  private readonly held = new Map<string, CheckedOutEntry<NodeEntryMeta, string>>();
 
   constructor(
     private readonly ctx: ServiceContext,
@@ -111,14 +108,14 @@ export class LeaseHolders {
 
   /** Keep a checkout handed out by this process; returns its lease token. */
   private remember(co: CheckedOutEntry<NodeEntryMeta, string>): string {
-    const token = leaseToken(co);
     if (this.held.size >= MAX_REMEMBERED_CHECKOUTS) {
       // Forget the oldest; a forgotten checkout is found on disk when needed.
       const oldest = this.held.keys().next().value;
       if (oldest !== undefined) this.held.delete(oldest);
     }
-    this.held.set(`${co.queue}/${co.name}`, { co, token });
-    return token;
+    this.held.set(`${co.queue}/${co.name}`, co);
+    // Empty for a checkout without a token: it matches nothing.
+    return co.leaseToken ?? "";
   }
 
   /**
@@ -149,7 +146,7 @@ export class LeaseHolders {
     validateName("entry", name);
     const mine = this.held.get(`${queue}/${name}`);
     // The lease itself is checked again (deadline, inode) by every spool operation.
-    if (mine && leaseTokensEqual(mine.token, token)) return mine.co;
+    if (mine && leaseTokensEqual(mine.leaseToken, token)) return mine;
     const co = await this.ctx.spool.checkedOutUnsafe(queue, name);
     if (!co) {
       const where = await this.ctx.spool.locate(name);
@@ -281,9 +278,4 @@ export class LeaseHolders {
 
 function leaseLost(name: string): ServiceError {
   return new ServiceError(ServiceErrorCode.LeaseLost, `lease on entry ${name} is gone`);
-}
-
-/** The checkout's random lease token, kept by the spool (empty matches nothing). */
-function leaseToken(co: CheckedOutEntry<NodeEntryMeta, string>): string {
-  return co.leaseToken ?? "";
 }
