@@ -196,12 +196,11 @@ export class SpoolCore<M, Q extends string> {
     const deferred = metadata instanceof DeferredMetadata ? metadata : undefined;
     let bytes = deferred ? undefined : this.encodeFile(metadata as M, { attempts: 0 });
     let name: string;
-    // What this call made, so that a failure removes exactly that: never the files of a
-    // live entry (or of another enqueue) that already uses the name.
-    const made = { registry: false, data: false, tmp: false };
+    // Whether this call made the data file. A failure removes only what this call made:
+    // never the files of a live entry (or of another enqueue) that already uses the name.
+    let madeData = false;
     if (reserved === undefined) {
       name = await this.reserveName();
-      made.registry = true;
     } else {
       name = validateName("entry", reserved);
       const reg = await this.throttle.run(() => statIfExists(this.layout.registryFile(name)));
@@ -228,7 +227,7 @@ export class SpoolCore<M, Q extends string> {
         exclusive: true,
         throttle: this.throttle,
         onCreated: () => {
-          made.data = true;
+          madeData = true;
         },
       });
       open.push(written.fh);
@@ -237,7 +236,6 @@ export class SpoolCore<M, Q extends string> {
         bytes = this.encodeFile(await deferred.make({ size: written.size }), { attempts: 0 });
       }
       const metadataBytes = bytes as Buffer;
-      made.tmp = true;
       const meta = await this.throttle.run(() => writeData(tmp, metadataBytes));
       open.push(meta.fh);
       step = "fsync";
@@ -275,17 +273,12 @@ export class SpoolCore<M, Q extends string> {
       // learns that its last fsync failed.
       if (visible) throw ioError(`enqueue (${step}) of`, name, err);
       // The data file was made with O_EXCL, so making it proves the name was free: only
-      // then is a caller's reservation ours to give back. The queue file is never ours
-      // here (its rename is what makes the entry visible).
-      const ours = [
-        made.tmp ? tmp : undefined,
-        made.data ? dataPath : undefined,
-        made.registry || made.data ? this.layout.registryFile(name) : undefined,
-      ];
+      // then are its .tmp file and a caller's reservation ours to remove. The queue file is
+      // never ours here (its rename is what makes the entry visible).
+      const registry = this.layout.registryFile(name);
+      const ours = madeData ? [tmp, dataPath, registry] : reserved === undefined ? [registry] : [];
       await this.throttle.run(async () => {
-        for (const p of ours) {
-          if (p !== undefined) await unlinkIfExists(p).catch(() => false);
-        }
+        for (const p of ours) await unlinkIfExists(p).catch(() => false);
       });
       throw ioError(`enqueue (${step}) of`, name, err);
     }
