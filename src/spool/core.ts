@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { type FileHandle, mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
 import { dirname } from "node:path";
-import { type DataSource, writeData, writeDataSynced } from "./data.js";
+import { writeDataSynced } from "./data.js";
 import { decodeEnvelope, type Envelope, encodeEnvelope } from "./envelope.js";
 import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
 import {
@@ -26,14 +26,6 @@ const MAX_NAME_ATTEMPTS = 1000;
 /** See `isExpired`. */
 export const CTIME_QUIET_MS = 1_000;
 
-/**
- * Metadata made once the data is written (and so its size and any digest computed while
- * streaming are known). If `make` throws, the enqueue fails and leaves nothing behind.
- */
-export class DeferredMetadata<M> {
-  constructor(readonly make: (written: { size: number }) => M | Promise<M>) {}
-}
-
 /** What a checkout read from disk. */
 export interface CheckoutRecord<M, Q extends string> {
   queue: Q;
@@ -51,8 +43,9 @@ export type CheckoutResult<M, Q extends string> =
   | { kind: "not_found" };
 
 /**
- * The engine behind Spool, Entry and CheckedOutEntry: every disk operation of the spool
- * protocol, each through the throttle. Not part of the public API.
+ * The engine behind Spool, Entry and CheckedOutEntry: the disk operations of the spool
+ * protocol (enqueue is in enqueue.ts, the replica operations in replica.ts), each through
+ * the throttle. Not part of the public API.
  */
 export class SpoolCore<M, Q extends string> {
   readonly layout: Layout;
@@ -176,112 +169,6 @@ export class SpoolCore<M, Q extends string> {
       SpoolErrorCode.NameExhausted,
       `no free entry name after ${MAX_NAME_ATTEMPTS} attempts`,
     );
-  }
-
-  // ---- enqueue -----------------------------------------------------------------------
-
-  /**
-   * Data first (write, fsync), then metadata to .tmp (write, fsync), then make the registry
-   * and data directory entries durable, then rename the metadata into the queue and fsync
-   * the queue directory. Any failure removes every file this call made, registry last.
-   */
-  async enqueue(
-    queue: Q,
-    metadata: M | DeferredMetadata<M>,
-    data: DataSource,
-    reserved?: string,
-    onVisible?: (name: string) => void,
-  ): Promise<string> {
-    const dirname = this.dirname(queue);
-    const deferred = metadata instanceof DeferredMetadata ? metadata : undefined;
-    let bytes = deferred ? undefined : this.encodeFile(metadata as M, { attempts: 0 });
-    let name: string;
-    // Whether this call made the data file. A failure removes only what this call made:
-    // never the files of a live entry (or of another enqueue) that already uses the name.
-    let madeData = false;
-    if (reserved === undefined) {
-      name = await this.reserveName();
-    } else {
-      name = validateName("entry", reserved);
-      const reg = await this.throttle.run(() => statIfExists(this.layout.registryFile(name)));
-      if (reg === undefined) {
-        throw new SpoolError(
-          SpoolErrorCode.EntryNotFound,
-          `entry name ${name} was not reserved in this spool`,
-        );
-      }
-    }
-    const tmp = this.layout.tmpFile(name);
-    const dataPath = this.layout.dataFile(name);
-    const queueFile = this.layout.queueFile(dirname, name);
-    const queueDir = this.layout.queue(dirname);
-    let step = "write data";
-    let visible = false;
-    const open: FileHandle[] = [];
-    try {
-      // Write data and metadata, then make both files and the .registry and .data
-      // directory entries durable in one parallel round (two rounds of fsync in all, with
-      // the queue directory's after the rename), rather than one after another.
-      // O_EXCL: a data file already there means the name is in use (or a dead attempt's).
-      const written = await writeData(dataPath, data, {
-        exclusive: true,
-        throttle: this.throttle,
-        onCreated: () => {
-          madeData = true;
-        },
-      });
-      open.push(written.fh);
-      step = "write metadata";
-      if (deferred) {
-        bytes = this.encodeFile(await deferred.make({ size: written.size }), { attempts: 0 });
-      }
-      const metadataBytes = bytes as Buffer;
-      const meta = await this.throttle.run(() => writeData(tmp, metadataBytes));
-      open.push(meta.fh);
-      step = "fsync";
-      await Promise.all([
-        this.throttle.run(() => written.fh.sync()),
-        this.throttle.run(() => meta.fh.sync()),
-        this.syncer.sync(this.layout.registry),
-        this.syncer.sync(this.layout.data),
-      ]);
-      // A repair that judged a stalled upload abandoned (registry and data older than the
-      // tmp age limit) may have unlinked them under us: never make such an entry visible.
-      const [dataStat, reg] = await Promise.all([
-        this.throttle.run(() => written.fh.stat()),
-        this.throttle.run(() => statIfExists(this.layout.registryFile(name))),
-      ]);
-      if (dataStat.nlink === 0 || reg === undefined) {
-        throw new SpoolError(
-          SpoolErrorCode.EntryNotFound,
-          `entry ${name} was removed while it was being written (an upload stalled past the tmp age limit?)`,
-        );
-      }
-      const toClose = [...open];
-      open.length = 0;
-      for (const fh of toClose) await fh.close().catch(() => undefined);
-      step = "rename into queue";
-      await this.throttle.run(() => rename(tmp, queueFile));
-      visible = true;
-      onVisible?.(name);
-      step = "fsync queue";
-      await this.syncer.sync(queueDir);
-      return name;
-    } catch (err) {
-      for (const fh of open) await fh.close().catch(() => undefined);
-      // Once visible, the entry may already be someone's: never take it back. The caller
-      // learns that its last fsync failed.
-      if (visible) throw ioError(`enqueue (${step}) of`, name, err);
-      // The data file was made with O_EXCL, so making it proves the name was free: only
-      // then are its .tmp file and a caller's reservation ours to remove. The queue file is
-      // never ours here (its rename is what makes the entry visible).
-      const registry = this.layout.registryFile(name);
-      const ours = madeData ? [tmp, dataPath, registry] : reserved === undefined ? [registry] : [];
-      await this.throttle.run(async () => {
-        for (const p of ours) await unlinkIfExists(p).catch(() => false);
-      });
-      throw ioError(`enqueue (${step}) of`, name, err);
-    }
   }
 
   // ---- listing -----------------------------------------------------------------------

@@ -1,8 +1,9 @@
 import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CheckedOutEntry } from "./checked-out-entry.js";
-import { DeferredMetadata, type ExpiredLease, SpoolCore } from "./core.js";
+import { type ExpiredLease, SpoolCore } from "./core.js";
 import type { DataFile, DataSource } from "./data.js";
+import { DeferredMetadata, enqueue } from "./enqueue.js";
 import { Entry } from "./entry.js";
 import { isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
 import { statIfExists } from "./fs-ops.js";
@@ -121,7 +122,7 @@ export class Spool<M, Q extends string = string> {
     data: DataSource,
     options: EnqueueOptions = {},
   ): Promise<Entry<M, Q>> {
-    const name = await this.core.enqueue(queue, metadata, data, options.name, options.onVisible);
+    const name = await enqueue(this.core, queue, metadata, data, options.name, options.onVisible);
     return new Entry(this.core, queue, name);
   }
 
@@ -135,7 +136,8 @@ export class Spool<M, Q extends string = string> {
     makeMetadata: (written: { size: number }) => M | Promise<M>,
     options: EnqueueOptions = {},
   ): Promise<Entry<M, Q>> {
-    const name = await this.core.enqueue(
+    const name = await enqueue(
+      this.core,
       queue,
       new DeferredMetadata(makeMetadata),
       data,
