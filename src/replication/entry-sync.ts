@@ -4,7 +4,8 @@ import { foldEntry } from "./fold.js";
 import type { HybridLogicalClock } from "./hlc.js";
 import { rowKey } from "./journal-row.js";
 import { type NewJournalRow, readEntries, type StoredJournalRow } from "./journal-store.js";
-import { type QuarantinedRow, writeRecord } from "./replica-record.js";
+import { LeaseHolderCache } from "./lease-holder-cache.js";
+import { leaseHolder, type QuarantinedRow, writeRecord } from "./replica-record.js";
 import {
   type LocalState,
   type Placed,
@@ -65,6 +66,8 @@ export class EntrySync {
    */
   readonly requarantine = new Set<string>();
   private readonly quarantinedKeys = new Set<string>();
+  /** Whose client holds each lease, as last read from the journal (forgotten at a sync). */
+  readonly leaseHolders = new LeaseHolderCache((entry) => leaseHolder(this.opts.pool, entry));
   readonly counters = { applied: 0, localRows: 0, applyErrors: 0, quarantined: 0 };
 
   constructor(
@@ -320,6 +323,7 @@ export class EntrySync {
       );
     }
     for (const o of outcomes) {
+      this.leaseHolders.forget(o.entry);
       if (o.applied || o.rows) this.schedule.quietFor(o.entry);
       if (o.applied) {
         this.counters.applied++;

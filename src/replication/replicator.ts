@@ -7,7 +7,6 @@ import { reapRank } from "./lease-reap-order.js";
 import {
   journalEntries,
   lastHlc,
-  leaseHolder,
   loadRecord,
   pendingEntries,
   quarantinedEntries,
@@ -180,14 +179,16 @@ export class Replicator {
    * every other node waits `leaseReapGraceMs` times its place among the non-holders (node
    * ids in sorted order, 1-based), time for an earlier node's release to arrive and be
    * placed, which moves the file and ends the question. While a peer's change of the entry
-   * is on its way (streamed, marked or being synced), not now (Infinity).
+   * is on its way (streamed, marked or being synced), not now (Infinity). The holder is
+   * read from the journal once per entry until it syncs again (lease-holder-cache.ts): a reaper
+   * asks on every pass about every expired checkout.
    */
   async leaseHoldBack(entry: string): Promise<number> {
     if (this.schedule.peerChangePending(entry)) return Number.POSITIVE_INFINITY;
     const { nodeId } = this.opts;
     let holder: string | undefined;
     try {
-      holder = await leaseHolder(this.opts.pool, entry);
+      holder = await this.sync.leaseHolders.holderOf(entry);
     } catch (err) {
       // Without its database the node cannot tell whose lease it is: leases still end.
       this.log.warn({ err, entry }, "lease holder unknown; reaping as if it were ours");
