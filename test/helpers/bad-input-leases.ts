@@ -174,12 +174,38 @@ function holderCodes(ctx: Ctx, r: Resolved, retryKey: string): status[] {
   return [status.FAILED_PRECONDITION, ...cached, ...racing];
 }
 
-/** After a refusal of the holder's own request, its lease is gone (the reaper took it). */
+/**
+ * After a refusal of the holder's own request, its lease is gone (the reaper took it).
+ * Not so in a batch while the lease is certainly live: every finish and ExtendLease takes
+ * the checkout file aside for a moment, so the refusal came from another call of the batch
+ * on the same checkout, and that call's own answer says what became of it.
+ */
 function lost(ctx: Ctx, r: Resolved, code: status): void {
-  if (r.holder && r.e && code === status.FAILED_PRECONDITION) {
-    ctx.model.dropLease(r.e);
-    r.e.drifted = true;
-  }
+  if (!r.holder || !r.e || code !== status.FAILED_PRECONDITION) return;
+  if (ctx.racing.has(r.name) && ctx.model.leaseState(r.e) === "live") return;
+  ctx.model.dropLease(r.e);
+  r.e.drifted = true;
+}
+
+/**
+ * Whether a finishing call's success changes the model: it named the live checkout and is
+ * not a retry's cached answer. In a batch, a newer checkout's answer may have been seen
+ * first (then that one stands); a lease dropped meanwhile by a refusal (see `lost`) does
+ * not undo an acknowledged finish.
+ */
+function finishedByHolder(
+  ctx: Ctx,
+  r: Resolved,
+  retryKey: string,
+  shown: unknown,
+): r is Resolved & { e: ModelEntry } {
+  const cached = ctx.model.finished.has(retryKey);
+  ctx.model.finished.add(retryKey);
+  if (!r.e || !r.holder || cached) return false;
+  const now = r.e.lease?.token;
+  if (now === r.token) return true;
+  if (!ctx.racing.has(r.name)) fail("two finishes of one checkout both succeeded", shown);
+  return now === undefined;
 }
 
 export const complete = fc.record({
@@ -233,14 +259,7 @@ export async function runComplete(ctx: Ctx, input: CompleteInput): Promise<void>
   const shown = { ...input, resolved: { name: r.name, queue: r.queue, token: r.token } };
   expectStatus(outcome, allowed, shown);
   if (!outcome.ok) return lost(ctx, r, outcome.code);
-  const cached = ctx.model.finished.has(retryKey);
-  ctx.model.finished.add(retryKey);
-  if (!r.e || !r.holder || cached) return;
-  if (r.e.lease?.token !== r.token) {
-    // In a batch, a later checkout's answer may have been seen first.
-    if (ctx.racing.has(r.name)) return;
-    fail("two finishes of one checkout both succeeded", shown);
-  }
+  if (!finishedByHolder(ctx, r, retryKey, shown)) return;
   if (a.kind === "remove") {
     ctx.model.removedEntry(r.e);
     return;
@@ -270,14 +289,7 @@ export async function runRelease(ctx: Ctx, input: ReleaseInput): Promise<void> {
   const shown = { ...input, resolved: { name: r.name, queue: r.queue, token: r.token } };
   expectStatus(outcome, holderCodes(ctx, r, retryKey), shown);
   if (!outcome.ok) return lost(ctx, r, outcome.code);
-  const cached = ctx.model.finished.has(retryKey);
-  ctx.model.finished.add(retryKey);
-  if (!r.e || !r.holder || cached) return;
-  if (r.e.lease?.token !== r.token) {
-    // In a batch, a later checkout's answer may have been seen first.
-    if (ctx.racing.has(r.name)) return;
-    fail("two finishes of one checkout both succeeded", shown);
-  }
+  if (!finishedByHolder(ctx, r, retryKey, shown)) return;
   const to = outcome.value.queue;
   if (to !== r.queue && to !== "dead") fail(`Release sent ${r.name} to ${to}`, shown);
   ctx.model.dropLease(r.e);

@@ -18,7 +18,7 @@ const DEADLINE_MS = 30_000;
  */
 export class RawSpool {
   readonly client: SpoolClient;
-  /** The status of the latest call that ended (for traces). */
+  /** The status of the latest call that ended (for traces and tests). */
   last = "";
 
   constructor(readonly address: string) {
@@ -29,6 +29,11 @@ export class RawSpool {
 
   close(): void {
     this.client.close();
+  }
+
+  private ended<T>(outcome: Outcome<T>): Outcome<T> {
+    this.last = outcome.ok ? "OK" : `${statusName(outcome.code)} ${outcome.details}`;
+    return outcome;
   }
 
   unary<T>(method: Unary, request: object): Promise<Outcome<T>> {
@@ -42,7 +47,7 @@ export class RawSpool {
         ) => void
       ).bind(this.client);
       f(request, new grpc.Metadata(), { deadline: Date.now() + DEADLINE_MS }, (err, res) => {
-        resolve(err ? failure(err) : { ok: true, value: res as T });
+        resolve(this.ended(err ? failure(err) : { ok: true, value: res as T }));
       });
     });
   }
@@ -60,8 +65,7 @@ export class RawSpool {
         new grpc.Metadata(),
         { deadline: Date.now() + DEADLINE_MS },
         (err, res) => {
-          this.last = err ? `${statusName(err.code)} ${err.details}` : "OK";
-          resolve(err ? failure(err) : { ok: true, value: res as never });
+          resolve(this.ended(err ? failure(err) : { ok: true, value: res as never }));
         },
       );
       call.on("error", () => undefined);
@@ -98,9 +102,11 @@ export class RawSpool {
         }
       });
       call.on("error", (err: grpc.ServiceError) => {
-        resolve({ ...failure(err), received: parts.length });
+        resolve({ ...this.ended(failure(err)), received: parts.length });
       });
-      call.on("end", () => resolve({ ok: true, value: parts, received: parts.length }));
+      call.on("end", () =>
+        resolve({ ...this.ended({ ok: true, value: parts }), received: parts.length }),
+      );
     });
   }
 
