@@ -1,7 +1,13 @@
 import { createHash } from "node:crypto";
+import { rename } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/geospool-client.js";
 import type { RunningNode } from "../../src/node/node.js";
+import type { Ctx } from "../helpers/bad-input-check.js";
+import { runComplete, runExtend } from "../helpers/bad-input-leases.js";
+import { Model } from "../helpers/bad-input-model.js";
+import { RawSpool } from "../helpers/grpc-raw.js";
 import { startTestNode } from "../helpers/node.js";
 import {
   startPostgresServers,
@@ -12,12 +18,14 @@ import { tempDir } from "../helpers/tmp.js";
 
 // Found by the bad-input campaign (grpc-bad-input.test.ts): ReadData with limit 0 sent all
 // the data; Stat/ReadData answered NOT_FOUND for a live entry caught while it moved; a
-// Dequeue with a short wait answered "nothing" while entries were waiting.
+// Dequeue with a short wait answered "nothing" while entries were waiting. And one in the
+// campaign itself: its model lost an acknowledged removal (see "the campaign's model").
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let pg: TestPostgres[] = [];
 let node: RunningNode;
 let client: GeospoolClient;
+let raw: RawSpool;
 let failed = false;
 
 beforeAll(async () => {
@@ -25,10 +33,12 @@ beforeAll(async () => {
   pg = await startPostgresServers(1, { dir: dir.path });
   node = await startTestNode({ id: "n1", dir: dir.path, postgresUrl: (pg[0] as TestPostgres).url });
   client = new GeospoolClient({ endpoints: [`127.0.0.1:${node.grpcPort}`], retryForMs: 2_000 });
+  raw = new RawSpool(`127.0.0.1:${node.grpcPort}`);
 }, 120_000);
 
 afterAll(async () => {
   client?.close();
+  raw?.close();
   await node?.stop();
   await stopPostgresServers(pg);
   await dir?.cleanup(failed);
@@ -139,4 +149,55 @@ describe("reading entries", () => {
       }),
     120_000,
   );
+});
+
+describe("the campaign's model", () => {
+  // Seed 108298287: in one batch a Complete(remove) and an ExtendLease of the same checkout
+  // ran at once. The remove took the checkout file aside, so the extend was refused; the
+  // model took the refusal for a lost lease, then ignored the acknowledged removal and
+  // later expected the removed entry to be readable. Here the checkout is taken aside by
+  // hand, as the remove does, so the refusal comes every time.
+  it("an acknowledged removal stands after a batch's refusal of the same checkout", () =>
+    tracked(async () => {
+      const data = Buffer.from("taken aside");
+      const metadata = Buffer.from("m");
+      const { entry } = await client.enqueue("inbox", data, { metadata });
+      const name = entry.name;
+      const model = new Model();
+      model.enqueued(name, "inbox", metadata, data);
+      const lease = await client.dequeue("inbox", { leaseMs: 60_000 });
+      expect(lease?.entry.name).toBe(name);
+      const { token, entry: out } = lease as NonNullable<typeof lease>;
+      model.checkedOut(
+        model.entries.get(name) as NonNullable<ReturnType<Model["pick"]>>,
+        "inbox",
+        token,
+        out.leaseUntil ?? 0,
+      );
+      const ctx: Ctx = {
+        raw,
+        model,
+        racing: new Set([name]),
+        removable: new Set([name]),
+        busyQueues: new Set(["inbox"]),
+      };
+      const target = {
+        entry: { kind: "held" as const, i: 0 },
+        queue: { kind: "right" as const },
+        token: "right" as const,
+      };
+      const co = join(node.spool.dir, "inbox", ".checkout", name);
+      await rename(co, `${co}~aside`);
+      try {
+        await runExtend(ctx, { kind: "extend", target, lease: { seconds: 60, nanos: 0 } });
+        expect(raw.last).toMatch(/^FAILED_PRECONDITION/);
+      } finally {
+        await rename(`${co}~aside`, co);
+      }
+      await runComplete(ctx, { kind: "complete", target, action: { kind: "remove" } });
+      expect(raw.last).toBe("OK");
+      expect(model.entries.has(name)).toBe(false);
+      expect(model.removed.has(name)).toBe(true);
+      await expect(client.stat(name)).rejects.toThrow(/no entry/);
+    }));
 });
