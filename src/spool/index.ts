@@ -159,6 +159,8 @@ export {
   type Disposition,
   type EnqueueOptions,
   type EntryHandler,
+  type EntryState,
+  type FoundEntry,
   Spool,
 } from "./spool.js";
 export {

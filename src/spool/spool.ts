@@ -1,11 +1,11 @@
-import { readFile } from "node:fs/promises";
+import { type FileHandle, open, readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CheckedOutEntry } from "./checked-out-entry.js";
 import { type ExpiredLease, SpoolCore } from "./core.js";
 import type { DataFile, DataSource } from "./data.js";
 import { DeferredMetadata, enqueue } from "./enqueue.js";
 import { Entry } from "./entry.js";
-import { isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
+import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
 import { statIfExists } from "./fs-ops.js";
 import type { SpoolIdentity } from "./identity.js";
 import { readLeaseToken } from "./lease-token.js";
@@ -53,9 +53,24 @@ export interface CheckoutOptions {
   leaseMs?: number;
 }
 
-/** A spool directory, opened. See index.ts for the protocol. */
+/** Where an entry is in its queue: waiting, or checked out. */
+export type EntryState = "queued" | "checked_out";
+
+/** An entry found by `Spool.find`: where it is and what its file holds. */
+export interface FoundEntry<M, Q extends string> {
+  queue: Q;
+  state: EntryState;
+  metadata: M;
+  /** Failed deliveries so far. */
+  attempts: number;
+  /** The lease deadline (ms since the epoch), when checked out. */
+  leaseUntil?: number;
+}
+
 /** How many times `locate` looks again for an entry that is reserved but in no queue. */
 const LOCATE_RESCANS = 6;
+
+/** A spool directory, opened. See index.ts for the protocol. */
 
 export class Spool<M, Q extends string = string> {
   /** @internal */
@@ -299,39 +314,83 @@ export class Spool<M, Q extends string = string> {
    * slip past one scan: while its reservation exists and it is in no queue at all, it is
    * looked for again, a few times, before the answer is "nowhere".
    */
-  async locate(
+  locate(
     name: string,
     queues: readonly Q[] = this.core.queues,
-  ): Promise<{ queue: Q; state: "queued" | "checked_out"; path: string } | undefined> {
+  ): Promise<{ queue: Q; state: EntryState; path: string } | undefined> {
+    return this.search(name, queues, this.statProbe);
+  }
+
+  private readonly statProbe = async (queue: Q, state: EntryState, path: string) =>
+    (await this.core.throttle.run(() => statIfExists(path))) ? { queue, state, path } : undefined;
+
+  /**
+   * An entry's metadata wherever it is (among `queues`), read from the file where it was
+   * found, looked for as `locate` does: an entry that moves between the look and the read
+   * is looked for again rather than reported gone. Undefined if it is nowhere.
+   */
+  find(
+    name: string,
+    queues: readonly Q[] = this.core.queues,
+  ): Promise<FoundEntry<M, Q> | undefined> {
+    return this.search(name, queues, (queue, state, path) =>
+      this.core.throttle.run(async () => {
+        let fh: FileHandle;
+        try {
+          fh = await open(path, "r");
+        } catch (err) {
+          if (isErrno(err, "ENOENT")) return undefined;
+          throw ioError("read", path, err);
+        }
+        try {
+          // One handle: the deadline (mtime) and metadata are of the same checkout.
+          const st = await fh.stat();
+          const { metadata, envelope } = this.core.decodeFile(name, await fh.readFile());
+          const found: FoundEntry<M, Q> = { queue, state, metadata, attempts: envelope.attempts };
+          if (state === "checked_out") found.leaseUntil = Math.round(st.mtimeMs);
+          return found;
+        } finally {
+          await fh.close();
+        }
+      }),
+    );
+  }
+
+  /** Look for `name` with `probe` (which answers undefined for a file that is not there). */
+  private async search<T>(
+    name: string,
+    queues: readonly Q[],
+    probe: (queue: Q, state: EntryState, path: string) => Promise<T | undefined>,
+  ): Promise<T | undefined> {
     validateName("entry", name);
     for (let pass = 1; ; pass++) {
-      const found = await this.scan(name, queues);
-      if (found || pass > LOCATE_RESCANS) return found;
+      const found = await this.scan(name, queues, probe);
+      if (found !== undefined || pass > LOCATE_RESCANS) return found;
       const registry = this.core.layout.registryFile(name);
       if (!(await this.core.throttle.run(() => statIfExists(registry)))) return undefined;
-      if (queues !== this.core.queues) {
-        const anywhere = await this.scan(name, this.core.queues);
-        if (anywhere) return queues.includes(anywhere.queue) ? anywhere : undefined;
+      if (queues.length < this.core.queues.length) {
+        // Where the caller did not look: then it is not moving, and not theirs to see.
+        const anywhere = await this.scan(name, this.core.queues, this.statProbe);
+        if (anywhere && !queues.includes(anywhere.queue)) return undefined;
+        if (anywhere) continue;
       }
       await sleep(2 ** (pass - 1));
     }
   }
 
-  private async scan(
+  /** One pass over `queues`: in each, the queue file, then the checkout file. */
+  private async scan<T>(
     name: string,
     queues: readonly Q[],
-  ): Promise<{ queue: Q; state: "queued" | "checked_out"; path: string } | undefined> {
+    probe: (queue: Q, state: EntryState, path: string) => Promise<T | undefined>,
+  ): Promise<T | undefined> {
     const l = this.core.layout;
     for (const queue of queues) {
       const dirname = this.core.dirname(queue);
-      const queued = l.queueFile(dirname, name);
-      if (await this.core.throttle.run(() => statIfExists(queued))) {
-        return { queue, state: "queued", path: queued };
-      }
-      const co = l.checkoutFile(dirname, name);
-      if (await this.core.throttle.run(() => statIfExists(co))) {
-        return { queue, state: "checked_out", path: co };
-      }
+      const found =
+        (await probe(queue, "queued", l.queueFile(dirname, name))) ??
+        (await probe(queue, "checked_out", l.checkoutFile(dirname, name)));
+      if (found !== undefined) return found;
     }
     return undefined;
   }

@@ -47,9 +47,8 @@ export async function readInfo(
 
 /** The entry `name`, wherever it is. */
 export async function findInfo(spool: NodeSpool, name: string): Promise<EntryInfo | undefined> {
-  const where = await spool.locate(name);
-  if (!where) return undefined;
-  return readInfo(spool, where.queue, name, where.state === "checked_out");
+  const found = await spool.find(name);
+  return found && toInfo(name, found.queue, found.metadata, found.attempts, found.leaseUntil);
 }
 
 export function noEntry(name: string): ServiceError {

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { validateName } from "../../spool/index.js";
 import type { EntryInfo } from "../entry-info.js";
-import { noEntry, readInfo } from "./entry-lookup.js";
+import { noEntry, readInfo, toInfo } from "./entry-lookup.js";
 import { ServiceError, ServiceErrorCode } from "./errors.js";
 import type { ServiceContext } from "./service-context.js";
 
@@ -74,31 +74,19 @@ export class EntryReads {
   }): Promise<{ entry: EntryInfo; state: "queued" | "checked_out" }> {
     return this.ctx.timed("stat", req.queue ?? "", async () => {
       validateName("entry", req.name);
-      const found = await this.visibleEntry(req.name, req.queues, req.queue);
+      const queues = this.visibleQueues(req.queues, req.queue);
+      const found = queues.length > 0 && (await this.ctx.spool.find(req.name, queues));
       if (!found) throw noEntry(req.name);
-      return found;
+      const { queue, metadata, attempts, leaseUntil, state } = found;
+      return { entry: toInfo(req.name, queue, metadata, attempts, leaseUntil), state };
     });
   }
 
-  private async visibleEntry(
-    name: string,
-    queues: readonly string[] | undefined,
-    first?: string,
-  ): Promise<{ entry: EntryInfo; state: "queued" | "checked_out" } | undefined> {
-    const visible = queues
-      ? this.ctx.spool.queues.filter((q) => queues.includes(q))
-      : this.ctx.spool.queues;
-    if (first && !visible.includes(first)) return undefined;
-    const order = first ? [first, ...visible.filter((q) => q !== first)] : visible;
-    // It may move between being located and being read: locate it again.
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const where = await this.ctx.spool.locate(name, order);
-      if (!where) return undefined;
-      const checkedOut = where.state === "checked_out";
-      const info = await readInfo(this.ctx.spool, where.queue, name, checkedOut);
-      if (info) return { entry: info, state: where.state };
-    }
-    return undefined;
+  /** The queues a caller limited to `queues` may read, `first` first; none if `first` is not one. */
+  private visibleQueues(queues: readonly string[] | undefined, first?: string): string[] {
+    const visible = this.ctx.spool.queues.filter((q) => !queues || queues.includes(q));
+    if (!first) return visible;
+    return visible.includes(first) ? [first, ...visible.filter((q) => q !== first)] : [];
   }
 
   /**
@@ -130,7 +118,8 @@ export class EntryReads {
         "limit must be a non-negative integer",
       );
     }
-    if (!(await this.visibleEntry(req.name, req.queues))) throw noEntry(req.name);
+    const queues = this.visibleQueues(req.queues);
+    if (!(await this.ctx.spool.locate(req.name, queues))) throw noEntry(req.name);
     const file = this.ctx.spool.dataFile(req.name);
     let size: number;
     try {
