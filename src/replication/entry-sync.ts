@@ -56,27 +56,70 @@ export const INLINE_DATA_MAX = 64 * 1024;
 const STALLED_RETRIES = 3;
 
 export class EntrySync {
+  private readonly opts: ReplicatorOptions;
+  private readonly schedule: SyncSchedule;
+  private readonly hlc: HybridLogicalClock;
+  private readonly log: Logger;
+  private readonly clock: () => number;
   /** The record as last committed (replica_entries). */
-  recorded = new Map<string, Placed>();
+  private record = new Map<string, Placed>();
   /** Entries with a row in replica_pending (deleted once they sync). */
-  readonly pendingRows = new Set<string>();
+  private readonly pendingRows = new Set<string>();
   /**
    * Entries quarantined before this start, tried again now (a queue may have been added):
    * their quarantine rows are replaced by what the sync finds.
    */
-  readonly requarantine = new Set<string>();
+  private readonly requarantine = new Set<string>();
   private readonly quarantinedKeys = new Set<string>();
   /** Whose client holds each lease, as last read from the journal (forgotten at a sync). */
-  readonly leaseHolders = new LeaseHolderCache((entry) => leaseHolder(this.opts.pool, entry));
+  readonly leaseHolders: LeaseHolderCache;
   readonly counters = { applied: 0, localRows: 0, applyErrors: 0, quarantined: 0 };
 
-  constructor(
-    private readonly opts: ReplicatorOptions,
-    private readonly schedule: SyncSchedule,
-    private readonly hlc: HybridLogicalClock,
-    private readonly log: Logger,
-    private readonly clock: () => number,
-  ) {}
+  constructor(deps: {
+    opts: ReplicatorOptions;
+    schedule: SyncSchedule;
+    hlc: HybridLogicalClock;
+    log: Logger;
+    clock: () => number;
+  }) {
+    this.opts = deps.opts;
+    this.schedule = deps.schedule;
+    this.hlc = deps.hlc;
+    this.log = deps.log;
+    this.clock = deps.clock;
+    this.leaseHolders = new LeaseHolderCache((entry) => leaseHolder(this.opts.pool, entry));
+  }
+
+  /** The record as last committed. */
+  get recorded(): ReadonlyMap<string, Placed> {
+    return this.record;
+  }
+
+  /** Start from the record as stored (replica_entries). */
+  loadRecord(record: Map<string, Placed>): void {
+    this.record = record;
+  }
+
+  /** The record describes another spool than this one: it is dropped (see checkSpool). */
+  dropRecord(): void {
+    this.record.clear();
+  }
+
+  /** Sync, as peer changes, entries listed in replica_pending; their rows go once synced. */
+  resumePending(entries: readonly string[]): void {
+    for (const entry of entries) {
+      this.pendingRows.add(entry);
+      this.schedule.mark(entry, true);
+    }
+  }
+
+  /** Sync again entries quarantined before this start; what they find replaces their rows. */
+  retryQuarantined(entries: readonly string[]): void {
+    for (const entry of entries) {
+      this.requarantine.add(entry);
+      this.schedule.mark(entry, true);
+    }
+  }
 
   /** A sync failed as a whole (the database or the disk). */
   countError(): void {
@@ -124,8 +167,7 @@ export class EntrySync {
         };
       }
       return this.syncOne(i.entry, i.seen, i.d.peer, journal, now).catch((err): Outcome => {
-        this.counters.applyErrors++;
-        this.opts.metrics?.applyError?.();
+        this.countError();
         this.log.error({ err, entry: i.entry }, "could not sync an entry; retrying");
         return { entry: i.entry, retry: { reason: errorText(err), persist: i.d.peer } };
       });
@@ -304,8 +346,8 @@ export class EntrySync {
     for (const e of requarantined) this.requarantine.delete(e);
     if (needTx) for (const e of settled) this.pendingRows.delete(e);
     for (const [entry, state] of records) {
-      if (state === null) this.recorded.delete(entry);
-      else this.recorded.set(entry, state);
+      if (state === null) this.record.delete(entry);
+      else this.record.set(entry, state);
     }
     if (rows.length > 0) {
       this.counters.localRows += rows.length;

@@ -71,7 +71,13 @@ export class Replicator {
     this.clock = opts.clock ?? Date.now;
     this.hlc = new HybridLogicalClock(this.clock);
     this.schedule = new SyncSchedule(this.clock);
-    this.sync = new EntrySync(opts, this.schedule, this.hlc, this.log, this.clock);
+    this.sync = new EntrySync({
+      opts,
+      schedule: this.schedule,
+      hlc: this.hlc,
+      log: this.log,
+      clock: this.clock,
+    });
   }
 
   /**
@@ -83,16 +89,10 @@ export class Replicator {
     const { pool, nodeId } = this.opts;
     const names = await ensureApplySlot(pool, nodeId);
     this.hlc.observe(await lastHlc(pool));
-    this.sync.recorded = await loadRecord(pool);
-    for (const entry of await pendingEntries(pool)) {
-      this.sync.pendingRows.add(entry);
-      this.schedule.mark(entry, true);
-    }
+    this.sync.loadRecord(await loadRecord(pool));
+    this.sync.resumePending(await pendingEntries(pool));
     // Rows quarantined for a queue this node lacked are tried again: the queue may exist now.
-    for (const entry of await quarantinedEntries(pool)) {
-      this.sync.requarantine.add(entry);
-      this.schedule.mark(entry, true);
-    }
+    this.sync.retryQuarantined(await quarantinedEntries(pool));
     await this.checkSpool();
     if (names.recreated) await this.markWholeJournal();
     this.startWatches();
@@ -152,11 +152,8 @@ export class Replicator {
       "the spool is not the one the record describes: restoring it from the journal, not removing",
     );
     const restore = await restoreLostSpool(pool, nodeId, spool.identity.id);
-    this.sync.recorded.clear();
-    for (const entry of restore) {
-      this.sync.pendingRows.add(entry);
-      this.schedule.mark(entry, true);
-    }
+    this.sync.dropRecord();
+    this.sync.resumePending(restore);
   }
 
   /**
