@@ -22,6 +22,20 @@ import { useSuiteTempDir } from "../helpers/tmp.js";
  */
 const QUEUES = ["inbox", "dead", "leases", "saves", "saved", "releases", "idem", "after"];
 
+/** A node's metadata payload for `data` (for journal rows written by hand), and its digest. */
+function entryMetadata(user: string, data: Buffer): { sha256: string; metadata: Buffer } {
+  const sha256 = createHash("sha256").update(data).digest("hex");
+  const metadata = Buffer.from(
+    nodeEntryCodec.encode({
+      user: Buffer.from(user),
+      sha256,
+      size: data.length,
+      enqueuedAt: Date.now(),
+    }),
+  );
+  return { sha256, metadata };
+}
+
 describe("replication semantics across three nodes", () => {
   let cluster: TestCluster;
   const dir = useSuiteTempDir("geospool-repl-semantics-");
@@ -197,15 +211,7 @@ describe("replication semantics across three nodes", () => {
     const unknownQueueEntry = `quarantine-queue-${randomUUID()}`;
     const invalidEntry = `quarantine/${randomUUID()}`;
     const data = Buffer.from("never fetched");
-    const sha256 = createHash("sha256").update(data).digest("hex");
-    const metadata = Buffer.from(
-      nodeEntryCodec.encode({
-        user: Buffer.from("q"),
-        sha256,
-        size: data.length,
-        enqueuedAt: Date.now(),
-      }),
-    );
+    const { sha256, metadata } = entryMetadata("q", data);
     const c = await pool(A).connect();
     let invalidSeq: string;
     try {
@@ -294,15 +300,7 @@ describe("replication semantics across three nodes", () => {
     const origin = cluster.ids[A] as string;
     const entry = `late-queue-${randomUUID()}`;
     const data = Buffer.from("placed after a restart");
-    const sha256 = createHash("sha256").update(data).digest("hex");
-    const metadata = Buffer.from(
-      nodeEntryCodec.encode({
-        user: Buffer.from("late"),
-        sha256,
-        size: data.length,
-        enqueuedAt: Date.now(),
-      }),
-    );
+    const { sha256, metadata } = entryMetadata("late", data);
     // An enqueue from A into queue "late", which no node has yet; its data rides in the row.
     const c = await pool(A).connect();
     try {
