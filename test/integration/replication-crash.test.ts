@@ -14,19 +14,13 @@ import { buildCli } from "../helpers/cli-build.js";
 import {
   closeCluster,
   eventually,
-  freePorts,
   killPostgres,
   restartPostgres,
   startTestCluster,
   type TestCluster,
 } from "../helpers/cluster.js";
-import { startTestNode } from "../helpers/node.js";
-import {
-  killNodeProcesses,
-  type NodeProcess,
-  type ProcessPeer,
-  startNodeProcess,
-} from "../helpers/node-process.js";
+import { startMixedCluster } from "../helpers/mixed-cluster.js";
+import { killNodeProcesses, type NodeProcess } from "../helpers/node-process.js";
 import {
   startPostgresServers,
   stopPostgresServers,
@@ -238,46 +232,10 @@ describe("a node's daemon SIGKILLed while it fetches and applies", () => {
 
   it("C comes back after kill -9 mid-fetch, mid-apply and mid-catch-up with every entry once", async () => {
     const ids = ["a", "b", "c"];
-    const [grpcA, grpcB, grpcC, httpC] = (await freePorts(4)).map((p) => `127.0.0.1:${p}`) as [
-      string,
-      string,
-      string,
-      string,
-    ];
-    const grpc = [grpcA, grpcB, grpcC];
-    const peersOf = (i: number): ProcessPeer[] =>
-      ids
-        .map((id, j) => ({
-          id,
-          grpc: grpc[j] as string,
-          postgres: (servers[j] as TestPostgres).url,
-        }))
-        .filter((p) => p.id !== ids[i]);
-    for (const i of [0, 1]) {
-      inProcess.push(
-        await startTestNode({
-          id: ids[i] as string,
-          dir: dir.path,
-          postgresUrl: (servers[i] as TestPostgres).url,
-          config: {
-            grpc: { listen: grpc[i] },
-            replication: { fullReconcileEvery: "2s", joinRetry: "300ms" },
-            peers: peersOf(i),
-          },
-        }),
-      );
-    }
+    const mesh = await startMixedCluster({ ids, dir: dir.path, servers, cli, inProcess });
+    const [grpcA] = mesh.grpc as [string];
     const spoolC = join(dir.path, "spool-c");
-    const startC = () =>
-      startNodeProcess({
-        main: cli.main,
-        id: "c",
-        spoolDir: spoolC,
-        postgresUrl: (servers[2] as TestPostgres).url,
-        grpc: grpcC,
-        http: httpC,
-        peers: peersOf(2),
-      });
+    const startC = () => mesh.startChild();
     let c = await startC();
     const restartC = async () => {
       c = await startC();

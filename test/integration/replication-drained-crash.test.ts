@@ -5,9 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { buildCli } from "../helpers/cli-build.js";
-import { eventually, freePorts } from "../helpers/cluster.js";
-import { startTestNode } from "../helpers/node.js";
-import { killNodeProcesses, type NodeProcess, startNodeProcess } from "../helpers/node-process.js";
+import { eventually } from "../helpers/cluster.js";
+import { startMixedCluster } from "../helpers/mixed-cluster.js";
+import { killNodeProcesses, type NodeProcess } from "../helpers/node-process.js";
 import {
   startPostgresServers,
   stopPostgresServers,
@@ -45,7 +45,7 @@ describe("a node SIGKILLed right after acknowledged removes that drain its spool
   const dir = useSuiteTempDir("geospool-drained-crash-");
   let cli: Awaited<ReturnType<typeof buildCli>>;
   let servers: TestPostgres[] = [];
-  let a: RunningNode | undefined;
+  const inProcess: RunningNode[] = [];
   let pools: pg.Pool[] = [];
 
   beforeAll(async () => {
@@ -59,41 +59,25 @@ describe("a node SIGKILLed right after acknowledged removes that drain its spool
 
   afterAll(async () => {
     await killNodeProcesses();
-    await a?.stop();
+    await Promise.allSettled(inProcess.map((n) => n.stop()));
     await Promise.allSettled(pools.map((p) => p.end()));
     await stopPostgresServers(servers);
     await cli?.cleanup();
   }, 60_000);
 
   it(`nothing removed comes back after ${ROUNDS} SIGKILLs`, async () => {
-    const [grpcA, grpcB, httpB] = (await freePorts(3)).map((p) => `127.0.0.1:${p}`) as [
-      string,
-      string,
-      string,
-    ];
-    const [pgA, pgB] = servers as [TestPostgres, TestPostgres];
-    a = await startTestNode({
-      id: "a",
+    const mesh = await startMixedCluster({
+      ids: ["a", "b"],
       dir: dir.path,
-      postgresUrl: pgA.url,
-      config: {
-        grpc: { listen: grpcA },
-        replication: { fullReconcileEvery: "2s", joinRetry: "300ms" },
-        peers: [{ id: "b", grpc: grpcB, postgres: pgB.url }],
-      },
+      servers,
+      cli,
+      inProcess,
     });
+    const a = inProcess[0] as RunningNode;
+    const [grpcA, grpcB] = mesh.grpc as [string, string];
     const spoolA = a.spool.dir;
     const spoolB = join(dir.path, "spool-b");
-    const startB = () =>
-      startNodeProcess({
-        main: cli.main,
-        id: "b",
-        spoolDir: spoolB,
-        postgresUrl: pgB.url,
-        grpc: grpcB,
-        http: httpB,
-        peers: [{ id: "a", grpc: grpcA, postgres: pgA.url }],
-      });
+    const startB = () => mesh.startChild();
     let b: NodeProcess = await startB();
     const clientA = new GeospoolClient({ endpoints: [grpcA], retryForMs: 20_000 });
     const clientB = new GeospoolClient({ endpoints: [grpcB], retryForMs: 20_000 });

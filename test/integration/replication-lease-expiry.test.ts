@@ -4,9 +4,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { buildCli } from "../helpers/cli-build.js";
-import { eventually, freePorts } from "../helpers/cluster.js";
-import { startTestNode } from "../helpers/node.js";
-import { killNodeProcesses, type NodeProcess, startNodeProcess } from "../helpers/node-process.js";
+import { eventually } from "../helpers/cluster.js";
+import { startMixedCluster } from "../helpers/mixed-cluster.js";
+import { killNodeProcesses, type NodeProcess } from "../helpers/node-process.js";
 import {
   startPostgresServers,
   stopPostgresServers,
@@ -60,45 +60,16 @@ describe("lease expiry of checkouts held by a node that died", () => {
 
   it("each entry is delivered again exactly once", async () => {
     const ids = ["a", "b", "c"];
-    const [grpcA, grpcB, grpcC, httpC] = (await freePorts(4)).map((p) => `127.0.0.1:${p}`) as [
-      string,
-      string,
-      string,
-      string,
-    ];
-    const grpc = [grpcA, grpcB, grpcC];
-    const peersOf = (i: number) =>
-      ids
-        .map((id, j) => ({
-          id,
-          grpc: grpc[j] as string,
-          postgres: (servers[j] as TestPostgres).url,
-        }))
-        .filter((p) => p.id !== ids[i]);
-    for (const i of [0, 1]) {
-      inProcess.push(
-        await startTestNode({
-          id: ids[i] as string,
-          dir: dir.path,
-          postgresUrl: (servers[i] as TestPostgres).url,
-          config: {
-            grpc: { listen: grpc[i] },
-            replication: { fullReconcileEvery: "2s", joinRetry: "300ms", leaseReapGrace: "2s" },
-            peers: peersOf(i),
-          },
-        }),
-      );
-    }
-    const c: NodeProcess = await startNodeProcess({
-      main: cli.main,
-      id: "c",
-      spoolDir: join(dir.path, "spool-c"),
-      postgresUrl: (servers[2] as TestPostgres).url,
-      grpc: grpcC,
-      http: httpC,
-      peers: peersOf(2),
-      flags: { "replication.leaseReapGrace": "2s" },
+    const mesh = await startMixedCluster({
+      ids,
+      dir: dir.path,
+      servers,
+      cli,
+      inProcess,
+      leaseReapGrace: "2s",
     });
+    const c: NodeProcess = await mesh.startChild();
+    const [grpcA, , grpcC] = mesh.grpc as [string, string, string];
     const [clientA, clientC] = [grpcA, grpcC].map(
       (e) => new GeospoolClient({ endpoints: [e], retryForMs: 20_000 }),
     ) as [GeospoolClient, GeospoolClient];
