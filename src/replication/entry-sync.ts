@@ -109,7 +109,7 @@ export class EntrySync {
   resumePending(entries: readonly string[]): void {
     for (const entry of entries) {
       this.pendingRows.add(entry);
-      this.schedule.mark(entry, true);
+      this.schedule.mark(entry, "peer");
     }
   }
 
@@ -117,7 +117,7 @@ export class EntrySync {
   retryQuarantined(entries: readonly string[]): void {
     for (const entry of entries) {
       this.requarantine.add(entry);
-      this.schedule.mark(entry, true);
+      this.schedule.mark(entry, "peer");
     }
   }
 
@@ -373,7 +373,7 @@ export class EntrySync {
       }
       if (o.retry) this.schedule.retryLater(o.entry, o.retry.persist);
       else this.schedule.settled(o.entry);
-      if (o.again) this.schedule.mark(o.entry, true);
+      if (o.again) this.schedule.mark(o.entry, "peer");
     }
   }
 }

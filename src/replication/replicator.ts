@@ -162,9 +162,9 @@ export class Replicator {
    */
   private async markWholeJournal(): Promise<void> {
     for (const entry of await journalEntries(this.opts.pool, this.opts.nodeId)) {
-      this.schedule.mark(entry, true);
+      this.schedule.mark(entry, "peer");
     }
-    for (const entry of this.sync.recorded.keys()) this.schedule.mark(entry, true);
+    for (const entry of this.sync.recorded.keys()) this.schedule.mark(entry, "peer");
   }
 
   /**
@@ -201,7 +201,7 @@ export class Replicator {
 
   /** The node's service (or a reaper) changed `entry` in the spool. */
   noteLocal(entry: string): void {
-    this.schedule.mark(entry, false, true);
+    this.schedule.mark(entry, "service");
   }
 
   /**
@@ -214,13 +214,13 @@ export class Replicator {
     for (const [name, where] of onDisk) {
       const rec = this.sync.recorded.get(name);
       if (rec === undefined || rec.queue !== where.queue || rec.checkedOut !== where.checkedOut) {
-        this.schedule.mark(name, false);
+        this.schedule.mark(name, "spool");
         n++;
       }
     }
     for (const name of this.sync.recorded.keys()) {
       if (!onDisk.has(name)) {
-        this.schedule.mark(name, false);
+        this.schedule.mark(name, "spool");
         n++;
       }
     }
@@ -282,7 +282,7 @@ export class Replicator {
           // Events from this node's own changes (a sync under way, one that just placed or
           // journaled the entry, or one already queued) would only sync it again; a foreign
           // change that lands in that window is found by the periodic reconcile.
-          if (this.schedule.wantsFileEvent(file)) this.schedule.mark(file, false);
+          if (this.schedule.wantsFileEvent(file)) this.schedule.mark(file, "spool");
         });
         w.on("error", (err) => this.log.warn({ err, dir }, "spool watch failed"));
         this.watchers.push(w);

@@ -22,6 +22,9 @@ export interface Dirty {
   service: boolean;
 }
 
+/** Why an entry is marked for a sync (see `SyncSchedule.mark`). */
+export type MarkReason = "peer" | "service" | "spool";
+
 interface Retry {
   due: number;
   failures: number;
@@ -66,14 +69,19 @@ export class SyncSchedule {
     return this.commits.length;
   }
 
-  mark(entry: string, peer: boolean, service = false): void {
+  /**
+   * Mark `entry` for a sync: `peer` when a peer's row may have changed its fold, `service`
+   * when this node's service changed it, `spool` when its files may have changed by any
+   * other hand (file events, the reconcile).
+   */
+  mark(entry: string, why: MarkReason): void {
     if (this.closed) return;
     const mark = ++this.marks;
     const prev = this.dirty.get(entry);
     this.dirty.set(entry, {
       mark,
-      peer: peer || (prev?.peer ?? false),
-      service: service && (prev === undefined || prev.service),
+      peer: why === "peer" || (prev?.peer ?? false),
+      service: why === "service" && (prev === undefined || prev.service),
     });
     this.wake?.();
   }
@@ -94,7 +102,7 @@ export class SyncSchedule {
     const rows = this.streamed.get(entry);
     if (rows === undefined) this.streamed.set(entry, [raw]);
     else rows.push(raw);
-    this.mark(entry, true);
+    this.mark(entry, "peer");
   }
 
   /** The decoded peer rows of `entry` not folded yet (taken: the caller folds them). */
@@ -197,7 +205,7 @@ export class SyncSchedule {
     const now = this.clock();
     for (const [entry, until] of this.quiet) if (until <= now) this.quiet.delete(entry);
     for (const [entry, r] of this.retries) {
-      if (r.due <= now && !this.dirty.has(entry)) this.mark(entry, r.peer);
+      if (r.due <= now && !this.dirty.has(entry)) this.mark(entry, r.peer ? "peer" : "spool");
     }
   }
 
