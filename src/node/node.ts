@@ -7,7 +7,7 @@ import { startCacheFromConfig } from "./cache-http/node-cache-config.js";
 import { ClusterStatus } from "./cluster-status.js";
 import { type Config, grpcTlsEnabled } from "./config/index.js";
 import { type GrpcServer, startGrpcServer } from "./grpc/grpc-server.js";
-import { spoolHandlers } from "./grpc/spool-server.js";
+import { principalOf, spoolHandlers } from "./grpc/spool-server.js";
 import { type HttpServer, Metrics, startHttpServer } from "./observability/index.js";
 import { type NodeReplication, startReplication } from "./replication-wiring.js";
 import { nodeEntryCodec } from "./service/entry-meta.js";
@@ -124,10 +124,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       handlers: handlers.handlers,
       healthAuth: config.auth.allowUnauthenticatedHealth
         ? undefined
-        : (metadata) => {
-            const v = metadata.get("authorization")[0];
-            authorizer.authenticate(typeof v === "string" ? v : undefined);
-          },
+        : (metadata) => void principalOf(authorizer, metadata),
     });
     cleanups.push(() => grpcServer.shutdown(0));
 

@@ -57,6 +57,12 @@ export interface SpoolHandlers {
   idle(): Promise<void>;
 }
 
+/** Who a call's `authorization` metadata names; unauthenticated if it names no one. */
+export function principalOf(authorizer: Authorizer, metadata: grpc.Metadata): Principal {
+  const v = metadata.get("authorization")[0];
+  return authorizer.authenticate(typeof v === "string" ? v : undefined);
+}
+
 export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
   const running = new Set<Promise<unknown>>();
   function track<T>(p: Promise<T>): Promise<T> {
@@ -71,8 +77,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
   const log = opts.logger;
 
   function principal(call: AnyCall): Principal {
-    const v = call.metadata.get("authorization")[0];
-    return authorizer.authenticate(typeof v === "string" ? v : undefined);
+    return principalOf(authorizer, call.metadata);
   }
   function need(who: Principal, action: Action, queue?: string) {
     authorizer.authorize(who, action, queue);
