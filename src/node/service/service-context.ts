@@ -1,23 +1,16 @@
 import type { Logger } from "pino";
 import { type Spool, validateName } from "../../spool/index.js";
+import type { Config } from "../config/index.js";
 import type { NodeEntryMeta } from "./entry-meta.js";
 import { ServiceError, ServiceErrorCode, toServiceError } from "./errors.js";
 import type { Transition } from "./transitions.js";
 
 export type NodeSpool = Spool<NodeEntryMeta, string>;
 
-/** What one call may ask of the service (config `limits.*`). */
-export interface ServiceLimits {
-  /** Largest entry data (bytes). */
-  entryDataSize: number;
-  /** Largest client metadata (bytes). */
-  metadataSize: number;
-  /** Enqueues under way at once. */
-  maxConcurrentUploads: number;
-  /** Most bytes of entries in one List page (a page holds at least one). */
-  listPageBytes: number;
-}
+/** What one call may ask of the service: config `limits.*` (documented there). */
+export type ServiceLimits = Omit<Config["limits"], "uploadIdleTimeout">;
 
+/** The config's defaults (schema.ts), for a service made without a config. */
 export const DEFAULT_LIMITS: ServiceLimits = {
   entryDataSize: 8 * 1024 ** 3,
   metadataSize: 256 * 1024,

@@ -5,9 +5,10 @@ import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { useTempDir } from "../../../test/helpers/tmp.js";
 import { Spool } from "../../spool/index.js";
+import { parseConfig } from "../config/index.js";
 import { nodeEntryCodec } from "./entry-meta.js";
 import { ServiceErrorCode } from "./errors.js";
-import { type NodeSpool, SpoolService } from "./spool-service.js";
+import { DEFAULT_LIMITS, type NodeSpool, SpoolService } from "./spool-service.js";
 
 const dir = useTempDir();
 let spool: NodeSpool;
@@ -239,5 +240,15 @@ describe("SpoolService", () => {
     expect((await service.list({ queue: "outbox" })).entries.map((e) => e.name)).toEqual([
       a!.entry.name,
     ]);
+  });
+});
+
+describe("limits", () => {
+  it("a service made without config has the config's default limits", () => {
+    const { uploadIdleTimeout: _, ...limits } = parseConfig({
+      node: { id: "n1" },
+      spool: { dir: "/s" },
+    }).limits;
+    expect(DEFAULT_LIMITS).toEqual(limits);
   });
 });
