@@ -176,13 +176,19 @@ function holderCodes(ctx: Ctx, r: Resolved, retryKey: string): status[] {
 
 /**
  * After a refusal of the holder's own request, its lease is gone (the reaper took it).
- * Not so in a batch while the lease is certainly live: every finish and ExtendLease takes
- * the checkout file aside for a moment, so the refusal came from another call of the batch
- * on the same checkout, and that call's own answer says what became of it.
+ * Not so certainly in a batch: every finish and ExtendLease takes the checkout file aside
+ * for a moment, so the refusal may have come from another call of the batch on the same
+ * checkout, and that call's own answer says what became of it. There the lease stays in
+ * the model: if the lease was certainly live, the sibling was the cause; if it may have
+ * run out, the entry may have drifted, but a sibling ExtendLease may also have renewed it
+ * (its answer updates the lease), and a later finish with that token may still succeed.
  */
 function lost(ctx: Ctx, r: Resolved, code: status): void {
   if (!r.holder || !r.e || code !== status.FAILED_PRECONDITION) return;
-  if (ctx.racing.has(r.name) && ctx.model.leaseState(r.e) === "live") return;
+  if (ctx.racing.has(r.name)) {
+    if (ctx.model.leaseState(r.e) !== "live") r.e.drifted = true;
+    return;
+  }
   ctx.model.dropLease(r.e);
   r.e.drifted = true;
 }

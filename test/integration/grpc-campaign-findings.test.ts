@@ -200,4 +200,61 @@ describe("the campaign's model", () => {
       expect(model.removed.has(name)).toBe(true);
       await expect(client.stat(name)).rejects.toThrow(/no entry/);
     }));
+
+  // Seed 7124856: in one batch a Complete(remove) of a checkout whose lease might have run
+  // out was refused (an ExtendLease of the same checkout had taken it aside) while the
+  // extend succeeded. The model took the refusal for a lease the reaper took, dropped it,
+  // ignored the extend's answer, and later expected a Complete(save) with that token to be
+  // refused; the node rightly accepted it. Here the model's lease is set near its end while
+  // the node's runs a minute, and the checkout is taken aside by hand for the refusal.
+  it("a refusal in a batch does not drop a lease a sibling renewed", () =>
+    tracked(async () => {
+      const data = Buffer.from("renewed");
+      const metadata = Buffer.from("m");
+      const { entry } = await client.enqueue("inbox", data, { metadata });
+      const name = entry.name;
+      const model = new Model();
+      model.enqueued(name, "inbox", metadata, data);
+      const lease = await client.dequeue("inbox", { leaseMs: 60_000 });
+      expect(lease?.entry.name).toBe(name);
+      const e = model.entries.get(name) as NonNullable<ReturnType<Model["pick"]>>;
+      model.checkedOut(e, "inbox", (lease as NonNullable<typeof lease>).token, Date.now());
+      expect(model.leaseState(e)).toBe("either");
+      const batch: Ctx = {
+        raw,
+        model,
+        racing: new Set([name]),
+        removable: new Set([name]),
+        busyQueues: new Set(["inbox"]),
+      };
+      const target = {
+        entry: { kind: "held" as const, i: 0 },
+        queue: { kind: "right" as const },
+        token: "right" as const,
+      };
+      const co = join(node.spool.dir, "inbox", ".checkout", name);
+      await rename(co, `${co}~aside`);
+      try {
+        await runComplete(batch, { kind: "complete", target, action: { kind: "remove" } });
+        expect(raw.last).toMatch(/^FAILED_PRECONDITION/);
+      } finally {
+        await rename(`${co}~aside`, co);
+      }
+      await runExtend(batch, { kind: "extend", target, lease: { seconds: 60, nanos: 0 } });
+      expect(raw.last).toBe("OK");
+      const alone: Ctx = {
+        ...batch,
+        racing: new Set(),
+        removable: new Set(),
+        busyQueues: new Set(),
+      };
+      await runComplete(alone, {
+        kind: "complete",
+        target,
+        action: { kind: "save", queue: "outbox", metadata: undefined },
+      });
+      expect(raw.last).toBe("OK");
+      expect(model.entries.get(name)?.queue).toBe("outbox");
+      expect(model.entries.get(name)?.lease).toBeUndefined();
+    }));
 });
