@@ -9,38 +9,39 @@ export type FinishResult = { kind: "done" } | { kind: "lease_lost" };
  * lease ends; after that, any action reports `lease_lost` and changes nothing.
  */
 export class CheckedOutEntry<M, Q extends string> {
-  private current: M;
+  readonly #core: SpoolCore<M, Q>;
+  readonly #record: CheckoutRecord<M, Q>;
+  #current: M;
 
   /** @internal */
-  constructor(
-    private readonly core: SpoolCore<M, Q>,
-    private readonly record: CheckoutRecord<M, Q>,
-  ) {
-    this.current = record.metadata;
+  constructor(core: SpoolCore<M, Q>, record: CheckoutRecord<M, Q>) {
+    this.#core = core;
+    this.#record = record;
+    this.#current = record.metadata;
   }
 
   get name(): string {
-    return this.record.name;
+    return this.#record.name;
   }
   /** The queue it was checked out of. */
   get queue(): Q {
-    return this.record.queue;
+    return this.#record.queue;
   }
   /** The metadata, as updated by `update`. */
   get contents(): M {
-    return this.current;
+    return this.#current;
   }
   /** Deliveries of this entry that ended without a save or remove. */
   get attempts(): number {
-    return this.record.attempts;
+    return this.#record.attempts;
   }
   /** Lease deadline, ms since the epoch. */
   get leaseUntil(): number {
-    return this.record.leaseUntil;
+    return this.#record.leaseUntil;
   }
   /** The checkout file's inode: it changes whenever the checkout passes to someone else. */
   get inode(): number {
-    return this.record.ino;
+    return this.#record.ino;
   }
   /**
    * The lease token: 128 random bits made at checkout and kept in the entry's registry
@@ -49,42 +50,47 @@ export class CheckedOutEntry<M, Q extends string> {
    * Compare with `leaseTokensEqual`.
    */
   get leaseToken(): string | undefined {
-    return this.record.token;
+    return this.#record.token;
   }
   get path(): string {
-    return this.core.layout.checkoutFile(this.core.dirname(this.queue), this.name);
+    return this.#core.layout.checkoutFile(this.#core.dirname(this.queue), this.name);
   }
 
   /** Replace the metadata that the next `save` writes. */
   update(f: (metadata: M) => M): this {
-    this.current = f(this.current);
+    this.#current = f(this.#current);
     return this;
   }
 
   dataFile(): DataFile {
-    const l = this.core.layout;
-    return new DataFile(l.dataFile(this.name), this.core.throttle, l.tmpFile(this.name, "data"));
+    const l = this.#core.layout;
+    return new DataFile(l.dataFile(this.name), this.#core.throttle, l.tmpFile(this.name, "data"));
   }
 
   /** True while the lease is ours. */
   held(): Promise<boolean> {
-    return this.core.holds(this.record);
+    return this.#core.holds(this.#record);
   }
 
   /** Push the deadline to now + `leaseMs`. */
   async extendLease(leaseMs: number): Promise<FinishResult> {
-    return (await this.core.extendLease(this.record, leaseMs)) ? DONE : LOST;
+    return (await this.#core.extendLease(this.#record, leaseMs)) ? DONE : LOST;
   }
 
   /** Atomically put the entry (with the current metadata) into `queue`. */
   async save(queue: Q): Promise<FinishResult> {
-    const ok = await this.core.saveCheckout(this.record, queue, this.current, this.record.attempts);
+    const ok = await this.#core.saveCheckout(
+      this.#record,
+      queue,
+      this.#current,
+      this.#record.attempts,
+    );
     return ok ? DONE : LOST;
   }
 
   /** Delete the entry: its metadata, its data, then its registry file. */
   async remove(): Promise<FinishResult> {
-    return (await this.core.removeCheckout(this.record)) ? DONE : LOST;
+    return (await this.#core.removeCheckout(this.#record)) ? DONE : LOST;
   }
 
   /**
@@ -92,9 +98,9 @@ export class CheckedOutEntry<M, Q extends string> {
    * to its queue, or to the dead-letter queue once it has used up its attempts.
    */
   async release(): Promise<FinishResult & { to?: Q }> {
-    const attempts = this.record.attempts + 1;
-    const to = this.core.failedDeliveryTarget(this.queue, attempts);
-    const ok = await this.core.saveCheckout(this.record, to, this.record.metadata, attempts);
+    const attempts = this.#record.attempts + 1;
+    const to = this.#core.failedDeliveryTarget(this.queue, attempts);
+    const ok = await this.#core.saveCheckout(this.#record, to, this.#record.metadata, attempts);
     return ok ? { kind: "done", to } : LOST;
   }
 }

@@ -8,18 +8,22 @@ import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
  * or removed by another process at any moment. Use `spool.checkout` to own it.
  */
 export class Entry<M, Q extends string> {
+  readonly #core: SpoolCore<M, Q>;
+
   /** @internal */
   constructor(
-    readonly core: SpoolCore<M, Q>,
+    core: SpoolCore<M, Q>,
     readonly queue: Q,
     readonly name: string,
-  ) {}
+  ) {
+    this.#core = core;
+  }
 
   /** stat(2) of the entry's registry file; `entry_not_found` when the entry is gone. */
   async stat() {
-    const path = this.core.layout.registryFile(this.name);
+    const path = this.#core.layout.registryFile(this.name);
     try {
-      return await this.core.throttle.run(() => stat(path));
+      return await this.#core.throttle.run(() => stat(path));
     } catch (err) {
       if (isErrno(err, "ENOENT")) {
         throw new SpoolError(SpoolErrorCode.EntryNotFound, `no entry ${this.name}`, { cause: err });
@@ -29,12 +33,12 @@ export class Entry<M, Q extends string> {
   }
 
   get path(): string {
-    return this.core.layout.queueFile(this.core.dirname(this.queue), this.name);
+    return this.#core.layout.queueFile(this.#core.dirname(this.queue), this.name);
   }
 
   dataFile(): DataFile {
-    const l = this.core.layout;
-    return new DataFile(l.dataFile(this.name), this.core.throttle, l.tmpFile(this.name, "data"));
+    const l = this.#core.layout;
+    return new DataFile(l.dataFile(this.name), this.#core.throttle, l.tmpFile(this.name, "data"));
   }
 
   /**
@@ -42,12 +46,21 @@ export class Entry<M, Q extends string> {
    * delete the entry. Revalidate after a checkout before relying on what `contents` read.
    */
   get direct(): DirectEntryOps<M> {
-    return new DirectEntryOps(this);
+    return new DirectEntryOps(this.#core, this.path, this.name);
   }
 }
 
 export class DirectEntryOps<M> {
-  constructor(private readonly entry: Entry<M, string>) {}
+  readonly #core: SpoolCore<M, string>;
+
+  /** @internal */
+  constructor(
+    core: SpoolCore<M, string>,
+    private readonly path: string,
+    private readonly name: string,
+  ) {
+    this.#core = core;
+  }
 
   async contents(): Promise<M> {
     return (await this.read()).metadata;
@@ -55,29 +68,27 @@ export class DirectEntryOps<M> {
 
   /** Metadata and the spool's own bookkeeping (failed delivery count). */
   async read(): Promise<{ metadata: M; attempts: number }> {
-    const e = this.entry;
-    const { metadata, envelope } = await e.core.readMetadataFile(e.path, e.name);
+    const { metadata, envelope } = await this.#core.readMetadataFile(this.path, this.name);
     return { metadata, attempts: envelope.attempts };
   }
 
   /** Atomically replace the queue file's metadata (tmp, fsync, rename over). */
   async save(metadata: M): Promise<void> {
-    const e = this.entry;
     const current = await this.read().catch(() => ({ attempts: 0 }));
-    const bytes = e.core.encodeFile(metadata, { attempts: current.attempts });
-    const tmp = e.core.layout.tmpFile(e.name, "direct");
+    const bytes = this.#core.encodeFile(metadata, { attempts: current.attempts });
+    const tmp = this.#core.layout.tmpFile(this.name, "direct");
     try {
-      await e.core.throttle.run(async () => {
+      await this.#core.throttle.run(async () => {
         await writeDataSynced(tmp, bytes);
-        await rename(tmp, e.path);
+        await rename(tmp, this.path);
       });
     } catch (err) {
-      throw ioError("save", e.path, err);
+      throw ioError("save", this.path, err);
     }
   }
 
   /** Delete the queue file, the data and the registry file (in that order). */
   remove(): Promise<void> {
-    return this.entry.core.removeFiles(this.entry.path, this.entry.name);
+    return this.#core.removeFiles(this.path, this.name);
   }
 }

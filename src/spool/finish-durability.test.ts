@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
 import { type Widget, type WidgetQueue, widgetSpoolable } from "../../test/helpers/widget.js";
 import { Spool } from "./index.js";
+import { coreOf } from "./spool.js";
 
 /**
  * A finish (save, release, lease expiry, remove, and the replica placements and drops) is
@@ -25,7 +26,7 @@ interface SyncRecord {
 async function newSpool(): Promise<{ spool: Spool<Widget, WidgetQueue>; syncs: SyncRecord[] }> {
   const spool = await Spool.create(join(dir.path, "spool"), widgetSpoolable());
   const syncs: SyncRecord[] = [];
-  const syncer = spool.core.syncer;
+  const syncer = coreOf(spool).syncer;
   const fsync = syncer.fsync;
   syncer.fsync = async (d) => {
     const record = { dir: d, listing: readdirSync(d), done: false };
@@ -89,7 +90,7 @@ describe("finishes are durable before they resolve", () => {
     const { spool, syncs } = await newSpool();
     const e = await spool.enqueue("inbox", { id: 1 }, "d");
     await spool.checkout(e, { leaseMs: 1_000 });
-    spool.core.clock = () => Date.now() + 10 * 60_000;
+    coreOf(spool).clock = () => Date.now() + 10 * 60_000;
     syncs.length = 0;
     expect((await spool.expireLeases()).map((x) => x.name)).toEqual([e.name]);
     expectSynced(spool, syncs, "inbox", e.name, true);

@@ -3,7 +3,7 @@ import { sleep } from "../common/sleep.js";
 import { isErrno } from "./errors.js";
 import { createExclusive, renameIfExists, statIfExists, unlinkIfExists } from "./fs-ops.js";
 import { CHECKOUT, DATA, entryNameOfTmpFile, REGISTRY, TMP, TMP_TAG_SEPARATOR } from "./layout.js";
-import type { Spool } from "./spool.js";
+import { coreOf, type Spool } from "./spool.js";
 
 export const DEFAULT_MAX_CHECKED_OUT_AGE_MS = 10 * 60_000;
 export const DEFAULT_MAX_TMP_FILE_AGE_MS = 10 * 60_000;
@@ -118,7 +118,7 @@ export class Monitor<M, Q extends string> {
   }
 
   private async collect(path: string): Promise<FileMap> {
-    const core = this.spool.core;
+    const core = coreOf(this.spool);
     const names = await core.throttle.run(() => readdir(path));
     const out: FileMap = new Map();
     for (const filename of names) {
@@ -130,8 +130,8 @@ export class Monitor<M, Q extends string> {
   }
 
   /** Check the whole spool once. */
-  async fsck(now = this.spool.core.clock()): Promise<Problem<Q>[]> {
-    const core = this.spool.core;
+  async fsck(now = coreOf(this.spool).clock()): Promise<Problem<Q>[]> {
+    const core = coreOf(this.spool);
     const l = core.layout;
     const registry = await this.collect(l.registry);
     const tmp = await this.collect(l.tmp);
@@ -236,8 +236,8 @@ export class Monitor<M, Q extends string> {
    * Entries too old in a queue or a checkout, duplicates and entries without data are
    * left for a person.
    */
-  async repair(now = this.spool.core.clock()): Promise<RepairReport<Q>> {
-    const core = this.spool.core;
+  async repair(now = coreOf(this.spool).clock()): Promise<RepairReport<Q>> {
+    const core = coreOf(this.spool);
     const l = core.layout;
     const repaired: RepairAction<Q>[] = [];
     const remaining: Problem<Q>[] = [];
@@ -311,7 +311,7 @@ export class Monitor<M, Q extends string> {
     seenMtimeMs: number,
     old: (mtimeMs: number) => boolean,
   ): Promise<boolean> {
-    const l = this.spool.core.layout;
+    const l = coreOf(this.spool).layout;
     const before = await statIfExists(l.registryFile(name));
     if (!before || before.mtimeMs !== seenMtimeMs || !old(before.mtimeMs)) return false;
     const data = await statIfExists(l.dataFile(name));
@@ -326,7 +326,10 @@ export class Monitor<M, Q extends string> {
    * `end` events for problems that went away and `start` events for problems seen more
    * than `alertAfterCycles` times in a row.
    */
-  async cycle(alertAfterCycles: number, now = this.spool.core.clock()): Promise<MonitorEvent<Q>[]> {
+  async cycle(
+    alertAfterCycles: number,
+    now = coreOf(this.spool).clock(),
+  ): Promise<MonitorEvent<Q>[]> {
     const problems = await this.fsck(now);
     this.lastProblems = problems;
     const counts = new Map<string, { problem: Problem<Q>; cycles: number }>();

@@ -1,7 +1,13 @@
 import type { CheckedOutEntry } from "./checked-out-entry.js";
 import { Doorbell, type DoorbellMode } from "./doorbell.js";
 import type { Entry } from "./entry.js";
-import { type CheckoutOptions, type EntryHandler, runHandler, type Spool } from "./spool.js";
+import {
+  type CheckoutOptions,
+  coreOf,
+  type EntryHandler,
+  runHandler,
+  type Spool,
+} from "./spool.js";
 
 export type DequeueResult<M, Q extends string> =
   | { kind: "checked_out"; entry: CheckedOutEntry<M, Q> }
@@ -42,8 +48,9 @@ export class QueueReader<M, Q extends string> {
     readonly queue: Q,
     private readonly options: QueueReaderOptions = {},
   ) {
+    const core = coreOf(spool);
     this.doorbell = new Doorbell(
-      spool.core.layout.queue(spool.core.dirname(queue)),
+      core.layout.queue(core.dirname(queue)),
       options.watch ?? "inotify",
     );
     this.reapEveryMs = options.reapEveryMs ?? 1000;

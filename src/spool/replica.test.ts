@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
 import { type Widget, type WidgetQueue, widgetSpoolable } from "../../test/helpers/widget.js";
 import { Monitor, Spool, SpoolError, SpoolErrorCode } from "./index.js";
+import { coreOf } from "./spool.js";
 
 const dir = useTempDir();
 
@@ -104,7 +105,7 @@ describe("placing an entry the spool does not hold", () => {
     await expectClean(spool);
     expect(await spool.expireLeases()).toEqual([]);
     // After the deadline (and the grace), the lease reaper gives it back as a failed delivery.
-    spool.core.clock = () => leaseUntil + 10_000;
+    coreOf(spool).clock = () => leaseUntil + 10_000;
     const expired = await spool.expireLeases();
     expect(expired).toEqual([{ name: "e2", queue: "inbox", to: "inbox", attempts: 2, leaseUntil }]);
     expect(await spool.entry("inbox", "e2").direct.read()).toEqual({

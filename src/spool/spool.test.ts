@@ -176,6 +176,21 @@ describe("enqueue, list, checkout, save, remove", () => {
     expect(err.code).toBe(SpoolErrorCode.EntryNotFound);
   });
 
+  it("a reserved name is given back unless an entry holds it", async () => {
+    const spool = await newSpool();
+    const unused = await spool.reserveName();
+    const used = await spool.reserveName();
+    await spool.enqueue("inbox", { id: 1 }, "d", { name: used });
+    expect(await spool.isReserved(unused)).toBe(true);
+    await spool.unreserveName(unused);
+    await spool.unreserveName(used);
+    expect(await spool.isReserved(unused)).toBe(false);
+    expect(await spool.isReserved(used)).toBe(true);
+    expect(await spool.listNames("inbox")).toEqual([used]);
+    const err = await spool.enqueue("inbox", { id: 2 }, "d", { name: unused }).catch((x) => x);
+    expect(err.code).toBe(SpoolErrorCode.EntryNotFound);
+  });
+
   it("Direct operations read, overwrite and remove in place", async () => {
     const spool = await newSpool();
     const e = await spool.enqueue("inbox", { id: 1 }, "d");

@@ -6,7 +6,7 @@ import type { DataFile, DataSource } from "./data.js";
 import { DeferredMetadata, enqueue } from "./enqueue.js";
 import { Entry } from "./entry.js";
 import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
-import { statIfExists } from "./fs-ops.js";
+import { statIfExists, unlinkIfExists } from "./fs-ops.js";
 import type { SpoolIdentity } from "./identity.js";
 import { readLeaseToken } from "./lease-token.js";
 import { type NameGenerator, validateName } from "./names.js";
@@ -70,14 +70,23 @@ export interface FoundEntry<M, Q extends string> {
 /** How many times `locate` looks again for an entry that is reserved but in no queue. */
 const LOCATE_RESCANS = 6;
 
-/** A spool directory, opened. See index.ts for the protocol. */
+/**
+ * The spool's own modules (the expert operations, queue readers, the monitor) reach its core
+ * through this; index.ts does not export it, so no other layer can.
+ * @internal
+ */
+let coreOf!: <M, Q extends string>(spool: Spool<M, Q>) => SpoolCore<M, Q>;
 
+/** A spool directory, opened. See index.ts for the protocol. */
 export class Spool<M, Q extends string = string> {
-  /** @internal */
-  readonly core: SpoolCore<M, Q>;
+  readonly #core: SpoolCore<M, Q>;
+
+  static {
+    coreOf = (spool) => spool.#core;
+  }
 
   private constructor(dir: string, spoolable: Spoolable<M, Q>) {
-    this.core = new SpoolCore(dir, spoolable);
+    this.#core = new SpoolCore(dir, spoolable);
   }
 
   /** Create the spool (and any missing directory); refuses a non-empty non-spool. */
@@ -99,7 +108,7 @@ export class Spool<M, Q extends string = string> {
     options: { createIfMissing?: boolean } = {},
   ): Promise<Spool<M, Q>> {
     const spool = new Spool(dir, spoolable);
-    await spool.core.open(options.createIfMissing ?? false);
+    await spool.#core.open(options.createIfMissing ?? false);
     return spool;
   }
 
@@ -109,22 +118,47 @@ export class Spool<M, Q extends string = string> {
   }
 
   get dir(): string {
-    return this.core.layout.root;
+    return this.#core.layout.root;
   }
   /**
    * Which spool directory this is (see `SpoolIdentity`): read or written by `create` and
    * `load`; undefined after `loadUnsafe`.
    */
   get identity(): SpoolIdentity | undefined {
-    return this.core.identity;
+    return this.#core.identity;
   }
   get queues(): readonly Q[] {
-    return this.core.queues;
+    return this.#core.queues;
   }
 
   /** Reserve a unique entry name (an empty file in .registry made with O_EXCL). */
   reserveName(generator?: NameGenerator): Promise<string> {
-    return this.core.reserveName(generator);
+    return this.#core.reserveName(generator);
+  }
+
+  /**
+   * Give back a name reserved with `reserveName` and not used: an enqueue with it never ran,
+   * or failed before it made the data file (see `enqueue`). A name that an entry in some
+   * queue holds is left alone. Do not call it while an enqueue with the name is under way.
+   */
+  async unreserveName(name: string): Promise<void> {
+    validateName("entry", name);
+    if (await this.locate(name)) return;
+    const registry = this.#core.layout.registryFile(name);
+    try {
+      await this.#core.throttle.run(() => unlinkIfExists(registry));
+    } catch (err) {
+      throw ioError("unlink", registry, err);
+    }
+  }
+
+  /**
+   * True while `name` is reserved: an entry holds it (waiting, checked out, or being
+   * enqueued, finished or removed), or it was reserved and not yet used or given back.
+   */
+  async isReserved(name: string): Promise<boolean> {
+    const registry = this.#core.layout.registryFile(validateName("entry", name));
+    return (await this.#core.throttle.run(() => statIfExists(registry))) !== undefined;
   }
 
   /**
@@ -137,8 +171,8 @@ export class Spool<M, Q extends string = string> {
     data: DataSource,
     options: EnqueueOptions = {},
   ): Promise<Entry<M, Q>> {
-    const name = await enqueue(this.core, queue, metadata, data, options.name, options.onVisible);
-    return new Entry(this.core, queue, name);
+    const name = await enqueue(this.#core, queue, metadata, data, options.name, options.onVisible);
+    return new Entry(this.#core, queue, name);
   }
 
   /**
@@ -152,26 +186,31 @@ export class Spool<M, Q extends string = string> {
     options: EnqueueOptions = {},
   ): Promise<Entry<M, Q>> {
     const name = await enqueue(
-      this.core,
+      this.#core,
       queue,
       new DeferredMetadata(makeMetadata),
       data,
       options.name,
       options.onVisible,
     );
-    return new Entry(this.core, queue, name);
+    return new Entry(this.#core, queue, name);
   }
 
   /** The entries in `queue`, sorted by name (and so, with the default names, by age). */
   async list(queue: Q): Promise<Entry<M, Q>[]> {
-    const names = await this.core.list(queue);
-    return names.map((n) => new Entry(this.core, queue, n));
+    const names = await this.#core.list(queue);
+    return names.map((n) => new Entry(this.#core, queue, n));
+  }
+
+  /** Names of the entries waiting in `queue`, sorted, as `list` orders them. */
+  listNames(queue: Q): Promise<string[]> {
+    return this.#core.list(queue);
   }
 
   /** An entry handle by name; nothing is checked until it is used. */
   entry(queue: Q, name: string): Entry<M, Q> {
-    this.core.dirname(queue);
-    return new Entry(this.core, queue, validateName("entry", name));
+    this.#core.dirname(queue);
+    return new Entry(this.#core, queue, validateName("entry", name));
   }
 
   /** Check out an entry; if another process got it first (or it is gone), `not_found`. */
@@ -179,9 +218,9 @@ export class Spool<M, Q extends string = string> {
     entry: Entry<M, Q>,
     options: CheckoutOptions = {},
   ): Promise<CheckoutOutcome<M, Q>> {
-    const r = await this.core.checkout(entry.queue, entry.name, options.leaseMs);
+    const r = await this.#core.checkout(entry.queue, entry.name, options.leaseMs);
     if (r.kind === "not_found") return r;
-    return { kind: "ok", entry: new CheckedOutEntry(this.core, r.record) };
+    return { kind: "ok", entry: new CheckedOutEntry(this.#core, r.record) };
   }
 
   /** Check out an entry you expect to own; its absence is an error. */
@@ -221,7 +260,7 @@ export class Spool<M, Q extends string = string> {
 
   /** Names of the entries checked out of `queue`, sorted (no metadata is read). */
   listCheckedOutNames(queue: Q): Promise<string[]> {
-    return this.core.listCheckedOut(queue);
+    return this.#core.listCheckedOut(queue);
   }
 
   /**
@@ -231,7 +270,7 @@ export class Spool<M, Q extends string = string> {
    */
   async listCheckoutsUnsafe(queue: Q): Promise<CheckedOutEntry<M, Q>[]> {
     const out: CheckedOutEntry<M, Q>[] = [];
-    for (const name of await this.core.listCheckedOut(queue)) {
+    for (const name of await this.#core.listCheckedOut(queue)) {
       const co = await this.checkedOutUnsafe(queue, name);
       if (co) out.push(co);
     }
@@ -240,11 +279,11 @@ export class Spool<M, Q extends string = string> {
 
   /** One checked-out entry by name, built from the disk (UNSAFE, as above). */
   async checkedOutUnsafe(queue: Q, name: string): Promise<CheckedOutEntry<M, Q> | undefined> {
-    const path = this.core.layout.checkoutFile(
-      this.core.dirname(queue),
+    const path = this.#core.layout.checkoutFile(
+      this.#core.dirname(queue),
       validateName("entry", name),
     );
-    const got = await this.core.throttle.run(async () => {
+    const got = await this.#core.throttle.run(async () => {
       const st = await statIfExists(path);
       if (st === undefined) return undefined;
       // The checkout may finish between the stat and the read: that is "gone", not an error.
@@ -253,13 +292,13 @@ export class Spool<M, Q extends string = string> {
         throw err;
       });
       // Read after the stat: a token is taken only if it was made for the inode seen.
-      const token = bytes && (await readLeaseToken(this.core.layout.registryFile(name), st.ino));
+      const token = bytes && (await readLeaseToken(this.#core.layout.registryFile(name), st.ino));
       return bytes && { st, bytes, token };
     });
     if (got === undefined) return undefined;
     const { st, bytes, token } = got;
-    const { metadata, envelope } = this.core.decodeFile(name, bytes);
-    return new CheckedOutEntry(this.core, {
+    const { metadata, envelope } = this.#core.decodeFile(name, bytes);
+    return new CheckedOutEntry(this.#core, {
       queue,
       name,
       metadata,
@@ -276,7 +315,7 @@ export class Spool<M, Q extends string = string> {
    * several processes at once.
    */
   expireLeases(queues?: readonly Q[]): Promise<ExpiredLease<Q>[]> {
-    return this.core.expireLeases(queues);
+    return this.#core.expireLeases(queues);
   }
 
   /** Run `expireLeases` every `intervalMs` until the signal aborts. */
@@ -316,13 +355,13 @@ export class Spool<M, Q extends string = string> {
    */
   locate(
     name: string,
-    queues: readonly Q[] = this.core.queues,
+    queues: readonly Q[] = this.#core.queues,
   ): Promise<{ queue: Q; state: EntryState; path: string } | undefined> {
     return this.search(name, queues, this.statProbe);
   }
 
   private readonly statProbe = async (queue: Q, state: EntryState, path: string) =>
-    (await this.core.throttle.run(() => statIfExists(path))) ? { queue, state, path } : undefined;
+    (await this.#core.throttle.run(() => statIfExists(path))) ? { queue, state, path } : undefined;
 
   /**
    * An entry's metadata wherever it is (among `queues`), read from the file where it was
@@ -331,10 +370,10 @@ export class Spool<M, Q extends string = string> {
    */
   find(
     name: string,
-    queues: readonly Q[] = this.core.queues,
+    queues: readonly Q[] = this.#core.queues,
   ): Promise<FoundEntry<M, Q> | undefined> {
     return this.search(name, queues, (queue, state, path) =>
-      this.core.throttle.run(async () => {
+      this.#core.throttle.run(async () => {
         let fh: FileHandle;
         try {
           fh = await open(path, "r");
@@ -345,7 +384,7 @@ export class Spool<M, Q extends string = string> {
         try {
           // One handle: the deadline (mtime) and metadata are of the same checkout.
           const st = await fh.stat();
-          const { metadata, envelope } = this.core.decodeFile(name, await fh.readFile());
+          const { metadata, envelope } = this.#core.decodeFile(name, await fh.readFile());
           const found: FoundEntry<M, Q> = { queue, state, metadata, attempts: envelope.attempts };
           if (state === "checked_out") found.leaseUntil = Math.round(st.mtimeMs);
           return found;
@@ -366,11 +405,11 @@ export class Spool<M, Q extends string = string> {
     for (let pass = 1; ; pass++) {
       const found = await this.scan(name, queues, probe);
       if (found !== undefined || pass > LOCATE_RESCANS) return found;
-      const registry = this.core.layout.registryFile(name);
-      if (!(await this.core.throttle.run(() => statIfExists(registry)))) return undefined;
-      if (queues.length < this.core.queues.length) {
+      const registry = this.#core.layout.registryFile(name);
+      if (!(await this.#core.throttle.run(() => statIfExists(registry)))) return undefined;
+      if (queues.length < this.#core.queues.length) {
         // Where the caller did not look: then it is not moving, and not theirs to see.
-        const anywhere = await this.scan(name, this.core.queues, this.statProbe);
+        const anywhere = await this.scan(name, this.#core.queues, this.statProbe);
         if (anywhere && !queues.includes(anywhere.queue)) return undefined;
         if (anywhere) continue;
       }
@@ -384,9 +423,9 @@ export class Spool<M, Q extends string = string> {
     queues: readonly Q[],
     probe: (queue: Q, state: EntryState, path: string) => Promise<T | undefined>,
   ): Promise<T | undefined> {
-    const l = this.core.layout;
+    const l = this.#core.layout;
     for (const queue of queues) {
-      const dirname = this.core.dirname(queue);
+      const dirname = this.#core.dirname(queue);
       const found =
         (await probe(queue, "queued", l.queueFile(dirname, name))) ??
         (await probe(queue, "checked_out", l.checkoutFile(dirname, name)));
@@ -400,7 +439,7 @@ export class Spool<M, Q extends string = string> {
    * payload (the codec's bytes, not decoded) and failed-delivery count. See index.ts.
    */
   inspectReplica(name: string): Promise<ReplicaInspection<Q>> {
-    return inspectReplica(this.core, name);
+    return inspectReplica(this.#core, name);
   }
 
   /**
@@ -415,17 +454,17 @@ export class Spool<M, Q extends string = string> {
     attempts: number,
     data?: ReplicaData,
   ): Promise<PlaceReplicaResult> {
-    return placeReplica(this.core, name, placement, payload, attempts, data);
+    return placeReplica(this.#core, name, placement, payload, attempts, data);
   }
 
   /** Replica placement: remove the entry wherever it is, overriding a local holder. */
   dropReplica(name: string): Promise<DropReplicaResult> {
-    return dropReplica(this.core, name);
+    return dropReplica(this.#core, name);
   }
 
   /** The data file of an entry, by name (whatever its queue). */
   dataFile(name: string): DataFile {
-    return new Entry(this.core, this.core.queues[0] as Q, validateName("entry", name)).dataFile();
+    return new Entry(this.#core, this.#core.queues[0] as Q, validateName("entry", name)).dataFile();
   }
 }
 
@@ -466,3 +505,5 @@ export async function runHandler<M, Q extends string, T>(
   }
   return value;
 }
+
+export { coreOf };

@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { Monitor, type Problem, Spool } from "../../src/spool/index.js";
+import { coreOf } from "../../src/spool/spool.js";
 import { CHAOS_QUEUES } from "../helpers/spool-chaos.js";
 import { JournalReader } from "../helpers/spool-journal.js";
 import { makePayload, payloadIsWhole, sha256 } from "../helpers/spool-payload.js";
@@ -122,7 +123,7 @@ describe("crash safety", () => {
     });
     const spool = await Spool.create(join(dir.path, "spool"), spoolable);
     // The parent's own view runs an hour ahead, so every lease a child took has ended.
-    spool.core.clock = () => Date.now() + 3_600_000;
+    coreOf(spool).clock = () => Date.now() + 3_600_000;
     const monitor = new Monitor(spool, { maxTmpFileAgeMs: 0, maxCheckedOutAgeMs: 0 });
     const ref: SpoolRef = {
       dir: spool.dir,

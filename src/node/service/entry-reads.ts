@@ -33,8 +33,8 @@ export class EntryReads {
         validateName("entry", after);
       }
       const names = req.checkedOut
-        ? await this.ctx.spool.core.listCheckedOut(req.queue)
-        : await this.ctx.spool.core.list(req.queue);
+        ? await this.ctx.spool.listCheckedOutNames(req.queue)
+        : await this.ctx.spool.listNames(req.queue);
       const entries: EntryInfo[] = [];
       let last = "";
       let more = false;
@@ -173,8 +173,8 @@ export class EntryReads {
     for (const queue of this.ctx.spool.queues) {
       out.push({
         queue,
-        queued: (await this.ctx.spool.core.list(queue)).length,
-        checkedOut: (await this.ctx.spool.core.listCheckedOut(queue)).length,
+        queued: (await this.ctx.spool.listNames(queue)).length,
+        checkedOut: (await this.ctx.spool.listCheckedOutNames(queue)).length,
       });
     }
     return out;

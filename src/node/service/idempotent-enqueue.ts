@@ -1,12 +1,10 @@
 import { createHash } from "node:crypto";
-import { stat } from "node:fs/promises";
 import type { EntryInfo } from "../entry-info.js";
 import { findInfo, toInfo } from "./entry-lookup.js";
 import type { NodeEntryMeta } from "./entry-meta.js";
 import { ServiceError, ServiceErrorCode } from "./errors.js";
 import type { IdempotencyStore, KeyScope } from "./idempotency-store.js";
-import { unlinkRegistryIfUnused } from "./name-reservation.js";
-import type { NodeSpool, ServiceContext } from "./service-context.js";
+import type { ServiceContext } from "./service-context.js";
 
 export interface EnqueueHeader {
   queue: string;
@@ -198,18 +196,25 @@ export class IdempotentEnqueue {
     return { entry: toInfo(name, header.queue, meta, 0), deduplicated: false };
   }
 
+  /** Give back the name reserved for an enqueue that will not run (best effort: logged). */
+  private async giveBack(name: string): Promise<void> {
+    await this.ctx.spool.unreserveName(name).catch((err) => {
+      this.ctx.log.warn({ err, name }, "could not give back a reserved name");
+    });
+  }
+
   /** Claim `scope` for `name`, or find the earlier entry that holds it. */
   private async claimKey(scope: KeyScope, name: string): Promise<KeyClaim> {
     const store = this.store;
     if (!store) {
-      await unlinkRegistryIfUnused(this.ctx.spool, name);
+      await this.giveBack(name);
       throw new ServiceError(
         ServiceErrorCode.Unavailable,
         "idempotency keys need the node's database",
       );
     }
     const claim = await store.claim(scope, name).catch(async (err) => {
-      await unlinkRegistryIfUnused(this.ctx.spool, name);
+      await this.giveBack(name);
       throw new ServiceError(ServiceErrorCode.Unavailable, "idempotency store unavailable", {
         cause: err,
       });
@@ -217,7 +222,7 @@ export class IdempotentEnqueue {
     if (claim.kind === "claimed") return claim;
     const found = await findInfo(this.ctx.spool, claim.name);
     if (found || claim.completed) {
-      await unlinkRegistryIfUnused(this.ctx.spool, name);
+      await this.giveBack(name);
       const entry = found ?? {
         name: claim.name,
         queue: scope.queue,
@@ -230,15 +235,15 @@ export class IdempotentEnqueue {
       return { kind: "duplicate", entry };
     }
     // Not visible and not completed: either in progress, or its enqueue died.
-    if (await this.ctx.spool.core.throttle.run(() => registryExists(this.ctx.spool, claim.name))) {
-      await unlinkRegistryIfUnused(this.ctx.spool, name);
+    if (await this.ctx.spool.isReserved(claim.name)) {
+      await this.giveBack(name);
       throw new ServiceError(
         ServiceErrorCode.InProgress,
         `an enqueue with idempotency key ${JSON.stringify(scope.key)} is in progress; retry`,
       );
     }
     if (await store.takeOver(scope, claim.name, name)) return { kind: "claimed" };
-    await unlinkRegistryIfUnused(this.ctx.spool, name);
+    await this.giveBack(name);
     throw new ServiceError(ServiceErrorCode.InProgress, "idempotency key changed hands; retry");
   }
 }
@@ -247,12 +252,5 @@ function tooMuchData(max: number): ServiceError {
   return new ServiceError(
     ServiceErrorCode.ResourceExhausted,
     `data is over the ${max} bytes of limits.entryDataSize; nothing was stored`,
-  );
-}
-
-async function registryExists(spool: NodeSpool, name: string): Promise<boolean> {
-  return stat(spool.core.layout.registryFile(name)).then(
-    () => true,
-    () => false,
   );
 }

@@ -39,10 +39,9 @@ Options:
     const out = new Output(io, parsed.values.json === true);
     const spool = await openJsonSpool(dir);
     const queue = requireQueue(spool, queueArg);
-    // The checkout listing has no public names-only call; the core's is throttled and sorted.
     const names = checkedOut
-      ? await spool.core.listCheckedOut(queue)
-      : (await spool.list(queue)).map((e) => e.name);
+      ? await spool.listCheckedOutNames(queue)
+      : await spool.listNames(queue);
     if (!out.json) {
       for (let i = 0; i < names.length; i += NAMES_PER_WRITE) {
         await out.write(`${names.slice(i, i + NAMES_PER_WRITE).join("\n")}\n`);
