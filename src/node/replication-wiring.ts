@@ -1,4 +1,4 @@
-import { writeFile } from "node:fs/promises";
+import { readdir, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import pg from "pg";
 import type { Logger } from "pino";
@@ -62,6 +62,9 @@ export async function startReplication(opts: {
   const identity = spool.identity;
   if (identity === undefined)
     throw new Error("replication needs a spool opened with load or create");
+  // Data staged from a row by an earlier process that stopped before placing it: the row
+  // stages it again, and a file left in .tmp would fail fsck.
+  await removeStaged(join(root, ".tmp"), INLINE_TMP_SUFFIX);
   const replicaSpool: ReplicaSpool = {
     identity,
     watchDirs: config.spool.queues.flatMap((q) => [join(root, q), join(root, q, ".checkout")]),
@@ -72,7 +75,7 @@ export async function startReplication(opts: {
     drop: (name) => spool.dropReplica(name),
     readData: (name) => spool.dataFile(name).read(),
     async stageData(name, bytes) {
-      const path = join(root, ".tmp", `${name}~inline`);
+      const path = join(root, ".tmp", `${name}${INLINE_TMP_SUFFIX}`);
       await writeFile(path, bytes);
       return path;
     },
@@ -113,6 +116,10 @@ export async function startReplication(opts: {
       } finally {
         preferred.delete(req.entry);
       }
+    },
+    fetchLeftovers: () => fetcher.leftovers(),
+    async discardFetch(entry) {
+      await fetcher.discard(entry);
     },
     async onPeerEnqueue(entry, queue, payload) {
       // Idempotency across the cluster: a key seen with a peer's entry answers retries here,
@@ -197,4 +204,13 @@ export async function startReplication(opts: {
       ]);
     },
   };
+}
+
+const INLINE_TMP_SUFFIX = "~inline";
+
+async function removeStaged(tmpDir: string, suffix: string): Promise<void> {
+  const names = await readdir(tmpDir).catch(() => [] as string[]);
+  for (const n of names) {
+    if (n.endsWith(suffix)) await unlink(join(tmpDir, n)).catch(() => undefined);
+  }
 }

@@ -1,3 +1,4 @@
+import { readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -49,7 +50,9 @@ export {
  * - Sources are tried in the order `sources(entry)` gives. NOT_FOUND, OUT_OF_RANGE,
  *   denied, unavailable or timed out: skip to the next. When none is left, the fetch fails
  *   with `all_sources_failed` listing every failed attempt; the bytes received so far stay
- *   on disk for a later fetch to resume (the spool monitor deletes them once stale).
+ *   on disk for a later fetch to resume, until the caller gives the entry up (`discard`).
+ *   `leftovers` lists the files an earlier process left, for the caller to resume or discard
+ *   (a `~fetch` file has no registry entry, so fsck reports it until it is gone).
  * - At most `maxConcurrent` transfers run at once; the others wait in FIFO order.
  * - Concurrent requests for one entry share one transfer (and one file). A caller's
  *   AbortSignal ends only its own wait; the transfer stops, and its file is deleted, when
@@ -115,6 +118,35 @@ export class DataFetcher {
     let n = 0;
     for (const job of this.jobs.values()) if (!job.abandoned && (!filter || filter(job.entry))) n++;
     return n;
+  }
+
+  /** Entries with a `~fetch` file in `tmpDir` (left by an earlier fetch or process). */
+  async leftovers(): Promise<string[]> {
+    const names = await readdir(this.opts.tmpDir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT") return [] as string[];
+      throw err;
+    });
+    return names
+      .filter((n) => n.endsWith(FETCH_TMP_SUFFIX))
+      .map((n) => n.slice(0, -FETCH_TMP_SUFFIX.length))
+      .filter((entry) => nameProblem(entry) === undefined);
+  }
+
+  /**
+   * Delete the `~fetch` file of `entry` (kept bytes of a failed fetch, or a complete file no
+   * one took), unless a transfer of it is under way. Returns whether nothing is left.
+   */
+  async discard(entry: string): Promise<boolean> {
+    const job = this.jobs.get(entry);
+    if (job !== undefined && !job.abandoned) return false;
+    if (nameProblem(entry) !== undefined) return true;
+    await job?.done.catch(noop);
+    await unlink(join(this.opts.tmpDir, `${entry}${FETCH_TMP_SUFFIX}`)).catch(
+      (err: NodeJS.ErrnoException) => {
+        if (err.code !== "ENOENT") throw err;
+      },
+    );
+    return true;
   }
 
   /** Abort every fetch (their files are deleted), wait for them to end, close the channels. */

@@ -71,6 +71,8 @@ export class EntrySync {
    */
   private readonly requarantine = new Set<string>();
   private readonly quarantinedKeys = new Set<string>();
+  /** Entries whose fetch may have left a file in the spool's tmp dir (failed, or at start). */
+  private readonly fetchLeft = new Set<string>();
   /** Whose client holds each lease, as last read from the journal (forgotten at a sync). */
   readonly leaseHolders: LeaseHolderCache;
   readonly counters = { applied: 0, localRows: 0, applyErrors: 0, quarantined: 0 };
@@ -109,6 +111,14 @@ export class EntrySync {
   resumePending(entries: readonly string[]): void {
     for (const entry of entries) {
       this.pendingRows.add(entry);
+      this.schedule.mark(entry, "peer");
+    }
+  }
+
+  /** Files an earlier fetch left: sync their entries, to resume them or discard the files. */
+  resumeFetches(entries: readonly string[]): void {
+    for (const entry of entries) {
+      this.fetchLeft.add(entry);
       this.schedule.mark(entry, "peer");
     }
   }
@@ -300,6 +310,7 @@ export class EntrySync {
         });
         data = { adoptPath: got.path };
       } catch (err) {
+        this.fetchLeft.add(entry);
         this.log.warn({ err, entry }, "data not fetched yet; will retry");
         return { entry, retry: { reason: errorText(err), persist: true }, quarantine };
       }
@@ -311,6 +322,22 @@ export class EntrySync {
     // half-done by a crash stays until the monitor repairs it).
     if (r.kind === "raced") return { entry, retry: { reason: "raced", persist: true }, quarantine };
     return { entry, record: p, quarantine, applied: "placed" };
+  }
+
+  /**
+   * Entries that settled (placed, or needing no data any more, a remove having arrived) keep
+   * no fetch file: the file has no registry entry, so fsck would report it until its age
+   * made it stale.
+   */
+  private async discardFetches(outcomes: readonly Outcome[]): Promise<void> {
+    const discard = this.opts.discardFetch;
+    for (const o of outcomes) {
+      if (o.retry || !this.fetchLeft.has(o.entry)) continue;
+      this.fetchLeft.delete(o.entry);
+      await discard?.(o.entry).catch((err) =>
+        this.log.warn({ err, entry: o.entry }, "could not delete a fetch's leftover file"),
+      );
+    }
   }
 
   /** Write a batch's outcomes in one transaction, then bring the in-memory view along. */
@@ -364,6 +391,7 @@ export class EntrySync {
         "journal row quarantined: it cannot be applied here; replication goes on",
       );
     }
+    await this.discardFetches(outcomes);
     for (const o of outcomes) {
       this.leaseHolders.forget(o.entry);
       if (o.applied || o.rows) this.schedule.quietFor(o.entry);

@@ -64,6 +64,13 @@ export interface ReplicatorOptions {
   /** Fetch an entry's data from a peer into a file the spool can adopt. */
   fetchData(req: FetchDataRequest): Promise<{ path: string }>;
   /**
+   * Entries whose fetch left a file behind (an earlier process): synced at start, so each is
+   * either resumed or, once the entry needs no data, discarded.
+   */
+  fetchLeftovers?(): Promise<string[]>;
+  /** Delete what a fetch of `entry` left (the entry needs no data any more). */
+  discardFetch?(entry: string): Promise<void>;
+  /**
    * A peer's enqueue row was seen for an entry this node does not hold (called again when
    * more rows of it arrive before it is placed; it may already be removed). The node records
    * the entry's idempotency key from it, so a retry here finds the first entry.

@@ -93,6 +93,8 @@ export class Replicator {
     this.sync.resumePending(await pendingEntries(pool));
     // Rows quarantined for a queue this node lacked are tried again: the queue may exist now.
     this.sync.retryQuarantined(await quarantinedEntries(pool));
+    // Files of fetches an earlier process did not finish: resumed, or discarded once synced.
+    this.sync.resumeFetches((await this.opts.fetchLeftovers?.()) ?? []);
     await this.checkSpool();
     if (names.recreated) await this.markWholeJournal();
     this.startWatches();
