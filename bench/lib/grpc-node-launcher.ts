@@ -15,19 +15,24 @@ export interface NodeProcess {
 
 /**
  * The geospool node in its own process (grpc-node-process.ts); resolves once it listens.
- * `threadpool`: its UV_THREADPOOL_SIZE (default: Node's).
+ * `threadpool`: its UV_THREADPOOL_SIZE (default: Node's); `config`: top-level sections that
+ * replace the defaults' (e.g. `{ spool: ..., cache: ... }`); `nodeArgs`: flags for node.
  */
 export async function startNodeProcess(
   spoolDir: string,
   postgresUrl: string,
   threadpool?: string,
+  config?: Record<string, unknown>,
+  nodeFlags: string[] = [],
 ): Promise<NodeProcess> {
   const script = join(dirname(fileURLToPath(import.meta.url)), "grpc-node-process.ts");
-  const nodeArgs = ["--import", "tsx", script, spoolDir];
+  const nodeArgs = [...nodeFlags, "--import", "tsx", script, spoolDir];
   const threads = threadpool;
   const env = { ...process.env };
   if (threads) env.UV_THREADPOOL_SIZE = threads;
   else delete env.UV_THREADPOOL_SIZE;
+  if (config) env.GEOSPOOL_BENCH_CONFIG = JSON.stringify(config);
+  else delete env.GEOSPOOL_BENCH_CONFIG;
   const child = spawn(process.execPath, [...nodeArgs, postgresUrl], {
     stdio: ["pipe", "pipe", "inherit"],
     env,

@@ -1,7 +1,8 @@
 /**
  * The geospool node under test, in its own process (as PostgreSQL is for pg-boss), started
  * by bench/grpc.ts: `grpc-node-process.ts SPOOL_DIR POSTGRES_URL`. Starts the node with the
- * default configuration (durable spool, 127.0.0.1 port 0) and prints one line
+ * default configuration (durable spool, 127.0.0.1 port 0; bench/http.ts adds top-level
+ * sections, e.g. `cache`, as JSON in GEOSPOOL_BENCH_CONFIG) and prints one line
  * `READY {"grpcPort":N,"httpPort":N,"pid":N}` on stdout. Reads commands on stdin: `profile-start` and
  * `profile-stop FILE` (a CPU profile of this process between the two), `probe N` (prints
  * `PROBE <json>`: grpc-probe-node.ts); stops the node when
@@ -28,6 +29,7 @@ const config = parseConfig(
     postgres: { url: postgresUrl },
     log: { level: process.env.GEOSPOOL_BENCH_LOG ?? "warn" },
     shutdown: { deadline: "2s" },
+    ...(JSON.parse(process.env.GEOSPOOL_BENCH_CONFIG ?? "{}") as Record<string, unknown>),
   },
   { require: ["postgres.url"] },
 );

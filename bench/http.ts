@@ -1,0 +1,224 @@
+/**
+ * `npm run bench:http`: one geospool node serving its binary cache (cache enabled, its own
+ * PostgreSQL) holding N generated narinfos and one large nar, side by side in the same run
+ * with nginx (Debian's, one worker) serving the same narinfos and nar as static files: the
+ * floor. Measures narinfo GET hits and misses at C connections with wrk (random hash
+ * parts), and whole-nar GETs with curl; runs alternate (node, nginx, nginx, node, ...).
+ * Prints medians and the ratios node/nginx, with the node's RSS (and its growth during the
+ * nar GETs). Writes bench/results/http.json. See docs/benchmarks.md.
+ *
+ * Options: --narinfos N (100000), --nar-mib N (1024), --connections C (32), --seconds S
+ * (10, per wrk run), --rounds N (3), --nar-gets N (3 per side), --sides node,nginx,
+ * --profile DIR (CPU profiles of the node over its narinfo runs; figures not written),
+ * --out FILE (bench/results/http.json; "-" for none), --keep (keep the temp dir).
+ */
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { loadavg, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { startEmbeddedPostgres } from "../src/node/postgres/embedded.js";
+import { nodeEntryCodec } from "../src/node/service/entry-meta.js";
+import type { NodeSpool } from "../src/node/service/spool-service.js";
+import { Spool, timeSortableNames } from "../src/spool/index.js";
+import { type NodeProcess, startNodeProcess, stopNodeProcess } from "./lib/grpc-node-launcher.js";
+import { sig3 } from "./lib/grpc-stats.js";
+import { warmFile, writeHttpFixture } from "./lib/http-fixture.js";
+import { curlGet, type NarGetResult, prepareWrk, runWrk, type WrkResult } from "./lib/http-load.js";
+import { type Nginx, startNginx } from "./lib/http-nginx.js";
+import { printHttpReport, type Side, summarizeHttp } from "./lib/http-report.js";
+import { describeMachine } from "./lib/spool-machine.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    narinfos: { type: "string", default: "100000" },
+    "nar-mib": { type: "string", default: "1024" },
+    connections: { type: "string", default: "32" },
+    seconds: { type: "string", default: "10" },
+    rounds: { type: "string", default: "3" },
+    "nar-gets": { type: "string", default: "3" },
+    sides: { type: "string", default: "node,nginx" },
+    profile: { type: "string" },
+    out: { type: "string", default: join(here, "results", "http.json") },
+    keep: { type: "boolean", default: false },
+  },
+});
+const count = Number(args.narinfos);
+const bigBytes = Number(args["nar-mib"]) * 2 ** 20;
+const connections = Number(args.connections);
+const seconds = Number(args.seconds);
+const rounds = Number(args.rounds);
+const narGets = Number(args["nar-gets"]);
+const sides = args.sides.split(",") as Side[];
+const QUEUES = ["inbox", "outbox", "dead", "cache"];
+
+/** Resident set size of a process (MB), from /proc. */
+async function rssMb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
+  return kb / 1024;
+}
+
+/** The largest RSS of `pid` while `work` runs (sampled every 20 ms), and before it. */
+async function peakRssDuring<T>(pid: number, work: () => Promise<T>) {
+  const before = await rssMb(pid);
+  let peak = before;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      peak = Math.max(peak, await rssMb(pid));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  try {
+    const result = await work();
+    return { result, before, peak: Math.max(peak, await rssMb(pid)) };
+  } finally {
+    sampling = false;
+    await sampler;
+  }
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const load = loadavg();
+  const dir = await mkdtemp(join(tmpdir(), "geospool-bench-http-"));
+  const machine = await describeMachine(dir, load[0] ?? 0);
+  console.log(`load average at start: ${load.map((l) => l.toFixed(2)).join(" ")}`);
+  const profileDir = args.profile === undefined ? undefined : resolve(args.profile);
+  if (profileDir) await mkdir(profileDir, { recursive: true });
+  const pgServer = await startEmbeddedPostgres({ dataDir: join(dir, "pg") });
+  let node: NodeProcess | undefined;
+  let nginx: Nginx | undefined;
+  let failed = true;
+  try {
+    const spoolDir = join(dir, "spool");
+    const staticDir = join(dir, "static");
+    const spool: NodeSpool = await Spool.load(
+      spoolDir,
+      { metadata: nodeEntryCodec, queues: QUEUES, nameGenerator: timeSortableNames("bench") },
+      { createIfMissing: true },
+    );
+    let t = performance.now();
+    const fixture = await writeHttpFixture({
+      spool,
+      queue: "cache",
+      staticDir,
+      count,
+      bigBytes,
+      onProgress: (n) => process.stdout.write(`\r  written ${n}/${count}`),
+    });
+    const fixtureSeconds = (performance.now() - t) / 1000;
+    console.log(
+      `\nfixture: ${count} narinfos + ${args["nar-mib"]} MiB nar in ${fixtureSeconds.toFixed(1)} s`,
+    );
+
+    t = performance.now();
+    node = await startNodeProcess(spoolDir, pgServer.url, undefined, {
+      spool: { dir: spoolDir, queues: QUEUES },
+      cache: { enabled: true, queue: "cache" },
+    });
+    const nodeStartSeconds = (performance.now() - t) / 1000;
+    nginx = await startNginx(join(dir, "nginx"), staticDir);
+    console.log(
+      `node ready in ${nodeStartSeconds.toFixed(1)} s (RSS ${(await rssMb(node.pid)).toFixed(0)} MB)`,
+    );
+    await prepareWrk(dir, fixture.hashParts);
+    const ports: Record<Side, number> = { node: node.httpPort, nginx: nginx.port };
+    const nodeProc = node;
+
+    // Warm-up: JIT on the node, page cache and open-file cache on nginx (not recorded).
+    for (const side of sides) {
+      await runWrk({ dir, port: ports[side], mode: "hit", connections, seconds: 2, seed: 7 });
+    }
+    const narinfoRuns: Array<
+      WrkResult & { side: Side; mode: "hit" | "miss"; round: number; rssMb: number }
+    > = [];
+    for (const mode of ["hit", "miss"] as const) {
+      if (profileDir && sides.includes("node")) nodeProc.child.stdin?.write("profile-start\n");
+      for (let round = 0; round < rounds; round++) {
+        const order = round % 2 === 0 ? sides : [...sides].reverse();
+        for (const side of order) {
+          const r = await runWrk({
+            dir,
+            port: ports[side],
+            mode,
+            connections,
+            seconds,
+            seed: 1000 + round,
+          });
+          const rss = await rssMb(side === "node" ? nodeProc.pid : (nginx as Nginx).workerPid);
+          narinfoRuns.push({ ...r, side, mode, round, rssMb: rss });
+          console.log(
+            `  ${mode.padEnd(4)} r${round} ${side.padEnd(5)} ${r.reqPerSec.toFixed(0).padStart(7)} req/s  p99 ${r.p99Ms.toFixed(2)} ms  RSS ${rss.toFixed(0)} MB  non-2xx ${r.statusErrors}/${r.requests}`,
+          );
+        }
+      }
+      if (profileDir && sides.includes("node")) {
+        const file = join(profileDir, `node-narinfo-${mode}.cpuprofile`);
+        const written = nodeProc.nextLine("PROFILED");
+        nodeProc.child.stdin?.write(`profile-stop ${file}\n`);
+        await written;
+      }
+    }
+
+    await warmFile(join(staticDir, fixture.bigNar.path));
+    const narRuns: Array<
+      NarGetResult & { side: Side; round: number; rssBeforeMb: number; rssPeakMb: number }
+    > = [];
+    for (let round = 0; round < narGets; round++) {
+      const order = round % 2 === 0 ? sides : [...sides].reverse();
+      for (const side of order) {
+        const pid = side === "node" ? nodeProc.pid : (nginx as Nginx).workerPid;
+        const url = `http://127.0.0.1:${ports[side]}${fixture.bigNar.path}`;
+        const { result, before, peak } = await peakRssDuring(pid, () => curlGet(url));
+        if (result.status !== 200 || result.bytes !== fixture.bigNar.size) {
+          throw new Error(`${side}: nar GET got ${result.status}, ${result.bytes} bytes`);
+        }
+        narRuns.push({ ...result, side, round, rssBeforeMb: before, rssPeakMb: peak });
+        console.log(
+          `  nar  r${round} ${side.padEnd(5)} ${result.mbPerSec.toFixed(0).padStart(7)} MB/s  RSS ${before.toFixed(0)} -> ${peak.toFixed(0)} MB`,
+        );
+      }
+    }
+
+    const summary = summarizeHttp({ narinfoRuns, narRuns, sides });
+    printHttpReport(summary);
+    const record = {
+      date: new Date().toISOString(),
+      commit: process.env.GEOSPOOL_COMMIT,
+      machine: { ...machine, loadAvgAtStart: load.map(sig3) },
+      settings: {
+        narinfos: count,
+        narBytes: bigBytes,
+        connections,
+        secondsPerRun: seconds,
+        rounds,
+        narGets,
+        client: "wrk 4.1 (-t1, Lua: random hash part per request), curl for the nar",
+        node: "startNode, default configuration + cache.enabled, its own PostgreSQL; one process",
+        nginx: "nginx 1.22 (Debian), worker_processes 1, sendfile on, access_log off",
+        fixtureSeconds: sig3(fixtureSeconds),
+        nodeStartSeconds: sig3(nodeStartSeconds),
+      },
+      ...summary,
+      runs: { narinfo: narinfoRuns, nar: narRuns },
+      durationSeconds: Math.round((performance.now() - started) / 1000),
+    };
+    if (args.out !== "-" && !profileDir) {
+      await mkdir(dirname(args.out), { recursive: true });
+      await writeFile(args.out, `${JSON.stringify(record, null, 2)}\n`);
+      console.log(`wrote ${args.out}`);
+    }
+    failed = false;
+  } finally {
+    await nginx?.stop();
+    if (node) await stopNodeProcess(node.child);
+    await pgServer.stop();
+    if (!args.keep && !failed) await rm(dir, { recursive: true, force: true });
+    else console.log(`kept ${dir}`);
+  }
+}
+
+await main();

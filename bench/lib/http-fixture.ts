@@ -1,0 +1,157 @@
+/**
+ * The data of bench/http.ts: N generated narinfos (each valid, with its own hash part and
+ * its own small nar) and one large nar, written twice: as cache entries in a node's spool
+ * (the spool's own enqueue, many at a time: the bulk path, no HTTP upload) and as static
+ * files for nginx (`<hash>.narinfo`, `nar/<file>`; the large nar is a hard link to the
+ * entry's data file, so the two servers read the very same bytes).
+ */
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { link, mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { formatHash, type Hash } from "../../src/cache/hash.js";
+import { buildNarinfo } from "../../src/cache/narinfo-build.js";
+import { nix32Encode } from "../../src/cache/nix32.js";
+import type { CacheRecord } from "../../src/cache/spool-cache-store.js";
+import { nodeCacheCodec } from "../../src/node/cache-http/node-cache.js";
+import type { NodeSpool } from "../../src/node/service/spool-service.js";
+
+export interface HttpFixture {
+  /** Hash parts present on both servers (in the order written). */
+  hashParts: string[];
+  /** The large nar's URL path (`/nar/<file>.nar`) and size. */
+  bigNar: { path: string; size: number };
+}
+
+const sha256 = (data: Uint8Array | string): Hash => ({
+  algorithm: "sha256",
+  digest: Uint8Array.from(createHash("sha256").update(data).digest()),
+});
+
+/** A hash part made from `seed` (20 bytes of its sha256, as Nix truncates). */
+function hashPartOf(seed: string): string {
+  return nix32Encode(createHash("sha256").update(seed).digest().subarray(0, 20));
+}
+
+function narinfoFor(i: number, nar: Buffer, hashPart: string, refs: string[]) {
+  const fileHash = sha256(nar);
+  const url = `nar/${formatHash(fileHash).slice("sha256:".length)}.nar`;
+  const text = buildNarinfo({
+    storePath: { hashPart, name: `bench-path-${i}` },
+    url,
+    compression: "none",
+    fileHash,
+    fileSize: nar.length,
+    narHash: fileHash,
+    narSize: nar.length,
+    references: refs.map((h, k) => ({ hashPart: h, name: `bench-path-${i - k - 1}` })),
+    system: "x86_64-linux",
+    sigs: [`bench-1:${createHash("sha512").update(hashPart).digest("base64")}`],
+  });
+  return { url, text };
+}
+
+function record(hashPart: string, narinfo: Buffer, url: string, i: number): CacheRecord {
+  return {
+    v: 1,
+    hashPart,
+    narinfo: narinfo.toString("utf8"),
+    url,
+    trust: "trusted",
+    origin: "bench",
+    hlc: 1_700_000_000_000 + i,
+    by: "bench",
+  };
+}
+
+/**
+ * Write `count` narinfos (each with a small nar of its own, referencing up to two earlier
+ * paths) and one nar of `bigBytes` bytes; `parallel` enqueues at a time.
+ */
+export async function writeHttpFixture(options: {
+  spool: NodeSpool;
+  queue: string;
+  staticDir: string;
+  count: number;
+  bigBytes: number;
+  parallel?: number;
+  onProgress?: (done: number) => void;
+}): Promise<HttpFixture> {
+  const { spool, queue, staticDir, count } = options;
+  const codec = nodeCacheCodec(() => 1_700_000_000_000);
+  await mkdir(join(staticDir, "nar"), { recursive: true });
+  const hashParts = Array.from({ length: count }, (_, i) => hashPartOf(`bench-${i}`));
+  let next = 0;
+  let done = 0;
+  const worker = async () => {
+    for (let i = next++; i < count; i = next++) {
+      const hashPart = hashParts[i] as string;
+      const nar = Buffer.from(`nar of bench path ${i} ${hashPart}\n`.repeat(4));
+      const refs = hashParts.slice(Math.max(0, i - 2), i).reverse();
+      const { url, text } = narinfoFor(i, nar, hashPart, refs);
+      const digest = createHash("sha256").update(nar).digest("hex");
+      await spool.enqueue(
+        queue,
+        codec.wrap(record(hashPart, text, url, i), { sha256: digest, size: nar.length }),
+        nar,
+      );
+      await writeFile(join(staticDir, `${hashPart}.narinfo`), text);
+      await writeFile(join(staticDir, url), nar);
+      done++;
+      if (done % 5000 === 0) options.onProgress?.(done);
+    }
+  };
+  await Promise.all(Array.from({ length: options.parallel ?? 64 }, worker));
+  return { hashParts, bigNar: await writeBigNar(options) };
+}
+
+/** One nar of `bigBytes` pseudo-random bytes, as an entry and hard-linked for nginx. */
+async function writeBigNar(options: {
+  spool: NodeSpool;
+  queue: string;
+  staticDir: string;
+  bigBytes: number;
+}): Promise<{ path: string; size: number }> {
+  const { spool, queue, bigBytes } = options;
+  const chunk = createHash("sha512").update("bench big nar").digest();
+  const block = Buffer.alloc(1 << 20);
+  for (let o = 0; o < block.length; o += chunk.length) chunk.copy(block, o);
+  async function* body(hash: ReturnType<typeof createHash>) {
+    for (let left = bigBytes; left > 0; left -= block.length) {
+      // Each MiB differs (its first 8 bytes count), so nothing compresses it away.
+      block.writeBigUInt64BE(BigInt(left), 0);
+      const piece = left >= block.length ? block : block.subarray(0, left);
+      hash.update(piece);
+      yield Buffer.from(piece);
+    }
+  }
+  const hash = createHash("sha256");
+  const hashPart = hashPartOf("bench-big");
+  let url = "";
+  const codec = nodeCacheCodec(() => 1_700_000_000_000);
+  const entry = await spool.enqueueDeferred(queue, body(hash), ({ size }) => {
+    const digest = hash.digest();
+    const fileHash: Hash = { algorithm: "sha256", digest: Uint8Array.from(digest) };
+    url = `nar/${formatHash(fileHash).slice("sha256:".length)}.nar`;
+    const text = buildNarinfo({
+      storePath: { hashPart, name: "bench-big" },
+      url,
+      compression: "none",
+      fileHash,
+      fileSize: size,
+      narHash: fileHash,
+      narSize: size,
+      references: [],
+    });
+    return codec.wrap(record(hashPart, text, url, -1), { sha256: digest.toString("hex"), size });
+  });
+  await link(entry.dataFile().path, join(options.staticDir, url));
+  return { path: `/${url}`, size: bigBytes };
+}
+
+/** Read a file through once, so both servers start from the page cache. */
+export async function warmFile(path: string): Promise<void> {
+  for await (const _ of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    // read and dropped
+  }
+}
