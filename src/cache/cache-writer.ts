@@ -25,6 +25,8 @@ export interface RejectedUpload {
   readonly message: string;
   readonly by: string;
   readonly at: number;
+  /** The narinfo as uploaded, when its body was read. */
+  readonly narinfo?: Buffer;
 }
 
 /** Where accepted uploads go, and rejections are kept (never served). */

@@ -59,8 +59,9 @@ export function cacheDirectoryWriter(dir: string): CacheWriter {
       await writeDurably(target, upload.served);
       return "stored";
     },
-    async reject(rejection) {
-      await appendFile(join(dir, "rejected.jsonl"), `${JSON.stringify(rejection)}\n`);
+    async reject({ narinfo, ...rejection }) {
+      const line = { ...rejection, narinfo: narinfo?.toString("utf8") };
+      await appendFile(join(dir, "rejected.jsonl"), `${JSON.stringify(line)}\n`);
     },
   };
 }

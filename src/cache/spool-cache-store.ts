@@ -52,7 +52,6 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
   private readonly byName = new Map<string, Indexed>();
   private readonly byHash = new Map<string, Map<string, Indexed>>();
   private readonly byNar = new Map<string, Set<string>>();
-  readonly rejections: RejectedUpload[] = [];
 
   constructor(
     private readonly options: {
@@ -62,7 +61,7 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
       info: NixCacheInfo;
       origin: string;
       clock?: () => number;
-      /** Where rejections go besides `rejections` (the last 1000 are kept). */
+      /** Where rejections go (the node keeps them in a `RejectionLog`). */
       onReject?: (r: RejectedUpload) => void | Promise<void>;
     },
   ) {}
@@ -211,8 +210,6 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
   }
 
   async reject(rejection: RejectedUpload): Promise<void> {
-    this.rejections.push(rejection);
-    if (this.rejections.length > 1000) this.rejections.shift();
     await this.options.onReject?.(rejection);
   }
 }

@@ -100,8 +100,8 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
   ): Promise<void> {
     const body = await readSmall(req);
     if (body === undefined) return tooLarge(res, maxSmall);
-    const rejectWith = async (r: Omit<RejectedUpload, "hashPart" | "by" | "at">) => {
-      await options.writer.reject({ ...r, hashPart, by: who, at: clock() });
+    const rejectWith = async (r: Omit<RejectedUpload, "hashPart" | "by" | "at" | "narinfo">) => {
+      await options.writer.reject({ ...r, hashPart, by: who, at: clock(), narinfo: body });
       log.info({ hashPart, reason: r.reason, by: who }, "narinfo upload rejected");
       reply(res, 400, `rejected (${r.reason}): ${r.message}\n`);
     };

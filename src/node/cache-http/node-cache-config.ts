@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { type GuixPublicKey, parseGuixPublicKeys } from "../../cache/guix-signature.js";
 import { type NixSecretKey, parseNixPublicKey, parseNixSecretKey } from "../../cache/nix-key.js";
+import { RejectionLog } from "../../cache/rejection-log.js";
 import type { Authorizer } from "../auth/authorizer.js";
 import type { Config } from "../config/index.js";
 import type { NodeSpool } from "../service/spool-service.js";
@@ -31,6 +32,11 @@ async function readKeyFile<T>(key: string, file: string, parse: (text: string) =
   } catch (err) {
     throw new CacheConfigError(`${key}: ${file}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** Where the node keeps rejected uploads (cache.rejectedDir). */
+export function rejectedDirOf(config: Config): string {
+  return config.cache.rejectedDir ?? `${config.spool.dir}.cache-rejected`;
 }
 
 /** The node's cache as its configuration describes it (config.cache.enabled). */
@@ -66,6 +72,10 @@ export async function startCacheFromConfig(
     stagingDir: c.stagingDir ?? `${config.spool.dir}.cache-staging`,
     maxNarBytes: c.maxNarSize,
     stagingTtlMs: c.stagingTtl,
+    rejections: await RejectionLog.open(rejectedDirOf(config), {
+      maxEntries: c.keepRejected,
+      maxAgeMs: c.rejectedTtl,
+    }),
     hitTtlSeconds: Math.round(c.hitTtl / 1000),
     missTtlSeconds: Math.round(c.missTtl / 1000),
     refreshEveryMs: c.refreshEvery,

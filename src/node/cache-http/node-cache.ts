@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import { NarStaging } from "../../cache/nar-staging.js";
 import type { NixCacheInfo } from "../../cache/nix-cache-info.js";
+import type { RejectionLog } from "../../cache/rejection-log.js";
 import {
   type CacheEntryCodec,
   type CacheRecord,
@@ -60,6 +61,8 @@ export interface NodeCacheOptions {
   /** Node-local directory for nars waiting for their narinfo. */
   stagingDir: string;
   maxNarBytes: number;
+  /** Where rejected uploads are kept with their reason; only logged without one. */
+  rejections?: RejectionLog;
   /** A staged nar whose narinfo has not come within this is dropped (ms). */
   stagingTtlMs: number;
   hitTtlSeconds: number;
@@ -122,8 +125,13 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     info: options.info,
     origin: options.nodeId,
     clock,
-    onReject: (r) =>
-      log.warn({ hashPart: r.hashPart, reason: r.reason, by: r.by }, "upload rejected"),
+    async onReject(r) {
+      log.warn({ hashPart: r.hashPart, reason: r.reason, by: r.by }, "upload rejected");
+      // The uploader is told either way; a rejection not kept must not turn into a 5xx.
+      await options.rejections
+        ?.keep(r)
+        .catch((err: unknown) => log.error({ err, hashPart: r.hashPart }, "rejection not kept"));
+    },
   });
   await store.refresh();
   const staging = await NarStaging.open(options.stagingDir, {

@@ -127,6 +127,8 @@ describe("defaults", () => {
         missTtl: 60_000,
         maxNarSize: 8 * 1024 ** 3,
         stagingTtl: 600_000,
+        keepRejected: 10_000,
+        rejectedTtl: 30 * 86_400_000,
         refreshEvery: 1_000,
         uploadTokens: [],
       },
@@ -296,6 +298,7 @@ describe("env vars and flags", () => {
       "cache.secretKeyFile",
       "cache.trustedGuixKeysFile",
       "cache.stagingDir",
+      "cache.rejectedDir",
     ]);
     const keys = configKeys().filter((k) => !skip.has(k.key));
     expect(keys.length).toBeGreaterThan(25);

@@ -134,6 +134,12 @@ export interface Config {
     stagingDir?: string | undefined;
     /** A staged nar whose narinfo has not come within this is dropped (ms). Default 10m. */
     stagingTtl: number;
+    /** Where rejected uploads are kept (node-local). Default `<spool.dir>.cache-rejected`. */
+    rejectedDir?: string | undefined;
+    /** The most rejections kept; the oldest go first. Default 10000. */
+    keepRejected: number;
+    /** Rejections older than this are dropped (ms). Default 30 days. */
+    rejectedTtl: number;
     /** How often the index catches up with replicated entries (ms). Default 1s. */
     refreshEvery: number;
     /**
