@@ -57,11 +57,22 @@
  *   origin and stamp, listing; data: the compressed nar, so the data digest is the
  *   FileHash), and a lookup index derived from the queue (`refresh()`), serving per hash
  *   part the `chooseServed` candidate.
+ * - `rejection-log.ts`: rejected uploads kept with their reason and narinfo, one entry
+ *   each in a node-local spool (never served nor replicated), bounded by count and age.
+ * - `cache-inventory.ts`: what a cache queue serves worked out from its entries alone, for
+ *   tools (`geospool cache ls|show`); `checkNarContent` (upload-check.ts) re-checks a stored
+ *   nar for `geospool cache verify`.
  *
  * Checks are values (`SigCheck`, `GuixSigCheck`: valid, untrusted, invalid, malformed, ...);
  * bad input is a `CacheError` with a stable `code` (errors.ts).
  */
 export { type ByteRange, parseByteRange } from "./byte-range.js";
+export {
+  type ServedPath,
+  type StoredCacheEntry,
+  servedPaths,
+  signerNames,
+} from "./cache-inventory.js";
 export type { CacheReader, OpenNar } from "./cache-reader.js";
 export type { AcceptedUpload, CacheWriter, RejectedUpload } from "./cache-writer.js";
 export { openCacheDirectory } from "./dir-cache-reader.js";
@@ -132,6 +143,12 @@ export {
   signNarinfo,
 } from "./nix-signature.js";
 export { isNix32, NIX32_ALPHABET, nix32Decode, nix32Encode, nix32Length } from "./nix32.js";
+export {
+  type KeptRejection,
+  REJECTED_QUEUE,
+  type RejectionBounds,
+  RejectionLog,
+} from "./rejection-log.js";
 export { type CacheRequest, narPathProblem, parseCacheRequest } from "./request-path.js";
 export {
   type CandidateTrust,
@@ -159,6 +176,8 @@ export {
   storePathBaseName,
 } from "./store-path.js";
 export {
+  type ContentChecked,
+  checkNarContent,
   checkUpload,
   RejectReason,
   type SignaturePolicy,

@@ -47,12 +47,71 @@ export type UploadVerdict =
       trustedBy: string[];
       signedByNode: boolean;
       /** How far the nar's content was checked. */
-      contentChecked: "file_hash" | "nar_hash" | "file_hash_and_nar_hash" | "size_only";
+      contentChecked: ContentChecked;
     }
   | { kind: "reject"; reason: RejectReason; message: string };
 
 function reject(reason: RejectReason, message: string): UploadVerdict {
   return { kind: "reject", reason, message };
+}
+
+/** How far a nar's content was checked against its narinfo. */
+export type ContentChecked = "file_hash" | "nar_hash" | "file_hash_and_nar_hash" | "size_only";
+
+/**
+ * Check what streaming a nar file found (`facts`) against `file` (one of `info.files`):
+ * FileSize, FileHash, and NarSize and NarHash where the compression could be read. Used on
+ * upload and by `geospool cache verify` on what is stored.
+ */
+export function checkNarContent(
+  info: Narinfo,
+  file: NarFile,
+  facts: NarFacts,
+):
+  | { kind: "ok"; contentChecked: ContentChecked }
+  | { kind: "reject"; reason: RejectReason; message: string } {
+  const bad = (reason: RejectReason, message: string) => ({
+    kind: "reject" as const,
+    reason,
+    message,
+  });
+  if (file.fileSize !== undefined && file.fileSize !== facts.fileSize) {
+    return bad(
+      RejectReason.FileSize,
+      `${file.url}: FileSize ${file.fileSize}, the upload has ${facts.fileSize} bytes`,
+    );
+  }
+  if (file.fileHash !== undefined && !hashEquals(file.fileHash, facts.fileHash)) {
+    return bad(
+      RejectReason.FileHash,
+      `${file.url}: FileHash ${formatHash(file.fileHash)}, the upload hashes to ${formatHash(facts.fileHash)}`,
+    );
+  }
+  if (facts.narError !== undefined)
+    return bad(RejectReason.NarUnreadable, `${file.url}: ${facts.narError}`);
+  if (facts.nar !== undefined) {
+    if (facts.nar.size !== info.narSize) {
+      return bad(
+        RejectReason.NarSize,
+        `NarSize ${info.narSize}, the nar has ${facts.nar.size} bytes`,
+      );
+    }
+    if (!hashEquals(facts.nar.hash, info.narHash)) {
+      return bad(
+        RejectReason.NarHash,
+        `NarHash ${formatHash(info.narHash)}, the nar hashes to ${formatHash(facts.nar.hash)}`,
+      );
+    }
+  }
+  const contentChecked =
+    file.fileHash !== undefined && facts.nar !== undefined
+      ? "file_hash_and_nar_hash"
+      : file.fileHash !== undefined
+        ? "file_hash"
+        : facts.nar !== undefined
+          ? "nar_hash"
+          : "size_only";
+  return { kind: "ok", contentChecked };
 }
 
 /**
@@ -68,42 +127,9 @@ export function checkUpload(
   if (!rules.storeDirs.includes(info.storeDir)) {
     return reject(RejectReason.StoreDir, `store directory ${info.storeDir} is not served here`);
   }
-  if (file.fileSize !== undefined && file.fileSize !== facts.fileSize) {
-    return reject(
-      RejectReason.FileSize,
-      `${file.url}: FileSize ${file.fileSize}, the upload has ${facts.fileSize} bytes`,
-    );
-  }
-  if (file.fileHash !== undefined && !hashEquals(file.fileHash, facts.fileHash)) {
-    return reject(
-      RejectReason.FileHash,
-      `${file.url}: FileHash ${formatHash(file.fileHash)}, the upload hashes to ${formatHash(facts.fileHash)}`,
-    );
-  }
-  if (facts.narError !== undefined)
-    return reject(RejectReason.NarUnreadable, `${file.url}: ${facts.narError}`);
-  if (facts.nar !== undefined) {
-    if (facts.nar.size !== info.narSize) {
-      return reject(
-        RejectReason.NarSize,
-        `NarSize ${info.narSize}, the nar has ${facts.nar.size} bytes`,
-      );
-    }
-    if (!hashEquals(facts.nar.hash, info.narHash)) {
-      return reject(
-        RejectReason.NarHash,
-        `NarHash ${formatHash(info.narHash)}, the nar hashes to ${formatHash(facts.nar.hash)}`,
-      );
-    }
-  }
-  const contentChecked =
-    file.fileHash !== undefined && facts.nar !== undefined
-      ? "file_hash_and_nar_hash"
-      : file.fileHash !== undefined
-        ? "file_hash"
-        : facts.nar !== undefined
-          ? "nar_hash"
-          : "size_only";
+  const content = checkNarContent(info, file, facts);
+  if (content.kind === "reject") return content;
+  const { contentChecked } = content;
 
   const trustedBy: string[] = [];
   for (const check of checkNarinfoSignatures(info, rules.trustedNixKeys)) {

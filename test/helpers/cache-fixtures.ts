@@ -12,6 +12,15 @@ export const NIX_XZ = "nix-2.8-cache-xz";
 export const NIX_ZSTD = "nix-2.8-cache-zstd";
 export const GUIX = "guix-1.5-publish-cache";
 
+/** The public key that signed the Nix fixture caches (its secret is beside it). */
+export const TEST_KEY = readFileSync(
+  join(CACHE_FIXTURES, "nix-2.8-test-key.public"),
+  "utf8",
+).trim();
+
+/** The fixture caches' application: it references the library (3wwj8mpk...-geo-lib). */
+export const APP_PATH = "/nix/store/l493h11hsb577v1lhgwxzcmxh4q2m02w-geo-app";
+
 export function fixturePath(...parts: string[]): string {
   return join(CACHE_FIXTURES, ...parts);
 }

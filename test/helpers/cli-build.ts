@@ -52,3 +52,40 @@ export async function buildCli(): Promise<{ main: string; cleanup(): Promise<voi
   await symlink(NODE_MODULES, join(build, "node_modules"));
   return { main, cleanup: () => rm(build, { recursive: true, force: true }) };
 }
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run the built CLI (`main` from `buildCli`) to completion, with `input` on its stdin. */
+export function runBuiltCli(
+  main: string,
+  args: readonly string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {},
+): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [main, ...args], {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(options.input ?? "");
+  });
+}
+
+/** The `{"error":{code,message}}` line a `--json` command printed last on stderr. */
+export function jsonError(r: CliResult): { code: string; message: string } {
+  const lines = r.stderr.trim().split("\n");
+  return JSON.parse(lines[lines.length - 1]!).error;
+}

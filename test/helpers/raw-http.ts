@@ -66,3 +66,21 @@ export function get(
   if (close) lines.push("Connection: close");
   return `${lines.join("\r\n")}\r\n\r\n`;
 }
+
+/**
+ * A raw `PUT` of `body`, with `Authorization: Bearer <token>` unless `token` is null, and
+ * `Connection: close` when `close`.
+ */
+export function put(
+  path: string,
+  body: Buffer | string,
+  token: string | null,
+  close = false,
+): Buffer {
+  const auth =
+    (token === null ? "" : `Authorization: Bearer ${token}\r\n`) +
+    (close ? "Connection: close\r\n" : "");
+  const bytes = typeof body === "string" ? Buffer.from(body) : body;
+  const head = `PUT ${path} HTTP/1.1\r\nHost: x\r\n${auth}Content-Length: ${bytes.length}\r\n\r\n`;
+  return Buffer.concat([Buffer.from(head, "latin1"), bytes]);
+}

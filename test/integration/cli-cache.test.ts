@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { cp, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -6,7 +5,7 @@ import { parseNarinfo } from "../../src/cache/narinfo.js";
 import { parseNixPublicKey, parseNixSecretKey } from "../../src/cache/nix-key.js";
 import { checkNarinfoSignatures, signNarinfo } from "../../src/cache/nix-signature.js";
 import { fixturePath, NIX_XZ } from "../helpers/cache-fixtures.js";
-import { buildCli } from "../helpers/cli-build.js";
+import { buildCli, type CliResult, jsonError, runBuiltCli } from "../helpers/cli-build.js";
 import { HAVE_NIX, NO_NIX_MESSAGE, runNix } from "../helpers/nix-cli.js";
 import { useTempDir } from "../helpers/tmp.js";
 
@@ -21,32 +20,8 @@ afterAll(async () => {
 
 const dir = useTempDir("geospool-cli-cache-");
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[]): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [built!.main, ...args], { cwd: dir.path });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end();
-  });
-}
-
-function jsonError(r: Result): { code: string; message: string } {
-  const lines = r.stderr.trim().split("\n");
-  return JSON.parse(lines[lines.length - 1]!).error;
+function cli(args: string[]): Promise<CliResult> {
+  return runBuiltCli(built!.main, args, { cwd: dir.path });
 }
 
 describe("geospool cache keygen", () => {

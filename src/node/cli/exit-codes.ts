@@ -3,7 +3,7 @@ import { type SpoolErrorCode as Code, SpoolErrorCode } from "../../spool/index.j
 /** The process exit codes of `geospool`. Scripts branch on these; keep them stable. */
 export const ExitCode = {
   Ok: 0,
-  /** fsck: problems remain. */
+  /** fsck: problems remain; cache verify: a corrupt nar. */
   ProblemsRemain: 1,
   /** A bad flag, argument, name or value; the message names it. */
   Usage: 2,
@@ -28,7 +28,7 @@ export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 /** For `--help`. */
 export const EXIT_CODES_HELP = `Exit codes:
   0    ok
-  1    fsck: problems remain
+  1    fsck: problems remain; cache verify: a corrupt nar
   2    usage error: bad flag, argument, duration, name or queue (the message names it)
   3    nothing available: dequeue found no entry, or --wait ran out
   4    not found: the entry or checkout does not exist

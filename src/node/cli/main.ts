@@ -42,7 +42,7 @@ const clusterCommand = lazy(
 
 const cacheCommand = lazy(
   "cache",
-  "the Nix/Guix binary cache: signing keys (keygen)",
+  "the Nix/Guix binary cache: keys, and what a node serves, rejected, and holds intact",
   async () => (await import("./cache/command.js")).cacheCommand,
 );
 

@@ -1,12 +1,21 @@
 import { commandGroup } from "../command.js";
 import { cacheKeygen } from "./keygen.js";
+import { cacheLs } from "./ls.js";
+import { cacheRejected } from "./rejected.js";
+import { cacheShow } from "./show.js";
+import { cacheVerify } from "./verify.js";
 
-/** `geospool cache <command>`: the binary cache's keys (and, to come, its contents). */
+/** `geospool cache <command>`: the binary cache's keys, and what a node holds. */
 export const cacheCommand = commandGroup({
   name: "cache",
   path: "geospool cache",
-  summary: "the Nix/Guix binary cache: signing keys",
-  commands: [cacheKeygen],
-  epilogue: `With --json, results are JSON on standard output, and errors are also printed on
-standard error as {"error":{"code","message"}}.`,
+  summary: "the Nix/Guix binary cache: signing keys, and what this node serves and rejected",
+  commands: [cacheKeygen, cacheLs, cacheShow, cacheRejected, cacheVerify],
+  epilogue: `ls, show, rejected and verify read this node's own files (its spool's cache queue and
+its kept rejections), found from the node's settings (--config FILE, GEOSPOOL_*, --<key>
+VALUE); they only read, so they run beside the running node.
+With --json, results are JSON on standard output, and errors are also printed on
+standard error as {"error":{"code","message"}}.
+Exit codes: 0 ok, 1 verify found a corrupt nar, 2 usage error, 4 show: nothing served,
+10 any other error.`,
 });
