@@ -1,11 +1,10 @@
-import { readdir, unlink, writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import pg from "pg";
 import type { Logger } from "pino";
 import { DataFetcher } from "../replication/data-fetcher.js";
 import { ensurePublication, joinPeer, MeshError } from "../replication/mesh.js";
 import { replicationSettings, settingsWarnings } from "../replication/mesh-status.js";
-import { type ReplicaSpool, Replicator } from "../replication/replicator.js";
+import { Replicator } from "../replication/replicator.js";
+import { Expert } from "../spool/index.js";
 import type { Config } from "./config/index.js";
 import type { Metrics } from "./observability/index.js";
 import { type NodeEntryMeta, nodeEntryCodec } from "./service/entry-meta.js";
@@ -45,8 +44,12 @@ export async function startReplication(opts: {
 
   const peerGrpc = new Map(config.peers.map((p) => [p.id, p.grpc]));
   const preferred = new Map<string, string>();
+  const replicaSpool = Expert.replicaSpool(spool);
+  // Data staged from a row by an earlier process that stopped before placing it: the row
+  // stages it again, and a file left in .tmp would fail fsck.
+  await replicaSpool.removeStaged();
   const fetcher = new DataFetcher({
-    tmpDir: join(config.spool.dir, ".tmp"),
+    tmpDir: replicaSpool.stagingDir,
     sources: (entry) => {
       const first = peerGrpc.get(preferred.get(entry) ?? "");
       const rest = [...peerGrpc.values()].filter((g) => g !== first);
@@ -56,40 +59,6 @@ export async function startReplication(opts: {
     maxConcurrent: config.replication.fetchConcurrency,
     logger: log,
   });
-
-  const queues = new Set<string>(config.spool.queues);
-  const root = config.spool.dir;
-  const identity = spool.identity;
-  if (identity === undefined)
-    throw new Error("replication needs a spool opened with load or create");
-  // Data staged from a row by an earlier process that stopped before placing it: the row
-  // stages it again, and a file left in .tmp would fail fsck.
-  await removeStaged(join(root, ".tmp"), INLINE_TMP_SUFFIX);
-  const replicaSpool: ReplicaSpool = {
-    identity,
-    watchDirs: config.spool.queues.flatMap((q) => [join(root, q), join(root, q, ".checkout")]),
-    hasQueue: (q) => queues.has(q),
-    inspect: (name) => spool.inspectReplica(name),
-    place: (name, placement, payload, attempts, data) =>
-      spool.placeReplica(name, placement, payload, attempts, data),
-    drop: (name) => spool.dropReplica(name),
-    readData: (name) => spool.dataFile(name).read(),
-    async stageData(name, bytes) {
-      const path = join(root, ".tmp", `${name}${INLINE_TMP_SUFFIX}`);
-      await writeFile(path, bytes);
-      return path;
-    },
-    async scan() {
-      const out = new Map<string, { queue: string; checkedOut: boolean }>();
-      for (const q of config.spool.queues) {
-        for (const e of await spool.list(q)) out.set(e.name, { queue: q, checkedOut: false });
-        for (const n of await spool.listCheckedOutNames(q)) {
-          out.set(n, { queue: q, checkedOut: true });
-        }
-      }
-      return out;
-    },
-  };
 
   // The replicator has connections of its own: under load, client calls queued on the
   // node's pool would otherwise hold back the journal (and so every peer).
@@ -204,13 +173,4 @@ export async function startReplication(opts: {
       ]);
     },
   };
-}
-
-const INLINE_TMP_SUFFIX = "~inline";
-
-async function removeStaged(tmpDir: string, suffix: string): Promise<void> {
-  const names = await readdir(tmpDir).catch(() => [] as string[]);
-  for (const n of names) {
-    if (n.endsWith(suffix)) await unlink(join(tmpDir, n)).catch(() => undefined);
-  }
 }

@@ -1,42 +1,11 @@
 import type pg from "pg";
 import type { Logger } from "pino";
-import type {
-  DropReplicaResult,
-  PlaceReplicaResult,
-  ReplicaData,
-  ReplicaInspection,
-  ReplicaPlacement,
-  SpoolIdentity,
-} from "../spool/index.js";
+import type { ReplicaSpool } from "../spool/index.js";
 
 /** The replicator's options, the spool operations it needs, and what it reports. */
 
-/** The spool operations the replicator needs (see Spool.inspectReplica and friends). */
-export interface ReplicaSpool {
-  /** Directories whose file events mean an entry may have moved (queues and their .checkout). */
-  readonly watchDirs: readonly string[];
-  /** Which spool directory this is: tells a lost spool from an empty one (see `start`). */
-  readonly identity: SpoolIdentity;
-  hasQueue(queue: string): boolean;
-  inspect(name: string): Promise<ReplicaInspection<string>>;
-  place(
-    name: string,
-    placement: ReplicaPlacement<string>,
-    payload: Buffer,
-    attempts: number,
-    data?: ReplicaData,
-  ): Promise<PlaceReplicaResult>;
-  drop(name: string): Promise<DropReplicaResult>;
-  /** An entry's data (for the inline copy of a small entry). */
-  readData(name: string): Promise<Buffer>;
-  /**
-   * Write `bytes` to a file the spool can adopt for `name` (not fsynced: the placement
-   * fsyncs it with the metadata); returns its path.
-   */
-  stageData(name: string, bytes: Buffer): Promise<string>;
-  /** Every entry name in the spool with its queue and whether it is checked out. */
-  scan(): Promise<Map<string, { queue: string; checkedOut: boolean }>>;
-}
+/** The spool operations the replicator needs: `Expert.replicaSpool` of the node's spool. */
+export type { ReplicaSpool };
 
 export interface FetchDataRequest {
   entry: string;

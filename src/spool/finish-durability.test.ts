@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
 import { type Widget, type WidgetQueue, widgetSpoolable } from "../../test/helpers/widget.js";
-import { Spool } from "./index.js";
+import { Expert, Spool } from "./index.js";
 import { coreOf } from "./spool.js";
 
 /**
@@ -121,10 +121,11 @@ describe("finishes are durable before they resolve", () => {
   it("a replica placement syncs where the entry went and where it was", async () => {
     const { spool, syncs } = await newSpool();
     const e = await spool.enqueue("inbox", { id: 1 }, "d");
-    const seen = await spool.inspectReplica(e.name);
+    const seen = await Expert.inspectReplica(spool, e.name);
     if (seen.kind !== "present") throw new Error(`expected present, got ${seen.kind}`);
     syncs.length = 0;
-    const r = await spool.placeReplica(
+    const r = await Expert.placeReplica(
+      spool,
       e.name,
       { queue: "outbox", checkedOut: false },
       seen.payload,
@@ -139,7 +140,7 @@ describe("finishes are durable before they resolve", () => {
     const { spool, syncs } = await newSpool();
     const e = await spool.enqueue("inbox", { id: 1 }, "d");
     syncs.length = 0;
-    expect((await spool.dropReplica(e.name)).kind).toBe("dropped");
+    expect((await Expert.dropReplica(spool, e.name)).kind).toBe("dropped");
     for (const rel of ["inbox", ".data", ".registry"]) {
       expectSynced(spool, syncs, rel, e.name, false);
     }
@@ -147,7 +148,7 @@ describe("finishes are durable before they resolve", () => {
     const remnant = await spool.reserveName();
     await writeFile(at(spool, `.data/${remnant}`), "left over");
     syncs.length = 0;
-    expect((await spool.dropReplica(remnant)).kind).toBe("dropped");
+    expect((await Expert.dropReplica(spool, remnant)).kind).toBe("dropped");
     for (const rel of [".data", ".registry"]) expectSynced(spool, syncs, rel, remnant, false);
   });
 

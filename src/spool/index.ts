@@ -113,6 +113,7 @@ export { DataFile, type DataSource } from "./data.js";
 export type { DoorbellMode } from "./doorbell.js";
 export { DirectEntryOps, Entry } from "./entry.js";
 export { SpoolError, SpoolErrorCode } from "./errors.js";
+export * as Expert from "./expert.js";
 export { SPOOL_ID_FILE, type SpoolIdentity } from "./identity.js";
 export { leaseTokensEqual } from "./lease-token.js";
 export {
@@ -153,6 +154,7 @@ export type {
   ReplicaInspection,
   ReplicaPlacement,
 } from "./replica.js";
+export type { ReplicaSpool } from "./replica-spool.js";
 export {
   type CheckoutOptions,
   type CheckoutOutcome,

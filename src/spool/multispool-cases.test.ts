@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
 import { type Widget, type WidgetQueue, widgetSpoolable } from "../../test/helpers/widget.js";
-import { lexicographicTimeNames, type NameGenerator, QueueReader, Spool } from "./index.js";
+import { Expert, lexicographicTimeNames, type NameGenerator, QueueReader, Spool } from "./index.js";
 
 /**
  * Multispool's own test cases (janestreet/async_smtp `test/lib/test_multispool.ml` "File
@@ -69,8 +69,8 @@ describe("Multispool's File Behavior, step by step", () => {
     expect(await layout(spool)).toEqual(
       withFiles({ ".data": [name], ".registry": [name], "inbox/.checkout": [name] }),
     );
-    expect((await spool.listCheckoutsUnsafe("outbox")).map((c) => c.name)).toEqual([]);
-    expect((await spool.listCheckoutsUnsafe("inbox")).map((c) => c.name)).toEqual([name]);
+    expect((await Expert.listCheckoutsUnsafe(spool, "outbox")).map((c) => c.name)).toEqual([]);
+    expect((await Expert.listCheckoutsUnsafe(spool, "inbox")).map((c) => c.name)).toEqual([name]);
 
     expect(await co.remove()).toEqual({ kind: "done" });
     expect(await layout(spool)).toEqual(EMPTY);

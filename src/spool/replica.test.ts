@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
 import { type Widget, type WidgetQueue, widgetSpoolable } from "../../test/helpers/widget.js";
-import { Monitor, Spool, SpoolError, SpoolErrorCode } from "./index.js";
+import { Expert, Monitor, Spool, SpoolError, SpoolErrorCode } from "./index.js";
 import { coreOf } from "./spool.js";
 
 const dir = useTempDir();
@@ -50,8 +50,9 @@ describe("placing an entry the spool does not hold", () => {
   it("adopts the data and makes it visible in a queue", async () => {
     const spool = await newSpool();
     const adopt = await dataToAdopt("the data");
-    expect(await spool.inspectReplica("e1")).toEqual({ kind: "absent" });
-    const r = await spool.placeReplica(
+    expect(await Expert.inspectReplica(spool, "e1")).toEqual({ kind: "absent" });
+    const r = await Expert.placeReplica(
+      spool,
       "e1",
       { queue: "inbox", checkedOut: false },
       payloadOf({ id: 1, note: "hi" }),
@@ -66,7 +67,7 @@ describe("placing an entry the spool does not hold", () => {
     });
     expect((await spool.dataFile("e1").read()).toString()).toBe("the data");
     expect(await readdir(join(dir.path, "incoming"))).toEqual([]);
-    expect(await spool.inspectReplica("e1")).toEqual({
+    expect(await Expert.inspectReplica(spool, "e1")).toEqual({
       kind: "present",
       queue: "inbox",
       checkedOut: false,
@@ -80,7 +81,8 @@ describe("placing an entry the spool does not hold", () => {
   it("places it checked out: hidden from readers until its lease ends", async () => {
     const spool = await newSpool();
     const leaseUntil = Date.now() + 60_000;
-    const r = await spool.placeReplica(
+    const r = await Expert.placeReplica(
+      spool,
       "e2",
       { queue: "inbox", checkedOut: true, leaseUntil },
       payloadOf({ id: 2 }),
@@ -95,7 +97,7 @@ describe("placing an entry the spool does not hold", () => {
     });
     const st = await stat(join(spool.dir, "inbox", ".checkout", "e2"));
     expect(Math.round(st.mtimeMs)).toBe(leaseUntil);
-    expect(await spool.inspectReplica("e2")).toMatchObject({
+    expect(await Expert.inspectReplica(spool, "e2")).toMatchObject({
       kind: "present",
       queue: "inbox",
       checkedOut: true,
@@ -117,27 +119,35 @@ describe("placing an entry the spool does not hold", () => {
   it("refuses without data, and an unknown queue, changing nothing", async () => {
     const spool = await newSpool();
     const adopt = await dataToAdopt("d");
-    const noData = await spool
-      .placeReplica("e3", { queue: "inbox", checkedOut: false }, payloadOf({ id: 3 }), 0)
-      .catch((e) => e);
+    const noData = await Expert.placeReplica(
+      spool,
+      "e3",
+      { queue: "inbox", checkedOut: false },
+      payloadOf({ id: 3 }),
+      0,
+    ).catch((e) => e);
     expect(noData).toBeInstanceOf(SpoolError);
     expect(noData.code).toBe(SpoolErrorCode.InvalidArgument);
-    const unknown = await spool
-      .placeReplica(
-        "e3",
-        { queue: "nowhere" as WidgetQueue, checkedOut: false },
-        payloadOf({ id: 3 }),
-        0,
-        { adoptPath: adopt },
-      )
-      .catch((e) => e);
+    const unknown = await Expert.placeReplica(
+      spool,
+      "e3",
+      { queue: "nowhere" as WidgetQueue, checkedOut: false },
+      payloadOf({ id: 3 }),
+      0,
+      { adoptPath: adopt },
+    ).catch((e) => e);
     expect(unknown).toBeInstanceOf(SpoolError);
     expect(unknown.code).toBe(SpoolErrorCode.UnknownQueue);
-    const badName = await spool
-      .placeReplica("../e3", { queue: "inbox", checkedOut: false }, payloadOf({ id: 3 }), 0, {
+    const badName = await Expert.placeReplica(
+      spool,
+      "../e3",
+      { queue: "inbox", checkedOut: false },
+      payloadOf({ id: 3 }),
+      0,
+      {
         adoptPath: adopt,
-      })
-      .catch((e) => e);
+      },
+    ).catch((e) => e);
     expect(badName.code).toBe(SpoolErrorCode.InvalidName);
     expect(await snapshot(spool)).toEqual([]);
     expect(await readFile(adopt, "utf8")).toBe("d");
@@ -148,22 +158,32 @@ describe("placing an entry the spool does not hold", () => {
     const adopt = await dataToAdopt("keep me");
     // A directory where the metadata file must go makes the final rename fail.
     await mkdir(join(spool.dir, "inbox", "e4"));
-    const err = await spool
-      .placeReplica("e4", { queue: "inbox", checkedOut: false }, payloadOf({ id: 4 }), 0, {
+    const err = await Expert.placeReplica(
+      spool,
+      "e4",
+      { queue: "inbox", checkedOut: false },
+      payloadOf({ id: 4 }),
+      0,
+      {
         adoptPath: adopt,
-      })
-      .catch((e) => e);
+      },
+    ).catch((e) => e);
     expect(err).toBeInstanceOf(SpoolError);
     expect(err.code).toBe(SpoolErrorCode.Io);
     await rmdir(join(spool.dir, "inbox", "e4"));
     expect(await snapshot(spool)).toEqual([]);
     expect(await readFile(adopt, "utf8")).toBe("keep me");
     // A missing data file: nothing is made either.
-    const missing = await spool
-      .placeReplica("e4", { queue: "inbox", checkedOut: false }, payloadOf({ id: 4 }), 0, {
+    const missing = await Expert.placeReplica(
+      spool,
+      "e4",
+      { queue: "inbox", checkedOut: false },
+      payloadOf({ id: 4 }),
+      0,
+      {
         adoptPath: join(dir.path, "incoming", "never-fetched"),
-      })
-      .catch((e) => e);
+      },
+    ).catch((e) => e);
     expect(missing.code).toBe(SpoolErrorCode.Io);
     expect(missing.errno).toBe("ENOENT");
     expect(await snapshot(spool)).toEqual([]);
@@ -174,7 +194,8 @@ describe("moving an entry the spool holds", () => {
   it("moves a queued entry to another queue with new metadata, keeping its data", async () => {
     const spool = await newSpool();
     const e = await spool.enqueue("inbox", { id: 1 }, "data-1");
-    const r = await spool.placeReplica(
+    const r = await Expert.placeReplica(
+      spool,
       e.name,
       { queue: "outbox", checkedOut: false },
       payloadOf({ id: 1, note: "moved" }),
@@ -194,7 +215,8 @@ describe("moving an entry the spool holds", () => {
     const spool = await newSpool();
     const e = await spool.enqueue("inbox", { id: 1 }, "d");
     const leaseUntil = Date.now() + 30_000;
-    const r = await spool.placeReplica(
+    const r = await Expert.placeReplica(
+      spool,
       e.name,
       { queue: "outbox", checkedOut: true, leaseUntil },
       payloadOf({ id: 1 }),
@@ -212,7 +234,8 @@ describe("moving an entry the spool holds", () => {
     const spool = await newSpool();
     const e = await spool.enqueue("inbox", { id: 1 }, "d");
     const holder = await spool.checkout(e, { leaseMs: 60_000 });
-    const r = await spool.placeReplica(
+    const r = await Expert.placeReplica(
+      spool,
       e.name,
       { queue: "outbox", checkedOut: false },
       payloadOf({ id: 1, note: "from a peer" }),
@@ -236,7 +259,8 @@ describe("moving an entry the spool holds", () => {
     const e = await spool.enqueue("inbox", { id: 1 }, "d");
     const holder = await spool.checkout(e, { leaseMs: 60_000 });
     const leaseUntil = holder.leaseUntil + 30_000;
-    const r = await spool.placeReplica(
+    const r = await Expert.placeReplica(
+      spool,
       e.name,
       { queue: "inbox", checkedOut: true, leaseUntil },
       payloadOf({ id: 1 }),
@@ -244,7 +268,10 @@ describe("moving an entry the spool holds", () => {
     );
     expect(r).toEqual({ kind: "placed" });
     expect(await holder.save("outbox")).toEqual({ kind: "lease_lost" });
-    expect(await spool.inspectReplica(e.name)).toMatchObject({ checkedOut: true, leaseUntil });
+    expect(await Expert.inspectReplica(spool, e.name)).toMatchObject({
+      checkedOut: true,
+      leaseUntil,
+    });
     await expectClean(spool);
   });
 
@@ -253,7 +280,8 @@ describe("moving an entry the spool holds", () => {
     const e = await spool.enqueue("inbox", { id: 1 }, "d");
     const path = join(spool.dir, "inbox", e.name);
     const before = await stat(path);
-    const same = await spool.placeReplica(
+    const same = await Expert.placeReplica(
+      spool,
       e.name,
       { queue: "inbox", checkedOut: false },
       payloadOf({ id: 1 }),
@@ -263,7 +291,8 @@ describe("moving an entry the spool holds", () => {
     expect((await stat(path)).ino).toBe(before.ino);
     // A different attempts count is a change.
     expect(
-      await spool.placeReplica(
+      await Expert.placeReplica(
+        spool,
         e.name,
         { queue: "inbox", checkedOut: false },
         payloadOf({ id: 1 }),
@@ -272,13 +301,14 @@ describe("moving an entry the spool holds", () => {
     ).toEqual({ kind: "placed" });
     const leaseUntil = Date.now() + 60_000;
     const checkout = { queue: "inbox", checkedOut: true, leaseUntil } as const;
-    expect(await spool.placeReplica(e.name, checkout, payloadOf({ id: 1 }), 1)).toEqual({
+    expect(await Expert.placeReplica(spool, e.name, checkout, payloadOf({ id: 1 }), 1)).toEqual({
       kind: "placed",
     });
     const co = await stat(join(spool.dir, "inbox", ".checkout", e.name));
     // Within a second of the lease on disk: unchanged; further: placed.
     expect(
-      await spool.placeReplica(
+      await Expert.placeReplica(
+        spool,
         e.name,
         { ...checkout, leaseUntil: leaseUntil + 500 },
         payloadOf({ id: 1 }),
@@ -287,7 +317,8 @@ describe("moving an entry the spool holds", () => {
     ).toEqual({ kind: "unchanged" });
     expect((await stat(join(spool.dir, "inbox", ".checkout", e.name))).ino).toBe(co.ino);
     expect(
-      await spool.placeReplica(
+      await Expert.placeReplica(
+        spool,
         e.name,
         { ...checkout, leaseUntil: leaseUntil + 5_000 },
         payloadOf({ id: 1 }),
@@ -301,14 +332,13 @@ describe("moving an entry the spool holds", () => {
     const spool = await newSpool();
     const e = await spool.enqueue("inbox", { id: 1 }, "d");
     const before = await snapshot(spool);
-    const err = await spool
-      .placeReplica(
-        e.name,
-        { queue: "elsewhere" as WidgetQueue, checkedOut: false },
-        payloadOf({ id: 1 }),
-        0,
-      )
-      .catch((x) => x);
+    const err = await Expert.placeReplica(
+      spool,
+      e.name,
+      { queue: "elsewhere" as WidgetQueue, checkedOut: false },
+      payloadOf({ id: 1 }),
+      0,
+    ).catch((x) => x);
     expect(err.code).toBe(SpoolErrorCode.UnknownQueue);
     expect(await snapshot(spool)).toEqual(before);
   });
@@ -318,9 +348,13 @@ describe("moving an entry the spool holds", () => {
     const e = await spool.enqueue("inbox", { id: 1 }, "d");
     const before = await snapshot(spool);
     await mkdir(join(spool.dir, "outbox", e.name));
-    const err = await spool
-      .placeReplica(e.name, { queue: "outbox", checkedOut: false }, payloadOf({ id: 9 }), 0)
-      .catch((x) => x);
+    const err = await Expert.placeReplica(
+      spool,
+      e.name,
+      { queue: "outbox", checkedOut: false },
+      payloadOf({ id: 9 }),
+      0,
+    ).catch((x) => x);
     expect(err.code).toBe(SpoolErrorCode.Io);
     await rmdir(join(spool.dir, "outbox", e.name));
     expect(await snapshot(spool)).toEqual(before);
@@ -337,8 +371,9 @@ describe("races with local readers", () => {
       const drop = i % 2 === 1;
       const [replica, local] = await Promise.all([
         drop
-          ? spool.dropReplica(e.name)
-          : spool.placeReplica(
+          ? Expert.dropReplica(spool, e.name)
+          : Expert.placeReplica(
+              spool,
               e.name,
               { queue: "outbox", checkedOut: false },
               payloadOf({ id: i }),
@@ -358,7 +393,7 @@ describe("races with local readers", () => {
         expect(replica.kind).toBe(drop ? "dropped" : "placed");
         if (local.kind === "ok")
           expect(await local.entry.save("dead")).toEqual({ kind: "lease_lost" });
-        const where = await spool.inspectReplica(e.name);
+        const where = await Expert.inspectReplica(spool, e.name);
         if (drop) {
           expect(where).toEqual({ kind: "absent" });
         } else {
@@ -377,9 +412,10 @@ describe("races with local readers", () => {
     const co = join(spool.dir, "inbox", ".checkout", e.name);
     await rename(co, `${co}~0123abcd`);
     const before = await snapshot(spool);
-    expect(await spool.inspectReplica(e.name)).toEqual({ kind: "in_flux" });
+    expect(await Expert.inspectReplica(spool, e.name)).toEqual({ kind: "in_flux" });
     expect(
-      await spool.placeReplica(
+      await Expert.placeReplica(
+        spool,
         e.name,
         { queue: "outbox", checkedOut: false },
         payloadOf({ id: 1 }),
@@ -389,7 +425,7 @@ describe("races with local readers", () => {
         },
       ),
     ).toEqual({ kind: "raced" });
-    expect(await spool.dropReplica(e.name)).toEqual({ kind: "raced" });
+    expect(await Expert.dropReplica(spool, e.name)).toEqual({ kind: "raced" });
     expect(await snapshot(spool)).toEqual(before);
   });
 });
@@ -399,12 +435,17 @@ describe("remnants and drops", () => {
     const spool = await newSpool();
     const name = await spool.reserveName();
     await writeFile(join(spool.dir, ".data", name), "half-fetched");
-    expect(await spool.inspectReplica(name)).toEqual({ kind: "in_flux" });
-    const err = await spool
-      .placeReplica(name, { queue: "inbox", checkedOut: false }, payloadOf({ id: 5 }), 0)
-      .catch((x) => x);
+    expect(await Expert.inspectReplica(spool, name)).toEqual({ kind: "in_flux" });
+    const err = await Expert.placeReplica(
+      spool,
+      name,
+      { queue: "inbox", checkedOut: false },
+      payloadOf({ id: 5 }),
+      0,
+    ).catch((x) => x);
     expect(err.code).toBe(SpoolErrorCode.InvalidArgument);
-    const r = await spool.placeReplica(
+    const r = await Expert.placeReplica(
+      spool,
       name,
       { queue: "inbox", checkedOut: false },
       payloadOf({ id: 5 }),
@@ -421,19 +462,20 @@ describe("remnants and drops", () => {
     const spool = await newSpool();
     const remnant = await spool.reserveName();
     await writeFile(join(spool.dir, ".data", remnant), "x");
-    expect(await spool.dropReplica(remnant)).toEqual({ kind: "dropped" });
-    expect(await spool.inspectReplica(remnant)).toEqual({ kind: "absent" });
+    expect(await Expert.dropReplica(spool, remnant)).toEqual({ kind: "dropped" });
+    expect(await Expert.inspectReplica(spool, remnant)).toEqual({ kind: "absent" });
 
     const queued = await spool.enqueue("outbox", { id: 1 }, "q");
-    expect(await spool.dropReplica(queued.name)).toEqual({ kind: "dropped" });
+    expect(await Expert.dropReplica(spool, queued.name)).toEqual({ kind: "dropped" });
 
     const held = await spool.enqueue("inbox", { id: 2 }, "h");
     const holder = await spool.checkout(held, { leaseMs: 60_000 });
-    expect(await spool.dropReplica(held.name)).toEqual({ kind: "dropped" });
+    expect(await Expert.dropReplica(spool, held.name)).toEqual({ kind: "dropped" });
     expect(await holder.save("outbox")).toEqual({ kind: "lease_lost" });
     expect(await holder.remove()).toEqual({ kind: "lease_lost" });
 
-    const placed = await spool.placeReplica(
+    const placed = await Expert.placeReplica(
+      spool,
       "p1",
       { queue: "dead", checkedOut: true, leaseUntil: Date.now() + 60_000 },
       payloadOf({ id: 3 }),
@@ -441,9 +483,9 @@ describe("remnants and drops", () => {
       { adoptPath: await dataToAdopt("p") },
     );
     expect(placed).toEqual({ kind: "placed" });
-    expect(await spool.dropReplica("p1")).toEqual({ kind: "dropped" });
+    expect(await Expert.dropReplica(spool, "p1")).toEqual({ kind: "dropped" });
 
-    expect(await spool.dropReplica("never-was")).toEqual({ kind: "absent" });
+    expect(await Expert.dropReplica(spool, "never-was")).toEqual({ kind: "absent" });
     expect(await snapshot(spool)).toEqual([]);
     await expectClean(spool);
   });
@@ -457,7 +499,7 @@ describe("remnants and drops", () => {
       join(spool.dir, "inbox", ".checkout", `${e.name}~dead01`),
     );
     await writeFile(join(spool.dir, ".tmp", `${e.name}~place-0badf00d`), "partial");
-    expect(await spool.inspectReplica(e.name)).toEqual({ kind: "in_flux" });
+    expect(await Expert.inspectReplica(spool, e.name)).toEqual({ kind: "in_flux" });
     const monitor = new Monitor(spool, { maxTmpFileAgeMs: 0 });
     const later = Date.now() + 5_000;
     expect((await monitor.fsck(later)).map((p) => `${p.kind}:${p.file.filename}`).sort()).toEqual([
@@ -467,7 +509,7 @@ describe("remnants and drops", () => {
     const report = await monitor.repair(later);
     expect(report.remaining).toEqual([]);
     expect(await monitor.fsck(later)).toEqual([]);
-    expect(await spool.inspectReplica(e.name)).toMatchObject({
+    expect(await Expert.inspectReplica(spool, e.name)).toMatchObject({
       kind: "present",
       queue: "inbox",
       checkedOut: false,

@@ -1,4 +1,4 @@
-import { type FileHandle, open, readFile } from "node:fs/promises";
+import { type FileHandle, open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CheckedOutEntry } from "./checked-out-entry.js";
 import { type ExpiredLease, SpoolCore } from "./core.js";
@@ -8,18 +8,7 @@ import { Entry } from "./entry.js";
 import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
 import { statIfExists, unlinkIfExists } from "./fs-ops.js";
 import type { SpoolIdentity } from "./identity.js";
-import { readLeaseToken } from "./lease-token.js";
 import { type NameGenerator, validateName } from "./names.js";
-import {
-  type DropReplicaResult,
-  dropReplica,
-  inspectReplica,
-  type PlaceReplicaResult,
-  placeReplica,
-  type ReplicaData,
-  type ReplicaInspection,
-  type ReplicaPlacement,
-} from "./replica.js";
 import type { Spoolable } from "./spoolable.js";
 
 export type CheckoutOutcome<M, Q extends string> =
@@ -264,52 +253,6 @@ export class Spool<M, Q extends string = string> {
   }
 
   /**
-   * Every checked-out entry of `queue`, built from the disk. UNSAFE: this breaks the rule
-   * that each checkout has one owner; use it only where you know which processes use the
-   * spool (tools, tests, a CLI finishing a checkout made by an earlier command).
-   */
-  async listCheckoutsUnsafe(queue: Q): Promise<CheckedOutEntry<M, Q>[]> {
-    const out: CheckedOutEntry<M, Q>[] = [];
-    for (const name of await this.#core.listCheckedOut(queue)) {
-      const co = await this.checkedOutUnsafe(queue, name);
-      if (co) out.push(co);
-    }
-    return out;
-  }
-
-  /** One checked-out entry by name, built from the disk (UNSAFE, as above). */
-  async checkedOutUnsafe(queue: Q, name: string): Promise<CheckedOutEntry<M, Q> | undefined> {
-    const path = this.#core.layout.checkoutFile(
-      this.#core.dirname(queue),
-      validateName("entry", name),
-    );
-    const got = await this.#core.throttle.run(async () => {
-      const st = await statIfExists(path);
-      if (st === undefined) return undefined;
-      // The checkout may finish between the stat and the read: that is "gone", not an error.
-      const bytes = await readFile(path).catch((err) => {
-        if (isErrno(err, "ENOENT")) return undefined;
-        throw err;
-      });
-      // Read after the stat: a token is taken only if it was made for the inode seen.
-      const token = bytes && (await readLeaseToken(this.#core.layout.registryFile(name), st.ino));
-      return bytes && { st, bytes, token };
-    });
-    if (got === undefined) return undefined;
-    const { st, bytes, token } = got;
-    const { metadata, envelope } = this.#core.decodeFile(name, bytes);
-    return new CheckedOutEntry(this.#core, {
-      queue,
-      name,
-      metadata,
-      attempts: envelope.attempts,
-      leaseUntil: Math.round(st.mtimeMs),
-      ino: st.ino,
-      token,
-    });
-  }
-
-  /**
    * Return every checkout whose lease has ended (past the grace period) to its queue, or
    * to the dead-letter queue after `maxAttempts` failed deliveries. Safe to run from
    * several processes at once.
@@ -432,34 +375,6 @@ export class Spool<M, Q extends string = string> {
       if (found !== undefined) return found;
     }
     return undefined;
-  }
-
-  /**
-   * Replica placement (for the replicator): where the entry is, with its raw metadata
-   * payload (the codec's bytes, not decoded) and failed-delivery count. See index.ts.
-   */
-  inspectReplica(name: string): Promise<ReplicaInspection<Q>> {
-    return inspectReplica(this.#core, name);
-  }
-
-  /**
-   * Replica placement: bring the entry to `placement` with `payload` and `attempts`, from
-   * wherever it is now, overriding a local holder. An entry the spool does not hold needs
-   * `data.adoptPath`. `raced` means a local operation got there first: inspect again.
-   */
-  placeReplica(
-    name: string,
-    placement: ReplicaPlacement<Q>,
-    payload: Uint8Array,
-    attempts: number,
-    data?: ReplicaData,
-  ): Promise<PlaceReplicaResult> {
-    return placeReplica(this.#core, name, placement, payload, attempts, data);
-  }
-
-  /** Replica placement: remove the entry wherever it is, overriding a local holder. */
-  dropReplica(name: string): Promise<DropReplicaResult> {
-    return dropReplica(this.#core, name);
   }
 
   /** The data file of an entry, by name (whatever its queue). */

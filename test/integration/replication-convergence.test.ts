@@ -6,6 +6,7 @@ import { ClientError, GeospoolClient, type Lease } from "../../src/node/client/i
 import type { RunningNode } from "../../src/node/node.js";
 import { nodeEntryCodec } from "../../src/node/service/entry-meta.js";
 import { countByOrigin } from "../../src/replication/journal-store.js";
+import { Expert } from "../../src/spool/index.js";
 import {
   closeCluster,
   eventually,
@@ -270,7 +271,7 @@ describe("replication convergence (property)", () => {
     }
     const out = new Map<string, string>();
     for (const name of [...names].sort()) {
-      const seen = await spool.inspectReplica(name);
+      const seen = await Expert.inspectReplica(spool, name);
       if (seen.kind !== "present") {
         out.set(name, seen.kind);
         continue;
@@ -388,7 +389,7 @@ describe("replication convergence (property)", () => {
           // Nothing is visible without its data.
           const spool = cluster.node(i).spool;
           for (const name of state.keys()) {
-            const seen = await spool.inspectReplica(name);
+            const seen = await Expert.inspectReplica(spool, name);
             if (seen.kind !== "present") throw new Error(`${name} is ${seen.kind} on ${id}`);
             const m = nodeEntryCodec.decode(seen.payload);
             const data = await spool.dataFile(name).read();

@@ -9,7 +9,7 @@ import type { RunningNode } from "../../src/node/node.js";
 import { type NodeEntryMeta, nodeEntryCodec } from "../../src/node/service/entry-meta.js";
 import type { NodeSpool } from "../../src/node/service/spool-service.js";
 import { countByOrigin } from "../../src/replication/journal-store.js";
-import { Monitor, Spool } from "../../src/spool/index.js";
+import { Expert, Monitor, Spool } from "../../src/spool/index.js";
 import { buildCli } from "../helpers/cli-build.js";
 import {
   closeCluster,
@@ -94,7 +94,7 @@ async function spoolContents(
       await add(e.name, q, metadata);
     }
     for (const name of await spool.listCheckedOutNames(q)) {
-      const co = await spool.checkedOutUnsafe(q, name);
+      const co = await Expert.checkedOutUnsafe(spool, q, name);
       if (co) await add(name, `${q}/checked_out`, co.contents);
     }
   }

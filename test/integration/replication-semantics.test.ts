@@ -5,6 +5,7 @@ import { GeospoolClient } from "../../src/node/client/index.js";
 import { nodeEntryCodec } from "../../src/node/service/entry-meta.js";
 import { makeHlc } from "../../src/replication/hlc.js";
 import { appendLocal, countByOrigin } from "../../src/replication/journal-store.js";
+import { Expert } from "../../src/spool/index.js";
 import {
   closeCluster,
   eventually,
@@ -193,7 +194,7 @@ describe("replication semantics across three nodes", () => {
           ...(await spool.listCheckedOutNames(q)),
         ];
         for (const name of names) {
-          const seen = await spool.inspectReplica(name);
+          const seen = await Expert.inspectReplica(spool, name);
           if (seen.kind !== "present") continue;
           if (nodeEntryCodec.decode(seen.payload).idempotencyKey === key) withKey.push(name);
         }

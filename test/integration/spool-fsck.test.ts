@@ -4,6 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { beforeEach, describe, expect, it } from "vitest";
 import {
   dirLabel,
+  Expert,
   Monitor,
   type MonitorEvent,
   type Problem,
@@ -278,7 +279,7 @@ describe("fsck finds each kind of problem, and repair fixes what is safe", () =>
     const r = await monitor.repair();
     expect(r.repaired).toEqual([]);
     expect(summary(r.remaining)).toEqual([`too_old inbox/.checkout ${e.name}`]);
-    expect(await spool.listCheckoutsUnsafe("inbox")).toHaveLength(1);
+    expect(await Expert.listCheckoutsUnsafe(spool, "inbox")).toHaveLength(1);
   });
 
   it("checkout held too long whose registry file is lost: reported from the checkout file's change time", async () => {

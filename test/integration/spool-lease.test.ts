@@ -2,7 +2,7 @@ import { utimes } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { Monitor, QueueReader, Spool } from "../../src/spool/index.js";
+import { Expert, Monitor, QueueReader, Spool } from "../../src/spool/index.js";
 import {
   bundleSpoolWorker,
   killAll,
@@ -41,7 +41,7 @@ describe("lease expiry", () => {
       [{ name: e.name, queue: "inbox", to: "inbox", attempts: 1 }],
     );
     expect(await names("inbox")).toEqual([e.name]);
-    expect(await spool.listCheckoutsUnsafe("inbox")).toEqual([]);
+    expect(await Expert.listCheckoutsUnsafe(spool, "inbox")).toEqual([]);
     expect(await e.direct.read()).toEqual({ metadata: { id: 1 }, attempts: 1 });
     const again = await spool.checkout(e, { leaseMs: 60_000 });
     expect(again.attempts).toBe(1);
@@ -209,7 +209,7 @@ describe("concurrent reapers", () => {
           await sleep(10);
         }
         expect((await reaping.list("inbox")).map((e) => e.name)).toEqual(all);
-        expect(await reaping.listCheckoutsUnsafe("inbox")).toEqual([]);
+        expect(await Expert.listCheckoutsUnsafe(reaping, "inbox")).toEqual([]);
         for (const e of await reaping.list("inbox")) {
           expect((await e.direct.read()).attempts, `${e.name} after round ${round}`).toBe(round);
         }

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
-import { Spool } from "../../src/spool/index.js";
+import { Expert, Spool } from "../../src/spool/index.js";
 import {
   killAll,
   readResult,
@@ -139,7 +139,7 @@ describe("several processes on one spool", () => {
         expect(snap.locations.get(n)).toEqual([{ queue: "inbox", checkedOut: true }]);
       expect(snap.locations.size).toBe(RACED);
       // The winners' checkouts are whole: finish them and nothing is left.
-      for (const co of await spool.listCheckoutsUnsafe("inbox")) {
+      for (const co of await Expert.listCheckoutsUnsafe(spool, "inbox")) {
         expect((await co.dataFile().read()).toString()).toBe(`d${co.contents.id}`);
         expect(await co.remove()).toEqual({ kind: "done" });
       }

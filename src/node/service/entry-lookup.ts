@@ -1,4 +1,4 @@
-import { SpoolError, SpoolErrorCode } from "../../spool/index.js";
+import { Expert, SpoolError, SpoolErrorCode } from "../../spool/index.js";
 import type { EntryInfo } from "../entry-info.js";
 import type { NodeEntryMeta } from "./entry-meta.js";
 import { ServiceError, ServiceErrorCode } from "./errors.js";
@@ -34,7 +34,7 @@ export async function readInfo(
 ): Promise<EntryInfo | undefined> {
   try {
     if (checkedOut) {
-      const co = await spool.checkedOutUnsafe(queue, name);
+      const co = await Expert.checkedOutUnsafe(spool, queue, name);
       return co && toInfo(name, queue, co.contents, co.attempts, co.leaseUntil);
     }
     const { metadata, attempts } = await spool.entry(queue, name).direct.read();

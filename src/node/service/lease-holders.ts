@@ -1,5 +1,6 @@
 import {
   type CheckedOutEntry,
+  Expert,
   leaseTokensEqual,
   QueueReader,
   SpoolError,
@@ -147,7 +148,7 @@ export class LeaseHolders {
     const mine = this.held.get(`${queue}/${name}`);
     // The lease itself is checked again (deadline, inode) by every spool operation.
     if (mine && leaseTokensEqual(mine.leaseToken, token)) return mine;
-    const co = await this.ctx.spool.checkedOutUnsafe(queue, name);
+    const co = await Expert.checkedOutUnsafe(this.ctx.spool, queue, name);
     if (!co) {
       const where = await this.ctx.spool.locate(name);
       if (!where) throw new ServiceError(ServiceErrorCode.NotFound, `no entry ${name}`);

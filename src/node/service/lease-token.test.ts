@@ -2,7 +2,7 @@ import { join } from "node:path";
 import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { useTempDir } from "../../../test/helpers/tmp.js";
-import { Spool } from "../../spool/index.js";
+import { Expert, Spool } from "../../spool/index.js";
 import { nodeEntryCodec } from "./entry-meta.js";
 import { ServiceErrorCode } from "./errors.js";
 import { type NodeSpool, SpoolService } from "./spool-service.js";
@@ -129,9 +129,10 @@ describe("lease tokens", () => {
   it("a replicated placement over a local checkout ends the local holder's token", async () => {
     const name = await enqueueOne();
     const token = await dequeue(name);
-    const seen = await spool.inspectReplica(name);
+    const seen = await Expert.inspectReplica(spool, name);
     if (seen.kind !== "present") throw new Error(`expected present, got ${seen.kind}`);
-    const placed = await spool.placeReplica(
+    const placed = await Expert.placeReplica(
+      spool,
       name,
       { queue: "inbox", checkedOut: true, leaseUntil: Date.now() + 120_000 },
       seen.payload,

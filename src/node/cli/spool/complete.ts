@@ -1,3 +1,4 @@
+import { Expert } from "../../../spool/index.js";
 import { openJsonSpool } from "../../spool-description.js";
 import { parseCommand, parseJsonObject } from "../args.js";
 import { CliError, usageError } from "../cli-error.js";
@@ -66,7 +67,7 @@ Options:
       values["save-to"] === undefined
         ? undefined
         : requireQueue(spool, values["save-to"], "--save-to");
-    const co = await spool.checkedOutUnsafe(queue, name);
+    const co = await Expert.checkedOutUnsafe(spool, queue, name);
     if (co === undefined) {
       throw new CliError("not_found", `no checkout ${name} in queue ${queue}`, ExitCode.NotFound);
     }

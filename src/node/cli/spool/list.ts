@@ -1,4 +1,4 @@
-import { SpoolError, SpoolErrorCode } from "../../../spool/index.js";
+import { Expert, SpoolError, SpoolErrorCode } from "../../../spool/index.js";
 import { type JsonSpool, openJsonSpool } from "../../spool-description.js";
 import { parseCommand } from "../args.js";
 import type { Command } from "../command.js";
@@ -78,7 +78,7 @@ async function queuedRow(spool: JsonSpool, queue: string, name: string) {
 
 async function checkoutRow(spool: JsonSpool, queue: string, name: string) {
   return ifPresent(async () => {
-    const co = await spool.checkedOutUnsafe(queue, name);
+    const co = await Expert.checkedOutUnsafe(spool, queue, name);
     if (co === undefined) return undefined;
     const st = await spool.entry(queue, name).stat();
     return {

@@ -1,5 +1,5 @@
 import { pipeline } from "node:stream/promises";
-import { type DataFile, SpoolError, SpoolErrorCode } from "../../../spool/index.js";
+import { type DataFile, Expert, SpoolError, SpoolErrorCode } from "../../../spool/index.js";
 import { type JsonMetadata, type JsonSpool, openJsonSpool } from "../../spool-description.js";
 import { parseCommand } from "../args.js";
 import { CliError } from "../cli-error.js";
@@ -105,7 +105,7 @@ async function find(spool: JsonSpool, queue: string, name: string): Promise<Foun
   } catch (err) {
     if (!(err instanceof SpoolError && err.code === SpoolErrorCode.EntryNotFound)) throw err;
   }
-  const co = await spool.checkedOutUnsafe(queue, name).catch((err) => {
+  const co = await Expert.checkedOutUnsafe(spool, queue, name).catch((err) => {
     if (isEnoent(err)) return undefined;
     throw err;
   });

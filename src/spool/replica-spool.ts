@@ -1,0 +1,103 @@
+import { readdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { ioError } from "./errors.js";
+import { unlinkIfExists } from "./fs-ops.js";
+import type { SpoolIdentity } from "./identity.js";
+import { TMP_TAG_SEPARATOR } from "./layout.js";
+import {
+  type DropReplicaResult,
+  dropReplica,
+  inspectReplica,
+  type PlaceReplicaResult,
+  placeReplica,
+  type ReplicaData,
+  type ReplicaInspection,
+  type ReplicaPlacement,
+} from "./replica.js";
+import { coreOf, type Spool } from "./spool.js";
+
+/**
+ * The spool as the replicator sees it: any queue by its name, metadata as the codec's bytes,
+ * and the replica placements (see index.ts). Made by `Expert.replicaSpool`.
+ */
+export interface ReplicaSpool {
+  /** Directories whose file events mean an entry may have moved (queues and their .checkout). */
+  readonly watchDirs: readonly string[];
+  /** A directory on the spool's filesystem for files a placement adopts (its .tmp). */
+  readonly stagingDir: string;
+  /** Which spool directory this is: tells a lost spool from an empty one. */
+  readonly identity: SpoolIdentity;
+  hasQueue(queue: string): boolean;
+  inspect(name: string): Promise<ReplicaInspection<string>>;
+  place(
+    name: string,
+    placement: ReplicaPlacement<string>,
+    payload: Buffer,
+    attempts: number,
+    data?: ReplicaData,
+  ): Promise<PlaceReplicaResult>;
+  drop(name: string): Promise<DropReplicaResult>;
+  /** An entry's data (for the inline copy of a small entry). */
+  readData(name: string): Promise<Buffer>;
+  /**
+   * Write `bytes` to a file the spool can adopt for `name` (not fsynced: the placement
+   * fsyncs it with the metadata); returns its path.
+   */
+  stageData(name: string, bytes: Buffer): Promise<string>;
+  /** Delete what `stageData` wrote and no placement adopted (left by an earlier process). */
+  removeStaged(): Promise<void>;
+  /** Every entry name in the spool with its queue and whether it is checked out. */
+  scan(): Promise<Map<string, { queue: string; checkedOut: boolean }>>;
+}
+
+/** The tag of a staged file: `.tmp/<name>~inline`. */
+const STAGED_TAG = "inline";
+
+/** The replicator's view of `spool`, which must have been opened with `load` or `create`. */
+export function replicaSpool<M, Q extends string>(spool: Spool<M, Q>): ReplicaSpool {
+  const core = coreOf(spool);
+  const { identity, layout } = core;
+  if (identity === undefined) {
+    throw new Error("replication needs a spool opened with load or create");
+  }
+  const queues = new Set<string>(core.queues);
+  return {
+    identity,
+    watchDirs: core.queues.flatMap((q) => {
+      const dirname = core.dirname(q);
+      return [layout.queue(dirname), layout.checkout(dirname)];
+    }),
+    stagingDir: layout.tmp,
+    hasQueue: (q) => queues.has(q),
+    inspect: (name) => inspectReplica(core, name),
+    // A queue the spool does not have is refused there (`unknown_queue`).
+    place: (name, placement, payload, attempts, data) =>
+      placeReplica(core, name, placement as ReplicaPlacement<Q>, payload, attempts, data),
+    drop: (name) => dropReplica(core, name),
+    readData: (name) => spool.dataFile(name).read(),
+    async stageData(name, bytes) {
+      const path = layout.tmpFile(name, STAGED_TAG);
+      try {
+        await core.throttle.run(() => writeFile(path, bytes));
+      } catch (err) {
+        throw ioError("stage data", path, err);
+      }
+      return path;
+    },
+    async removeStaged() {
+      const names = await core.throttle.run(() => readdir(layout.tmp));
+      const staged = names.filter((n) => n.endsWith(`${TMP_TAG_SEPARATOR}${STAGED_TAG}`));
+      for (const n of staged) {
+        await core.throttle.run(() => unlinkIfExists(join(layout.tmp, n))).catch(() => false);
+      }
+    },
+    async scan() {
+      const out = new Map<string, { queue: string; checkedOut: boolean }>();
+      for (const q of core.queues) {
+        for (const n of await core.list(q)) out.set(n, { queue: q, checkedOut: false });
+        for (const n of await core.listCheckedOut(q)) out.set(n, { queue: q, checkedOut: true });
+      }
+      return out;
+    },
+  };
+}
