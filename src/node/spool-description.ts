@@ -1,5 +1,6 @@
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { errnoOf, isErrno } from "../common/errno.js";
 import {
   jsonCodec,
   nameProblem,
@@ -38,8 +39,10 @@ export async function discoverQueues(dir: string): Promise<string[]> {
   try {
     children = await readdir(dir);
   } catch (err) {
-    if (isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR")) return [];
-    throw new SpoolError(SpoolErrorCode.Io, `list ${dir}: ${errno(err)}`, { cause: err });
+    if (isErrno(err, "ENOENT", "ENOTDIR")) return [];
+    throw new SpoolError(SpoolErrorCode.Io, `list ${dir}: ${errnoOf(err) ?? "unknown"}`, {
+      cause: err,
+    });
   }
   const queues: string[] = [];
   for (const child of children) {
@@ -80,12 +83,4 @@ export async function openJsonSpool(
     );
   }
   return Spool.load(dir, jsonSpoolable(found));
-}
-
-function errno(err: unknown): string {
-  return typeof err === "object" && err !== null && "code" in err ? String(err.code) : "unknown";
-}
-
-function isErrno(err: unknown, code: string): boolean {
-  return errno(err) === code;
 }

@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { type FileHandle, mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
 import { dirname } from "node:path";
+import { isErrno } from "../common/errno.js";
 import { writeDataSynced } from "./data.js";
 import { decodeEnvelope, type Envelope, encodeEnvelope } from "./envelope.js";
-import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
+import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
 import {
   createExclusive,
   DirectorySyncer,
@@ -23,10 +24,16 @@ export const DEFAULT_LEASE_MS = 10 * 60_000;
 export const DEFAULT_LEASE_GRACE_MS = 5_000;
 export const DEFAULT_MAX_ATTEMPTS = 5;
 const MAX_NAME_ATTEMPTS = 1000;
-/** See `isExpired`. */
+/**
+ * See `isExpired`.
+ * @internal
+ */
 export const CTIME_QUIET_MS = 1_000;
 
-/** What a checkout read from disk. */
+/**
+ * What a checkout read from disk.
+ * @internal
+ */
 export interface CheckoutRecord<M, Q extends string> {
   queue: Q;
   name: string;
@@ -38,6 +45,7 @@ export interface CheckoutRecord<M, Q extends string> {
   token?: string;
 }
 
+/** @internal */
 export type CheckoutResult<M, Q extends string> =
   | { kind: "ok"; record: CheckoutRecord<M, Q> }
   | { kind: "not_found" };
@@ -46,6 +54,7 @@ export type CheckoutResult<M, Q extends string> =
  * The engine behind Spool, Entry and CheckedOutEntry: the disk operations of the spool
  * protocol (enqueue is in enqueue.ts, the replica operations in replica.ts), each through
  * the throttle. Not part of the public API.
+ * @internal
  */
 export class SpoolCore<M, Q extends string> {
   readonly layout: Layout;
@@ -546,6 +555,7 @@ async function isDir(path: string): Promise<boolean> {
   return st?.isDirectory() ?? false;
 }
 
+/** @internal */
 export function checkLeaseMs(ms: number): void {
   if (!Number.isFinite(ms) || ms <= 0 || ms > 365 * 24 * 3600_000) {
     throw new SpoolError(

@@ -10,6 +10,7 @@ export type DataSource = Uint8Array | string | AsyncIterable<Uint8Array> | Reada
 /**
  * Write `source` to `path`, fsync and close. Streams are written chunk by chunk.
  * Returns the number of bytes written.
+ * @internal
  */
 export async function writeDataSynced(path: string, source: DataSource): Promise<number> {
   const { fh, size } = await writeData(path, source);
@@ -24,6 +25,7 @@ export async function writeDataSynced(path: string, source: DataSource): Promise
 /**
  * Write `source` to `path` and return the still-open handle (not yet fsynced), so the
  * caller can fsync it together with other files. On failure the handle is closed.
+ * @internal
  */
 export async function writeData(
   path: string,

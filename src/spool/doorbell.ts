@@ -19,6 +19,7 @@ export type DoorbellMode = "inotify" | "poll";
  *
  * A reader clears the bell *before* listing the directory, so a change that lands during
  * the listing rings it again and is never missed.
+ * @internal
  */
 export class Doorbell {
   private watcher: FsWatcher | undefined;

@@ -8,6 +8,7 @@ import { validateName } from "./names.js";
 /**
  * Metadata made once the data is written (and so its size and any digest computed while
  * streaming are known). If `make` throws, the enqueue fails and leaves nothing behind.
+ * @internal
  */
 export class DeferredMetadata<M> {
   constructor(readonly make: (written: { size: number }) => M | Promise<M>) {}
@@ -18,6 +19,7 @@ export class DeferredMetadata<M> {
  * and data directory entries durable, then rename the metadata into the queue and fsync
  * the queue directory. Any failure removes every file this call made, registry last.
  * Returns the entry's name.
+ * @internal
  */
 export async function enqueue<M, Q extends string>(
   core: SpoolCore<M, Q>,

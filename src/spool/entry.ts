@@ -1,7 +1,8 @@
 import { rename, stat } from "node:fs/promises";
+import { isErrno } from "../common/errno.js";
 import type { SpoolCore } from "./core.js";
 import { DataFile, writeDataSynced } from "./data.js";
-import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
+import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
 
 /**
  * An entry in a queue, by name. Nothing is checked when it is made; it may be checked out
@@ -52,14 +53,14 @@ export class Entry<M, Q extends string> {
 
 export class DirectEntryOps<M> {
   readonly #core: SpoolCore<M, string>;
+  readonly #path: string;
+  readonly #name: string;
 
   /** @internal */
-  constructor(
-    core: SpoolCore<M, string>,
-    private readonly path: string,
-    private readonly name: string,
-  ) {
+  constructor(core: SpoolCore<M, string>, path: string, name: string) {
     this.#core = core;
+    this.#path = path;
+    this.#name = name;
   }
 
   async contents(): Promise<M> {
@@ -68,7 +69,7 @@ export class DirectEntryOps<M> {
 
   /** Metadata and the spool's own bookkeeping (failed delivery count). */
   async read(): Promise<{ metadata: M; attempts: number }> {
-    const { metadata, envelope } = await this.#core.readMetadataFile(this.path, this.name);
+    const { metadata, envelope } = await this.#core.readMetadataFile(this.#path, this.#name);
     return { metadata, attempts: envelope.attempts };
   }
 
@@ -76,19 +77,19 @@ export class DirectEntryOps<M> {
   async save(metadata: M): Promise<void> {
     const current = await this.read().catch(() => ({ attempts: 0 }));
     const bytes = this.#core.encodeFile(metadata, { attempts: current.attempts });
-    const tmp = this.#core.layout.tmpFile(this.name, "direct");
+    const tmp = this.#core.layout.tmpFile(this.#name, "direct");
     try {
       await this.#core.throttle.run(async () => {
         await writeDataSynced(tmp, bytes);
-        await rename(tmp, this.path);
+        await rename(tmp, this.#path);
       });
     } catch (err) {
-      throw ioError("save", this.path, err);
+      throw ioError("save", this.#path, err);
     }
   }
 
   /** Delete the queue file, the data and the registry file (in that order). */
   remove(): Promise<void> {
-    return this.#core.removeFiles(this.path, this.name);
+    return this.#core.removeFiles(this.#path, this.#name);
   }
 }

@@ -6,6 +6,7 @@
  *
  * `attempts` counts deliveries that ended without a save or remove (an expired lease or an
  * explicit release); it survives saves, so a poison entry reaches the dead-letter queue.
+ * @internal
  */
 export interface Envelope {
   attempts: number;
@@ -13,15 +14,18 @@ export interface Envelope {
 
 const NEWLINE = 0x0a;
 
+/** @internal */
 export function encodeEnvelope(env: Envelope, payload: Uint8Array): Buffer {
   const header = Buffer.from(`${JSON.stringify({ v: 1, attempts: env.attempts })}\n`);
   return Buffer.concat([header, payload]);
 }
 
+/** @internal */
 export type DecodedEnvelope =
   | { ok: true; envelope: Envelope; payload: Buffer }
   | { ok: false; problem: string };
 
+/** @internal */
 export function decodeEnvelope(bytes: Buffer): DecodedEnvelope {
   const nl = bytes.indexOf(NEWLINE);
   if (nl < 0) return { ok: false, problem: "no header line" };

@@ -1,3 +1,4 @@
+import { errnoOf } from "../common/errno.js";
 /**
  * Failures of the spool. Expected outcomes (`not_found`, `nothing_available`, `stopped`,
  * `lease_lost`) are values, not errors; these are for everything that should not happen
@@ -41,20 +42,10 @@ export class SpoolError extends Error {
   }
 }
 
-export function errnoOf(err: unknown): string | undefined {
-  if (typeof err === "object" && err !== null && "code" in err) {
-    const code = (err as { code: unknown }).code;
-    return typeof code === "string" ? code : undefined;
-  }
-  return undefined;
-}
-
-export function isErrno(err: unknown, ...codes: string[]): boolean {
-  const code = errnoOf(err);
-  return code !== undefined && codes.includes(code);
-}
-
-/** Wrap an OS error so the caller sees which operation on which path failed. */
+/**
+ * Wrap an OS error so the caller sees which operation on which path failed.
+ * @internal
+ */
 export function ioError(op: string, path: string, cause: unknown): SpoolError {
   if (cause instanceof SpoolError) return cause;
   const errno = errnoOf(cause) ?? "unknown";

@@ -5,8 +5,8 @@
  * placement, overriding a local holder (see "Replica placement" in index.ts).
  */
 import { readFile } from "node:fs/promises";
+import { isErrno } from "../common/errno.js";
 import { CheckedOutEntry } from "./checked-out-entry.js";
-import { isErrno } from "./errors.js";
 import { statIfExists } from "./fs-ops.js";
 import { readLeaseToken } from "./lease-token.js";
 import { validateName } from "./names.js";

@@ -1,8 +1,11 @@
 import { constants as C } from "node:fs";
 import { type FileHandle, open, rename, stat, unlink, utimes } from "node:fs/promises";
-import { isErrno } from "./errors.js";
+import { isErrno } from "../common/errno.js";
 
-/** Create `path` with O_CREAT|O_EXCL; `exists` when the name is taken. */
+/**
+ * Create `path` with O_CREAT|O_EXCL; `exists` when the name is taken.
+ * @internal
+ */
 export async function createExclusive(path: string): Promise<"created" | "exists"> {
   let fh: FileHandle;
   try {
@@ -15,6 +18,7 @@ export async function createExclusive(path: string): Promise<"created" | "exists
   return "created";
 }
 
+/** @internal */
 export async function unlinkIfExists(path: string): Promise<boolean> {
   try {
     await unlink(path);
@@ -25,7 +29,10 @@ export async function unlinkIfExists(path: string): Promise<boolean> {
   }
 }
 
-/** rename(2), with ENOENT of the source reported as `not_found`. */
+/**
+ * rename(2), with ENOENT of the source reported as `not_found`.
+ * @internal
+ */
 export async function renameIfExists(src: string, dst: string): Promise<"ok" | "not_found"> {
   try {
     await rename(src, dst);
@@ -36,6 +43,7 @@ export async function renameIfExists(src: string, dst: string): Promise<"ok" | "
   }
 }
 
+/** @internal */
 export async function setMtime(path: string, ms: number): Promise<"ok" | "not_found"> {
   try {
     await utimes(path, ms / 1000, ms / 1000);
@@ -46,6 +54,7 @@ export async function setMtime(path: string, ms: number): Promise<"ok" | "not_fo
   }
 }
 
+/** @internal */
 export async function statIfExists(path: string) {
   try {
     return await stat(path);
@@ -55,7 +64,10 @@ export async function statIfExists(path: string) {
   }
 }
 
-/** fsync(2) of a directory, so the names made, renamed or removed in it are durable. */
+/**
+ * fsync(2) of a directory, so the names made, renamed or removed in it are durable.
+ * @internal
+ */
 export async function fsyncDirectory(dir: string): Promise<void> {
   const fh = await open(dir, C.O_RDONLY | C.O_DIRECTORY);
   try {
@@ -69,6 +81,7 @@ export async function fsyncDirectory(dir: string): Promise<void> {
  * fsync(2) of directories with group commit: a caller is satisfied by any fsync of the
  * directory that *started* after it asked. While one fsync runs, every caller that arrives
  * waits for the single next one, so N concurrent operations cost about two fsyncs, not N.
+ * @internal
  */
 export class DirectorySyncer {
   private readonly running = new Map<string, Promise<void>>();

@@ -2,7 +2,8 @@ import { randomBytes } from "node:crypto";
 import { constants as C } from "node:fs";
 import { open, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
-import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
+import { isErrno } from "../common/errno.js";
+import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
 import { fsyncDirectory, unlinkIfExists } from "./fs-ops.js";
 
 /** The spool's identity file, in its root directory. */
@@ -27,12 +28,18 @@ export interface SpoolIdentity {
   readonly made: "created" | "loaded" | "adopted";
 }
 
-/** Names the identity file uses in the root (an empty directory holding only these is new). */
+/**
+ * Names the identity file uses in the root (an empty directory holding only these is new).
+ * @internal
+ */
 export function isIdentityFile(name: string): boolean {
   return name === SPOOL_ID_FILE || name === SPOOL_ID_TMP;
 }
 
-/** The spool's id; undefined when the file does not exist. A malformed file is an error. */
+/**
+ * The spool's id; undefined when the file does not exist. A malformed file is an error.
+ * @internal
+ */
 export async function readSpoolId(root: string): Promise<string | undefined> {
   const path = join(root, SPOOL_ID_FILE);
   let text: string;
@@ -52,7 +59,10 @@ export async function readSpoolId(root: string): Promise<string | undefined> {
   return id;
 }
 
-/** Write a new id: to a tmp file, fsync, rename into place, fsync the root. */
+/**
+ * Write a new id: to a tmp file, fsync, rename into place, fsync the root.
+ * @internal
+ */
 export async function writeSpoolId(root: string): Promise<string> {
   const id = randomBytes(16).toString("hex");
   const tmp = join(root, SPOOL_ID_TMP);

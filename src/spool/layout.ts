@@ -1,14 +1,24 @@
 import { join } from "node:path";
 
-/** Directory names inside a spool. Everything the spool owns starts with a dot. */
+/**
+ * Directory names inside a spool. Everything the spool owns starts with a dot.
+ * @internal
+ */
 export const REGISTRY = ".registry";
+/** @internal */
 export const TMP = ".tmp";
+/** @internal */
 export const DATA = ".data";
+/** @internal */
 export const CHECKOUT = ".checkout";
 
-/** Separator between an entry name and a tag in the spool's own tmp files (`name~tag`). */
+/**
+ * Separator between an entry name and a tag in the spool's own tmp files (`name~tag`).
+ * @internal
+ */
 export const TMP_TAG_SEPARATOR = "~";
 
+/** @internal */
 export class Layout {
   readonly registry: string;
   readonly tmp: string;
@@ -43,7 +53,10 @@ export class Layout {
   }
 }
 
-/** The entry name a tmp file belongs to (`name` or `name~tag`). */
+/**
+ * The entry name a tmp file belongs to (`name` or `name~tag`).
+ * @internal
+ */
 export function entryNameOfTmpFile(file: string): string {
   const i = file.indexOf(TMP_TAG_SEPARATOR);
   return i < 0 ? file : file.slice(0, i);

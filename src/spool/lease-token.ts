@@ -1,14 +1,17 @@
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { constants as C } from "node:fs";
 import { type FileHandle, open, readFile } from "node:fs/promises";
-import { isErrno } from "./errors.js";
+import { isErrno } from "../common/errno.js";
 
 /** Bytes of randomness in a lease token (128 bits). */
 const TOKEN_BYTES = 16;
 /** Longest registry file read back as a lease record; anything longer is not one of ours. */
 const MAX_RECORD_LENGTH = 128;
 
-/** A fresh lease token: 128 random bits, base64url (22 characters). */
+/**
+ * A fresh lease token: 128 random bits, base64url (22 characters).
+ * @internal
+ */
 export function newLeaseToken(): string {
   return randomBytes(TOKEN_BYTES).toString("base64url");
 }
@@ -30,6 +33,7 @@ export function leaseTokensEqual(held: string | undefined, given: string): boole
  * left behind by an earlier checkout (the entry finished, or placed by the replicator,
  * and checked out again) never matches a later one, even in the moment between a new
  * checkout's rename and its own token being written.
+ * @internal
  */
 export interface LeaseRecord {
   token: string;
@@ -40,6 +44,7 @@ export interface LeaseRecord {
  * Replace the registry file's contents with `record` (none: no holder knows the checkout)
  * and set its mtime to `mtimeMs`, through one handle. Never creates the file: a registry
  * file that is gone (a damaged spool) is `not_found`.
+ * @internal
  */
 export async function writeLeaseRecord(
   registryFile: string,
@@ -62,7 +67,10 @@ export async function writeLeaseRecord(
   return "ok";
 }
 
-/** The token kept in a registry file for the checkout file with inode `ino`, if any. */
+/**
+ * The token kept in a registry file for the checkout file with inode `ino`, if any.
+ * @internal
+ */
 export async function readLeaseToken(
   registryFile: string,
   ino: number,

@@ -1,6 +1,6 @@
 import { readdir } from "node:fs/promises";
+import { isErrno } from "../common/errno.js";
 import { sleep } from "../common/sleep.js";
-import { isErrno } from "./errors.js";
 import { createExclusive, renameIfExists, statIfExists, unlinkIfExists } from "./fs-ops.js";
 import { CHECKOUT, DATA, entryNameOfTmpFile, REGISTRY, TMP, TMP_TAG_SEPARATOR } from "./layout.js";
 import { coreOf, type Spool } from "./spool.js";

@@ -2,10 +2,11 @@ import { randomBytes } from "node:crypto";
 import { open, readdir, rename } from "node:fs/promises";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { isErrno } from "../common/errno.js";
 import { CTIME_QUIET_MS, type SpoolCore } from "./core.js";
 import { writeData } from "./data.js";
 import { decodeEnvelope, encodeEnvelope } from "./envelope.js";
-import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
+import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
 import {
   createExclusive,
   renameIfExists,
@@ -84,6 +85,7 @@ const LEASE_TOLERANCE_MS = 1_000;
 const PLACED: PlaceReplicaResult = { kind: "placed" };
 const RACED = { kind: "raced" } as const;
 
+/** @internal */
 export async function inspectReplica<M, Q extends string>(
   core: SpoolCore<M, Q>,
   name: string,
@@ -113,6 +115,7 @@ export async function inspectReplica<M, Q extends string>(
 /**
  * Bring one entry to `placement` with metadata `payload` and `attempts`, whatever its local
  * placement is now. See index.ts ("Replica placement").
+ * @internal
  */
 export async function placeReplica<M, Q extends string>(
   core: SpoolCore<M, Q>,
@@ -239,7 +242,10 @@ export async function placeReplica<M, Q extends string>(
   }
 }
 
-/** Remove an entry wherever it is, overriding any local holder. See index.ts. */
+/**
+ * Remove an entry wherever it is, overriding any local holder. See index.ts.
+ * @internal
+ */
 export async function dropReplica<M, Q extends string>(
   core: SpoolCore<M, Q>,
   name: string,

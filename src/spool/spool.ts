@@ -1,11 +1,12 @@
 import { type FileHandle, open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
+import { isErrno } from "../common/errno.js";
 import { CheckedOutEntry } from "./checked-out-entry.js";
 import { type ExpiredLease, SpoolCore } from "./core.js";
 import type { DataFile, DataSource } from "./data.js";
 import { DeferredMetadata, enqueue } from "./enqueue.js";
 import { Entry } from "./entry.js";
-import { ioError, isErrno, SpoolError, SpoolErrorCode } from "./errors.js";
+import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
 import { statIfExists, unlinkIfExists } from "./fs-ops.js";
 import type { SpoolIdentity } from "./identity.js";
 import { type NameGenerator, validateName } from "./names.js";
@@ -383,6 +384,7 @@ export class Spool<M, Q extends string = string> {
   }
 }
 
+/** @internal */
 export async function runHandler<M, Q extends string, T>(
   co: CheckedOutEntry<M, Q>,
   f: EntryHandler<M, Q, T>,
@@ -421,4 +423,5 @@ export async function runHandler<M, Q extends string, T>(
   return value;
 }
 
+/** @internal */
 export { coreOf };

@@ -32,7 +32,10 @@ export class Semaphore implements Throttle {
   }
 }
 
-/** The default: 256 operations at once, well under the usual 1024 open-file limit. */
+/**
+ * The default: 256 operations at once, well under the usual 1024 open-file limit.
+ * @internal
+ */
 export function defaultThrottle(): Throttle {
   return new Semaphore(256);
 }

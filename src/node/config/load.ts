@@ -1,6 +1,6 @@
 import { accessSync, constants, readFileSync } from "node:fs";
 import type { z } from "zod";
-import { errnoOf } from "../../spool/errors.js";
+import { errnoOf } from "../../common/errno.js";
 import type { Config } from "./config.js";
 import { ConfigError, ConfigErrorCode, type ConfigProblem, problem, show } from "./errors.js";
 import { closest, configKeys, keysAt } from "./keys.js";

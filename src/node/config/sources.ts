@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
-import { errnoOf } from "../../spool/errors.js";
+import { errnoOf } from "../../common/errno.js";
 import { ConfigErrorCode, type ConfigProblem, problem } from "./errors.js";
 import {
   CONFIG_FILE_ENV,
