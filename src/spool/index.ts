@@ -1,3 +1,4 @@
+// biome-ignore-all assist/source/organizeImports: the exports follow the design, layer by layer
 /**
  * # The geospool spool
  *
@@ -52,7 +53,7 @@
  *   entry is never delivered again. These fsyncs are group-committed like enqueue's.
  * - Lease tokens: each checkout gets 128 random bits (`CheckedOutEntry.leaseToken`), written
  *   with the checkout file's inode into the registry file, so another process, or the same
- *   one restarted, can tell its holder (`checkedOutUnsafe` reads it back; compare with
+ *   one restarted, can tell its holder (`Expert.checkedOutUnsafe` reads it back; compare with
  *   `leaseTokensEqual`, in constant time). A token never repeats, and counts only for the
  *   inode it was made for, so an earlier holder's token never matches a later checkout;
  *   a replica placement clears it. It is not fsynced, deliberately: the checkout rename is
@@ -63,8 +64,9 @@
  * - Leases: `expireLeases` (run by queue readers while they wait, by `startLeaseReaper`, and
  *   by the monitor's repair) returns each checkout whose deadline plus grace has passed to
  *   its queue with its failed-delivery count raised by one, or to the dead-letter queue once
- *   the count reaches `maxAttempts`. Reapers claim an entry with an O_EXCL file first, so
- *   any number of them may run at once.
+ *   the count reaches `maxAttempts`. A reaper takes the checkout by rename, as a finish does
+ *   (`<queue>/.checkout/<name>` to `<name>~<tag>`), so of any number of reapers and a late
+ *   holder exactly one acts; the others see it gone.
  * - `list(queue)` is sorted by name; the default names sort by creation time, so readers
  *   go first-in first-out. One limit, as in Multispool: a directory listing is not an
  *   atomic snapshot once the directory outgrows one getdents(2) buffer (about 1,000 to
@@ -78,10 +80,11 @@
  * - `Monitor.fsck` reports entries that are too old, orphaned or duplicated, and expired
  *   leases; `repair` fixes what is safe and reports the rest.
  *
- * ## Replica placement
+ * ## Replica placement (Expert)
  *
  * For the replicator, which brings an entry to a state folded from a replicated journal
- * whatever its local placement: `inspectReplica(name)` reports `absent`, `in_flux` (a
+ * whatever its local placement (`Expert.replicaSpool(spool)` is its view of the spool):
+ * `inspectReplica(name)` reports `absent`, `in_flux` (a
  * registry file but no metadata file in any queue or checkout: an enqueue, remove or finish
  * under way, or a crash remnant) or `present` with its queue, checkout deadline, attempts
  * and the raw codec bytes of its metadata (never decoded). `placeReplica` takes a present
@@ -101,60 +104,19 @@
  *
  * Expected outcomes (`not_found`, `nothing_available`, `stopped`, `lease_lost`) are values;
  * failures are `SpoolError`s with a stable `code`.
+ *
+ * ## The API, in layers
+ *
+ * As in Multispool: the spool (`Spool`, made from a `Spoolable`), its entries (`Entry`,
+ * `DataFile`), a checked-out entry (`CheckedOutEntry`), queue readers (`QueueReader`), then,
+ * fenced off, `Expert`: what breaks a rule the rest keeps (the `*Unsafe` reads of checkouts
+ * another holder owns, and the replica operations above), and last the `Monitor`. Unlike
+ * Multispool, checkout is in the safe API: a lease bounds it, so a checkout never strands an
+ * entry. The build strips what is tagged internal, so the declarations of the package's
+ * `./spool` export hold only what this file exports.
  */
-export { CheckedOutEntry, type FinishResult } from "./checked-out-entry.js";
-export {
-  DEFAULT_LEASE_GRACE_MS,
-  DEFAULT_LEASE_MS,
-  DEFAULT_MAX_ATTEMPTS,
-  type ExpiredLease,
-} from "./core.js";
-export { DataFile, type DataSource } from "./data.js";
-export type { DoorbellMode } from "./doorbell.js";
-export { DirectEntryOps, Entry } from "./entry.js";
-export { SpoolError, SpoolErrorCode } from "./errors.js";
-export * as Expert from "./expert.js";
-export { SPOOL_ID_FILE, type SpoolIdentity } from "./identity.js";
-export { leaseTokensEqual } from "./lease-token.js";
-export {
-  DEFAULT_ALERT_AFTER_CYCLES,
-  DEFAULT_CHECK_EVERY_MS,
-  DEFAULT_MAX_CHECKED_OUT_AGE_MS,
-  DEFAULT_MAX_TMP_FILE_AGE_MS,
-  describeProblem,
-  dirLabel,
-  type FileWithMtime,
-  type Limits,
-  Monitor,
-  type MonitorEvent,
-  type Problem,
-  problemKey,
-  type RepairAction,
-  type RepairReport,
-  type SpoolDir,
-} from "./monitor.js";
-export {
-  lexicographicTimeNames,
-  MAX_NAME_LENGTH,
-  type NameGenerator,
-  nameProblem,
-  timeSortableNames,
-  validateName,
-} from "./names.js";
-export {
-  type DequeueAvailableResult,
-  type DequeueResult,
-  QueueReader,
-  type QueueReaderOptions,
-} from "./queue-reader.js";
-export type {
-  DropReplicaResult,
-  PlaceReplicaResult,
-  ReplicaData,
-  ReplicaInspection,
-  ReplicaPlacement,
-} from "./replica.js";
-export type { ReplicaSpool } from "./replica-spool.js";
+
+// The spool, and what it is made of.
 export {
   type CheckoutOptions,
   type CheckoutOutcome,
@@ -173,4 +135,69 @@ export {
   type Spoolable,
   textCodec,
 } from "./spoolable.js";
+export {
+  lexicographicTimeNames,
+  MAX_NAME_LENGTH,
+  type NameGenerator,
+  nameProblem,
+  timeSortableNames,
+  validateName,
+} from "./names.js";
+export { SPOOL_ID_FILE, type SpoolIdentity } from "./identity.js";
 export { Semaphore, type Throttle } from "./throttle.js";
+export {
+  DEFAULT_LEASE_GRACE_MS,
+  DEFAULT_LEASE_MS,
+  DEFAULT_MAX_ATTEMPTS,
+  type ExpiredLease,
+} from "./core.js";
+
+// An entry in a queue, and its data.
+export { DirectEntryOps, Entry } from "./entry.js";
+export { DataFile, type DataSource } from "./data.js";
+
+// An entry this process holds.
+export { CheckedOutEntry, type FinishResult } from "./checked-out-entry.js";
+export { leaseTokensEqual } from "./lease-token.js";
+
+// Reading a queue.
+export {
+  type DequeueAvailableResult,
+  type DequeueResult,
+  QueueReader,
+  type QueueReaderOptions,
+} from "./queue-reader.js";
+export type { DoorbellMode } from "./doorbell.js";
+
+// Fenced off: the unsafe reads and the replica operations.
+export * as Expert from "./expert.js";
+export type {
+  DropReplicaResult,
+  PlaceReplicaResult,
+  ReplicaData,
+  ReplicaInspection,
+  ReplicaPlacement,
+} from "./replica.js";
+export type { ReplicaSpool } from "./replica-spool.js";
+
+// Consistency checks.
+export {
+  DEFAULT_ALERT_AFTER_CYCLES,
+  DEFAULT_CHECK_EVERY_MS,
+  DEFAULT_MAX_CHECKED_OUT_AGE_MS,
+  DEFAULT_MAX_TMP_FILE_AGE_MS,
+  describeProblem,
+  dirLabel,
+  type FileWithMtime,
+  type Limits,
+  Monitor,
+  type MonitorEvent,
+  type Problem,
+  problemKey,
+  type RepairAction,
+  type RepairReport,
+  type SpoolDir,
+} from "./monitor.js";
+
+// Failures.
+export { SpoolError, SpoolErrorCode } from "./errors.js";
