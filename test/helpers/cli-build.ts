@@ -4,6 +4,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { type ProcessResult, runProcess } from "./run-process.js";
 
 const SRC = fileURLToPath(new URL("../../src", import.meta.url));
 const NODE_MODULES = fileURLToPath(new URL("../../node_modules", import.meta.url));
@@ -53,11 +54,7 @@ export async function buildCli(): Promise<{ main: string; cleanup(): Promise<voi
   return { main, cleanup: () => rm(build, { recursive: true, force: true }) };
 }
 
-export interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+export type CliResult = ProcessResult;
 
 /** Run the built CLI (`main` from `buildCli`) to completion, with `input` on its stdin. */
 export function runBuiltCli(
@@ -65,23 +62,7 @@ export function runBuiltCli(
   args: readonly string[],
   options: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {},
 ): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [main, ...args], {
-      cwd: options.cwd,
-      env: options.env ?? process.env,
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(options.input ?? "");
-  });
+  return runProcess(process.execPath, [main, ...args], options);
 }
 
 /** The `{"error":{code,message}}` line a `--json` command printed last on stderr. */

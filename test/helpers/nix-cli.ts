@@ -1,7 +1,8 @@
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { APP_PATH, fixturePath, NIX_XZ, TEST_KEY } from "./cache-fixtures.js";
+import { type ProcessResult, runProcess } from "./run-process.js";
 
 /**
  * The real `nix` binary (Debian's nix-bin, Nix 2.8), run daemonless as in CI: no sandbox,
@@ -13,11 +14,7 @@ export const HAVE_NIX = spawnSync("nix", ["--version"], { stdio: "ignore" }).sta
 export const NO_NIX_MESSAGE =
   "skipped: the nix binary is not installed (apt-get install nix-bin); .ci/run installs it";
 
-export interface NixResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+export type NixResult = ProcessResult;
 
 export function nixEnv(scratch: string): NodeJS.ProcessEnv {
   return {
@@ -33,20 +30,7 @@ export function runNix(
   scratch: string,
   options: { command?: string; input?: string } = {},
 ): Promise<NixResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(options.command ?? "nix", args, { env: nixEnv(scratch) });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(options.input ?? "");
-  });
+  return runProcess(options.command ?? "nix", args, { env: nixEnv(scratch), input: options.input });
 }
 
 /** Copy `paths` (default: the fixture app's closure) from the xz fixture cache into `store`. */

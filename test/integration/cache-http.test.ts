@@ -9,8 +9,15 @@ import {
   silentLogger,
   startHttpServer,
 } from "../../src/node/observability/index.js";
-import { fixturePath, GUIX, NIX_XZ, readFixture } from "../helpers/cache-fixtures.js";
-import { HAVE_NIX, NO_NIX_MESSAGE, runNix } from "../helpers/nix-cli.js";
+import {
+  APP_PATH,
+  fixturePath,
+  GUIX,
+  NIX_XZ,
+  readFixture,
+  TEST_KEY,
+} from "../helpers/cache-fixtures.js";
+import { HAVE_NIX, NO_NIX_MESSAGE, nixCopyFrom, runNix } from "../helpers/nix-cli.js";
 import { get, rawHttp } from "../helpers/raw-http.js";
 import { useTempDir } from "../helpers/tmp.js";
 
@@ -153,27 +160,10 @@ describe("binary-cache routes", () => {
 
   describe.skipIf(!HAVE_NIX)("with the real nix (2.8)", () => {
     const dir = useTempDir("geospool-cache-http-");
-    const KEY = readFixture("nix-2.8-test-key.public").toString().trim();
-    const APP_PATH = `/nix/store/${APP}-geo-app`;
 
     it("nix copy --from the node, signatures required, brings the closure", async () => {
       const store = join(dir.path, "store");
-      const copy = await runNix(
-        [
-          "copy",
-          "--from",
-          `http://127.0.0.1:${nixPort}`,
-          "--to",
-          store,
-          "--option",
-          "require-sigs",
-          "true",
-          "--trusted-public-keys",
-          KEY,
-          APP_PATH,
-        ],
-        dir.path,
-      );
+      const copy = await nixCopyFrom(dir.path, `http://127.0.0.1:${nixPort}`, store, TEST_KEY);
       expect(copy.code, copy.stderr).toBe(0);
       expect(
         (await readdir(join(store, "nix/store"))).filter((f) => f !== ".links").sort(),
@@ -182,7 +172,7 @@ describe("binary-cache routes", () => {
         "l493h11hsb577v1lhgwxzcmxh4q2m02w-geo-app",
       ]);
       const verify = await runNix(
-        ["store", "verify", "--store", store, "--trusted-public-keys", KEY, APP_PATH],
+        ["store", "verify", "--store", store, "--trusted-public-keys", TEST_KEY, APP_PATH],
         dir.path,
       );
       expect(verify.code, verify.stderr).toBe(0);

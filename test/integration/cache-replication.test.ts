@@ -3,16 +3,24 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { parseNarinfo } from "../../src/cache/narinfo.js";
 import {
-  fixturePath,
   GUIX,
   NIX_XZ,
   NIX_ZSTD,
   narinfoFixtures,
   readFixture,
+  TEST_KEY,
 } from "../helpers/cache-fixtures.js";
 import { startTestCluster, type TestCluster } from "../helpers/cluster.js";
-import { HAVE_NIX, NO_NIX_MESSAGE, runNix } from "../helpers/nix-cli.js";
-import { get, rawHttp } from "../helpers/raw-http.js";
+import {
+  HAVE_NIX,
+  NO_NIX_MESSAGE,
+  nixCopyFrom,
+  nixCopyTo,
+  runNix,
+  seedStore,
+  writeNetrc,
+} from "../helpers/nix-cli.js";
+import { get, put, rawHttp } from "../helpers/raw-http.js";
 import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
@@ -23,8 +31,6 @@ if (!HAVE_NIX) console.warn(`cache-replication: ${NO_NIX_MESSAGE}`);
 
 const UPLOAD_TOKEN = "upload-token-0123456789abcdef";
 const PEER_TOKEN = "peer-token-0123456789abcdef0";
-const TEST_KEY = readFixture("nix-2.8-test-key.public").toString().trim();
-const APP_PATH = "/nix/store/l493h11hsb577v1lhgwxzcmxh4q2m02w-geo-app";
 
 const dir = useSuiteTempDir("geospool-cache-repl-");
 let cluster: TestCluster | undefined;
@@ -77,26 +83,9 @@ describe.skipIf(!HAVE_NIX)("the binary cache across two nodes", () => {
     const a = `http://127.0.0.1:${cluster!.node(0).httpPort}`;
     const b = `http://127.0.0.1:${cluster!.node(1).httpPort}`;
     const local = join(dir.path, "local");
-    const seeded = await runNix(
-      [
-        "copy",
-        "--from",
-        `file://${fixturePath(NIX_XZ)}`,
-        "--to",
-        local,
-        "--trusted-public-keys",
-        TEST_KEY,
-        APP_PATH,
-      ],
-      dir.path,
-    );
-    expect(seeded.code, seeded.stderr).toBe(0);
-    const netrc = join(dir.path, "netrc");
-    await writeFile(netrc, `machine 127.0.0.1 login uploader password ${UPLOAD_TOKEN}\n`);
-    const up = await runNix(
-      ["copy", "--from", local, "--to", a, "--option", "netrc-file", netrc, APP_PATH],
-      dir.path,
-    );
+    await seedStore(dir.path, local);
+    const netrc = await writeNetrc(join(dir.path, "netrc"), UPLOAD_TOKEN);
+    const up = await nixCopyTo(dir.path, local, a, netrc);
     expect(up.code, up.stderr).toBe(0);
 
     const port = cluster!.node(1).httpPort;
@@ -109,22 +98,7 @@ describe.skipIf(!HAVE_NIX)("the binary cache across two nodes", () => {
         { timeout: 60_000, interval: 200 },
       );
     }
-    const down = await runNix(
-      [
-        "copy",
-        "--from",
-        b,
-        "--to",
-        join(dir.path, "fresh"),
-        "--option",
-        "require-sigs",
-        "true",
-        "--trusted-public-keys",
-        TEST_KEY,
-        APP_PATH,
-      ],
-      dir.path,
-    );
+    const down = await nixCopyFrom(dir.path, b, join(dir.path, "fresh"), TEST_KEY);
     expect(down.code, down.stderr).toBe(0);
     const absent = await runNix(
       ["path-info", "--store", b, "/nix/store/aaaah11hsb577v1lhgwxzcmxh4q2m02w-nope"],
@@ -138,16 +112,9 @@ describe.skipIf(!HAVE_NIX)("the binary cache across two nodes", () => {
     const upload = (i: number, cache: string) => {
       const bytes = readFixture(cache, file);
       const url = parseNarinfo(bytes).url;
-      const put = (path: string, body: Buffer, close: boolean) =>
-        Buffer.concat([
-          Buffer.from(
-            `PUT ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${UPLOAD_TOKEN}\r\n${close ? "Connection: close\r\n" : ""}Content-Length: ${body.length}\r\n\r\n`,
-          ),
-          body,
-        ]);
       return rawHttp(cluster!.node(i).httpPort, [
-        put(`/${url}`, readFixture(cache, url), false),
-        put(`/${file}`, bytes, true),
+        put(`/${url}`, readFixture(cache, url), UPLOAD_TOKEN),
+        put(`/${file}`, bytes, UPLOAD_TOKEN, true),
       ]);
     };
     const [onA, onB] = await Promise.all([upload(0, NIX_XZ), upload(1, NIX_ZSTD)]);
@@ -175,19 +142,12 @@ describe.skipIf(!HAVE_NIX)("the binary cache across two nodes", () => {
   }, 120_000);
 
   it("Guix narinfos uploaded with curl-style PUTs to node 1 are served byte for byte by node 2, pipelined", async () => {
-    const put = (path: string, body: Buffer) =>
-      Buffer.concat([
-        Buffer.from(
-          `PUT ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${UPLOAD_TOKEN}\r\nContent-Length: ${body.length}\r\n\r\n`,
-        ),
-        body,
-      ]);
     const fixtures = narinfoFixtures(GUIX);
     const requests: Buffer[] = [];
     for (const [file, bytes] of fixtures) {
       for (const f of parseNarinfo(bytes).files)
-        requests.push(put(`/${f.url}`, readFixture(GUIX, f.url)));
-      requests.push(put(`/${file}`, bytes));
+        requests.push(put(`/${f.url}`, readFixture(GUIX, f.url), UPLOAD_TOKEN));
+      requests.push(put(`/${file}`, bytes, UPLOAD_TOKEN));
     }
     const answers = await rawHttp(cluster!.node(0).httpPort, [
       ...requests,

@@ -24,14 +24,23 @@ import {
 } from "../../src/node/observability/index.js";
 import { jsonCodec, Spool } from "../../src/spool/index.js";
 import {
-  fixturePath,
+  APP_PATH,
   GUIX,
   NIX_XZ,
   narinfoFixtures,
   readFixture,
+  TEST_KEY,
 } from "../helpers/cache-fixtures.js";
-import { HAVE_NIX, NO_NIX_MESSAGE, runNix } from "../helpers/nix-cli.js";
-import { get, rawHttp } from "../helpers/raw-http.js";
+import {
+  HAVE_NIX,
+  NO_NIX_MESSAGE,
+  nixCopyFrom,
+  nixCopyTo,
+  runNix,
+  seedStore,
+  writeNetrc,
+} from "../helpers/nix-cli.js";
+import { get, rawHttp, put as rawPut } from "../helpers/raw-http.js";
 import { useTempDir } from "../helpers/tmp.js";
 
 /**
@@ -40,12 +49,10 @@ import { useTempDir } from "../helpers/tmp.js";
  * rejected with a reason and never served.
  */
 const TOKEN = "upload-token-0123456789abcdef";
-const TEST_KEY = readFixture("nix-2.8-test-key.public").toString().trim();
 const NODE_KEY = generateNixKey("node-1");
 const GUIX_KEY = parseGuixPublicKeys(
   "(public-key (ecc (curve Ed25519) (q #239E994B9C3302A466FD5034D7FF90FEA287312BA1093E72DD195D036100C1FC#)))",
 );
-const APP_PATH = "/nix/store/l493h11hsb577v1lhgwxzcmxh4q2m02w-geo-app";
 
 const dir = useTempDir("geospool-cache-upload-");
 let server: HttpServer | undefined;
@@ -126,19 +133,9 @@ async function startCache(
   return { port: server.port, cache };
 }
 
-function put(
-  path: string,
-  body: Buffer | string,
-  /** null: no Authorization header. */
-  token: string | null = TOKEN,
-  close = false,
-): Buffer {
-  const auth =
-    (token === null ? "" : `Authorization: Bearer ${token}\r\n`) +
-    (close ? "Connection: close\r\n" : "");
-  const bytes = typeof body === "string" ? Buffer.from(body) : body;
-  const head = `PUT ${path} HTTP/1.1\r\nHost: x\r\n${auth}Content-Length: ${bytes.length}\r\n\r\n`;
-  return Buffer.concat([Buffer.from(head, "latin1"), bytes]);
+/** A raw PUT with the upload token (null: no Authorization header). */
+function put(path: string, body: Buffer | string, token: string | null = TOKEN, close = false) {
+  return rawPut(path, body, token, close);
 }
 
 async function narinfos(cache: string): Promise<string[]> {
@@ -243,48 +240,18 @@ describe("uploads over HTTP", () => {
   });
 
   describe.skipIf(!HAVE_NIX)("with the real nix (2.8)", () => {
-    async function netrc(token: string): Promise<string> {
-      const path = join(dir.path, "netrc");
-      await writeFile(path, `machine 127.0.0.1 login uploader password ${token}\n`);
-      return path;
-    }
+    const netrc = (token: string) => writeNetrc(join(dir.path, "netrc"), token);
 
     async function localStoreWithApp(): Promise<string> {
       const store = join(dir.path, "local");
-      const r = await runNix(
-        [
-          "copy",
-          "--from",
-          `file://${fixturePath(NIX_XZ)}`,
-          "--to",
-          store,
-          "--trusted-public-keys",
-          TEST_KEY,
-          APP_PATH,
-        ],
-        dir.path,
-      );
-      expect(r.code, r.stderr).toBe(0);
+      await seedStore(dir.path, store);
       return store;
     }
 
     it("nix copy --to the node uploads a signed closure that nix copy --from brings back", async () => {
       const { port, cache } = await startCache("require");
       const local = await localStoreWithApp();
-      const up = await runNix(
-        [
-          "copy",
-          "--from",
-          local,
-          "--to",
-          `http://127.0.0.1:${port}`,
-          "--option",
-          "netrc-file",
-          await netrc(TOKEN),
-          APP_PATH,
-        ],
-        dir.path,
-      );
+      const up = await nixCopyTo(dir.path, local, `http://127.0.0.1:${port}`, await netrc(TOKEN));
       expect(up.code, up.stderr).toBe(0);
       expect(await narinfos(cache)).toEqual([
         "3wwj8mpk0lbnanhsfxw3m2birs5gl6xx.narinfo",
@@ -296,21 +263,11 @@ describe("uploads over HTTP", () => {
       expect(checkNarinfoSignatures(served, [parseNixPublicKey(TEST_KEY)])).toEqual([
         { kind: "valid", keyName: "geospool-testdata-1" },
       ]);
-      const down = await runNix(
-        [
-          "copy",
-          "--from",
-          `http://127.0.0.1:${port}`,
-          "--to",
-          join(dir.path, "fresh"),
-          "--option",
-          "require-sigs",
-          "true",
-          "--trusted-public-keys",
-          TEST_KEY,
-          APP_PATH,
-        ],
+      const down = await nixCopyFrom(
         dir.path,
+        `http://127.0.0.1:${port}`,
+        join(dir.path, "fresh"),
+        TEST_KEY,
       );
       expect(down.code, down.stderr).toBe(0);
     });
@@ -318,41 +275,18 @@ describe("uploads over HTTP", () => {
     it("nix copy --to and --from through a spool-backed store: one entry per nar", async () => {
       const { port } = await startCache("require", "spool");
       const local = await localStoreWithApp();
-      const up = await runNix(
-        [
-          "copy",
-          "--from",
-          local,
-          "--to",
-          `http://127.0.0.1:${port}`,
-          "--option",
-          "netrc-file",
-          await netrc(TOKEN),
-          APP_PATH,
-        ],
-        dir.path,
-      );
+      const up = await nixCopyTo(dir.path, local, `http://127.0.0.1:${port}`, await netrc(TOKEN));
       expect(up.code, up.stderr).toBe(0);
       const spool = await Spool.load(join(dir.path, "spool"), {
         metadata: jsonCodec<unknown>(),
         queues: ["cache"],
       });
       expect(await spool.list("cache")).toHaveLength(2);
-      const down = await runNix(
-        [
-          "copy",
-          "--from",
-          `http://127.0.0.1:${port}`,
-          "--to",
-          join(dir.path, "fresh"),
-          "--option",
-          "require-sigs",
-          "true",
-          "--trusted-public-keys",
-          TEST_KEY,
-          APP_PATH,
-        ],
+      const down = await nixCopyFrom(
         dir.path,
+        `http://127.0.0.1:${port}`,
+        join(dir.path, "fresh"),
+        TEST_KEY,
       );
       expect(down.code, down.stderr).toBe(0);
       const info = await runNix(
@@ -384,19 +318,12 @@ describe("uploads over HTTP", () => {
       expect(added.code, added.stderr).toBe(0);
       const path = added.stdout.trim();
       const strict = await startCache("require");
-      const refused = await runNix(
-        [
-          "copy",
-          "--from",
-          local,
-          "--to",
-          `http://127.0.0.1:${strict.port}`,
-          "--option",
-          "netrc-file",
-          await netrc(TOKEN),
-          path,
-        ],
+      const refused = await nixCopyTo(
         dir.path,
+        local,
+        `http://127.0.0.1:${strict.port}`,
+        await netrc(TOKEN),
+        [path],
       );
       expect(refused.code).not.toBe(0);
       expect(await narinfos(strict.cache)).toEqual([]);
@@ -408,19 +335,12 @@ describe("uploads over HTTP", () => {
       await rm(strict.cache, { recursive: true });
 
       const signing = await startCache("sign");
-      const ok = await runNix(
-        [
-          "copy",
-          "--from",
-          local,
-          "--to",
-          `http://127.0.0.1:${signing.port}`,
-          "--option",
-          "netrc-file",
-          await netrc(TOKEN),
-          path,
-        ],
+      const ok = await nixCopyTo(
         dir.path,
+        local,
+        `http://127.0.0.1:${signing.port}`,
+        await netrc(TOKEN),
+        [path],
       );
       expect(ok.code, ok.stderr).toBe(0);
       const [file] = await narinfos(signing.cache);

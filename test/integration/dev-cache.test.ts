@@ -3,8 +3,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { type DevCluster, startDevCluster } from "../../src/node/dev-cluster.js";
 import { silentLogger } from "../../src/node/observability/index.js";
-import { fixturePath, NIX_XZ, readFixture } from "../helpers/cache-fixtures.js";
-import { HAVE_NIX, NO_NIX_MESSAGE, runNix } from "../helpers/nix-cli.js";
+import { HAVE_NIX, NO_NIX_MESSAGE, nixCopyFrom, nixCopyTo, seedStore } from "../helpers/nix-cli.js";
 import { get, rawHttp } from "../helpers/raw-http.js";
 import { useSuiteTempDir } from "../helpers/tmp.js";
 
@@ -52,37 +51,9 @@ describe.skipIf(!HAVE_NIX)("the dev cluster's binary cache", () => {
     });
     const { cache, nodes } = cluster;
     expect(cache.publicKey).toMatch(/^geospool-dev-1:/);
-    const testKey = readFixture("nix-2.8-test-key.public").toString().trim();
-    const app = "/nix/store/l493h11hsb577v1lhgwxzcmxh4q2m02w-geo-app";
     const local = join(dir.path, "local");
-    const seeded = await runNix(
-      [
-        "copy",
-        "--from",
-        `file://${fixturePath(NIX_XZ)}`,
-        "--to",
-        local,
-        "--trusted-public-keys",
-        testKey,
-        app,
-      ],
-      dir.path,
-    );
-    expect(seeded.code, seeded.stderr).toBe(0);
-    const up = await runNix(
-      [
-        "copy",
-        "--from",
-        local,
-        "--to",
-        `http://${nodes[0]!.http}`,
-        "--option",
-        "netrc-file",
-        cache.netrcFile,
-        app,
-      ],
-      dir.path,
-    );
+    await seedStore(dir.path, local);
+    const up = await nixCopyTo(dir.path, local, `http://${nodes[0]!.http}`, cache.netrcFile);
     expect(up.code, up.stderr).toBe(0);
     const port = Number(nodes[1]!.http.split(":")[1]);
     await vi.waitFor(
@@ -96,21 +67,11 @@ describe.skipIf(!HAVE_NIX)("the dev cluster's binary cache", () => {
       },
       { timeout: 60_000, interval: 200 },
     );
-    const down = await runNix(
-      [
-        "copy",
-        "--from",
-        `http://${nodes[1]!.http}`,
-        "--to",
-        join(dir.path, "fresh"),
-        "--option",
-        "require-sigs",
-        "true",
-        "--trusted-public-keys",
-        cache.publicKey,
-        app,
-      ],
+    const down = await nixCopyFrom(
       dir.path,
+      `http://${nodes[1]!.http}`,
+      join(dir.path, "fresh"),
+      cache.publicKey,
     );
     expect(down.code, down.stderr).toBe(0);
   }, 240_000);

@@ -1,5 +1,4 @@
 import { once } from "node:events";
-import { mkdir, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -21,9 +20,16 @@ import {
 import { nodeEntryCodec } from "../../src/node/service/entry-meta.js";
 import type { NodeSpool } from "../../src/node/service/spool-service.js";
 import { Spool, timeSortableNames } from "../../src/spool/index.js";
-import { fixturePath, NIX_XZ, readFixture } from "../helpers/cache-fixtures.js";
-import { HAVE_NIX, NO_NIX_MESSAGE, runNix } from "../helpers/nix-cli.js";
-import { get, rawHttp } from "../helpers/raw-http.js";
+import { NIX_XZ, readFixture, TEST_KEY } from "../helpers/cache-fixtures.js";
+import {
+  HAVE_NIX,
+  NO_NIX_MESSAGE,
+  nixCopyFrom,
+  nixCopyTo,
+  seedStore,
+  writeNetrc,
+} from "../helpers/nix-cli.js";
+import { get, put, rawHttp } from "../helpers/raw-http.js";
 import { useTempDir } from "../helpers/tmp.js";
 
 /**
@@ -34,8 +40,6 @@ import { useTempDir } from "../helpers/tmp.js";
  */
 const UPLOAD_TOKEN = "upload-token-0123456789abcdef";
 const WORKER_TOKEN = "worker-token-0123456789abcdef";
-const TEST_KEY = readFixture("nix-2.8-test-key.public").toString().trim();
-const APP_PATH = "/nix/store/l493h11hsb577v1lhgwxzcmxh4q2m02w-geo-app";
 const authorizer = new Authorizer([
   {
     name: "uploader",
@@ -105,11 +109,6 @@ async function startCache(
   });
   running.push({ cache, http });
   return { port: http.port, spool, cache };
-}
-
-function put(path: string, body: Buffer, token: string): Buffer {
-  const head = `PUT ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Length: ${body.length}\r\n\r\n`;
-  return Buffer.concat([Buffer.from(head), body]);
 }
 
 describe("a node's binary cache", () => {
@@ -218,54 +217,16 @@ describe("a node's binary cache", () => {
     async () => {
       const a = await startCache("eu-1");
       const local = join(dir.path, "local");
-      const seeded = await runNix(
-        [
-          "copy",
-          "--from",
-          `file://${fixturePath(NIX_XZ)}`,
-          "--to",
-          local,
-          "--trusted-public-keys",
-          TEST_KEY,
-          APP_PATH,
-        ],
-        dir.path,
-      );
-      expect(seeded.code, seeded.stderr).toBe(0);
-      await mkdir(join(dir.path, "etc"), { recursive: true });
-      const netrc = join(dir.path, "etc", "netrc");
-      await writeFile(netrc, `machine 127.0.0.1 login uploader password ${UPLOAD_TOKEN}\n`);
-      const up = await runNix(
-        [
-          "copy",
-          "--from",
-          local,
-          "--to",
-          `http://127.0.0.1:${a.port}`,
-          "--option",
-          "netrc-file",
-          netrc,
-          APP_PATH,
-        ],
-        dir.path,
-      );
+      await seedStore(dir.path, local);
+      const netrc = await writeNetrc(join(dir.path, "etc", "netrc"), UPLOAD_TOKEN);
+      const up = await nixCopyTo(dir.path, local, `http://127.0.0.1:${a.port}`, netrc);
       expect(up.code, up.stderr).toBe(0);
       expect(await a.spool.list("cache")).toHaveLength(2);
-      const down = await runNix(
-        [
-          "copy",
-          "--from",
-          `http://127.0.0.1:${a.port}`,
-          "--to",
-          join(dir.path, "fresh"),
-          "--option",
-          "require-sigs",
-          "true",
-          "--trusted-public-keys",
-          TEST_KEY,
-          APP_PATH,
-        ],
+      const down = await nixCopyFrom(
         dir.path,
+        `http://127.0.0.1:${a.port}`,
+        join(dir.path, "fresh"),
+        TEST_KEY,
       );
       expect(down.code, down.stderr).toBe(0);
     },
