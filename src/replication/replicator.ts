@@ -1,5 +1,6 @@
 import { type FSWatcher, watch } from "node:fs";
-import pino, { type Logger } from "pino";
+import type { Logger } from "pino";
+import { componentLogger } from "../common/logger.js";
 import { ApplyStream, ensureApplySlot } from "./apply-stream.js";
 import { EntrySync } from "./entry-sync.js";
 import { HybridLogicalClock } from "./hlc.js";
@@ -67,7 +68,7 @@ export class Replicator {
   private loop: Promise<void> | undefined;
 
   constructor(private readonly opts: ReplicatorOptions) {
-    this.log = (opts.logger ?? pino({ level: "silent" })).child({ component: "replicator" });
+    this.log = componentLogger(opts.logger, "replicator");
     this.clock = opts.clock ?? Date.now;
     this.hlc = new HybridLogicalClock(this.clock);
     this.schedule = new SyncSchedule(this.clock);
