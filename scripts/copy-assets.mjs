@@ -8,8 +8,8 @@ import { fileURLToPath } from "node:url";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const src = join(root, "src");
 const dist = join(root, "dist");
-// SQL migrations and descriptor sets anywhere; generated JS and its types (tsc does not
-// emit .js sources) from generated/ folders.
+// SQL migrations (src/db/sql) and descriptor sets wherever they are; generated JS and its
+// types (tsc does not emit .js sources) from generated/ folders.
 const isAsset = (path) =>
   /\.(sql|binpb)$/.test(path) || /[\\/]generated[\\/][^\\/]+\.(js|d\.ts)$/.test(path);
 

@@ -1,6 +1,6 @@
 import pg from "pg";
 import type { Logger } from "pino";
-import { migrate } from "../replication/migrate.js";
+import { migrate } from "../db/migrate.js";
 import { Monitor, Spool, timeSortableNames } from "../spool/index.js";
 import { Authorizer } from "./auth/authorizer.js";
 import { startCacheFromConfig } from "./cache-http/node-cache-config.js";

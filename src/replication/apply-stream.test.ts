@@ -2,6 +2,7 @@ import pg from "pg";
 import { LogicalReplicationService } from "pg-logical-replication";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { useSharedPostgres } from "../../test/helpers/postgres.js";
+import { migrate } from "../db/migrate.js";
 import {
   ApplyPlugin,
   ApplyStream,
@@ -11,7 +12,6 @@ import {
 } from "./apply-stream.js";
 import { makeHlc } from "./hlc.js";
 import { appendLocal } from "./journal-store.js";
-import { migrate } from "./migrate.js";
 
 /**
  * The apply stream against a real server, and what it needs from pg-logical-replication:

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { useSharedPostgres } from "../../test/helpers/postgres.js";
+import { migrate } from "../db/migrate.js";
 import { makeHlc } from "./hlc.js";
 import {
   appendLocal,
@@ -13,7 +14,6 @@ import {
   readEntry,
   readSince,
 } from "./journal-store.js";
-import { migrate } from "./migrate.js";
 
 const shared = useSharedPostgres("journal");
 

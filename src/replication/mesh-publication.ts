@@ -1,9 +1,9 @@
 import type pg from "pg";
 import type { Logger } from "pino";
 import { componentLogger } from "../common/logger.js";
+import { inTransaction } from "../db/pg-session.js";
 import { checkNodeId, publicationName } from "./mesh-names.js";
 import { ident, literal, PUBLICATION_LOCK } from "./mesh-sql.js";
-import { inTransaction } from "./pg-session.js";
 
 export type EnsurePublicationOutcome = {
   kind: "created" | "exists" | "repaired";

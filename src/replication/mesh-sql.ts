@@ -1,5 +1,5 @@
 import pg from "pg";
-import { withClient } from "./pg-session.js";
+import { withClient } from "../db/pg-session.js";
 
 /** Advisory lock keys: "geospool" as a bigint (the migrations' key) plus 1 and 2. */
 export const PUBLICATION_LOCK = "7450224240596160365";

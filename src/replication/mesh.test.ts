@@ -8,6 +8,7 @@ import {
   type TestPostgres,
 } from "../../test/helpers/postgres.js";
 import { tempDir } from "../../test/helpers/tmp.js";
+import { migrate } from "../db/migrate.js";
 import { makeHlc } from "./hlc.js";
 import { appendLocal, countByOrigin, type NewJournalRow } from "./journal-store.js";
 import {
@@ -26,7 +27,6 @@ import {
   slotStatus,
   subscriptionName,
 } from "./mesh.js";
-import { migrate } from "./migrate.js";
 
 function captureError(fn: () => unknown): unknown {
   try {

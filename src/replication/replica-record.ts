@@ -1,6 +1,6 @@
 import type pg from "pg";
+import { inTransaction } from "../db/pg-session.js";
 import { appendLocal, type NewJournalRow } from "./journal-store.js";
-import { inTransaction } from "./pg-session.js";
 import type { LocalState, Placed } from "./replica-state.js";
 
 /**

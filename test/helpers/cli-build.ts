@@ -48,7 +48,7 @@ export async function buildCli(): Promise<{ main: string; cleanup(): Promise<voi
     throw new Error(`compiling the CLI failed:\n${out}`);
   });
   await cp(join(SRC, "proto/generated"), join(build, "proto/generated"), { recursive: true });
-  await cp(join(SRC, "replication/sql"), join(build, "replication/sql"), { recursive: true });
+  await cp(join(SRC, "db/sql"), join(build, "db/sql"), { recursive: true });
   await writeFile(join(build, "package.json"), '{"type":"module"}\n');
   await symlink(NODE_MODULES, join(build, "node_modules"));
   return { main, cleanup: () => rm(build, { recursive: true, force: true }) };

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { migrate } from "../../src/db/migrate.js";
 import { makeHlc } from "../../src/replication/hlc.js";
 import {
   appendLocal,
@@ -18,7 +19,6 @@ import {
   slotStatus,
   subscriptionName,
 } from "../../src/replication/mesh.js";
-import { migrate } from "../../src/replication/migrate.js";
 import {
   startPostgresServers,
   stopPostgresServers,

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { useSharedPostgres } from "../../../test/helpers/postgres.js";
-import { DEFAULT_SQL_DIR, migrate } from "../../replication/migrate.js";
+import { DEFAULT_SQL_DIR, migrate } from "../../db/migrate.js";
 import { IdempotencyStore, type KeyScope } from "./idempotency-store.js";
 
 const shared = useSharedPostgres("idem");

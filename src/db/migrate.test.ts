@@ -1,5 +1,6 @@
-import { copyFile, mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { copyFile, mkdir, readdir, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { useSharedPostgres } from "../../test/helpers/postgres.js";
@@ -139,5 +140,33 @@ describe("migrate", () => {
     expect(dup.code).toBe(MigrationErrorCode.BadFileName);
     const { rows } = await pool.query("select to_regclass('geospool_migrations') as t");
     expect(rows[0].t).toBeNull();
+  });
+});
+
+describe("the shipped migrations", () => {
+  it("keep the versions and names databases already recorded, wherever the files live", async () => {
+    // Recorded in geospool_migrations of every database migrated so far: a released file is
+    // never renamed or renumbered (new changes get new numbers).
+    const released = [
+      [1, "node"],
+      [2, "idempotency_completion"],
+      [3, "journal"],
+      [4, "replica"],
+      [5, "journal_inline_data"],
+      [6, "idempotency_scope"],
+      [7, "replica_spool"],
+      [8, "cache_index"],
+    ];
+    const shipped = await listMigrations(DEFAULT_SQL_DIR);
+    expect(shipped.slice(0, released.length).map((m) => [m.version, m.name])).toEqual(released);
+  });
+
+  it("are all in src/db/sql, the one directory migrate reads", async () => {
+    const src = fileURLToPath(new URL("..", import.meta.url));
+    const strays = (await readdir(src, { recursive: true }))
+      .filter((f) => f.endsWith(".sql"))
+      .map((f) => join(src, f))
+      .filter((f) => dirname(f) !== resolve(DEFAULT_SQL_DIR));
+    expect(strays).toEqual([]);
   });
 });

@@ -7,6 +7,10 @@ import { componentLogger } from "../common/logger.js";
 import { inTransaction } from "./pg-session.js";
 
 /**
+ * The node's database schema, for every layer that keeps tables in it (the node's identity and
+ * idempotency keys, replication's journal and record, the cache's index): one numbered
+ * sequence, so a database migrated by any earlier build keeps its history.
+ *
  * Schema migrations: numbered files `sql/NNNN_name.sql`, applied in order at start, each in
  * its own transaction, recorded in `geospool_migrations`. Several nodes or processes may
  * migrate one database at once: each transaction takes a transaction-scoped advisory lock and
