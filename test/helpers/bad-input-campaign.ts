@@ -40,7 +40,7 @@ const single = fc.oneof(
   { weight: 1, arbitrary: watch },
   { weight: 1, arbitrary: clusterStatus },
 );
-type Single = typeof single extends fc.Arbitrary<infer T> ? T : never;
+export type Single = typeof single extends fc.Arbitrary<infer T> ? T : never;
 
 /** One step of the campaign: an RPC with hostile fields, or several at once. */
 export const action = fc.oneof(
@@ -107,6 +107,31 @@ function dispatch(ctx: Ctx, a: Single): Promise<void> {
   }
 }
 
+/** What an action of a batch knows about the others running beside it. */
+export function batchCtx(raw: RawSpool, model: Model, actions: readonly Single[]): Ctx {
+  const moving = actions.some((x) =>
+    ["enqueue", "dequeue", "complete", "release"].includes(x.kind),
+  );
+  const removes = actions.some((x) => x.kind === "complete" && x.action.kind === "remove");
+  return {
+    raw,
+    model,
+    moving,
+    racing: new Set(moving ? [...model.entries.keys(), ...model.removed] : []),
+    removable: new Set(removes ? model.held().map((e) => e.name) : []),
+    busyQueues: new Set(moving ? ["inbox", "outbox", "dead"] : []),
+  };
+}
+
+/** After a batch: checkouts of entries whose enqueue was acknowledged after the Dequeue answered. */
+export function settlePending(model: Model): void {
+  for (const p of model.pending.splice(0)) {
+    const e = model.entries.get(p.name);
+    if (!e) throw new Error(`Dequeue handed out ${p.name}, never acknowledged`);
+    model.checkedOut(e, p.queue, p.token, p.until);
+  }
+}
+
 /**
  * Run one action. A batch runs its actions at once; each then judges its answer knowing
  * that the entries the others may move (every acknowledged entry, for a batch that
@@ -114,29 +139,21 @@ function dispatch(ctx: Ctx, a: Single): Promise<void> {
  */
 export async function runAction(raw: RawSpool, model: Model, a: Action): Promise<number> {
   if (a.kind !== "concurrent") {
-    await runSingle(
-      { raw, model, racing: new Set(), removable: new Set(), busyQueues: new Set() },
-      a,
-    );
+    const alone: Ctx = {
+      raw,
+      model,
+      moving: false,
+      racing: new Set(),
+      removable: new Set(),
+      busyQueues: new Set(),
+    };
+    await runSingle(alone, a);
     return 1;
   }
-  const moving = a.actions.some((x) =>
-    ["enqueue", "dequeue", "complete", "release"].includes(x.kind),
-  );
-  const racing = new Set(moving ? [...model.entries.keys(), ...model.removed] : []);
-  const busyQueues = new Set(moving ? ["inbox", "outbox", "dead"] : []);
-  const removes = a.actions.some((x) => x.kind === "complete" && x.action.kind === "remove");
-  const removable = new Set(removes ? model.held().map((e) => e.name) : []);
-  const results = await Promise.allSettled(
-    a.actions.map((x) => runSingle({ raw, model, racing, removable, busyQueues }, x)),
-  );
+  const ctx = batchCtx(raw, model, a.actions);
+  const results = await Promise.allSettled(a.actions.map((x) => runSingle(ctx, x)));
   const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
   if (failed) throw failed.reason;
-  // Checkouts of entries whose enqueue was acknowledged after the Dequeue answered.
-  for (const p of model.pending.splice(0)) {
-    const e = model.entries.get(p.name);
-    if (!e) throw new Error(`Dequeue handed out ${p.name}, never acknowledged`);
-    model.checkedOut(e, p.queue, p.token, p.until);
-  }
+  settlePending(model);
   return a.actions.length;
 }

@@ -10,6 +10,11 @@ export interface Ctx {
   raw: RawSpool;
   model: Model;
   /**
+   * Other actions of the batch may enqueue, take or finish entries: an entry whose
+   * enqueue's answer has not arrived yet may show up. False when run alone.
+   */
+  moving: boolean;
+  /**
    * Names other actions running at the same time may move or remove: answers about them
    * depend on timing, so only their status codes are judged. Empty when run alone.
    */

@@ -134,7 +134,7 @@ export async function runEnqueue(ctx: Ctx, input: EnqueueInput): Promise<void> {
               : [status.OK];
   }
   // Several uploads at once may be over limits.maxConcurrentUploads.
-  if (ctx.racing.size > 0 || ctx.model.slotsMayBeHeld()) allowed.push(status.RESOURCE_EXHAUSTED);
+  if (ctx.moving || ctx.model.slotsMayBeHeld()) allowed.push(status.RESOURCE_EXHAUSTED);
   if (input.order === "cut") ctx.model.cuts.push(Date.now());
   expectStatus(outcome, allowed, { ...input, data: `${data.length} bytes` });
   if (!outcome.ok) return;

@@ -72,7 +72,7 @@ export async function runDequeue(ctx: Ctx, input: DequeueInput): Promise<void> {
   const entry = plain(outcome.value.entry);
   const until = entry.leaseUntil ?? 0;
   const e = ctx.model.entries.get(entry.name);
-  if (!e && ctx.racing.size > 0 && !ctx.model.removed.has(entry.name)) {
+  if (!e && ctx.moving && !ctx.model.removed.has(entry.name)) {
     ctx.model.pending.push({ name: entry.name, queue: input.queue, token: leaseToken, until });
     return;
   }

@@ -75,7 +75,7 @@ export async function runList(ctx: Ctx, input: ListInput): Promise<void> {
     last = got.name;
     const e = ctx.model.entries.get(got.name);
     if (!e) {
-      if (ctx.racing.size > 0) continue;
+      if (ctx.moving) continue;
       fail(`List shows ${got.name}, which was never acknowledged or was removed`, input);
     }
     sameEntry(ctx, e, got.raw, input);

@@ -4,8 +4,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/geospool-client.js";
 import type { RunningNode } from "../../src/node/node.js";
+import { batchCtx, settlePending } from "../helpers/bad-input-campaign.js";
 import type { Ctx } from "../helpers/bad-input-check.js";
-import { runComplete, runExtend } from "../helpers/bad-input-leases.js";
+import { runComplete, runDequeue, runExtend } from "../helpers/bad-input-leases.js";
 import { Model } from "../helpers/bad-input-model.js";
 import { RawSpool } from "../helpers/grpc-raw.js";
 import { startTestNode } from "../helpers/node.js";
@@ -177,6 +178,7 @@ describe("the campaign's model", () => {
       const ctx: Ctx = {
         raw,
         model,
+        moving: true,
         racing: new Set([name]),
         removable: new Set([name]),
         busyQueues: new Set(["inbox"]),
@@ -223,6 +225,7 @@ describe("the campaign's model", () => {
       const batch: Ctx = {
         raw,
         model,
+        moving: true,
         racing: new Set([name]),
         removable: new Set([name]),
         busyQueues: new Set(["inbox"]),
@@ -256,5 +259,43 @@ describe("the campaign's model", () => {
       expect(raw.last).toBe("OK");
       expect(model.entries.get(name)?.queue).toBe("outbox");
       expect(model.entries.get(name)?.lease).toBeUndefined();
+    }));
+
+  // Seed 157029950: the first batch to store anything held an Enqueue and a Dequeue of the
+  // same queue. The Dequeue's answer came before the Enqueue's, and the model (empty, so
+  // nothing counted as racing) judged the entry "never acknowledged". Here the Enqueue's
+  // answer is held back by making it with another client, as the batch's sibling would.
+  it("a batch's Dequeue may hand out a sibling's entry before the Enqueue answers", () =>
+    tracked(async () => {
+      const model = new Model();
+      const dequeue = {
+        kind: "dequeue" as const,
+        queue: "dead",
+        lease: undefined,
+        wait: { seconds: 0, nanos: 200_000_000 },
+      };
+      const ctx = batchCtx(raw, model, [
+        {
+          kind: "enqueue",
+          queue: "dead",
+          metadata: new Uint8Array(),
+          key: undefined,
+          size: "right",
+          digest: "absent",
+          data: { bytes: new Uint8Array([1]), repeat: 1 },
+          chunkSizes: [],
+          order: "normal",
+          cutAt: 0,
+        },
+        dequeue,
+      ]);
+      const data = Buffer.from("sibling");
+      const { entry } = await client.enqueue("dead", data);
+      await runDequeue(ctx, dequeue);
+      expect(raw.last).toBe("OK");
+      expect(model.pending.map((p) => p.name)).toEqual([entry.name]);
+      model.enqueued(entry.name, "dead", Buffer.alloc(0), data);
+      settlePending(model);
+      expect(model.entries.get(entry.name)?.lease).toBeDefined();
     }));
 });
