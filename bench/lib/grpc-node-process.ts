@@ -5,7 +5,8 @@
  * sections, e.g. `cache`, as JSON in GEOSPOOL_BENCH_CONFIG) and prints one line
  * `READY {"grpcPort":N,"httpPort":N,"pid":N}` on stdout. Reads commands on stdin: `profile-start` and
  * `profile-stop FILE` (a CPU profile of this process between the two), `probe N` (prints
- * `PROBE <json>`: grpc-probe-node.ts); stops the node when
+ * `PROBE <json>`: grpc-probe-node.ts), `settle N` (waits until the replicator has journaled
+ * N entries and has nothing dirty, then prints `SETTLED <json>`); stops the node when
  * stdin ends (the parent closed it, or died), then prints `STOPPED`.
  */
 import { createInterface } from "node:readline";
@@ -47,6 +48,17 @@ for await (const line of commands) {
   } else if (command === "profile-stop" && arg) {
     await profiler?.stop(arg);
     process.stdout.write(`PROFILED ${arg}\n`);
+  } else if (command === "settle") {
+    const t = performance.now();
+    const { replicator } = node.replication;
+    // idle() also wakes while work remains (backpressure): wait for the count asked for.
+    while (replicator.status().dirty > 0 || replicator.status().recordedEntries < Number(arg)) {
+      await Promise.all([replicator.idle(), new Promise((r) => setTimeout(r, 100))]);
+    }
+    const { recordedEntries } = replicator.status();
+    process.stdout.write(
+      `SETTLED ${JSON.stringify({ recordedEntries, ms: performance.now() - t })}\n`,
+    );
   } else if (command === "probe") {
     const result = await probeNode(node, postgresUrl, Number(arg ?? 100));
     process.stdout.write(`PROBE ${JSON.stringify(result)}\n`);
