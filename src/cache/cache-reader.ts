@@ -8,7 +8,9 @@ export interface OpenNar {
   readonly etag: string;
   /** Stream bytes `start`..`end` inclusive (the whole file by default); closes the nar. */
   read(range?: { start: number; end: number }): Readable;
-  /** Release the nar without reading it (HEAD, 304, 416). */
+  /** Read up to `buffer.length` bytes at `position` into `buffer`: how many were read (0 at the end). */
+  readAt(buffer: Buffer, position: number): Promise<number>;
+  /** Release the nar (after `readAt`, or without reading it: HEAD, 304, 416). */
   close(): Promise<void>;
 }
 

@@ -54,6 +54,8 @@ export async function openCacheDirectory(dir: string): Promise<CacheReader> {
         etag: `"${st.ino.toString(36)}-${st.size.toString(36)}-${Math.trunc(st.mtimeMs).toString(36)}"`,
         read: (range) =>
           file.createReadStream({ autoClose: true, start: range?.start, end: range?.end }),
+        readAt: async (buffer, position) =>
+          (await file.read(buffer, 0, buffer.length, position)).bytesRead,
         close: () => file.close(),
       };
     },

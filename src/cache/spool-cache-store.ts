@@ -151,6 +151,8 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
         etag: `"${name}"`,
         read: (range) =>
           file.createReadStream({ autoClose: true, start: range?.start, end: range?.end }),
+        readAt: async (buffer, position) =>
+          (await file.read(buffer, 0, buffer.length, position)).bytesRead,
         close: () => file.close(),
       };
     }

@@ -1,10 +1,10 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
 import { parseByteRange } from "../../cache/byte-range.js";
 import type { CacheReader } from "../../cache/cache-reader.js";
 import { buildNixCacheInfo } from "../../cache/nix-cache-info.js";
 import { parseCacheRequest } from "../../cache/request-path.js";
+import { sendNarRange } from "./nar-send.js";
 
 export interface CacheHttpOptions {
   reader: CacheReader;
@@ -109,7 +109,7 @@ export function cacheHttpHandler(options: CacheHttpOptions) {
       return;
     }
     try {
-      await pipeline(nar.read({ start, end }), res);
+      await sendNarRange(nar, res, start, end);
     } catch (err) {
       // The client went away, or the disk failed mid-body: nothing more can be said on it.
       log.debug({ err, path }, "nar transfer ended early");
