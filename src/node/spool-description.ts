@@ -1,9 +1,7 @@
-import { readdir, stat } from "node:fs/promises";
-import { join } from "node:path";
-import { errnoOf, isErrno } from "../common/errno.js";
+import { stat } from "node:fs/promises";
 import {
+  discoverQueues,
   jsonCodec,
-  nameProblem,
   Spool,
   type Spoolable,
   SpoolError,
@@ -12,9 +10,8 @@ import {
 
 /**
  * The spool as the CLI (and other tools with no fixed schema) sees it: metadata is a JSON
- * object, and the queues are whatever the directory holds. A queue is a directory at the
- * spool's root, not starting with a dot, that has a `.checkout` directory; nothing else is
- * recorded, so a spool made by any program with the default queue directory names opens.
+ * object, and the queues are whatever the directory holds (`discoverQueues`); nothing else
+ * is recorded, so a spool made by any program with the default queue directory names opens.
  */
 export type JsonMetadata = Record<string, unknown>;
 export type JsonSpool = Spool<JsonMetadata, string>;
@@ -23,34 +20,12 @@ export type JsonSpool = Spool<JsonMetadata, string>;
 export const DEFAULT_QUEUES: readonly string[] = ["inbox", "outbox", "dead"];
 export const DEAD_LETTER_QUEUE = "dead";
 
-const CHECKOUT_DIR = ".checkout";
-
 export function jsonSpoolable(queues: readonly string[]): Spoolable<JsonMetadata, string> {
   return {
     metadata: jsonCodec<JsonMetadata>(),
     queues,
     leases: { deadLetterQueue: queues.includes(DEAD_LETTER_QUEUE) ? DEAD_LETTER_QUEUE : undefined },
   };
-}
-
-/** The queues found in `dir`, sorted; none when `dir` does not exist. */
-export async function discoverQueues(dir: string): Promise<string[]> {
-  let children: string[];
-  try {
-    children = await readdir(dir);
-  } catch (err) {
-    if (isErrno(err, "ENOENT", "ENOTDIR")) return [];
-    throw new SpoolError(SpoolErrorCode.Io, `list ${dir}: ${errnoOf(err) ?? "unknown"}`, {
-      cause: err,
-    });
-  }
-  const queues: string[] = [];
-  for (const child of children) {
-    if (nameProblem(child) !== undefined) continue;
-    const st = await stat(join(dir, child, CHECKOUT_DIR)).catch(() => undefined);
-    if (st?.isDirectory()) queues.push(child);
-  }
-  return queues.sort();
 }
 
 /**

@@ -144,6 +144,7 @@ export {
   validateName,
 } from "./names.js";
 export { SPOOL_ID_FILE, type SpoolIdentity } from "./identity.js";
+export { discoverQueues } from "./discover.js";
 export { Semaphore, type Throttle } from "./throttle.js";
 export {
   DEFAULT_LEASE_GRACE_MS,

@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { listingsOf } from "../../test/helpers/listings.js";
 import { useTempDir } from "../../test/helpers/tmp.js";
 import { type Widget, type WidgetQueue, widgetSpoolable } from "../../test/helpers/widget.js";
-import { Expert, Spool, SpoolError, SpoolErrorCode } from "./index.js";
+import { discoverQueues, Expert, Spool, SpoolError, SpoolErrorCode } from "./index.js";
 
 const dir = useTempDir();
 
@@ -45,6 +45,15 @@ describe("create and load", () => {
     expect(err.code).toBe(SpoolErrorCode.MissingDirectory);
     await Spool.load(spool.dir, more, { createIfMissing: true });
     expect(await readdir(join(spool.dir, "extra"))).toEqual([".checkout"]);
+  });
+});
+
+describe("discoverQueues", () => {
+  it("finds the queue directories of a spool, and none where there is no spool", async () => {
+    const spool = await newSpool();
+    await mkdir(join(spool.dir, "not-a-queue"));
+    expect(await discoverQueues(spool.dir)).toEqual(["dead", "inbox", "outbox"]);
+    expect(await discoverQueues(join(dir.path, "nowhere"))).toEqual([]);
   });
 });
 
