@@ -1,14 +1,18 @@
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { buffer } from "node:stream/consumers";
-import { describe, expect, it } from "vitest";
+import pg from "pg";
+import { afterEach, describe, expect, it } from "vitest";
 import {
   NIX_XZ,
   NIX_ZSTD,
   narinfoFixtures,
   readFixture,
 } from "../../test/helpers/cache-fixtures.js";
+import { useSharedPostgres } from "../../test/helpers/postgres.js";
 import { useTempDir } from "../../test/helpers/tmp.js";
+import { migrate } from "../db/migrate.js";
+import { ensurePublication } from "../replication/mesh.js";
 import { jsonCodec, Spool } from "../spool/index.js";
 import { NarStaging } from "./nar-staging.js";
 import { parseNarinfo } from "./narinfo.js";
@@ -30,16 +34,38 @@ const codec: CacheEntryCodec<Meta> = {
 };
 const INFO = { storeDir: "/nix/store", wantMassQuery: true, priority: 30 };
 const dir = useTempDir("geospool-spool-cache-");
+const shared = useSharedPostgres("spoolcache");
+const pools: pg.Pool[] = [];
+afterEach(async () => {
+  for (const pool of pools.splice(0)) await pool.end();
+});
 
-async function node(origin: string, clock: () => number) {
+async function database(): Promise<pg.Pool> {
+  const pool = new pg.Pool({ connectionString: await shared.freshDatabase(), max: 4 });
+  pools.push(pool);
+  await migrate(pool);
+  return pool;
+}
+
+/** A node's view of the one spool directory, with its own database (or `pool`'s). */
+async function node(origin: string, clock: () => number, pool?: pg.Pool) {
+  const db = pool ?? (await database());
   const spool = await Spool.load(
     join(dir.path, "spool"),
     { metadata: jsonCodec<Meta>(), queues: ["cache", "other"] },
     { createIfMissing: true },
   );
-  const store = new SpoolCacheStore({ spool, queue: "cache", codec, info: INFO, origin, clock });
+  const store = await SpoolCacheStore.open({
+    spool,
+    queue: "cache",
+    codec,
+    info: INFO,
+    origin,
+    clock,
+    pool: db,
+  });
   const staging = await NarStaging.open(join(dir.path, `staging-${origin}`), { maxBytes: 1 << 20 });
-  return { spool, store, staging };
+  return { spool, store, staging, pool: db };
 }
 
 async function upload(n: Awaited<ReturnType<typeof node>>, cache: string, index: number) {
@@ -92,8 +118,9 @@ describe("the cache over a spool queue", () => {
     // Removing the served upload's entry (GC, replicated) lets the other one be served.
     const served = a.store.served(hash)!;
     await a.spool.entry("cache", served.entry).direct.remove();
-    await a.store.refresh();
+    await a.store.changed(served.entry); // as the service's transition or a replicated drop
     await b.store.refresh();
+    expect((await a.store.narinfo(hash))!.equals(narinfoFixtures(NIX_ZSTD)[2]![1])).toBe(true);
     expect((await b.store.narinfo(hash))!.equals(narinfoFixtures(NIX_ZSTD)[2]![1])).toBe(true);
     expect(await b.store.openNar(parseNarinfo(xz).url)).toBeUndefined();
   });
@@ -102,9 +129,47 @@ describe("the cache over a spool queue", () => {
     const a = await node("eu-1", () => 1);
     await a.spool.enqueue("cache", { sha256: "00", size: 0 }, "");
     await upload(a, NIX_XZ, 0);
-    const fresh = await node("eu-1", () => 1);
-    expect(await fresh.store.narinfo("3krxljsj1sqc3iv7snmxba6pmc7mkl3f")).toBeUndefined();
-    await fresh.store.refresh();
-    expect(await fresh.store.narinfo("3krxljsj1sqc3iv7snmxba6pmc7mkl3f")).toBeDefined();
+    const hash = "3krxljsj1sqc3iv7snmxba6pmc7mkl3f";
+    const served = (await a.store.narinfo(hash))!;
+    expect(a.store.size).toBe(1);
+
+    // Rows gone, the same spool: the next open finds the queue's entries missing and adds them.
+    await a.pool.query("delete from cache_entries");
+    const again = await node("eu-1", () => 1, a.pool);
+    expect((await again.store.narinfo(hash))!.equals(served)).toBe(true);
+    expect(again.store.size).toBe(1);
+
+    // An index derived from another spool is dropped and rebuilt.
+    await a.pool.query("update cache_index_state set spool_id = 'another'");
+    await a.pool.query(
+      "insert into cache_entries values ('x', $1, 'nar/x.nar', 'trusted', 'o', 1, 'junk', null, 'by')",
+      ["0".repeat(32)],
+    );
+    const rebuilt = await node("eu-1", () => 1, a.pool);
+    expect(rebuilt.store.size).toBe(1);
+    expect(rebuilt.store.served("0".repeat(32))).toBeUndefined();
+    expect((await rebuilt.store.narinfo(hash))!.equals(served)).toBe(true);
+  });
+
+  it("keeps the index in PostgreSQL with the served entry and the references, never in the publication", async () => {
+    const a = await node("eu-1", () => 1);
+    for (const i of [0, 1, 2]) await upload(a, NIX_XZ, i);
+    const hashes = narinfoFixtures(NIX_XZ).map(([, b]) => parseNarinfo(b));
+    for (const info of hashes.slice(0, 3)) {
+      const h = info.storePath.hashPart;
+      const { rows } = await a.pool.query(
+        "select s.entry, e.narinfo from cache_served s join cache_entries e using (entry) where s.hash_part = $1",
+        [h],
+      );
+      expect(rows[0].entry).toBe(a.store.served(h)!.entry);
+      expect(await a.store.references(h)).toEqual(
+        [...new Set(info.references.map((r) => r.hashPart))].sort(),
+      );
+    }
+    await ensurePublication(a.pool, "eu-1");
+    const { rows } = await a.pool.query<{ tablename: string }>(
+      "select tablename from pg_publication_tables",
+    );
+    expect(rows.map((r) => r.tablename)).toEqual(["journal"]);
   });
 });

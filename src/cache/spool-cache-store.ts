@@ -1,14 +1,16 @@
 import { createReadStream } from "node:fs";
 import { constants, open, rm } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
+import type pg from "pg";
 import { type Spool, SpoolError, SpoolErrorCode } from "../spool/index.js";
+import { CacheIndex, type IndexedEntry } from "./cache-index.js";
 import type { CacheReader, OpenNar } from "./cache-reader.js";
 import type { AcceptedUpload, CacheWriter, RejectedUpload } from "./cache-writer.js";
 import { formatHash, HashSink } from "./hash.js";
 import { narDigester } from "./nar-digest.js";
 import { compressionOfNarPath } from "./nar-staging.js";
 import type { NixCacheInfo } from "./nix-cache-info.js";
-import { type CandidateTrust, chooseServed, type ServedCandidate } from "./served-rule.js";
+import type { CandidateTrust } from "./served-rule.js";
 
 /**
  * What one cache entry's metadata holds: an accepted upload of one nar file with the
@@ -37,106 +39,194 @@ export interface CacheEntryCodec<M> {
   unwrap(metadata: M): CacheRecord | undefined;
 }
 
-interface Indexed extends ServedCandidate {
-  readonly record: CacheRecord;
+/** Cache-record fields the index relies on, checked (a peer's record is input like any). */
+function indexable(name: string, r: CacheRecord): IndexedEntry | undefined {
+  if (
+    typeof r.hashPart !== "string" ||
+    typeof r.url !== "string" ||
+    typeof r.narinfo !== "string" ||
+    !["trusted", "node_signed", "unsigned"].includes(r.trust) ||
+    typeof r.origin !== "string" ||
+    !Number.isSafeInteger(r.hlc) ||
+    (r.listing !== undefined && typeof r.listing !== "string")
+  ) {
+    return undefined;
+  }
+  return {
+    entry: name,
+    hashPart: r.hashPart,
+    url: r.url,
+    trust: r.trust,
+    origin: r.origin,
+    hlc: r.hlc,
+    narinfo: Buffer.from(r.narinfo, "utf8"),
+    listing: r.listing === undefined ? undefined : Buffer.from(r.listing, "utf8"),
+    by: typeof r.by === "string" ? r.by : "",
+  };
+}
+
+/** Entries read from the spool at once while indexing. */
+const READ_AT_ONCE = 64;
+
+export interface SpoolCacheStoreOptions<M, Q extends string> {
+  spool: Spool<M, Q>;
+  queue: Q;
+  codec: CacheEntryCodec<M>;
+  info: NixCacheInfo;
+  origin: string;
+  /** The node's PostgreSQL, migrated: the lookup index lives there (cache-index.ts). */
+  pool: pg.Pool;
+  clock?: () => number;
+  /** Where rejections go (the node keeps them in a `RejectionLog`). */
+  onReject?: (r: RejectedUpload) => void | Promise<void>;
 }
 
 /**
  * The binary cache over a spool queue: every accepted upload is one entry (so it
- * replicates like any entry), and the lookup index (hash part → candidates, nar path →
- * entries) is derived from the queue, rebuilt by `refresh()`, never the source of truth.
- * Of several entries for one hash part, the one served is `chooseServed`'s; a nar is
- * served while any entry holds it.
+ * replicates like any entry), and the lookup index (cache-index.ts: hash part → served
+ * entry, nar path → entries, references) is derived from the queue into the node's
+ * PostgreSQL, never the source of truth. It follows the queue entry by entry (`changed`,
+ * called for the node's own uploads and transitions and for the replicator's placements and
+ * drops) and as a whole (`refresh`: at open, rebuilding what is missing, and as a safety
+ * net for writers outside this process). Of several entries for one hash part, the one
+ * served is `chooseServed`'s; a nar is served while any entry holds it.
  */
 export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheWriter {
-  private readonly byName = new Map<string, Indexed>();
-  private readonly byHash = new Map<string, Map<string, Indexed>>();
-  private readonly byNar = new Map<string, Set<string>>();
+  private readonly dirty = new Set<string>();
+  private wholeQueue = false;
+  private running: Promise<void> = Promise.resolve();
+  private queued: Promise<void> | undefined;
 
-  constructor(
-    private readonly options: {
-      spool: Spool<M, Q>;
-      queue: Q;
-      codec: CacheEntryCodec<M>;
-      info: NixCacheInfo;
-      origin: string;
-      clock?: () => number;
-      /** Where rejections go (the node keeps them in a `RejectionLog`). */
-      onReject?: (r: RejectedUpload) => void | Promise<void>;
-    },
+  private constructor(
+    private readonly options: SpoolCacheStoreOptions<M, Q>,
+    private readonly index: CacheIndex,
   ) {}
+
+  /**
+   * Open the store: its index in PostgreSQL (dropped when it was derived from another
+   * spool, queue or format), brought to the queue's contents before this returns.
+   */
+  static async open<M, Q extends string>(
+    options: SpoolCacheStoreOptions<M, Q>,
+  ): Promise<SpoolCacheStore<M, Q>> {
+    const { index } = await CacheIndex.open(options.pool, {
+      spoolId: options.spool.identity?.id ?? "",
+      queue: options.queue,
+    });
+    const store = new SpoolCacheStore(options, index);
+    await store.refresh();
+    return store;
+  }
 
   get info(): NixCacheInfo {
     return this.options.info;
   }
 
-  /** Bring the index to the queue's contents: add new entries, drop removed ones. */
-  async refresh(): Promise<void> {
-    const { spool, queue, codec } = this.options;
-    const entries = await spool.list(queue);
-    const present = new Set(entries.map((e) => e.name));
-    for (const name of [...this.byName.keys()]) if (!present.has(name)) this.drop(name);
-    for (const entry of entries) {
-      if (this.byName.has(entry.name)) continue;
-      let metadata: M;
-      try {
-        metadata = await entry.direct.contents();
-      } catch (err) {
-        if (err instanceof SpoolError && err.code === SpoolErrorCode.EntryNotFound) continue;
-        throw err;
+  /** How many entries the index holds. */
+  get size(): number {
+    return this.index.size;
+  }
+
+  /** Bring the index to the queue's contents as a whole: add new entries, drop removed ones. */
+  refresh(): Promise<void> {
+    this.wholeQueue = true;
+    return this.schedule();
+  }
+
+  /** Entry `name` may have come, gone or moved: index it as the queue now holds it. */
+  changed(name: string): Promise<void> {
+    this.dirty.add(name);
+    return this.schedule();
+  }
+
+  /** Resolves once no index update is running or due (failures are the callers'). */
+  async idle(): Promise<void> {
+    let at: Promise<void>;
+    do {
+      at = this.running;
+      await at.catch(() => undefined);
+    } while (at !== this.running);
+  }
+
+  /** One sync at a time; calls made while one runs share the next. */
+  private schedule(): Promise<void> {
+    if (this.queued !== undefined) return this.queued;
+    const next = this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = undefined;
+        return this.sync();
+      });
+    this.queued = next;
+    this.running = next;
+    return next;
+  }
+
+  private async sync(): Promise<void> {
+    const whole = this.wholeQueue;
+    const names = [...this.dirty];
+    this.wholeQueue = false;
+    this.dirty.clear();
+    try {
+      if (whole) {
+        const present = new Set(
+          (await this.options.spool.list(this.options.queue)).map((e) => e.name),
+        );
+        for (const name of present) if (!this.index.has(name)) names.push(name);
+        for (const name of this.index.names()) if (!present.has(name)) names.push(name);
       }
-      const record = codec.unwrap(metadata);
-      if (record === undefined) continue;
-      this.add(entry.name, record);
+      const put: IndexedEntry[] = [];
+      const remove: string[] = [];
+      for (let i = 0; i < names.length; i += READ_AT_ONCE) {
+        const read = await Promise.all(names.slice(i, i + READ_AT_ONCE).map((n) => this.read(n)));
+        for (const [j, e] of read.entries()) {
+          const name = names[i + j] as string;
+          if (e !== undefined) put.push(e);
+          else if (this.index.has(name)) remove.push(name);
+        }
+      }
+      await this.index.apply(put, remove);
+    } catch (err) {
+      for (const name of names) this.dirty.add(name);
+      if (whole) this.wholeQueue = true;
+      throw err;
     }
   }
 
-  private add(name: string, record: CacheRecord): void {
-    const indexed: Indexed = {
-      entry: name,
-      origin: record.origin,
-      hlc: record.hlc,
-      trust: record.trust,
-      record,
-    };
-    this.byName.set(name, indexed);
-    const candidates = this.byHash.get(record.hashPart) ?? new Map<string, Indexed>();
-    candidates.set(name, indexed);
-    this.byHash.set(record.hashPart, candidates);
-    const holders = this.byNar.get(record.url) ?? new Set<string>();
-    holders.add(name);
-    this.byNar.set(record.url, holders);
+  /** The entry as the index takes it; undefined when it is not (or no longer) a cache entry. */
+  private async read(name: string): Promise<IndexedEntry | undefined> {
+    const { spool, queue, codec } = this.options;
+    let metadata: M;
+    try {
+      metadata = await spool.entry(queue, name).direct.contents();
+    } catch (err) {
+      if (err instanceof SpoolError && err.code === SpoolErrorCode.EntryNotFound) return undefined;
+      throw err;
+    }
+    const record = codec.unwrap(metadata);
+    return record === undefined ? undefined : indexable(name, record);
   }
 
-  private drop(name: string): void {
-    const indexed = this.byName.get(name);
-    if (indexed === undefined) return;
-    this.byName.delete(name);
-    const { hashPart, url } = indexed.record;
-    this.byHash.get(hashPart)?.delete(name);
-    if (this.byHash.get(hashPart)?.size === 0) this.byHash.delete(hashPart);
-    this.byNar.get(url)?.delete(name);
-    if (this.byNar.get(url)?.size === 0) this.byNar.delete(url);
+  /** The entry whose narinfo is served for `hashPart`, and that narinfo's bytes. */
+  served(hashPart: string): { entry: string; narinfo: Buffer } | undefined {
+    return this.index.servedOf(hashPart);
   }
 
-  /** The entry whose narinfo is served for `hashPart`. */
-  served(hashPart: string): { entry: string; record: CacheRecord } | undefined {
-    const best = chooseServed(this.byHash.get(hashPart)?.values() ?? []);
-    return best === undefined ? undefined : { entry: best.entry, record: best.record };
+  /** The store paths (hash parts) the entries of `hashPart` reference. */
+  references(hashPart: string): Promise<string[]> {
+    return this.index.references(hashPart);
   }
 
   async narinfo(hashPart: string): Promise<Buffer | undefined> {
-    const served = this.served(hashPart);
-    return served === undefined ? undefined : Buffer.from(served.record.narinfo, "utf8");
+    return this.index.servedOf(hashPart)?.narinfo;
   }
 
-  async listing(hashPart: string): Promise<Buffer | undefined> {
-    const listing = this.served(hashPart)?.record.listing;
-    return listing === undefined ? undefined : Buffer.from(listing, "utf8");
+  listing(hashPart: string): Promise<Buffer | undefined> {
+    return this.index.listing(hashPart);
   }
 
   async openNar(path: string): Promise<OpenNar | undefined> {
-    for (const name of this.byNar.get(path) ?? []) {
+    for (const name of this.index.narEntries(path)) {
       const data = this.options.spool.entry(this.options.queue, name).dataFile();
       let file: Awaited<ReturnType<typeof open>>;
       try {
@@ -170,13 +260,11 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
   async commit(upload: AcceptedUpload): Promise<"stored" | "already_served"> {
     const { spool, queue, codec } = this.options;
     const hashPart = upload.narinfo.storePath.hashPart;
-    const url = upload.nar?.path ?? upload.narinfo.files.find((f) => this.byNar.has(f.url))?.url;
+    const url =
+      upload.nar?.path ??
+      upload.narinfo.files.find((f) => this.index.narEntries(f.url).length > 0)?.url;
     if (url === undefined) throw new Error(`commit of ${hashPart}: no staged or stored nar`);
-    const narinfo = upload.served.toString("utf8");
-    const same = [...(this.byHash.get(hashPart)?.values() ?? [])].some(
-      (c) => c.record.narinfo === narinfo && c.record.url === url,
-    );
-    if (same) {
+    if (await this.index.holds(hashPart, upload.served, url)) {
       if (upload.nar !== undefined) await rm(upload.nar.file, { force: true });
       return "already_served";
     }
@@ -207,7 +295,7 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
       return codec.wrap(record, { sha256: Buffer.from(hash.digest).toString("hex"), size });
     });
     if (upload.nar !== undefined) await rm(upload.nar.file, { force: true });
-    this.add(entry.name, record);
+    await this.changed(entry.name);
     return "stored";
   }
 

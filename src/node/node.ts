@@ -128,8 +128,23 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     });
     cleanups.push(() => grpcServer.shutdown(0));
 
+    // The cache's index follows its queue entry by entry: the service's transitions here, the
+    // replicator's placements below. It opens (catching up with the queue) before either.
+    const cache = config.cache.enabled
+      ? await startCacheFromConfig(config, spool, pool, authorizer, log)
+      : undefined;
+    if (cache !== undefined) {
+      cleanups.push(() => cache.stop());
+      const stopNoting = service.onTransition((t) => {
+        if (t.queue === config.cache.queue || t.fromQueue === config.cache.queue)
+          cache.entryChanged(t.name);
+      });
+      cleanups.push(async () => stopNoting());
+    }
+
     // Peers fetch data from this node's gRPC server, so replication starts after it.
     const replication = await startReplication({
+      onReplicaChange: cache?.entryChanged,
       config,
       pool,
       spool,
@@ -150,11 +165,6 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     clusterStatus = status;
     metrics.setReplicationSource(() => status.metrics());
     cleanups.push(() => status.close());
-
-    const cache = config.cache.enabled
-      ? await startCacheFromConfig(config, spool, authorizer, log)
-      : undefined;
-    if (cache !== undefined) cleanups.push(() => cache.stop());
 
     let ready = false;
     const http: HttpServer = await startHttpServer({

@@ -33,6 +33,8 @@ export async function startReplication(opts: {
   idempotency: IdempotencyStore;
   metrics: Metrics;
   logger: Logger;
+  /** An entry the replicator placed or dropped (after the spool changed). */
+  onReplicaChange?: (entry: string) => void;
 }): Promise<NodeReplication> {
   const { config, pool, spool, service, logger } = opts;
   const log = logger.child({ component: "replication" });
@@ -68,7 +70,20 @@ export async function startReplication(opts: {
     nodeId,
     pool: replicatorPool,
     connectionString: config.postgres.url as string,
-    spool: replicaSpool,
+    spool: {
+      ...replicaSpool,
+      // What the replicator placed or dropped may be a cache entry: the node's index follows.
+      async place(name, placement, payload, attempts, data) {
+        const r = await replicaSpool.place(name, placement, payload, attempts, data);
+        opts.onReplicaChange?.(name);
+        return r;
+      },
+      async drop(name) {
+        const r = await replicaSpool.drop(name);
+        opts.onReplicaChange?.(name);
+        return r;
+      },
+    },
     dataOf(payload) {
       try {
         const m = nodeEntryCodec.decode(payload);

@@ -2,6 +2,7 @@ import { once } from "node:events";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
+import pg from "pg";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { CacheReader } from "../../src/cache/cache-reader.js";
 import type { CacheWriter } from "../../src/cache/cache-writer.js";
@@ -14,6 +15,7 @@ import { formatNixPublicKey, generateNixKey, parseNixPublicKey } from "../../src
 import { checkNarinfoSignatures } from "../../src/cache/nix-signature.js";
 import { type CacheRecord, SpoolCacheStore } from "../../src/cache/spool-cache-store.js";
 import type { SignaturePolicy } from "../../src/cache/upload-check.js";
+import { migrate } from "../../src/db/migrate.js";
 import { cacheHttpHandler } from "../../src/node/cache-http/cache-handler.js";
 import { cacheUploadHandler, type WriteAccess } from "../../src/node/cache-http/cache-upload.js";
 import {
@@ -40,6 +42,7 @@ import {
   seedStore,
   writeNetrc,
 } from "../helpers/nix-cli.js";
+import { useSharedPostgres } from "../helpers/postgres.js";
 import { get, rawHttp, put as rawPut } from "../helpers/raw-http.js";
 import { useTempDir } from "../helpers/tmp.js";
 
@@ -55,10 +58,14 @@ const GUIX_KEY = parseGuixPublicKeys(
 );
 
 const dir = useTempDir("geospool-cache-upload-");
+const shared = useSharedPostgres("cacheupload");
 let server: HttpServer | undefined;
+let pool: pg.Pool | undefined;
 afterEach(async () => {
   await server?.close();
   server = undefined;
+  await pool?.end();
+  pool = undefined;
 });
 
 function authorize(token: string | undefined): WriteAccess {
@@ -91,8 +98,11 @@ async function startCache(
       metadata: jsonCodec<Meta>(),
       queues: ["cache"],
     });
-    const store = new SpoolCacheStore({
+    pool = new pg.Pool({ connectionString: await shared.freshDatabase(), max: 4 });
+    await migrate(pool);
+    const store = await SpoolCacheStore.open({
       spool,
+      pool,
       queue: "cache",
       codec: { wrap: (record, data) => ({ record, ...data }), unwrap: (m: Meta) => m.record },
       info: { storeDir: "/nix/store", wantMassQuery: true, priority: 30 },

@@ -1,10 +1,12 @@
 import { once } from "node:events";
 import { connect } from "node:net";
 import { join } from "node:path";
+import pg from "pg";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { parseNarinfo } from "../../src/cache/narinfo.js";
 import { parseNixPublicKey } from "../../src/cache/nix-key.js";
 import { fileHashOfDigest } from "../../src/cache/spool-cache-store.js";
+import { migrate } from "../../src/db/migrate.js";
 import { Authorizer } from "../../src/node/auth/authorizer.js";
 import {
   cacheWriteAccess,
@@ -29,6 +31,7 @@ import {
   seedStore,
   writeNetrc,
 } from "../helpers/nix-cli.js";
+import { useSharedPostgres } from "../helpers/postgres.js";
 import { get, put, rawHttp } from "../helpers/raw-http.js";
 import { useTempDir } from "../helpers/tmp.js";
 
@@ -54,11 +57,13 @@ const authorizer = new Authorizer([
 ]);
 
 const dir = useTempDir("geospool-node-cache-");
-const running: Array<{ cache: NodeCache; http: HttpServer }> = [];
+const shared = useSharedPostgres("nodecache");
+const running: Array<{ cache: NodeCache; http: HttpServer; pool: pg.Pool }> = [];
 afterEach(async () => {
   for (const r of running.splice(0)) {
     await r.http.close();
     await r.cache.stop();
+    await r.pool.end();
   }
 });
 
@@ -79,8 +84,12 @@ async function startCache(
   auth = authorizer,
 ): Promise<{ port: number; spool: NodeSpool; cache: NodeCache }> {
   const spool = await nodeSpool(nodeId);
+  // Each view of the spool is a node with its own database.
+  const pool = new pg.Pool({ connectionString: await shared.freshDatabase(), max: 4 });
+  await migrate(pool);
   const cache = await startNodeCache({
     spool,
+    pool,
     queue: "cache",
     nodeId,
     info: { storeDir: "/nix/store", wantMassQuery: true, priority: 40 },
@@ -107,7 +116,7 @@ async function startCache(
     fallback: cache.handle,
     checkContinue: cache.checkContinue,
   });
-  running.push({ cache, http });
+  running.push({ cache, http, pool });
   return { port: http.port, spool, cache };
 }
 

@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import type pg from "pg";
 import type { Logger } from "pino";
 import { type GuixPublicKey, parseGuixPublicKeys } from "../../cache/guix-signature.js";
 import { type NixSecretKey, parseNixPublicKey, parseNixSecretKey } from "../../cache/nix-key.js";
@@ -43,6 +44,7 @@ export function rejectedDirOf(config: Config): string {
 export async function startCacheFromConfig(
   config: Config,
   spool: NodeSpool,
+  pool: pg.Pool,
   authorizer: Authorizer,
   logger: Logger,
 ): Promise<NodeCache> {
@@ -57,6 +59,7 @@ export async function startCacheFromConfig(
       : await readKeyFile("cache.trustedGuixKeysFile", c.trustedGuixKeysFile, parseGuixPublicKeys);
   return startNodeCache({
     spool,
+    pool,
     queue: c.queue,
     nodeId: config.node.id,
     info: { storeDir: c.storeDir, wantMassQuery: c.wantMassQuery, priority: c.priority },

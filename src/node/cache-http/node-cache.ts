@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type pg from "pg";
 import type { Logger } from "pino";
 import { NarStaging } from "../../cache/nar-staging.js";
 import type { NixCacheInfo } from "../../cache/nix-cache-info.js";
@@ -50,6 +51,8 @@ export const nodeCacheCodec = (clock: () => number): CacheEntryCodec<NodeEntryMe
 
 export interface NodeCacheOptions {
   spool: NodeSpool;
+  /** The node's PostgreSQL (migrated), where the cache's lookup index lives. */
+  pool: pg.Pool;
   /** The spool queue holding the cache's entries. */
   queue: string;
   nodeId: string;
@@ -67,7 +70,11 @@ export interface NodeCacheOptions {
   stagingTtlMs: number;
   hitTtlSeconds: number;
   missTtlSeconds: number;
-  /** How often the index catches up with entries other processes (the replicator) added. */
+  /**
+   * How often the index is checked against the whole queue: a safety net for writers outside
+   * this process (the node's own uploads and transitions and the replicator's placements
+   * reach it at once through `store.changed`).
+   */
   refreshEveryMs: number;
   /** An upload silent this long is cut off (ms). */
   uploadIdleTimeoutMs?: number;
@@ -77,6 +84,12 @@ export interface NodeCacheOptions {
 
 export interface NodeCache {
   readonly store: SpoolCacheStore<NodeEntryMeta, string>;
+  /**
+   * An entry of the spool may have come, gone or moved (the service's transitions, the
+   * replicator's placements): the index follows at once. Failures are logged; the periodic
+   * refresh catches up.
+   */
+  entryChanged(name: string): void;
   /** For the node's HTTP server (`fallback`). */
   handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
   /** For the node's HTTP server (`checkContinue`): refuses an upload before its body. */
@@ -118,8 +131,9 @@ export function cacheWriteAccess(
 export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCache> {
   const log = options.logger.child({ component: "cache" });
   const clock = options.clock ?? Date.now;
-  const store = new SpoolCacheStore({
+  const store = await SpoolCacheStore.open({
     spool: options.spool,
+    pool: options.pool,
     queue: options.queue,
     codec: nodeCacheCodec(clock),
     info: options.info,
@@ -133,7 +147,6 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
         .catch((err: unknown) => log.error({ err, hashPart: r.hashPart }, "rejection not kept"));
     },
   });
-  await store.refresh();
   const staging = await NarStaging.open(options.stagingDir, {
     maxBytes: options.maxNarBytes,
     clock,
@@ -160,6 +173,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     logger: options.logger,
   });
   let running: Promise<void> = Promise.resolve();
+  let stopped = false;
   const timer = setInterval(() => {
     running = (async () => {
       await store.refresh();
@@ -173,9 +187,17 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     store,
     handle,
     checkContinue: (req, res) => upload.precheck(req, res, options.maxNarBytes),
+    entryChanged(name) {
+      if (stopped) return;
+      store
+        .changed(name)
+        .catch((err: unknown) => log.error({ err, entry: name }, "cache index update failed"));
+    },
     async stop() {
+      stopped = true;
       clearInterval(timer);
       await running;
+      await store.idle();
     },
   };
 }
