@@ -1,7 +1,12 @@
 import type pg from "pg";
 import { inTransaction } from "../db/pg-session.js";
 import { parseNarinfo, referenceHashParts } from "./narinfo.js";
-import { type CandidateTrust, chooseServed, type ServedCandidate } from "./served-rule.js";
+import {
+  type CandidateTrust,
+  chooseServable,
+  type NarHolding,
+  type ServedCandidate,
+} from "./served-rule.js";
 
 /**
  * The cache's lookup index in the node's PostgreSQL (migration 0008), with a memory front
@@ -11,8 +16,9 @@ import { type CandidateTrust, chooseServed, type ServedCandidate } from "./serve
  *
  * - `cache_entries`: one row per cache entry (hash part, nar path, trust, origin, stamp,
  *   narinfo and listing bytes, uploader);
- * - `cache_served`: per hash part the entry `chooseServed` picks among that hash part's rows,
- *   recomputed in the same transaction as every change of them;
+ * - `cache_served`: per hash part the entry `chooseServable` picks among that hash part's
+ *   rows (the complete ones: every nar accepted with it held), recomputed in the same
+ *   transaction as every change of them;
  * - `cache_references`: the store paths (hash parts) each entry's narinfo references, the
  *   graph a GC walks;
  * - `cache_index_state`: the spool id, queue and format the rows were derived from; rows of
@@ -39,6 +45,8 @@ export interface IndexedEntry {
   readonly narinfo: Buffer;
   readonly listing: Buffer | undefined;
   readonly by: string;
+  /** Every nar path accepted with the narinfo, `url` included; undefined: `url` alone. */
+  readonly files: readonly string[] | undefined;
 }
 
 export interface IndexSource {
@@ -55,6 +63,8 @@ interface Served {
 interface CandidateRow {
   entry: string;
   hash_part: string;
+  url: string;
+  files: string[] | null;
   trust: CandidateTrust;
   origin: string;
   hlc: string;
@@ -201,9 +211,11 @@ export class CacheIndex {
       if (put.length > 0) {
         await client.query(
           `insert into cache_entries
-             (entry, hash_part, url, trust, origin, hlc, narinfo, listing, uploaded_by)
-           select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                $6::bigint[], $7::bytea[], $8::bytea[], $9::text[])
+             (entry, hash_part, url, trust, origin, hlc, narinfo, listing, uploaded_by, files)
+           select e, h, u, t, o, c, n, l, b, f::jsonb
+             from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::bigint[], $7::bytea[], $8::bytea[], $9::text[], $10::text[])
+                  as r(e, h, u, t, o, c, n, l, b, f)
            on conflict (entry) do nothing`,
           [
             put.map((e) => e.entry),
@@ -215,6 +227,7 @@ export class CacheIndex {
             put.map((e) => e.narinfo),
             put.map((e) => e.listing ?? null),
             put.map((e) => e.by),
+            put.map((e) => (e.files === undefined ? null : JSON.stringify(e.files))),
           ],
         );
         const refs = put.flatMap((e) => referencesOf(e).map((r) => [e.entry, r] as const));
@@ -228,11 +241,12 @@ export class CacheIndex {
       }
       const hashParts = [...touched];
       const { rows } = await client.query<CandidateRow>(
-        `select entry, hash_part, trust, origin, hlc, narinfo from cache_entries
+        `select entry, hash_part, url, files, trust, origin, hlc, narinfo from cache_entries
           where hash_part = any($1)`,
         [hashParts],
       );
-      const candidates = new Map<string, Array<ServedCandidate & { narinfo: Buffer }>>();
+      type Candidate = ServedCandidate & NarHolding & { narinfo: Buffer };
+      const candidates = new Map<string, Candidate[]>();
       for (const r of rows) {
         const list = candidates.get(r.hash_part) ?? [];
         list.push({
@@ -241,12 +255,14 @@ export class CacheIndex {
           hlc: Number(r.hlc),
           trust: r.trust,
           narinfo: r.narinfo,
+          url: r.url,
+          ...(r.files === null ? {} : { files: r.files }),
         });
         candidates.set(r.hash_part, list);
       }
       const chosen = new Map<string, Served | undefined>();
       for (const h of hashParts) {
-        const best = chooseServed(candidates.get(h) ?? []);
+        const best = chooseServable(candidates.get(h) ?? []);
         chosen.set(h, best && { entry: best.entry, narinfo: best.narinfo });
       }
       await client.query("delete from cache_served where hash_part = any($1)", [hashParts]);

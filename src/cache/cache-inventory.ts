@@ -1,5 +1,5 @@
 import { type Narinfo, parseNarinfo } from "./narinfo.js";
-import { chooseServed } from "./served-rule.js";
+import { chooseServable } from "./served-rule.js";
 import type { CacheRecord } from "./spool-cache-store.js";
 
 /** One cache entry as stored: its record, and its data (the nar file) as the node wrote it. */
@@ -24,7 +24,7 @@ export interface ServedPath {
 
 /**
  * What a cache queue serves, worked out from its entries alone by the rule every node
- * uses (`chooseServed`): per hash part, the narinfo served and the entries holding it.
+ * uses (`chooseServable`): per hash part, the narinfo served and the entries holding it.
  * For tools (`geospool cache ls|show`); the node's own lookup index is derived the same way.
  */
 export function servedPaths(entries: readonly StoredCacheEntry[]): Map<string, ServedPath> {
@@ -36,7 +36,7 @@ export function servedPaths(entries: readonly StoredCacheEntry[]): Map<string, S
   }
   const out = new Map<string, ServedPath>();
   for (const [hashPart, holders] of [...byHash].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const served = chooseServed(
+    const served = chooseServable(
       holders.map((h) => ({ ...h.record, entry: h.entry, stored: h })),
     )?.stored;
     if (served === undefined) continue;

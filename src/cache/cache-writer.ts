@@ -15,6 +15,11 @@ export interface AcceptedUpload {
   readonly trust: CandidateTrust;
   /** Who uploaded it (the token's name). */
   readonly by: string;
+  /**
+   * Every nar path accepted with this narinfo in the same upload (a Guix narinfo lists
+   * several, each committed on its own), this one included; absent: this one alone.
+   */
+  readonly files?: readonly string[];
 }
 
 export interface RejectedUpload {

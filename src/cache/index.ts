@@ -47,26 +47,38 @@
  * - `upload-check.ts`: the verdict on a narinfo and its nar under the node's rules (store
  *   directories, signature policy `require`/`sign`/`allow-unsigned`, trusted Nix and Guix
  *   keys): accept with the bytes to serve, or reject with a reason code.
- * - `served-rule.ts`: which of several uploads of one store path every node serves.
+ * - `served-rule.ts`: which of several uploads of one store path every node serves
+ *   (`chooseServable`: among the complete candidates, those whose every accepted nar is
+ *   held, the `chooseServed` one).
  * - `nar-staging.ts`: nars uploaded before their narinfo, hashed as they stream, kept
  *   node-local until the narinfo comes or a bound passes.
  * - `cache-writer.ts`: where accepted uploads and rejections go; `dir-cache-writer.ts`
  *   stores into a binary-cache directory (nar, listing, then narinfo, each fsynced).
  * - `spool-cache-store.ts`: the cache over a spool queue, reader and writer at once: one
- *   entry per accepted nar upload (metadata: the narinfo to serve, its nar path, trust,
- *   origin and stamp, listing; data: the compressed nar, so the data digest is the
- *   FileHash), and a lookup index derived from the queue (`refresh()`), serving per hash
- *   part the `chooseServed` candidate.
+ *   entry per accepted nar upload (metadata: the narinfo to serve, its nar path and those
+ *   accepted with it, trust, origin and stamp, listing; data: the compressed nar, so the
+ *   data digest is the FileHash). Its index follows the queue entry by entry (`changed`:
+ *   the node calls it for its own transitions and the replicator's placements and drops)
+ *   and as a whole (`refresh`: at open, and as a periodic safety net).
+ * - `cache-index.ts`: that lookup index, in the node's PostgreSQL (migrations 0008, 0009;
+ *   node-local, never published): per entry its hash part, nar path, trust, stamp, narinfo
+ *   and listing; per hash part the served entry; per entry the references (hash parts) a
+ *   GC walks. Rows derived from another spool, queue or format are dropped at open and the
+ *   queue is diffed against the indexed names, so missing rows are rebuilt from the spool.
+ *   A memory front (served narinfo bytes per hash part, entries per nar path) answers the
+ *   request path with no database round trip; it is loaded at open and follows each
+ *   committed change.
  * - `rejection-log.ts`: rejected uploads kept with their reason and narinfo, one entry
  *   each in a node-local spool (never served nor replicated), bounded by count and age.
- * - `cache-inventory.ts`: what a cache queue serves worked out from its entries alone, for
- *   tools (`geospool cache ls|show`); `checkNarContent` (upload-check.ts) re-checks a stored
+ * - `cache-inventory.ts`: what a cache queue serves worked out from its entries alone (the
+ *   same `chooseServable`), for tools (`geospool cache ls|show`); `checkNarContent` (upload-check.ts) re-checks a stored
  *   nar for `geospool cache verify`.
  *
  * Checks are values (`SigCheck`, `GuixSigCheck`: valid, untrusted, invalid, malformed, ...);
  * bad input is a `CacheError` with a stable `code` (errors.ts).
  */
 export { type ByteRange, parseByteRange } from "./byte-range.js";
+export { CACHE_INDEX_FORMAT, CacheIndex, type IndexedEntry } from "./cache-index.js";
 export {
   type ServedPath,
   type StoredCacheEntry,
@@ -152,15 +164,19 @@ export {
 export { type CacheRequest, narPathProblem, parseCacheRequest } from "./request-path.js";
 export {
   type CandidateTrust,
+  chooseServable,
   chooseServed,
   compareCandidates,
+  type NarHolding,
   type ServedCandidate,
+  servable,
 } from "./served-rule.js";
 export {
   type CacheEntryCodec,
   type CacheRecord,
   fileHashOfDigest,
   SpoolCacheStore,
+  type SpoolCacheStoreOptions,
 } from "./spool-cache-store.js";
 export {
   checkStoreDir,

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { chooseServed, type ServedCandidate } from "./served-rule.js";
+import { chooseServable, chooseServed, type ServedCandidate, servable } from "./served-rule.js";
 
 const candidate = fc.record({
   entry: fc.string({ minLength: 1, maxLength: 6 }),
@@ -58,5 +58,24 @@ describe("which upload of a store path is served", () => {
       "a",
     );
     expect(chooseServed([])).toBeUndefined();
+  });
+
+  it("serves an upload of several nars only once every one of them is held", () => {
+    const at = (entry: string, url: string, hlc: number, files?: string[]) => ({
+      entry,
+      url,
+      hlc,
+      origin: "eu-1",
+      trust: "trusted" as const,
+      ...(files ? { files } : {}),
+    });
+    const both = ["nar/gzip/x", "nar/zstd/x"];
+    const gzip = at("a", "nar/gzip/x", 1, both);
+    const later = at("c", "nar/lzip/x", 5);
+    expect(servable([gzip])).toEqual([]);
+    expect(chooseServable([gzip, later])).toBe(later);
+    const zstd = at("b", "nar/zstd/x", 1, both);
+    expect(chooseServable([zstd, later, gzip])).toBe(gzip);
+    expect(servable([zstd, gzip])).toEqual([zstd, gzip]);
   });
 });

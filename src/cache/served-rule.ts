@@ -11,6 +11,11 @@
  *    that cached the narinfo keep finding its nar);
  * 3. ties cannot remain: entry names are unique.
  *
+ * Before that, a candidate must be complete (`servable`): an upload whose narinfo lists
+ * several nars (Guix) is stored as one entry per nar, and those arrive one by one; none is
+ * served until the node holds every nar the upload was accepted with, so a client never gets
+ * a narinfo whose nar is not there yet.
+ *
  * Nothing here depends on arrival order; a node that has seen the same candidates serves
  * the same narinfo.
  */
@@ -47,4 +52,26 @@ export function chooseServed<T extends ServedCandidate>(candidates: Iterable<T>)
   let best: T | undefined;
   for (const c of candidates) if (best === undefined || compareCandidates(c, best) < 0) best = c;
   return best;
+}
+
+/** Which nars a candidate holds and needs (see `servable`). */
+export interface NarHolding {
+  /** The nar path this candidate's entry holds. */
+  readonly url: string;
+  /** Every nar path accepted with its narinfo, `url` included; absent: `url` alone. */
+  readonly files?: readonly string[];
+}
+
+/** The candidates of one hash part whose every accepted nar is held by one of them. */
+export function servable<T extends NarHolding>(candidates: Iterable<T>): T[] {
+  const all = [...candidates];
+  const held = new Set(all.map((c) => c.url));
+  return all.filter((c) => (c.files ?? [c.url]).every((u) => held.has(u)));
+}
+
+/** `chooseServed` among the `servable` candidates of one hash part. */
+export function chooseServable<T extends ServedCandidate & NarHolding>(
+  candidates: Iterable<T>,
+): T | undefined {
+  return chooseServed(servable(candidates));
 }

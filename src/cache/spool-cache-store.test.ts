@@ -4,6 +4,7 @@ import { buffer } from "node:stream/consumers";
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import {
+  GUIX,
   NIX_XZ,
   NIX_ZSTD,
   narinfoFixtures,
@@ -171,5 +172,28 @@ describe("the cache over a spool queue", () => {
       "select tablename from pg_publication_tables",
     );
     expect(rows.map((r) => r.tablename)).toEqual(["journal"]);
+  });
+
+  it("serves a narinfo of several nars only once the entry of each has come", async () => {
+    const a = await node("eu-1", () => 1);
+    const [, bytes] = narinfoFixtures(GUIX).find(([, b]) => parseNarinfo(b).files.length > 1)!;
+    const info = parseNarinfo(bytes);
+    const files = info.files.map((f) => f.url);
+    for (const [i, url] of files.entries()) {
+      expect(await a.store.narinfo(info.storePath.hashPart)).toBeUndefined();
+      const staged = await a.staging.put(url, Readable.from([readFixture(GUIX, url)]));
+      if (staged.kind !== "staged") throw new Error(staged.kind);
+      await a.store.commit({
+        narinfo: info,
+        served: bytes,
+        nar: a.staging.take(url),
+        listing: undefined,
+        trust: "trusted",
+        by: "t",
+        files,
+      });
+      expect(a.store.served(info.storePath.hashPart) === undefined).toBe(i < files.length - 1);
+    }
+    expect((await a.store.narinfo(info.storePath.hashPart))!.equals(bytes)).toBe(true);
   });
 });

@@ -30,6 +30,8 @@ export interface CacheRecord {
   readonly hlc: number;
   readonly listing?: string;
   readonly by: string;
+  /** Every nar path accepted with this narinfo (Guix lists several), `url` included. */
+  readonly files?: readonly string[];
 }
 
 /** How a cache record sits in the spool's metadata type (the node wraps it in its header). */
@@ -48,7 +50,9 @@ function indexable(name: string, r: CacheRecord): IndexedEntry | undefined {
     !["trusted", "node_signed", "unsigned"].includes(r.trust) ||
     typeof r.origin !== "string" ||
     !Number.isSafeInteger(r.hlc) ||
-    (r.listing !== undefined && typeof r.listing !== "string")
+    (r.listing !== undefined && typeof r.listing !== "string") ||
+    (r.files !== undefined &&
+      !(Array.isArray(r.files) && r.files.every((f: unknown) => typeof f === "string")))
   ) {
     return undefined;
   }
@@ -62,6 +66,7 @@ function indexable(name: string, r: CacheRecord): IndexedEntry | undefined {
     narinfo: Buffer.from(r.narinfo, "utf8"),
     listing: r.listing === undefined ? undefined : Buffer.from(r.listing, "utf8"),
     by: typeof r.by === "string" ? r.by : "",
+    files: r.files,
   };
 }
 
@@ -278,6 +283,7 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
       hlc: (this.options.clock ?? Date.now)(),
       by: upload.by,
       ...(upload.listing === undefined ? {} : { listing: upload.listing.toString("utf8") }),
+      ...(upload.files === undefined ? {} : { files: [...upload.files] }),
     };
     const source =
       upload.nar !== undefined

@@ -101,8 +101,14 @@ describe("the cache's lookup index across two nodes", () => {
       leaseToken: got!.leaseToken,
       action: { kind: "remove" },
     });
-    const removed = (await narinfos(1)).findIndex((r) => r.status === 404);
-    expect(removed).toBeGreaterThanOrEqual(0);
+    let removed = -1;
+    await vi.waitFor(
+      async () => {
+        removed = (await narinfos(1)).findIndex((r) => r.status === 404);
+        expect(removed).toBeGreaterThanOrEqual(0);
+      },
+      { timeout: 30_000, interval: 100 },
+    );
     await vi.waitFor(
       async () => {
         expect((await narinfos(0))[removed]!.status).toBe(404);

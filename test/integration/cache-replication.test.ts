@@ -69,7 +69,8 @@ beforeAll(async () => {
         enabled: true,
         trustedPublicKeys: [TEST_KEY],
         trustedGuixKeysFile: GUIX_KEY_FILE,
-        refreshEvery: "200ms",
+        // Replicated entries are indexed as they are placed, not by the periodic refresh.
+        refreshEvery: "1h",
       },
     },
   });

@@ -173,6 +173,7 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
         listing,
         trust,
         by: who,
+        ...(accepted.length > 1 ? { files: accepted.map((a) => a.url) } : {}),
       });
       log.info(
         { hashPart, url, outcome, trust, checked: verdict.contentChecked, by: who },

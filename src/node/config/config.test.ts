@@ -129,7 +129,7 @@ describe("defaults", () => {
         stagingTtl: 600_000,
         keepRejected: 10_000,
         rejectedTtl: 30 * 86_400_000,
-        refreshEvery: 1_000,
+        refreshEvery: 30_000,
         uploadTokens: [],
       },
       shutdown: { deadline: 10_000 },

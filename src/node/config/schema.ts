@@ -389,7 +389,7 @@ export const configSchema = z
         rejectedDir: path().optional(),
         keepRejected: int(1).default(10_000),
         rejectedTtl: duration({ positive: true }).default(30 * 24 * 3_600_000),
-        refreshEvery: duration({ positive: true }).default(1_000),
+        refreshEvery: duration({ positive: true }).default(30_000),
         uploadTokens: list(uploadTokenSchema, { commaSeparated: false }).default(() => []),
       })
       .prefault({}),
