@@ -95,7 +95,12 @@ export async function startReplication(opts: {
     async fetchData(req) {
       preferred.set(req.entry, req.origin);
       try {
-        const got = await fetcher.fetch({ entry: req.entry, sha256: req.sha256, size: req.size });
+        const got = await fetcher.fetch({
+          entry: req.entry,
+          sha256: req.sha256,
+          size: req.size,
+          ...(req.signal ? { signal: req.signal } : {}),
+        });
         return { path: got.path };
       } finally {
         preferred.delete(req.entry);

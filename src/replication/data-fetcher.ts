@@ -41,14 +41,20 @@ export {
  *   the size, a stream that ends short, or a digest mismatch deletes the bytes and drops
  *   that source.
  * - Resumable: a stream that fails after delivering bytes is resumed at once from the
- *   byte reached (ReadData `offset`), from the same source; a source that fails without
+ *   byte reached (ReadData `offset`), from the same source (after the other sources when
+ *   the connection was lost: UNAVAILABLE makes it a suspect); a source that fails without
  *   progress is dropped and the next one continues from the same byte. In-process resumes
  *   need no fsync (the hash state is in memory); the file is fsynced once, at the end.
  *   A `~fetch` file left by an earlier fetch (a crash, or every source failing) is reused:
  *   its prefix is hashed from disk first. Such a prefix was maybe never fsynced, so if the
  *   digest then fails, the file is restarted from byte 0 without blaming the source.
- * - Sources are tried in the order `sources(entry)` gives. NOT_FOUND, OUT_OF_RANGE,
- *   denied, unavailable or timed out: skip to the next. When none is left, the fetch fails
+ * - Sources are tried in the order `sources(entry)` gives, except that a source which was
+ *   unreachable or stalled in the last `suspectMs` goes last. NOT_FOUND, OUT_OF_RANGE,
+ *   denied, unavailable or timed out: skip to the next.
+ * - A dead or stalled source is found in seconds: the channels send HTTP/2 keepalive pings
+ *   while a call is open (`keepaliveMs`; a ping unanswered for as long ends the connection
+ *   and the call), and a call with no message for `chunkTimeoutMs` is given up (a connection
+ *   that never completes its handshake sends none). When none is left, the fetch fails
  *   with `all_sources_failed` listing every failed attempt; the bytes received so far stay
  *   on disk for a later fetch to resume, until the caller gives the entry up (`discard`).
  *   `leftovers` lists the files an earlier process left, for the caller to resume or discard
@@ -72,6 +78,8 @@ export class DataFetcher {
   private readonly credentials: grpc.ChannelCredentials;
   private readonly chunkTimeoutMs: number;
   private readonly clock: () => number;
+  /** Sources that were unreachable or stalled, and until when they are tried last. */
+  private readonly suspects = new Map<string, number>();
   private closed = false;
 
   constructor(private readonly opts: DataFetcherOptions) {
@@ -268,6 +276,13 @@ export class DataFetcher {
     return unique;
   }
 
+  /** `sources` in their order, except that the suspects go last. */
+  private bySuspicion(sources: readonly string[]): string[] {
+    const now = this.clock();
+    const suspect = (s: string) => (this.suspects.get(s) ?? 0) > now;
+    return [...sources.filter((s) => !suspect(s)), ...sources.filter(suspect)];
+  }
+
   private async transfer(
     job: Job,
     file: FetchFile,
@@ -279,12 +294,20 @@ export class DataFetcher {
     const contributors: string[] = [];
     let attempts = 0;
     const done = async (source: string): Promise<FetchResult> => {
+      this.suspects.delete(source);
       const reusedBytes = file.reusedBytes;
       await file.finish();
       return { path: file.path, bytes: file.bytes, source, reusedBytes, attempts };
     };
     const fail = (f: SourceFailure) => {
       failures.push(f);
+      const lost =
+        f.kind === SourceFailureKind.Unavailable ||
+        f.kind === SourceFailureKind.Timeout ||
+        (f.kind === SourceFailureKind.Broken && f.grpcCode === grpc.status.UNAVAILABLE);
+      if (lost) {
+        this.suspects.set(f.source, this.clock() + (this.opts.suspectMs ?? DEFAULT_SUSPECT_MS));
+      }
       this.opts.metrics?.sourceFailed?.(f);
       log.info({ ...f }, "source attempt failed");
     };
@@ -294,7 +317,8 @@ export class DataFetcher {
       await file.reset();
     }
     for (;;) {
-      const source = sources.find((s) => !dropped.has(s));
+      // Suspects last, at every step: a connection lost mid-stream makes its source one.
+      const source = this.bySuspicion(sources.filter((s) => !dropped.has(s)))[0];
       if (source === undefined) {
         throw new DataFetchError(
           DataFetchErrorCode.AllSourcesFailed,
@@ -364,8 +388,11 @@ export class DataFetcher {
   private client(endpoint: string): SpoolClient {
     let c = this.clients.get(endpoint);
     if (!c) {
+      const keepalive = this.opts.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
       c = new SpoolClient(endpoint, this.credentials, {
         "grpc.max_receive_message_length": 16 * 1024 * 1024,
+        "grpc.keepalive_time_ms": keepalive,
+        "grpc.keepalive_timeout_ms": keepalive,
         ...this.opts.channelOptions,
       });
       this.clients.set(endpoint, c);
@@ -385,7 +412,9 @@ export const FETCH_TMP_SUFFIX = "~fetch";
 /** `FetchResult.source` when the complete file was already in `tmpDir`. */
 export const LOCAL_SOURCE = "local";
 export const DEFAULT_MAX_CONCURRENT = 4;
-export const DEFAULT_CHUNK_TIMEOUT_MS = 30_000;
+export const DEFAULT_CHUNK_TIMEOUT_MS = 10_000;
+export const DEFAULT_KEEPALIVE_MS = 2_000;
+export const DEFAULT_SUSPECT_MS = 30_000;
 
 export interface DataFetcherOptions {
   /** gRPC endpoints (`host:port`) that may hold the entry's data, most preferred first. */
@@ -400,8 +429,15 @@ export interface DataFetcherOptions {
   channelOptions?: grpc.ChannelOptions;
   /** Transfers at once; the rest wait in FIFO order. Default 4. */
   maxConcurrent?: number;
-  /** Give up on a source when no message arrives for this long while waiting. Default 30 s. */
+  /** Give up on a source when no message arrives for this long while waiting. Default 10 s. */
   chunkTimeoutMs?: number;
+  /**
+   * Keepalive ping interval on the channels while a call is open, and how long a ping may go
+   * unanswered before the connection (and the call) is given up. Default 2 s.
+   */
+  keepaliveMs?: number;
+  /** How long a source that was unreachable or stalled is tried last. Default 30 s. */
+  suspectMs?: number;
   logger?: Logger;
   metrics?: DataFetcherMetrics;
   /** Milliseconds, for durations. Default `Date.now`. */

@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import { nameProblem, type ReplicaData, type ReplicaInspection } from "../spool/index.js";
+import { EntryFetches } from "./entry-fetches.js";
 import { foldEntry } from "./fold.js";
 import type { HybridLogicalClock } from "./hlc.js";
 import { rowKey } from "./journal-row.js";
@@ -47,6 +48,8 @@ interface Outcome {
   retry?: { reason: string; persist: boolean };
   /** Sync again right away (local rows that a peer's row overrides). */
   again?: boolean;
+  /** Waiting for its data (with `retry`): synced again when the fetch ends, not on a timer. */
+  waitData?: boolean;
   quarantine?: Rejection[];
   applied?: "placed" | "dropped";
 }
@@ -75,6 +78,8 @@ export class EntrySync {
   private readonly fetchLeft = new Set<string>();
   /** Whose client holds each lease, as last read from the journal (forgotten at a sync). */
   readonly leaseHolders: LeaseHolderCache;
+  /** Data fetches under way, apart from the batches (entry-fetches.ts). */
+  readonly fetches: EntryFetches;
   readonly counters = { applied: 0, localRows: 0, applyErrors: 0, quarantined: 0 };
 
   constructor(deps: {
@@ -90,6 +95,10 @@ export class EntrySync {
     this.log = deps.log;
     this.clock = deps.clock;
     this.leaseHolders = new LeaseHolderCache((entry) => leaseHolder(this.opts.pool, entry));
+    this.fetches = new EntryFetches(
+      (req) => this.opts.fetchData(req),
+      (entry) => this.schedule.mark(entry, "peer"),
+    );
   }
 
   /** The record as last committed. */
@@ -301,19 +310,23 @@ export class EntrySync {
     if (plan.data.kind === "inline") {
       data = { adoptPath: await spool.stageData(entry, plan.data.bytes), synced: false };
     } else if (plan.data.kind === "fetch") {
-      try {
-        const got = await this.opts.fetchData({
-          entry,
-          sha256: target.dataSha256,
-          size: target.dataSize,
-          origin: plan.data.origin,
-        });
-        data = { adoptPath: got.path };
-      } catch (err) {
-        this.fetchLeft.add(entry);
-        this.log.warn({ err, entry }, "data not fetched yet; will retry");
-        return { entry, retry: { reason: errorText(err), persist: true }, quarantine };
+      // The fetch runs apart from this batch: the entries behind this one do not wait for it.
+      this.fetchLeft.add(entry);
+      const got = this.fetches.poll({
+        entry,
+        sha256: target.dataSha256,
+        size: target.dataSize,
+        origin: plan.data.origin,
+      });
+      if (got.kind === "running") {
+        const retry = { reason: "waiting for its data", persist: true };
+        return { entry, retry, waitData: true, quarantine };
       }
+      if (got.kind === "failed") {
+        this.log.warn({ err: got.error, entry }, "data not fetched yet; will retry");
+        return { entry, retry: { reason: errorText(got.error), persist: true }, quarantine };
+      }
+      data = { adoptPath: got.path };
     }
     await keyRecorded;
     const p = target.placed;
@@ -332,7 +345,10 @@ export class EntrySync {
   private async discardFetches(outcomes: readonly Outcome[]): Promise<void> {
     const discard = this.opts.discardFetch;
     for (const o of outcomes) {
-      if (o.retry || !this.fetchLeft.has(o.entry)) continue;
+      if (o.retry) continue;
+      // A fetch still under way for an entry that needs no data now (its remove arrived).
+      this.fetches.cancel(o.entry);
+      if (!this.fetchLeft.has(o.entry)) continue;
       this.fetchLeft.delete(o.entry);
       await discard?.(o.entry).catch((err) =>
         this.log.warn({ err, entry: o.entry }, "could not delete a fetch's leftover file"),
@@ -399,7 +415,8 @@ export class EntrySync {
         this.counters.applied++;
         this.opts.metrics?.applied?.(o.applied);
       }
-      if (o.retry) this.schedule.retryLater(o.entry, o.retry.persist);
+      if (o.waitData) this.schedule.awaitData(o.entry);
+      else if (o.retry) this.schedule.retryLater(o.entry, o.retry.persist);
       else this.schedule.settled(o.entry);
       if (o.again) this.schedule.mark(o.entry, "peer");
     }

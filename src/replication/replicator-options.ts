@@ -13,6 +13,8 @@ export interface FetchDataRequest {
   size: number;
   /** The node that enqueued it: the first place to ask. */
   origin: string;
+  /** The entry needs the data no more: stop, and delete what was received. */
+  signal?: AbortSignal;
 }
 
 export interface ReplicatorMetrics {
@@ -77,4 +79,6 @@ export interface ReplicatorStatus {
   quarantined: number;
   acknowledgedLsn: string;
   unacknowledgedCommits: number;
+  /** Peers' new entries waiting for their data (a fetch under way or not taken yet). */
+  waitingForData: number;
 }

@@ -243,6 +243,7 @@ export class Replicator {
       ...this.sync.counters,
       acknowledgedLsn: this.stream?.acknowledged ?? "0/0",
       unacknowledgedCommits: this.schedule.unacknowledgedCommits,
+      waitingForData: this.schedule.waitingForData,
     };
   }
 
@@ -270,6 +271,7 @@ export class Replicator {
       }
       this.stopped = true;
       this.schedule.close();
+      this.sync.fetches.close();
       await this.loop?.catch(() => undefined);
       await this.stream?.stop();
       this.schedule.wakeWaiters();

@@ -45,6 +45,8 @@ export class SyncSchedule {
   private readonly dirty = new Map<string, Dirty>();
   private readonly inProgress = new Map<string, number>();
   private readonly retries = new Map<string, Retry>();
+  /** Entries waiting for their data (in `retries` too, due never: the fetch's end marks them). */
+  private readonly waiting = new Set<string>();
   private readonly commits: Array<{ lsn: string; mark: number }> = [];
   private marks = 0;
   private readonly quiet = new Map<string, number>();
@@ -63,7 +65,10 @@ export class SyncSchedule {
     return this.dirty.size;
   }
   get retrying(): number {
-    return this.retries.size;
+    return this.retries.size - this.waiting.size;
+  }
+  get waitingForData(): number {
+    return this.waiting.size;
   }
   get unacknowledgedCommits(): number {
     return this.commits.length;
@@ -183,6 +188,7 @@ export class SyncSchedule {
   /** Sync `entry` again after a backoff; `peer` marks it as a peer change when due. */
   retryLater(entry: string, peer: boolean): void {
     const prev = this.retries.get(entry);
+    this.waiting.delete(entry);
     const failures = (prev?.failures ?? 0) + 1;
     const wait = Math.min(RETRY_BASE_MS * 2 ** Math.min(failures - 1, 10), RETRY_MAX_MS);
     this.retries.set(entry, {
@@ -192,8 +198,23 @@ export class SyncSchedule {
     });
   }
 
+  /**
+   * `entry` waits for its data: synced again when its fetch ends (marked by the fetch), not
+   * on a timer. Its failures so far still count for the backoff after a failed fetch.
+   */
+  awaitData(entry: string): void {
+    const prev = this.retries.get(entry);
+    this.waiting.add(entry);
+    this.retries.set(entry, {
+      due: Number.POSITIVE_INFINITY,
+      failures: prev?.failures ?? 0,
+      peer: true,
+    });
+  }
+
   settled(entry: string): void {
     this.retries.delete(entry);
+    this.waiting.delete(entry);
   }
 
   failures(entry: string): number {
