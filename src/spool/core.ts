@@ -294,9 +294,10 @@ export class SpoolCore<M, Q extends string> {
   }
 
   /**
-   * Finish a checkout by saving it into `to`: take it (see `take`), write the new metadata to
-   * .tmp, rename it over the taken file, rename that into the destination queue, fsync the
-   * destination.
+   * Finish a checkout by saving it into `to`: write the new metadata to .tmp and fsync it,
+   * take the checkout (see `take`), rename the new file over the taken one and that into
+   * the destination queue, fsync both directories. The file is written before the take, so
+   * the entry is in no queue only for the two renames (`locate` looks again for that long).
    */
   async saveCheckout(
     rec: CheckoutRecord<M, Q>,
@@ -310,27 +311,42 @@ export class SpoolCore<M, Q extends string> {
     // Touch the registry *before* moving: repair, which may be scanning the queues while the
     // entry moves, then sees a fresh registry file and leaves it alone.
     await this.throttle.run(() => setMtime(this.layout.registryFile(rec.name), this.clock()));
+    const tmp = await this.stageMove(rec.name, bytes);
     const taken = await this.throttle.run(() => this.take(rec.queue, rec.name, rec.ino));
-    if (taken === undefined) return false;
-    await this.moveTaken(rec.queue, rec.name, taken, bytes, toDir);
+    if (taken === undefined) {
+      await unlinkIfExists(tmp).catch(() => false);
+      return false;
+    }
+    await this.moveTaken(rec.queue, rec.name, taken, tmp, toDir);
     return true;
   }
 
+  /** Write an entry's next file (`bytes`) to .tmp, fsynced, for `moveTaken`. */
+  private async stageMove(name: string, bytes: Buffer): Promise<string> {
+    const tmp = this.layout.tmpFile(name, `move-${randomBytes(4).toString("hex")}`);
+    try {
+      await this.throttle.run(() => writeDataSynced(tmp, bytes));
+    } catch (err) {
+      await unlinkIfExists(tmp).catch(() => false);
+      throw ioError("move", name, err);
+    }
+    return tmp;
+  }
+
   /**
-   * Put a taken checkout, with new metadata `bytes`, into the queue `toDir`. On failure the
-   * taken file goes back to its checkout path (its lease then runs out as usual).
+   * Put a taken checkout into the queue `toDir` as the staged file `tmp` (its new
+   * metadata). On failure the taken file goes back to its checkout path (its lease then
+   * runs out as usual).
    */
   private async moveTaken(
     queue: Q,
     name: string,
     taken: string,
-    bytes: Buffer,
+    tmp: string,
     toDir: string,
   ): Promise<void> {
-    const tmp = this.layout.tmpFile(name, `move-${randomBytes(4).toString("hex")}`);
     try {
       await this.throttle.run(async () => {
-        await writeDataSynced(tmp, bytes);
         await rename(tmp, taken);
         await rename(taken, this.layout.queueFile(toDir, name));
       });
@@ -410,9 +426,10 @@ export class SpoolCore<M, Q extends string> {
   // ---- lease expiry ------------------------------------------------------------------
 
   /**
-   * Take back one expired checkout: take it (an atomic rename, so two reapers, or a reaper
-   * and a late holder, never both act), write the metadata with attempts + 1, and move it
-   * into the queue (or the dead-letter queue).
+   * Take back one expired checkout: read it and write its next file (attempts + 1), then
+   * take it (an atomic rename, so two reapers, or a reaper and a late holder, never both
+   * act) and move it into the queue (or the dead-letter queue). A checkout's inode never
+   * changes its contents, so what was read is what is taken when the inode is the same.
    */
   async expireOne(
     queue: Q,
@@ -426,28 +443,42 @@ export class SpoolCore<M, Q extends string> {
     }
     const more = (await this.leases.holdBack?.(name, queue)) ?? 0;
     if (more > 0 && !this.isExpired(before.mtimeMs + more, before.ctimeMs, now)) return undefined;
-    const taken = await this.throttle.run(() => this.take(queue, name, before.ino));
-    if (taken === undefined) return undefined;
-    let bytes: Buffer;
-    try {
-      bytes = await this.throttle.run(() => readFile(taken));
-    } catch (err) {
-      await renameIfExists(taken, co).catch(() => "not_found");
-      throw ioError("expire", name, err);
-    }
+    const bytes = await this.readInode(co, before.ino, name);
+    if (bytes === undefined) return undefined;
     const env = decodeEnvelope(bytes);
     const payload = env.ok ? env.payload : bytes;
     const attempts = env.ok ? env.envelope.attempts + 1 : this.leases.maxAttempts;
     const to = this.failedDeliveryTarget(queue, attempts);
     await this.throttle.run(() => setMtime(this.layout.registryFile(name), this.clock()));
-    await this.moveTaken(
-      queue,
-      name,
-      taken,
-      encodeEnvelope({ attempts }, payload),
-      this.dirname(to),
-    );
+    const tmp = await this.stageMove(name, encodeEnvelope({ attempts }, payload));
+    const taken = await this.throttle.run(() => this.take(queue, name, before.ino));
+    if (taken === undefined) {
+      await unlinkIfExists(tmp).catch(() => false);
+      return undefined;
+    }
+    await this.moveTaken(queue, name, taken, tmp, this.dirname(to));
     return { name, queue, to, attempts, leaseUntil: Math.round(before.mtimeMs) };
+  }
+
+  /** The contents of `path` if it is still the inode `ino`, else undefined. */
+  private readInode(path: string, ino: number, name: string): Promise<Buffer | undefined> {
+    return this.throttle.run(async () => {
+      let fh: FileHandle;
+      try {
+        fh = await open(path, "r");
+      } catch (err) {
+        if (isErrno(err, "ENOENT")) return undefined;
+        throw ioError("expire", name, err);
+      }
+      try {
+        if ((await fh.stat()).ino !== ino) return undefined;
+        return await fh.readFile();
+      } catch (err) {
+        throw ioError("expire", name, err);
+      } finally {
+        await fh.close();
+      }
+    });
   }
 
   /**

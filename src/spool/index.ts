@@ -43,8 +43,9 @@
  * - `checkout` renames `<queue>/<name>` to `<queue>/.checkout/<name>`: exactly one process
  *   wins; the others get `not_found`, never an error. The registry file's mtime is set to
  *   the checkout time and the checkout file's mtime to the lease deadline.
- * - A checked-out entry is finished by `save(queue)` (new metadata to .tmp, rename over the
- *   checkout file, rename into the queue) or `remove()`, or given back by `release()`. Each
+ * - A checked-out entry is finished by `save(queue)` (new metadata to .tmp and fsynced,
+ *   then the checkout taken, the new file renamed over it and into the queue: the entry is
+ *   in no queue only between two renames, which `locate` rescans over) or `remove()`, or given back by `release()`. Each
  *   first checks the lease is still ours (before the deadline, and the checkout file is the
  *   same inode we took); if not, it changes nothing and reports `lease_lost`. When a finish
  *   (or a lease expiry, a direct remove, a replica placement or drop) returns, it survives a
