@@ -18,9 +18,10 @@ import type { NodeReplication } from "./replication-wiring.js";
  *
  * Per peer (every configured peer, and any other peer this node subscribes to):
  * - `connected`: this node's subscription to the peer has its apply worker running and has
- *   received a message from the peer (pg_stat_subscription). A peer whose server is stopped
- *   shows as disconnected within seconds; one that went silent without closing its
- *   connections, once `wal_receiver_timeout` ends the worker.
+ *   received a message from the peer (pg_stat_subscription), and the peer's database
+ *   answers the status query. A peer whose server is stopped shows as disconnected within
+ *   seconds; one cut off without closing its connections, once the status query times out
+ *   (the worker itself runs on until `wal_receiver_timeout`).
  * - `slotState`: the slot on the peer's server that feeds this node
  *   (`geospool_<peer>_to_<self>`), read on the peer: the walsender's state (`streaming`,
  *   `catchup`, `startup`) when a subscriber streams from it, `inactive`, `missing`,
@@ -38,6 +39,11 @@ import type { NodeReplication } from "./replication-wiring.js";
  * - apply errors: rows from the peer the subscription failed to apply
  *   (pg_stat_subscription_stats.apply_error_count) plus journal rows of that origin the
  *   replicator quarantined (replica_quarantine).
+ * - reachable: the peer's node answers this node's heartbeats (peer-liveness.ts, a health
+ *   check every second with a 2 s deadline); while not, since when. This is the signal
+ *   that a peer is cut off or frozen within seconds (the subscription's apply worker shows
+ *   connected until `wal_receiver_timeout`, and `connected` also turns false only once the
+ *   peer's database stops answering the status query).
  * - pending fetches: entries created by the peer (entry names embed the creating node's id)
  *   whose data is being fetched or whose change waits for a retry (replica_pending).
  *
@@ -57,7 +63,8 @@ export interface ClusterStatusOptions {
   peers: readonly Peer[];
   /** This node's database. */
   pool: pg.Pool;
-  replication: Pick<NodeReplication, "replicator" | "fetcher">;
+  replication: Pick<NodeReplication, "replicator" | "fetcher"> &
+    Partial<Pick<NodeReplication, "liveness">>;
   logger: Logger;
   clock?: () => number;
   /** Limit for a peer's database to connect and answer. Default 2 s. */
@@ -86,6 +93,10 @@ export interface PeerView {
   pendingFetches: number;
   /** When this node last had a sign the link was up (ms since epoch), if ever. */
   lastContactMs: number | null;
+  /** The peer's node answers this node's heartbeats (null: no gRPC endpoint to ask). */
+  reachable: boolean | null;
+  /** While not reachable: since when (the last answer, or this node's start). */
+  unreachableSinceMs: number | null;
 }
 
 export interface ClusterSnapshot {
@@ -202,6 +213,8 @@ export class ClusterStatus {
       slotState: p.slotState,
       applyErrors: p.subscriptionApplyErrors + p.quarantinedRows,
       pendingFetches: p.pendingFetches,
+      reachable: p.reachable !== false,
+      unreachableSinceMs: p.unreachableSinceMs,
     }));
   }
 
@@ -216,6 +229,11 @@ export class ClusterStatus {
         lagSeconds: p.lagMs / 1000,
         lagBytes: p.lagBytes,
         subscriptionApplyErrors: p.subscriptionApplyErrors,
+        reachable: p.reachable,
+        unreachableSeconds:
+          p.unreachableSinceMs === null
+            ? 0
+            : Math.max(0, (s.takenAtMs - p.unreachableSinceMs) / 1000),
       })),
       slots: s.localSlots.map((slot) => ({
         slot: slot.slotName,
@@ -270,7 +288,13 @@ export class ClusterStatus {
       const sub = local?.mesh.get(subscriptionName(id));
       const probe = probes.has(id) ? await probes.get(id) : undefined;
       const mem = this.remember(id);
-      const connected = sub?.workerRunning === true && sub.lastMsgReceiptTime !== null;
+      // The apply worker shows connected until wal_receiver_timeout after a link is cut; a
+      // peer database that does not answer now is taken as the sign it is.
+      const connected =
+        sub?.workerRunning === true &&
+        sub.lastMsgReceiptTime !== null &&
+        probe?.kind !== "unreachable";
+      const live = replication.liveness?.view(id);
       const slot = probe?.kind === "ok" ? probe.slot : undefined;
       const lagBytes =
         slot !== undefined && slot.invalidation_reason === null && slot.lag_bytes !== null
@@ -300,6 +324,8 @@ export class ClusterStatus {
         quarantinedRows: local?.quarantinedByOrigin.get(id) ?? 0,
         pendingFetches: local?.pendingByPeer.get(id) ?? 0,
         lastContactMs: mem.lastContactMs ?? null,
+        reachable: live?.reachable ?? null,
+        unreachableSinceMs: live?.unreachableSinceMs ?? null,
       });
     }
     const status = replication.replicator.status();

@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { DataFetcher } from "../replication/data-fetcher.js";
 import { ensurePublication, joinPeer, MeshError } from "../replication/mesh.js";
 import { replicationSettings, settingsWarnings } from "../replication/mesh-status.js";
+import { PeerLiveness } from "../replication/peer-liveness.js";
 import { Replicator } from "../replication/replicator.js";
 import { Expert } from "../spool/index.js";
 import type { Config } from "./config/index.js";
@@ -14,6 +15,8 @@ import type { NodeSpool, SpoolService } from "./service/spool-service.js";
 export interface NodeReplication {
   readonly replicator: Replicator;
   readonly fetcher: DataFetcher;
+  /** Heartbeats to every configured peer's gRPC endpoint: is its node answering? */
+  readonly liveness: PeerLiveness;
   /** Peers this node subscribes to, by id, and how the last join attempt went. */
   peerJoins(): Map<string, string>;
   stop(): Promise<void>;
@@ -149,6 +152,12 @@ export async function startReplication(opts: {
     throw err;
   }
   const stopListening = service.onTransition((t) => replicator.noteLocal(t.name));
+  const liveness = new PeerLiveness({
+    peers: config.peers,
+    ...(config.replication.token ? { token: config.replication.token } : {}),
+    logger: log,
+  });
+  liveness.start();
 
   // Join every peer with a PostgreSQL URL, in the background: a peer that is down or not
   // migrated yet is retried; the node serves meanwhile.
@@ -178,10 +187,12 @@ export async function startReplication(opts: {
   return {
     replicator,
     fetcher,
+    liveness,
     peerJoins: () => new Map(joins),
     async stop() {
       stopping = true;
       stopListening();
+      liveness.close();
       // Closing the fetcher aborts transfers in flight, so the replicator's last batch ends.
       const stopped = replicator.stop();
       await fetcher.close();

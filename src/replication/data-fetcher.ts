@@ -393,6 +393,9 @@ export class DataFetcher {
         "grpc.max_receive_message_length": 16 * 1024 * 1024,
         "grpc.keepalive_time_ms": keepalive,
         "grpc.keepalive_timeout_ms": keepalive,
+        // After a heal, fetches reach the peer again within seconds, not after grpc-js's
+        // reconnect backoff (which grows to two minutes).
+        "grpc.max_reconnect_backoff_ms": MAX_RECONNECT_BACKOFF_MS,
         ...this.opts.channelOptions,
       });
       this.clients.set(endpoint, c);
@@ -415,6 +418,7 @@ export const DEFAULT_MAX_CONCURRENT = 4;
 export const DEFAULT_CHUNK_TIMEOUT_MS = 10_000;
 export const DEFAULT_KEEPALIVE_MS = 2_000;
 export const DEFAULT_SUSPECT_MS = 30_000;
+const MAX_RECONNECT_BACKOFF_MS = 5_000;
 
 export interface DataFetcherOptions {
   /** gRPC endpoints (`host:port`) that may hold the entry's data, most preferred first. */

@@ -7,6 +7,7 @@ import { GeospoolClient } from "../../src/node/client/index.js";
 import { Metrics } from "../../src/node/observability/metrics.js";
 import { slotName, subscriptionName } from "../../src/replication/mesh.js";
 import { eventually, startTestCluster, type TestCluster } from "../helpers/cluster.js";
+import { metricSample } from "../helpers/metrics-text.js";
 import { useSuiteTempDir } from "../helpers/tmp.js";
 
 describe("replication metrics at scrape time", () => {
@@ -61,15 +62,7 @@ describe("cluster status", () => {
     return res.text();
   }
 
-  /** The value of one series (labels as written in the exposition), or undefined. */
-  function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-    for (const line of text.split("\n")) {
-      if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-      if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
-      return Number(line.slice(line.lastIndexOf(" ") + 1));
-    }
-    return undefined;
-  }
+  const sample = metricSample;
 
   async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     const out = new PassThrough();

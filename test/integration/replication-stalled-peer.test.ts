@@ -8,6 +8,7 @@ import { subscriptionName } from "../../src/replication/mesh.js";
 import { Monitor } from "../../src/spool/index.js";
 import { buildCli } from "../helpers/cli-build.js";
 import { eventually } from "../helpers/cluster.js";
+import { metricSample } from "../helpers/metrics-text.js";
 import { startMixedCluster } from "../helpers/mixed-cluster.js";
 import { killNodeProcesses, type NodeProcess } from "../helpers/node-process.js";
 import {
@@ -21,7 +22,8 @@ import { useSuiteTempDir } from "../helpers/tmp.js";
  * A stalled peer (its node process stopped with SIGSTOP: its sockets stay open, nothing
  * answers; its PostgreSQL runs on) must not hold up replication on the healthy side (issue
  * #12, item 2): B's fetch of an entry from A moves to C, which has the data, within seconds
- * (keepalive), and entries from C are placed on B meanwhile.
+ * (keepalive), and entries from C are placed on B meanwhile. B's cluster status and metrics
+ * say A is unreachable, and since when, within seconds (item 3).
  */
 
 const dir = useSuiteTempDir("geospool-stalled-");
@@ -84,9 +86,31 @@ describe("a stalled peer", () => {
     const x = await clientA.enqueue("inbox", xData, { metadata: "{}" });
     await eventually("X on C", () => on(c, x.entry.name));
 
+    // Before the stall, B reports A reachable.
+    const clientB = client(`127.0.0.1:${b.grpcPort}`);
+    const peerA = async () => (await clientB.clusterStatus()).peers.find((p) => p.nodeId === "a");
+    await eventually("A reachable from B", async () => (await peerA())?.unreachable === false);
+    const scrape = async () => (await fetch(`http://127.0.0.1:${b.httpPort}/metrics`)).text();
+    expect(metricSample(await scrape(), "geospool_replication_peer_reachable", { peer: "a" })).toBe(
+      1,
+    );
+
     // A stalls; then X's rows reach B, whose fetch tries A (its creator) first.
     a.child.kill("SIGSTOP");
     const t0 = Date.now();
+    let tUnreachable: number | undefined;
+    const seen = eventually(
+      "B reports A unreachable",
+      async () => {
+        const p = await peerA();
+        if (p?.unreachable !== true) return false;
+        tUnreachable = Date.now();
+        expect(p.unreachableSinceMs).not.toBeNull();
+        expect(p.unreachableSinceMs as number).toBeLessThanOrEqual(t0);
+        return true;
+      },
+      15_000,
+    );
     await poolB.query(`alter subscription ${subscriptionName("a")} enable`);
     await eventually("B fetching X", () => b.replication.fetcher.pending() > 0);
     const tFetch = Date.now();
@@ -108,9 +132,20 @@ describe("a stalled peer", () => {
         `X placed from C ${tX - tFetch} ms after its fetch started`,
     );
     expect(xWaited).toBe(true);
+    await seen;
+    const text = await scrape();
+    expect(metricSample(text, "geospool_replication_peer_reachable", { peer: "a" })).toBe(0);
+    expect(
+      metricSample(text, "geospool_replication_peer_unreachable_seconds", { peer: "a" }),
+    ).toBeGreaterThan(0);
+    expect(metricSample(text, "geospool_replication_peer_reachable", { peer: "c" })).toBe(1);
+    console.log(
+      `stalled peer: B reported A unreachable ${(tUnreachable as number) - t0} ms after SIGSTOP`,
+    );
 
     // A wakes: everything converges, and B's spool is clean.
     a.child.kill("SIGCONT");
+    await eventually("A reachable again", async () => (await peerA())?.unreachable === false);
     await eventually("Y on A", async () => {
       const s = await clientA.stat(y.entry.name, "inbox").catch(() => undefined);
       return s !== undefined;

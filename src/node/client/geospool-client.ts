@@ -485,6 +485,9 @@ export class GeospoolClient {
         slotState: p.slotState ?? "",
         applyErrors: Number(p.applyErrors ?? 0),
         pendingFetches: Number(p.pendingFetches ?? 0),
+        unreachable: p.unreachable ?? false,
+        /** ms since epoch while unreachable, else null. */
+        unreachableSinceMs: p.unreachable ? (timestampMs(p.unreachableSince) ?? null) : null,
       })),
     };
   }

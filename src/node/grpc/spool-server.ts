@@ -19,6 +19,10 @@ export interface PeerInfo {
   slotState: string;
   applyErrors: number;
   pendingFetches: number;
+  /** The peer's node answers heartbeats (see cluster-status.ts). */
+  reachable?: boolean;
+  /** While not reachable: since when (ms since epoch). */
+  unreachableSinceMs?: number | null;
 }
 
 export interface SpoolServerOptions {
@@ -410,6 +414,10 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
           slotState: p.slotState,
           applyErrors: p.applyErrors,
           pendingFetches: p.pendingFetches,
+          unreachable: p.reachable === false,
+          ...(p.reachable === false && p.unreachableSinceMs != null
+            ? { unreachableSince: toTimestamp(p.unreachableSinceMs) }
+            : {}),
         })),
       };
     }),

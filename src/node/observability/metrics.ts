@@ -22,6 +22,10 @@ export interface ReplicationSnapshot {
     lagBytes: number | null;
     /** pg_stat_subscription_stats.apply_error_count of the subscription to the peer. */
     subscriptionApplyErrors: number;
+    /** The peer's node answers heartbeats; null: not asked (the series is left out). */
+    reachable?: boolean | null;
+    /** Seconds since the peer last answered, while it does not; 0 while it does. */
+    unreachableSeconds?: number;
   }>;
   /** This server's replication slots. */
   slots: ReadonlyArray<{
@@ -72,6 +76,10 @@ export const OPERATION_BUCKETS = [
 export interface ReplicationGauges {
   /** geospool_replication_peer_connected{peer}: 1 while the subscription to the peer is up. */
   peerConnected: Gauge<"peer">;
+  /** geospool_replication_peer_reachable{peer}: 1 while the peer's node answers heartbeats. */
+  peerReachable: Gauge<"peer">;
+  /** geospool_replication_peer_unreachable_seconds{peer}: since its last answer, while it gives none. */
+  peerUnreachableSeconds: Gauge<"peer">;
   /** geospool_replication_lag_seconds{peer} (see cluster-status.ts for its definition). */
   lagSeconds: Gauge<"peer">;
   /** geospool_replication_lag_bytes{peer}: the peer's WAL this node has not confirmed. */
@@ -260,6 +268,30 @@ export class Metrics {
         for (const p of s.peers) g.set({ peer: p.peer }, p.connected ? 1 : 0);
       },
     );
+    const peerReachable = replicationGauge(
+      "geospool_replication_peer_reachable",
+      "1 while the peer's node answers this node's heartbeats (a health check every second, 2 s deadline); 0 while it does not.",
+      ["peer"] as const,
+      (g, s) => {
+        for (const p of s.peers) {
+          if (p.reachable !== undefined && p.reachable !== null) {
+            g.set({ peer: p.peer }, p.reachable ? 1 : 0);
+          }
+        }
+      },
+    );
+    const peerUnreachableSeconds = replicationGauge(
+      "geospool_replication_peer_unreachable_seconds",
+      "Seconds since the peer's node last answered a heartbeat, while it does not answer; 0 while it does.",
+      ["peer"] as const,
+      (g, s) => {
+        for (const p of s.peers) {
+          if (p.reachable !== undefined && p.reachable !== null) {
+            g.set({ peer: p.peer }, p.unreachableSeconds ?? 0);
+          }
+        }
+      },
+    );
     const lagSeconds = replicationGauge(
       "geospool_replication_lag_seconds",
       "How far this node is behind the peer's WAL in time: the peer's replay_lag while connected, the time since the last contact while not.",
@@ -324,6 +356,8 @@ export class Metrics {
     );
     return {
       peerConnected,
+      peerReachable,
+      peerUnreachableSeconds,
       lagSeconds,
       lagBytes,
       subscriptionApplyErrors,

@@ -3517,6 +3517,16 @@ export namespace geospool {
             pendingFetches: number;
 
             /**
+             * The peer's node does not answer this node's heartbeats (a health check every
+             * second with a 2 s deadline): cut off, or its process frozen or gone. Seen
+             * within seconds, where `connected` may lag behind (PostgreSQL's timeouts).
+             */
+            unreachable: boolean;
+
+            /** While unreachable: since when (the peer's last answer, or this node's start). */
+            unreachableSince?: (google.protobuf.Timestamp.$Properties|null);
+
+            /**
              * Creates a new PeerStatus instance using the specified properties.
              * @param [properties] Properties to set
              * @returns PeerStatus instance
@@ -3629,6 +3639,16 @@ export namespace geospool {
 
                 /** Data fetches from peers queued or in flight for this peer's entries. */
                 pendingFetches?: (number|null);
+
+                /**
+                 * The peer's node does not answer this node's heartbeats (a health check every
+                 * second with a 2 s deadline): cut off, or its process frozen or gone. Seen
+                 * within seconds, where `connected` may lag behind (PostgreSQL's timeouts).
+                 */
+                unreachable?: (boolean|null);
+
+                /** While unreachable: since when (the peer's last answer, or this node's start). */
+                unreachableSince?: (google.protobuf.Timestamp.$Properties|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

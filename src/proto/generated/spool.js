@@ -8897,6 +8897,10 @@ export const geospool = $root.geospool = (() => {
              * "catchup", "stopped"), as PostgreSQL reports it.
              * @property {number|null} [applyErrors] Rows from this peer that failed to apply since the node started.
              * @property {number|null} [pendingFetches] Data fetches from peers queued or in flight for this peer's entries.
+             * @property {boolean|null} [unreachable] The peer's node does not answer this node's heartbeats (a health check every
+             * second with a 2 s deadline): cut off, or its process frozen or gone. Seen
+             * within seconds, where `connected` may lag behind (PostgreSQL's timeouts).
+             * @property {google.protobuf.Timestamp.$Properties|null} [unreachableSince] While unreachable: since when (the peer's last answer, or this node's start).
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -9002,6 +9006,24 @@ export const geospool = $root.geospool = (() => {
             PeerStatus.prototype.pendingFetches = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * The peer's node does not answer this node's heartbeats (a health check every
+             * second with a 2 s deadline): cut off, or its process frozen or gone. Seen
+             * within seconds, where `connected` may lag behind (PostgreSQL's timeouts).
+             * @member {boolean} unreachable
+             * @memberof geospool.v1.PeerStatus
+             * @instance
+             */
+            PeerStatus.prototype.unreachable = false;
+
+            /**
+             * While unreachable: since when (the peer's last answer, or this node's start).
+             * @member {google.protobuf.Timestamp.$Properties|null|undefined} unreachableSince
+             * @memberof geospool.v1.PeerStatus
+             * @instance
+             */
+            PeerStatus.prototype.unreachableSince = null;
+
+            /**
              * Creates a new PeerStatus instance using the specified properties.
              * @function create
              * @memberof geospool.v1.PeerStatus
@@ -9051,6 +9073,10 @@ export const geospool = $root.geospool = (() => {
                     writer.uint32(/* id 8, wireType 0 =*/64).uint64(message.applyErrors);
                 if (message.pendingFetches != null && $Object.hasOwnProperty.call(message, "pendingFetches") && (typeof message.pendingFetches === "object" ? message.pendingFetches.low || message.pendingFetches.high : message.pendingFetches !== 0))
                     writer.uint32(/* id 9, wireType 0 =*/72).uint64(message.pendingFetches);
+                if (message.unreachable != null && $Object.hasOwnProperty.call(message, "unreachable") && message.unreachable !== false)
+                    writer.uint32(/* id 10, wireType 0 =*/80).bool(message.unreachable);
+                if (message.unreachableSince != null && $Object.hasOwnProperty.call(message, "unreachableSince"))
+                    $root.google.protobuf.Timestamp.encode(message.unreachableSince, writer.uint32(/* id 11, wireType 2 =*/90).fork(), _depth + 1).ldelim();
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -9186,6 +9212,21 @@ export const geospool = $root.geospool = (() => {
                                 delete message.pendingFetches;
                             continue;
                         }
+                    case 10: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.unreachable = value;
+                            else
+                                delete message.unreachable;
+                            continue;
+                        }
+                    case 11: {
+                            if (wireType !== 2)
+                                break;
+                            message.unreachableSince = $root.google.protobuf.Timestamp.decode(reader, reader.size(), $undefined, _depth + 1, message.unreachableSince);
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -9263,6 +9304,14 @@ export const geospool = $root.geospool = (() => {
                 if (message.pendingFetches != null && $Object.hasOwnProperty.call(message, "pendingFetches"))
                     if (!$util.isInteger(message.pendingFetches) && !(message.pendingFetches && $util.isInteger(message.pendingFetches.low) && $util.isInteger(message.pendingFetches.high)))
                         return "pendingFetches: integer|Long expected";
+                if (message.unreachable != null && $Object.hasOwnProperty.call(message, "unreachable"))
+                    if (typeof message.unreachable !== "boolean")
+                        return "unreachable: boolean expected";
+                if (message.unreachableSince != null && $Object.hasOwnProperty.call(message, "unreachableSince")) {
+                    let error = $root.google.protobuf.Timestamp.verify(message.unreachableSince, _depth + 1);
+                    if (error)
+                        return "unreachableSince." + error;
+                }
                 return null;
             };
 
@@ -9334,6 +9383,14 @@ export const geospool = $root.geospool = (() => {
                             message.pendingFetches = object.pendingFetches;
                         else if (typeof object.pendingFetches === "object")
                             message.pendingFetches = new $util.LongBits(object.pendingFetches.low >>> 0, object.pendingFetches.high >>> 0).toNumber(true);
+                if (object.unreachable != null)
+                    if (object.unreachable)
+                        message.unreachable = $Boolean(object.unreachable);
+                if (object.unreachableSince != null) {
+                    if (!$util.isObject(object.unreachableSince))
+                        throw $TypeError(".geospool.v1.PeerStatus.unreachableSince: object expected");
+                    message.unreachableSince = $root.google.protobuf.Timestamp.fromObject(object.unreachableSince, _depth + 1);
+                }
                 return message;
             };
 
@@ -9376,6 +9433,8 @@ export const geospool = $root.geospool = (() => {
                         object.pendingFetches = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
                     } else
                         object.pendingFetches = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    object.unreachable = false;
+                    object.unreachableSince = null;
                 }
                 if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
                     object.nodeId = message.nodeId;
@@ -9410,6 +9469,10 @@ export const geospool = $root.geospool = (() => {
                         object.pendingFetches = options.longs === $String ? $String(message.pendingFetches) : message.pendingFetches;
                     else
                         object.pendingFetches = options.longs === $String ? $util.Long.prototype.toString.call(message.pendingFetches) : options.longs === $Number ? new $util.LongBits(message.pendingFetches.low >>> 0, message.pendingFetches.high >>> 0).toNumber(true) : message.pendingFetches;
+                if (message.unreachable != null && $Object.hasOwnProperty.call(message, "unreachable"))
+                    object.unreachable = message.unreachable;
+                if (message.unreachableSince != null && $Object.hasOwnProperty.call(message, "unreachableSince"))
+                    object.unreachableSince = $root.google.protobuf.Timestamp.toObject(message.unreachableSince, options, _depth + 1);
                 return object;
             };
 

@@ -22,7 +22,7 @@ export async function runClusterStatus(
 Print the answering node's view of the cluster: its id and region, the depth of every
 queue, and per peer (every configured peer, and any other it subscribes to):
   CONNECTED   this node's subscription to the peer is up (apply worker running, messages
-              received)
+              received) and the peer's database answers
   LAG         while connected, the peer's replay lag for this node's subscription (0 once
               caught up); while not, the time since the last contact
   LAG BYTES   WAL the peer wrote that this node has not confirmed (0 when the peer's
@@ -30,6 +30,8 @@ queue, and per peer (every configured peer, and any other it subscribes to):
   SLOT        state of the slot on the peer that feeds this node: streaming, catchup,
               inactive, missing, invalidated:<reason>, wal_unreserved, wal_lost; or
               not_joined, joining, disabled, unreachable, unknown (docs/operations.md)
+  REACHABLE   the peer's node answers this node's heartbeats (a health check every second,
+              2 s deadline); else "no, since <time> (<how long>)": cut off or frozen
   ERRORS      the peer's rows that failed to apply (subscription errors + quarantined rows)
   FETCHES     the peer's entries whose data is being fetched or waits for a retry
 Needs an admin token when the node checks tokens.
@@ -37,7 +39,8 @@ Needs an admin token when the node checks tokens.
 Options:
   --json   print {endpoint, nodeId, region, queues:[{queue, queued, checkedOut}],
            peers:[{nodeId, region, grpcEndpoint, connected, replicationLagMs, lagBytes,
-           slotState, applyErrors, pendingFetches}]}
+           slotState, applyErrors, pendingFetches, unreachable, unreachableSince}]}
+           (unreachableSince: ISO time, or null while reachable)
 
 ${GLOBAL_HINT}`,
       options: { json: { type: "boolean" } },
@@ -66,8 +69,12 @@ ${GLOBAL_HINT}`,
       slotState: p.slotState ?? "",
       applyErrors: Number(p.applyErrors ?? 0),
       pendingFetches: Number(p.pendingFetches ?? 0),
+      unreachable: p.unreachable === true,
+      unreachableSince:
+        p.unreachableSinceMs == null ? null : new Date(p.unreachableSinceMs).toISOString(),
     })),
   };
+  const now = Date.now();
   const lines = [
     `node ${view.nodeId} (region ${view.region || "-"}) at ${view.endpoint}`,
     "",
@@ -87,6 +94,7 @@ ${GLOBAL_HINT}`,
             "LAG",
             "LAG BYTES",
             "SLOT",
+            "REACHABLE",
             "ERRORS",
             "FETCHES",
           ],
@@ -98,6 +106,7 @@ ${GLOBAL_HINT}`,
             lagText(p.replicationLagMs),
             String(p.lagBytes),
             p.slotState || "-",
+            reachableText(p.unreachable, p.unreachableSince, now),
             String(p.applyErrors),
             String(p.pendingFetches),
           ]),
@@ -105,6 +114,13 @@ ${GLOBAL_HINT}`,
   ];
   await new Output(io, parsed.values.json === true).result(lines, view);
   return 0;
+}
+
+/** `yes`, or `no, since 12:03:04Z (5.2s)`. */
+function reachableText(unreachable: boolean, since: string | null, now: number): string {
+  if (!unreachable) return "yes";
+  if (since === null) return "no";
+  return `no, since ${since.slice(11, 19)}Z (${lagText(Math.max(0, now - Date.parse(since)))})`;
 }
 
 /** `12ms`, `3.4s`, `5m10s`, `2h3m`. */
