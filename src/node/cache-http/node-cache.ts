@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { join } from "node:path";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { NarStaging } from "../../cache/nar-staging.js";
@@ -16,6 +17,7 @@ import type { NodeEntryMeta } from "../service/entry-meta.js";
 import type { NodeSpool } from "../service/spool-service.js";
 import { cacheHttpHandler } from "./cache-handler.js";
 import { cacheUploadHandler, type WriteAccess } from "./cache-upload.js";
+import { DirChangeGate } from "./dir-change-gate.js";
 
 /**
  * A cache record as a node entry's metadata: the node's header (data digest and size,
@@ -73,7 +75,8 @@ export interface NodeCacheOptions {
   /**
    * How often the index is checked against the whole queue: a safety net for writers outside
    * this process (the node's own uploads and transitions and the replicator's placements
-   * reach it at once through `store.changed`).
+   * reach it at once through `store.changed`). Skipped while the queue's directory is
+   * unchanged (DirChangeGate).
    */
   refreshEveryMs: number;
   /** An upload silent this long is cut off (ms). */
@@ -174,9 +177,11 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
   });
   let running: Promise<void> = Promise.resolve();
   let stopped = false;
+  // The node's spool names each queue's directory after the queue (no queueDirname).
+  const queueStill = new DirChangeGate(join(options.spool.dir, options.queue));
   const timer = setInterval(() => {
     running = (async () => {
-      await store.refresh();
+      await queueStill.runIfChanged(() => store.refresh());
       for (const nar of await staging.sweep(options.stagingTtlMs)) {
         log.info({ nar: nar.path }, "staged nar dropped: its narinfo never came");
       }
