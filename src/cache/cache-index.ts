@@ -72,7 +72,7 @@ interface CandidateRow {
 }
 
 /** Rows written per statement (a rebuild of a large queue goes in slices). */
-const SLICE = 500;
+const SLICE = 1000;
 
 export class CacheIndex {
   private readonly served = new Map<string, Served>();

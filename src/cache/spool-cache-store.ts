@@ -70,8 +70,9 @@ function indexable(name: string, r: CacheRecord): IndexedEntry | undefined {
   };
 }
 
-/** Entries read from the spool at once while indexing. */
+/** Entries read from the spool at once while indexing, and indexed per transaction. */
 const READ_AT_ONCE = 64;
+const APPLY_AT_ONCE = 1000;
 
 export interface SpoolCacheStoreOptions<M, Q extends string> {
   spool: Spool<M, Q>;
@@ -180,17 +181,21 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
         for (const name of present) if (!this.index.has(name)) names.push(name);
         for (const name of this.index.names()) if (!present.has(name)) names.push(name);
       }
-      const put: IndexedEntry[] = [];
-      const remove: string[] = [];
-      for (let i = 0; i < names.length; i += READ_AT_ONCE) {
-        const read = await Promise.all(names.slice(i, i + READ_AT_ONCE).map((n) => this.read(n)));
-        for (const [j, e] of read.entries()) {
-          const name = names[i + j] as string;
-          if (e !== undefined) put.push(e);
-          else if (this.index.has(name)) remove.push(name);
+      // In slices, so a rebuild of a large queue holds one slice of records at a time.
+      for (let at = 0; at < names.length; at += APPLY_AT_ONCE) {
+        const slice = names.slice(at, at + APPLY_AT_ONCE);
+        const put: IndexedEntry[] = [];
+        const remove: string[] = [];
+        for (let i = 0; i < slice.length; i += READ_AT_ONCE) {
+          const part = slice.slice(i, i + READ_AT_ONCE);
+          const read = await Promise.all(part.map((n) => this.read(n)));
+          for (const [j, e] of read.entries()) {
+            if (e !== undefined) put.push(e);
+            else if (this.index.has(part[j] as string)) remove.push(part[j] as string);
+          }
         }
+        await this.index.apply(put, remove);
       }
-      await this.index.apply(put, remove);
     } catch (err) {
       for (const name of names) this.dirty.add(name);
       if (whole) this.wholeQueue = true;
