@@ -366,16 +366,22 @@ export class SpoolCore<M, Q extends string> {
    * `<queue>/.checkout/<name>~<random>`. The rename is atomic, so of every process that
    * tries to finish the same checkout (its holder, a retry of the holder, a reaper) exactly
    * one gets it; the others see it gone. If the file taken is not the inode `ino` (the
-   * checkout passed to someone else), it is put back untouched and the take fails. An
+   * checkout passed to someone else), or a `deadline` is given and the file's is another
+   * (the lease was extended), it is put back untouched and the take fails. An
    * interrupted finish leaves `<name>~<random>`, which repair returns to the checkout.
    */
-  private async take(queue: Q, name: string, ino: number): Promise<string | undefined> {
+  private async take(
+    queue: Q,
+    name: string,
+    ino: number,
+    deadline?: number,
+  ): Promise<string | undefined> {
     const dirname = this.dirname(queue);
     const co = this.layout.checkoutFile(dirname, name);
     const taken = `${co}${TMP_TAG_SEPARATOR}${randomBytes(6).toString("hex")}`;
     if ((await renameIfExists(co, taken)) === "not_found") return undefined;
     const st = await stat(taken);
-    if (st.ino !== ino) {
+    if (st.ino !== ino || (deadline !== undefined && st.mtimeMs !== deadline)) {
       await rename(taken, co);
       return undefined;
     }
@@ -426,10 +432,9 @@ export class SpoolCore<M, Q extends string> {
   // ---- lease expiry ------------------------------------------------------------------
 
   /**
-   * Take back one expired checkout: read it and write its next file (attempts + 1), then
-   * take it (an atomic rename, so two reapers, or a reaper and a late holder, never both
-   * act) and move it into the queue (or the dead-letter queue). A checkout's inode never
-   * changes its contents, so what was read is what is taken when the inode is the same.
+   * Take back one expired checkout: read it (a checkout inode's contents never change),
+   * write its next file (attempts + 1), take it (an atomic rename: of two reapers, or a
+   * reaper and a late holder, one acts) and move it to its queue or the dead-letter queue.
    */
   async expireOne(
     queue: Q,
@@ -451,7 +456,8 @@ export class SpoolCore<M, Q extends string> {
     const to = this.failedDeliveryTarget(queue, attempts);
     await this.throttle.run(() => setMtime(this.layout.registryFile(name), this.clock()));
     const tmp = await this.stageMove(name, encodeEnvelope({ attempts }, payload));
-    const taken = await this.throttle.run(() => this.take(queue, name, before.ino));
+    // A holder may have extended the lease since `before`: the taken file's deadline decides.
+    const taken = await this.throttle.run(() => this.take(queue, name, before.ino, before.mtimeMs));
     if (taken === undefined) {
       await unlinkIfExists(tmp).catch(() => false);
       return undefined;
@@ -462,22 +468,19 @@ export class SpoolCore<M, Q extends string> {
 
   /** The contents of `path` if it is still the inode `ino`, else undefined. */
   private readInode(path: string, ino: number, name: string): Promise<Buffer | undefined> {
-    return this.throttle.run(async () => {
-      let fh: FileHandle;
-      try {
-        fh = await open(path, "r");
-      } catch (err) {
+    const read = async () => {
+      const fh = await open(path, "r").catch((err) => {
         if (isErrno(err, "ENOENT")) return undefined;
-        throw ioError("expire", name, err);
-      }
+        throw err;
+      });
       try {
-        if ((await fh.stat()).ino !== ino) return undefined;
-        return await fh.readFile();
-      } catch (err) {
-        throw ioError("expire", name, err);
+        return (await fh?.stat())?.ino === ino ? await fh?.readFile() : undefined;
       } finally {
-        await fh.close();
+        await fh?.close();
       }
+    };
+    return this.throttle.run(read).catch((err) => {
+      throw ioError("expire", name, err);
     });
   }
 
