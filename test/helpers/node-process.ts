@@ -21,6 +21,8 @@ export interface NodeProcessOptions {
   logLevel?: string;
   /** More `--key value` flags (they override the defaults below). */
   flags?: Record<string, string>;
+  /** Run inside this network namespace (`ip netns exec`; see netns.ts). */
+  netns?: string;
 }
 
 /** One `geospool node` child process. */
@@ -67,6 +69,7 @@ export async function startNodeProcess(opts: NodeProcessOptions): Promise<NodePr
   // though the configuration documents one.
   const { child, exited, stderr } = spawnCli(opts.main, args, {
     env: { GEOSPOOL_PEERS: JSON.stringify(opts.peers) },
+    ...(opts.netns ? { netns: opts.netns } : {}),
   });
   const proc: NodeProcess = {
     id: opts.id,
@@ -102,15 +105,18 @@ export interface CliProcess {
 }
 
 /**
- * Run `node main ...args` with stderr kept (its tail) and stdout piped when `stdout` is set
+ * Run `node main ...args` (inside `netns` when given) with stderr kept (its tail) and stdout piped when `stdout` is set
  * (else ignored). The process is in `running` until it exits.
  */
 export function spawnCli(
   main: string,
   args: readonly string[],
-  opts: { env?: Record<string, string>; stdout?: boolean } = {},
+  opts: { env?: Record<string, string>; stdout?: boolean; netns?: string } = {},
 ): CliProcess {
-  const child = spawn(process.execPath, [main, ...args], {
+  const [cmd, argv] = opts.netns
+    ? ["ip", ["netns", "exec", opts.netns, process.execPath, main, ...args]]
+    : [process.execPath, [main, ...args]];
+  const child = spawn(cmd, argv, {
     stdio: ["ignore", opts.stdout ? "pipe" : "ignore", "pipe"],
     env: { ...process.env, ...opts.env },
   });
