@@ -63,6 +63,8 @@ export async function startReplication(opts: {
     token: config.replication.token,
     maxConcurrent: config.replication.fetchConcurrency,
     logger: log,
+    // geospool_replication_events_total{event="fetch_<ok|aborted|all_sources_failed|...>"}
+    metrics: { finished: (outcome) => opts.metrics.recordReplication(`fetch_${outcome}`, 1) },
   });
 
   // The replicator has connections of its own: under load, client calls queued on the

@@ -153,4 +153,63 @@ describe("a stalled peer", () => {
     await eventually("B idle", () => b.replication.replicator.status().waitingForData === 0);
     expect(await new Monitor(b.spool).fsck()).toEqual([]);
   }, 120_000);
+
+  it("stops a fetch once the entry's remove is known", async () => {
+    const [b, c] = inProcess as [RunningNode, RunningNode];
+    const proc = a as NodeProcess;
+    const [clientC, clientA] = clients.slice(0, 2) as [GeospoolClient, GeospoolClient];
+    const sub = (peer: string, on: boolean) =>
+      poolB.query(`alter subscription ${subscriptionName(peer)} ${on ? "enable" : "disable"}`);
+    const scrape = async () => (await fetch(`http://127.0.0.1:${b.httpPort}/metrics`)).text();
+    const events = async (event: string) =>
+      metricSample(await scrape(), "geospool_replication_events_total", { event }) ?? 0;
+
+    // V reaches C, which consumes it; B hears of neither yet.
+    await sub("a", false);
+    const v = await clientA.enqueue("inbox", randomBytes(1024 * 1024), { metadata: "{}" });
+    await eventually("V on C", async () => (await c.spool.locate(v.entry.name)) !== undefined);
+    await sub("c", false);
+    for (;;) {
+      const lease = await clientC.dequeue("inbox", { waitMs: 2_000 });
+      if (lease === undefined) throw new Error("V never came out of C's inbox");
+      if (lease.entry.name === v.entry.name) {
+        await clientC.remove(lease);
+        break;
+      }
+      await clientC.release(lease);
+    }
+
+    // A stalls; B starts fetching V from it, then learns from C that V is removed.
+    proc.child.kill("SIGSTOP");
+    const [abortedBefore, failedBefore] = [
+      await events("fetch_aborted"),
+      await events("fetch_all_sources_failed"),
+    ];
+    await sub("a", true);
+    await eventually("B fetching V", () => b.replication.fetcher.pending() > 0);
+    const t0 = Date.now();
+    await sub("c", true);
+    await eventually("B's fetch of V stopped", async () => b.replication.fetcher.pending() === 0);
+    const stopped = Date.now() - t0;
+    const pending = await poolB.query("select 1 from replica_pending where entry = $1", [
+      v.entry.name,
+    ]);
+    expect(pending.rowCount).toBe(0);
+    // Cancelled, not run out against every source and retried.
+    await eventually(
+      "the fetch ended",
+      async () => (await events("fetch_aborted")) > abortedBefore,
+    );
+    expect(await events("fetch_aborted")).toBe(abortedBefore + 1);
+    expect(await events("fetch_all_sources_failed")).toBe(failedBefore);
+    expect(b.replication.replicator.status().waitingForData).toBe(0);
+    await eventually(
+      "fsck clean on B",
+      async () => (await new Monitor(b.spool).fsck()).length === 0,
+    );
+    console.log(
+      `stalled peer: B's fetch of a removed entry stopped ${stopped} ms after the remove was let in`,
+    );
+    proc.child.kill("SIGCONT");
+  }, 60_000);
 });
