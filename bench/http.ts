@@ -10,6 +10,7 @@
  * Options: --narinfos N (100000), --nar-mib N (1024), --connections C (32), --seconds S
  * (10, per wrk run), --rounds N (3), --nar-gets N (3 per side), --sides node,nginx,
  * --profile DIR (CPU profiles of the node over its narinfo runs; figures not written),
+ * --heap-snapshot FILE (the node's heap after the narinfo runs, for Chrome DevTools),
  * --out FILE (bench/results/http.json; "-" for none), --keep (keep the temp dir).
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -40,6 +41,7 @@ const { values: args } = parseArgs({
     "nar-gets": { type: "string", default: "3" },
     sides: { type: "string", default: "node,nginx" },
     profile: { type: "string" },
+    "heap-snapshot": { type: "string" },
     out: { type: "string", default: join(here, "results", "http.json") },
     keep: { type: "boolean", default: false },
   },
@@ -115,10 +117,18 @@ async function main(): Promise<void> {
     );
 
     t = performance.now();
-    node = await startNodeProcess(spoolDir, pgServer.url, undefined, {
-      spool: { dir: spoolDir, queues: QUEUES },
-      cache: { enabled: true, queue: "cache" },
-    });
+    const startNode = () =>
+      startNodeProcess(
+        spoolDir,
+        pgServer.url,
+        undefined,
+        {
+          spool: { dir: spoolDir, queues: QUEUES },
+          cache: { enabled: true, queue: "cache" },
+        },
+        ["--expose-gc"],
+      );
+    node = await startNode();
     const nodeStartSeconds = (performance.now() - t) / 1000;
     // Entries written past the node's service have no journal rows yet: the replicator finds
     // and journals them all after start. Measure once it has (a node's steady state).
@@ -127,11 +137,20 @@ async function main(): Promise<void> {
     node.child.stdin?.write(`settle ${count + 1}\n`);
     const { recordedEntries } = JSON.parse(await settled) as { recordedEntries: number };
     const journalSeconds = (performance.now() - t) / 1000;
-    console.log(`journaled ${recordedEntries} entries in ${journalSeconds.toFixed(1)} s`);
-    nginx = await startNginx(join(dir, "nginx"), staticDir);
+    const firstStartRssMb = await rssMb(node.pid);
     console.log(
-      `node ready in ${nodeStartSeconds.toFixed(1)} s (RSS ${(await rssMb(node.pid)).toFixed(0)} MB)`,
+      `node ready in ${nodeStartSeconds.toFixed(1)} s; journaled ${recordedEntries} entries in ${journalSeconds.toFixed(1)} s; RSS ${firstStartRssMb.toFixed(0)} MB`,
     );
+    // That start built the index and the journal of every entry at once; a node restarted
+    // over them (index rows and journal present) is what serves day to day: measure that one.
+    await stopNodeProcess(node.child);
+    t = performance.now();
+    node = await startNode();
+    const restartSeconds = (performance.now() - t) / 1000;
+    console.log(
+      `node restarted in ${restartSeconds.toFixed(1)} s (RSS ${(await rssMb(node.pid)).toFixed(0)} MB)`,
+    );
+    nginx = await startNginx(join(dir, "nginx"), staticDir);
     await prepareWrk(dir, fixture.hashParts);
     const ports: Record<Side, number> = { node: node.httpPort, nginx: nginx.port };
     const nodeProc = node;
@@ -170,6 +189,20 @@ async function main(): Promise<void> {
         await written;
       }
     }
+
+    // The node's memory after a full GC: what the index and the rest hold, not garbage.
+    const memoryAsked = nodeProc.nextLine("MEMORY");
+    nodeProc.child.stdin?.write(
+      `memory${args["heap-snapshot"] ? ` ${resolve(args["heap-snapshot"])}` : ""}\n`,
+    );
+    const live = JSON.parse(await memoryAsked) as Record<string, number>;
+    const liveMb = Object.fromEntries(
+      ["rss", "heapTotal", "heapUsed", "external", "arrayBuffers"].map((k) => [
+        k,
+        sig3((live[k] ?? 0) / 2 ** 20),
+      ]),
+    );
+    console.log(`node memory after a full GC (MB): ${JSON.stringify(liveMb)}`);
 
     await warmFile(join(staticDir, fixture.bigNar.path));
     const narRuns: Array<
@@ -210,8 +243,11 @@ async function main(): Promise<void> {
         fixtureSeconds: sig3(fixtureSeconds),
         nodeStartSeconds: sig3(nodeStartSeconds),
         journalSeconds: sig3(journalSeconds),
+        firstStartRssMb: sig3(firstStartRssMb),
+        restartSeconds: sig3(restartSeconds),
       },
       ...summary,
+      nodeMemoryAfterGcMb: liveMb,
       runs: { narinfo: narinfoRuns, nar: narRuns },
       durationSeconds: Math.round((performance.now() - started) / 1000),
     };

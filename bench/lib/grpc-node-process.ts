@@ -6,10 +6,13 @@
  * `READY {"grpcPort":N,"httpPort":N,"pid":N}` on stdout. Reads commands on stdin: `profile-start` and
  * `profile-stop FILE` (a CPU profile of this process between the two), `probe N` (prints
  * `PROBE <json>`: grpc-probe-node.ts), `settle N` (waits until the replicator has journaled
- * N entries and has nothing dirty, then prints `SETTLED <json>`); stops the node when
+ * N entries and has nothing dirty, then prints `SETTLED <json>`), `memory [FILE]` (after a
+ * full GC when run with --expose-gc, prints `MEMORY <process.memoryUsage() json>`; writes
+ * a heap snapshot to FILE if given); stops the node when
  * stdin ends (the parent closed it, or died), then prints `STOPPED`.
  */
 import { createInterface } from "node:readline";
+import { writeHeapSnapshot } from "node:v8";
 import { parseConfig } from "../../src/node/config/index.js";
 import { startNode } from "../../src/node/node.js";
 import { createLogger } from "../../src/node/observability/index.js";
@@ -48,6 +51,11 @@ for await (const line of commands) {
   } else if (command === "profile-stop" && arg) {
     await profiler?.stop(arg);
     process.stdout.write(`PROFILED ${arg}\n`);
+  } else if (command === "memory") {
+    // With --expose-gc: what stays live, not what the collector has yet to take.
+    (globalThis as { gc?: () => void }).gc?.();
+    const heap = arg ? writeHeapSnapshot(arg) : undefined;
+    process.stdout.write(`MEMORY ${JSON.stringify({ ...process.memoryUsage(), heap })}\n`);
   } else if (command === "settle") {
     const t = performance.now();
     const { replicator } = node.replication;
