@@ -113,12 +113,14 @@ export function batchCtx(raw: RawSpool, model: Model, actions: readonly Single[]
     ["enqueue", "dequeue", "complete", "release"].includes(x.kind),
   );
   const removes = actions.some((x) => x.kind === "complete" && x.action.kind === "remove");
+  const finishes = actions.some((x) => x.kind === "complete" || x.kind === "release");
   return {
     raw,
     model,
     moving,
     racing: new Set(moving ? [...model.entries.keys(), ...model.removed] : []),
     removable: new Set(removes ? model.held().map((e) => e.name) : []),
+    finishable: new Set(finishes ? model.held().map((e) => e.name) : []),
     busyQueues: new Set(moving ? ["inbox", "outbox", "dead"] : []),
   };
 }
@@ -145,6 +147,7 @@ export async function runAction(raw: RawSpool, model: Model, a: Action): Promise
       moving: false,
       racing: new Set(),
       removable: new Set(),
+      finishable: new Set(),
       busyQueues: new Set(),
     };
     await runSingle(alone, a);

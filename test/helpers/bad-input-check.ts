@@ -21,6 +21,8 @@ export interface Ctx {
   racing: ReadonlySet<string>;
   /** Names another action of the batch may remove (held at the batch's start). */
   removable: ReadonlySet<string>;
+  /** Names another action of the batch may finish or release (held at the batch's start). */
+  finishable: ReadonlySet<string>;
   /** Another action of the batch may take or finish anything in these queues. */
   busyQueues: ReadonlySet<string>;
 }

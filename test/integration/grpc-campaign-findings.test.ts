@@ -181,6 +181,7 @@ describe("the campaign's model", () => {
         moving: true,
         racing: new Set([name]),
         removable: new Set([name]),
+        finishable: new Set([name]),
         busyQueues: new Set(["inbox"]),
       };
       const target = {
@@ -228,6 +229,7 @@ describe("the campaign's model", () => {
         moving: true,
         racing: new Set([name]),
         removable: new Set([name]),
+        finishable: new Set([name]),
         busyQueues: new Set(["inbox"]),
       };
       const target = {
@@ -249,6 +251,7 @@ describe("the campaign's model", () => {
         ...batch,
         racing: new Set(),
         removable: new Set(),
+        finishable: new Set(),
         busyQueues: new Set(),
       };
       await runComplete(alone, {
@@ -297,5 +300,39 @@ describe("the campaign's model", () => {
       model.enqueued(entry.name, "dead", Buffer.alloc(0), data);
       settlePending(model);
       expect(model.entries.get(entry.name)?.lease).toBeDefined();
+    }));
+
+  // Seed 1907332231: a batch held a Release of a checkout whose lease was certainly live and
+  // a Dequeue of its queue. The release came first on the node, the Dequeue took the entry
+  // again, and its answer was judged before the release's: "handed out again while its
+  // lease ran". Here the release is made by hand, as the sibling would.
+  it("a batch's Dequeue may take an entry a sibling released before its answer came", () =>
+    tracked(async () => {
+      const model = new Model();
+      const data = Buffer.from("released");
+      const { entry } = await client.enqueue("dead", data);
+      model.enqueued(entry.name, "dead", Buffer.alloc(0), data);
+      const lease = await client.dequeue("dead", { leaseMs: 60_000 });
+      expect(lease?.entry.name).toBe(entry.name);
+      const held = lease as NonNullable<typeof lease>;
+      const e = model.entries.get(entry.name) as NonNullable<ReturnType<Model["pick"]>>;
+      model.checkedOut(e, "dead", held.token, held.entry.leaseUntil ?? 0);
+      expect(model.leaseState(e)).toBe("live");
+      const target = {
+        entry: { kind: "held" as const, i: 0 },
+        queue: { kind: "right" as const },
+        token: "right" as const,
+      };
+      const dequeue = {
+        kind: "dequeue" as const,
+        queue: "dead",
+        lease: undefined,
+        wait: { seconds: 0, nanos: 200_000_000 },
+      };
+      const ctx = batchCtx(raw, model, [{ kind: "release", target }, dequeue]);
+      await client.release(held);
+      await runDequeue(ctx, dequeue);
+      expect(raw.last).toBe("OK");
+      expect(model.entries.get(entry.name)?.lease?.token).not.toBe(held.token);
     }));
 });
