@@ -62,6 +62,10 @@ export interface SpoolServiceHandlers extends grpc.UntypedServiceImplementation 
     geospool.v1.EnqueueRequest,
     geospool.v1.EnqueueResponse.$Properties
   >;
+  enqueueBatch: grpc.handleUnaryCall<
+    geospool.v1.EnqueueBatchRequest,
+    geospool.v1.EnqueueBatchResponse.$Properties
+  >;
   dequeue: grpc.handleUnaryCall<
     geospool.v1.DequeueRequest,
     geospool.v1.DequeueResponse.$Properties
@@ -97,6 +101,7 @@ export interface SpoolServiceHandlers extends grpc.UntypedServiceImplementation 
 /** The method names of the service (the keys of `SpoolServiceHandlers`). */
 export type SpoolMethodName =
   | "enqueue"
+  | "enqueueBatch"
   | "dequeue"
   | "complete"
   | "release"
@@ -110,6 +115,13 @@ export type SpoolMethodName =
 /** The grpc-js service definition of geospool.v1.Spool. */
 export const spoolServiceDefinition = {
   enqueue: method("Enqueue", true, false, v1.EnqueueRequest, v1.EnqueueResponse),
+  enqueueBatch: method(
+    "EnqueueBatch",
+    false,
+    false,
+    v1.EnqueueBatchRequest,
+    v1.EnqueueBatchResponse,
+  ),
   dequeue: method("Dequeue", false, false, v1.DequeueRequest, v1.DequeueResponse),
   complete: method("Complete", false, false, v1.CompleteRequest, v1.CompleteResponse),
   release: method("Release", false, false, v1.ReleaseRequest, v1.ReleaseResponse),
@@ -175,6 +187,10 @@ export interface SpoolClient extends grpc.Client {
   enqueue: ClientStreamingClientMethod<
     geospool.v1.EnqueueRequest.$Properties,
     geospool.v1.EnqueueResponse
+  >;
+  enqueueBatch: UnaryClientMethod<
+    geospool.v1.EnqueueBatchRequest.$Properties,
+    geospool.v1.EnqueueBatchResponse
   >;
   dequeue: UnaryClientMethod<geospool.v1.DequeueRequest.$Properties, geospool.v1.DequeueResponse>;
   complete: UnaryClientMethod<

@@ -9,6 +9,13 @@ import { SpoolClient } from "../../proto/service-definition.js";
 import type { EntryInfo } from "../entry-info.js";
 import { durationMs, timestampMs, toDuration } from "../grpc/convert.js";
 import { Backoff } from "./backoff.js";
+import {
+  type BulkEntry,
+  type BulkResult,
+  type EnqueueManyOptions,
+  enqueueMany,
+  toBatchEntry,
+} from "./bulk.js";
 
 export type { EntryInfo };
 
@@ -44,6 +51,7 @@ export interface GeospoolClientOptions {
 }
 
 interface UnaryMethods {
+  enqueueBatch: [geospool.v1.EnqueueBatchRequest.$Properties, geospool.v1.EnqueueBatchResponse];
   dequeue: [geospool.v1.DequeueRequest.$Properties, geospool.v1.DequeueResponse];
   complete: [geospool.v1.CompleteRequest.$Properties, geospool.v1.CompleteResponse];
   release: [geospool.v1.ReleaseRequest.$Properties, geospool.v1.ReleaseResponse];
@@ -267,6 +275,41 @@ export class GeospoolClient {
         cause: err,
       });
     }
+  }
+
+  /**
+   * Enqueue many small entries in one EnqueueBatch call: one result per entry, in order
+   * (an entry refused alone does not fail the others). Retried on another node like
+   * `enqueue`, under each entry's idempotency key (made up when absent).
+   */
+  async enqueueBatch(entries: readonly BulkEntry[]): Promise<BulkResult[]> {
+    return this.sendBatch(entries.map(toBatchEntry));
+  }
+
+  /**
+   * Enqueue any number of small entries (an array, a generator, a stream) in EnqueueBatch
+   * calls, a few under way at once; yields one result per entry, in order.
+   */
+  enqueueMany(
+    entries: Iterable<BulkEntry> | AsyncIterable<BulkEntry>,
+    options: EnqueueManyOptions = {},
+  ): AsyncGenerator<BulkResult> {
+    return enqueueMany(entries, (batch) => this.sendBatch(batch), options);
+  }
+
+  private async sendBatch(entries: geospool.v1.BatchEntry.$Properties[]): Promise<BulkResult[]> {
+    const bytes = entries.reduce((n, e) => n + (e.data?.length ?? 0), 0);
+    const { res } = await this.unary("enqueueBatch", { entries }, Math.ceil(bytes / MIB) * 1000);
+    return res.results.map((r): BulkResult => {
+      if (r.entry)
+        return { ok: true, entry: fromEntry(r.entry), deduplicated: r.deduplicated === true };
+      return {
+        ok: false,
+        code: r.error?.code ?? grpc.status.UNKNOWN,
+        message: r.error?.message ?? "no result",
+        serviceCode: r.error?.serviceCode ?? "",
+      };
+    });
   }
 
   /** Check out the next entry of `queue`, waiting up to `waitMs`; undefined when none came. */

@@ -8,6 +8,8 @@
  * retry after a lost reply never makes a second entry on the node that took the first.
  * Calls on a checkout (save, remove, release, extendLease) go to the node that holds it.
  */
+
+export type { BulkEntry, BulkResult, EnqueueManyOptions } from "./bulk.js";
 export {
   ClientError,
   type ClientTls,

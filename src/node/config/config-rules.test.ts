@@ -74,6 +74,8 @@ describe("cross-field rules", () => {
       uploadIdleTimeout: 90_000,
       maxConcurrentUploads: 8,
       listPageBytes: 1024 * 1024,
+      maxBatchEntries: 1000,
+      maxBatchBytes: 2 * 1024 * 1024,
     });
     expect(check({ limits: { maxConcurrentUploads: 0 } }).message).toBe(
       "config: limits.maxConcurrentUploads (from config object): must be at least 1, got 0",
@@ -85,6 +87,10 @@ describe("cross-field rules", () => {
     expect(check({ limits: { metadataSize: "1MiB" } }).message).toBe(
       "config: limits.metadataSize (from config object): must be at most limits.listPageBytes (524288): every entry must fit in a List page, got 1048576",
     );
+    expect(check({ limits: { maxBatchBytes: "4MiB" } }).message).toBe(
+      "config: limits.maxBatchBytes (from config object): with 512 bytes per entry for its queue, key and framing (limits.maxBatchEntries = 1000), must fit in grpc.maxMessageBytes (4194304), got 4194304",
+    );
+    expect(check({ limits: { maxBatchEntries: 0 } }).key).toBe("limits.maxBatchEntries");
     const big = parseConfig({
       ...base,
       grpc: { maxMessageBytes: "16MiB" },

@@ -90,6 +90,8 @@ describe("defaults", () => {
         uploadIdleTimeout: 60_000,
         maxConcurrentUploads: 64,
         listPageBytes: 512 * 1024,
+        maxBatchEntries: 1000,
+        maxBatchBytes: 2 * 1024 * 1024,
       },
       idempotency: { window: 86_400_000 },
       cache: {

@@ -97,6 +97,10 @@ export interface Config {
     maxConcurrentUploads: number;
     /** Most bytes of entries in one List page (a page has at least one). Default 512KiB. */
     listPageBytes: number;
+    /** Most entries in one EnqueueBatch call; more is RESOURCE_EXHAUSTED. Default 1000. */
+    maxBatchEntries: number;
+    /** Most bytes of data and metadata in one EnqueueBatch call. Default 2MiB. */
+    maxBatchBytes: number;
   };
   idempotency: {
     /** How long an idempotency key keeps returning the first entry (ms). Default 24h. */

@@ -359,6 +359,10 @@ export const configSchema = z
         maxConcurrentUploads: int(1).default(64),
         /** Most bytes of entries (metadata, names) in one List page. */
         listPageBytes: size(1024, 2 ** 31 - 1).default(512 * KiB),
+        /** Most entries in one EnqueueBatch call (RESOURCE_EXHAUSTED beyond). */
+        maxBatchEntries: int(1, 100_000).default(1000),
+        /** Most bytes of data and metadata in one EnqueueBatch call. */
+        maxBatchBytes: size(1024, 2 ** 31 - 1).default(2 * MiB),
       })
       .prefault({}),
     idempotency: z
@@ -462,6 +466,14 @@ export const configSchema = z
         `must leave ${LIST_PAGE_SLACK} bytes of grpc.maxMessageBytes (${maxMessage}) for the rest of a page, got ${config.limits.listPageBytes}`,
       );
     }
+    const batchMessage =
+      config.limits.maxBatchBytes + config.limits.maxBatchEntries * BATCH_ENTRY_FRAMING;
+    if (batchMessage > maxMessage) {
+      fail(
+        ["limits", "maxBatchBytes"],
+        `with ${BATCH_ENTRY_FRAMING} bytes per entry for its queue, key and framing (limits.maxBatchEntries = ${config.limits.maxBatchEntries}), must fit in grpc.maxMessageBytes (${maxMessage}), got ${config.limits.maxBatchBytes}`,
+      );
+    }
     if (config.limits.metadataSize > config.limits.listPageBytes) {
       fail(
         ["limits", "metadataSize"],
@@ -533,6 +545,8 @@ export const configSchema = z
 
 /** Room in a List response beyond its entries' metadata and names (the other fields). */
 const LIST_PAGE_SLACK = 64 * 1024;
+/** What an EnqueueBatch entry takes besides its data and metadata (queue, key, framing). */
+const BATCH_ENTRY_FRAMING = 512;
 
 export type ParsedConfig = z.output<typeof configSchema>;
 

@@ -240,6 +240,7 @@ describe("independent client: buf curl through server reflection", () => {
         "Complete",
         "Dequeue",
         "Enqueue",
+        "EnqueueBatch",
         "ExtendLease",
         "List",
         "ReadData",

@@ -223,6 +223,37 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
       );
     },
 
+    enqueueBatch: unary("EnqueueBatch", async (req: geospool.v1.EnqueueBatchRequest, who) => {
+      const outcomes = await service.enqueueBatch(
+        who.name,
+        req.entries.map((e) => ({
+          queue: e.queue ?? "",
+          metadata: asBuffer(e.metadata),
+          data: asBuffer(e.data),
+          ...(e.idempotencyKey ? { idempotencyKey: e.idempotencyKey } : {}),
+        })),
+        (queue) => need(who, "enqueue", queue),
+      );
+      return {
+        results: outcomes.map((o) => {
+          if (o.error === undefined) {
+            return { entry: toEntry(o.entry), deduplicated: o.deduplicated };
+          }
+          const g = toGrpcError(o.error);
+          if (g.code === grpc.status.INTERNAL) {
+            log.error({ err: o.error, method: "EnqueueBatch" }, "batch entry failed");
+          }
+          return {
+            error: {
+              code: g.code ?? grpc.status.UNKNOWN,
+              message: g.details ?? "",
+              serviceCode: o.error.code,
+            },
+          };
+        }),
+      };
+    }),
+
     dequeue: unary("Dequeue", async (req: geospool.v1.DequeueRequest, who, call) => {
       need(who, "dequeue", req.queue);
       const ac = new AbortController();
@@ -447,3 +478,9 @@ function drained(call: grpc.ServerWritableStream<unknown, unknown>): Promise<voi
 }
 
 export { Authorizer };
+
+/** Decoded bytes as a Buffer, without a copy when they are one already. */
+function asBuffer(b: Uint8Array | null | undefined): Buffer {
+  if (!b) return Buffer.alloc(0);
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}

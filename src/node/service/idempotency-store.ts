@@ -56,6 +56,52 @@ export class IdempotencyStore {
   }
 
   /**
+   * Claim many keys (distinct scopes) for new entries in one statement. Returns the
+   * indexes claimed; a key already held (or expired) is left to `claim`, one by one.
+   */
+  async claimMany(claims: readonly { scope: KeyScope; name: string }[]): Promise<Set<number>> {
+    if (claims.length === 0) return new Set();
+    const r = await this.pool.query<{ i: number }>(
+      `with wanted as (
+         select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
+           with ordinality as u(principal, queue, key, entry_name, i)
+       ), inserted as (
+         insert into idempotency_keys (principal, queue, key, entry_name)
+         select principal, queue, key, entry_name from wanted
+         on conflict (principal, queue, key) do nothing
+         returning principal, queue, key
+       )
+       select w.i::int as i from wanted w
+         join inserted n using (principal, queue, key)`,
+      [
+        claims.map((c) => c.scope.principal),
+        claims.map((c) => c.scope.queue),
+        claims.map((c) => c.scope.key),
+        claims.map((c) => c.name),
+      ],
+    );
+    return new Set(r.rows.map((row) => row.i - 1));
+  }
+
+  /** `complete` for many finished enqueues, in one statement. */
+  async completeMany(done: readonly { scope: KeyScope; name: string }[]): Promise<void> {
+    if (done.length === 0) return;
+    await this.pool.query(
+      `update idempotency_keys k set completed_at = now()
+         from unnest($1::text[], $2::text[], $3::text[], $4::text[])
+           as u(principal, queue, key, entry_name)
+        where k.principal = u.principal and k.queue = u.queue and k.key = u.key
+          and k.entry_name = u.entry_name`,
+      [
+        done.map((c) => c.scope.principal),
+        done.map((c) => c.scope.queue),
+        done.map((c) => c.scope.key),
+        done.map((c) => c.name),
+      ],
+    );
+  }
+
+  /**
    * Record `scope` as naming `name`, a finished enqueue (a peer's entry arriving by
    * replication): one statement. A key claimed within the window (here, or by an earlier
    * peer row) is left as it is: the first claim wins, as for local enqueues; an expired one

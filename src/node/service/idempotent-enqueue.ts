@@ -17,7 +17,7 @@ export interface EnqueueHeader {
 }
 
 /** An idempotency claim: ours, or held by an earlier entry (returned as the duplicate). */
-type KeyClaim = { kind: "claimed" } | { kind: "duplicate"; entry: EntryInfo };
+export type KeyClaim = { kind: "claimed" } | { kind: "duplicate"; entry: EntryInfo };
 
 const MAX_KEY_LENGTH = 200;
 
@@ -47,20 +47,25 @@ export class IdempotentEnqueue {
   ): Promise<{ entry: EntryInfo; deduplicated: boolean }> {
     return this.ctx.timed("enqueue", header.queue, async () => {
       this.ctx.checkQueue(header.queue);
-      const max = this.ctx.limits.maxConcurrentUploads;
-      if (this.uploads >= max) {
-        throw new ServiceError(
-          ServiceErrorCode.ResourceExhausted,
-          `this node takes ${max} uploads at once (limits.maxConcurrentUploads); retry later`,
-        );
-      }
-      this.uploads++;
-      try {
-        return await this.enqueueCounted(header, chunks);
-      } finally {
-        this.uploads--;
-      }
+      return this.counted(() => this.enqueueCounted(header, chunks));
     });
+  }
+
+  /** Run `f` as one of the uploads under way (limits.maxConcurrentUploads; an EnqueueBatch is one). */
+  async counted<T>(f: () => Promise<T>): Promise<T> {
+    const max = this.ctx.limits.maxConcurrentUploads;
+    if (this.uploads >= max) {
+      throw new ServiceError(
+        ServiceErrorCode.ResourceExhausted,
+        `this node takes ${max} uploads at once (limits.maxConcurrentUploads); retry later`,
+      );
+    }
+    this.uploads++;
+    try {
+      return await f();
+    } finally {
+      this.uploads--;
+    }
   }
 
   private async enqueueCounted(
@@ -72,13 +77,7 @@ export class IdempotentEnqueue {
     if (header.dataSize !== undefined && header.dataSize > maxData) {
       throw tooMuchData(maxData);
     }
-    const key = header.idempotencyKey || undefined;
-    if (key !== undefined && (key.length > MAX_KEY_LENGTH || key.includes("\0"))) {
-      throw new ServiceError(
-        ServiceErrorCode.InvalidArgument,
-        `idempotency key must be 1..${MAX_KEY_LENGTH} characters without NUL`,
-      );
-    }
+    const key = checkIdempotencyKey(header.idempotencyKey);
     if (header.dataSha256 !== undefined && !/^[0-9a-f]{64}$/.test(header.dataSha256)) {
       throw new ServiceError(
         ServiceErrorCode.InvalidArgument,
@@ -197,14 +196,17 @@ export class IdempotentEnqueue {
   }
 
   /** Give back the name reserved for an enqueue that will not run (best effort: logged). */
-  private async giveBack(name: string): Promise<void> {
+  async giveBack(name: string): Promise<void> {
     await this.ctx.spool.unreserveName(name).catch((err) => {
       this.ctx.log.warn({ err, name }, "could not give back a reserved name");
     });
   }
 
-  /** Claim `scope` for `name`, or find the earlier entry that holds it. */
-  private async claimKey(scope: KeyScope, name: string): Promise<KeyClaim> {
+  /**
+   * Claim `scope` for `name`, or find the earlier entry that holds it. Unless it is
+   * claimed, `name` is given back.
+   */
+  async claimKey(scope: KeyScope, name: string): Promise<KeyClaim> {
     const store = this.store;
     if (!store) {
       await this.giveBack(name);
@@ -248,7 +250,19 @@ export class IdempotentEnqueue {
   }
 }
 
-function tooMuchData(max: number): ServiceError {
+/** A client's idempotency key (empty is none), or invalid_argument. */
+export function checkIdempotencyKey(key: string | undefined): string | undefined {
+  if (!key) return undefined;
+  if (key.length > MAX_KEY_LENGTH || key.includes("\0")) {
+    throw new ServiceError(
+      ServiceErrorCode.InvalidArgument,
+      `idempotency key must be 1..${MAX_KEY_LENGTH} characters without NUL`,
+    );
+  }
+  return key;
+}
+
+export function tooMuchData(max: number): ServiceError {
   return new ServiceError(
     ServiceErrorCode.ResourceExhausted,
     `data is over the ${max} bytes of limits.entryDataSize; nothing was stored`,

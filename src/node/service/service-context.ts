@@ -16,6 +16,8 @@ export const DEFAULT_LIMITS: ServiceLimits = {
   metadataSize: 256 * 1024,
   maxConcurrentUploads: 64,
   listPageBytes: 512 * 1024,
+  maxBatchEntries: 1000,
+  maxBatchBytes: 2 * 1024 * 1024,
 };
 
 /**

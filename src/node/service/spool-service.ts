@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { BatchEnqueue, type BatchEntryInput } from "./batch-enqueue.js";
 import { EntryReads } from "./entry-reads.js";
 import type { IdempotencyStore } from "./idempotency-store.js";
 import { type EnqueueHeader, IdempotentEnqueue } from "./idempotent-enqueue.js";
@@ -11,6 +12,7 @@ import {
 } from "./service-context.js";
 import { type Transition, TransitionBus } from "./transitions.js";
 
+export type { BatchEntryInput, BatchOutcome } from "./batch-enqueue.js";
 export type { EnqueueHeader } from "./idempotent-enqueue.js";
 export type { CompleteAction } from "./lease-holders.js";
 export { DEFAULT_LIMITS, type NodeSpool, type ServiceLimits } from "./service-context.js";
@@ -39,6 +41,7 @@ export class SpoolService {
   readonly bus = new TransitionBus();
   private readonly ctx: ServiceContext;
   private readonly uploads: IdempotentEnqueue;
+  private readonly batches: BatchEnqueue;
   private readonly leases: LeaseHolders;
   private readonly reads: EntryReads;
 
@@ -52,6 +55,7 @@ export class SpoolService {
       opts.onOperation,
     );
     this.uploads = new IdempotentEnqueue(this.ctx, opts.idempotency);
+    this.batches = new BatchEnqueue(this.ctx, opts.idempotency, this.uploads);
     this.leases = new LeaseHolders(this.ctx, opts.maxDequeueWaitMs ?? 60_000);
     this.reads = new EntryReads(this.ctx);
   }
@@ -67,6 +71,15 @@ export class SpoolService {
 
   enqueue(header: EnqueueHeader, chunks: AsyncIterable<Uint8Array>) {
     return this.uploads.enqueue(header, chunks);
+  }
+
+  /** Many small entries at once, each whole or absent; one outcome per entry (batch-enqueue.ts). */
+  enqueueBatch(
+    principal: string,
+    entries: readonly BatchEntryInput[],
+    authorize?: (queue: string) => void,
+  ) {
+    return this.batches.enqueueBatch(principal, entries, authorize);
   }
 
   dequeue(req: Parameters<LeaseHolders["dequeue"]>[0]) {

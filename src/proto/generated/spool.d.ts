@@ -732,6 +732,655 @@ export namespace geospool {
         }
 
         /**
+         * Properties of an EnqueueBatchRequest.
+         * @deprecated Use geospool.v1.EnqueueBatchRequest.$Properties instead.
+         */
+        interface IEnqueueBatchRequest extends geospool.v1.EnqueueBatchRequest.$Properties {
+        }
+
+        /** EnqueueBatchRequest carries the entries of one EnqueueBatch call. */
+        class EnqueueBatchRequest {
+
+            /**
+             * Constructs a new EnqueueBatchRequest.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: geospool.v1.EnqueueBatchRequest.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** The entries, at most limits.maxBatchEntries of them. */
+            entries: geospool.v1.BatchEntry.$Properties[];
+
+            /**
+             * Creates a new EnqueueBatchRequest instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns EnqueueBatchRequest instance
+             */
+            static create(properties: geospool.v1.EnqueueBatchRequest.$Shape): geospool.v1.EnqueueBatchRequest & geospool.v1.EnqueueBatchRequest.$Shape;
+            static create(properties?: geospool.v1.EnqueueBatchRequest.$Properties): geospool.v1.EnqueueBatchRequest;
+
+            /**
+             * Encodes the specified EnqueueBatchRequest message. Does not implicitly {@link geospool.v1.EnqueueBatchRequest.verify|verify} messages.
+             * @param message EnqueueBatchRequest message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: geospool.v1.EnqueueBatchRequest.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified EnqueueBatchRequest message, length delimited. Does not implicitly {@link geospool.v1.EnqueueBatchRequest.verify|verify} messages.
+             * @param message EnqueueBatchRequest message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: geospool.v1.EnqueueBatchRequest.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes an EnqueueBatchRequest message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {geospool.v1.EnqueueBatchRequest & geospool.v1.EnqueueBatchRequest.$Shape} EnqueueBatchRequest
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): geospool.v1.EnqueueBatchRequest & geospool.v1.EnqueueBatchRequest.$Shape;
+
+            /**
+             * Decodes an EnqueueBatchRequest message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {geospool.v1.EnqueueBatchRequest & geospool.v1.EnqueueBatchRequest.$Shape} EnqueueBatchRequest
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): geospool.v1.EnqueueBatchRequest & geospool.v1.EnqueueBatchRequest.$Shape;
+
+            /**
+             * Verifies an EnqueueBatchRequest message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates an EnqueueBatchRequest message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns EnqueueBatchRequest
+             */
+            static fromObject(object: { [k: string]: any }): geospool.v1.EnqueueBatchRequest;
+
+            /**
+             * Creates a plain object from an EnqueueBatchRequest message. Also converts values to other types if specified.
+             * @param message EnqueueBatchRequest
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: geospool.v1.EnqueueBatchRequest, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this EnqueueBatchRequest to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+
+            /**
+             * Gets the type url for EnqueueBatchRequest
+             * @param [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns The type url
+             */
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace EnqueueBatchRequest {
+
+            /** Properties of an EnqueueBatchRequest. */
+            interface $Properties {
+
+                /** The entries, at most limits.maxBatchEntries of them. */
+                entries?: (geospool.v1.BatchEntry.$Properties[]|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of an EnqueueBatchRequest. */
+            type $Shape = geospool.v1.EnqueueBatchRequest.$Properties;
+        }
+
+        /**
+         * Properties of a BatchEntry.
+         * @deprecated Use geospool.v1.BatchEntry.$Properties instead.
+         */
+        interface IBatchEntry extends geospool.v1.BatchEntry.$Properties {
+        }
+
+        /** BatchEntry is one small entry of an EnqueueBatch call. */
+        class BatchEntry {
+
+            /**
+             * Constructs a new BatchEntry.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: geospool.v1.BatchEntry.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** The queue to enqueue into; it must exist. */
+            queue: string;
+
+            /** Opaque metadata stored with the entry. */
+            metadata: Uint8Array;
+
+            /** The entry's whole data. */
+            data: Uint8Array;
+
+            /** Optional idempotency key (empty = none), as in EnqueueHeader. */
+            idempotencyKey: string;
+
+            /**
+             * Creates a new BatchEntry instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns BatchEntry instance
+             */
+            static create(properties: geospool.v1.BatchEntry.$Shape): geospool.v1.BatchEntry & geospool.v1.BatchEntry.$Shape;
+            static create(properties?: geospool.v1.BatchEntry.$Properties): geospool.v1.BatchEntry;
+
+            /**
+             * Encodes the specified BatchEntry message. Does not implicitly {@link geospool.v1.BatchEntry.verify|verify} messages.
+             * @param message BatchEntry message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: geospool.v1.BatchEntry.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified BatchEntry message, length delimited. Does not implicitly {@link geospool.v1.BatchEntry.verify|verify} messages.
+             * @param message BatchEntry message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: geospool.v1.BatchEntry.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a BatchEntry message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {geospool.v1.BatchEntry & geospool.v1.BatchEntry.$Shape} BatchEntry
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): geospool.v1.BatchEntry & geospool.v1.BatchEntry.$Shape;
+
+            /**
+             * Decodes a BatchEntry message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {geospool.v1.BatchEntry & geospool.v1.BatchEntry.$Shape} BatchEntry
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): geospool.v1.BatchEntry & geospool.v1.BatchEntry.$Shape;
+
+            /**
+             * Verifies a BatchEntry message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a BatchEntry message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns BatchEntry
+             */
+            static fromObject(object: { [k: string]: any }): geospool.v1.BatchEntry;
+
+            /**
+             * Creates a plain object from a BatchEntry message. Also converts values to other types if specified.
+             * @param message BatchEntry
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: geospool.v1.BatchEntry, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this BatchEntry to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+
+            /**
+             * Gets the type url for BatchEntry
+             * @param [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns The type url
+             */
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BatchEntry {
+
+            /** Properties of a BatchEntry. */
+            interface $Properties {
+
+                /** The queue to enqueue into; it must exist. */
+                queue?: (string|null);
+
+                /** Opaque metadata stored with the entry. */
+                metadata?: (Uint8Array|null);
+
+                /** The entry's whole data. */
+                data?: (Uint8Array|null);
+
+                /** Optional idempotency key (empty = none), as in EnqueueHeader. */
+                idempotencyKey?: (string|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a BatchEntry. */
+            type $Shape = geospool.v1.BatchEntry.$Properties;
+        }
+
+        /**
+         * Properties of an EnqueueBatchResponse.
+         * @deprecated Use geospool.v1.EnqueueBatchResponse.$Properties instead.
+         */
+        interface IEnqueueBatchResponse extends geospool.v1.EnqueueBatchResponse.$Properties {
+        }
+
+        /** EnqueueBatchResponse has one result per request entry, in request order. */
+        class EnqueueBatchResponse {
+
+            /**
+             * Constructs a new EnqueueBatchResponse.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: geospool.v1.EnqueueBatchResponse.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** One result per request entry, in the same order. */
+            results: geospool.v1.BatchResult.$Properties[];
+
+            /**
+             * Creates a new EnqueueBatchResponse instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns EnqueueBatchResponse instance
+             */
+            static create(properties: geospool.v1.EnqueueBatchResponse.$Shape): geospool.v1.EnqueueBatchResponse & geospool.v1.EnqueueBatchResponse.$Shape;
+            static create(properties?: geospool.v1.EnqueueBatchResponse.$Properties): geospool.v1.EnqueueBatchResponse;
+
+            /**
+             * Encodes the specified EnqueueBatchResponse message. Does not implicitly {@link geospool.v1.EnqueueBatchResponse.verify|verify} messages.
+             * @param message EnqueueBatchResponse message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: geospool.v1.EnqueueBatchResponse.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified EnqueueBatchResponse message, length delimited. Does not implicitly {@link geospool.v1.EnqueueBatchResponse.verify|verify} messages.
+             * @param message EnqueueBatchResponse message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: geospool.v1.EnqueueBatchResponse.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes an EnqueueBatchResponse message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {geospool.v1.EnqueueBatchResponse & geospool.v1.EnqueueBatchResponse.$Shape} EnqueueBatchResponse
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): geospool.v1.EnqueueBatchResponse & geospool.v1.EnqueueBatchResponse.$Shape;
+
+            /**
+             * Decodes an EnqueueBatchResponse message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {geospool.v1.EnqueueBatchResponse & geospool.v1.EnqueueBatchResponse.$Shape} EnqueueBatchResponse
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): geospool.v1.EnqueueBatchResponse & geospool.v1.EnqueueBatchResponse.$Shape;
+
+            /**
+             * Verifies an EnqueueBatchResponse message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates an EnqueueBatchResponse message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns EnqueueBatchResponse
+             */
+            static fromObject(object: { [k: string]: any }): geospool.v1.EnqueueBatchResponse;
+
+            /**
+             * Creates a plain object from an EnqueueBatchResponse message. Also converts values to other types if specified.
+             * @param message EnqueueBatchResponse
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: geospool.v1.EnqueueBatchResponse, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this EnqueueBatchResponse to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+
+            /**
+             * Gets the type url for EnqueueBatchResponse
+             * @param [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns The type url
+             */
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace EnqueueBatchResponse {
+
+            /** Properties of an EnqueueBatchResponse. */
+            interface $Properties {
+
+                /** One result per request entry, in the same order. */
+                results?: (geospool.v1.BatchResult.$Properties[]|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of an EnqueueBatchResponse. */
+            type $Shape = {
+              results?: geospool.v1.BatchResult.$Shape[]|null;
+              $unknowns?: Uint8Array[];
+            };
+        }
+
+        /**
+         * Properties of a BatchResult.
+         * @deprecated Use geospool.v1.BatchResult.$Properties instead.
+         */
+        interface IBatchResult extends geospool.v1.BatchResult.$Properties {
+        }
+
+        /** BatchResult is the outcome of one entry of an EnqueueBatch call. */
+        class BatchResult {
+
+            /**
+             * Constructs a new BatchResult.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: geospool.v1.BatchResult.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** The entry created (or, when deduplicated, the earlier one). */
+            entry?: (geospool.v1.Entry.$Properties|null);
+
+            /** Why this entry was not created; nothing was stored for it. */
+            error?: (geospool.v1.BatchError.$Properties|null);
+
+            /**
+             * True when the idempotency key matched an earlier enqueue (or an earlier
+             * entry of the same call), so nothing new was created.
+             */
+            deduplicated: boolean;
+
+            /** The entry, or why there is none. */
+            outcome?: ("entry"|"error");
+
+            /**
+             * Creates a new BatchResult instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns BatchResult instance
+             */
+            static create(properties: geospool.v1.BatchResult.$Shape): geospool.v1.BatchResult & geospool.v1.BatchResult.$Shape;
+            static create(properties?: geospool.v1.BatchResult.$Properties): geospool.v1.BatchResult;
+
+            /**
+             * Encodes the specified BatchResult message. Does not implicitly {@link geospool.v1.BatchResult.verify|verify} messages.
+             * @param message BatchResult message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: geospool.v1.BatchResult.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified BatchResult message, length delimited. Does not implicitly {@link geospool.v1.BatchResult.verify|verify} messages.
+             * @param message BatchResult message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: geospool.v1.BatchResult.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a BatchResult message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {geospool.v1.BatchResult & geospool.v1.BatchResult.$Shape} BatchResult
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): geospool.v1.BatchResult & geospool.v1.BatchResult.$Shape;
+
+            /**
+             * Decodes a BatchResult message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {geospool.v1.BatchResult & geospool.v1.BatchResult.$Shape} BatchResult
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): geospool.v1.BatchResult & geospool.v1.BatchResult.$Shape;
+
+            /**
+             * Verifies a BatchResult message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a BatchResult message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns BatchResult
+             */
+            static fromObject(object: { [k: string]: any }): geospool.v1.BatchResult;
+
+            /**
+             * Creates a plain object from a BatchResult message. Also converts values to other types if specified.
+             * @param message BatchResult
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: geospool.v1.BatchResult, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this BatchResult to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+
+            /**
+             * Gets the type url for BatchResult
+             * @param [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns The type url
+             */
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BatchResult {
+
+            /** Properties of a BatchResult. */
+            interface $Properties {
+
+                /** The entry created (or, when deduplicated, the earlier one). */
+                entry?: (geospool.v1.Entry.$Properties|null);
+
+                /** Why this entry was not created; nothing was stored for it. */
+                error?: (geospool.v1.BatchError.$Properties|null);
+
+                /**
+                 * True when the idempotency key matched an earlier enqueue (or an earlier
+                 * entry of the same call), so nothing new was created.
+                 */
+                deduplicated?: (boolean|null);
+
+                /** The entry, or why there is none. */
+                outcome?: ("entry"|"error");
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Narrowed shape of a BatchResult. */
+            type $Shape = {
+              entry?: geospool.v1.Entry.$Shape|null;
+              error?: geospool.v1.BatchError.$Shape|null;
+              deduplicated?: boolean|null;
+              $unknowns?: Uint8Array[];
+            } & (
+              ({ outcome?: undefined; entry?: null; error?: null }|{ outcome?: "entry"; entry: geospool.v1.Entry.$Shape; error?: null }|{ outcome?: "error"; entry?: null; error: geospool.v1.BatchError.$Shape })
+            );
+        }
+
+        /**
+         * Properties of a BatchError.
+         * @deprecated Use geospool.v1.BatchError.$Properties instead.
+         */
+        interface IBatchError extends geospool.v1.BatchError.$Properties {
+        }
+
+        /** BatchError is one entry's failure. */
+        class BatchError {
+
+            /**
+             * Constructs a new BatchError.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: geospool.v1.BatchError.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** The gRPC status code this failure would have as a call of its own. */
+            code: number;
+
+            /** What was wrong. */
+            message: string;
+
+            /** The node's own error code (as in the geospool-error-code trailer). */
+            serviceCode: string;
+
+            /**
+             * Creates a new BatchError instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns BatchError instance
+             */
+            static create(properties: geospool.v1.BatchError.$Shape): geospool.v1.BatchError & geospool.v1.BatchError.$Shape;
+            static create(properties?: geospool.v1.BatchError.$Properties): geospool.v1.BatchError;
+
+            /**
+             * Encodes the specified BatchError message. Does not implicitly {@link geospool.v1.BatchError.verify|verify} messages.
+             * @param message BatchError message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: geospool.v1.BatchError.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified BatchError message, length delimited. Does not implicitly {@link geospool.v1.BatchError.verify|verify} messages.
+             * @param message BatchError message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: geospool.v1.BatchError.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a BatchError message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {geospool.v1.BatchError & geospool.v1.BatchError.$Shape} BatchError
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): geospool.v1.BatchError & geospool.v1.BatchError.$Shape;
+
+            /**
+             * Decodes a BatchError message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {geospool.v1.BatchError & geospool.v1.BatchError.$Shape} BatchError
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): geospool.v1.BatchError & geospool.v1.BatchError.$Shape;
+
+            /**
+             * Verifies a BatchError message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a BatchError message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns BatchError
+             */
+            static fromObject(object: { [k: string]: any }): geospool.v1.BatchError;
+
+            /**
+             * Creates a plain object from a BatchError message. Also converts values to other types if specified.
+             * @param message BatchError
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: geospool.v1.BatchError, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this BatchError to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+
+            /**
+             * Gets the type url for BatchError
+             * @param [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns The type url
+             */
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BatchError {
+
+            /** Properties of a BatchError. */
+            interface $Properties {
+
+                /** The gRPC status code this failure would have as a call of its own. */
+                code?: (number|null);
+
+                /** What was wrong. */
+                message?: (string|null);
+
+                /** The node's own error code (as in the geospool-error-code trailer). */
+                serviceCode?: (string|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a BatchError. */
+            type $Shape = geospool.v1.BatchError.$Properties;
+        }
+
+        /**
          * Properties of a DequeueRequest.
          * @deprecated Use geospool.v1.DequeueRequest.$Properties instead.
          */

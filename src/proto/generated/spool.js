@@ -1920,6 +1920,1682 @@ export const geospool = $root.geospool = (() => {
             return EnqueueResponse;
         })();
 
+        v1.EnqueueBatchRequest = (function() {
+
+            /**
+             * Properties of an EnqueueBatchRequest.
+             * @typedef {Object} geospool.v1.EnqueueBatchRequest.$Properties
+             * @property {Array.<geospool.v1.BatchEntry.$Properties>|null} [entries] The entries, at most limits.maxBatchEntries of them.
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of an EnqueueBatchRequest.
+             * @memberof geospool.v1
+             * @interface IEnqueueBatchRequest
+             * @augments geospool.v1.EnqueueBatchRequest.$Properties
+             * @deprecated Use geospool.v1.EnqueueBatchRequest.$Properties instead.
+             */
+
+            /**
+             * Shape of an EnqueueBatchRequest.
+             * @typedef {geospool.v1.EnqueueBatchRequest.$Properties} geospool.v1.EnqueueBatchRequest.$Shape
+             */
+
+            /**
+             * Constructs a new EnqueueBatchRequest.
+             * @memberof geospool.v1
+             * @classdesc EnqueueBatchRequest carries the entries of one EnqueueBatch call.
+             * @constructor
+             * @param {geospool.v1.EnqueueBatchRequest.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const EnqueueBatchRequest = function (properties) {
+                this.entries = [];
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * The entries, at most limits.maxBatchEntries of them.
+             * @member {Array.<geospool.v1.BatchEntry.$Properties>} entries
+             * @memberof geospool.v1.EnqueueBatchRequest
+             * @instance
+             */
+            EnqueueBatchRequest.prototype.entries = $util.emptyArray;
+
+            /**
+             * Creates a new EnqueueBatchRequest instance using the specified properties.
+             * @function create
+             * @memberof geospool.v1.EnqueueBatchRequest
+             * @static
+             * @param {geospool.v1.EnqueueBatchRequest.$Properties=} [properties] Properties to set
+             * @returns {geospool.v1.EnqueueBatchRequest} EnqueueBatchRequest instance
+             * @type {{
+             *   (properties: geospool.v1.EnqueueBatchRequest.$Shape): geospool.v1.EnqueueBatchRequest & geospool.v1.EnqueueBatchRequest.$Shape;
+             *   (properties?: geospool.v1.EnqueueBatchRequest.$Properties): geospool.v1.EnqueueBatchRequest;
+             * }}
+             */
+            EnqueueBatchRequest.create = function(properties) {
+                return new EnqueueBatchRequest(properties);
+            };
+
+            /**
+             * Encodes the specified EnqueueBatchRequest message. Does not implicitly {@link geospool.v1.EnqueueBatchRequest.verify|verify} messages.
+             * @function encode
+             * @memberof geospool.v1.EnqueueBatchRequest
+             * @static
+             * @param {geospool.v1.EnqueueBatchRequest.$Properties} message EnqueueBatchRequest message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            EnqueueBatchRequest.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.entries != null && message.entries.length)
+                    for (let i = 0; i < message.entries.length; ++i)
+                        $root.geospool.v1.BatchEntry.encode(message.entries[i], writer.uint32(/* id 1, wireType 2 =*/10).fork(), _depth + 1).ldelim();
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified EnqueueBatchRequest message, length delimited. Does not implicitly {@link geospool.v1.EnqueueBatchRequest.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof geospool.v1.EnqueueBatchRequest
+             * @static
+             * @param {geospool.v1.EnqueueBatchRequest.$Properties} message EnqueueBatchRequest message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            EnqueueBatchRequest.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes an EnqueueBatchRequest message from the specified reader or buffer.
+             * @function decode
+             * @memberof geospool.v1.EnqueueBatchRequest
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {geospool.v1.EnqueueBatchRequest & geospool.v1.EnqueueBatchRequest.$Shape} EnqueueBatchRequest
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            EnqueueBatchRequest.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.geospool.v1.EnqueueBatchRequest();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.entries && message.entries.length))
+                                message.entries = [];
+                            message.entries.push($root.geospool.v1.BatchEntry.decode(reader, reader.size(), $undefined, _depth + 1));
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes an EnqueueBatchRequest message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof geospool.v1.EnqueueBatchRequest
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {geospool.v1.EnqueueBatchRequest & geospool.v1.EnqueueBatchRequest.$Shape} EnqueueBatchRequest
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            EnqueueBatchRequest.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies an EnqueueBatchRequest message.
+             * @function verify
+             * @memberof geospool.v1.EnqueueBatchRequest
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            EnqueueBatchRequest.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.entries != null && $Object.hasOwnProperty.call(message, "entries")) {
+                    if (!$Array.isArray(message.entries))
+                        return "entries: array expected";
+                    for (let i = 0; i < message.entries.length; ++i) {
+                        let error = $root.geospool.v1.BatchEntry.verify(message.entries[i], _depth + 1);
+                        if (error)
+                            return "entries." + error;
+                    }
+                }
+                return null;
+            };
+
+            /**
+             * Creates an EnqueueBatchRequest message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof geospool.v1.EnqueueBatchRequest
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {geospool.v1.EnqueueBatchRequest} EnqueueBatchRequest
+             */
+            EnqueueBatchRequest.fromObject = function (object, _depth) {
+                if (object instanceof $root.geospool.v1.EnqueueBatchRequest)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".geospool.v1.EnqueueBatchRequest: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.geospool.v1.EnqueueBatchRequest();
+                if (object.entries) {
+                    if (!$Array.isArray(object.entries))
+                        throw $TypeError(".geospool.v1.EnqueueBatchRequest.entries: array expected");
+                    message.entries = $Array(object.entries.length);
+                    for (let i = 0; i < object.entries.length; ++i) {
+                        if (!$util.isObject(object.entries[i]))
+                            throw $TypeError(".geospool.v1.EnqueueBatchRequest.entries: object expected");
+                        message.entries[i] = $root.geospool.v1.BatchEntry.fromObject(object.entries[i], _depth + 1);
+                    }
+                }
+                return message;
+            };
+
+            /**
+             * Creates a plain object from an EnqueueBatchRequest message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof geospool.v1.EnqueueBatchRequest
+             * @static
+             * @param {geospool.v1.EnqueueBatchRequest} message EnqueueBatchRequest
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            EnqueueBatchRequest.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.arrays || options.defaults)
+                    object.entries = [];
+                if (message.entries && message.entries.length) {
+                    object.entries = $Array(message.entries.length);
+                    for (let j = 0; j < message.entries.length; ++j)
+                        object.entries[j] = $root.geospool.v1.BatchEntry.toObject(message.entries[j], options, _depth + 1);
+                }
+                return object;
+            };
+
+            /**
+             * Converts this EnqueueBatchRequest to JSON.
+             * @function toJSON
+             * @memberof geospool.v1.EnqueueBatchRequest
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            EnqueueBatchRequest.prototype.toJSON = function() {
+                return EnqueueBatchRequest.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for EnqueueBatchRequest
+             * @function getTypeUrl
+             * @memberof geospool.v1.EnqueueBatchRequest
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            EnqueueBatchRequest.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/geospool.v1.EnqueueBatchRequest";
+            };
+
+            return EnqueueBatchRequest;
+        })();
+
+        v1.BatchEntry = (function() {
+
+            /**
+             * Properties of a BatchEntry.
+             * @typedef {Object} geospool.v1.BatchEntry.$Properties
+             * @property {string|null} [queue] The queue to enqueue into; it must exist.
+             * @property {Uint8Array|null} [metadata] Opaque metadata stored with the entry.
+             * @property {Uint8Array|null} [data] The entry's whole data.
+             * @property {string|null} [idempotencyKey] Optional idempotency key (empty = none), as in EnqueueHeader.
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BatchEntry.
+             * @memberof geospool.v1
+             * @interface IBatchEntry
+             * @augments geospool.v1.BatchEntry.$Properties
+             * @deprecated Use geospool.v1.BatchEntry.$Properties instead.
+             */
+
+            /**
+             * Shape of a BatchEntry.
+             * @typedef {geospool.v1.BatchEntry.$Properties} geospool.v1.BatchEntry.$Shape
+             */
+
+            /**
+             * Constructs a new BatchEntry.
+             * @memberof geospool.v1
+             * @classdesc BatchEntry is one small entry of an EnqueueBatch call.
+             * @constructor
+             * @param {geospool.v1.BatchEntry.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BatchEntry = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * The queue to enqueue into; it must exist.
+             * @member {string} queue
+             * @memberof geospool.v1.BatchEntry
+             * @instance
+             */
+            BatchEntry.prototype.queue = "";
+
+            /**
+             * Opaque metadata stored with the entry.
+             * @member {Uint8Array} metadata
+             * @memberof geospool.v1.BatchEntry
+             * @instance
+             */
+            BatchEntry.prototype.metadata = $util.newBuffer([]);
+
+            /**
+             * The entry's whole data.
+             * @member {Uint8Array} data
+             * @memberof geospool.v1.BatchEntry
+             * @instance
+             */
+            BatchEntry.prototype.data = $util.newBuffer([]);
+
+            /**
+             * Optional idempotency key (empty = none), as in EnqueueHeader.
+             * @member {string} idempotencyKey
+             * @memberof geospool.v1.BatchEntry
+             * @instance
+             */
+            BatchEntry.prototype.idempotencyKey = "";
+
+            /**
+             * Creates a new BatchEntry instance using the specified properties.
+             * @function create
+             * @memberof geospool.v1.BatchEntry
+             * @static
+             * @param {geospool.v1.BatchEntry.$Properties=} [properties] Properties to set
+             * @returns {geospool.v1.BatchEntry} BatchEntry instance
+             * @type {{
+             *   (properties: geospool.v1.BatchEntry.$Shape): geospool.v1.BatchEntry & geospool.v1.BatchEntry.$Shape;
+             *   (properties?: geospool.v1.BatchEntry.$Properties): geospool.v1.BatchEntry;
+             * }}
+             */
+            BatchEntry.create = function(properties) {
+                return new BatchEntry(properties);
+            };
+
+            /**
+             * Encodes the specified BatchEntry message. Does not implicitly {@link geospool.v1.BatchEntry.verify|verify} messages.
+             * @function encode
+             * @memberof geospool.v1.BatchEntry
+             * @static
+             * @param {geospool.v1.BatchEntry.$Properties} message BatchEntry message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BatchEntry.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.queue != null && $Object.hasOwnProperty.call(message, "queue") && message.queue !== "")
+                    writer.uint32(/* id 1, wireType 2 =*/10).string(message.queue);
+                if (message.metadata != null && $Object.hasOwnProperty.call(message, "metadata") && message.metadata.length)
+                    writer.uint32(/* id 2, wireType 2 =*/18).bytes(message.metadata);
+                if (message.data != null && $Object.hasOwnProperty.call(message, "data") && message.data.length)
+                    writer.uint32(/* id 3, wireType 2 =*/26).bytes(message.data);
+                if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey") && message.idempotencyKey !== "")
+                    writer.uint32(/* id 4, wireType 2 =*/34).string(message.idempotencyKey);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified BatchEntry message, length delimited. Does not implicitly {@link geospool.v1.BatchEntry.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof geospool.v1.BatchEntry
+             * @static
+             * @param {geospool.v1.BatchEntry.$Properties} message BatchEntry message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BatchEntry.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a BatchEntry message from the specified reader or buffer.
+             * @function decode
+             * @memberof geospool.v1.BatchEntry
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {geospool.v1.BatchEntry & geospool.v1.BatchEntry.$Shape} BatchEntry
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BatchEntry.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.geospool.v1.BatchEntry();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.queue = value;
+                            else
+                                delete message.queue;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.bytes()).length)
+                                message.metadata = value;
+                            else
+                                delete message.metadata;
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.bytes()).length)
+                                message.data = value;
+                            else
+                                delete message.data;
+                            continue;
+                        }
+                    case 4: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.idempotencyKey = value;
+                            else
+                                delete message.idempotencyKey;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a BatchEntry message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof geospool.v1.BatchEntry
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {geospool.v1.BatchEntry & geospool.v1.BatchEntry.$Shape} BatchEntry
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BatchEntry.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a BatchEntry message.
+             * @function verify
+             * @memberof geospool.v1.BatchEntry
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            BatchEntry.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.queue != null && $Object.hasOwnProperty.call(message, "queue"))
+                    if (!$util.isString(message.queue))
+                        return "queue: string expected";
+                if (message.metadata != null && $Object.hasOwnProperty.call(message, "metadata"))
+                    if (!(message.metadata && typeof message.metadata.length === "number" || $util.isString(message.metadata)))
+                        return "metadata: buffer expected";
+                if (message.data != null && $Object.hasOwnProperty.call(message, "data"))
+                    if (!(message.data && typeof message.data.length === "number" || $util.isString(message.data)))
+                        return "data: buffer expected";
+                if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
+                    if (!$util.isString(message.idempotencyKey))
+                        return "idempotencyKey: string expected";
+                return null;
+            };
+
+            /**
+             * Creates a BatchEntry message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof geospool.v1.BatchEntry
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {geospool.v1.BatchEntry} BatchEntry
+             */
+            BatchEntry.fromObject = function (object, _depth) {
+                if (object instanceof $root.geospool.v1.BatchEntry)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".geospool.v1.BatchEntry: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.geospool.v1.BatchEntry();
+                if (object.queue != null)
+                    if (typeof object.queue !== "string" || object.queue.length)
+                        message.queue = $String(object.queue);
+                if (object.metadata != null)
+                    if (object.metadata.length)
+                        if (typeof object.metadata === "string")
+                            $util.base64.decode(object.metadata, message.metadata = $util.newBuffer($util.base64.length(object.metadata)), 0);
+                        else if (object.metadata.length >= 0)
+                            message.metadata = object.metadata;
+                if (object.data != null)
+                    if (object.data.length)
+                        if (typeof object.data === "string")
+                            $util.base64.decode(object.data, message.data = $util.newBuffer($util.base64.length(object.data)), 0);
+                        else if (object.data.length >= 0)
+                            message.data = object.data;
+                if (object.idempotencyKey != null)
+                    if (typeof object.idempotencyKey !== "string" || object.idempotencyKey.length)
+                        message.idempotencyKey = $String(object.idempotencyKey);
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a BatchEntry message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof geospool.v1.BatchEntry
+             * @static
+             * @param {geospool.v1.BatchEntry} message BatchEntry
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BatchEntry.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    object.queue = "";
+                    if (options.bytes === $String)
+                        object.metadata = "";
+                    else {
+                        object.metadata = [];
+                        if (options.bytes !== $Array)
+                            object.metadata = $util.newBuffer(object.metadata);
+                    }
+                    if (options.bytes === $String)
+                        object.data = "";
+                    else {
+                        object.data = [];
+                        if (options.bytes !== $Array)
+                            object.data = $util.newBuffer(object.data);
+                    }
+                    object.idempotencyKey = "";
+                }
+                if (message.queue != null && $Object.hasOwnProperty.call(message, "queue"))
+                    object.queue = message.queue;
+                if (message.metadata != null && $Object.hasOwnProperty.call(message, "metadata"))
+                    object.metadata = options.bytes === $String ? $util.base64.encode(message.metadata, 0, message.metadata.length) : options.bytes === $Array ? $Array.prototype.slice.call(message.metadata) : message.metadata;
+                if (message.data != null && $Object.hasOwnProperty.call(message, "data"))
+                    object.data = options.bytes === $String ? $util.base64.encode(message.data, 0, message.data.length) : options.bytes === $Array ? $Array.prototype.slice.call(message.data) : message.data;
+                if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
+                    object.idempotencyKey = message.idempotencyKey;
+                return object;
+            };
+
+            /**
+             * Converts this BatchEntry to JSON.
+             * @function toJSON
+             * @memberof geospool.v1.BatchEntry
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BatchEntry.prototype.toJSON = function() {
+                return BatchEntry.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BatchEntry
+             * @function getTypeUrl
+             * @memberof geospool.v1.BatchEntry
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BatchEntry.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/geospool.v1.BatchEntry";
+            };
+
+            return BatchEntry;
+        })();
+
+        v1.EnqueueBatchResponse = (function() {
+
+            /**
+             * Properties of an EnqueueBatchResponse.
+             * @typedef {Object} geospool.v1.EnqueueBatchResponse.$Properties
+             * @property {Array.<geospool.v1.BatchResult.$Properties>|null} [results] One result per request entry, in the same order.
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of an EnqueueBatchResponse.
+             * @memberof geospool.v1
+             * @interface IEnqueueBatchResponse
+             * @augments geospool.v1.EnqueueBatchResponse.$Properties
+             * @deprecated Use geospool.v1.EnqueueBatchResponse.$Properties instead.
+             */
+
+            /**
+             * Shape of an EnqueueBatchResponse.
+             * @typedef {{
+             *   results?: Array.<geospool.v1.BatchResult.$Shape>|null;
+             *   $unknowns?: Array.<Uint8Array>;
+             * }} geospool.v1.EnqueueBatchResponse.$Shape
+             */
+
+            /**
+             * Constructs a new EnqueueBatchResponse.
+             * @memberof geospool.v1
+             * @classdesc EnqueueBatchResponse has one result per request entry, in request order.
+             * @constructor
+             * @param {geospool.v1.EnqueueBatchResponse.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const EnqueueBatchResponse = function (properties) {
+                this.results = [];
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * One result per request entry, in the same order.
+             * @member {Array.<geospool.v1.BatchResult.$Properties>} results
+             * @memberof geospool.v1.EnqueueBatchResponse
+             * @instance
+             */
+            EnqueueBatchResponse.prototype.results = $util.emptyArray;
+
+            /**
+             * Creates a new EnqueueBatchResponse instance using the specified properties.
+             * @function create
+             * @memberof geospool.v1.EnqueueBatchResponse
+             * @static
+             * @param {geospool.v1.EnqueueBatchResponse.$Properties=} [properties] Properties to set
+             * @returns {geospool.v1.EnqueueBatchResponse} EnqueueBatchResponse instance
+             * @type {{
+             *   (properties: geospool.v1.EnqueueBatchResponse.$Shape): geospool.v1.EnqueueBatchResponse & geospool.v1.EnqueueBatchResponse.$Shape;
+             *   (properties?: geospool.v1.EnqueueBatchResponse.$Properties): geospool.v1.EnqueueBatchResponse;
+             * }}
+             */
+            EnqueueBatchResponse.create = function(properties) {
+                return new EnqueueBatchResponse(properties);
+            };
+
+            /**
+             * Encodes the specified EnqueueBatchResponse message. Does not implicitly {@link geospool.v1.EnqueueBatchResponse.verify|verify} messages.
+             * @function encode
+             * @memberof geospool.v1.EnqueueBatchResponse
+             * @static
+             * @param {geospool.v1.EnqueueBatchResponse.$Properties} message EnqueueBatchResponse message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            EnqueueBatchResponse.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.results != null && message.results.length)
+                    for (let i = 0; i < message.results.length; ++i)
+                        $root.geospool.v1.BatchResult.encode(message.results[i], writer.uint32(/* id 1, wireType 2 =*/10).fork(), _depth + 1).ldelim();
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified EnqueueBatchResponse message, length delimited. Does not implicitly {@link geospool.v1.EnqueueBatchResponse.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof geospool.v1.EnqueueBatchResponse
+             * @static
+             * @param {geospool.v1.EnqueueBatchResponse.$Properties} message EnqueueBatchResponse message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            EnqueueBatchResponse.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes an EnqueueBatchResponse message from the specified reader or buffer.
+             * @function decode
+             * @memberof geospool.v1.EnqueueBatchResponse
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {geospool.v1.EnqueueBatchResponse & geospool.v1.EnqueueBatchResponse.$Shape} EnqueueBatchResponse
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            EnqueueBatchResponse.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.geospool.v1.EnqueueBatchResponse();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.results && message.results.length))
+                                message.results = [];
+                            message.results.push($root.geospool.v1.BatchResult.decode(reader, reader.size(), $undefined, _depth + 1));
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes an EnqueueBatchResponse message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof geospool.v1.EnqueueBatchResponse
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {geospool.v1.EnqueueBatchResponse & geospool.v1.EnqueueBatchResponse.$Shape} EnqueueBatchResponse
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            EnqueueBatchResponse.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies an EnqueueBatchResponse message.
+             * @function verify
+             * @memberof geospool.v1.EnqueueBatchResponse
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            EnqueueBatchResponse.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.results != null && $Object.hasOwnProperty.call(message, "results")) {
+                    if (!$Array.isArray(message.results))
+                        return "results: array expected";
+                    for (let i = 0; i < message.results.length; ++i) {
+                        let error = $root.geospool.v1.BatchResult.verify(message.results[i], _depth + 1);
+                        if (error)
+                            return "results." + error;
+                    }
+                }
+                return null;
+            };
+
+            /**
+             * Creates an EnqueueBatchResponse message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof geospool.v1.EnqueueBatchResponse
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {geospool.v1.EnqueueBatchResponse} EnqueueBatchResponse
+             */
+            EnqueueBatchResponse.fromObject = function (object, _depth) {
+                if (object instanceof $root.geospool.v1.EnqueueBatchResponse)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".geospool.v1.EnqueueBatchResponse: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.geospool.v1.EnqueueBatchResponse();
+                if (object.results) {
+                    if (!$Array.isArray(object.results))
+                        throw $TypeError(".geospool.v1.EnqueueBatchResponse.results: array expected");
+                    message.results = $Array(object.results.length);
+                    for (let i = 0; i < object.results.length; ++i) {
+                        if (!$util.isObject(object.results[i]))
+                            throw $TypeError(".geospool.v1.EnqueueBatchResponse.results: object expected");
+                        message.results[i] = $root.geospool.v1.BatchResult.fromObject(object.results[i], _depth + 1);
+                    }
+                }
+                return message;
+            };
+
+            /**
+             * Creates a plain object from an EnqueueBatchResponse message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof geospool.v1.EnqueueBatchResponse
+             * @static
+             * @param {geospool.v1.EnqueueBatchResponse} message EnqueueBatchResponse
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            EnqueueBatchResponse.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.arrays || options.defaults)
+                    object.results = [];
+                if (message.results && message.results.length) {
+                    object.results = $Array(message.results.length);
+                    for (let j = 0; j < message.results.length; ++j)
+                        object.results[j] = $root.geospool.v1.BatchResult.toObject(message.results[j], options, _depth + 1);
+                }
+                return object;
+            };
+
+            /**
+             * Converts this EnqueueBatchResponse to JSON.
+             * @function toJSON
+             * @memberof geospool.v1.EnqueueBatchResponse
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            EnqueueBatchResponse.prototype.toJSON = function() {
+                return EnqueueBatchResponse.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for EnqueueBatchResponse
+             * @function getTypeUrl
+             * @memberof geospool.v1.EnqueueBatchResponse
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            EnqueueBatchResponse.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/geospool.v1.EnqueueBatchResponse";
+            };
+
+            return EnqueueBatchResponse;
+        })();
+
+        v1.BatchResult = (function() {
+
+            /**
+             * Properties of a BatchResult.
+             * @typedef {Object} geospool.v1.BatchResult.$Properties
+             * @property {geospool.v1.Entry.$Properties|null} [entry] The entry created (or, when deduplicated, the earlier one).
+             * @property {geospool.v1.BatchError.$Properties|null} [error] Why this entry was not created; nothing was stored for it.
+             * @property {boolean|null} [deduplicated] True when the idempotency key matched an earlier enqueue (or an earlier
+             * entry of the same call), so nothing new was created.
+             * @property {"entry"|"error"} [outcome] The entry, or why there is none.
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BatchResult.
+             * @memberof geospool.v1
+             * @interface IBatchResult
+             * @augments geospool.v1.BatchResult.$Properties
+             * @deprecated Use geospool.v1.BatchResult.$Properties instead.
+             */
+
+            /**
+             * Narrowed shape of a BatchResult.
+             * @typedef {{
+             *   entry?: geospool.v1.Entry.$Shape|null;
+             *   error?: geospool.v1.BatchError.$Shape|null;
+             *   deduplicated?: boolean|null;
+             *   $unknowns?: Array.<Uint8Array>;
+             * } & (
+             *   ({ outcome?: undefined; entry?: null; error?: null }|{ outcome?: "entry"; entry: geospool.v1.Entry.$Shape; error?: null }|{ outcome?: "error"; entry?: null; error: geospool.v1.BatchError.$Shape })
+             * )} geospool.v1.BatchResult.$Shape
+             */
+
+            /**
+             * Constructs a new BatchResult.
+             * @memberof geospool.v1
+             * @classdesc BatchResult is the outcome of one entry of an EnqueueBatch call.
+             * @constructor
+             * @param {geospool.v1.BatchResult.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BatchResult = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * The entry created (or, when deduplicated, the earlier one).
+             * @member {geospool.v1.Entry.$Properties|null|undefined} entry
+             * @memberof geospool.v1.BatchResult
+             * @instance
+             */
+            BatchResult.prototype.entry = null;
+
+            /**
+             * Why this entry was not created; nothing was stored for it.
+             * @member {geospool.v1.BatchError.$Properties|null|undefined} error
+             * @memberof geospool.v1.BatchResult
+             * @instance
+             */
+            BatchResult.prototype.error = null;
+
+            /**
+             * True when the idempotency key matched an earlier enqueue (or an earlier
+             * entry of the same call), so nothing new was created.
+             * @member {boolean} deduplicated
+             * @memberof geospool.v1.BatchResult
+             * @instance
+             */
+            BatchResult.prototype.deduplicated = false;
+
+            // OneOf field names bound to virtual getters and setters
+            let $oneOfFields;
+
+            /**
+             * The entry, or why there is none.
+             * @member {"entry"|"error"|undefined} outcome
+             * @memberof geospool.v1.BatchResult
+             * @instance
+             */
+            $Object.defineProperty(BatchResult.prototype, "outcome", {
+                get: $util.oneOfGetter($oneOfFields = ["entry", "error"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            /**
+             * Creates a new BatchResult instance using the specified properties.
+             * @function create
+             * @memberof geospool.v1.BatchResult
+             * @static
+             * @param {geospool.v1.BatchResult.$Properties=} [properties] Properties to set
+             * @returns {geospool.v1.BatchResult} BatchResult instance
+             * @type {{
+             *   (properties: geospool.v1.BatchResult.$Shape): geospool.v1.BatchResult & geospool.v1.BatchResult.$Shape;
+             *   (properties?: geospool.v1.BatchResult.$Properties): geospool.v1.BatchResult;
+             * }}
+             */
+            BatchResult.create = function(properties) {
+                return new BatchResult(properties);
+            };
+
+            /**
+             * Encodes the specified BatchResult message. Does not implicitly {@link geospool.v1.BatchResult.verify|verify} messages.
+             * @function encode
+             * @memberof geospool.v1.BatchResult
+             * @static
+             * @param {geospool.v1.BatchResult.$Properties} message BatchResult message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BatchResult.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.entry != null && $Object.hasOwnProperty.call(message, "entry"))
+                    $root.geospool.v1.Entry.encode(message.entry, writer.uint32(/* id 1, wireType 2 =*/10).fork(), _depth + 1).ldelim();
+                if (message.error != null && $Object.hasOwnProperty.call(message, "error"))
+                    $root.geospool.v1.BatchError.encode(message.error, writer.uint32(/* id 2, wireType 2 =*/18).fork(), _depth + 1).ldelim();
+                if (message.deduplicated != null && $Object.hasOwnProperty.call(message, "deduplicated") && message.deduplicated !== false)
+                    writer.uint32(/* id 3, wireType 0 =*/24).bool(message.deduplicated);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified BatchResult message, length delimited. Does not implicitly {@link geospool.v1.BatchResult.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof geospool.v1.BatchResult
+             * @static
+             * @param {geospool.v1.BatchResult.$Properties} message BatchResult message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BatchResult.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a BatchResult message from the specified reader or buffer.
+             * @function decode
+             * @memberof geospool.v1.BatchResult
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {geospool.v1.BatchResult & geospool.v1.BatchResult.$Shape} BatchResult
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BatchResult.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.geospool.v1.BatchResult();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            message.entry = $root.geospool.v1.Entry.decode(reader, reader.size(), $undefined, _depth + 1, message.entry);
+                            message.outcome = "entry";
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            message.error = $root.geospool.v1.BatchError.decode(reader, reader.size(), $undefined, _depth + 1, message.error);
+                            message.outcome = "error";
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.deduplicated = value;
+                            else
+                                delete message.deduplicated;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a BatchResult message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof geospool.v1.BatchResult
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {geospool.v1.BatchResult & geospool.v1.BatchResult.$Shape} BatchResult
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BatchResult.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a BatchResult message.
+             * @function verify
+             * @memberof geospool.v1.BatchResult
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            BatchResult.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                let properties = {};
+                if (message.entry != null && $Object.hasOwnProperty.call(message, "entry")) {
+                    properties.outcome = 1;
+                    {
+                        let error = $root.geospool.v1.Entry.verify(message.entry, _depth + 1);
+                        if (error)
+                            return "entry." + error;
+                    }
+                }
+                if (message.error != null && $Object.hasOwnProperty.call(message, "error")) {
+                    if (properties.outcome === 1)
+                        return "outcome: multiple values";
+                    properties.outcome = 1;
+                    {
+                        let error = $root.geospool.v1.BatchError.verify(message.error, _depth + 1);
+                        if (error)
+                            return "error." + error;
+                    }
+                }
+                if (message.deduplicated != null && $Object.hasOwnProperty.call(message, "deduplicated"))
+                    if (typeof message.deduplicated !== "boolean")
+                        return "deduplicated: boolean expected";
+                return null;
+            };
+
+            /**
+             * Creates a BatchResult message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof geospool.v1.BatchResult
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {geospool.v1.BatchResult} BatchResult
+             */
+            BatchResult.fromObject = function (object, _depth) {
+                if (object instanceof $root.geospool.v1.BatchResult)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".geospool.v1.BatchResult: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.geospool.v1.BatchResult();
+                if (object.entry != null) {
+                    if (!$util.isObject(object.entry))
+                        throw $TypeError(".geospool.v1.BatchResult.entry: object expected");
+                    message.entry = $root.geospool.v1.Entry.fromObject(object.entry, _depth + 1);
+                }
+                if (object.error != null) {
+                    if (!$util.isObject(object.error))
+                        throw $TypeError(".geospool.v1.BatchResult.error: object expected");
+                    message.error = $root.geospool.v1.BatchError.fromObject(object.error, _depth + 1);
+                }
+                if (object.deduplicated != null)
+                    if (object.deduplicated)
+                        message.deduplicated = $Boolean(object.deduplicated);
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a BatchResult message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof geospool.v1.BatchResult
+             * @static
+             * @param {geospool.v1.BatchResult} message BatchResult
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BatchResult.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults)
+                    object.deduplicated = false;
+                if (message.entry != null && $Object.hasOwnProperty.call(message, "entry")) {
+                    object.entry = $root.geospool.v1.Entry.toObject(message.entry, options, _depth + 1);
+                    if (options.oneofs)
+                        object.outcome = "entry";
+                }
+                if (message.error != null && $Object.hasOwnProperty.call(message, "error")) {
+                    object.error = $root.geospool.v1.BatchError.toObject(message.error, options, _depth + 1);
+                    if (options.oneofs)
+                        object.outcome = "error";
+                }
+                if (message.deduplicated != null && $Object.hasOwnProperty.call(message, "deduplicated"))
+                    object.deduplicated = message.deduplicated;
+                return object;
+            };
+
+            /**
+             * Converts this BatchResult to JSON.
+             * @function toJSON
+             * @memberof geospool.v1.BatchResult
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BatchResult.prototype.toJSON = function() {
+                return BatchResult.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BatchResult
+             * @function getTypeUrl
+             * @memberof geospool.v1.BatchResult
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BatchResult.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/geospool.v1.BatchResult";
+            };
+
+            return BatchResult;
+        })();
+
+        v1.BatchError = (function() {
+
+            /**
+             * Properties of a BatchError.
+             * @typedef {Object} geospool.v1.BatchError.$Properties
+             * @property {number|null} [code] The gRPC status code this failure would have as a call of its own.
+             * @property {string|null} [message] What was wrong.
+             * @property {string|null} [serviceCode] The node's own error code (as in the geospool-error-code trailer).
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BatchError.
+             * @memberof geospool.v1
+             * @interface IBatchError
+             * @augments geospool.v1.BatchError.$Properties
+             * @deprecated Use geospool.v1.BatchError.$Properties instead.
+             */
+
+            /**
+             * Shape of a BatchError.
+             * @typedef {geospool.v1.BatchError.$Properties} geospool.v1.BatchError.$Shape
+             */
+
+            /**
+             * Constructs a new BatchError.
+             * @memberof geospool.v1
+             * @classdesc BatchError is one entry's failure.
+             * @constructor
+             * @param {geospool.v1.BatchError.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BatchError = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * The gRPC status code this failure would have as a call of its own.
+             * @member {number} code
+             * @memberof geospool.v1.BatchError
+             * @instance
+             */
+            BatchError.prototype.code = 0;
+
+            /**
+             * What was wrong.
+             * @member {string} message
+             * @memberof geospool.v1.BatchError
+             * @instance
+             */
+            BatchError.prototype.message = "";
+
+            /**
+             * The node's own error code (as in the geospool-error-code trailer).
+             * @member {string} serviceCode
+             * @memberof geospool.v1.BatchError
+             * @instance
+             */
+            BatchError.prototype.serviceCode = "";
+
+            /**
+             * Creates a new BatchError instance using the specified properties.
+             * @function create
+             * @memberof geospool.v1.BatchError
+             * @static
+             * @param {geospool.v1.BatchError.$Properties=} [properties] Properties to set
+             * @returns {geospool.v1.BatchError} BatchError instance
+             * @type {{
+             *   (properties: geospool.v1.BatchError.$Shape): geospool.v1.BatchError & geospool.v1.BatchError.$Shape;
+             *   (properties?: geospool.v1.BatchError.$Properties): geospool.v1.BatchError;
+             * }}
+             */
+            BatchError.create = function(properties) {
+                return new BatchError(properties);
+            };
+
+            /**
+             * Encodes the specified BatchError message. Does not implicitly {@link geospool.v1.BatchError.verify|verify} messages.
+             * @function encode
+             * @memberof geospool.v1.BatchError
+             * @static
+             * @param {geospool.v1.BatchError.$Properties} message BatchError message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BatchError.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.code != null && $Object.hasOwnProperty.call(message, "code") && message.code !== 0)
+                    writer.uint32(/* id 1, wireType 0 =*/8).uint32(message.code);
+                if (message.message != null && $Object.hasOwnProperty.call(message, "message") && message.message !== "")
+                    writer.uint32(/* id 2, wireType 2 =*/18).string(message.message);
+                if (message.serviceCode != null && $Object.hasOwnProperty.call(message, "serviceCode") && message.serviceCode !== "")
+                    writer.uint32(/* id 3, wireType 2 =*/26).string(message.serviceCode);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified BatchError message, length delimited. Does not implicitly {@link geospool.v1.BatchError.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof geospool.v1.BatchError
+             * @static
+             * @param {geospool.v1.BatchError.$Properties} message BatchError message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BatchError.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a BatchError message from the specified reader or buffer.
+             * @function decode
+             * @memberof geospool.v1.BatchError
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {geospool.v1.BatchError & geospool.v1.BatchError.$Shape} BatchError
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BatchError.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.geospool.v1.BatchError();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.code = value;
+                            else
+                                delete message.code;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.message = value;
+                            else
+                                delete message.message;
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.serviceCode = value;
+                            else
+                                delete message.serviceCode;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a BatchError message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof geospool.v1.BatchError
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {geospool.v1.BatchError & geospool.v1.BatchError.$Shape} BatchError
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BatchError.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a BatchError message.
+             * @function verify
+             * @memberof geospool.v1.BatchError
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            BatchError.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.code != null && $Object.hasOwnProperty.call(message, "code"))
+                    if (!$util.isInteger(message.code))
+                        return "code: integer expected";
+                if (message.message != null && $Object.hasOwnProperty.call(message, "message"))
+                    if (!$util.isString(message.message))
+                        return "message: string expected";
+                if (message.serviceCode != null && $Object.hasOwnProperty.call(message, "serviceCode"))
+                    if (!$util.isString(message.serviceCode))
+                        return "serviceCode: string expected";
+                return null;
+            };
+
+            /**
+             * Creates a BatchError message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof geospool.v1.BatchError
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {geospool.v1.BatchError} BatchError
+             */
+            BatchError.fromObject = function (object, _depth) {
+                if (object instanceof $root.geospool.v1.BatchError)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".geospool.v1.BatchError: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.geospool.v1.BatchError();
+                if (object.code != null)
+                    if ($Number(object.code) !== 0)
+                        message.code = object.code >>> 0;
+                if (object.message != null)
+                    if (typeof object.message !== "string" || object.message.length)
+                        message.message = $String(object.message);
+                if (object.serviceCode != null)
+                    if (typeof object.serviceCode !== "string" || object.serviceCode.length)
+                        message.serviceCode = $String(object.serviceCode);
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a BatchError message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof geospool.v1.BatchError
+             * @static
+             * @param {geospool.v1.BatchError} message BatchError
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BatchError.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    object.code = 0;
+                    object.message = "";
+                    object.serviceCode = "";
+                }
+                if (message.code != null && $Object.hasOwnProperty.call(message, "code"))
+                    object.code = message.code;
+                if (message.message != null && $Object.hasOwnProperty.call(message, "message"))
+                    object.message = message.message;
+                if (message.serviceCode != null && $Object.hasOwnProperty.call(message, "serviceCode"))
+                    object.serviceCode = message.serviceCode;
+                return object;
+            };
+
+            /**
+             * Converts this BatchError to JSON.
+             * @function toJSON
+             * @memberof geospool.v1.BatchError
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BatchError.prototype.toJSON = function() {
+                return BatchError.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BatchError
+             * @function getTypeUrl
+             * @memberof geospool.v1.BatchError
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BatchError.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/geospool.v1.BatchError";
+            };
+
+            return BatchError;
+        })();
+
         v1.DequeueRequest = (function() {
 
             /**

@@ -1,0 +1,247 @@
+import { createHash } from "node:crypto";
+import type { EntryInfo } from "../entry-info.js";
+import { toInfo } from "./entry-lookup.js";
+import type { NodeEntryMeta } from "./entry-meta.js";
+import { ServiceError, ServiceErrorCode, toServiceError } from "./errors.js";
+import type { IdempotencyStore, KeyScope } from "./idempotency-store.js";
+import {
+  checkIdempotencyKey,
+  type IdempotentEnqueue,
+  type KeyClaim,
+  tooMuchData,
+} from "./idempotent-enqueue.js";
+import type { ServiceContext } from "./service-context.js";
+
+/** One small entry of a batch: its whole data in memory. */
+export interface BatchEntryInput {
+  queue: string;
+  metadata: Buffer;
+  data: Buffer;
+  idempotencyKey?: string;
+}
+
+/** What became of one entry of a batch. */
+export type BatchOutcome =
+  | { entry: EntryInfo; deduplicated: boolean; error?: undefined }
+  | { error: ServiceError };
+
+/** An entry that passed its checks, on its way to the spool. */
+interface Pending {
+  index: number;
+  input: BatchEntryInput;
+  scope?: KeyScope;
+  name?: string;
+  claim?: KeyClaim;
+}
+
+/**
+ * EnqueueBatch: many small entries in one call. Each is a spool enqueue of its own (so
+ * each is whole or absent, under the spool's promises), all run at once so that their
+ * directory fsyncs are shared (the spool's DirectorySyncer group-commits them); their
+ * idempotency keys are claimed in one PostgreSQL statement and marked complete in one.
+ * One entry's failure is its own: the others go on.
+ */
+export class BatchEnqueue {
+  constructor(
+    private readonly ctx: ServiceContext,
+    private readonly store: IdempotencyStore | undefined,
+    private readonly uploads: IdempotentEnqueue,
+  ) {}
+
+  /**
+   * Enqueue `entries` for `principal`; `authorize(queue)` throws for a queue it may not
+   * enqueue into. Resolves with one outcome per entry, in order; rejects (nothing made)
+   * only when the batch as a whole is over the limits or the node is too busy.
+   */
+  async enqueueBatch(
+    principal: string,
+    entries: readonly BatchEntryInput[],
+    authorize: (queue: string) => void = () => undefined,
+  ): Promise<BatchOutcome[]> {
+    // Counted under the first entry's queue: a batch is one operation.
+    return this.ctx.timed("enqueue_batch", entries[0]?.queue ?? "", () =>
+      this.uploads.counted(() => this.enqueueAll(principal, entries, authorize)),
+    );
+  }
+
+  private async enqueueAll(
+    principal: string,
+    entries: readonly BatchEntryInput[],
+    authorize: (queue: string) => void,
+  ): Promise<BatchOutcome[]> {
+    this.checkBatch(entries);
+    const outcomes: (BatchOutcome | undefined)[] = new Array(entries.length);
+    // Entries with a key another entry of this batch already has: index → first index.
+    const followers = new Map<number, number>();
+    const leaders = new Map<string, number>();
+    const pending: Pending[] = [];
+    entries.forEach((input, index) => {
+      try {
+        const key = this.checkEntry(input, authorize);
+        const p: Pending = { index, input };
+        if (key !== undefined) {
+          p.scope = { principal, queue: input.queue, key };
+          const id = JSON.stringify([input.queue, key]);
+          const first = leaders.get(id);
+          if (first !== undefined) {
+            followers.set(index, first);
+            return;
+          }
+          leaders.set(id, index);
+        }
+        pending.push(p);
+      } catch (err) {
+        outcomes[index] = { error: toServiceError(err) };
+      }
+    });
+    await Promise.all(
+      pending.map(async (p) => {
+        try {
+          p.name = await this.ctx.spool.reserveName();
+        } catch (err) {
+          outcomes[p.index] = { error: toServiceError(err) };
+        }
+      }),
+    );
+    const named = pending.filter((p) => p.name !== undefined);
+    await this.claimKeys(
+      named.filter((p) => p.scope !== undefined),
+      outcomes,
+    );
+    const completed: { scope: KeyScope; name: string }[] = [];
+    await Promise.all(
+      named.map(async (p) => {
+        if (outcomes[p.index] !== undefined) return;
+        if (p.claim?.kind === "duplicate") {
+          outcomes[p.index] = { entry: p.claim.entry, deduplicated: true };
+          return;
+        }
+        outcomes[p.index] = await this.write(p);
+        if (p.scope && outcomes[p.index]?.error === undefined) {
+          completed.push({ scope: p.scope, name: p.name as string });
+        }
+      }),
+    );
+    // As for Enqueue, marking keys complete is not on the reply's path: a retry still
+    // finds each entry by its name.
+    this.store?.completeMany(completed).catch((err) => {
+      this.ctx.log.warn(
+        { err, keys: completed.length },
+        "could not mark idempotency keys complete",
+      );
+    });
+    for (const [index, first] of followers) {
+      const o = outcomes[first] as BatchOutcome;
+      outcomes[index] = o.error ? o : { entry: o.entry, deduplicated: true };
+    }
+    return outcomes as BatchOutcome[];
+  }
+
+  /** Refuse a batch over limits.maxBatchEntries or limits.maxBatchBytes, as a whole. */
+  private checkBatch(entries: readonly BatchEntryInput[]): void {
+    const { maxBatchEntries, maxBatchBytes } = this.ctx.limits;
+    if (entries.length > maxBatchEntries) {
+      throw new ServiceError(
+        ServiceErrorCode.ResourceExhausted,
+        `a batch of ${entries.length} entries is over the ${maxBatchEntries} of limits.maxBatchEntries; nothing was stored`,
+      );
+    }
+    let bytes = 0;
+    for (const e of entries) bytes += e.data.length + e.metadata.length;
+    if (bytes > maxBatchBytes) {
+      throw new ServiceError(
+        ServiceErrorCode.ResourceExhausted,
+        `a batch of ${bytes} bytes of data and metadata is over the ${maxBatchBytes} of limits.maxBatchBytes; nothing was stored`,
+      );
+    }
+  }
+
+  /** One entry's checks, as Enqueue makes them; returns its idempotency key. */
+  private checkEntry(
+    input: BatchEntryInput,
+    authorize: (queue: string) => void,
+  ): string | undefined {
+    authorize(input.queue);
+    this.ctx.checkQueue(input.queue);
+    this.ctx.checkMetadata(input.metadata);
+    const maxData = this.ctx.limits.entryDataSize;
+    if (input.data.length > maxData) throw tooMuchData(maxData);
+    return checkIdempotencyKey(input.idempotencyKey);
+  }
+
+  /**
+   * Claim the keys of `keyed` (distinct scopes) in one statement; a key held already goes
+   * through Enqueue's own claim (a duplicate, one in progress, or an expired claim taken
+   * over). An entry whose key is not ours gets its outcome here, and its name given back.
+   */
+  private async claimKeys(keyed: Pending[], outcomes: (BatchOutcome | undefined)[]) {
+    if (keyed.length === 0) return;
+    const store = this.store;
+    let claimed: Set<number>;
+    try {
+      if (!store) {
+        throw new ServiceError(
+          ServiceErrorCode.Unavailable,
+          "idempotency keys need the node's database",
+        );
+      }
+      claimed = await store
+        .claimMany(keyed.map((p) => ({ scope: p.scope as KeyScope, name: p.name as string })))
+        .catch((err) => {
+          throw new ServiceError(ServiceErrorCode.Unavailable, "idempotency store unavailable", {
+            cause: err,
+          });
+        });
+    } catch (err) {
+      await Promise.all(
+        keyed.map(async (p) => {
+          await this.uploads.giveBack(p.name as string);
+          outcomes[p.index] = { error: toServiceError(err) };
+        }),
+      );
+      return;
+    }
+    await Promise.all(
+      keyed.map(async (p, i) => {
+        if (claimed.has(i)) {
+          p.claim = { kind: "claimed" };
+          return;
+        }
+        try {
+          p.claim = await this.uploads.claimKey(p.scope as KeyScope, p.name as string);
+        } catch (err) {
+          outcomes[p.index] = { error: toServiceError(err) };
+        }
+      }),
+    );
+  }
+
+  /** Store one entry under its reserved name; on failure, its claim and name go back. */
+  private async write(p: Pending): Promise<BatchOutcome> {
+    const { input } = p;
+    const name = p.name as string;
+    const meta: NodeEntryMeta = {
+      user: input.metadata,
+      sha256: createHash("sha256").update(input.data).digest("hex"),
+      size: input.data.length,
+      enqueuedAt: this.ctx.clock(),
+    };
+    if (p.scope) {
+      meta.idempotencyKey = p.scope.key;
+      meta.principal = p.scope.principal;
+    }
+    try {
+      await this.ctx.spool.enqueue(input.queue, meta, input.data, {
+        name,
+        onVisible: () => this.ctx.publish({ kind: "enqueued", name, queue: input.queue }),
+      });
+    } catch (err) {
+      if (p.scope) await this.store?.abandon(p.scope, name).catch(() => undefined);
+      // The spool leaves a caller's reservation when it failed before making the data
+      // file; giving back a name an entry holds leaves that entry alone.
+      await this.uploads.giveBack(name);
+      return { error: toServiceError(err) };
+    }
+    return { entry: toInfo(name, input.queue, meta, 0), deduplicated: false };
+  }
+}
