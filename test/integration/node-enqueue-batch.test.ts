@@ -2,7 +2,12 @@ import { createHash } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type BulkResult, GeospoolClient } from "../../src/node/client/index.js";
-import { closeCluster, eventually, startTestCluster, type TestCluster } from "../helpers/cluster.js";
+import {
+  closeCluster,
+  eventually,
+  startTestCluster,
+  type TestCluster,
+} from "../helpers/cluster.js";
 import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
