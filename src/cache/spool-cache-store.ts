@@ -181,7 +181,9 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
         for (const name of present) if (!this.index.has(name)) names.push(name);
         for (const name of this.index.names()) if (!present.has(name)) names.push(name);
       }
-      // In slices, so a rebuild of a large queue holds one slice of records at a time.
+      // In slices, so a rebuild of a large queue holds two slices of records at a time: the
+      // next slice is read from the spool while the last one is written to PostgreSQL.
+      let writing: Promise<void> = Promise.resolve();
       for (let at = 0; at < names.length; at += APPLY_AT_ONCE) {
         const slice = names.slice(at, at + APPLY_AT_ONCE);
         const put: IndexedEntry[] = [];
@@ -194,8 +196,11 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
             else if (this.index.has(part[j] as string)) remove.push(part[j] as string);
           }
         }
-        await this.index.apply(put, remove);
+        await writing;
+        writing = this.index.apply(put, remove);
+        writing.catch(() => undefined); // awaited below or at the next slice
       }
+      await writing;
     } catch (err) {
       for (const name of names) this.dirty.add(name);
       if (whole) this.wholeQueue = true;
