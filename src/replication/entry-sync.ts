@@ -146,6 +146,11 @@ export class EntrySync {
     this.opts.metrics?.applyError?.();
   }
 
+  /** A peer's change of `entry` was not applied yet: it waits for a retry. */
+  private peerChangeWaits(entry: string): boolean {
+    return this.schedule.peerRetryPending(entry) || this.pendingRows.has(entry);
+  }
+
   /** Sync one batch: read the files, then the folds that are needed, decide, act, record. */
   async syncBatch(batch: Array<[string, Dirty]>): Promise<void> {
     const { pool } = this.opts;
@@ -162,7 +167,10 @@ export class EntrySync {
           i.invalid ||
           needsFold(
             i.seen,
-            i.d,
+            // A peer's change still waiting for a retry (a drop that raced a local lease
+            // reaper, say) is read too: journaling the service's transition without it
+            // would settle the entry and forget the change, a remove included.
+            { peer: i.d.peer || this.peerChangeWaits(i.entry), service: i.d.service },
             this.recorded.get(i.entry) ?? null,
             !this.recorded.has(i.entry) && this.schedule.failures(i.entry) >= STALLED_RETRIES,
           ),

@@ -142,6 +142,11 @@ export class SyncSchedule {
     );
   }
 
+  /** A peer's change of `entry` failed to apply and waits for a retry (or for its data). */
+  peerRetryPending(entry: string): boolean {
+    return this.retries.get(entry)?.peer === true;
+  }
+
   /** Whether a file event for `entry` is worth a sync (not the replicator's own change). */
   wantsFileEvent(entry: string): boolean {
     if (this.dirty.has(entry) || this.inProgress.has(entry)) return false;
