@@ -114,6 +114,16 @@ export class CacheIndex {
     });
     const index = new CacheIndex(pool);
     await index.load();
+    // Hash parts with entries but no served row (rows lost, or an upload still incomplete):
+    // chosen again, so a lost `cache_served` row is not a miss.
+    const { rows } = await pool.query<{ hash_part: string }>(
+      `select distinct hash_part from cache_entries e
+        where not exists (select 1 from cache_served s where s.hash_part = e.hash_part)`,
+    );
+    const unserved = rows.map((r) => r.hash_part);
+    for (let i = 0; i < unserved.length; i += SLICE) {
+      await index.applySlice([], [], unserved.slice(i, i + SLICE));
+    }
     return { index, dropped };
   }
 
@@ -198,12 +208,16 @@ export class CacheIndex {
     }
   }
 
-  private async applySlice(put: readonly IndexedEntry[], remove: readonly string[]): Promise<void> {
+  private async applySlice(
+    put: readonly IndexedEntry[],
+    remove: readonly string[],
+    alsoChoose: readonly string[] = [],
+  ): Promise<void> {
     const chosen = await inTransaction(this.pool, async (client) => {
       // Derived state: a commit lost in a crash is found missing and redone at the next open
       // (the queue's names are diffed against the rows), so no need to wait for the flush.
       await client.query("set local synchronous_commit = off");
-      const touched = new Set(put.map((e) => e.hashPart));
+      const touched = new Set([...put.map((e) => e.hashPart), ...alsoChoose]);
       if (remove.length > 0) {
         const { rows } = await client.query<{ hash_part: string }>(
           "delete from cache_entries where entry = any($1) returning hash_part",

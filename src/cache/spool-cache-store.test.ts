@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { buffer } from "node:stream/consumers";
 import pg from "pg";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   GUIX,
   NIX_XZ,
@@ -140,6 +140,11 @@ describe("the cache over a spool queue", () => {
     expect((await again.store.narinfo(hash))!.equals(served)).toBe(true);
     expect(again.store.size).toBe(1);
 
+    // Served rows gone: chosen again at open.
+    await a.pool.query("delete from cache_served");
+    const chosen = await node("eu-1", () => 1, a.pool);
+    expect((await chosen.store.narinfo(hash))!.equals(served)).toBe(true);
+
     // An index derived from another spool is dropped and rebuilt.
     await a.pool.query("update cache_index_state set spool_id = 'another'");
     await a.pool.query(
@@ -195,5 +200,18 @@ describe("the cache over a spool queue", () => {
       expect(a.store.served(info.storePath.hashPart) === undefined).toBe(i < files.length - 1);
     }
     expect((await a.store.narinfo(info.storePath.hashPart))!.equals(bytes)).toBe(true);
+  });
+
+  it("indexes an entry whose update failed, without waiting for another change", async () => {
+    const a = await node("eu-1", () => 1);
+    await a.pool.query("alter table cache_served rename to cache_served_away");
+    await expect(upload(a, NIX_XZ, 0)).rejects.toThrow(/cache_served/);
+    expect(await a.spool.list("cache")).toHaveLength(1);
+    await a.pool.query("alter table cache_served_away rename to cache_served");
+    await vi.waitFor(
+      async () => expect(await a.store.narinfo("3krxljsj1sqc3iv7snmxba6pmc7mkl3f")).toBeDefined(),
+      { timeout: 10_000, interval: 50 },
+    );
+    await a.store.close();
   });
 });

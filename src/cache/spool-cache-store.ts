@@ -73,6 +73,8 @@ function indexable(name: string, r: CacheRecord): IndexedEntry | undefined {
 /** Entries read from the spool at once while indexing, and indexed per transaction. */
 const READ_AT_ONCE = 64;
 const APPLY_AT_ONCE = 1000;
+/** A failed index update is tried again after this (ms). */
+const RETRY_MS = 1000;
 
 export interface SpoolCacheStoreOptions<M, Q extends string> {
   spool: Spool<M, Q>;
@@ -102,6 +104,8 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
   private wholeQueue = false;
   private running: Promise<void> = Promise.resolve();
   private queued: Promise<void> | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private closed = false;
 
   private constructor(
     private readonly options: SpoolCacheStoreOptions<M, Q>,
@@ -145,8 +149,14 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
     return this.schedule();
   }
 
-  /** Resolves once no index update is running or due (failures are the callers'). */
-  async idle(): Promise<void> {
+  /**
+   * No more index updates: waits for the one running (failures are the callers'). Until
+   * then a failed update is tried again after `RETRY_MS`, so an entry whose change failed
+   * to index (the database away for a moment) does not wait for the next `refresh`.
+   */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retry);
     let at: Promise<void>;
     do {
       at = this.running;
@@ -204,6 +214,13 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
     } catch (err) {
       for (const name of names) this.dirty.add(name);
       if (whole) this.wholeQueue = true;
+      if (!this.closed && this.retry === undefined) {
+        this.retry = setTimeout(() => {
+          this.retry = undefined;
+          if (!this.closed) this.schedule().catch(() => undefined); // retried again if need be
+        }, RETRY_MS);
+        this.retry.unref();
+      }
       throw err;
     }
   }

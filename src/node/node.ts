@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { migrate } from "../db/migrate.js";
 import { Monitor, Spool, timeSortableNames } from "../spool/index.js";
 import { Authorizer } from "./auth/authorizer.js";
+import type { NodeCache } from "./cache-http/node-cache.js";
 import { startCacheFromConfig } from "./cache-http/node-cache-config.js";
 import { ClusterStatus } from "./cluster-status.js";
 import { type Config, grpcTlsEnabled } from "./config/index.js";
@@ -128,18 +129,22 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     });
     cleanups.push(() => grpcServer.shutdown(0));
 
-    // The cache's index follows its queue entry by entry: the service's transitions here, the
+    // The cache's index follows its queue entry by entry: the service's transitions here
+    // (noted from before the cache opens, so none made while it builds is missed), the
     // replicator's placements below. It opens (catching up with the queue) before either.
-    const cache = config.cache.enabled
-      ? await startCacheFromConfig(config, spool, pool, authorizer, log)
-      : undefined;
-    if (cache !== undefined) {
-      cleanups.push(() => cache.stop());
+    let cache: NodeCache | undefined;
+    if (config.cache.enabled) {
+      const early = new Set<string>();
       const stopNoting = service.onTransition((t) => {
-        if (t.queue === config.cache.queue || t.fromQueue === config.cache.queue)
-          cache.entryChanged(t.name);
+        if (t.queue !== config.cache.queue && t.fromQueue !== config.cache.queue) return;
+        if (cache === undefined) early.add(t.name);
+        else cache.entryChanged(t.name);
       });
       cleanups.push(async () => stopNoting());
+      const opened = await startCacheFromConfig(config, spool, pool, authorizer, log);
+      cleanups.push(() => opened.stop());
+      cache = opened;
+      for (const name of early) opened.entryChanged(name);
     }
 
     // Peers fetch data from this node's gRPC server, so replication starts after it.

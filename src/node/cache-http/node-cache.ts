@@ -202,7 +202,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
       stopped = true;
       clearInterval(timer);
       await running;
-      await store.idle();
+      await store.close();
     },
   };
 }
