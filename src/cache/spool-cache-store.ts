@@ -97,7 +97,7 @@ export interface SpoolCacheStoreOptions<M, Q extends string> {
  * called for the node's own uploads and transitions and for the replicator's placements and
  * drops) and as a whole (`refresh`: at open, rebuilding what is missing, and as a safety
  * net for writers outside this process). Of several entries for one hash part, the one
- * served is `chooseServed`'s; a nar is served while any entry holds it.
+ * served is `chooseServable`'s; a nar is served while any entry holds it.
  */
 export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheWriter {
   private readonly dirty = new Set<string>();
