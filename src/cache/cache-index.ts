@@ -19,8 +19,8 @@ import {
  * - `cache_served`: per hash part the entry `chooseServable` picks among that hash part's
  *   rows (the complete ones: every nar accepted with it held), recomputed in the same
  *   transaction as every change of them;
- * - `cache_references`: the store paths (hash parts) each entry's narinfo references, the
- *   graph a GC walks;
+ * - `cache_entries.refs`: the store paths (hash parts) each entry's narinfo references, the
+ *   graph a GC walks from the served entries;
  * - `cache_index_state`: the spool id, queue and format the rows were derived from; rows of
  *   another are dropped at `open` (the caller then rebuilds them from the queue).
  *
@@ -31,7 +31,7 @@ import {
  */
 
 /** Bump when what the rows hold changes: indexes of another format are rebuilt. */
-export const CACHE_INDEX_FORMAT = 1;
+export const CACHE_INDEX_FORMAT = 2;
 
 /** What one entry contributes to the index (from its cache record). */
 export interface IndexedEntry {
@@ -102,7 +102,7 @@ export class CacheIndex {
       ) {
         return false;
       }
-      await client.query("truncate cache_references, cache_served, cache_entries");
+      await client.query("truncate cache_served, cache_entries");
       await client.query(
         `insert into cache_index_state (spool_id, queue, format) values ($1, $2, $3)
          on conflict (singleton) do update
@@ -186,8 +186,8 @@ export class CacheIndex {
   /** The store paths (hash parts) the entries of `hashPart` reference. */
   async references(hashPart: string): Promise<string[]> {
     const { rows } = await this.pool.query<{ reference: string }>(
-      `select distinct r.reference from cache_references r join cache_entries e using (entry)
-        where e.hash_part = $1 order by 1`,
+      `select distinct unnest(refs) as reference from cache_entries where hash_part = $1
+        order by 1`,
       [hashPart],
     );
     return rows.map((r) => r.reference);
@@ -228,11 +228,13 @@ export class CacheIndex {
       if (put.length > 0) {
         await client.query(
           `insert into cache_entries
-             (entry, hash_part, url, trust, origin, hlc, narinfo, listing, uploaded_by, files)
-           select e, h, u, t, o, c, n, l, b, f::jsonb
+             (entry, hash_part, url, trust, origin, hlc, narinfo, listing, uploaded_by, files,
+              refs)
+           select e, h, u, t, o, c, n, l, b, f::jsonb, string_to_array(rs, ' ')
              from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::bigint[], $7::bytea[], $8::bytea[], $9::text[], $10::text[])
-                  as r(e, h, u, t, o, c, n, l, b, f)
+                         $6::bigint[], $7::bytea[], $8::bytea[], $9::text[], $10::text[],
+                         $11::text[])
+                  as r(e, h, u, t, o, c, n, l, b, f, rs)
            on conflict (entry) do nothing`,
           [
             put.map((e) => e.entry),
@@ -245,16 +247,10 @@ export class CacheIndex {
             put.map((e) => e.listing ?? null),
             put.map((e) => e.by),
             put.map((e) => (e.files === undefined ? null : JSON.stringify(e.files))),
+            // Hash parts are nix32: joined by spaces, split again in the statement.
+            put.map((e) => referencesOf(e).join(" ")),
           ],
         );
-        const refs = put.flatMap((e) => referencesOf(e).map((r) => [e.entry, r] as const));
-        if (refs.length > 0) {
-          await client.query(
-            `insert into cache_references (entry, reference)
-             select * from unnest($1::text[], $2::text[]) on conflict do nothing`,
-            [refs.map((r) => r[0]), refs.map((r) => r[1])],
-          );
-        }
       }
       const hashParts = [...touched];
       const { rows } = await client.query<CandidateRow>(

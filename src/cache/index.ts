@@ -60,7 +60,7 @@
  *   data digest is the FileHash). Its index follows the queue entry by entry (`changed`:
  *   the node calls it for its own transitions and the replicator's placements and drops)
  *   and as a whole (`refresh`: at open, and as a periodic safety net).
- * - `cache-index.ts`: that lookup index, in the node's PostgreSQL (migrations 0008, 0009;
+ * - `cache-index.ts`: that lookup index, in the node's PostgreSQL (migrations 0008 to 0010;
  *   node-local, never published): per entry its hash part, nar path, trust, stamp, narinfo
  *   and listing; per hash part the served entry; per entry the references (hash parts) a
  *   GC walks. Rows derived from another spool, queue or format are dropped at open and the
