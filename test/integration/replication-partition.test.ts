@@ -178,7 +178,15 @@ describe.skipIf(problem !== undefined)("a region partition under load", () => {
         running = false;
         await Promise.all(load);
         const t0 = Date.now();
-        await converged();
+        await converged().catch((err: Error & { odd?: string[] }) => {
+          // What the test knows of the entries that differ, and the nodes' warnings.
+          const fate = (err.odd ?? []).map(
+            (n) =>
+              `${n}: acked ${acked.has(n)}, removed ${removed.has(n)}, delivered ${deliveries.get(n) ?? 0}`,
+          );
+          const logs = nodes.map((p) => `--- ${p.id}:\n${p.stderr().slice(-4000)}`);
+          throw new Error(`${err.message}\n${fate.join("\n")}\n${logs.join("\n")}`);
+        });
         const converge = Date.now() - t0;
 
         // Every acknowledged enqueue is everywhere or was acknowledged removed; no
@@ -248,6 +256,7 @@ const JOURNAL_SQL = `select count(*)::int as n, md5(string_agg(origin || '/' || 
 /** Identical journals, then identical spools (state as a function of the journal). */
 async function converged(): Promise<void> {
   let last = "";
+  let oddEntries: string[] = [];
   await eventually(
     "identical journals and spools",
     async () => {
@@ -267,6 +276,7 @@ async function converged(): Promise<void> {
             .join("+")}`,
       );
       const oddNames = [...new Set(odd.map((line) => line.split("@")[0] as string))].slice(0, 5);
+      oddEntries = oddNames;
       const rows = await pools[0]!.query<{ r: string }>(
         `select entry || ' ' || string_agg(origin || '/' || seq || ':' || op || ':' || coalesce(queue, '') || ':a' || coalesce(attempts::text, '') || ':h' || hlc::text, ' ' order by hlc, origin, seq) as r
          from journal where entry = any($1::text[]) group by entry`,
@@ -277,7 +287,7 @@ async function converged(): Promise<void> {
     },
     60_000,
   ).catch((err) => {
-    throw new Error(`${(err as Error).message}: ${last}`);
+    throw Object.assign(new Error(`${(err as Error).message}: ${last}`), { odd: oddEntries });
   });
 }
 
