@@ -133,9 +133,15 @@ describe("cluster status", () => {
   it("exposes the replication series on /metrics", async () => {
     await eventually("metrics of both peers", async () => {
       const text = await metricsText(0);
-      return (
-        sample(text, "geospool_replication_peer_connected", { peer: "n2" }) === 1 &&
-        sample(text, "geospool_replication_peer_connected", { peer: "n3" }) === 1
+      // A peer's subscription attaches to n1's slot for it a moment after the peer is seen.
+      return ["n2", "n3"].every(
+        (id) =>
+          sample(text, "geospool_replication_peer_connected", { peer: id }) === 1 &&
+          sample(text, "geospool_replication_slot_active", {
+            slot: slotName("n1", id),
+            kind: "mesh",
+            peer: id,
+          }) === 1,
       );
     });
     const text = await metricsText(0);
