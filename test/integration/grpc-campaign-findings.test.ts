@@ -152,6 +152,38 @@ describe("reading entries", () => {
   );
 });
 
+/** What a finishing call names in these cases: the one held entry, its queue, its token. */
+const HELD = {
+  entry: { kind: "held" as const, i: 0 },
+  queue: { kind: "right" as const },
+  token: "right" as const,
+};
+
+/** A batch's view of the one checkout `name` in inbox (siblings may finish it). */
+function batchOn(model: Model, name: string): Ctx {
+  const one = new Set([name]);
+  return {
+    raw,
+    model,
+    moving: true,
+    racing: one,
+    removable: one,
+    finishable: one,
+    busyQueues: new Set(["inbox"]),
+  };
+}
+
+/** Run `f` while the checkout of `name` is taken aside, as a sibling's finish takes it. */
+async function whileAside(name: string, f: () => Promise<void>): Promise<void> {
+  const co = join(node.spool.dir, "inbox", ".checkout", name);
+  await rename(co, `${co}~aside`);
+  try {
+    await f();
+  } finally {
+    await rename(`${co}~aside`, co);
+  }
+}
+
 describe("the campaign's model", () => {
   // Seed 108298287: in one batch a Complete(remove) and an ExtendLease of the same checkout
   // ran at once. The remove took the checkout file aside, so the extend was refused; the
@@ -175,29 +207,12 @@ describe("the campaign's model", () => {
         token,
         out.leaseUntil ?? 0,
       );
-      const ctx: Ctx = {
-        raw,
-        model,
-        moving: true,
-        racing: new Set([name]),
-        removable: new Set([name]),
-        finishable: new Set([name]),
-        busyQueues: new Set(["inbox"]),
-      };
-      const target = {
-        entry: { kind: "held" as const, i: 0 },
-        queue: { kind: "right" as const },
-        token: "right" as const,
-      };
-      const co = join(node.spool.dir, "inbox", ".checkout", name);
-      await rename(co, `${co}~aside`);
-      try {
-        await runExtend(ctx, { kind: "extend", target, lease: { seconds: 60, nanos: 0 } });
-        expect(raw.last).toMatch(/^FAILED_PRECONDITION/);
-      } finally {
-        await rename(`${co}~aside`, co);
-      }
-      await runComplete(ctx, { kind: "complete", target, action: { kind: "remove" } });
+      const ctx = batchOn(model, name);
+      await whileAside(name, () =>
+        runExtend(ctx, { kind: "extend", target: HELD, lease: { seconds: 60, nanos: 0 } }),
+      );
+      expect(raw.last).toMatch(/^FAILED_PRECONDITION/);
+      await runComplete(ctx, { kind: "complete", target: HELD, action: { kind: "remove" } });
       expect(raw.last).toBe("OK");
       expect(model.entries.has(name)).toBe(false);
       expect(model.removed.has(name)).toBe(true);
@@ -223,29 +238,12 @@ describe("the campaign's model", () => {
       const e = model.entries.get(name) as NonNullable<ReturnType<Model["pick"]>>;
       model.checkedOut(e, "inbox", (lease as NonNullable<typeof lease>).token, Date.now());
       expect(model.leaseState(e)).toBe("either");
-      const batch: Ctx = {
-        raw,
-        model,
-        moving: true,
-        racing: new Set([name]),
-        removable: new Set([name]),
-        finishable: new Set([name]),
-        busyQueues: new Set(["inbox"]),
-      };
-      const target = {
-        entry: { kind: "held" as const, i: 0 },
-        queue: { kind: "right" as const },
-        token: "right" as const,
-      };
-      const co = join(node.spool.dir, "inbox", ".checkout", name);
-      await rename(co, `${co}~aside`);
-      try {
-        await runComplete(batch, { kind: "complete", target, action: { kind: "remove" } });
-        expect(raw.last).toMatch(/^FAILED_PRECONDITION/);
-      } finally {
-        await rename(`${co}~aside`, co);
-      }
-      await runExtend(batch, { kind: "extend", target, lease: { seconds: 60, nanos: 0 } });
+      const batch = batchOn(model, name);
+      await whileAside(name, () =>
+        runComplete(batch, { kind: "complete", target: HELD, action: { kind: "remove" } }),
+      );
+      expect(raw.last).toMatch(/^FAILED_PRECONDITION/);
+      await runExtend(batch, { kind: "extend", target: HELD, lease: { seconds: 60, nanos: 0 } });
       expect(raw.last).toBe("OK");
       const alone: Ctx = {
         ...batch,
@@ -256,7 +254,7 @@ describe("the campaign's model", () => {
       };
       await runComplete(alone, {
         kind: "complete",
-        target,
+        target: HELD,
         action: { kind: "save", queue: "outbox", metadata: undefined },
       });
       expect(raw.last).toBe("OK");
@@ -318,18 +316,13 @@ describe("the campaign's model", () => {
       const e = model.entries.get(entry.name) as NonNullable<ReturnType<Model["pick"]>>;
       model.checkedOut(e, "dead", held.token, held.entry.leaseUntil ?? 0);
       expect(model.leaseState(e)).toBe("live");
-      const target = {
-        entry: { kind: "held" as const, i: 0 },
-        queue: { kind: "right" as const },
-        token: "right" as const,
-      };
       const dequeue = {
         kind: "dequeue" as const,
         queue: "dead",
         lease: undefined,
         wait: { seconds: 0, nanos: 200_000_000 },
       };
-      const ctx = batchCtx(raw, model, [{ kind: "release", target }, dequeue]);
+      const ctx = batchCtx(raw, model, [{ kind: "release", target: HELD }, dequeue]);
       await client.release(held);
       await runDequeue(ctx, dequeue);
       expect(raw.last).toBe("OK");
