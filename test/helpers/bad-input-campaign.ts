@@ -107,6 +107,20 @@ function dispatch(ctx: Ctx, a: Single): Promise<void> {
   }
 }
 
+/** What an action run alone knows: nothing else moves. */
+export function aloneCtx(raw: RawSpool, model: Model): Ctx {
+  const none = new Set<string>();
+  return {
+    raw,
+    model,
+    moving: false,
+    racing: none,
+    removable: none,
+    finishable: none,
+    busyQueues: none,
+  };
+}
+
 /** What an action of a batch knows about the others running beside it. */
 export function batchCtx(raw: RawSpool, model: Model, actions: readonly Single[]): Ctx {
   const moving = actions.some((x) =>
@@ -141,16 +155,7 @@ export function settlePending(model: Model): void {
  */
 export async function runAction(raw: RawSpool, model: Model, a: Action): Promise<number> {
   if (a.kind !== "concurrent") {
-    const alone: Ctx = {
-      raw,
-      model,
-      moving: false,
-      racing: new Set(),
-      removable: new Set(),
-      finishable: new Set(),
-      busyQueues: new Set(),
-    };
-    await runSingle(alone, a);
+    await runSingle(aloneCtx(raw, model), a);
     return 1;
   }
   const ctx = batchCtx(raw, model, a.actions);

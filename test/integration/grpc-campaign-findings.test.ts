@@ -4,10 +4,10 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GeospoolClient } from "../../src/node/client/geospool-client.js";
 import type { RunningNode } from "../../src/node/node.js";
-import { batchCtx, settlePending } from "../helpers/bad-input-campaign.js";
+import { aloneCtx, batchCtx, settlePending } from "../helpers/bad-input-campaign.js";
 import type { Ctx } from "../helpers/bad-input-check.js";
 import { runComplete, runDequeue, runExtend } from "../helpers/bad-input-leases.js";
-import { Model } from "../helpers/bad-input-model.js";
+import { Model, type ModelEntry } from "../helpers/bad-input-model.js";
 import { RawSpool } from "../helpers/grpc-raw.js";
 import { startTestNode } from "../helpers/node.js";
 import {
@@ -184,6 +184,31 @@ async function whileAside(name: string, f: () => Promise<void>): Promise<void> {
   }
 }
 
+/**
+ * An entry enqueued into `queue` and checked out for a minute on the node, known to a fresh
+ * model as held (its deadline in the model `until`, else the node's).
+ */
+async function heldEntry(queue: string, text: string, until?: number) {
+  const data = Buffer.from(text);
+  const { entry } = await client.enqueue(queue, data);
+  const model = new Model();
+  model.enqueued(entry.name, queue, Buffer.alloc(0), data);
+  const lease = await client.dequeue(queue, { leaseMs: 60_000 });
+  expect(lease?.entry.name).toBe(entry.name);
+  const held = lease as NonNullable<typeof lease>;
+  const e = model.entries.get(entry.name) as ModelEntry;
+  model.checkedOut(e, queue, held.token, until ?? held.entry.leaseUntil ?? 0);
+  return { model, name: entry.name, e, held };
+}
+
+/** A Dequeue of the dead-letter queue (which nothing else here fills) in a batch. */
+const DEQUEUE_DEAD = {
+  kind: "dequeue" as const,
+  queue: "dead",
+  lease: undefined,
+  wait: { seconds: 0, nanos: 200_000_000 },
+};
+
 describe("the campaign's model", () => {
   // Seed 108298287: in one batch a Complete(remove) and an ExtendLease of the same checkout
   // ran at once. The remove took the checkout file aside, so the extend was refused; the
@@ -192,21 +217,7 @@ describe("the campaign's model", () => {
   // hand, as the remove does, so the refusal comes every time.
   it("an acknowledged removal stands after a batch's refusal of the same checkout", () =>
     tracked(async () => {
-      const data = Buffer.from("taken aside");
-      const metadata = Buffer.from("m");
-      const { entry } = await client.enqueue("inbox", data, { metadata });
-      const name = entry.name;
-      const model = new Model();
-      model.enqueued(name, "inbox", metadata, data);
-      const lease = await client.dequeue("inbox", { leaseMs: 60_000 });
-      expect(lease?.entry.name).toBe(name);
-      const { token, entry: out } = lease as NonNullable<typeof lease>;
-      model.checkedOut(
-        model.entries.get(name) as NonNullable<ReturnType<Model["pick"]>>,
-        "inbox",
-        token,
-        out.leaseUntil ?? 0,
-      );
+      const { model, name } = await heldEntry("inbox", "taken aside");
       const ctx = batchOn(model, name);
       await whileAside(name, () =>
         runExtend(ctx, { kind: "extend", target: HELD, lease: { seconds: 60, nanos: 0 } }),
@@ -227,16 +238,7 @@ describe("the campaign's model", () => {
   // the node's runs a minute, and the checkout is taken aside by hand for the refusal.
   it("a refusal in a batch does not drop a lease a sibling renewed", () =>
     tracked(async () => {
-      const data = Buffer.from("renewed");
-      const metadata = Buffer.from("m");
-      const { entry } = await client.enqueue("inbox", data, { metadata });
-      const name = entry.name;
-      const model = new Model();
-      model.enqueued(name, "inbox", metadata, data);
-      const lease = await client.dequeue("inbox", { leaseMs: 60_000 });
-      expect(lease?.entry.name).toBe(name);
-      const e = model.entries.get(name) as NonNullable<ReturnType<Model["pick"]>>;
-      model.checkedOut(e, "inbox", (lease as NonNullable<typeof lease>).token, Date.now());
+      const { model, name, e } = await heldEntry("inbox", "renewed", Date.now());
       expect(model.leaseState(e)).toBe("either");
       const batch = batchOn(model, name);
       await whileAside(name, () =>
@@ -245,13 +247,7 @@ describe("the campaign's model", () => {
       expect(raw.last).toMatch(/^FAILED_PRECONDITION/);
       await runExtend(batch, { kind: "extend", target: HELD, lease: { seconds: 60, nanos: 0 } });
       expect(raw.last).toBe("OK");
-      const alone: Ctx = {
-        ...batch,
-        racing: new Set(),
-        removable: new Set(),
-        finishable: new Set(),
-        busyQueues: new Set(),
-      };
+      const alone = aloneCtx(raw, model);
       await runComplete(alone, {
         kind: "complete",
         target: HELD,
@@ -269,12 +265,6 @@ describe("the campaign's model", () => {
   it("a batch's Dequeue may hand out a sibling's entry before the Enqueue answers", () =>
     tracked(async () => {
       const model = new Model();
-      const dequeue = {
-        kind: "dequeue" as const,
-        queue: "dead",
-        lease: undefined,
-        wait: { seconds: 0, nanos: 200_000_000 },
-      };
       const ctx = batchCtx(raw, model, [
         {
           kind: "enqueue",
@@ -288,11 +278,11 @@ describe("the campaign's model", () => {
           order: "normal",
           cutAt: 0,
         },
-        dequeue,
+        DEQUEUE_DEAD,
       ]);
       const data = Buffer.from("sibling");
       const { entry } = await client.enqueue("dead", data);
-      await runDequeue(ctx, dequeue);
+      await runDequeue(ctx, DEQUEUE_DEAD);
       expect(raw.last).toBe("OK");
       expect(model.pending.map((p) => p.name)).toEqual([entry.name]);
       model.enqueued(entry.name, "dead", Buffer.alloc(0), data);
@@ -306,26 +296,12 @@ describe("the campaign's model", () => {
   // lease ran". Here the release is made by hand, as the sibling would.
   it("a batch's Dequeue may take an entry a sibling released before its answer came", () =>
     tracked(async () => {
-      const model = new Model();
-      const data = Buffer.from("released");
-      const { entry } = await client.enqueue("dead", data);
-      model.enqueued(entry.name, "dead", Buffer.alloc(0), data);
-      const lease = await client.dequeue("dead", { leaseMs: 60_000 });
-      expect(lease?.entry.name).toBe(entry.name);
-      const held = lease as NonNullable<typeof lease>;
-      const e = model.entries.get(entry.name) as NonNullable<ReturnType<Model["pick"]>>;
-      model.checkedOut(e, "dead", held.token, held.entry.leaseUntil ?? 0);
+      const { model, name, e, held } = await heldEntry("dead", "released");
       expect(model.leaseState(e)).toBe("live");
-      const dequeue = {
-        kind: "dequeue" as const,
-        queue: "dead",
-        lease: undefined,
-        wait: { seconds: 0, nanos: 200_000_000 },
-      };
-      const ctx = batchCtx(raw, model, [{ kind: "release", target: HELD }, dequeue]);
+      const ctx = batchCtx(raw, model, [{ kind: "release", target: HELD }, DEQUEUE_DEAD]);
       await client.release(held);
-      await runDequeue(ctx, dequeue);
+      await runDequeue(ctx, DEQUEUE_DEAD);
       expect(raw.last).toBe("OK");
-      expect(model.entries.get(entry.name)?.lease?.token).not.toBe(held.token);
+      expect(model.entries.get(name)?.lease?.token).not.toBe(held.token);
     }));
 });
