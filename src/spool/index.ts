@@ -88,11 +88,11 @@
  * `inspectReplica(name)` reports `absent`, `in_flux` (a
  * registry file but no metadata file in any queue or checkout: an enqueue, remove or finish
  * under way, or a crash remnant) or `present` with its queue, checkout deadline, attempts
- * and the raw codec bytes of its metadata (never decoded). `placeReplica` takes a present
- * entry's metadata file by rename (`<queue>/[.checkout/]<name>` to
- * `<queue>/.checkout/<name>~<tag>`, like a finish but without the holder check, so a local
- * holder then gets `lease_lost`), writes the new file to .tmp (deadline as its mtime, fsync),
- * renames it over the taken file and into place, and fsyncs the destination and the
+ * and the raw codec bytes of its metadata (never decoded). `placeReplica` writes the new
+ * file to .tmp (deadline as its mtime, fsync), takes a present entry's metadata file by
+ * rename (`<queue>/[.checkout/]<name>` to `<queue>/.checkout/<name>~<tag>`, like a finish
+ * but without the holder check, so a local holder then gets `lease_lost`), renames the new
+ * file over the taken one and into place, and fsyncs the destination and the
  * directory it left; on failure the taken file goes back. An entry not present is made from `adoptPath` (a complete, fsynced
  * file on the spool's filesystem, renamed to .data): registry (a remnant is resumed), data,
  * metadata, directory fsyncs, then the rename that makes it visible; on failure before that,

@@ -161,12 +161,22 @@ export async function placeReplica<M, Q extends string>(
     // then leaves the entry alone. Its lease record goes too: no local holder's token
     // may count for what this places.
     await touchRegistry(core, name, { clearLease: true });
-    const taken = await take(core, name, f);
-    if (taken === undefined) return RACED;
+    // The new file is written before the take, as a finish does: the entry is out of every
+    // queue only for the two renames.
     const tmp = l.tmpFile(name, `place-${randomBytes(4).toString("hex")}`);
     try {
+      await core.throttle.run(() => writeMetadataSynced(tmp, bytes, leaseUntil));
+    } catch (err) {
+      await unlinkIfExists(tmp).catch(() => false);
+      throw ioError("place replica", name, err);
+    }
+    const taken = await take(core, name, f);
+    if (taken === undefined) {
+      await unlinkIfExists(tmp).catch(() => false);
+      return RACED;
+    }
+    try {
       await core.throttle.run(async () => {
-        await writeMetadataSynced(tmp, bytes, leaseUntil);
         await rename(tmp, taken);
         await rename(taken, dest);
       });
