@@ -2,13 +2,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openCacheDirectory } from "../../src/cache/dir-cache-reader.js";
-import { cacheHttpHandler } from "../../src/node/cache-http/cache-handler.js";
-import {
-  type HttpServer,
-  Metrics,
-  silentLogger,
-  startHttpServer,
-} from "../../src/node/observability/index.js";
+import type { HttpServer } from "../../src/node/observability/index.js";
 import {
   APP_PATH,
   fixturePath,
@@ -17,6 +11,7 @@ import {
   readFixture,
   TEST_KEY,
 } from "../helpers/cache-fixtures.js";
+import { startCacheServer } from "../helpers/cache-server.js";
 import { HAVE_NIX, NO_NIX_MESSAGE, nixCopyFrom, runNix } from "../helpers/nix-cli.js";
 import { get, rawHttp } from "../helpers/raw-http.js";
 import { useTempDir } from "../helpers/tmp.js";
@@ -31,18 +26,7 @@ let guixPort = 0;
 
 async function serve(dir: string): Promise<number> {
   const reader = await openCacheDirectory(dir);
-  const server = await startHttpServer({
-    listen: "127.0.0.1:0",
-    metrics: new Metrics(),
-    ready: () => true,
-    logger: silentLogger(),
-    fallback: cacheHttpHandler({
-      reader,
-      hitTtlSeconds: 3600,
-      missTtlSeconds: 60,
-      logger: silentLogger(),
-    }),
-  });
+  const server = await startCacheServer({ reader, hitTtlSeconds: 3600, missTtlSeconds: 60 });
   servers.push(server);
   return server.port;
 }

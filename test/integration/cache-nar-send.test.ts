@@ -6,14 +6,9 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { CacheReader } from "../../src/cache/cache-reader.js";
 import { openCacheDirectory } from "../../src/cache/dir-cache-reader.js";
-import { cacheHttpHandler } from "../../src/node/cache-http/cache-handler.js";
 import { NAR_CHUNK_BYTES } from "../../src/node/cache-http/nar-send.js";
-import {
-  type HttpServer,
-  Metrics,
-  silentLogger,
-  startHttpServer,
-} from "../../src/node/observability/index.js";
+import type { HttpServer } from "../../src/node/observability/index.js";
+import { startCacheServer } from "../helpers/cache-server.js";
 import { get, rawHttp } from "../helpers/raw-http.js";
 import { useTempDir } from "../helpers/tmp.js";
 
@@ -54,18 +49,7 @@ async function serveNar(size: number) {
       };
     },
   };
-  const server = await startHttpServer({
-    listen: "127.0.0.1:0",
-    metrics: new Metrics(),
-    ready: () => true,
-    logger: silentLogger(),
-    fallback: cacheHttpHandler({
-      reader,
-      hitTtlSeconds: 60,
-      missTtlSeconds: 5,
-      logger: silentLogger(),
-    }),
-  });
+  const server = await startCacheServer({ reader });
   servers.push(server);
   /** Resolves once the nar has been closed `n` times (the close follows the body's end). */
   const closes = (n: number) =>

@@ -16,14 +16,8 @@ import { checkNarinfoSignatures } from "../../src/cache/nix-signature.js";
 import { type CacheRecord, SpoolCacheStore } from "../../src/cache/spool-cache-store.js";
 import type { SignaturePolicy } from "../../src/cache/upload-check.js";
 import { migrate } from "../../src/db/migrate.js";
-import { cacheHttpHandler } from "../../src/node/cache-http/cache-handler.js";
 import { cacheUploadHandler, type WriteAccess } from "../../src/node/cache-http/cache-upload.js";
-import {
-  type HttpServer,
-  Metrics,
-  silentLogger,
-  startHttpServer,
-} from "../../src/node/observability/index.js";
+import { type HttpServer, silentLogger } from "../../src/node/observability/index.js";
 import { jsonCodec, Spool } from "../../src/spool/index.js";
 import {
   APP_PATH,
@@ -33,6 +27,7 @@ import {
   readFixture,
   TEST_KEY,
 } from "../helpers/cache-fixtures.js";
+import { startCacheServer } from "../helpers/cache-server.js";
 import {
   HAVE_NIX,
   NO_NIX_MESSAGE,
@@ -127,19 +122,7 @@ async function startCache(
     logger: silentLogger(),
     idleTimeoutMs: 500,
   });
-  server = await startHttpServer({
-    listen: "127.0.0.1:0",
-    metrics: new Metrics(),
-    ready: () => true,
-    logger: silentLogger(),
-    fallback: cacheHttpHandler({
-      reader,
-      upload,
-      hitTtlSeconds: 60,
-      missTtlSeconds: 5,
-      logger: silentLogger(),
-    }),
-  });
+  server = await startCacheServer({ reader, upload });
   return { port: server.port, cache };
 }
 
