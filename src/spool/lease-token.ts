@@ -9,11 +9,12 @@ const TOKEN_BYTES = 16;
 const MAX_RECORD_LENGTH = 128;
 
 /**
- * A fresh lease token: 128 random bits, base64url (22 characters).
+ * A fresh lease token: 128 random bits, hex (32 characters). Not base64url: a token that
+ * began with "-" (1 in 64) was read as an option by the CLI (`--lease-token -x…`).
  * @internal
  */
 export function newLeaseToken(): string {
-  return randomBytes(TOKEN_BYTES).toString("base64url");
+  return randomBytes(TOKEN_BYTES).toString("hex");
 }
 
 /**
