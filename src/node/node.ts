@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { migrate } from "../db/migrate.js";
 import { Monitor, Spool, timeSortableNames } from "../spool/index.js";
 import { Authorizer } from "./auth/authorizer.js";
+import { startCacheListener } from "./cache-http/cache-listener.js";
 import type { NodeCache } from "./cache-http/node-cache.js";
 import { startCacheFromConfig } from "./cache-http/node-cache-config.js";
 import { ClusterStatus } from "./cluster-status.js";
@@ -19,6 +20,11 @@ export interface RunningNode {
   readonly config: Config;
   readonly grpcPort: number;
   readonly httpPort: number;
+  /**
+   * Where the binary cache is served: its own listener's port when `cache.listen` is set,
+   * else `httpPort`; undefined when the cache is off.
+   */
+  readonly cachePort: number | undefined;
   readonly spool: NodeSpool;
   readonly service: SpoolService;
   readonly metrics: Metrics;
@@ -171,16 +177,29 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     metrics.setReplicationSource(() => status.metrics());
     cleanups.push(() => status.close());
 
+    // The cache is served beside /metrics and /healthz, or on its own cache.listen.
+    const ownListener = cache !== undefined && config.cache.listen !== undefined;
     let ready = false;
     const http: HttpServer = await startHttpServer({
       listen: config.http.listen,
       metrics,
       ready: () => ready,
       logger: log,
-      fallback: cache?.handle,
-      checkContinue: cache?.checkContinue,
+      fallback: ownListener ? undefined : cache?.handle,
+      checkContinue: ownListener ? undefined : cache?.checkContinue,
     });
     cleanups.push(() => http.close());
+    let cachePort = cache === undefined ? undefined : http.port;
+    if (cache !== undefined && config.cache.listen !== undefined) {
+      const cacheHttp = await startCacheListener({
+        listen: config.cache.listen,
+        handle: cache.handle,
+        checkContinue: cache.checkContinue,
+        logger: log,
+      });
+      cleanups.push(() => cacheHttp.close());
+      cachePort = cacheHttp.port;
+    }
 
     const reaper = spool.startLeaseReaper(LEASE_REAP_EVERY_MS, {
       onExpired: (e) => {
@@ -234,7 +253,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     ready = true;
     grpcServer.setServing(true);
     log.info(
-      { grpcPort: grpcServer.port, httpPort: http.port, spool: config.spool.dir },
+      { grpcPort: grpcServer.port, httpPort: http.port, cachePort, spool: config.spool.dir },
       "node ready",
     );
 
@@ -243,6 +262,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       config,
       grpcPort: grpcServer.port,
       httpPort: http.port,
+      cachePort,
       spool,
       service,
       metrics,

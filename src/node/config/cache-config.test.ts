@@ -59,4 +59,26 @@ describe("cache configuration", () => {
       expect.stringMatching(/cache\.secretKeyFile: is needed by cache\.policy "sign"/),
     ]);
   });
+
+  it("takes a cache.listen of its own, but not the address of grpc.listen or http.listen", () => {
+    const config = loadConfig({
+      env: { ...BASE_ENV, GEOSPOOL_CACHE__LISTEN: "0.0.0.0:8501" },
+      flags: {},
+    });
+    expect(config.cache.listen).toBe("0.0.0.0:8501");
+    expect(loadConfig({ env: BASE_ENV, flags: {} }).cache.listen).toBeUndefined();
+    expect(problems({ GEOSPOOL_CACHE__LISTEN: "127.0.0.1:8401" })).toEqual([
+      expect.stringMatching(
+        /cache\.listen.*: is the same address as http\.listen \(127\.0\.0\.1:8401\)$/,
+      ),
+    ]);
+    expect(problems({ GEOSPOOL_CACHE__LISTEN: "127.0.0.1:7401" })).toEqual([
+      expect.stringMatching(
+        /cache\.listen.*: is the same address as grpc\.listen \(127\.0\.0\.1:7401\)$/,
+      ),
+    ]);
+    expect(problems({ GEOSPOOL_CACHE__LISTEN: "nowhere" })).toEqual([
+      expect.stringMatching(/cache\.listen.*expected host:port/),
+    ]);
+  });
 });

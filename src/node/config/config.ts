@@ -112,6 +112,11 @@ export interface Config {
     enabled: boolean;
     /** The spool queue holding its entries (one of `spool.queues`). Default "cache". */
     queue: string;
+    /**
+     * `host:port` of a listener of the cache's own; unset, the cache is on `http.listen`
+     * beside /metrics and /healthz.
+     */
+    listen?: string | undefined;
     /** StoreDir announced in /nix-cache-info. Default "/nix/store". */
     storeDir: string;
     /** Store directories whose narinfos are accepted. Default ["/nix/store", "/gnu/store"]. */

@@ -373,6 +373,8 @@ export const configSchema = z
     cache: z
       .strictObject({
         enabled: bool().default(false),
+        /** A listener of the cache's own; without it the cache is on http.listen. */
+        listen: hostPort({ allowPortZero: true }).optional(),
         queue: name().default("cache"),
         storeDir: storeDir().default("/nix/store"),
         storeDirs: list(storeDir(), { commaSeparated: true }).default(() => [
@@ -491,6 +493,22 @@ export const configSchema = z
       grpcListen.host === httpListen.host
     ) {
       fail(["http", "listen"], `is the same address as grpc.listen (${config.grpc.listen})`);
+    }
+    const cacheListen =
+      config.cache.listen === undefined ? undefined : parseHostPort(config.cache.listen);
+    for (const [key, other] of [
+      ["grpc.listen", grpcListen],
+      ["http.listen", httpListen],
+    ] as const) {
+      if (
+        cacheListen !== undefined &&
+        other !== undefined &&
+        cacheListen.port !== 0 &&
+        cacheListen.port === other.port &&
+        cacheListen.host === other.host
+      ) {
+        fail(["cache", "listen"], `is the same address as ${key} (${config.cache.listen})`);
+      }
     }
 
     const tokens = config.auth.tokens;
