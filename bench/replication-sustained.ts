@@ -67,6 +67,33 @@ export function printCpu(u: CpuUsage): void {
   );
 }
 
+/**
+ * CPU per replicated entry: the CPU of the three node processes and their PostgreSQL
+ * servers over the window, divided by the entries dequeued on C in the window (what the
+ * cluster got through; at a rate it sustains, the offered rate). The bench process is not
+ * counted; the probe rows (20/s of bare journal rows) and the idle cost are.
+ */
+function cpuPerEntry(
+  cpu: CpuUsage,
+  entries: ReadonlyArray<{ deq?: number }>,
+  windowStart: number,
+  windowEnd: number,
+) {
+  const sum = (xs: Array<number | null>) => xs.reduce<number>((s, x) => s + (x ?? 0), 0);
+  const seconds = (windowEnd - windowStart) / 1000;
+  const n = entries.filter(
+    (e) => e.deq !== undefined && e.deq >= windowStart && e.deq < windowEnd,
+  ).length;
+  const per = (msPerSecond: number) => (n === 0 ? null : sig((msPerSecond * seconds) / n));
+  return {
+    cpuMsPerEntry: per(sum(cpu.nodes) + sum(cpu.postgres)),
+    nodesMs: per(sum(cpu.nodes)),
+    postgresMs: per(sum(cpu.postgres)),
+    dequeuedInWindow: n,
+    dequeuedPerSecond: sig(n / seconds),
+  };
+}
+
 export interface SustainedFigures {
   latency: Dist;
   floor: Dist;
@@ -150,6 +177,12 @@ export async function sustainedSection(opts: {
       `>5 ms late; at most ${r.maxInFlight} enqueues in flight; ${r.consumeErrors} consumer errors`,
   );
   printCpu(cpu);
+  const perEntry = cpuPerEntry(cpu, r.entries, r.windowStart, r.windowEnd);
+  console.log(
+    `CPU per replicated entry: ${perEntry.cpuMsPerEntry} ms (node processes ${perEntry.nodesMs}, ` +
+      `their PostgreSQL ${perEntry.postgresMs}) over ${perEntry.dequeuedInWindow} entries ` +
+      `dequeued on C in the window (${perEntry.dequeuedPerSecond}/s)`,
+  );
   const missing = measured.filter((e) => e.deq === undefined);
   if (missing.length > 0) {
     console.log(
@@ -226,6 +259,8 @@ export async function sustainedSection(opts: {
       drainedSeconds: sig(r.drainedMs / 1000),
       notDequeued: missing.length,
       cpuMsPerSecond: cpu,
+      cpuMsPerEntry: perEntry.cpuMsPerEntry,
+      cpuPerEntry: perEntry,
       breakdown: bd,
       replicatorBatches: batches,
       nodePools: pools,

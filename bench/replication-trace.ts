@@ -6,11 +6,13 @@
  *
  * The replicator's internals are private in TypeScript; this profiling wrapper reaches them
  * at run time (instance properties shadow the prototype's methods) and changes nothing in
- * what they do. It relies on the shape of src/replication/replicator.ts as of this commit:
- * `mark(entry, peer)`, `syncBatch(batch)`, `commitOutcomes(outcomes)`, `commitSeen(lsn)`,
- * `opts.fetchData(req)`, `opts.spool.inspect/place(...)`, and where they exist
- * `opts.onPeerEnqueue` and `opts.spool.stageData` (inline data). If the required ones are
- * missing, `instrument` throws rather than measuring nothing.
+ * what they do. It relies on the shape of src/replication/replicator.ts and its parts as of
+ * this commit: the replicator's `schedule` (sync-schedule.ts: `mark(entry, reason)`,
+ * `commitSeen(lsn)`), its `sync` (entry-sync.ts: `syncBatch(batch)`,
+ * `commitOutcomes(outcomes)`) and its `opts` (`pool`, `fetchData(req)`,
+ * `spool.inspect/place(...)`, and where they exist `onPeerEnqueue` and `spool.stageData`,
+ * inline data). If the required ones are missing, `instrument` throws rather than measuring
+ * nothing.
  */
 import type { RunningNode } from "../src/node/node.js";
 
@@ -130,11 +132,19 @@ interface PoolShape {
   waitingCount: number;
 }
 
-interface ReplicatorInternals {
-  mark(entry: string, peer: boolean): void;
+interface ScheduleInternals {
+  mark(entry: string, why: string): void;
+  commitSeen(lsn: string): void | Promise<void>;
+}
+
+interface SyncInternals {
   syncBatch(batch: Array<[string, unknown]>): Promise<void>;
   commitOutcomes(outcomes: OutcomeShape[]): Promise<void>;
-  commitSeen(lsn: string): void | Promise<void>;
+}
+
+interface ReplicatorInternals {
+  schedule: ScheduleInternals;
+  sync: SyncInternals;
   opts: {
     pool: PoolShape;
     fetchData(req: { entry: string }): Promise<{ path: string }>;
@@ -147,8 +157,8 @@ interface ReplicatorInternals {
   };
 }
 
-function method<T extends object>(o: T, name: string): void {
-  if (typeof (o as Record<string, unknown>)[name] !== "function") {
+function method<T extends object>(o: T | undefined, name: string): void {
+  if (typeof (o as Record<string, unknown> | undefined)?.[name] !== "function") {
     throw new Error(`replication-trace: the replicator has no ${name}(); update the wrapper`);
   }
 }
@@ -156,21 +166,24 @@ function method<T extends object>(o: T, name: string): void {
 /** Wrap the node's replicator and service so that `tracer` sees each entry's steps. */
 export function instrument(node: RunningNode, tracer: Tracer): void {
   const r = node.replication.replicator as unknown as ReplicatorInternals;
-  for (const m of ["mark", "syncBatch", "commitOutcomes", "commitSeen"]) method(r, m);
+  for (const m of ["mark", "commitSeen"]) method(r.schedule, m);
+  for (const m of ["syncBatch", "commitOutcomes"]) method(r.sync, m);
   method(r.opts, "fetchData");
   method(r.opts.spool, "place");
   method(r.opts.spool, "inspect");
+  const { schedule, sync } = r;
 
-  const mark = r.mark.bind(r);
-  r.mark = (entry, peer) => {
-    tracer.point(entry, peer ? "markPeer" : "markLocal");
-    mark(entry, peer);
+  // Every mark goes through `schedule.mark` (the stream's rows too: `streamRow` calls it).
+  const mark = schedule.mark.bind(schedule);
+  schedule.mark = (entry, why) => {
+    tracer.point(entry, why === "peer" ? "markPeer" : "markLocal");
+    mark(entry, why);
   };
 
-  const syncBatch = r.syncBatch.bind(r);
-  const commitOutcomes = r.commitOutcomes.bind(r);
+  const syncBatch = sync.syncBatch.bind(sync);
+  const commitOutcomes = sync.commitOutcomes.bind(sync);
   let current: BatchRecord | undefined;
-  r.syncBatch = async (batch) => {
+  sync.syncBatch = async (batch) => {
     const start = now();
     for (const [entry] of batch) tracer.point(entry, "batchStart", start);
     const rec: BatchRecord = {
@@ -189,7 +202,7 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
       tracer.batch(rec);
     }
   };
-  r.commitOutcomes = async (outcomes) => {
+  sync.commitOutcomes = async (outcomes) => {
     if (current) current.syncedAt = now();
     await commitOutcomes(outcomes);
     const t = now();
@@ -199,8 +212,8 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
     }
   };
 
-  const commitSeen = r.commitSeen.bind(r);
-  r.commitSeen = (lsn) => {
+  const commitSeen = schedule.commitSeen.bind(schedule);
+  schedule.commitSeen = (lsn) => {
     tracer.streamCommit();
     return commitSeen(lsn);
   };

@@ -28,7 +28,7 @@
  * --keep (keep the state directory).
  */
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -108,6 +108,31 @@ async function sourceVersion(): Promise<{ commit: string; srcModified: string[] 
   }
 }
 
+/** The sections this bench writes; a section not run this time is dropped from the file. */
+const OWN_SECTIONS = ["floorIdle", "lowRate", "sustained", "burst", "catchup"];
+
+/**
+ * What `file` holds, less this bench's own sections: the file is merged into, not
+ * rewritten, so sections other benches write (`bulk`) survive; a section of ours not run
+ * this time goes rather than stand under this run's commit and date.
+ */
+async function ownSectionsDropped(file: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
+    throw err;
+  }
+  const old = JSON.parse(text) as unknown;
+  if (typeof old !== "object" || old === null || Array.isArray(old)) {
+    throw new Error(`${file} does not hold a JSON object; not overwriting it`);
+  }
+  const kept = { ...(old as Record<string, unknown>) };
+  for (const k of OWN_SECTIONS) delete kept[k];
+  return kept;
+}
+
 async function countEntries(dir: string): Promise<number> {
   try {
     return (await readdir(dir)).filter((n) => !n.startsWith(".")).length;
@@ -172,6 +197,8 @@ async function setSubscriptionSyncCommit(cluster: BenchCluster, value: string): 
 async function main(): Promise<void> {
   const started = now();
   const dir = await mkdtemp(join(tmpdir(), "geospool-bench-repl-"));
+  // A file that cannot be merged into fails now, not after the run.
+  if (out !== "-") await ownSectionsDropped(out);
   const uptimeStart = await uptimeText();
   const source = await sourceVersion();
   const machine = await describeMachine(dir, loadavg()[0] ?? 0);
@@ -573,7 +600,8 @@ async function main(): Promise<void> {
     };
     if (out !== "-") {
       await mkdir(dirname(out), { recursive: true });
-      await writeFile(out, `${JSON.stringify(full, null, 2)}\n`);
+      const merged = { ...(await ownSectionsDropped(out)), ...full };
+      await writeFile(out, `${JSON.stringify(merged, null, 2)}\n`);
       console.log(`wrote ${out} (${full.totalSeconds} s in all)`);
     }
     failed = false;
