@@ -21,6 +21,10 @@ import type { PeerQuery } from "./mesh-peer.js";
  *   nodes bootstrapping from the same peer at once collide on it (observed: "replication slot
  *   ... already exists", then one worker dropping or streaming from the other's slot).
  *
+ * Small entries' data (the `data` column, see INLINE_DATA_MAX) is copied with its row: a row
+ * copied without it would make this node fetch the data over gRPC, which needs a token the
+ * peer accepts (seen: the first upload to a fresh mesh never placed on the joining node).
+ *
  * Values travel as text so that they are stored exactly as the peer has them (a JavaScript
  * Date would cut recorded_at to milliseconds, and the replica trigger would then see the
  * streamed copy of the row as a different row).
@@ -30,18 +34,19 @@ const PAGE_ROWS = 2000;
 
 const READ_PAGE = `
 select seq::text, hlc::text, entry, op, queue, metadata, data_sha256, data_size::text,
-       lease_until::text, attempts, recorded_at::text
+       lease_until::text, attempts, recorded_at::text, data
 from journal where origin = $1 and seq > $2 order by seq limit $3`;
 
 const INSERT_PAGE = `
 insert into journal (origin, seq, hlc, entry, op, queue, metadata, data_sha256, data_size,
-                     lease_until, attempts, recorded_at)
+                     lease_until, attempts, recorded_at, data)
 select $1, r.seq, r.hlc, r.entry, r.op, r.queue, r.metadata, r.data_sha256, r.data_size,
-       r.lease_until, r.attempts, r.recorded_at
+       r.lease_until, r.attempts, r.recorded_at, r.data
 from unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[],
-            $8::text[], $9::bigint[], $10::timestamptz[], $11::int[], $12::timestamptz[])
+            $8::text[], $9::bigint[], $10::timestamptz[], $11::int[], $12::timestamptz[],
+            $13::bytea[])
        as r(seq, hlc, entry, op, queue, metadata, data_sha256, data_size, lease_until,
-            attempts, recorded_at)
+            attempts, recorded_at, data)
 on conflict (origin, seq) do nothing`;
 
 interface PeerRow {
@@ -56,6 +61,7 @@ interface PeerRow {
   lease_until: string | null;
   attempts: number;
   recorded_at: string;
+  data: Buffer | null;
 }
 
 export interface CopyResult {
@@ -94,6 +100,7 @@ export async function copyOriginRows(
       rows.map((r) => r.lease_until),
       rows.map((r) => r.attempts),
       rows.map((r) => r.recorded_at),
+      rows.map((r) => r.data),
     ]);
     copied += rows.length;
     after = BigInt(rows[rows.length - 1]?.seq ?? after);

@@ -282,6 +282,32 @@ describe("mesh on one server", () => {
     expect(status.peers[0]).toMatchObject({ peerId: b.id, syncState: "ready", enabled: true });
   });
 
+  it("the join's initial copy keeps a small entry's data with its enqueue row", async () => {
+    const a = await database("copy.a");
+    const b = await database("copy.b");
+    const data = Buffer.from("the data of a small entry");
+    await appendLocal(a.pool, a.id, [
+      {
+        hlc: makeHlc(Date.now(), 0),
+        entry: "small-0",
+        op: "enqueue",
+        queue: "inbox",
+        metadata: Buffer.from("meta"),
+        inlineData: data,
+        dataSha256: createHash("sha256").update(data).digest("hex"),
+        dataSize: data.length,
+        leaseUntil: null,
+        attempts: 0,
+      },
+    ]);
+    expect(await link(b, a)).toMatchObject({ kind: "created", copiedRows: 1 });
+    const { rows: copied } = await b.pool.query<{ data: Buffer | null }>(
+      "select data from journal where origin = $1 and entry = 'small-0'",
+      [a.id],
+    );
+    expect(copied[0]?.data?.equals(data)).toBe(true);
+  });
+
   it("a slot invalidated by max_slot_wal_keep_size is reported, and the next join rebuilds", async () => {
     // Its own server: the setting is given on the command line, which ALTER SYSTEM cannot
     // override. These servers have 1 MB WAL segments.
