@@ -47,6 +47,13 @@ export async function startReplication(opts: {
     log.warn({ warning }, "PostgreSQL replication setting needs attention");
   }
 
+  if (config.peers.length > 0 && config.auth.tokens.length > 0 && !config.replication.token) {
+    // Peers configured alike refuse its ReadData calls: only data small enough to travel in
+    // the journal row would ever be placed here.
+    log.warn(
+      "auth.tokens is set but replication.token is not: peers that require tokens will refuse this node's data fetches",
+    );
+  }
   const peerGrpc = new Map(config.peers.map((p) => [p.id, p.grpc]));
   const preferred = new Map<string, string>();
   const replicaSpool = Expert.replicaSpool(spool);

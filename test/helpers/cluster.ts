@@ -63,12 +63,17 @@ export async function startTestCluster(opts: {
       postgresUrl: (postgres[i] as TestPostgres).url,
       config: {
         grpc: { listen: endpoints[i] },
-        replication: { fullReconcileEvery: "2s", joinRetry: "300ms" },
         peers: ids
           .map((id, j) => ({ id, grpc: endpoints[j], postgres: (postgres[j] as TestPostgres).url }))
           .filter((p) => p.id !== ids[i]),
         ...opts.config,
         ...config,
+        replication: {
+          fullReconcileEvery: "2s",
+          joinRetry: "300ms",
+          ...(opts.config?.replication as object | undefined),
+          ...(config.replication as object | undefined),
+        },
       },
     });
     running[i] = node;

@@ -65,6 +65,8 @@ beforeAll(async () => {
           },
         ],
       },
+      // The peers fetch nars too large for the journal row with this token.
+      replication: { token: PEER_TOKEN },
       cache: {
         enabled: true,
         trustedPublicKeys: [TEST_KEY],
