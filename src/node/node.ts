@@ -10,7 +10,12 @@ import { ClusterStatus } from "./cluster-status.js";
 import { type Config, grpcTlsEnabled } from "./config/index.js";
 import { type GrpcServer, startGrpcServer } from "./grpc/grpc-server.js";
 import { principalOf, spoolHandlers } from "./grpc/spool-server.js";
-import { type HttpServer, Metrics, startHttpServer } from "./observability/index.js";
+import {
+  type HttpServer,
+  Metrics,
+  registerCacheRequestMetrics,
+  startHttpServer,
+} from "./observability/index.js";
 import { type NodeReplication, startReplication } from "./replication-wiring.js";
 import { nodeEntryCodec } from "./service/entry-meta.js";
 import { IdempotencyStore } from "./service/idempotency-store.js";
@@ -25,6 +30,8 @@ export interface RunningNode {
    * else `httpPort`; undefined when the cache is off.
    */
   readonly cachePort: number | undefined;
+  /** The binary cache, when `cache.enabled`. */
+  readonly cache: NodeCache | undefined;
   readonly spool: NodeSpool;
   readonly service: SpoolService;
   readonly metrics: Metrics;
@@ -151,6 +158,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       cleanups.push(() => opened.stop());
       cache = opened;
       for (const name of early) opened.entryChanged(name);
+      registerCacheRequestMetrics(metrics.registry, () => opened.stats.totals);
     }
 
     // Peers fetch data from this node's gRPC server, so replication starts after it.
@@ -263,6 +271,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
       grpcPort: grpcServer.port,
       httpPort: http.port,
       cachePort,
+      cache,
       spool,
       service,
       metrics,

@@ -4,6 +4,7 @@ import { parseByteRange } from "../../cache/byte-range.js";
 import type { CacheReader } from "../../cache/cache-reader.js";
 import { buildNixCacheInfo } from "../../cache/nix-cache-info.js";
 import { parseCacheRequest } from "../../cache/request-path.js";
+import type { RequestStats } from "../../cache/request-stats.js";
 import { sendNarRange } from "./nar-send.js";
 
 export interface CacheHttpOptions {
@@ -14,6 +15,8 @@ export interface CacheHttpOptions {
   hitTtlSeconds: number;
   /** Cache-Control max-age for misses (seconds): a client asks again after this. */
   missTtlSeconds: number;
+  /** Counts narinfo hits and misses and nar requests and bytes (request analytics). */
+  stats?: RequestStats;
   logger: Logger;
 }
 
@@ -25,7 +28,7 @@ export interface CacheHttpOptions {
  * connection in order, as Guix clients need.
  */
 export function cacheHttpHandler(options: CacheHttpOptions) {
-  const { reader } = options;
+  const { reader, stats } = options;
   const log = options.logger.child({ component: "cache-http" });
   const cacheInfo = buildNixCacheInfo(reader.info);
   const hit = `public, max-age=${options.hitTtlSeconds}`;
@@ -71,6 +74,7 @@ export function cacheHttpHandler(options: CacheHttpOptions) {
         return send(res, 200, cacheInfo, "text/x-nix-cache-info", hit);
       case "narinfo": {
         const body = await reader.narinfo(request.hashPart);
+        stats?.narinfo(request.hashPart, body !== undefined);
         if (body === undefined) return send(res, 404, notFound, "text/plain; charset=utf-8", miss);
         return send(res, 200, body, "text/x-nix-narinfo", hit);
       }
@@ -86,11 +90,15 @@ export function cacheHttpHandler(options: CacheHttpOptions) {
 
   async function sendNar(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const nar = await reader.openNar(path);
-    if (nar === undefined) return send(res, 404, notFound, "text/plain; charset=utf-8", miss);
+    if (nar === undefined) {
+      stats?.nar(path, false, 0);
+      return send(res, 404, notFound, "text/plain; charset=utf-8", miss);
+    }
     res.setHeader("etag", nar.etag);
     res.setHeader("accept-ranges", "bytes");
     if (req.headers["if-none-match"]?.split(/\s*,\s*/).includes(nar.etag)) {
       await nar.close();
+      stats?.nar(path, true, 0);
       res.statusCode = 304;
       res.setHeader("cache-control", hit);
       res.end();
@@ -102,6 +110,7 @@ export function cacheHttpHandler(options: CacheHttpOptions) {
     );
     if (range.kind === "unsatisfiable") {
       await nar.close();
+      stats?.nar(path, true, 0);
       res.setHeader("content-range", `bytes */${nar.size}`);
       return send(res, 416, "range not satisfiable\n", "text/plain; charset=utf-8", "no-store");
     }
@@ -114,12 +123,16 @@ export function cacheHttpHandler(options: CacheHttpOptions) {
     res.setHeader("cache-control", hit);
     if (req.method === "HEAD" || nar.size === 0) {
       await nar.close();
+      stats?.nar(path, true, 0);
       res.end();
       return;
     }
     try {
       await sendNarRange(nar, res, start, end);
+      stats?.nar(path, true, end - start + 1);
     } catch (err) {
+      // Counted as asked for; the bytes of an unfinished body are not known, so not counted.
+      stats?.nar(path, true, 0);
       // The client went away, or the disk failed mid-body: nothing more can be said on it.
       log.debug({ err, path }, "nar transfer ended early");
       res.destroy();

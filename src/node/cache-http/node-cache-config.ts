@@ -83,6 +83,14 @@ export async function startCacheFromConfig(
     missTtlSeconds: Math.round(c.missTtl / 1000),
     refreshEveryMs: c.refreshEvery,
     uploadIdleTimeoutMs: config.limits.uploadIdleTimeout,
+    analytics: c.analytics.enabled
+      ? {
+          bucketMs: c.analytics.bucket === "day" ? 86_400_000 : 3_600_000,
+          flushEveryMs: c.analytics.flushEvery,
+          maxKeys: c.analytics.maxKeys,
+          keepForMs: c.analytics.keepFor,
+        }
+      : undefined,
     logger,
   });
 }

@@ -6,6 +6,8 @@ import type { Logger } from "pino";
 import { NarStaging } from "../../cache/nar-staging.js";
 import type { NixCacheInfo } from "../../cache/nix-cache-info.js";
 import type { RejectionLog } from "../../cache/rejection-log.js";
+import { RequestStats } from "../../cache/request-stats.js";
+import { type RequestStatsFlush, startRequestStatsFlush } from "../../cache/request-stats-flush.js";
 import {
   type CacheEntryCodec,
   type CacheRecord,
@@ -81,12 +83,26 @@ export interface NodeCacheOptions {
   refreshEveryMs: number;
   /** An upload silent this long is cut off (ms). */
   uploadIdleTimeoutMs?: number;
+  /**
+   * Request analytics (per-path counts written to the node's database in batches); without
+   * it only the running totals (the Prometheus counters) are kept.
+   */
+  analytics?: {
+    bucketMs: number;
+    flushEveryMs: number;
+    maxKeys: number;
+    keepForMs: number;
+  };
   logger: Logger;
   clock?: () => number;
 }
 
 export interface NodeCache {
   readonly store: SpoolCacheStore<NodeEntryMeta, string>;
+  /** The requests counted (totals since start; per path between flushes). */
+  readonly stats: RequestStats;
+  /** Write the per-path counts now (they are also written every flush interval and at stop). */
+  flushStats(): Promise<void>;
   /**
    * An entry of the spool may have come, gone or moved (the service's transitions, the
    * replicator's placements): the index follows at once. Failures are logged; the periodic
@@ -168,9 +184,27 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     clock,
     idleTimeoutMs: options.uploadIdleTimeoutMs,
   });
+  const analytics = options.analytics;
+  const stats = new RequestStats({
+    perKey: analytics !== undefined,
+    maxKeys: analytics?.maxKeys,
+    bucketMs: analytics?.bucketMs,
+    clock,
+  });
+  const statsFlush: RequestStatsFlush | undefined =
+    analytics &&
+    startRequestStatsFlush({
+      stats,
+      pool: options.pool,
+      everyMs: analytics.flushEveryMs,
+      keepForMs: analytics.keepForMs,
+      logger: options.logger,
+      clock,
+    });
   const handle = cacheHttpHandler({
     reader: store,
     upload,
+    stats,
     hitTtlSeconds: options.hitTtlSeconds,
     missTtlSeconds: options.missTtlSeconds,
     logger: options.logger,
@@ -190,6 +224,8 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
   timer.unref();
   return {
     store,
+    stats,
+    flushStats: async () => statsFlush?.flush(),
     handle,
     checkContinue: (req, res) => upload.precheck(req, res, options.maxNarBytes),
     entryChanged(name) {
@@ -202,6 +238,8 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
       stopped = true;
       clearInterval(timer);
       await running;
+      // After the listeners closed (the node stops them first): every request is counted.
+      await statsFlush?.stop();
       await store.close();
     },
   };

@@ -111,6 +111,13 @@ describe("defaults", () => {
         rejectedTtl: 30 * 86_400_000,
         refreshEvery: 30_000,
         uploadTokens: [],
+        analytics: {
+          enabled: true,
+          bucket: "hour",
+          flushEvery: 60_000,
+          maxKeys: 50_000,
+          keepFor: 30 * 86_400_000,
+        },
       },
       shutdown: { deadline: 10_000 },
     } satisfies Config);

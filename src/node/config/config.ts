@@ -156,6 +156,19 @@ export interface Config {
      * `cache.queue`; they work even when gRPC runs without authentication. Default [].
      */
     uploadTokens: Array<{ name: string; token: string }>;
+    /** Request analytics (docs/configuration.md): counts per path, flushed in batches. */
+    analytics: {
+      /** Count requests per narinfo and nar and keep them in the database. Default true. */
+      enabled: boolean;
+      /** Width of a counting bucket. Default "hour". */
+      bucket: "hour" | "day";
+      /** How often the counts are written (ms): what a crash can lose. Default 1m. */
+      flushEvery: number;
+      /** Most distinct paths held between two flushes; more are counted unkeyed. Default 50000. */
+      maxKeys: number;
+      /** Buckets older than this are deleted (ms). Default 30 days. */
+      keepFor: number;
+    };
   };
   shutdown: {
     /** Graceful drain time before connections are forced closed (ms). Default 10s. */

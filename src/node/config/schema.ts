@@ -397,6 +397,16 @@ export const configSchema = z
         rejectedTtl: duration({ positive: true }).default(30 * 24 * 3_600_000),
         refreshEvery: duration({ positive: true }).default(30_000),
         uploadTokens: list(uploadTokenSchema, { commaSeparated: false }).default(() => []),
+        /** Request analytics: per-path counts flushed in batches to the node's database. */
+        analytics: z
+          .strictObject({
+            enabled: bool().default(true),
+            bucket: oneOf(["hour", "day"] as const).default("hour"),
+            flushEvery: duration({ positive: true }).default(60_000),
+            maxKeys: int(1, 10_000_000).default(50_000),
+            keepFor: duration({ positive: true }).default(30 * 24 * 3_600_000),
+          })
+          .prefault({}),
       })
       .prefault({}),
     shutdown: z

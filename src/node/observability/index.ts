@@ -5,6 +5,7 @@
  * - `Metrics`: a node's Prometheus metrics on its own Registry.
  * - `startHttpServer`: /metrics, /healthz, /readyz (and a fallback for other routes).
  */
+export { registerCacheRequestMetrics } from "./cache-metrics.js";
 export {
   type HttpHandler,
   type HttpServer,

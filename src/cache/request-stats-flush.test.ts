@@ -1,0 +1,154 @@
+import pg from "pg";
+import { afterEach, describe, expect, it } from "vitest";
+import { useSharedPostgres } from "../../test/helpers/postgres.js";
+import { migrate } from "../db/migrate.js";
+import { silentLogger } from "../node/observability/index.js";
+import { ensurePublication } from "../replication/mesh.js";
+import { HOUR_MS, OVERFLOW_KEY, RequestStats } from "./request-stats.js";
+import { startRequestStatsFlush } from "./request-stats-flush.js";
+import { readRequestReport, writeCounts } from "./request-stats-store.js";
+
+const A = "l493h11hsb577v1lhgwxzcmxh4q2m02w";
+const B = "3wwj8mpk0lbnanhsfxw3m2birs5gl6xx";
+const T0 = Date.UTC(2026, 11, 6, 10, 0, 0);
+const DAY = 24 * HOUR_MS;
+
+const shared = useSharedPostgres("reqstats");
+const pools: pg.Pool[] = [];
+afterEach(async () => {
+  for (const p of pools.splice(0)) await p.end();
+});
+
+async function database(): Promise<pg.Pool> {
+  const pool = new pg.Pool({ connectionString: await shared.freshDatabase(), max: 2 });
+  pools.push(pool);
+  await migrate(pool);
+  return pool;
+}
+
+async function rows(pool: pg.Pool) {
+  const { rows } = await pool.query<{
+    bucket: Date;
+    kind: string;
+    key: string;
+    hits: string;
+    misses: string;
+    bytes: string;
+  }>("select * from cache_request_counts order by bucket, kind, key");
+  return rows.map((r) => [
+    r.bucket.getTime(),
+    r.kind,
+    r.key,
+    Number(r.hits),
+    Number(r.misses),
+    Number(r.bytes),
+  ]);
+}
+
+describe("request counts in PostgreSQL", () => {
+  it("adds each flush to the stored counts of the same bucket and key, and flushes at stop", async () => {
+    const pool = await database();
+    const clock = { now: T0 + 60_000 };
+    const stats = new RequestStats({ clock: () => clock.now });
+    const flush = startRequestStatsFlush({
+      stats,
+      pool,
+      everyMs: 3_600_000, // only the calls below
+      keepForMs: 30 * DAY,
+      logger: silentLogger(),
+      clock: () => clock.now,
+    });
+    stats.narinfo(A, true);
+    stats.nar("nar/x.nar", true, 1000);
+    await flush.flush();
+    expect(await rows(pool)).toEqual([
+      [T0, "nar", "nar/x.nar", 1, 0, 1000],
+      [T0, "narinfo", A, 1, 0, 0],
+    ]);
+    stats.narinfo(A, true);
+    stats.narinfo(A, false);
+    clock.now += HOUR_MS;
+    stats.narinfo(B, false);
+    await flush.stop();
+    expect(await rows(pool)).toEqual([
+      [T0, "nar", "nar/x.nar", 1, 0, 1000],
+      [T0, "narinfo", A, 2, 1, 0],
+      [T0 + HOUR_MS, "narinfo", B, 0, 1, 0],
+    ]);
+    // Node-local: the mesh's publication still carries the journal alone.
+    await ensurePublication(pool, "n1");
+    const pub = await pool.query<{ tablename: string }>(
+      "select tablename from pg_publication_tables",
+    );
+    expect(pub.rows.map((r) => r.tablename)).toEqual(["journal"]);
+  });
+
+  it("keeps the counts of a failed write for the next flush", async () => {
+    const pool = await database();
+    const stats = new RequestStats({ clock: () => T0 });
+    const flush = startRequestStatsFlush({
+      stats,
+      pool,
+      everyMs: 3_600_000,
+      keepForMs: 30 * DAY,
+      logger: silentLogger(),
+      clock: () => T0,
+    });
+    stats.narinfo(A, true);
+    await pool.query("alter table cache_request_counts rename to away");
+    await flush.flush();
+    expect(stats.heldKeys).toBe(1);
+    await pool.query("alter table away rename to cache_request_counts");
+    stats.narinfo(A, true);
+    await flush.stop();
+    expect(await rows(pool)).toEqual([[T0, "narinfo", A, 2, 0, 0]]);
+  });
+
+  it("prunes buckets older than keepFor at each flush", async () => {
+    const pool = await database();
+    await writeCounts(pool, [
+      { bucket: T0 - 40 * DAY, kind: "narinfo", key: A, hits: 1, misses: 0, bytes: 0 },
+      { bucket: T0 - 2 * DAY, kind: "narinfo", key: B, hits: 1, misses: 0, bytes: 0 },
+    ]);
+    const stats = new RequestStats({ clock: () => T0 });
+    const flush = startRequestStatsFlush({
+      stats,
+      pool,
+      everyMs: 3_600_000,
+      keepForMs: 30 * DAY,
+      logger: silentLogger(),
+      clock: () => T0,
+    });
+    await flush.stop();
+    expect(await rows(pool)).toEqual([[T0 - 2 * DAY, "narinfo", B, 1, 0, 0]]);
+  });
+
+  it("reports totals, the top paths and the misses of paths never served", async () => {
+    const pool = await database();
+    const C = "0".repeat(32);
+    await writeCounts(pool, [
+      { bucket: T0 - 2 * DAY, kind: "narinfo", key: B, hits: 9, misses: 0, bytes: 0 },
+      { bucket: T0, kind: "narinfo", key: A, hits: 5, misses: 1, bytes: 0 },
+      { bucket: T0, kind: "narinfo", key: B, hits: 0, misses: 3, bytes: 0 },
+      { bucket: T0, kind: "narinfo", key: C, hits: 0, misses: 2, bytes: 0 },
+      { bucket: T0, kind: "narinfo", key: OVERFLOW_KEY, hits: 4, misses: 6, bytes: 0 },
+      { bucket: T0, kind: "nar", key: "nar/a.nar", hits: 2, misses: 0, bytes: 10 },
+      { bucket: T0, kind: "nar", key: "nar/b.nar", hits: 1, misses: 0, bytes: 99 },
+    ]);
+    const report = await readRequestReport(pool, { since: T0 - DAY, top: 10 });
+    expect(report.from).toBe(new Date(T0).toISOString());
+    expect(report.narinfo).toEqual({ hits: 9, misses: 12, bytes: 0, unkeyed: 10 });
+    expect(report.nar).toEqual({ hits: 3, misses: 0, bytes: 109, unkeyed: 0 });
+    expect(report.topNarinfos).toEqual([
+      { hashPart: A, storePath: null, hits: 5, misses: 1 },
+      { hashPart: B, storePath: null, hits: 0, misses: 3 },
+      { hashPart: C, storePath: null, hits: 0, misses: 2 },
+    ]);
+    expect(report.topNars.map((n) => n.path)).toEqual(["nar/b.nar", "nar/a.nar"]);
+    // B missed in range but was found before it: not "never served".
+    expect(report.missedNeverServed).toEqual([{ hashPart: C, misses: 2 }]);
+    const all = await readRequestReport(pool, { top: 1 });
+    expect(all.narinfo.hits).toBe(18);
+    expect(all.topNarinfos.map((n) => n.hashPart)).toEqual([B]);
+  });
+});

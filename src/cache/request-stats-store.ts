@@ -1,0 +1,188 @@
+import type pg from "pg";
+import { inTransaction } from "../db/pg-session.js";
+import { type CountRow, OVERFLOW_KEY } from "./request-stats.js";
+
+/**
+ * The cache's request counts in the node's PostgreSQL (migration 0012, `cache_request_counts`):
+ * written in batches (`writeCounts`, one transaction per flush, added to the rows of the same
+ * bucket and key), pruned by age (`pruneCounts`), read back for `geospool cache stats`
+ * (`readRequestReport`). Node-local: never replicated.
+ */
+
+/** Rows per statement. */
+const SLICE = 5_000;
+
+/** Add `rows` to the stored counts, in one transaction. */
+export async function writeCounts(pool: pg.Pool, rows: readonly CountRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  await inTransaction(pool, async (client) => {
+    // Analytics: a commit lost with PostgreSQL itself is a fraction of a second of counts.
+    await client.query("set local synchronous_commit = off");
+    for (let i = 0; i < rows.length; i += SLICE) {
+      const slice = rows.slice(i, i + SLICE);
+      await client.query(
+        `insert into cache_request_counts as c (bucket, kind, key, hits, misses, bytes)
+         select to_timestamp(b / 1000.0), k, y, h, m, n
+           from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                       $6::bigint[]) as r(b, k, y, h, m, n)
+         on conflict (bucket, kind, key) do update
+           set hits = c.hits + excluded.hits, misses = c.misses + excluded.misses,
+               bytes = c.bytes + excluded.bytes`,
+        [
+          slice.map((r) => r.bucket),
+          slice.map((r) => r.kind),
+          slice.map((r) => r.key),
+          slice.map((r) => r.hits),
+          slice.map((r) => r.misses),
+          slice.map((r) => r.bytes),
+        ],
+      );
+    }
+  });
+}
+
+/** Delete buckets that started before `before` (ms since the epoch); how many rows went. */
+export async function pruneCounts(pool: pg.Pool, before: number): Promise<number> {
+  const { rowCount } = await pool.query(
+    "delete from cache_request_counts where bucket < to_timestamp($1 / 1000.0)",
+    [before],
+  );
+  return rowCount ?? 0;
+}
+
+export interface RequestReportOptions {
+  /** Only buckets starting at or after this (ms since the epoch); all kept ones without. */
+  since?: number;
+  /** Rows per list. */
+  top: number;
+}
+
+export interface KindTotals {
+  hits: number;
+  misses: number;
+  bytes: number;
+  /** Requests counted without their key (past the node's bound between two flushes). */
+  unkeyed: number;
+}
+
+export interface NarinfoCount {
+  hashPart: string;
+  /** The store path served for it now, if any. */
+  storePath: string | null;
+  hits: number;
+  misses: number;
+}
+
+export interface NarCount {
+  path: string;
+  hits: number;
+  misses: number;
+  bytes: number;
+}
+
+export interface RequestReport {
+  /** The first and last bucket counted (ISO), null when none. */
+  from: string | null;
+  to: string | null;
+  narinfo: KindTotals;
+  nar: KindTotals;
+  /** Narinfos asked for most (hits + misses). */
+  topNarinfos: NarinfoCount[];
+  /** Nars by bytes sent. */
+  topNars: NarCount[];
+  /**
+   * Hash parts asked for and never found: no hit in any kept bucket, and nothing served for
+   * them now (what a mirror operator may want to upload). Most misses first.
+   */
+  missedNeverServed: Array<{ hashPart: string; misses: number }>;
+}
+
+const num = (v: string | number | null | undefined) => Number(v ?? 0);
+
+/** What `geospool cache stats` shows, from the node's tables. */
+export async function readRequestReport(
+  pool: pg.Pool,
+  options: RequestReportOptions,
+): Promise<RequestReport> {
+  const since = options.since ?? 0;
+  const range = "bucket >= to_timestamp($1 / 1000.0)";
+  const totals = await pool.query<{
+    kind: "narinfo" | "nar";
+    hits: string;
+    misses: string;
+    bytes: string;
+    unkeyed: string;
+    first: Date;
+    last: Date;
+  }>(
+    `select kind, sum(hits) as hits, sum(misses) as misses, sum(bytes) as bytes,
+            coalesce(sum(hits + misses) filter (where key = $2), 0) as unkeyed,
+            min(bucket) as first, max(bucket) as last
+       from cache_request_counts where ${range} group by kind`,
+    [since, OVERFLOW_KEY],
+  );
+  const kind = (k: "narinfo" | "nar"): KindTotals => {
+    const r = totals.rows.find((x) => x.kind === k);
+    return {
+      hits: num(r?.hits),
+      misses: num(r?.misses),
+      bytes: num(r?.bytes),
+      unkeyed: num(r?.unkeyed),
+    };
+  };
+  const firsts = totals.rows.map((r) => r.first.getTime());
+  const lasts = totals.rows.map((r) => r.last.getTime());
+  const topNarinfos = await pool.query<{
+    key: string;
+    hits: string;
+    misses: string;
+    store_path: string | null;
+  }>(
+    `select t.key, t.hits, t.misses,
+            substring(encode(e.narinfo, 'escape') from '(?n)^StorePath: (.*)$') as store_path
+       from (select key, sum(hits) as hits, sum(misses) as misses
+               from cache_request_counts
+              where ${range} and kind = 'narinfo' and key <> $3
+              group by key order by sum(hits + misses) desc, key limit $2) t
+       left join cache_served s on s.hash_part = t.key
+       left join cache_entries e on e.entry = s.entry
+      order by t.hits + t.misses desc, t.key`,
+    [since, options.top, OVERFLOW_KEY],
+  );
+  const topNars = await pool.query<{ key: string; hits: string; misses: string; bytes: string }>(
+    `select key, sum(hits) as hits, sum(misses) as misses, sum(bytes) as bytes
+       from cache_request_counts
+      where ${range} and kind = 'nar' and key <> $3
+      group by key order by sum(bytes) desc, sum(hits) desc, key limit $2`,
+    [since, options.top, OVERFLOW_KEY],
+  );
+  const missed = await pool.query<{ key: string; misses: string }>(
+    `select c.key, sum(c.misses) as misses
+       from cache_request_counts c
+      where ${range} and c.kind = 'narinfo' and c.key <> $3
+        and not exists (select 1 from cache_served s where s.hash_part = c.key)
+        and not exists (select 1 from cache_request_counts h
+                         where h.kind = 'narinfo' and h.key = c.key and h.hits > 0)
+      group by c.key order by sum(c.misses) desc, c.key limit $2`,
+    [since, options.top, OVERFLOW_KEY],
+  );
+  return {
+    from: firsts.length === 0 ? null : new Date(Math.min(...firsts)).toISOString(),
+    to: lasts.length === 0 ? null : new Date(Math.max(...lasts)).toISOString(),
+    narinfo: kind("narinfo"),
+    nar: kind("nar"),
+    topNarinfos: topNarinfos.rows.map((r) => ({
+      hashPart: r.key,
+      storePath: r.store_path,
+      hits: num(r.hits),
+      misses: num(r.misses),
+    })),
+    topNars: topNars.rows.map((r) => ({
+      path: r.key,
+      hits: num(r.hits),
+      misses: num(r.misses),
+      bytes: num(r.bytes),
+    })),
+    missedNeverServed: missed.rows.map((r) => ({ hashPart: r.key, misses: num(r.misses) })),
+  };
+}
