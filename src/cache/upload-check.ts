@@ -51,7 +51,7 @@ export type UploadVerdict =
     }
   | { kind: "reject"; reason: RejectReason; message: string };
 
-function reject(reason: RejectReason, message: string): UploadVerdict {
+function reject(reason: RejectReason, message: string): Extract<UploadVerdict, { kind: "reject" }> {
   return { kind: "reject", reason, message };
 }
 
@@ -124,13 +124,45 @@ export function checkUpload(
   facts: NarFacts,
   rules: UploadRules,
 ): UploadVerdict {
-  if (!rules.storeDirs.includes(info.storeDir)) {
-    return reject(RejectReason.StoreDir, `store directory ${info.storeDir} is not served here`);
-  }
+  if (!rules.storeDirs.includes(info.storeDir)) return storeDirRejection(info);
   const content = checkNarContent(info, file, facts);
   if (content.kind === "reject") return content;
-  const { contentChecked } = content;
+  const signed = checkSignatures(info, rules);
+  return signed.kind === "reject" ? signed : { ...signed, contentChecked: content.contentChecked };
+}
 
+/**
+ * What can be told of a narinfo before its nar has come (a narinfo uploaded first is held
+ * until then): its store directory and its signatures under the policy. `checkUpload`
+ * gives the same reasons once the nar is here.
+ */
+export function checkNarinfoAlone(
+  info: Narinfo,
+  rules: UploadRules,
+): { kind: "ok" } | { kind: "reject"; reason: RejectReason; message: string } {
+  if (!rules.storeDirs.includes(info.storeDir)) return storeDirRejection(info);
+  const signed = checkSignatures(info, rules);
+  return signed.kind === "reject" ? signed : { kind: "ok" };
+}
+
+function storeDirRejection(info: Narinfo): {
+  kind: "reject";
+  reason: RejectReason;
+  message: string;
+} {
+  return {
+    kind: "reject",
+    reason: RejectReason.StoreDir,
+    message: `store directory ${info.storeDir} is not served here`,
+  };
+}
+
+function checkSignatures(
+  info: Narinfo,
+  rules: UploadRules,
+):
+  | Omit<Extract<UploadVerdict, { kind: "accept" }>, "contentChecked">
+  | Extract<UploadVerdict, { kind: "reject" }> {
   const trustedBy: string[] = [];
   for (const check of checkNarinfoSignatures(info, rules.trustedNixKeys)) {
     if (check.kind === "invalid") {
@@ -150,12 +182,11 @@ export function checkUpload(
   }
   if (guix.kind === "valid") trustedBy.push(`guix:${guix.host}`);
 
-  const accept = (served: Buffer, signedByNode: boolean): UploadVerdict => ({
-    kind: "accept",
+  const accept = (served: Buffer, signedByNode: boolean) => ({
+    kind: "accept" as const,
     served,
     trustedBy,
     signedByNode,
-    contentChecked,
   });
   if (trustedBy.length > 0 || rules.policy === "allow-unsigned") return accept(info.raw, false);
   if (rules.policy === "sign" && rules.nodeKey !== undefined) {

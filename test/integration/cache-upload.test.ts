@@ -75,6 +75,7 @@ let staging = "";
 async function startCache(
   policy: SignaturePolicy,
   kind: "dir" | "spool" = "dir",
+  narWaitMs?: number,
 ): Promise<{ port: number; cache: string }> {
   const cache = join(dir.path, "cache");
   await mkdir(cache, { recursive: true });
@@ -121,6 +122,7 @@ async function startCache(
     authorize,
     logger: silentLogger(),
     idleTimeoutMs: 500,
+    narWaitMs,
   });
   server = await startCacheServer({ reader, upload });
   return { port: server.port, cache };
@@ -155,7 +157,7 @@ describe("uploads over HTTP", () => {
   });
 
   it("rejects a narinfo whose FileSize or FileHash does not match, keeps why, and never serves it", async () => {
-    const { port, cache } = await startCache("allow-unsigned");
+    const { port, cache } = await startCache("allow-unsigned", "dir", 300);
     const [file, bytes] = narinfoFixtures(NIX_XZ)[2]!;
     const info = parseNarinfo(bytes);
     const nar = readFixture(NIX_XZ, info.url);
@@ -189,8 +191,21 @@ describe("uploads over HTTP", () => {
       [info.storePath.hashPart, "file_hash", "uploader"],
     ]);
     const [doc, docBytes] = narinfoFixtures(NIX_XZ)[0]!;
-    const [missing] = await rawHttp(port, [put(`/${doc}`, docBytes), get("/nix-cache-info")]);
-    expect(missing!.body.toString()).toMatch(/rejected \(nar_missing\)/);
+    // A narinfo whose nar never comes: held (202), then rejected after the bound.
+    const [held, notYet] = await rawHttp(port, [put(`/${doc}`, docBytes), get(`/${doc}`)]);
+    expect(held!.status).toBe(202);
+    expect(notYet!.status).toBe(404);
+    await vi.waitFor(
+      async () => {
+        const lines = (await readFile(join(cache, "rejected.jsonl"), "utf8")).trim().split("\n");
+        expect(JSON.parse(lines.at(-1)!)).toMatchObject({
+          hashPart: doc.slice(0, 32),
+          reason: "nar_missing",
+        });
+      },
+      { timeout: 10_000, interval: 50 },
+    );
+    expect(await narinfos(cache)).toEqual([]);
   });
 
   it("refuses writes without a token or with a token that may not write, storing nothing", async () => {

@@ -2,11 +2,23 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import type { CacheReader } from "../../cache/cache-reader.js";
 import type { CacheWriter, RejectedUpload } from "../../cache/cache-writer.js";
+import type { NarFacts } from "../../cache/nar-digest.js";
 import type { NarStaging, StagedNar } from "../../cache/nar-staging.js";
-import { type Narinfo, NarinfoParseError, parseNarinfo } from "../../cache/narinfo.js";
+import {
+  type NarFile,
+  type Narinfo,
+  NarinfoParseError,
+  parseNarinfo,
+} from "../../cache/narinfo.js";
 import { parseCacheRequest } from "../../cache/request-path.js";
 import type { CandidateTrust } from "../../cache/served-rule.js";
-import { checkUpload, type UploadRules, type UploadVerdict } from "../../cache/upload-check.js";
+import {
+  checkNarinfoAlone,
+  checkUpload,
+  type UploadRules,
+  type UploadVerdict,
+} from "../../cache/upload-check.js";
+import { type HeldNarinfo, HeldNarinfos } from "./held-narinfos.js";
 
 /** Who may write: from the token in `Authorization` (Bearer, or Basic's password). */
 export type WriteAccess =
@@ -22,6 +34,13 @@ export interface CacheUploadOptions {
   authorize(token: string | undefined): WriteAccess;
   /** Largest narinfo or listing accepted (bytes; default 1 MiB). */
   maxSmallBytes?: number;
+  /**
+   * A narinfo uploaded before its nar is held (202, not served) until the nar comes, then
+   * checked and committed; past this it is rejected, `nar_missing` (ms; default 10 min).
+   */
+  narWaitMs?: number;
+  /** Most bytes of narinfos held waiting for their nars at once (default 64 MiB). */
+  maxHeldBytes?: number;
   /** An upload that sends nothing for this long is cut off, leaving nothing (ms; default 60 s). */
   idleTimeoutMs?: number;
   logger: Logger;
@@ -56,6 +75,16 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
   const clock = options.clock ?? Date.now;
   const maxSmall = options.maxSmallBytes ?? 1024 * 1024;
   const listings = new Map<string, { bytes: Buffer; at: number }>();
+  const narWaitMs = options.narWaitMs ?? 10 * 60_000;
+  const heldNarinfos = new HeldNarinfos({
+    waitMs: narWaitMs,
+    maxBytes: options.maxHeldBytes ?? 64 * 1024 * 1024,
+    onDue: (held) => {
+      decide(held, false).catch((err: unknown) =>
+        log.error({ err, hashPart: held.hashPart }, "held narinfo not decided"),
+      );
+    },
+  });
 
   function reply(
     res: ServerResponse,
@@ -92,67 +121,110 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
     reply(res, 413, `body larger than ${limit} bytes\n`, { connection: "close" });
   }
 
-  async function narinfoPut(
-    req: IncomingMessage,
-    res: ServerResponse,
-    hashPart: string,
-    who: string,
-  ): Promise<void> {
-    const body = await readSmall(req);
-    if (body === undefined) return tooLarge(res, maxSmall);
-    const rejectWith = async (r: Omit<RejectedUpload, "hashPart" | "by" | "at" | "narinfo">) => {
-      await options.writer.reject({ ...r, hashPart, by: who, at: clock(), narinfo: body });
-      log.info({ hashPart, reason: r.reason, by: who }, "narinfo upload rejected");
-      reply(res, 400, `rejected (${r.reason}): ${r.message}\n`);
-    };
-    let info: Narinfo;
-    try {
-      info = parseNarinfo(body);
-    } catch (err) {
-      if (!(err instanceof NarinfoParseError)) throw err;
-      return rejectWith({ storePath: undefined, reason: "unparsable", message: err.message });
+  type Answer = { status: number; text: string };
+
+  async function rejectWith(
+    held: Omit<HeldNarinfo, "info" | "at">,
+    r: Omit<RejectedUpload, "hashPart" | "by" | "at" | "narinfo">,
+  ): Promise<Answer> {
+    const { hashPart, who, body } = held;
+    await options.writer.reject({ ...r, hashPart, by: who, at: clock(), narinfo: body });
+    log.info({ hashPart, reason: r.reason, by: who }, "narinfo upload rejected");
+    return { status: 400, text: `rejected (${r.reason}): ${r.message}\n` };
+  }
+
+  const storePathOf = (info: Narinfo) => info.fields.find((f) => f.key === "StorePath")?.value;
+
+  /** Whether every nar the narinfo lists is here (staged or stored). */
+  async function allNarsHere(info: Narinfo): Promise<boolean> {
+    for (const f of info.files) {
+      if (options.staging.get(f.url) !== undefined) continue;
+      if ((await options.writer.storedNarFacts(f.url)) === undefined) return false;
     }
-    const storePath = info.fields.find((f) => f.key === "StorePath")?.value;
-    if (info.storePath.hashPart !== hashPart) {
-      return rejectWith({
-        storePath,
-        reason: "unparsable",
-        message: `StorePath's hash part is not ${hashPart}`,
-      });
-    }
+    return true;
+  }
+
+  /** A held narinfo whose nars may all be here now: decide it unless someone else has. */
+  async function releaseIfReady(held: HeldNarinfo): Promise<Answer | undefined> {
+    if (!(await allNarsHere(held.info))) return undefined;
+    if (!heldNarinfos.take(held)) return undefined;
+    return decide(held, false);
+  }
+
+  /**
+   * Check the narinfo against the nars it names that are here and commit it, or reject it.
+   * When none is here yet and `mayHold`, it is held until they come (202), for at most
+   * `narWaitMs`.
+   */
+  async function decide(held: HeldNarinfo, mayHold: boolean): Promise<Answer> {
+    const { info, hashPart, who } = held;
+    const storePath = storePathOf(info);
     await Promise.all(info.files.map((f) => options.staging.settled(f.url)));
     // Every file of the narinfo whose nar is here (Guix lists several) is checked; one
     // failure rejects the whole upload, and each accepted file becomes its own entry.
+    const here: Array<{ file: NarFile; staged: StagedNar | undefined; facts: NarFacts }> = [];
+    for (const file of info.files) {
+      const staged = options.staging.get(file.url);
+      const facts = staged?.facts ?? (await options.writer.storedNarFacts(file.url));
+      if (facts !== undefined) here.push({ file, staged, facts });
+    }
+    if (here.length === 0 && mayHold) {
+      // What needs no nar is refused at once, rather than after holding it.
+      const alone = checkNarinfoAlone(info, options.rules);
+      if (alone.kind === "reject") {
+        return rejectWith(held, { storePath, reason: alone.reason, message: alone.message });
+      }
+      const outcome = heldNarinfos.hold(held);
+      if (outcome.kind === "full") {
+        return rejectWith(held, {
+          storePath,
+          reason: "nar_missing",
+          message: `its nar is not here and ${outcome.maxBytes} bytes of narinfos already wait for theirs`,
+        });
+      }
+      if (outcome.kind === "replaced") {
+        await rejectWith(outcome.previous, {
+          storePath: storePathOf(outcome.previous.info),
+          reason: "nar_missing",
+          message: "another narinfo of this path was uploaded before its nar came",
+        });
+      }
+      // A nar that finished while this was being looked at finds it held only from now on.
+      void releaseIfReady(held).catch((err: unknown) =>
+        log.error({ err, hashPart }, "held narinfo not stored"),
+      );
+      log.info({ hashPart, by: who, waitMs: narWaitMs }, "narinfo held until its nar comes");
+      const urls = info.files.map((f) => f.url).join(", ");
+      return {
+        status: 202,
+        text: `held: not served until its nar (${urls}) comes, within ${Math.round(narWaitMs / 1000)} s\n`,
+      };
+    }
     const accepted: Array<{
       verdict: Extract<UploadVerdict, { kind: "accept" }>;
       staged: StagedNar | undefined;
       url: string;
     }> = [];
-    const stagedHere = info.files
-      .map((f) => options.staging.get(f.url))
-      .filter((n) => n !== undefined);
     const discardAll = async () => {
-      for (const n of stagedHere) await options.staging.discard(n.path);
+      for (const n of here)
+        if (n.staged !== undefined) await options.staging.discard(n.staged.path);
     };
-    for (const file of info.files) {
-      const staged = options.staging.get(file.url);
-      const facts = staged?.facts ?? (await options.writer.storedNarFacts(file.url));
-      if (facts === undefined) continue;
+    for (const { file, staged, facts } of here) {
       const sameCompression =
         staged === undefined || staged.compression === (file.compression ?? "bzip2");
       const usable = sameCompression ? facts : { ...facts, nar: undefined, narError: undefined };
       const verdict = checkUpload(info, file, usable, options.rules);
       if (verdict.kind === "reject") {
         await discardAll();
-        return rejectWith({ storePath, reason: verdict.reason, message: verdict.message });
+        return rejectWith(held, { storePath, reason: verdict.reason, message: verdict.message });
       }
       accepted.push({ verdict, staged, url: file.url });
     }
     if (accepted.length === 0) {
-      return rejectWith({
+      return rejectWith(held, {
         storePath,
         reason: "nar_missing",
-        message: "none of its URLs names an uploaded nar (PUT the nar first)",
+        message: `none of its URLs names a nar uploaded within ${Math.round(narWaitMs / 1000)} s (PUT the nar)`,
       });
     }
     const listing = listings.get(hashPart)?.bytes;
@@ -181,7 +253,57 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
       );
       outcomes.push(outcome);
     }
-    return reply(res, 200, `${outcomes.includes("stored") ? "stored" : "already_served"}\n`);
+    return { status: 200, text: `${outcomes.includes("stored") ? "stored" : "already_served"}\n` };
+  }
+
+  async function narinfoPut(
+    req: IncomingMessage,
+    res: ServerResponse,
+    hashPart: string,
+    who: string,
+  ): Promise<void> {
+    const body = await readSmall(req);
+    if (body === undefined) return tooLarge(res, maxSmall);
+    const send = (a: Answer) => reply(res, a.status, a.text);
+    const upload = { hashPart, who, body };
+    let info: Narinfo;
+    try {
+      info = parseNarinfo(body);
+    } catch (err) {
+      if (!(err instanceof NarinfoParseError)) throw err;
+      return send(
+        await rejectWith(upload, {
+          storePath: undefined,
+          reason: "unparsable",
+          message: err.message,
+        }),
+      );
+    }
+    const storePath = storePathOf(info);
+    if (info.storePath.hashPart !== hashPart) {
+      return send(
+        await rejectWith(upload, {
+          storePath,
+          reason: "unparsable",
+          message: `StorePath's hash part is not ${hashPart}`,
+        }),
+      );
+    }
+    return send(await decide({ ...upload, info, at: clock() }, true));
+  }
+
+  /** A nar has been staged: decide the held narinfos that waited for it (and have all theirs). */
+  async function narArrived(url: string): Promise<string[]> {
+    const lines: string[] = [];
+    for (const held of heldNarinfos.waitingFor(url)) {
+      try {
+        const answer = await releaseIfReady(held);
+        if (answer !== undefined) lines.push(`${held.hashPart}.narinfo: ${answer.text}`);
+      } catch (err) {
+        log.error({ err, hashPart: held.hashPart }, "held narinfo not stored");
+      }
+    }
+    return lines;
   }
 
   const idleMs = options.idleTimeoutMs ?? 60_000;
@@ -242,7 +364,8 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
       case "nar": {
         const staged = await options.staging.put(request.path, req);
         if (staged.kind === "too_large") return tooLarge(res, staged.limit);
-        return reply(res, 200, "ok\n");
+        const decided = await narArrived(request.path);
+        return reply(res, 200, ["ok\n", ...decided].join(""));
       }
       case "narinfo":
         return narinfoPut(req, res, request.hashPart, access.who);
@@ -257,5 +380,16 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
     }
   }
 
-  return Object.assign(put, { precheck });
+  /** Stop holding narinfos: each still waiting is rejected (its nar never came). */
+  async function stop(): Promise<void> {
+    for (const held of heldNarinfos.takeAll()) {
+      await rejectWith(held, {
+        storePath: storePathOf(held.info),
+        reason: "nar_missing",
+        message: "the node stopped before its nar came",
+      }).catch((err: unknown) => log.error({ err, hashPart: held.hashPart }, "held narinfo lost"));
+    }
+  }
+
+  return Object.assign(put, { precheck, stop });
 }

@@ -75,6 +75,7 @@ export async function startCacheFromConfig(
     stagingDir: c.stagingDir ?? `${config.spool.dir}.cache-staging`,
     maxNarBytes: c.maxNarSize,
     stagingTtlMs: c.stagingTtl,
+    narWaitMs: c.narWait,
     rejections: await RejectionLog.open(rejectedDirOf(config), {
       maxEntries: c.keepRejected,
       maxAgeMs: c.rejectedTtl,

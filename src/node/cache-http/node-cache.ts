@@ -72,6 +72,8 @@ export interface NodeCacheOptions {
   rejections?: RejectionLog;
   /** A staged nar whose narinfo has not come within this is dropped (ms). */
   stagingTtlMs: number;
+  /** A narinfo uploaded before its nar waits this long for it, then is rejected (ms). */
+  narWaitMs?: number;
   hitTtlSeconds: number;
   missTtlSeconds: number;
   /**
@@ -183,6 +185,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     logger: options.logger,
     clock,
     idleTimeoutMs: options.uploadIdleTimeoutMs,
+    narWaitMs: options.narWaitMs,
   });
   const analytics = options.analytics;
   const stats = new RequestStats({
@@ -240,6 +243,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
       await running;
       // After the listeners closed (the node stops them first): every request is counted.
       await statsFlush?.stop();
+      await upload.stop();
       await store.close();
     },
   };

@@ -107,6 +107,7 @@ describe("defaults", () => {
         missTtl: 60_000,
         maxNarSize: 8 * 1024 ** 3,
         stagingTtl: 600_000,
+        narWait: 600_000,
         keepRejected: 10_000,
         rejectedTtl: 30 * 86_400_000,
         refreshEvery: 30_000,

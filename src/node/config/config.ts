@@ -143,6 +143,11 @@ export interface Config {
     stagingDir?: string | undefined;
     /** A staged nar whose narinfo has not come within this is dropped (ms). Default 10m. */
     stagingTtl: number;
+    /**
+     * A narinfo uploaded before its nar is held (not served) this long for it, then
+     * rejected (ms). Default 10m.
+     */
+    narWait: number;
     /** Where rejected uploads are kept (node-local). Default `<spool.dir>.cache-rejected`. */
     rejectedDir?: string | undefined;
     /** The most rejections kept; the oldest go first. Default 10000. */

@@ -392,6 +392,7 @@ export const configSchema = z
         maxNarSize: size(1, Number.MAX_SAFE_INTEGER).default(8 * GiB),
         stagingDir: path().optional(),
         stagingTtl: duration({ positive: true }).default(10 * 60_000),
+        narWait: duration({ positive: true }).default(10 * 60_000),
         rejectedDir: path().optional(),
         keepRejected: int(1).default(10_000),
         rejectedTtl: duration({ positive: true }).default(30 * 24 * 3_600_000),

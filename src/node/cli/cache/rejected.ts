@@ -29,7 +29,7 @@ the newest cache.keepRejected are kept, none older than cache.rejectedTtl. Reaso
   bad_signature          a signature by a trusted key does not verify
   unsigned               no signature by a trusted key (cache.policy require)
   store_dir              its store directory is not in cache.storeDirs
-  nar_missing            none of its URLs names an uploaded nar
+  nar_missing            its nar did not come within cache.narWait
   unparsable             the narinfo could not be parsed, or names another hash part
 
 ${NODE_SETTINGS_HELP}
