@@ -75,7 +75,7 @@ let staging = "";
 async function startCache(
   policy: SignaturePolicy,
   kind: "dir" | "spool" = "dir",
-  narWaitMs?: number,
+  opts: { commitDelayMs?: number; narWaitMs?: number } = {},
 ): Promise<{ port: number; cache: string }> {
   const cache = join(dir.path, "cache");
   await mkdir(cache, { recursive: true });
@@ -107,6 +107,19 @@ async function startCache(
     reader = store;
     writer = store;
   }
+  if (opts.commitDelayMs !== undefined) {
+    // A disk slower than the upload idle timeout (seen under load).
+    const slow = writer;
+    const ms = opts.commitDelayMs;
+    writer = {
+      storedNarFacts: (path) => slow.storedNarFacts(path),
+      commit: async (upload) => {
+        await new Promise((r) => setTimeout(r, ms));
+        return slow.commit(upload);
+      },
+      reject: (rejection) => slow.reject(rejection),
+    };
+  }
   staging = join(dir.path, "staging");
   const upload = cacheUploadHandler({
     reader,
@@ -122,7 +135,7 @@ async function startCache(
     authorize,
     logger: silentLogger(),
     idleTimeoutMs: 500,
-    narWaitMs,
+    narWaitMs: opts.narWaitMs,
   });
   server = await startCacheServer({ reader, upload });
   return { port: server.port, cache };
@@ -157,7 +170,7 @@ describe("uploads over HTTP", () => {
   });
 
   it("rejects a narinfo whose FileSize or FileHash does not match, keeps why, and never serves it", async () => {
-    const { port, cache } = await startCache("allow-unsigned", "dir", 300);
+    const { port, cache } = await startCache("allow-unsigned", "dir", { narWaitMs: 300 });
     const [file, bytes] = narinfoFixtures(NIX_XZ)[2]!;
     const info = parseNarinfo(bytes);
     const nar = readFixture(NIX_XZ, info.url);
@@ -226,6 +239,20 @@ describe("uploads over HTTP", () => {
     const [logs] = await rawHttp(port, [put("/log/abc-foo.drv", "build log", TOKEN, true)]);
     expect(logs!.status).toBe(200);
     expect(await readdir(cache)).toEqual(["nix-cache-info"]);
+  });
+
+  it("answers an upload whose commit takes longer than the idle timeout, and the requests after it", async () => {
+    const { port } = await startCache("require", "dir", { commitDelayMs: 1_000 });
+    const [file, bytes] = narinfoFixtures(GUIX)[0]!;
+    const nar = parseNarinfo(bytes).files[0]!.url;
+    const answers = await rawHttp(port, [
+      put(`/${nar}`, readFixture(GUIX, nar)),
+      put(`/${file}`, bytes),
+      get("/nix-cache-info"),
+    ]);
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200]);
+    const [served] = await rawHttp(port, [get(`/${file}`)]);
+    expect(served!.body.equals(bytes)).toBe(true);
   });
 
   it("cuts off a stalled upload and leaves nothing behind", async () => {

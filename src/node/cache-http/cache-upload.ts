@@ -335,12 +335,24 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
 
   async function put(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const rawPath = (req.url ?? "").split("?")[0] ?? "";
-    // A stalled body: end the connection; the reader of the body fails and cleans up.
-    req.socket.setTimeout(idleMs, () => {
+    // A stalled body: end the connection; the reader of the body fails and cleans up. The
+    // timer runs only while the body is read: left on the socket, it fired while a slow
+    // commit (or the next pipelined request) kept the socket quiet, and node:http destroys a
+    // socket whose timeout no request or response handles, so the answer was never sent.
+    const socket = req.socket;
+    const onIdle = () => {
       if (req.complete) return;
       log.info({ path: rawPath, idleMs }, "upload stalled; connection closed");
-      req.socket.destroy();
-    });
+      socket.destroy();
+    };
+    const bodyDone = () => {
+      socket.off("timeout", onIdle);
+      socket.setTimeout(0);
+    };
+    socket.setTimeout(idleMs);
+    socket.on("timeout", onIdle);
+    req.once("end", bodyDone);
+    res.once("close", bodyDone);
     const access = options.authorize(tokenOf(req.headers.authorization));
     if (access.kind === "unauthenticated") {
       return reply(res, 401, "credentials needed to write\n", {
