@@ -1,3 +1,4 @@
+import type { Logger } from "pino";
 import type { FetchDataRequest } from "./replicator-options.js";
 
 /**
@@ -16,6 +17,7 @@ export class EntryFetches {
   constructor(
     private readonly fetch: (req: FetchDataRequest) => Promise<{ path: string }>,
     private readonly ended: (entry: string) => void,
+    private readonly log?: Logger,
   ) {}
 
   /** Fetches running or ended and not taken yet. */
@@ -50,6 +52,7 @@ export class EntryFetches {
     const job = this.jobs.get(entry);
     if (job === undefined) return;
     this.jobs.delete(entry);
+    this.log?.debug({ entry, state: job.state.kind }, "fetch cancelled");
     job.ac.abort();
   }
 
@@ -63,6 +66,7 @@ export class EntryFetches {
     const ac = new AbortController();
     const job: Job = { sha256: req.sha256, size: req.size, ac, state: { kind: "running" } };
     this.jobs.set(req.entry, job);
+    this.log?.debug({ entry: req.entry, origin: req.origin }, "fetch started");
     this.fetch({ ...req, signal: ac.signal })
       .then(
         (got) => {
@@ -73,7 +77,9 @@ export class EntryFetches {
         },
       )
       .finally(() => {
-        if (this.jobs.get(req.entry) === job) this.ended(req.entry);
+        const current = this.jobs.get(req.entry) === job;
+        this.log?.debug({ entry: req.entry, state: job.state.kind, current }, "fetch ended");
+        if (current) this.ended(req.entry);
       });
   }
 }

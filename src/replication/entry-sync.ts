@@ -98,6 +98,7 @@ export class EntrySync {
     this.fetches = new EntryFetches(
       (req) => this.opts.fetchData(req),
       (entry) => this.schedule.mark(entry, "peer"),
+      this.log,
     );
   }
 
@@ -176,13 +177,22 @@ export class EntrySync {
           ),
       )
       .map((i) => i.entry);
-    const streamed = new Map<string, Record<string, unknown>[]>();
-    for (const [entry] of batch) {
-      const rows = this.schedule.takeStreamed(entry);
+    // Stream rows stay with the schedule until a query returns them: a fold not read now
+    // (an entry in flux), or read before the row's commit shows, still gets them next time.
+    const streamed = new Map<string, readonly Record<string, unknown>[]>();
+    for (const entry of needFold) {
+      const rows = this.schedule.streamedRows(entry);
       if (rows !== undefined) streamed.set(entry, rows);
     }
     const folds = await readEntries(pool, needFold);
-    for (const [entry, raws] of streamed) mergeStreamed(folds.get(entry), raws);
+    const queried = this.log.isLevelEnabled("debug")
+      ? new Map([...folds].map(([e, j]) => [e, j.rows.length]))
+      : undefined;
+    const visible = new Map<string, Set<Record<string, unknown>>>();
+    for (const [entry, raws] of streamed) {
+      const journal = folds.get(entry);
+      if (journal !== undefined) visible.set(entry, mergeStreamed(journal, raws));
+    }
     const now = this.clock();
     const outcomes = await mapLimit(inspected, concurrency, async (i): Promise<Outcome> => {
       const journal = folds.get(i.entry);
@@ -199,7 +209,41 @@ export class EntrySync {
         return { entry: i.entry, retry: { reason: errorText(err), persist: i.d.peer } };
       });
     });
+    if (queried !== undefined) this.trace(inspected, folds, queried, streamed, outcomes);
     await this.commitOutcomes(outcomes);
+    for (const [entry, rows] of visible) this.schedule.forgetStreamed(entry, rows);
+  }
+
+  /** One debug line per entry synced: what the sync saw and what it came to. */
+  private trace(
+    inspected: ReadonlyArray<{ entry: string; d: Dirty; seen?: ReplicaInspection<string> }>,
+    folds: ReadonlyMap<string, JournalView>,
+    queried: ReadonlyMap<string, number>,
+    streamed: ReadonlyMap<string, readonly unknown[]>,
+    outcomes: readonly Outcome[],
+  ): void {
+    for (const [k, i] of inspected.entries()) {
+      const o = outcomes[k];
+      const rows = folds.get(i.entry)?.rows;
+      this.log.debug(
+        {
+          entry: i.entry,
+          peer: i.d.peer,
+          service: i.d.service,
+          seen: i.seen?.kind ?? "invalid",
+          recorded: this.recorded.has(i.entry),
+          rows: rows?.map((r) => `${r.origin}/${r.seq}:${r.op}`).join(" "),
+          queried: queried.get(i.entry),
+          streamed: streamed.get(i.entry)?.length,
+          record: o?.record === undefined ? undefined : o.record === null ? "none" : "placed",
+          applied: o?.applied,
+          retry: o?.retry?.reason,
+          waitData: o?.waitData,
+          localRows: o?.rows?.map((r) => r.op).join(" "),
+        },
+        "entry synced",
+      );
+    }
   }
 
   private async syncOne(

@@ -195,7 +195,7 @@ describe("the sync decision", () => {
 
   it("merges streamed rows the query missed, once each, in fold order", () => {
     const journal = { rows: [enqueue("n2", 1n, 10n)], rejected: [] as never[] };
-    mergeStreamed(journal, [
+    const raws: Record<string, unknown>[] = [
       {
         origin: "n2",
         seq: "1",
@@ -222,8 +222,12 @@ describe("the sync decision", () => {
         lease_until: null,
       },
       { origin: "n3", seq: "2", entry: "e1", op: "nonsense" },
-    ]);
+    ];
+    const forget = mergeStreamed(journal, raws);
     expect(journal.rows.map((r) => `${r.origin}/${r.seq}`)).toEqual(["n3/1", "n2/1"]);
     expect(journal.rejected).toHaveLength(1);
+    // The row the query returned, and the one quarantined, need not be kept; the remove
+    // the query did not show yet is kept for the next sync.
+    expect([...forget]).toEqual([raws[0], raws[2]]);
   });
 });

@@ -175,26 +175,39 @@ export function quarantineAll(
   ];
 }
 
-/** Add decoded stream rows the query did not return yet (by origin and seq). */
+/**
+ * Add decoded stream rows the query did not return yet (by origin and seq). Returns the
+ * stream rows that need not be kept: those the query returned (visible to queries now), and
+ * rows that do not validate (quarantined as they are).
+ */
 export function mergeStreamed(
-  journal: JournalView | undefined,
+  journal: JournalView,
   raws: readonly Record<string, unknown>[],
-): void {
-  if (journal === undefined) return;
-  const have = new Set([...journal.rows, ...journal.rejected].map((r) => rowKey(r)));
+): Set<Record<string, unknown>> {
+  const queried = new Set([...journal.rows, ...journal.rejected].map((r) => rowKey(r)));
+  const have = new Set(queried);
+  const visible = new Set<Record<string, unknown>>();
   for (const raw of raws) {
     const result = validateRow(raw);
     if (!result.ok) {
       const origin = typeof raw.origin === "string" ? raw.origin : "?";
       const seq = typeof raw.seq === "string" && /^[0-9]+$/.test(raw.seq) ? BigInt(raw.seq) : 0n;
-      if (!have.has(`${origin}/${seq}`))
+      const key = `${origin}/${seq}`;
+      if (!have.has(key)) {
+        have.add(key);
         journal.rejected.push({ origin, seq, problem: result.problem });
+      }
+      // Quarantined now; its key may not even match the stored row's: not waited for.
+      visible.add(raw);
       continue;
     }
-    if (have.has(rowKey(result.row))) continue;
-    have.add(rowKey(result.row));
+    const key = rowKey(result.row);
+    if (queried.has(key)) visible.add(raw);
+    if (have.has(key)) continue;
+    have.add(key);
     const recordedAt = raw.recorded_at instanceof Date ? raw.recorded_at : new Date();
     journal.rows.push({ ...result.row, recordedAt });
   }
   journal.rows.sort(compareRows);
+  return visible;
 }

@@ -51,6 +51,8 @@ export class SyncSchedule {
   private marks = 0;
   private readonly quiet = new Map<string, number>();
   private readonly streamed = new Map<string, Record<string, unknown>[]>();
+  /** Entries folded while some of their stream rows were not visible to queries yet. */
+  private readonly hidden = new Set<string>();
   private wake: (() => void) | undefined;
   private drained: Array<() => void> = [];
   private closed = false;
@@ -100,8 +102,9 @@ export class SyncSchedule {
   /**
    * A peer row from the apply stream. The walsender may send a commit before the committing
    * transaction is visible to other sessions (with synchronous_commit on, the flush comes
-   * before the commit shows), so a query right now could miss the row: the decoded row is
-   * kept and folded in with what the next sync reads.
+   * before the commit shows, and under load the gap can outlast a whole sync), so a query
+   * right now could miss the row: the decoded row is kept and folded in with what every sync
+   * of the entry reads, until a query returns it (`forgetStreamed`).
    */
   streamRow(entry: string, raw: Record<string, unknown>): void {
     const rows = this.streamed.get(entry);
@@ -110,11 +113,29 @@ export class SyncSchedule {
     this.mark(entry, "peer");
   }
 
-  /** The decoded peer rows of `entry` not folded yet (taken: the caller folds them). */
-  takeStreamed(entry: string): Record<string, unknown>[] | undefined {
+  /** The decoded peer rows of `entry` that no query has returned yet. */
+  streamedRows(entry: string): readonly Record<string, unknown>[] | undefined {
     const rows = this.streamed.get(entry);
-    this.streamed.delete(entry);
-    return rows;
+    return rows === undefined ? undefined : [...rows];
+  }
+
+  /**
+   * A sync folded `entry` with its stream rows; `visible` are those its query returned, no
+   * longer needed. Rows it did not return stay, and the entry is synced again shortly
+   * (`releaseDueRetries`) until a query returns them: a decision taken on rows the database
+   * does not show yet is then checked against the database.
+   */
+  forgetStreamed(entry: string, visible: ReadonlySet<Record<string, unknown>>): void {
+    const rows = this.streamed.get(entry);
+    if (rows === undefined) return;
+    const left = rows.filter((r) => !visible.has(r));
+    if (left.length === 0) {
+      this.streamed.delete(entry);
+      this.hidden.delete(entry);
+    } else {
+      this.streamed.set(entry, left);
+      this.hidden.add(entry);
+    }
   }
 
   /** The stream ended a transaction at `lsn`; a promise holds it while too much is dirty. */
@@ -232,6 +253,9 @@ export class SyncSchedule {
     for (const [entry, until] of this.quiet) if (until <= now) this.quiet.delete(entry);
     for (const [entry, r] of this.retries) {
       if (r.due <= now && !this.dirty.has(entry)) this.mark(entry, r.peer ? "peer" : "spool");
+    }
+    for (const entry of this.hidden) {
+      if (!this.dirty.has(entry) && !this.inProgress.has(entry)) this.mark(entry, "peer");
     }
   }
 

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import pg from "pg";
@@ -34,6 +35,8 @@ import { useSuiteTempDir } from "../helpers/tmp.js";
 const ROUNDS = Number(process.env.GEOSPOOL_PARTITION_ROUNDS ?? 1);
 const LONG = ROUNDS > 1;
 const LEASE_MS = LONG ? 3_000 : 20_000;
+/** GEOSPOOL_PARTITION_LOG_DIR: each node's whole log, at debug level, in `<dir>/<id>.log`. */
+const LOG_DIR = process.env.GEOSPOOL_PARTITION_LOG_DIR;
 const problem = await netnsProblem();
 if (problem !== undefined) console.warn(`replication-partition skipped: ${problem}`);
 
@@ -71,12 +74,17 @@ describe.skipIf(problem !== undefined)("a region partition under load", () => {
           http: `${h.clientIp}:8000`,
           peers,
           netns: h.ns,
+          ...(LOG_DIR ? { logLevel: "debug" } : {}),
           flags: {
             "grpc.listen": "0.0.0.0:7000",
             "replication.leaseReapGrace": LONG ? "2s" : "10s",
           },
         }),
       );
+      if (LOG_DIR) {
+        const out = createWriteStream(join(LOG_DIR, `${IDS[i]}.log`), { flags: "a" });
+        nodes[i]!.child.stderr?.pipe(out);
+      }
       clients.push(new GeospoolClient({ endpoints: [`${h.clientIp}:7000`], retryForMs: 2_000 }));
       const pool = new pg.Pool({ connectionString: servers[i]!.clientUrl, max: 2 });
       pool.on("error", () => undefined);
@@ -178,14 +186,19 @@ describe.skipIf(problem !== undefined)("a region partition under load", () => {
         running = false;
         await Promise.all(load);
         const t0 = Date.now();
-        await converged().catch((err: Error & { odd?: string[] }) => {
-          // What the test knows of the entries that differ, and the nodes' warnings.
-          const fate = (err.odd ?? []).map(
+        await converged().catch(async (err: Error & { odd?: string[] }) => {
+          // What the test knows of the entries that differ, each node's record of them, and
+          // the nodes' warnings.
+          const odd = err.odd ?? [];
+          const fate = odd.map(
             (n) =>
               `${n}: acked ${acked.has(n)}, removed ${removed.has(n)}, delivered ${deliveries.get(n) ?? 0}`,
           );
+          const records = await Promise.all(pools.map((p) => recordOf(p, odd)));
           const logs = nodes.map((p) => `--- ${p.id}:\n${p.stderr().slice(-4000)}`);
-          throw new Error(`${err.message}\n${fate.join("\n")}\n${logs.join("\n")}`);
+          throw new Error(
+            `${err.message}\n${fate.join("\n")}\n${records.map((r, i) => `${IDS[i]}: ${r}`).join("\n")}\n${logs.join("\n")}`,
+          );
         });
         const converge = Date.now() - t0;
 
@@ -289,6 +302,19 @@ async function converged(): Promise<void> {
   ).catch((err) => {
     throw Object.assign(new Error(`${(err as Error).message}: ${last}`), { odd: oddEntries });
   });
+}
+
+/** A node's record, retries and quarantine of `entries`, as one line. */
+async function recordOf(pool: pg.Pool, entries: string[]): Promise<string> {
+  const q = async (sql: string) =>
+    JSON.stringify(
+      (await pool.query(sql, [entries]).catch((e: Error) => ({ rows: e.message }))).rows,
+    );
+  return [
+    `record ${await q("select entry, queue, checked_out, attempts from replica_entries where entry = any($1)")}`,
+    `pending ${await q("select entry, reason, failures from replica_pending where entry = any($1)")}`,
+    `quarantine ${await q("select entry, origin, seq, problem from replica_quarantine where entry = any($1)")}`,
+  ].join("; ");
 }
 
 async function fsckClean(i: number): Promise<boolean> {
