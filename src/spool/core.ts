@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { type FileHandle, mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { isErrno } from "../common/errno.js";
+import { BatchWriter } from "./batch-writer.js";
 import { writeDataSynced } from "./data.js";
 import { decodeEnvelope, type Envelope, encodeEnvelope } from "./envelope.js";
 import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
@@ -64,6 +65,8 @@ export class SpoolCore<M, Q extends string> {
   readonly names: NameGenerator;
   readonly leases: LeasePolicy<Q>;
   readonly syncer = new DirectorySyncer();
+  /** Writes batches of small entries (`enqueueBatch`) on a thread of its own. */
+  readonly batchWriter = new BatchWriter();
   private readonly dirnames = new Map<string, string>();
   /** Set by `open` (undefined for a spool opened without looking at the disk). */
   identity: SpoolIdentity | undefined;

@@ -9,6 +9,8 @@ export const DEFAULT_MAX_CHECKED_OUT_AGE_MS = 10 * 60_000;
 export const DEFAULT_MAX_TMP_FILE_AGE_MS = 10 * 60_000;
 export const DEFAULT_CHECK_EVERY_MS = 15_000;
 export const DEFAULT_ALERT_AFTER_CYCLES = 2;
+/** Registry files in no queue that repair looks at concurrently. */
+const REGISTRY_CHECKS_AT_ONCE = 32;
 
 /** A directory of the spool, as fsck names it. */
 export type SpoolDir<Q extends string> =
@@ -243,6 +245,7 @@ export class Monitor<M, Q extends string> {
     const remaining: Problem<Q>[] = [];
     const old = (mtimeMs: number) => now - mtimeMs > this.limits.maxTmpFileAgeMs;
     const done = new Set<string>();
+    const registryOrphans: Problem<Q>[] = [];
     for (const p of await this.fsck(now)) {
       const name = p.file.filename;
       let action: string | undefined;
@@ -274,11 +277,10 @@ export class Monitor<M, Q extends string> {
             action = "deleted orphaned data file";
           }
         } else if (p.kind === "orphaned" && d.kind === "registry") {
-          if (await this.abandoned(name, p.file.mtimeMs, old)) {
-            await unlinkIfExists(l.dataFile(name));
-            await unlinkIfExists(l.registryFile(name));
-            action = "deleted abandoned registry file and its data";
-          }
+          // Checked below, many at once: each look may wait ~1 s for an entry in motion
+          // (see `locate`), and a crash in a batch leaves hundreds of these.
+          registryOrphans.push(p);
+          continue;
         } else if (p.kind === "orphaned" && (d.kind === "queue" || d.kind === "checkout")) {
           if (await statIfExists(l.dataFile(name))) {
             await createExclusive(l.registryFile(name));
@@ -295,6 +297,20 @@ export class Monitor<M, Q extends string> {
       if (action) repaired.push({ problem: p, action });
       else remaining.push(p);
     }
+    const next = () => registryOrphans.shift();
+    const worker = async () => {
+      for (let p = next(); p !== undefined; p = next()) {
+        const name = p.file.filename;
+        if (await this.abandoned(name, p.file.mtimeMs, old)) {
+          await unlinkIfExists(l.dataFile(name));
+          await unlinkIfExists(l.registryFile(name));
+          repaired.push({ problem: p, action: "deleted abandoned registry file and its data" });
+        } else {
+          remaining.push(p);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: REGISTRY_CHECKS_AT_ONCE }, worker));
     return { repaired, remaining };
   }
 

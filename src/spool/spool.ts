@@ -5,6 +5,7 @@ import { CheckedOutEntry } from "./checked-out-entry.js";
 import { type ExpiredLease, SpoolCore } from "./core.js";
 import type { DataFile, DataSource } from "./data.js";
 import { DeferredMetadata, enqueue } from "./enqueue.js";
+import { type BatchItem, enqueueBatch } from "./enqueue-batch.js";
 import { Entry } from "./entry.js";
 import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
 import { statIfExists, unlinkIfExists } from "./fs-ops.js";
@@ -41,6 +42,16 @@ export interface EnqueueOptions {
 export interface CheckoutOptions {
   /** Lease length; the spool's default lease when absent. */
   leaseMs?: number;
+}
+
+/** What became of one entry of `enqueueBatch`. */
+export type BatchEnqueueResult<M, Q extends string> =
+  | { ok: true; entry: Entry<M, Q> }
+  | { ok: false; error: SpoolError; name?: string };
+
+export interface BatchEnqueueOptions {
+  /** Called as each entry becomes visible (after its rename, before the batch's last fsync). */
+  onVisible?: (name: string, index: number) => void;
 }
 
 /** Where an entry is in its queue: waiting, or checked out. */
@@ -186,6 +197,23 @@ export class Spool<M, Q extends string = string> {
       options.onVisible,
     );
     return new Entry(this.#core, queue, name);
+  }
+
+  /**
+   * Add many small entries at once, made durable together (group commit, see index.ts):
+   * one result per item, in order. When it resolves, every entry reported `ok` survives a
+   * crash; each entry that failed left nothing behind, and did not stop the others.
+   */
+  async enqueueBatch(
+    items: readonly BatchItem<M, Q>[],
+    options: BatchEnqueueOptions = {},
+  ): Promise<BatchEnqueueResult<M, Q>[]> {
+    const results = await enqueueBatch(this.#core, items, options.onVisible);
+    return results.map((r, i) =>
+      r.ok
+        ? { ok: true, entry: new Entry(this.#core, (items[i] as BatchItem<M, Q>).queue, r.name) }
+        : r,
+    );
   }
 
   /** The entries in `queue`, sorted by name (and so, with the default names, by age). */

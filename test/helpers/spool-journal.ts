@@ -26,6 +26,13 @@ export class JournalWriter {
     fsyncSync(this.fd);
   }
 
+  /** Append every line, then fsync once. */
+  commitAll(lines: readonly JournalLine[]): void {
+    if (lines.length === 0) return;
+    writeSync(this.fd, lines.map((l) => `${JSON.stringify(l)}\n`).join(""));
+    fsyncSync(this.fd);
+  }
+
   /** Append without fsync (enough to survive the process being killed). */
   note(line: JournalLine): void {
     writeSync(this.fd, `${JSON.stringify(line)}\n`);

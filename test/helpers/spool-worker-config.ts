@@ -53,6 +53,18 @@ export type WorkerConfig =
       seed: number;
       /** Probability that an operation is an enqueue (the parent lowers it as the spool grows). */
       enqueueShare: number;
+    }
+  /**
+   * `enqueueBatch` of `batchEntries` small self-verifying entries, over and over until
+   * killed; each entry reported ok is journaled (`enq`, one fsync per batch). Sends `ready`
+   * as its second batch starts.
+   */
+  | {
+      role: "batch";
+      spool: SpoolRef;
+      journal: string;
+      seed: number;
+      batchEntries: number;
     };
 
 export interface EnqueuedRecord {

@@ -7,6 +7,7 @@
 import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { QueueReader, type SpoolError } from "../../src/spool/index.js";
+import { runBatches } from "./spool-batch-chaos.js";
 import { runChaos } from "./spool-chaos.js";
 import { sha256 } from "./spool-payload.js";
 import type {
@@ -118,6 +119,10 @@ async function main(config: WorkerConfig): Promise<void> {
     }
     case "chaos": {
       await runChaos(spool, config, () => send({ kind: "ready" }));
+      break;
+    }
+    case "batch": {
+      await runBatches(spool, config, () => send({ kind: "ready" }));
       break;
     }
   }

@@ -1,0 +1,95 @@
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { useTempDir } from "../../test/helpers/tmp.js";
+import { type Widget, type WidgetQueue, widgetSpoolable } from "../../test/helpers/widget.js";
+import { BATCH_ROUND_ENTRIES } from "./enqueue-batch.js";
+import { Monitor, Spool, SpoolErrorCode } from "./index.js";
+
+const dir = useTempDir();
+
+async function newSpool(): Promise<Spool<Widget, WidgetQueue>> {
+  return Spool.create(join(dir.path, "spool"), widgetSpoolable());
+}
+
+describe("enqueueBatch", () => {
+  it("stores every entry of a batch larger than one round, in order, with its data", async () => {
+    const spool = await newSpool();
+    const n = BATCH_ROUND_ENTRIES + 7;
+    const seen: [string, number][] = [];
+    const results = await spool.enqueueBatch(
+      Array.from({ length: n }, (_, i) => ({
+        queue: (i % 3 === 0 ? "outbox" : "inbox") as WidgetQueue,
+        metadata: { id: i },
+        data: `data ${i}`,
+      })),
+      { onVisible: (name, index) => seen.push([name, index]) },
+    );
+    expect(results.every((r) => r.ok)).toBe(true);
+    expect(seen).toHaveLength(n);
+    const listed = new Set([
+      ...(await spool.listNames("inbox")),
+      ...(await spool.listNames("outbox")),
+    ]);
+    for (const [i, r] of results.entries()) {
+      if (!r.ok) throw r.error;
+      expect(r.entry.queue).toBe(i % 3 === 0 ? "outbox" : "inbox");
+      expect(listed.has(r.entry.name)).toBe(true);
+      if (i % 25 !== 0 && i !== n - 1) continue;
+      const found = await spool.find(r.entry.name);
+      expect(found?.metadata).toEqual({ id: i });
+      expect((await spool.dataFile(r.entry.name).read()).toString()).toBe(`data ${i}`);
+    }
+    const names = new Set(results.map((r) => (r.ok ? r.entry.name : "")));
+    expect(names.size).toBe(n);
+    expect(await new Monitor(spool).fsck()).toEqual([]);
+    expect(await readdir(join(spool.dir, ".tmp"))).toEqual([]);
+  });
+
+  it("fails an entry alone, leaving nothing of it, and stores the others", async () => {
+    const spool = await newSpool();
+    const existing = await spool.enqueue("inbox", { id: 0 }, "first");
+    const reserved = await spool.reserveName();
+    const results = await spool.enqueueBatch([
+      { queue: "inbox", metadata: { id: 1 }, data: "one" },
+      { queue: "nowhere" as WidgetQueue, metadata: { id: 2 }, data: "two" },
+      { queue: "inbox", metadata: { id: 3 }, data: "three", name: "../escape" },
+      { queue: "inbox", metadata: { id: 4 }, data: "four", name: existing.name },
+      { queue: "inbox", metadata: { id: 5 }, data: "five", name: "never-reserved" },
+      { queue: "outbox", metadata: { id: 6 }, data: "six", name: reserved },
+    ]);
+    const codes = results.map((r) => (r.ok ? "ok" : r.error.code));
+    expect(codes).toEqual([
+      "ok",
+      SpoolErrorCode.UnknownQueue,
+      SpoolErrorCode.InvalidName,
+      SpoolErrorCode.Io,
+      SpoolErrorCode.EntryNotFound,
+      "ok",
+    ]);
+    const third = results[3];
+    expect(third?.ok === false && third.error.errno).toBe("EEXIST");
+    // The live entry whose name was reused is untouched.
+    expect((await spool.dataFile(existing.name).read()).toString()).toBe("first");
+    expect((await spool.find(existing.name))?.metadata).toEqual({ id: 0 });
+    expect(await spool.isReserved("never-reserved")).toBe(false);
+    expect((await spool.find(reserved))?.queue).toBe("outbox");
+    expect(await spool.listNames("inbox")).toHaveLength(2);
+    expect(await new Monitor(spool).fsck()).toEqual([]);
+    expect(await readdir(join(spool.dir, ".tmp"))).toEqual([]);
+    expect(await readdir(join(spool.dir, ".data"))).toHaveLength(3);
+  });
+
+  it("runs concurrent batches, one after another", async () => {
+    const spool = await newSpool();
+    for (let round = 0; round < 5; round++) {
+      const r = await Promise.all(
+        [0, 1, 2].map((k) =>
+          spool.enqueueBatch([{ queue: "inbox", metadata: { id: round * 10 + k }, data: "x" }]),
+        ),
+      );
+      expect(r.flat().every((x) => x.ok)).toBe(true);
+    }
+    expect(await spool.listNames("inbox")).toHaveLength(15);
+  });
+});
