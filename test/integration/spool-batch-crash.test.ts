@@ -15,7 +15,7 @@ const KILLS = 5;
 /** Two rounds of the batch writer (512 entries each) per batch. */
 const BATCH_ENTRIES = 600;
 /** The kill lands this long (at random) after the child's second batch started. */
-const MAX_KILL_DELAY_MS = 1500;
+const MAX_KILL_DELAY_MS = 3000;
 
 const worker = useSpoolWorkerBundle();
 const dir = useTempDir();
