@@ -68,6 +68,12 @@
  *   A memory front (served narinfo bytes per hash part, entries per nar path) answers the
  *   request path with no database round trip; it is loaded at open and follows each
  *   committed change.
+ * - `cache-roots.ts`, `gc-walk.ts`, `gc-fence.ts`, `gc.ts`: garbage collection. Roots are
+ *   entries of a queue of their own (so they replicate); the walk is a recursive CTE over
+ *   the index from the live roots and the uploads younger than the grace period, keeping
+ *   hash parts whole and any nar a kept narinfo names; unreachable older entries are removed
+ *   through the spool (so the removals replicate), and only while the fence says this
+ *   node's view of every peer is recent (docs/architecture.md, "Garbage collection").
  * - `rejection-log.ts`: rejected uploads kept with their reason and narinfo, one entry
  *   each in a node-local spool (never served nor replicated), bounded by count and age.
  * - `cache-inventory.ts`: what a cache queue serves worked out from its entries alone (the

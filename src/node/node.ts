@@ -154,7 +154,14 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
         else cache.entryChanged(t.name);
       });
       cleanups.push(async () => stopNoting());
-      const opened = await startCacheFromConfig(config, spool, pool, authorizer, log);
+      const opened = await startCacheFromConfig(
+        config,
+        spool,
+        pool,
+        authorizer,
+        log,
+        metrics.registry,
+      );
       cleanups.push(() => opened.stop());
       cache = opened;
       for (const name of early) opened.entryChanged(name);

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import type pg from "pg";
 import type { Logger } from "pino";
+import type { Registry } from "prom-client";
 import { type GuixPublicKey, parseGuixPublicKeys } from "../../cache/guix-signature.js";
 import { type NixSecretKey, parseNixPublicKey, parseNixSecretKey } from "../../cache/nix-key.js";
 import { RejectionLog } from "../../cache/rejection-log.js";
@@ -47,6 +48,7 @@ export async function startCacheFromConfig(
   pool: pg.Pool,
   authorizer: Authorizer,
   logger: Logger,
+  registry?: Registry,
 ): Promise<NodeCache> {
   const c = config.cache;
   const nodeKey: NixSecretKey | undefined =
@@ -92,6 +94,15 @@ export async function startCacheFromConfig(
           keepForMs: c.analytics.keepFor,
         }
       : undefined,
+    gc: {
+      rootsQueue: config.spool.queues.includes(c.gc.rootsQueue) ? c.gc.rootsQueue : undefined,
+      graceMs: c.gc.grace,
+      everyMs: c.gc.enabled ? c.gc.every : undefined,
+      peers: config.peers.map((p) => p.id),
+      maxPeerSilenceMs: c.gc.maxPeerSilence,
+      peerSettleMs: c.gc.peerSettle,
+    },
+    ...(registry === undefined ? {} : { registry }),
     logger,
   });
 }

@@ -3,6 +3,9 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
 import type pg from "pg";
 import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import { type CacheRoot, isCacheRoot, type RootCodec, RootStore } from "../../cache/cache-roots.js";
+import { CacheGc } from "../../cache/gc.js";
 import { NarStaging } from "../../cache/nar-staging.js";
 import type { NixCacheInfo } from "../../cache/nix-cache-info.js";
 import type { RejectionLog } from "../../cache/rejection-log.js";
@@ -17,6 +20,8 @@ import type { UploadRules } from "../../cache/upload-check.js";
 import { type Authorizer, allows } from "../auth/authorizer.js";
 import type { NodeEntryMeta } from "../service/entry-meta.js";
 import type { NodeSpool } from "../service/spool-service.js";
+import { CacheGcMetrics } from "./cache-gc-metrics.js";
+import { gcRoutes } from "./cache-gc-routes.js";
 import { cacheHttpHandler } from "./cache-handler.js";
 import { cacheUploadHandler, type WriteAccess } from "./cache-upload.js";
 import { DirChangeGate } from "./dir-change-gate.js";
@@ -52,6 +57,42 @@ export const nodeCacheCodec = (clock: () => number): CacheEntryCodec<NodeEntryMe
     }
   },
 });
+
+/** sha256 of no bytes: a root entry has no data. */
+const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/** A GC root as a node entry's metadata: the record as JSON under `geospool.cacheRoot`. */
+export const nodeRootCodec = (clock: () => number): RootCodec<NodeEntryMeta> => ({
+  wrap: (root) => ({
+    user: Buffer.from(JSON.stringify({ "geospool.cacheRoot": root })),
+    sha256: EMPTY_SHA256,
+    size: 0,
+    enqueuedAt: clock(),
+  }),
+  unwrap(meta) {
+    if (meta.user[0] !== 0x7b) return undefined;
+    try {
+      const root = (JSON.parse(meta.user.toString("utf8")) as Record<string, unknown>)[
+        "geospool.cacheRoot"
+      ];
+      return isCacheRoot(root) ? (root as CacheRoot) : undefined;
+    } catch {
+      return undefined;
+    }
+  },
+});
+
+/** The cache's garbage collection on a node (config `cache.gc`). */
+export interface NodeCacheGcOptions {
+  /** The roots' queue; undefined when it is not one of the spool's (no roots, no GC). */
+  rootsQueue: string | undefined;
+  graceMs: number;
+  /** ms between periodic runs; undefined: GC only on request. */
+  everyMs: number | undefined;
+  peers: readonly string[];
+  maxPeerSilenceMs: number;
+  peerSettleMs: number;
+}
 
 export interface NodeCacheOptions {
   spool: NodeSpool;
@@ -97,6 +138,9 @@ export interface NodeCacheOptions {
   };
   logger: Logger;
   clock?: () => number;
+  gc?: NodeCacheGcOptions;
+  /** Where the GC's metrics go (the node's registry). */
+  registry?: Registry;
 }
 
 export interface NodeCache {
@@ -105,6 +149,8 @@ export interface NodeCache {
   readonly stats: RequestStats;
   /** Write the per-path counts now (they are also written every flush interval and at stop). */
   flushStats(): Promise<void>;
+  /** The cache's GC (undefined without a roots queue). */
+  readonly gc: CacheGc<NodeEntryMeta, string> | undefined;
   /**
    * An entry of the spool may have come, gone or moved (the service's transitions, the
    * replicator's placements): the index follows at once. Failures are logged; the periodic
@@ -204,7 +250,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
       logger: options.logger,
       clock,
     });
-  const handle = cacheHttpHandler({
+  const cacheHandle = cacheHttpHandler({
     reader: store,
     upload,
     stats,
@@ -212,6 +258,17 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     missTtlSeconds: options.missTtlSeconds,
     logger: options.logger,
   });
+  const { gc, roots, gcTimer } = startGc(options, store, log);
+  const adminRoutes = gcRoutes({
+    authorizer: options.authorizer,
+    queue: options.queue,
+    roots,
+    gc,
+    unavailable: `cache.gc.rootsQueue ${JSON.stringify(options.gc?.rootsQueue ?? "")} is not one of spool.queues`,
+    logger: options.logger,
+  });
+  const handle = (req: IncomingMessage, res: ServerResponse) =>
+    adminRoutes.matches(req) ? adminRoutes.handle(req, res) : cacheHandle(req, res);
   let running: Promise<void> = Promise.resolve();
   let stopped = false;
   // The node's spool names each queue's directory after the queue (no queueDirname).
@@ -229,6 +286,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     store,
     stats,
     flushStats: async () => statsFlush?.flush(),
+    gc,
     handle,
     checkContinue: (req, res) => upload.precheck(req, res, options.maxNarBytes),
     entryChanged(name) {
@@ -240,6 +298,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     async stop() {
       stopped = true;
       clearInterval(timer);
+      await gcTimer?.stop();
       await running;
       // After the listeners closed (the node stops them first): every request is counted.
       await statsFlush?.stop();
@@ -247,4 +306,66 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
       await store.close();
     },
   };
+}
+
+/** The GC and its roots over the node's spool, and its periodic run when configured. */
+function startGc(
+  options: NodeCacheOptions,
+  store: SpoolCacheStore<NodeEntryMeta, string>,
+  log: Logger,
+) {
+  const o = options.gc;
+  if (o?.rootsQueue === undefined) return { gc: undefined, roots: undefined, gcTimer: undefined };
+  const clock = options.clock ?? Date.now;
+  const roots = new RootStore({
+    spool: options.spool,
+    queue: o.rootsQueue,
+    codec: nodeRootCodec(clock),
+    clock,
+  });
+  const metrics = options.registry === undefined ? undefined : new CacheGcMetrics(options.registry);
+  const gc = new CacheGc({
+    spool: options.spool,
+    queue: options.queue,
+    roots,
+    pool: options.pool,
+    graceMs: o.graceMs,
+    self: options.nodeId,
+    peers: o.peers,
+    maxPeerSilenceMs: o.maxPeerSilenceMs,
+    peerSettleMs: o.peerSettleMs,
+    sizeOf: (meta) => meta.size,
+    onRemoved: (entry) => store.changed(entry),
+    onRun(report) {
+      metrics?.record(report);
+      if (report.dryRun) return;
+      const facts = {
+        removed: report.removed.length,
+        bytes: report.bytesFreed,
+        kept: report.kept,
+        blocked: report.blocked,
+        ms: report.durationMs,
+      };
+      log.info(facts, report.blocked === undefined ? "cache GC ran" : "cache GC held back");
+    },
+    onFailed(_err, dryRun) {
+      if (!dryRun) metrics?.failed();
+    },
+    clock,
+  });
+  let gcTimer: { stop(): Promise<void> } | undefined;
+  if (o.everyMs !== undefined) {
+    let running: Promise<unknown> = Promise.resolve();
+    const timer = setInterval(() => {
+      running = gc.run().catch((err: unknown) => log.error({ err }, "cache GC failed"));
+    }, o.everyMs);
+    timer.unref();
+    gcTimer = {
+      async stop() {
+        clearInterval(timer);
+        await running;
+      },
+    };
+  }
+  return { gc, roots, gcTimer };
 }

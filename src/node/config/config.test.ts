@@ -119,6 +119,14 @@ describe("defaults", () => {
           maxKeys: 50_000,
           keepFor: 30 * 86_400_000,
         },
+        gc: {
+          enabled: false,
+          every: 3_600_000,
+          rootsQueue: "cache-roots",
+          grace: 86_400_000,
+          maxPeerSilence: 120_000,
+          peerSettle: 120_000,
+        },
       },
       shutdown: { deadline: 10_000 },
     } satisfies Config);

@@ -174,11 +174,28 @@ export interface Config {
       /** Buckets older than this are deleted (ms). Default 30 days. */
       keepFor: number;
     };
+    /** Garbage collection of the cache (docs/architecture.md, "Garbage collection"). */
+    gc: CacheGcConfig;
   };
   shutdown: {
     /** Graceful drain time before connections are forced closed (ms). Default 10s. */
     deadline: number;
   };
+}
+
+export interface CacheGcConfig {
+  /** Run a GC every `every` on this node. Default false (GC only on demand). */
+  enabled: boolean;
+  /** ms between periodic GC runs. Default 1h. */
+  every: number;
+  /** The spool queue holding the GC roots (one of `spool.queues`, on every node). Default "cache-roots". */
+  rootsQueue: string;
+  /** Uploads younger than this (ms, by their upload stamp) are kept with their closures. Default 24h. */
+  grace: number;
+  /** GC removes nothing while any peer has been silent longer than this (ms). Default 2m. */
+  maxPeerSilence: number;
+  /** ...or while a peer's subscription has been streaming for less than this (ms). Default 2m. */
+  peerSettle: number;
 }
 
 export interface GrpcTls {

@@ -408,6 +408,16 @@ export const configSchema = z
             keepFor: duration({ positive: true }).default(30 * 24 * 3_600_000),
           })
           .prefault({}),
+        gc: z
+          .strictObject({
+            enabled: bool().default(false),
+            every: duration({ positive: true }).default(3_600_000),
+            rootsQueue: name().default("cache-roots"),
+            grace: duration({ positive: true }).default(24 * 3_600_000),
+            maxPeerSilence: duration({ positive: true }).default(120_000),
+            peerSettle: duration().default(120_000),
+          })
+          .prefault({}),
       })
       .prefault({}),
     shutdown: z
@@ -438,6 +448,25 @@ export const configSchema = z
       fail(
         ["cache", "queue"],
         `must be one of spool.queues (${queues.join(", ")}), got ${show(config.cache.queue)}`,
+      );
+    }
+    const gc = config.cache.gc;
+    if (config.cache.enabled && gc.enabled && !queues.includes(gc.rootsQueue)) {
+      fail(
+        ["cache", "gc", "rootsQueue"],
+        `must be one of spool.queues (${queues.join(", ")}) when cache.gc.enabled, got ${show(gc.rootsQueue)}`,
+      );
+    }
+    if (gc.rootsQueue === config.cache.queue) {
+      fail(
+        ["cache", "gc", "rootsQueue"],
+        "must not be cache.queue (roots have a queue of their own)",
+      );
+    }
+    if (gc.grace <= gc.maxPeerSilence) {
+      fail(
+        ["cache", "gc", "grace"],
+        `must be longer than cache.gc.maxPeerSilence (${gc.maxPeerSilence} ms), got ${gc.grace} ms`,
       );
     }
     config.cache.uploadTokens.forEach((t, i) => {

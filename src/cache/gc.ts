@@ -1,0 +1,161 @@
+import type pg from "pg";
+import { type Spool, SpoolError, SpoolErrorCode } from "../spool/index.js";
+import { type RootStore, removeSpoolEntry, rootLive } from "./cache-roots.js";
+import { checkGcFence, type GcFence } from "./gc-fence.js";
+import { walkCacheGraph } from "./gc-walk.js";
+
+/**
+ * The cache's garbage collection on one node (docs/architecture.md, "Garbage collection"):
+ * the roots from their replicated queue, the reachability walk over the node's index
+ * (gc-walk.ts), then each unreachable entry older than the grace period removed through the
+ * spool (checked out, then removed: the tailer journals the remove, so it replicates and is
+ * final on every node), its nar with it; the index follows through `onRemoved`. Expired roots
+ * are removed the same way. Nothing is removed unless the fence (gc-fence.ts) says this
+ * node's view of the cluster is recent enough. One run at a time per `CacheGc`.
+ */
+
+export interface CacheGcOptions<M, Q extends string> {
+  spool: Spool<M, Q>;
+  /** The cache's queue. */
+  queue: Q;
+  roots: RootStore<M, Q>;
+  /** The node's PostgreSQL with the cache's index. */
+  pool: pg.Pool;
+  /** Entries younger than this (ms, by their upload stamp) are live, with their closures. */
+  graceMs: number;
+  /** The node's id and its peers' (for the fence). */
+  self: string;
+  peers: readonly string[];
+  maxPeerSilenceMs: number;
+  peerSettleMs: number;
+  /** The data size an entry's metadata records. */
+  sizeOf(metadata: M): number;
+  /** An entry was removed: the index follows. */
+  onRemoved?(entry: string): Promise<void>;
+  /** Each run's report, and each run that failed (for metrics and logs). */
+  onRun?(report: GcReport): void;
+  onFailed?(err: unknown, dryRun: boolean): void;
+  clock?: () => number;
+}
+
+export interface GcRemoved {
+  readonly entry: string;
+  readonly hashPart: string;
+  readonly url: string;
+  readonly bytes: number;
+}
+
+export interface GcReport {
+  readonly dryRun: boolean;
+  /** ms since the epoch the run started. */
+  readonly at: number;
+  readonly durationMs: number;
+  /** Entries stamped before this (ms) and unreachable are garbage. */
+  readonly cutoff: number;
+  /** Why nothing was removed, when the fence was not clear (a dry run reports it too). */
+  readonly blocked?: string;
+  readonly roots: { readonly live: number; readonly expired: number };
+  readonly liveHashParts: number;
+  readonly kept: number;
+  /** Removed (or, in a dry run, to remove). */
+  readonly removed: readonly GcRemoved[];
+  readonly bytesFreed: number;
+  /** Expired root entries removed (or to remove). */
+  readonly rootsRemoved: number;
+  /** Live hash parts referenced but held by no entry on this node. */
+  readonly missing: readonly string[];
+}
+
+export class CacheGc<M, Q extends string> {
+  private running: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly options: CacheGcOptions<M, Q>) {}
+
+  get graceMs(): number {
+    return this.options.graceMs;
+  }
+
+  /** One GC run (after any run under way); a dry run changes nothing. */
+  run(opts: { dryRun?: boolean } = {}): Promise<GcReport> {
+    const dryRun = opts.dryRun ?? false;
+    const next = this.running
+      .catch(() => undefined)
+      .then(() => this.runNow(dryRun))
+      .then(
+        (report) => {
+          this.options.onRun?.(report);
+          return report;
+        },
+        (err: unknown) => {
+          this.options.onFailed?.(err, dryRun);
+          throw err;
+        },
+      );
+    this.running = next;
+    return next;
+  }
+
+  private async runNow(dryRun: boolean): Promise<GcReport> {
+    const o = this.options;
+    const clock = o.clock ?? Date.now;
+    const at = clock();
+    const cutoff = at - o.graceMs;
+    const roots = await o.roots.list();
+    const live = roots.filter((r) => rootLive(r.root, at));
+    const expired = roots.filter((r) => !rootLive(r.root, at));
+    const fence: GcFence = await checkGcFence(o.pool, {
+      peers: o.peers,
+      self: o.self,
+      queue: o.queue,
+      cutoff,
+      maxSilenceMs: o.maxPeerSilenceMs,
+      settleMs: o.peerSettleMs,
+    });
+    const walk = await walkCacheGraph(o.pool, {
+      roots: [...new Set(live.map((r) => r.root.hashPart))],
+      cutoff,
+    });
+    const act = !dryRun && fence.kind === "clear";
+    // A blocked run removes nothing and reports nothing as removed; a dry run says what
+    // would go (and why a real run would not, if blocked).
+    const listing = act || dryRun;
+    const removed: GcRemoved[] = [];
+    for (const g of listing ? walk.garbage : []) {
+      const bytes = await this.sizeOf(g.entry);
+      if (bytes === undefined) continue; // gone meanwhile
+      if (act) {
+        if (!(await removeSpoolEntry(o.spool, o.queue, g.entry))) continue;
+        await o.onRemoved?.(g.entry);
+      }
+      removed.push({ entry: g.entry, hashPart: g.hashPart, url: g.url, bytes });
+    }
+    let rootsRemoved = 0;
+    for (const r of listing ? expired : []) {
+      if (!act || (await o.roots.removeEntry(r.entry))) rootsRemoved++;
+    }
+    return {
+      dryRun,
+      at,
+      durationMs: clock() - at,
+      cutoff,
+      ...(fence.kind === "blocked" ? { blocked: fence.reason } : {}),
+      roots: { live: live.length, expired: expired.length },
+      liveHashParts: walk.liveHashParts,
+      kept: walk.kept,
+      removed,
+      bytesFreed: removed.reduce((n, r) => n + r.bytes, 0),
+      rootsRemoved,
+      missing: walk.missing,
+    };
+  }
+
+  private async sizeOf(entry: string): Promise<number | undefined> {
+    const { spool, queue, sizeOf } = this.options;
+    try {
+      return sizeOf(await spool.entry(queue, entry).direct.contents());
+    } catch (err) {
+      if (err instanceof SpoolError && err.code === SpoolErrorCode.EntryNotFound) return undefined;
+      throw err;
+    }
+  }
+}
