@@ -18,16 +18,14 @@ export type WriterResult =
   | { ok: false; taken: true }
   | { ok: false; taken?: false; step: string; errno: string; message: string };
 
-interface Request {
-  id: number;
-  dirs: string[];
-  items: WriterItem[];
-}
+/** What reserving one registry file did. */
+export type ReserveResult = "created" | "exists" | { errno: string; message: string };
 
-interface Reply {
-  id: number;
-  results: WriterResult[];
-}
+type Request =
+  | { id: number; dirs: string[]; items: WriterItem[]; reserve?: undefined }
+  | { id: number; reserve: string[] };
+
+type Reply = { id: number; results: WriterResult[] } | { id: number; reserved: ReserveResult[] };
 
 /*
  * The thread's code, plain JavaScript run with `eval` (so it works the same from the
@@ -50,7 +48,12 @@ const syncDir = async (dir) => {
   try { await call(fs.fsync, fd); } finally { await call(fs.close, fd).catch(() => {}); }
 };
 const quiet = (f) => { try { f(); } catch {} };
+const reserve = (paths) => paths.map((p) => {
+  try { fs.closeSync(fs.openSync(p, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644)); return "created"; }
+  catch (e) { return e.code === "EEXIST" ? "exists" : { errno: String(e.code || "unknown"), message: String(e.message || e) }; }
+});
 parentPort.on("message", async (req) => {
+  if (req.reserve) { parentPort.postMessage({ id: req.id, reserved: reserve(req.reserve) }); return; }
   const n = req.items.length;
   const out = new Array(n);
   const st = req.items.map(() => ({ fds: [], madeData: false, madeRegistry: false, step: "reserve name" }));
@@ -127,19 +130,29 @@ export class BatchWriter {
   private nextId = 0;
   private readonly pending = new Map<
     number,
-    { resolve: (r: WriterResult[]) => void; reject: (e: Error) => void }
+    { resolve: (r: Reply) => void; reject: (e: Error) => void }
   >();
 
   /** Write `items`, then make them and `dirs` durable; one result per item. */
-  write(items: WriterItem[], dirs: string[]): Promise<WriterResult[]> {
+  async write(items: WriterItem[], dirs: string[]): Promise<WriterResult[]> {
+    const reply = await this.send((id) => ({ id, dirs, items }));
+    return "results" in reply ? reply.results : [];
+  }
+
+  /** Make each registry file of `paths` with O_EXCL (not fsynced, as `reserveName`). */
+  async reserve(paths: string[]): Promise<ReserveResult[]> {
+    const reply = await this.send((id) => ({ id, reserve: paths }));
+    return "reserved" in reply ? reply.reserved : [];
+  }
+
+  private send(make: (id: number) => Request): Promise<Reply> {
     const worker = this.thread();
     const id = this.nextId++;
-    const done = new Promise<WriterResult[]>((resolve, reject) => {
+    const done = new Promise<Reply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
     });
     if (this.pending.size === 1) worker.ref();
-    const req: Request = { id, dirs, items };
-    worker.postMessage(req);
+    worker.postMessage(make(id));
     return done;
   }
 
@@ -152,7 +165,7 @@ export class BatchWriter {
       if (p === undefined) return;
       this.pending.delete(reply.id);
       if (this.pending.size === 0) worker.unref();
-      p.resolve(reply.results);
+      p.resolve(reply);
     });
     const fail = (err: Error) => {
       if (this.worker === worker) this.worker = undefined;

@@ -92,4 +92,16 @@ describe("enqueueBatch", () => {
     }
     expect(await spool.listNames("inbox")).toHaveLength(15);
   });
+
+  it("uses names reserved together by reserveNames", async () => {
+    const spool = await newSpool();
+    const names = await spool.reserveNames(40);
+    expect(new Set(names).size).toBe(40);
+    for (const n of names) expect(await spool.isReserved(n)).toBe(true);
+    const results = await spool.enqueueBatch(
+      names.map((name, i) => ({ queue: "inbox" as const, metadata: { id: i }, data: "d", name })),
+    );
+    expect(results.map((r) => r.ok && r.entry.name)).toEqual(names);
+    expect(await new Monitor(spool).fsck()).toEqual([]);
+  });
 });

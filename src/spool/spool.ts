@@ -140,6 +140,47 @@ export class Spool<M, Q extends string = string> {
   }
 
   /**
+   * Reserve `count` names at once (as many `reserveName` calls, made by the spool's batch
+   * writer thread in one go). On failure, those reserved are given back.
+   */
+  async reserveNames(
+    count: number,
+    generator: NameGenerator = this.#core.names,
+  ): Promise<string[]> {
+    const core = this.#core;
+    const names = Array.from({ length: count }, () => validateName("entry", generator.next(0)));
+    const got = await core.throttle
+      .run(() => core.batchWriter.reserve(names.map((n) => core.layout.registryFile(n))))
+      .catch((err) => {
+        throw ioError("reserve names in", core.layout.registry, err);
+      });
+    let failure: SpoolError | undefined;
+    const out = await Promise.all(
+      names.map(async (name, i) => {
+        const r = got[i];
+        if (r === "created") return name;
+        if (r === "exists")
+          return core.reserveName(generator).catch((err) => {
+            failure ??= ioError("reserve name in", core.layout.registry, err);
+            return undefined;
+          });
+        failure ??= new SpoolError(
+          SpoolErrorCode.Io,
+          `reserve name ${core.layout.registryFile(name)}: ${r?.errno ?? "no answer"}`,
+          { cause: Object.assign(new Error(r?.message ?? "no answer"), { code: r?.errno }) },
+        );
+        return undefined;
+      }),
+    );
+    if (failure === undefined) return out as string[];
+    await core.throttle.run(async () => {
+      for (const n of out)
+        if (n !== undefined) await unlinkIfExists(core.layout.registryFile(n)).catch(() => false);
+    });
+    throw failure;
+  }
+
+  /**
    * Give back a name reserved with `reserveName` and not used: an enqueue with it never ran,
    * or failed before it made the data file (see `enqueue`). A name that an entry in some
    * queue holds is left alone. Do not call it while an enqueue with the name is under way.

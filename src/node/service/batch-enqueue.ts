@@ -35,11 +35,10 @@ interface Pending {
 }
 
 /**
- * EnqueueBatch: many small entries in one call. Each is a spool enqueue of its own (so
- * each is whole or absent, under the spool's promises), all run at once so that their
- * directory fsyncs are shared (the spool's DirectorySyncer group-commits them); their
- * idempotency keys are claimed in one PostgreSQL statement and marked complete in one.
- * One entry's failure is its own: the others go on.
+ * EnqueueBatch: many small entries in one call, written by one spool `enqueueBatch` (each
+ * whole or absent under the spool's promises, all made durable together); their names
+ * reserved in one go, their idempotency keys claimed in one PostgreSQL statement and
+ * marked complete in one. One entry's failure is its own: the others go on.
  */
 export class BatchEnqueue {
   constructor(
@@ -94,34 +93,37 @@ export class BatchEnqueue {
         outcomes[index] = { error: toServiceError(err) };
       }
     });
-    await Promise.all(
-      pending.map(async (p) => {
-        try {
-          p.name = await this.ctx.spool.reserveName();
-        } catch (err) {
-          outcomes[p.index] = { error: toServiceError(err) };
-        }
-      }),
-    );
+    // Every name at once (the spool's batch writer makes the registry files in one go).
+    try {
+      const names = await this.ctx.spool.reserveNames(pending.length);
+      pending.forEach((p, i) => {
+        p.name = names[i];
+      });
+    } catch (err) {
+      for (const p of pending) outcomes[p.index] = { error: toServiceError(err) };
+    }
     const named = pending.filter((p) => p.name !== undefined);
     await this.claimKeys(
       named.filter((p) => p.scope !== undefined),
       outcomes,
     );
+    const toWrite: Pending[] = [];
+    for (const p of named) {
+      if (outcomes[p.index] !== undefined) continue;
+      if (p.claim?.kind === "duplicate") {
+        outcomes[p.index] = { entry: p.claim.entry, deduplicated: true };
+        continue;
+      }
+      toWrite.push(p);
+    }
     const completed: { scope: KeyScope; name: string }[] = [];
-    await Promise.all(
-      named.map(async (p) => {
-        if (outcomes[p.index] !== undefined) return;
-        if (p.claim?.kind === "duplicate") {
-          outcomes[p.index] = { entry: p.claim.entry, deduplicated: true };
-          return;
-        }
-        outcomes[p.index] = await this.write(p);
-        if (p.scope && outcomes[p.index]?.error === undefined) {
-          completed.push({ scope: p.scope, name: p.name as string });
-        }
-      }),
-    );
+    for (const [i, outcome] of (await this.writeAll(toWrite)).entries()) {
+      const p = toWrite[i] as Pending;
+      outcomes[p.index] = outcome;
+      if (p.scope && outcome.error === undefined) {
+        completed.push({ scope: p.scope, name: p.name as string });
+      }
+    }
     // As for Enqueue, marking keys complete is not on the reply's path: a retry still
     // finds each entry by its name.
     this.store?.completeMany(completed).catch((err) => {
@@ -216,32 +218,53 @@ export class BatchEnqueue {
     );
   }
 
-  /** Store one entry under its reserved name; on failure, its claim and name go back. */
-  private async write(p: Pending): Promise<BatchOutcome> {
-    const { input } = p;
-    const name = p.name as string;
-    const meta: NodeEntryMeta = {
-      user: input.metadata,
-      sha256: createHash("sha256").update(input.data).digest("hex"),
-      size: input.data.length,
-      enqueuedAt: this.ctx.clock(),
-    };
-    if (p.scope) {
-      meta.idempotencyKey = p.scope.key;
-      meta.principal = p.scope.principal;
-    }
-    try {
-      await this.ctx.spool.enqueue(input.queue, meta, input.data, {
-        name,
-        onVisible: () => this.ctx.publish({ kind: "enqueued", name, queue: input.queue }),
-      });
-    } catch (err) {
-      if (p.scope) await this.store?.abandon(p.scope, name).catch(() => undefined);
-      // The spool leaves a caller's reservation when it failed before making the data
-      // file; giving back a name an entry holds leaves that entry alone.
-      await this.uploads.giveBack(name);
-      return { error: toServiceError(err) };
-    }
-    return { entry: toInfo(name, input.queue, meta, 0), deduplicated: false };
+  /**
+   * Store the entries under their reserved names in one spool batch (made durable
+   * together); an entry that failed has its claim and name given back.
+   */
+  private async writeAll(toWrite: Pending[]): Promise<BatchOutcome[]> {
+    if (toWrite.length === 0) return [];
+    const metas = toWrite.map(({ input, scope }) => {
+      const meta: NodeEntryMeta = {
+        user: input.metadata,
+        sha256: createHash("sha256").update(input.data).digest("hex"),
+        size: input.data.length,
+        enqueuedAt: this.ctx.clock(),
+      };
+      if (scope) {
+        meta.idempotencyKey = scope.key;
+        meta.principal = scope.principal;
+      }
+      return meta;
+    });
+    const results = await this.ctx.spool.enqueueBatch(
+      toWrite.map((p, i) => ({
+        queue: p.input.queue,
+        metadata: metas[i] as NodeEntryMeta,
+        data: p.input.data,
+        name: p.name as string,
+      })),
+      {
+        onVisible: (name, i) =>
+          this.ctx.publish({ kind: "enqueued", name, queue: (toWrite[i] as Pending).input.queue }),
+      },
+    );
+    return Promise.all(
+      results.map(async (r, i): Promise<BatchOutcome> => {
+        const p = toWrite[i] as Pending;
+        const name = p.name as string;
+        if (r.ok) {
+          return {
+            entry: toInfo(name, p.input.queue, metas[i] as NodeEntryMeta, 0),
+            deduplicated: false,
+          };
+        }
+        if (p.scope) await this.store?.abandon(p.scope, name).catch(() => undefined);
+        // The spool leaves a caller's reservation when it failed before making the data
+        // file; giving back a name an entry holds leaves that entry alone.
+        await this.uploads.giveBack(name);
+        return { error: toServiceError(r.error) };
+      }),
+    );
   }
 }
