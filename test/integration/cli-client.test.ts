@@ -1,6 +1,6 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeDevCerts } from "../../src/node/certs/index.js";
@@ -468,5 +468,72 @@ describe("geospool client", () => {
     const r = await done;
     expect(r.code, r.stderr).toBe(0);
     await drain("inbox");
+  });
+  it("enqueue-many: JSON lines from stdin and files and a directory, each entry on its own", async () => {
+    await drain("outbox");
+    const lines = join(dir.path, "many.ndjson");
+    await writeFile(
+      lines,
+      [
+        JSON.stringify({ data: "f1", metadata: "m1", idempotencyKey: "many-1" }),
+        "",
+        JSON.stringify({ dataBase64: Buffer.from([0, 255]).toString("base64"), queue: "outbox" }),
+        "{not json",
+        JSON.stringify({ data: "bad", queue: "no-such-queue" }),
+      ].join("\n"),
+    );
+    const files = join(dir.path, "many-dir");
+    await mkdir(files);
+    await writeFile(join(files, "b.narinfo"), "StorePath: /nix/store/b");
+    await writeFile(join(files, "a.narinfo"), "StorePath: /nix/store/a");
+    const stdin = `${JSON.stringify({ data: "s1" })}\n${JSON.stringify({ data: "s2" })}\n`;
+    const r = await cli(
+      [
+        "enqueue-many",
+        "outbox",
+        "--from",
+        "-",
+        "--from",
+        lines,
+        "--from",
+        files,
+        "--json",
+        "--batch-entries",
+        "2",
+      ],
+      { input: stdin },
+    );
+    // The bad line is a usage failure of its own: the first failure decides the exit code.
+    expect(r.code, r.stderr).toBe(2);
+    const out = r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    const made = out.filter((o) => o.error === undefined);
+    expect(made.map((o) => o.source)).toEqual([
+      "stdin:1",
+      "stdin:2",
+      `${lines}:1`,
+      `${lines}:3`,
+      join(files, "a.narinfo"),
+      join(files, "b.narinfo"),
+    ]);
+    expect(made.every((o) => o.queue === "outbox" && o.deduplicated === false)).toBe(true);
+    expect(made[2]).toMatchObject({ metadata: "m1", dataSha256: sha("f1") });
+    expect(made[3].dataSha256).toBe(sha(Buffer.from([0, 255])));
+    const errors = out.filter((o) => o.error !== undefined);
+    expect(errors.map((o) => o.source)).toEqual([`${lines}:4`, `${lines}:5`]);
+    expect(errors[0].error.message).toMatch(/not valid JSON/);
+    expect(errors[1].error.message).toMatch(/no-such-queue/);
+    expect(r.stderr).toMatch(/enqueued 6 entries \(0 deduplicated\), 2 failed/);
+    expect((await ok(["read", made[4].name])).stdout).toBe("StorePath: /nix/store/a");
+    // The directory again: its keys come from the files, so nothing is made twice.
+    const again = await ok(["enqueue-many", "outbox", "--from", files]);
+    expect(again.stdout.trim().split("\n")).toEqual([made[4].name, made[5].name]);
+    expect(again.stderr).toMatch(/enqueued 2 entries \(2 deduplicated\)/);
+    expect((await cli(["enqueue-many", "outbox", "--from", join(dir.path, "nope")])).code).toBe(2);
+    const help = await ok(["enqueue-many", "--help"]);
+    expect(help.stdout).toContain("--batch-entries N");
+    await drain("outbox");
   });
 });

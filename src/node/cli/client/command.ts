@@ -18,6 +18,11 @@ const SUBCOMMANDS: ReadonlyArray<{
     load: async () => (await import("./enqueue.js")).clientEnqueue,
   },
   {
+    name: "enqueue-many",
+    summary: "create many small entries from JSON lines or a directory, in batches",
+    load: async () => (await import("./enqueue-many.js")).clientEnqueueMany,
+  },
+  {
     name: "dequeue",
     summary: "check out the next entry of a queue under a lease",
     load: async () => (await import("./dequeue.js")).clientDequeue,
