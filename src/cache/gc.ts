@@ -36,6 +36,8 @@ export interface CacheGcOptions<M, Q extends string> {
   onRun?(report: GcReport): void;
   onFailed?(err: unknown, dryRun: boolean): void;
   clock?: () => number;
+  /** Entries removed between two walks (default 500). */
+  removeAtOnce?: number;
 }
 
 export interface GcRemoved {
@@ -64,6 +66,13 @@ export interface GcReport {
   readonly rootsRemoved: number;
   /** Live hash parts referenced but held by no entry on this node. */
   readonly missing: readonly string[];
+}
+
+/** Entries removed between two walks. */
+const REMOVE_AT_ONCE = 500;
+
+function pick(g: { entry: string; hashPart: string; url: string }) {
+  return { entry: g.entry, hashPart: g.hashPart, url: g.url };
 }
 
 export class CacheGc<M, Q extends string> {
@@ -111,24 +120,38 @@ export class CacheGc<M, Q extends string> {
       maxSilenceMs: o.maxPeerSilenceMs,
       settleMs: o.peerSettleMs,
     });
-    const walk = await walkCacheGraph(o.pool, {
-      roots: [...new Set(live.map((r) => r.root.hashPart))],
-      cutoff,
-    });
+    const walkNow = () =>
+      walkCacheGraph(o.pool, { roots: [...new Set(live.map((r) => r.root.hashPart))], cutoff });
+    let walk = await walkNow();
     const act = !dryRun && fence.kind === "clear";
-    // A blocked run removes nothing and reports nothing as removed; a dry run says what
-    // would go (and why a real run would not, if blocked).
-    const listing = act || dryRun;
     const removed: GcRemoved[] = [];
-    for (const g of listing ? walk.garbage : []) {
-      const bytes = await this.sizeOf(g.entry);
-      if (bytes === undefined) continue; // gone meanwhile
-      if (act) {
-        if (!(await removeSpoolEntry(o.spool, o.queue, g.entry))) continue;
-        await o.onRemoved?.(g.entry);
+    if (dryRun) {
+      for (const g of walk.garbage) {
+        const bytes = await this.sizeOf(g.entry);
+        if (bytes !== undefined) removed.push({ ...pick(g), bytes });
       }
-      removed.push({ entry: g.entry, hashPart: g.hashPart, url: g.url, bytes });
+    } else if (act) {
+      // In batches, walking again before each: an entry that became live meanwhile (a local
+      // upload referencing it) is kept. Entries that could not be taken are not tried again.
+      const skipped = new Set<string>();
+      for (;;) {
+        const batch = walk.garbage
+          .filter((g) => !skipped.has(g.entry))
+          .slice(0, o.removeAtOnce ?? REMOVE_AT_ONCE);
+        if (batch.length === 0) break;
+        for (const g of batch) {
+          const bytes = await this.sizeOf(g.entry);
+          if (bytes === undefined || !(await removeSpoolEntry(o.spool, o.queue, g.entry))) {
+            skipped.add(g.entry);
+            continue;
+          }
+          await o.onRemoved?.(g.entry);
+          removed.push({ ...pick(g), bytes });
+        }
+        walk = await walkNow();
+      }
     }
+    const listing = act || dryRun;
     let rootsRemoved = 0;
     for (const r of listing ? expired : []) {
       if (!act || (await o.roots.removeEntry(r.entry))) rootsRemoved++;

@@ -95,7 +95,7 @@ export async function startCacheFromConfig(
         }
       : undefined,
     gc: {
-      rootsQueue: config.spool.queues.includes(c.gc.rootsQueue) ? c.gc.rootsQueue : undefined,
+      rootsQueue: c.gc.rootsQueue,
       graceMs: c.gc.grace,
       everyMs: c.gc.enabled ? c.gc.every : undefined,
       peers: config.peers.map((p) => p.id),

@@ -84,8 +84,8 @@ export const nodeRootCodec = (clock: () => number): RootCodec<NodeEntryMeta> => 
 
 /** The cache's garbage collection on a node (config `cache.gc`). */
 export interface NodeCacheGcOptions {
-  /** The roots' queue; undefined when it is not one of the spool's (no roots, no GC). */
-  rootsQueue: string | undefined;
+  /** The roots' queue; when it is not one of the spool's, no roots and no GC (409). */
+  rootsQueue: string;
   graceMs: number;
   /** ms between periodic runs; undefined: GC only on request. */
   everyMs: number | undefined;
@@ -315,7 +315,9 @@ function startGc(
   log: Logger,
 ) {
   const o = options.gc;
-  if (o?.rootsQueue === undefined) return { gc: undefined, roots: undefined, gcTimer: undefined };
+  if (o === undefined || !options.spool.queues.includes(o.rootsQueue)) {
+    return { gc: undefined, roots: undefined, gcTimer: undefined };
+  }
   const clock = options.clock ?? Date.now;
   const roots = new RootStore({
     spool: options.spool,
