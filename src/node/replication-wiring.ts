@@ -148,6 +148,7 @@ export async function startReplication(opts: {
       applied: (kind) => opts.metrics.recordReplication(kind, 1),
       applyError: () => opts.metrics.recordReplication("apply_errors", 1),
       quarantined: () => opts.metrics.recordReplication("quarantined", 1),
+      diverged: (n) => opts.metrics.recordReplication("diverged", n),
     },
     fullReconcileEveryMs: config.replication.fullReconcileEvery,
     peerIds: config.peers.map((p) => p.id),

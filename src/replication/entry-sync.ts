@@ -30,6 +30,7 @@ import {
   toLocal,
 } from "./sync-decision.js";
 import type { Dirty, SyncSchedule } from "./sync-schedule.js";
+import { traceBatch } from "./sync-trace.js";
 
 /**
  * The replicator's work on a batch of dirty entries: read each one's files, read the
@@ -80,7 +81,9 @@ export class EntrySync {
   readonly leaseHolders: LeaseHolderCache;
   /** Data fetches under way, apart from the batches (entry-fetches.ts). */
   readonly fetches: EntryFetches;
-  readonly counters = { applied: 0, localRows: 0, applyErrors: 0, quarantined: 0 };
+  readonly counters = { applied: 0, localRows: 0, applyErrors: 0, quarantined: 0, diverged: 0 };
+  /** Entries whose record changed since the self-check last took them (record-audit.ts). */
+  private touched = new Set<string>();
 
   constructor(deps: {
     opts: ReplicatorOptions;
@@ -105,6 +108,18 @@ export class EntrySync {
   /** The record as last committed. */
   get recorded(): ReadonlyMap<string, Placed> {
     return this.record;
+  }
+
+  /** The entries whose record changed since the last call (for the self-check). */
+  takeChanged(): Set<string> {
+    const changed = this.touched;
+    this.touched = new Set();
+    return changed;
+  }
+
+  /** Whether the record of `entry` changed since `takeChanged` was last called. */
+  changedSince(entry: string): boolean {
+    return this.touched.has(entry);
   }
 
   /** Start from the record as stored (replica_entries). */
@@ -209,41 +224,11 @@ export class EntrySync {
         return { entry: i.entry, retry: { reason: errorText(err), persist: i.d.peer } };
       });
     });
-    if (queried !== undefined) this.trace(inspected, folds, queried, streamed, outcomes);
+    if (queried !== undefined) {
+      traceBatch(this.log, { inspected, folds, queried, streamed, outcomes }, this.recorded);
+    }
     await this.commitOutcomes(outcomes);
     for (const [entry, rows] of visible) this.schedule.forgetStreamed(entry, rows);
-  }
-
-  /** One debug line per entry synced: what the sync saw and what it came to. */
-  private trace(
-    inspected: ReadonlyArray<{ entry: string; d: Dirty; seen?: ReplicaInspection<string> }>,
-    folds: ReadonlyMap<string, JournalView>,
-    queried: ReadonlyMap<string, number>,
-    streamed: ReadonlyMap<string, readonly unknown[]>,
-    outcomes: readonly Outcome[],
-  ): void {
-    for (const [k, i] of inspected.entries()) {
-      const o = outcomes[k];
-      const rows = folds.get(i.entry)?.rows;
-      this.log.debug(
-        {
-          entry: i.entry,
-          peer: i.d.peer,
-          service: i.d.service,
-          seen: i.seen?.kind ?? "invalid",
-          recorded: this.recorded.has(i.entry),
-          rows: rows?.map((r) => `${r.origin}/${r.seq}:${r.op}`).join(" "),
-          queried: queried.get(i.entry),
-          streamed: streamed.get(i.entry)?.length,
-          record: o?.record === undefined ? undefined : o.record === null ? "none" : "placed",
-          applied: o?.applied,
-          retry: o?.retry?.reason,
-          waitData: o?.waitData,
-          localRows: o?.rows?.map((r) => r.op).join(" "),
-        },
-        "entry synced",
-      );
-    }
   }
 
   private async syncOne(
@@ -441,6 +426,7 @@ export class EntrySync {
     for (const e of requarantined) this.requarantine.delete(e);
     if (needTx) for (const e of settled) this.pendingRows.delete(e);
     for (const [entry, state] of records) {
+      this.touched.add(entry);
       if (state === null) this.record.delete(entry);
       else this.record.set(entry, state);
     }

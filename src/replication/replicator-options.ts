@@ -22,6 +22,8 @@ export interface ReplicatorMetrics {
   applied?(kind: "placed" | "dropped"): void;
   applyError?(): void;
   quarantined?(problem: string): void;
+  /** The self-check found `n` entries whose record differed from their fold (synced again). */
+  diverged?(n: number): void;
 }
 
 export interface ReplicatorOptions {
@@ -50,7 +52,10 @@ export interface ReplicatorOptions {
   logger?: Logger;
   metrics?: ReplicatorMetrics;
   clock?: () => number;
-  /** Full reconcile of the spool against the record. Default 30 s. */
+  /**
+   * Full reconcile of the spool against the record, and of the record against the journal's
+   * fold (the self-check: record-audit.ts). Default 30 s.
+   */
   fullReconcileEveryMs?: number;
   /**
    * Entries whose data is at most this many bytes carry it in their enqueue row, so peers
@@ -77,6 +82,8 @@ export interface ReplicatorStatus {
   localRows: number;
   applyErrors: number;
   quarantined: number;
+  /** Entries the self-check found differing from their fold (and synced again). */
+  diverged: number;
   acknowledgedLsn: string;
   unacknowledgedCommits: number;
   /** Peers' new entries waiting for their data (a fetch under way or not taken yet). */

@@ -4,7 +4,9 @@ import { componentLogger } from "../common/logger.js";
 import { ApplyStream, ensureApplySlot } from "./apply-stream.js";
 import { EntrySync } from "./entry-sync.js";
 import { HybridLogicalClock } from "./hlc.js";
+import { countByOrigin } from "./journal-store.js";
 import { reapRank } from "./lease-reap-order.js";
+import { type Divergence, RecordAudit } from "./record-audit.js";
 import {
   journalEntries,
   lastHlc,
@@ -53,6 +55,8 @@ export type {
 export const LEASE_REAP_GRACE_MS = 10_000;
 /** How long `stop` goes on syncing what is dirty (local transitions not journaled yet). */
 const STOP_DRAIN_MS = 5_000;
+/** Divergences the self-check logs one by one at each audit (the rest are counted). */
+const AUDIT_LOG_MAX = 20;
 
 export class Replicator {
   private readonly log: Logger;
@@ -66,6 +70,8 @@ export class Replicator {
   private stopped = false;
   private stopping: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
+  private auditor: RecordAudit | undefined;
+  private auditing = false;
 
   constructor(private readonly opts: ReplicatorOptions) {
     this.log = componentLogger(opts.logger, "replicator");
@@ -91,6 +97,15 @@ export class Replicator {
     const names = await ensureApplySlot(pool, nodeId);
     this.hlc.observe(await lastHlc(pool));
     this.sync.loadRecord(await loadRecord(pool));
+    // Peer rows already in the journal: handled by an earlier process (or sent again by the
+    // stream); the self-check need not wait for the stream to deliver them.
+    const held = await countByOrigin(pool);
+    this.schedule.streamedAtStart(new Map(held.map((c) => [c.origin, c.maxSeq])));
+    this.auditor = new RecordAudit(pool, [
+      nodeId,
+      ...(this.opts.peerIds ?? []),
+      ...held.map((c) => c.origin),
+    ]);
     this.sync.resumePending(await pendingEntries(pool));
     // Rows quarantined for a queue this node lacked are tried again: the queue may exist now.
     this.sync.retryQuarantined(await quarantinedEntries(pool));
@@ -123,7 +138,9 @@ export class Replicator {
     this.stream.start();
     const every = this.opts.fullReconcileEveryMs ?? 30_000;
     const t = setInterval(() => {
-      this.reconcile().catch((err) => this.log.error({ err }, "full reconcile failed"));
+      this.reconcile()
+        .then(() => this.audit())
+        .catch((err) => this.log.error({ err }, "full reconcile failed"));
     }, every);
     t.unref();
     this.timers.push(t);
@@ -228,6 +245,51 @@ export class Replicator {
       }
     }
     return n;
+  }
+
+  /**
+   * The self-check, after each full reconcile (record-audit.ts): the entries whose record
+   * differs from the journal's fold, leaving out those the replicator is working on, those
+   * with peer rows the apply stream has not delivered yet, and those synced while the audit
+   * read. State is a function of the journal, so an entry found at two audits in a row is a
+   * divergence (a peer's change lost): logged, counted (`diverged`) and synced again against
+   * its fold, which repairs it. Returns the divergences this audit confirmed.
+   */
+  async audit(): Promise<Divergence[]> {
+    const auditor = this.auditor;
+    if (auditor === undefined || this.auditing || this.stopped) return [];
+    this.auditing = true;
+    try {
+      const { nodeId } = this.opts;
+      const confirmed = await auditor.run({
+        recorded: this.sync.recorded,
+        changed: this.sync.takeChanged(),
+        now: this.clock,
+        skip: (entry, rows) =>
+          this.sync.changedSince(entry) ||
+          this.schedule.knows(entry) ||
+          rows.some((r) => r.origin !== nodeId && !this.schedule.streamedThrough(r.origin, r.seq)),
+      });
+      if (confirmed.length === 0) return [];
+      this.sync.counters.diverged += confirmed.length;
+      this.opts.metrics?.diverged?.(confirmed.length);
+      for (const d of confirmed.slice(0, AUDIT_LOG_MAX)) {
+        this.log.warn(
+          { entry: d.entry, expected: d.expected, recorded: d.recorded },
+          "the spool differs from the journal's fold: syncing the entry again",
+        );
+      }
+      if (confirmed.length > AUDIT_LOG_MAX) {
+        this.log.warn(
+          { diverged: confirmed.length },
+          "more entries differ from the journal's fold: syncing them again",
+        );
+      }
+      for (const d of confirmed) this.schedule.mark(d.entry, "peer");
+      return confirmed;
+    } finally {
+      this.auditing = false;
+    }
   }
 
   /** Resolves once nothing is dirty or in progress (retries aside). For tests and shutdown. */

@@ -51,6 +51,8 @@ export class SyncSchedule {
   private marks = 0;
   private readonly quiet = new Map<string, number>();
   private readonly streamed = new Map<string, Record<string, unknown>[]>();
+  /** Per peer, the highest seq the stream delivered (or the journal held at start). */
+  private readonly streamedSeq = new Map<string, bigint>();
   /** Entries folded while some of their stream rows were not visible to queries yet. */
   private readonly hidden = new Set<string>();
   private wake: (() => void) | undefined;
@@ -107,6 +109,10 @@ export class SyncSchedule {
    * of the entry reads, until a query returns it (`forgetStreamed`).
    */
   streamRow(entry: string, raw: Record<string, unknown>): void {
+    if (typeof raw.origin === "string" && typeof raw.seq === "string" && /^[0-9]+$/.test(raw.seq)) {
+      const seq = BigInt(raw.seq);
+      if (seq > (this.streamedSeq.get(raw.origin) ?? 0n)) this.streamedSeq.set(raw.origin, seq);
+    }
     const rows = this.streamed.get(entry);
     if (rows === undefined) this.streamed.set(entry, [raw]);
     else rows.push(raw);
@@ -136,6 +142,28 @@ export class SyncSchedule {
       this.streamed.set(entry, left);
       this.hidden.add(entry);
     }
+  }
+
+  /** The journal held these seqs (per peer) at start: rows up to them need no stream. */
+  streamedAtStart(maxSeqs: ReadonlyMap<string, bigint>): void {
+    for (const [origin, seq] of maxSeqs) {
+      if (seq > (this.streamedSeq.get(origin) ?? 0n)) this.streamedSeq.set(origin, seq);
+    }
+  }
+
+  /** Whether the stream has delivered row `seq` of peer `origin` (or the journal had it at start). */
+  streamedThrough(origin: string, seq: bigint): boolean {
+    return seq <= (this.streamedSeq.get(origin) ?? 0n);
+  }
+
+  /** Whether `entry` is marked, being synced, retried, waiting for its data or streamed. */
+  knows(entry: string): boolean {
+    return (
+      this.dirty.has(entry) ||
+      this.inProgress.has(entry) ||
+      this.retries.has(entry) ||
+      this.streamed.has(entry)
+    );
   }
 
   /** The stream ended a transaction at `lsn`; a promise holds it while too much is dirty. */

@@ -211,6 +211,10 @@ describe.skipIf(problem !== undefined)("a region partition under load", () => {
         const back = [...removed].filter((n) => on.some((s) => s.has(n)));
         expect(missing, `round ${round}: acknowledged enqueues missing`).toEqual([]);
         expect(back, `round ${round}: acknowledged removes back`).toEqual([]);
+        // The spools converged without the self-check having to repair an entry (it would
+        // hide a lost peer change from the checks above).
+        const diverged = await Promise.all(nodes.map((p) => divergedOn(p.http)));
+        expect(diverged, `round ${round}: divergences the self-check repaired`).toEqual([0, 0, 0]);
         for (let i = 0; i < 3; i++) {
           await eventually(`fsck clean on ${IDS[i]}`, () => fsckClean(i), 20_000);
         }
@@ -302,6 +306,13 @@ async function converged(): Promise<void> {
   ).catch((err) => {
     throw Object.assign(new Error(`${(err as Error).message}: ${last}`), { odd: oddEntries });
   });
+}
+
+/** `geospool_replication_events_total{event="diverged"}` of the node serving /metrics at `http`. */
+async function divergedOn(http: string): Promise<number> {
+  const text = await (await fetch(`http://${http}/metrics`)).text();
+  const m = /^geospool_replication_events_total\{event="diverged"[^}]*\} (\d+)/m.exec(text);
+  return Number(m?.[1] ?? 0);
 }
 
 /** A node's record, retries and quarantine of `entries`, as one line. */

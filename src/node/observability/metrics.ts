@@ -117,7 +117,8 @@ export class Metrics {
   readonly grpcRequests: Counter<"method" | "code">;
   /**
    * geospool_replication_events_total{event}: local_rows (journal rows written for local
-   * transitions), placed and dropped (peer changes applied), apply_errors, quarantined.
+   * transitions), placed and dropped (peer changes applied), apply_errors, quarantined,
+   * diverged (entries the replicator's self-check found differing from the journal).
    */
   readonly replicationEvents: Counter<"event">;
   /**
@@ -208,7 +209,7 @@ export class Metrics {
     });
     this.replicationEvents = new Counter({
       name: "geospool_replication_events_total",
-      help: "Replication events: local_rows, placed, dropped, apply_errors, quarantined.",
+      help: "Replication events: local_rows, placed, dropped, apply_errors, quarantined, diverged.",
       labelNames: ["event"] as const,
       registers,
     });
