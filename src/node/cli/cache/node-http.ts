@@ -68,7 +68,10 @@ export function nodeHttp(values: {
           ...(body === undefined ? {} : { body: JSON.stringify(body) }),
         });
       } catch (err) {
-        const cause = (err as { cause?: { code?: string } }).cause?.code ?? String(err);
+        const c = (
+          err as { cause?: { code?: string; message?: string; errors?: { code?: string }[] } }
+        ).cause;
+        const cause = c?.code ?? c?.errors?.[0]?.code ?? c?.message ?? String(err);
         throw new CliError(
           "unavailable",
           `cannot reach ${url.origin}: ${cause}`,
