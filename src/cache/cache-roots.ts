@@ -1,4 +1,4 @@
-import { type Spool, SpoolError, SpoolErrorCode } from "../spool/index.js";
+import { Expert, type Spool, SpoolError, SpoolErrorCode } from "../spool/index.js";
 import { parseHashPart, splitStorePath, storePathBaseName } from "./store-path.js";
 
 /**
@@ -127,20 +127,30 @@ export class RootStore<M, Q extends string> {
     return { entry: entry.name, root };
   }
 
-  /** Every root entry in the queue, expired ones included, in name order. */
+  /**
+   * Every root entry in the queue, expired ones included, in name order. Entries someone
+   * has checked out (a client dequeuing the roots queue, a removal under way) are listed
+   * too: a root keeps its closure until it is removed.
+   */
   async list(): Promise<StoredRoot[]> {
     const { spool, queue, codec } = this.options;
-    const out: StoredRoot[] = [];
+    const found = new Map<string, M>();
     for (const entry of await spool.list(queue)) {
-      let meta: M;
       try {
-        meta = await entry.direct.contents();
+        found.set(entry.name, await entry.direct.contents());
       } catch (err) {
         if (err instanceof SpoolError && err.code === SpoolErrorCode.EntryNotFound) continue;
         throw err;
       }
+    }
+    // Read only (never finished here), so reading another holder's checkout is harmless.
+    for (const held of await Expert.listCheckoutsUnsafe(spool, queue)) {
+      if (!found.has(held.name)) found.set(held.name, held.contents);
+    }
+    const out: StoredRoot[] = [];
+    for (const [name, meta] of [...found].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
       const root = codec.unwrap(meta);
-      if (root !== undefined && isCacheRoot(root)) out.push({ entry: entry.name, root });
+      if (root !== undefined && isCacheRoot(root)) out.push({ entry: name, root });
     }
     return out;
   }

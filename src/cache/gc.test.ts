@@ -132,6 +132,18 @@ describe("CacheGc", () => {
     expect((await spool.list("cache")).map((e) => e.name)).toContain(y);
   });
 
+  it("a root someone has checked out still keeps its closure", async () => {
+    const { spool, roots, gc, entry } = await setup();
+    const kept = await entry(H("k"), 1);
+    await roots.add(H("k"), "ops");
+    const taken = await spool.checkoutIfPresent((await spool.list("roots"))[0]!);
+    expect(taken.kind).toBe("ok");
+    expect((await roots.list()).map((r) => r.root.hashPart)).toEqual([H("k")]);
+    const report = await gc.run();
+    expect(report.removed).toEqual([]);
+    expect((await spool.list("cache")).map((e) => e.name)).toEqual([kept]);
+  });
+
   it("removes nothing while a configured peer is not joined, and says why", async () => {
     const { spool, gc, entry } = await setup({ peers: ["eu-2"] });
     const old = await entry(H("o"), 1);
