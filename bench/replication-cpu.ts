@@ -26,6 +26,8 @@ export interface CpuUsage {
   /** Machine-wide busy ms per second (all processes), and the number of cores. */
   machine: number;
   cores: number;
+  /** The window's length. */
+  seconds: number;
 }
 
 const TICK_MS = 10;
@@ -73,5 +75,5 @@ export function cpuUsage(a: CpuSnapshot, b: CpuSnapshot, cores: number): CpuUsag
   const ours = [...nodes, ...postgres].reduce<number>((s, x) => s + (x ?? 0), bench);
   // /proc/stat's first line sums all CPUs: busy ms per wall second, up to 1000 x cores.
   const machine = Math.round((b.machineBusy - a.machineBusy) / secs);
-  return { nodes, postgres, bench, ours, machine, cores };
+  return { nodes, postgres, bench, ours, machine, cores, seconds: Math.round(secs * 100) / 100 };
 }

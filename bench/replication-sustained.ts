@@ -69,28 +69,23 @@ export function printCpu(u: CpuUsage): void {
 
 /**
  * CPU per replicated entry: the CPU of the three node processes and their PostgreSQL
- * servers over the window, divided by the entries dequeued on C in the window (what the
- * cluster got through; at a rate it sustains, the offered rate). The bench process is not
- * counted; the probe rows (20/s of bare journal rows) and the idle cost are.
+ * servers from the first enqueue (warm-up included) until every entry was dequeued on C and
+ * every replicator was idle again (the checkout and remove rows back on A and B), divided
+ * by the entries A acknowledged in that run. So a backlog still being worked off when the
+ * window ends counts in full. The bench process is not counted; the probe rows (20/s of
+ * bare journal rows) and the idle cost of the cluster over that time (the floor section's
+ * `idleCpuMsPerSecond`) are.
  */
-function cpuPerEntry(
-  cpu: CpuUsage,
-  entries: ReadonlyArray<{ deq?: number }>,
-  windowStart: number,
-  windowEnd: number,
-) {
+function cpuPerEntry(cpu: CpuUsage, seconds: number, entries: number) {
   const sum = (xs: Array<number | null>) => xs.reduce<number>((s, x) => s + (x ?? 0), 0);
-  const seconds = (windowEnd - windowStart) / 1000;
-  const n = entries.filter(
-    (e) => e.deq !== undefined && e.deq >= windowStart && e.deq < windowEnd,
-  ).length;
-  const per = (msPerSecond: number) => (n === 0 ? null : sig((msPerSecond * seconds) / n));
+  const per = (msPerSecond: number) =>
+    entries === 0 ? null : sig((msPerSecond * seconds) / entries);
   return {
     cpuMsPerEntry: per(sum(cpu.nodes) + sum(cpu.postgres)),
     nodesMs: per(sum(cpu.nodes)),
     postgresMs: per(sum(cpu.postgres)),
-    dequeuedInWindow: n,
-    dequeuedPerSecond: sig(n / seconds),
+    entries,
+    seconds: sig(seconds),
   };
 }
 
@@ -114,10 +109,13 @@ export async function sustainedSection(opts: {
   cores: number;
   /** CPU profiles of A and C over the window into this directory. */
   profileDir?: string;
+  /** Resolves once every replicator is idle (after the run, for the CPU per entry). */
+  settle: () => Promise<void>;
 }): Promise<SustainedFigures> {
   const c = opts.cluster;
   const pids = await c.pids();
   for (const i of [A, B, C]) await trace(c, i);
+  const runStart = await cpuSnapshot(pids);
   let cpuStart: Promise<CpuSnapshot> | undefined;
   let cpuEnd: Promise<CpuSnapshot> | undefined;
   let profiling: Promise<unknown> | undefined;
@@ -152,6 +150,8 @@ export async function sustainedSection(opts: {
     },
   });
   await profiling;
+  await opts.settle();
+  const runCpu = cpuUsage(runStart, await cpuSnapshot(pids), opts.cores);
   const cpu = cpuUsage(
     await (cpuStart as Promise<CpuSnapshot>),
     await (cpuEnd as Promise<CpuSnapshot>),
@@ -177,11 +177,12 @@ export async function sustainedSection(opts: {
       `>5 ms late; at most ${r.maxInFlight} enqueues in flight; ${r.consumeErrors} consumer errors`,
   );
   printCpu(cpu);
-  const perEntry = cpuPerEntry(cpu, r.entries, r.windowStart, r.windowEnd);
+  const acked = r.entries.filter((e) => e.ack !== undefined).length;
+  const perEntry = cpuPerEntry(runCpu, runCpu.seconds, acked);
   console.log(
     `CPU per replicated entry: ${perEntry.cpuMsPerEntry} ms (node processes ${perEntry.nodesMs}, ` +
-      `their PostgreSQL ${perEntry.postgresMs}) over ${perEntry.dequeuedInWindow} entries ` +
-      `dequeued on C in the window (${perEntry.dequeuedPerSecond}/s)`,
+      `their PostgreSQL ${perEntry.postgresMs}): ${perEntry.entries} entries acknowledged, ` +
+      `${perEntry.seconds} s from the first enqueue until the cluster was idle again`,
   );
   const missing = measured.filter((e) => e.deq === undefined);
   if (missing.length > 0) {

@@ -324,6 +324,7 @@ async function main(): Promise<void> {
           consumers: num("consumers"),
           probeRate: num("probe-rate"),
           cores,
+          settle: () => settle(c),
           ...(profileDir ? { profileDir } : {}),
         });
         if (run.main) {
