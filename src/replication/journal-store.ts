@@ -61,23 +61,67 @@ export class JournalStoreError extends Error {
 const COLUMNS =
   "origin, seq, hlc, entry, op, queue, metadata, data_sha256, data_size, lease_until, attempts, recorded_at, data";
 
-const APPEND = `
-with counter as (
+/**
+ * The common table expressions that append rows (parameters $1..$12, as `appendParams`
+ * makes them): `counter` takes the origin's counter row (only when there are rows: $2 > 0),
+ * `appended` inserts the rows and returns their seq and recorded_at. For a caller that
+ * writes more in the same statement (replica-record.ts): one statement, one round trip,
+ * atomic by itself.
+ */
+export const APPEND_CTES = `
+counter as (
   insert into journal_counter as c (origin, last_seq)
-  values ($1, coalesce((select max(seq) from journal where origin = $1), 0) + $2)
+  select $1, coalesce((select max(seq) from journal where origin = $1), 0) + $2
+  where $2 > 0
   on conflict (origin) do update set last_seq = c.last_seq + $2
   returning last_seq
-)
-insert into journal (origin, seq, hlc, entry, op, queue, metadata, data_sha256, data_size,
-                     lease_until, attempts, data)
-select $1, counter.last_seq - $2 + r.ord, r.hlc, r.entry, r.op, r.queue, r.metadata,
-       r.data_sha256, r.data_size, r.lease_until, r.attempts, r.data
-from counter,
-     unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[],
-            $9::bigint[], $10::timestamptz[], $11::int[], $12::bytea[])
-       with ordinality as r(hlc, entry, op, queue, metadata, data_sha256, data_size,
-                            lease_until, attempts, data, ord)
-returning seq, recorded_at`;
+),
+appended as (
+  insert into journal (origin, seq, hlc, entry, op, queue, metadata, data_sha256, data_size,
+                       lease_until, attempts, data)
+  select $1, counter.last_seq - $2 + r.ord, r.hlc, r.entry, r.op, r.queue, r.metadata,
+         r.data_sha256, r.data_size, r.lease_until, r.attempts, r.data
+  from counter,
+       unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[],
+              $9::bigint[], $10::timestamptz[], $11::int[], $12::bytea[])
+         with ordinality as r(hlc, entry, op, queue, metadata, data_sha256, data_size,
+                              lease_until, attempts, data, ord)
+  returning seq, recorded_at
+)`;
+
+const APPEND = `with ${APPEND_CTES} select seq, recorded_at from appended`;
+
+/** Every row validated (a `JournalStoreError` naming the first invalid one). */
+export function checkRows(origin: string, rows: readonly NewJournalRow[]): JournalRow[] {
+  return rows.map((row, i) => {
+    const result = validateRow({ ...row, origin, seq: 1n });
+    if (!result.ok) {
+      throw new JournalStoreError(
+        JournalStoreErrorCode.InvalidRow,
+        `row ${i} to append is invalid: ${result.problem}`,
+      );
+    }
+    return result.row;
+  });
+}
+
+/** The parameters $1..$12 of `APPEND_CTES` for `checked` rows (from `checkRows`). */
+export function appendParams(origin: string, checked: readonly JournalRow[]): unknown[] {
+  return [
+    origin,
+    checked.length,
+    checked.map((r) => r.hlc.toString()),
+    checked.map((r) => r.entry),
+    checked.map((r) => r.op),
+    checked.map((r) => r.queue),
+    checked.map((r) => r.metadata),
+    checked.map((r) => r.dataSha256),
+    checked.map((r) => (r.dataSize === null ? null : String(r.dataSize))),
+    checked.map((r) => (r.leaseUntil === null ? null : new Date(r.leaseUntil).toISOString())),
+    checked.map((r) => r.attempts),
+    checked.map((r) => (r.op === "enqueue" ? (r.inlineData ?? null) : null)),
+  ];
+}
 
 /**
  * Append rows written by `origin` (the local node) and return them with their seqs, in the
@@ -91,34 +135,11 @@ export async function appendLocal(
   rows: readonly NewJournalRow[],
 ): Promise<StoredJournalRow[]> {
   if (rows.length === 0) return [];
-  const checked = rows.map((row, i) => {
-    const result = validateRow({ ...row, origin, seq: 1n });
-    if (!result.ok) {
-      throw new JournalStoreError(
-        JournalStoreErrorCode.InvalidRow,
-        `row ${i} to append is invalid: ${result.problem}`,
-      );
-    }
-    return result.row;
-  });
-  const n = checked.length;
+  const checked = checkRows(origin, rows);
   const { rows: inserted } = await db.query<{ seq: string; recorded_at: Date }>({
     name: "journal_append_local",
     text: APPEND,
-    values: [
-      origin,
-      n,
-      checked.map((r) => r.hlc.toString()),
-      checked.map((r) => r.entry),
-      checked.map((r) => r.op),
-      checked.map((r) => r.queue),
-      checked.map((r) => r.metadata),
-      checked.map((r) => r.dataSha256),
-      checked.map((r) => (r.dataSize === null ? null : String(r.dataSize))),
-      checked.map((r) => (r.leaseUntil === null ? null : new Date(r.leaseUntil).toISOString())),
-      checked.map((r) => r.attempts),
-      checked.map((r) => (r.op === "enqueue" ? (r.inlineData ?? null) : null)),
-    ],
+    values: appendParams(origin, checked),
   });
   // The statement numbers rows by their position (with ordinality): the first row got the
   // smallest seq.

@@ -1,6 +1,12 @@
 import type pg from "pg";
 import { inTransaction } from "../db/pg-session.js";
-import { appendLocal, type NewJournalRow } from "./journal-store.js";
+import {
+  APPEND_CTES,
+  appendLocal,
+  appendParams,
+  checkRows,
+  type NewJournalRow,
+} from "./journal-store.js";
 import type { LocalState, Placed } from "./replica-state.js";
 
 /**
@@ -135,13 +141,72 @@ export async function leaseHolder(pool: pg.Pool, entry: string): Promise<string 
   return r.rows[0]?.origin;
 }
 
-/** Write one batch's journal rows, record, quarantine and retries in one transaction. */
-export function writeRecord(pool: pg.Pool, nodeId: string, w: RecordWrite): Promise<void> {
-  return inTransaction(pool, async (client) => {
+/**
+ * The common batch (no quarantine) in one statement, so one round trip and atomic by
+ * itself: the journal rows (journal-store.ts, $1..$12), the record's new and gone entries,
+ * the retries listed and the settled entries unlisted. The keys of each table's two parts
+ * are disjoint (an entry has one outcome per batch; retried and settled entries differ).
+ */
+const RECORD_WRITE = `
+with ${APPEND_CTES},
+upserted as (
+  insert into replica_entries (entry, queue, checked_out, lease_until, attempts, payload_sha256)
+  select * from unnest($13::text[], $14::text[], $15::bool[], $16::bigint[], $17::int[],
+                       $18::text[])
+  on conflict (entry) do update set
+    queue = excluded.queue, checked_out = excluded.checked_out,
+    lease_until = excluded.lease_until, attempts = excluded.attempts,
+    payload_sha256 = excluded.payload_sha256, updated_at = now()
+  returning 1
+),
+gone as (delete from replica_entries where entry = any($19::text[]) returning 1),
+retried as (
+  insert into replica_pending (entry, reason)
+  select * from unnest($20::text[], $21::text[])
+  on conflict (entry) do update set reason = excluded.reason,
+    failures = replica_pending.failures + 1, last_attempt = now()
+  returning 1
+),
+settled as (delete from replica_pending where entry = any($22::text[]) returning 1)
+select (select count(*) from appended) as appended`;
+
+function recordParams(w: RecordWrite) {
+  const up = w.records.filter((r): r is [string, Placed] => r[1] !== null);
+  const gone = w.records.filter((r) => r[1] === null).map((r) => r[0]);
+  return {
+    up: [
+      up.map((r) => r[0]),
+      up.map((r) => r[1].queue),
+      up.map((r) => r[1].checkedOut),
+      up.map((r) => (r[1].leaseUntil === null ? null : String(Math.round(r[1].leaseUntil)))),
+      up.map((r) => r[1].attempts),
+      up.map((r) => r[1].payloadSha256),
+    ],
+    gone,
+    retry: [w.retry.map((r) => r.entry), w.retry.map((r) => r.reason.slice(0, 500))],
+  };
+}
+
+/**
+ * Write one batch's journal rows, record, quarantine and retries atomically: in one
+ * statement when nothing is quarantined (the common case), else in one transaction.
+ */
+export async function writeRecord(pool: pg.Pool, nodeId: string, w: RecordWrite): Promise<void> {
+  if (w.quarantine.length === 0 && w.requarantined.length === 0) {
+    // Validated before anything is sent, as appendLocal does.
+    const checked = checkRows(nodeId, w.rows);
+    const p = recordParams(w);
+    await pool.query({
+      name: "replica_record_write",
+      text: RECORD_WRITE,
+      values: [...appendParams(nodeId, checked), ...p.up, p.gone, ...p.retry, w.settled],
+    });
+    return;
+  }
+  await inTransaction(pool, async (client) => {
     if (w.rows.length > 0) await appendLocal(client, nodeId, w.rows);
-    const up = w.records.filter((r): r is [string, Placed] => r[1] !== null);
-    const gone = w.records.filter((r) => r[1] === null).map((r) => r[0]);
-    if (up.length > 0) {
+    const p = recordParams(w);
+    if (p.up[0]?.length) {
       await client.query({
         name: "replica_upsert",
         text: `insert into replica_entries
@@ -152,18 +217,11 @@ export function writeRecord(pool: pg.Pool, nodeId: string, w: RecordWrite): Prom
                queue = excluded.queue, checked_out = excluded.checked_out,
                lease_until = excluded.lease_until, attempts = excluded.attempts,
                payload_sha256 = excluded.payload_sha256, updated_at = now()`,
-        values: [
-          up.map((r) => r[0]),
-          up.map((r) => r[1].queue),
-          up.map((r) => r[1].checkedOut),
-          up.map((r) => (r[1].leaseUntil === null ? null : String(Math.round(r[1].leaseUntil)))),
-          up.map((r) => r[1].attempts),
-          up.map((r) => r[1].payloadSha256),
-        ],
+        values: p.up,
       });
     }
-    if (gone.length > 0) {
-      await client.query("delete from replica_entries where entry = any($1::text[])", [gone]);
+    if (p.gone.length > 0) {
+      await client.query("delete from replica_entries where entry = any($1::text[])", [p.gone]);
     }
     if (w.requarantined.length > 0) {
       await client.query("delete from replica_quarantine where entry = any($1::text[])", [
@@ -189,7 +247,7 @@ export function writeRecord(pool: pg.Pool, nodeId: string, w: RecordWrite): Prom
          select * from unnest($1::text[], $2::text[])
          on conflict (entry) do update set reason = excluded.reason,
            failures = replica_pending.failures + 1, last_attempt = now()`,
-        [w.retry.map((r) => r.entry), w.retry.map((r) => r.reason.slice(0, 500))],
+        p.retry,
       );
     }
     if (w.settled.length > 0) {
