@@ -71,8 +71,9 @@ interface Way {
 }
 
 /** When the entry's data started and finished arriving on C: inline staging or a fetch. */
-const dataStart = (w: Way) => w.c.stageStart ?? w.c.fetchStart;
-const dataEnd = (w: Way) => w.c.stageEnd ?? w.c.fetchEnd;
+/** Inline data is staged (older builds) or handed to the placement (`inline`: no step). */
+const dataStart = (w: Way) => w.c.stageStart ?? w.c.fetchStart ?? w.c.inline;
+const dataEnd = (w: Way) => w.c.stageEnd ?? w.c.fetchEnd ?? w.c.inline;
 /** The first thing the sync did after inspecting and reading the fold. */
 const afterFold = (w: Way) => w.c.keyStart ?? dataStart(w) ?? w.c.placeStart;
 

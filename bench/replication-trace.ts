@@ -11,7 +11,7 @@
  * `commitSeen(lsn)`), its `sync` (entry-sync.ts: `syncBatch(batch)`,
  * `commitOutcomes(outcomes)`) and its `opts` (`pool`, `fetchData(req)`,
  * `spool.inspect/place(...)`, and where they exist `onPeerEnqueue` and `spool.stageData`,
- * inline data). If the required ones are missing, `instrument` throws rather than measuring
+ * inline data staged by builds before the placement took the bytes itself). If the required ones are missing, `instrument` throws rather than measuring
  * nothing.
  */
 import type { RunningNode } from "../src/node/node.js";
@@ -37,6 +37,8 @@ export const POINTS = [
   /** The data is being fetched from a peer over gRPC ReadData (not inline). */
   "fetchStart",
   "fetchEnd",
+  /** The placement was given the data inline (its bytes, written in its own fsync round). */
+  "inline",
   "placeStart",
   "placeEnd",
   /** The transaction holding the entry's local journal rows committed (tailer). */
@@ -267,7 +269,10 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
   };
   const place = spool.place;
   spool.place = async (name, ...rest) => {
-    tracer.point(name, "placeStart");
+    const t = now();
+    tracer.point(name, "placeStart", t);
+    const data = rest[3] as { bytes?: unknown } | undefined;
+    if (data?.bytes !== undefined) tracer.point(name, "inline", t);
     try {
       return await place.call(spool, name, ...rest);
     } finally {

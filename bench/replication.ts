@@ -474,12 +474,13 @@ async function main(): Promise<void> {
       const last = placed[placed.length - 1] ?? Number.NaN;
       catchupSeconds = (tAll - tRestart) / 1000;
       const cb = batchStats(tc.batches, tRestart, tAll);
-      // The data arrives inline (staged to a file) or by a fetch over gRPC.
+      // The data arrives inline (given to the placement, or staged to a file by older
+      // builds) or by a fetch over gRPC.
       const dataMs = dist(
         entries.map((e) => {
           const x = tc.entries[e.name];
-          const from = x?.stageStart ?? x?.fetchStart;
-          const to = x?.stageEnd ?? x?.fetchEnd;
+          const from = x?.stageStart ?? x?.fetchStart ?? x?.inline;
+          const to = x?.stageEnd ?? x?.fetchEnd ?? x?.inline;
           return from === undefined || to === undefined ? undefined : to - from;
         }),
       );
@@ -491,11 +492,11 @@ async function main(): Promise<void> {
             : x.placeEnd - x.placeStart;
         }),
       );
-      const count = (p: "markPeer" | "fetchStart" | "stageStart" | "placeEnd") =>
+      const count = (p: "markPeer" | "fetchStart" | "stageStart" | "inline" | "placeEnd") =>
         entries.filter((e) => tc.entries[e.name]?.[p] !== undefined).length;
       const traced = {
         deliveredByApplyStream: count("markPeer"),
-        dataInline: count("stageStart"),
+        dataInline: count("stageStart") + count("inline"),
         dataFetched: count("fetchStart"),
         placed: count("placeEnd"),
       };

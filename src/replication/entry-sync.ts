@@ -260,7 +260,7 @@ export class EntrySync {
     const target = targetOf(foldEntry(journal.rows, now));
     const peerEnqueue = peerEnqueueOf(journal.rows, rec, this.opts.nodeId);
     // Recorded before the entry can become visible here (apply waits for it before the
-    // placement), so a retry on this node finds its key; meanwhile the data is staged.
+    // placement), so a retry on this node finds its key; meanwhile the fetch starts.
     const keyRecorded =
       peerEnqueue === undefined
         ? undefined
@@ -345,7 +345,8 @@ export class EntrySync {
     if (target.kind !== "placed") throw new Error("unreachable: a placement without a target");
     let data: ReplicaData | undefined;
     if (plan.data.kind === "inline") {
-      data = { adoptPath: await spool.stageData(entry, plan.data.bytes), synced: false };
+      // Written by the placement itself, in the fsync round of the metadata: no staged file.
+      data = { bytes: plan.data.bytes };
     } else if (plan.data.kind === "fetch") {
       // The fetch runs apart from this batch: the entries behind this one do not wait for it.
       this.fetchLeft.add(entry);

@@ -87,7 +87,7 @@ export function inspectReplica<M, Q extends string>(
 /**
  * Replica placement: bring the entry to `placement` with `payload` and `attempts`, from
  * wherever it is now, overriding a local holder. An entry the spool does not hold needs
- * `data.adoptPath`. `raced` means a local operation got there first: inspect again.
+ * its data: `data.adoptPath` (a file to adopt) or `data.bytes`. `raced` means a local operation got there first: inspect again.
  */
 export function placeReplica<M, Q extends string>(
   spool: Spool<M, Q>,

@@ -115,10 +115,12 @@
  * rename (`<queue>/[.checkout/]<name>` to `<queue>/.checkout/<name>~<tag>`, like a finish
  * but without the holder check, so a local holder then gets `lease_lost`), renames the new
  * file over the taken one and into place, and fsyncs the destination and the
- * directory it left; on failure the taken file goes back. An entry not present is made from `adoptPath` (a complete, fsynced
- * file on the spool's filesystem, renamed to .data): registry (a remnant is resumed), data,
- * metadata, directory fsyncs, then the rename that makes it visible; on failure before that,
- * the data goes back to `adoptPath` and a registry file it made is removed. `dropReplica`
+ * directory it left; on failure the taken file goes back. An entry not present is made from `adoptPath` (a complete
+ * file on the spool's filesystem, renamed to .data) or from `bytes` (written to .data):
+ * registry (reserved first: made, it also tells the entry was absent; a remnant is resumed),
+ * data, metadata, one round of fsyncs (metadata, data, registry and data directories), then
+ * the rename that makes it visible; on failure before that, the data goes back to
+ * `adoptPath` (or, written here, is removed with a registry file it made). `dropReplica`
  * takes and removes a present entry, or removes an `in_flux` remnant's data and registry,
  * and fsyncs the directories it changed.
  * Both answer `raced` and change nothing when a local operation got there first (the entry

@@ -1,6 +1,5 @@
-import { readdir, writeFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ioError } from "./errors.js";
 import { unlinkIfExists } from "./fs-ops.js";
 import type { SpoolIdentity } from "./identity.js";
 import { TMP_TAG_SEPARATOR } from "./layout.js";
@@ -40,11 +39,10 @@ export interface ReplicaSpool {
   /** An entry's data (for the inline copy of a small entry). */
   readData(name: string): Promise<Buffer>;
   /**
-   * Write `bytes` to a file the spool can adopt for `name` (not fsynced: the placement
-   * fsyncs it with the metadata); returns its path.
+   * Delete data staged for a placement and never adopted (`.tmp/<name>~inline`, left by a
+   * process of an earlier version, which staged inline data there; placements now take the
+   * bytes themselves).
    */
-  stageData(name: string, bytes: Buffer): Promise<string>;
-  /** Delete what `stageData` wrote and no placement adopted (left by an earlier process). */
   removeStaged(): Promise<void>;
   /** Every entry name in the spool with its queue and whether it is checked out. */
   scan(): Promise<Map<string, { queue: string; checkedOut: boolean }>>;
@@ -74,16 +72,8 @@ export function replicaSpool<M, Q extends string>(spool: Spool<M, Q>): ReplicaSp
     place: (name, placement, payload, attempts, data) =>
       placeReplica(core, name, placement as ReplicaPlacement<Q>, payload, attempts, data),
     drop: (name) => dropReplica(core, name),
-    readData: (name) => spool.dataFile(name).read(),
-    async stageData(name, bytes) {
-      const path = layout.tmpFile(name, STAGED_TAG);
-      try {
-        await core.throttle.run(() => writeFile(path, bytes));
-      } catch (err) {
-        throw ioError("stage data", path, err);
-      }
-      return path;
-    },
+    // One readFile (open, fstat, read, close), not a read stream: the data is small.
+    readData: (name) => core.throttle.run(() => readFile(layout.dataFile(name))),
     async removeStaged() {
       const names = await core.throttle.run(() => readdir(layout.tmp));
       const staged = names.filter((n) => n.endsWith(`${TMP_TAG_SEPARATOR}${STAGED_TAG}`));

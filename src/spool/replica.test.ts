@@ -190,6 +190,79 @@ describe("placing an entry the spool does not hold", () => {
   });
 });
 
+describe("placing an entry from its bytes (data carried inline)", () => {
+  it("writes the data file itself: visible, whole, nothing left in .tmp", async () => {
+    const spool = await newSpool();
+    const r = await Expert.placeReplica(
+      spool,
+      "b1",
+      { queue: "inbox", checkedOut: false },
+      payloadOf({ id: 1 }),
+      1,
+      { bytes: Buffer.from("inline data") },
+    );
+    expect(r).toEqual({ kind: "placed" });
+    expect((await spool.dataFile("b1").read()).toString()).toBe("inline data");
+    expect(await spool.entry("inbox", "b1").direct.read()).toEqual({
+      metadata: { id: 1 },
+      attempts: 1,
+    });
+    expect(await readdir(join(spool.dir, ".tmp"))).toEqual([]);
+    await expectClean(spool);
+  });
+
+  it("a failure before the entry is visible leaves nothing, not even the data", async () => {
+    const spool = await newSpool();
+    await mkdir(join(spool.dir, "inbox", "b2"));
+    const err = await Expert.placeReplica(
+      spool,
+      "b2",
+      { queue: "inbox", checkedOut: false },
+      payloadOf({ id: 2 }),
+      0,
+      { bytes: Buffer.from("gone again") },
+    ).catch((e) => e);
+    expect(err).toBeInstanceOf(SpoolError);
+    expect(err.code).toBe(SpoolErrorCode.Io);
+    await rmdir(join(spool.dir, "inbox", "b2"));
+    expect(await snapshot(spool)).toEqual([]);
+  });
+
+  it("resumes a remnant (registry and partial data) with the bytes", async () => {
+    const spool = await newSpool();
+    const name = await spool.reserveName();
+    await writeFile(join(spool.dir, ".data", name), "half-written and longer");
+    const r = await Expert.placeReplica(
+      spool,
+      name,
+      { queue: "inbox", checkedOut: false },
+      payloadOf({ id: 3 }),
+      0,
+      { bytes: Buffer.from("whole") },
+    );
+    expect(r).toEqual({ kind: "placed" });
+    expect((await spool.dataFile(name).read()).toString()).toBe("whole");
+    await expectClean(spool);
+  });
+
+  it("an entry already here is moved, its data kept", async () => {
+    const spool = await newSpool();
+    const e = await spool.enqueue("inbox", { id: 4 }, "original");
+    const r = await Expert.placeReplica(
+      spool,
+      e.name,
+      { queue: "outbox", checkedOut: false },
+      payloadOf({ id: 4 }),
+      0,
+      { bytes: Buffer.from("other") },
+    );
+    expect(r).toEqual({ kind: "placed" });
+    expect((await spool.dataFile(e.name).read()).toString()).toBe("original");
+    expect((await spool.list("outbox")).map((x) => x.name)).toEqual([e.name]);
+    await expectClean(spool);
+  });
+});
+
 describe("moving an entry the spool holds", () => {
   it("moves a queued entry to another queue with new metadata, keeping its data", async () => {
     const spool = await newSpool();

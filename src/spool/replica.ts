@@ -50,16 +50,23 @@ export type ReplicaInspection<Q extends string> =
 export type PlaceReplicaResult = { kind: "placed" } | { kind: "raced" } | { kind: "unchanged" };
 export type DropReplicaResult = { kind: "dropped" } | { kind: "absent" } | { kind: "raced" };
 
-/** The data of an entry that the spool does not hold yet. */
-export interface ReplicaData {
-  /** A complete file on the spool's filesystem (e.g. in its .tmp directory). */
-  adoptPath: string;
-  /**
-   * Whether the file is already fsynced (default true). When false, the placement fsyncs it
-   * in the same round as the metadata, before the entry becomes visible.
-   */
-  synced?: boolean;
-}
+/**
+ * The data of an entry that the spool does not hold yet: a file to adopt, or the bytes
+ * themselves (small data carried in a journal row), which the placement writes to the
+ * entry's data file and fsyncs in the same round as the metadata.
+ */
+export type ReplicaData =
+  | {
+      /** A complete file on the spool's filesystem (e.g. in its .tmp directory). */
+      adoptPath: string;
+      /**
+       * Whether the file is already fsynced (default true). When false, the placement fsyncs
+       * it in the same round as the metadata, before the entry becomes visible.
+       */
+      synced?: boolean;
+      bytes?: undefined;
+    }
+  | { bytes: Uint8Array; adoptPath?: undefined; synced?: undefined };
 
 /** A metadata file the scan found, as read through one open handle. */
 interface Found<Q extends string> {
@@ -135,8 +142,12 @@ export async function placeReplica<M, Q extends string>(
   if (leaseUntil !== undefined && !(Number.isFinite(leaseUntil) && leaseUntil > 0)) {
     throw invalid(`leaseUntil must be a positive number of ms since the epoch, got ${leaseUntil}`);
   }
-  if (data !== undefined && (typeof data.adoptPath !== "string" || data.adoptPath === "")) {
-    throw invalid("data.adoptPath must be a path");
+  if (
+    data !== undefined &&
+    !(data.bytes instanceof Uint8Array) &&
+    (typeof data.adoptPath !== "string" || data.adoptPath === "")
+  ) {
+    throw invalid("data.adoptPath must be a path, or data.bytes bytes");
   }
   const l = core.layout;
   const dest = placement.checkedOut
@@ -144,8 +155,14 @@ export async function placeReplica<M, Q extends string>(
     : l.queueFile(destDirname, name);
   const destDir = placement.checkedOut ? l.checkout(destDirname) : l.queue(destDirname);
   const bytes = encodeEnvelope({ attempts }, payload);
+  const reg = l.registryFile(name);
 
-  const s = await scan(core, name);
+  // A new entry (the common case with data): reserving its name first tells at once that it
+  // was absent, since enqueue makes the registry file first and a removal deletes it last.
+  // Otherwise (a remnant, or an entry that is here) the scan says what there is.
+  const reserved =
+    data !== undefined && (await core.throttle.run(() => createExclusive(reg))) === "created";
+  const s: Scan<Q> = reserved ? { kind: "absent" } : await scan(core, name);
   if (s.kind === "present") {
     const f = s.found;
     if (
@@ -199,26 +216,38 @@ export async function placeReplica<M, Q extends string>(
     throw invalid(`entry ${name} is not in this spool: placing it needs its data (adoptPath)`);
   }
   const adoptPath = data.adoptPath;
-  const reg = l.registryFile(name);
+  const inline = data.bytes;
   const dataPath = l.dataFile(name);
   const tmp = l.tmpFile(name, `place-${randomBytes(4).toString("hex")}`);
-  let createdRegistry = false;
+  let createdRegistry = reserved;
   let adopted = false;
+  let wroteData = false;
   let visible = false;
   let step = "reserve name";
   try {
-    // Not O_EXCL as a failure: the remnant of an earlier placement that died is resumed.
-    createdRegistry = (await core.throttle.run(() => createExclusive(reg))) === "created";
-    await touchRegistry(core, name);
-    step = "adopt data";
-    await core.throttle.run(() => rename(adoptPath, dataPath));
-    adopted = true;
-    // One round: the metadata written and fsynced, the data fsynced if it was not, and the
-    // registry and data directory entries made durable, all at once.
+    if (!reserved) {
+      // Not O_EXCL as a failure: the remnant of an earlier placement that died is resumed.
+      createdRegistry = (await core.throttle.run(() => createExclusive(reg))) === "created";
+      // A registry file just made is as fresh as a touch would make it.
+      if (!createdRegistry) await touchRegistry(core, name);
+    }
+    if (adoptPath !== undefined) {
+      step = "adopt data";
+      await core.throttle.run(() => rename(adoptPath, dataPath));
+      adopted = true;
+    }
+    // One round: the metadata written and fsynced, the data written (inline bytes) or
+    // fsynced if it was not, and the registry and data directory entries made durable, all
+    // at once.
     step = "write metadata and fsync";
+    wroteData = inline !== undefined;
     await Promise.all([
       core.throttle.run(() => writeMetadataSynced(tmp, bytes, leaseUntil)),
-      data.synced === false ? core.throttle.run(() => fsyncFile(dataPath)) : undefined,
+      inline !== undefined
+        ? core.throttle.run(() => writeMetadataSynced(dataPath, inline, undefined))
+        : data.synced === false
+          ? core.throttle.run(() => fsyncFile(dataPath))
+          : undefined,
       core.syncer.sync(l.registry),
       core.syncer.sync(l.data),
     ]);
@@ -244,7 +273,11 @@ export async function placeReplica<M, Q extends string>(
     if (!visible) {
       await core.throttle.run(async () => {
         await unlinkIfExists(tmp).catch(() => false);
-        if (adopted) await renameIfExists(dataPath, adoptPath).catch(() => "not_found");
+        if (adopted && adoptPath !== undefined) {
+          await renameIfExists(dataPath, adoptPath).catch(() => "not_found");
+        }
+        // Data written here goes with the reservation made here; a remnant's stays with it.
+        if (wroteData && createdRegistry) await unlinkIfExists(dataPath).catch(() => false);
         if (createdRegistry) await unlinkIfExists(reg).catch(() => false);
       });
     }
@@ -454,10 +487,13 @@ async function take<M, Q extends string>(
   return r === "ok" ? taken : undefined;
 }
 
-/** Write a metadata file, set its mtime (a checkout's deadline) if asked, fsync, close. */
+/**
+ * Write a file (metadata, or inline data), set its mtime (a checkout's deadline) if asked,
+ * fsync, close.
+ */
 async function writeMetadataSynced(
   path: string,
-  bytes: Buffer,
+  bytes: Uint8Array,
   mtimeMs: number | undefined,
 ): Promise<void> {
   const { fh } = await writeData(path, bytes);
