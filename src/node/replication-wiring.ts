@@ -85,13 +85,13 @@ export async function startReplication(opts: {
     spool: {
       ...replicaSpool,
       // What the replicator placed or dropped may be a cache entry: the node's index follows.
-      async place(name, placement, payload, attempts, data) {
-        const r = await replicaSpool.place(name, placement, payload, attempts, data);
+      async place(name, placement, payload, attempts, data, seen) {
+        const r = await replicaSpool.place(name, placement, payload, attempts, data, seen);
         opts.onReplicaChange?.(name);
         return r;
       },
-      async drop(name) {
-        const r = await replicaSpool.drop(name);
+      async drop(name, seen) {
+        const r = await replicaSpool.drop(name, seen);
         opts.onReplicaChange?.(name);
         return r;
       },

@@ -276,7 +276,7 @@ export class EntrySync {
         case "journal":
           return await this.journalLocal(entry, seen, disk, rec, journal.rows, quarantine, now);
         case "apply":
-          return await this.apply(entry, disk, target, journal.rows, quarantine, keyRecorded);
+          return await this.apply(entry, seen, disk, target, journal.rows, quarantine, keyRecorded);
       }
     } finally {
       await keyRecorded;
@@ -322,9 +322,13 @@ export class EntrySync {
     }
   }
 
-  /** Bring the entry's files (as recorded) to the fold's target. */
+  /**
+   * Bring the entry's files (as recorded, and as `seen` a moment ago: the spool takes them
+   * where they were seen rather than looking again) to the fold's target.
+   */
   private async apply(
     entry: string,
+    seen: ReplicaInspection<string>,
     disk: LocalState,
     target: Target,
     rows: StoredJournalRow[],
@@ -334,7 +338,7 @@ export class EntrySync {
     const { spool } = this.opts;
     const plan = applyPlan(disk, target, rows, (q) => spool.hasQueue(q));
     if (plan.kind === "drop") {
-      const r = await spool.drop(entry);
+      const r = await spool.drop(entry, seen);
       if (r.kind === "raced")
         return { entry, retry: { reason: "raced", persist: true }, quarantine };
       return { entry, record: null, quarantine, applied: "dropped" };
@@ -368,7 +372,7 @@ export class EntrySync {
     }
     await keyRecorded;
     const p = target.placed;
-    const r = await spool.place(entry, plan.placement, target.payload, p.attempts, data);
+    const r = await spool.place(entry, plan.placement, target.payload, p.attempts, data, seen);
     // Raced with a local reader or finish: look again shortly (not at once: a finish left
     // half-done by a crash stays until the monitor repairs it).
     if (r.kind === "raced") return { entry, retry: { reason: "raced", persist: true }, quarantine };

@@ -87,7 +87,9 @@ export function inspectReplica<M, Q extends string>(
 /**
  * Replica placement: bring the entry to `placement` with `payload` and `attempts`, from
  * wherever it is now, overriding a local holder. An entry the spool does not hold needs
- * its data: `data.adoptPath` (a file to adopt) or `data.bytes`. `raced` means a local operation got there first: inspect again.
+ * its data: `data.adoptPath` (a file to adopt) or `data.bytes`. `seen`, the caller's
+ * inspection of the entry just before, spares a second one (see index.ts). `raced` means a
+ * local operation got there first: inspect again.
  */
 export function placeReplica<M, Q extends string>(
   spool: Spool<M, Q>,
@@ -96,14 +98,19 @@ export function placeReplica<M, Q extends string>(
   payload: Uint8Array,
   attempts: number,
   data?: ReplicaData,
+  seen?: ReplicaInspection<Q>,
 ): Promise<PlaceReplicaResult> {
-  return replica.placeReplica(coreOf(spool), name, placement, payload, attempts, data);
+  return replica.placeReplica(coreOf(spool), name, placement, payload, attempts, data, seen);
 }
 
-/** Replica placement: remove the entry wherever it is, overriding a local holder. */
+/**
+ * Replica placement: remove the entry wherever it is, overriding a local holder (`seen` as
+ * for `placeReplica`).
+ */
 export function dropReplica<M, Q extends string>(
   spool: Spool<M, Q>,
   name: string,
+  seen?: ReplicaInspection<Q>,
 ): Promise<DropReplicaResult> {
-  return replica.dropReplica(coreOf(spool), name);
+  return replica.dropReplica(coreOf(spool), name, seen);
 }

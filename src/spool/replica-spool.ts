@@ -28,14 +28,16 @@ export interface ReplicaSpool {
   readonly identity: SpoolIdentity;
   hasQueue(queue: string): boolean;
   inspect(name: string): Promise<ReplicaInspection<string>>;
+  /** `seen`: the entry's inspection just before, if any (spares a second one). */
   place(
     name: string,
     placement: ReplicaPlacement<string>,
     payload: Buffer,
     attempts: number,
     data?: ReplicaData,
+    seen?: ReplicaInspection<string>,
   ): Promise<PlaceReplicaResult>;
-  drop(name: string): Promise<DropReplicaResult>;
+  drop(name: string, seen?: ReplicaInspection<string>): Promise<DropReplicaResult>;
   /** An entry's data (for the inline copy of a small entry). */
   readData(name: string): Promise<Buffer>;
   /**
@@ -69,9 +71,17 @@ export function replicaSpool<M, Q extends string>(spool: Spool<M, Q>): ReplicaSp
     hasQueue: (q) => queues.has(q),
     inspect: (name) => inspectReplica(core, name),
     // A queue the spool does not have is refused there (`unknown_queue`).
-    place: (name, placement, payload, attempts, data) =>
-      placeReplica(core, name, placement as ReplicaPlacement<Q>, payload, attempts, data),
-    drop: (name) => dropReplica(core, name),
+    place: (name, placement, payload, attempts, data, seen) =>
+      placeReplica(
+        core,
+        name,
+        placement as ReplicaPlacement<Q>,
+        payload,
+        attempts,
+        data,
+        seen as ReplicaInspection<Q> | undefined,
+      ),
+    drop: (name, seen) => dropReplica(core, name, seen as ReplicaInspection<Q> | undefined),
     // One readFile (open, fstat, read, close), not a read stream: the data is small.
     readData: (name) => core.throttle.run(() => readFile(layout.dataFile(name))),
     async removeStaged() {

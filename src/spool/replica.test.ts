@@ -263,6 +263,57 @@ describe("placing an entry from its bytes (data carried inline)", () => {
   });
 });
 
+describe("placing or dropping an entry as the caller just saw it", () => {
+  it("takes it where it was seen, without looking again", async () => {
+    const spool = await newSpool();
+    const e = await spool.enqueue("inbox", { id: 1 }, "data-1");
+    const seen = await Expert.inspectReplica(spool, e.name);
+    const r = await Expert.placeReplica(
+      spool,
+      e.name,
+      { queue: "outbox", checkedOut: false },
+      payloadOf({ id: 1 }),
+      3,
+      undefined,
+      seen,
+    );
+    expect(r).toEqual({ kind: "placed" });
+    expect(await Expert.inspectReplica(spool, e.name)).toMatchObject({
+      kind: "present",
+      queue: "outbox",
+      attempts: 3,
+    });
+    const again = await Expert.inspectReplica(spool, e.name);
+    expect(await Expert.dropReplica(spool, e.name, again)).toEqual({ kind: "dropped" });
+    expect(await Expert.inspectReplica(spool, e.name)).toEqual({ kind: "absent" });
+    await expectClean(spool);
+  });
+
+  it("an entry that moved since it was seen is a race, and nothing changes", async () => {
+    const spool = await newSpool();
+    const e = await spool.enqueue("inbox", { id: 2 }, "data-2");
+    const seen = await Expert.inspectReplica(spool, e.name);
+    const held = await spool.checkoutIfPresent(spool.entry("inbox", e.name));
+    expect(held.kind).toBe("ok");
+    const before = await snapshot(spool);
+    const placed = await Expert.placeReplica(
+      spool,
+      e.name,
+      { queue: "outbox", checkedOut: false },
+      payloadOf({ id: 2 }),
+      0,
+      undefined,
+      seen,
+    );
+    expect(placed).toEqual({ kind: "raced" });
+    expect(await Expert.dropReplica(spool, e.name, seen)).toEqual({ kind: "raced" });
+    expect(await snapshot(spool)).toEqual(before);
+    // Looked at again, it is found where it is now.
+    expect(await Expert.dropReplica(spool, e.name)).toEqual({ kind: "dropped" });
+    await expectClean(spool);
+  });
+});
+
 describe("moving an entry the spool holds", () => {
   it("moves a queued entry to another queue with new metadata, keeping its data", async () => {
     const spool = await newSpool();

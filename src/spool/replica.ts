@@ -131,6 +131,7 @@ export async function placeReplica<M, Q extends string>(
   payload: Uint8Array,
   attempts: number,
   data?: ReplicaData,
+  seen?: ReplicaInspection<Q>,
 ): Promise<PlaceReplicaResult> {
   validateName("entry", name);
   const destDirname = core.dirname(placement.queue);
@@ -160,9 +161,12 @@ export async function placeReplica<M, Q extends string>(
   // A new entry (the common case with data): reserving its name first tells at once that it
   // was absent, since enqueue makes the registry file first and a removal deletes it last.
   // Otherwise (a remnant, or an entry that is here) the scan says what there is.
+  // An entry the caller just saw present is taken where it was seen (gone since: raced).
   const reserved =
-    data !== undefined && (await core.throttle.run(() => createExclusive(reg))) === "created";
-  const s: Scan<Q> = reserved ? { kind: "absent" } : await scan(core, name);
+    data !== undefined &&
+    seen?.kind !== "present" &&
+    (await core.throttle.run(() => createExclusive(reg))) === "created";
+  const s: Scan<Q> = reserved ? { kind: "absent" } : await scanUnlessSeen(core, name, seen);
   if (s.kind === "present") {
     const f = s.found;
     if (
@@ -292,9 +296,10 @@ export async function placeReplica<M, Q extends string>(
 export async function dropReplica<M, Q extends string>(
   core: SpoolCore<M, Q>,
   name: string,
+  seen?: ReplicaInspection<Q>,
 ): Promise<DropReplicaResult> {
   validateName("entry", name);
-  const s = await scan(core, name);
+  const s = await scanUnlessSeen(core, name, seen);
   if (s.kind === "absent") return s;
   if (s.kind === "present") {
     const taken = await take(core, name, s.found);
@@ -337,6 +342,33 @@ async function touchRegistry<M, Q extends string>(
   } catch (err) {
     throw ioError("touch", reg, err);
   }
+}
+
+/**
+ * The entry as `seen` present by the caller's inspection a moment ago (its metadata file
+ * where the inspection found it), or else as a scan finds it now. Taking a file that has
+ * moved since fails, which is a race the caller retries, as when it moves after a scan.
+ */
+async function scanUnlessSeen<M, Q extends string>(
+  core: SpoolCore<M, Q>,
+  name: string,
+  seen: ReplicaInspection<Q> | undefined,
+): Promise<Scan<Q>> {
+  if (seen?.kind !== "present") return scan(core, name);
+  const l = core.layout;
+  const dirname = core.dirname(seen.queue);
+  return {
+    kind: "present",
+    found: {
+      queue: seen.queue,
+      checkedOut: seen.checkedOut,
+      path: seen.checkedOut ? l.checkoutFile(dirname, name) : l.queueFile(dirname, name),
+      mtimeMs: seen.leaseUntil ?? 0,
+      ctimeMs: 0,
+      attempts: seen.attempts,
+      payload: seen.payload,
+    },
+  };
 }
 
 /**
