@@ -1,0 +1,277 @@
+/**
+ * `npm run bench:bulk`: the bulk path for loaders (issue 11). On the 3-node cluster of
+ * bench/replication.ts (each node a geospool process with its own embedded PostgreSQL,
+ * durable as in production, full mesh), the same N small entries (200 bytes of data, a
+ * short metadata, an idempotency key each) are sent to node A twice, into two queues:
+ *
+ * 1. one by one: `enqueue` from 32 closed loops (the baseline);
+ * 2. batched: `enqueueMany` (EnqueueBatch calls of 500 entries, 4 under way).
+ *
+ * For each: entries/s acknowledged by A (first send → last reply), and entries/s replicated
+ * (first send → the moment both peers' queue directories hold all N, polled every 100 ms).
+ * The replicators settle between the two. Printed with the ratios batched / one by one;
+ * the `bulk` key of bench/results/replication.json is set (the file is read and merged: its
+ * other sections belong to bench:replication).
+ *
+ * Flags: --entries N (20000), --data-bytes N (200), --concurrency N (32, one by one),
+ * --batch-entries N (500), --batch-concurrency N (4), --order batched-first|single-first
+ * (single-first), --out FILE|- (bench/results/replication.json), --keep.
+ */
+import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { loadavg, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs, promisify } from "node:util";
+import { type BulkEntry, GeospoolClient } from "../src/node/client/index.js";
+import { describeMachine } from "./lib/spool-machine.js";
+import { type BenchCluster, startBenchCluster } from "./replication-cluster.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const DEFAULT_OUT = join(here, "results", "replication.json");
+const { values: args } = parseArgs({
+  options: {
+    entries: { type: "string", default: "20000" },
+    "data-bytes": { type: "string", default: "200" },
+    concurrency: { type: "string", default: "32" },
+    "batch-entries": { type: "string", default: "500" },
+    "batch-concurrency": { type: "string", default: "4" },
+    order: { type: "string", default: "single-first" },
+    out: { type: "string", default: DEFAULT_OUT },
+    keep: { type: "boolean", default: false },
+  },
+});
+const num = (k: keyof typeof args) => Number(args[k]);
+const N = num("entries");
+const IDS = ["node-a", "node-b", "node-c"];
+const QUEUES = ["bulk-single", "bulk-batched", "dead"];
+const A = 0;
+const now = () => performance.now();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sig = (x: number) => Number(x.toPrecision(3));
+const sh = promisify(execFile);
+
+async function uptimeText(): Promise<string> {
+  return (
+    await sh("uptime").catch(() => ({ stdout: `load ${loadavg().join(" ")}` }))
+  ).stdout.trim();
+}
+
+async function sourceVersion(): Promise<{ commit: string; srcModified: string[] }> {
+  const git = (...a: string[]) =>
+    sh("git", a, { cwd: join(here, "..") }).then((r) => r.stdout.trim());
+  const commit = await git("rev-parse", "HEAD").catch(() => "unknown");
+  const status = await git("status", "--porcelain", "--", "src").catch(() => "");
+  return { commit, srcModified: status === "" ? [] : status.split("\n").map((l) => l.slice(3)) };
+}
+
+async function countEntries(dir: string): Promise<number> {
+  return (await readdir(dir).catch(() => [] as string[])).filter((n) => !n.startsWith(".")).length;
+}
+
+/** The time (ms, `now()`) when every peer's `queue` directory holds `n` entries. */
+async function replicated(c: BenchCluster, queue: string, n: number, timeoutMs: number) {
+  const end = now() + timeoutMs;
+  const peers = c.spoolDirs.filter((_, i) => i !== A).map((d) => join(d, queue));
+  for (;;) {
+    const counts = await Promise.all(peers.map(countEntries));
+    if (counts.every((k) => k >= n)) return { at: now(), counts };
+    if (now() > end) return { at: undefined, counts };
+    await sleep(100);
+  }
+}
+
+/** Wait until no replicator has anything dirty or unacknowledged, twice in a row. */
+async function settle(c: BenchCluster): Promise<void> {
+  let quiet = 0;
+  const end = now() + 600_000;
+  while (quiet < 2 && now() < end) {
+    const s = await Promise.all(
+      IDS.map(async (_, i) => JSON.parse(await c.node(i).ask("status", "STATUS"))),
+    );
+    quiet = s.every((x) => x.dirty === 0 && x.unacknowledgedCommits === 0) ? quiet + 1 : 0;
+    await sleep(500);
+  }
+}
+
+function entries(queue: string, tag: string): BulkEntry[] {
+  const data = Buffer.alloc(num("data-bytes"), 0x61);
+  return Array.from({ length: N }, (_, i) => ({
+    queue,
+    data,
+    metadata: `{"bench":"bulk","i":${i}}`,
+    idempotencyKey: `${tag}-${i}-${randomUUID()}`,
+  }));
+}
+
+interface Side {
+  entries: number;
+  ackSeconds: number;
+  entriesPerSecond: number;
+  errors: number;
+  replicatedSeconds: number | null;
+  replicatedEntriesPerSecond: number | null;
+  peerCounts: number[];
+}
+
+async function measure(c: BenchCluster, queue: string, send: () => Promise<number>): Promise<Side> {
+  const t0 = now();
+  const errors = await send();
+  const acked = now();
+  const done = await replicated(c, queue, N - errors, 900_000);
+  const rs = done.at === undefined ? null : (done.at - t0) / 1000;
+  return {
+    entries: N,
+    ackSeconds: sig((acked - t0) / 1000),
+    entriesPerSecond: sig((N - errors) / ((acked - t0) / 1000)),
+    errors,
+    replicatedSeconds: rs === null ? null : sig(rs),
+    replicatedEntriesPerSecond: rs === null ? null : sig((N - errors) / rs),
+    peerCounts: done.counts,
+  };
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "geospool-bench-bulk-"));
+  const uptimeStart = await uptimeText();
+  const source = await sourceVersion();
+  const machine = await describeMachine(dir, loadavg()[0] ?? 0);
+  console.log(`machine: ${uptimeStart}\nsource: ${source.commit}\nstate in ${dir}`);
+  let cluster: BenchCluster | undefined;
+  const client = { c: undefined as GeospoolClient | undefined };
+  try {
+    cluster = await startBenchCluster({ dir, ids: IDS, queues: QUEUES });
+    await cluster.waitJoined(180_000);
+    const c = cluster;
+    const producer = new GeospoolClient({ endpoints: [c.endpoints[A] as string] });
+    client.c = producer;
+    // Warm up both paths (JIT, channels, the batch writer thread) with a few entries.
+    await producer.enqueue("dead", "warm", { metadata: "warm" });
+    for await (const r of producer.enqueueMany(entries("dead", "warm").slice(0, 600))) {
+      if (!r.ok) throw new Error(`warm-up: ${r.message}`);
+    }
+    await settle(c);
+
+    const single = async () => {
+      const list = entries("bulk-single", "single");
+      let next = 0;
+      let errors = 0;
+      await Promise.all(
+        Array.from({ length: num("concurrency") }, async () => {
+          for (let i = next++; i < N; i = next++) {
+            const e = list[i] as BulkEntry;
+            await producer
+              .enqueue(e.queue, e.data, {
+                metadata: e.metadata as string,
+                idempotencyKey: e.idempotencyKey as string,
+              })
+              .catch(() => errors++);
+          }
+        }),
+      );
+      return errors;
+    };
+    const batched = async () => {
+      let errors = 0;
+      const options = {
+        batchEntries: num("batch-entries"),
+        concurrency: num("batch-concurrency"),
+      };
+      for await (const r of producer.enqueueMany(entries("bulk-batched", "batched"), options)) {
+        if (!r.ok) errors++;
+      }
+      return errors;
+    };
+    const result: Record<string, Side> = {};
+    const order = args.order === "batched-first" ? ["batched", "single"] : ["single", "batched"];
+    for (const which of order) {
+      const side =
+        which === "single"
+          ? await measure(c, "bulk-single", single)
+          : await measure(c, "bulk-batched", batched);
+      result[which] = side;
+      console.log(
+        `${which.padEnd(8)} ${N} entries: acknowledged ${side.entriesPerSecond}/s (${side.ackSeconds} s, ${side.errors} errors); ` +
+          `on both peers ${side.replicatedEntriesPerSecond ?? "-"}/s (${side.replicatedSeconds ?? "timed out"} s; peers hold ${side.peerCounts.join(", ")})`,
+      );
+      await settle(c);
+    }
+    const s = result.single as Side;
+    const b = result.batched as Side;
+    const ratio = (x: number | null, y: number | null) =>
+      x === null || y === null ? null : sig(x / y);
+    const uptimeEnd = await uptimeText();
+    const bulk = {
+      date: new Date().toISOString(),
+      source,
+      machine,
+      load: { atStart: uptimeStart, atEnd: uptimeEnd },
+      settings: {
+        cluster:
+          "3 nodes as bench:replication (geospool node processes, UV_THREADPOOL_SIZE 32, each with its own embedded PostgreSQL, fsync on); entries sent to A; replicated = both peers' queue directories hold all",
+        entries: N,
+        dataBytes: num("data-bytes"),
+        singleConcurrency: num("concurrency"),
+        batchEntries: num("batch-entries"),
+        batchConcurrency: num("batch-concurrency"),
+        order: order.join(" then "),
+      },
+      entriesPerSecond: b.entriesPerSecond,
+      replicatedEntriesPerSecond: b.replicatedEntriesPerSecond,
+      oneByOne: {
+        entriesPerSecond: s.entriesPerSecond,
+        replicatedEntriesPerSecond: s.replicatedEntriesPerSecond,
+      },
+      ratios: {
+        entriesPerSecond: ratio(b.entriesPerSecond, s.entriesPerSecond),
+        replicatedEntriesPerSecond: ratio(
+          b.replicatedEntriesPerSecond,
+          s.replicatedEntriesPerSecond,
+        ),
+      },
+      targets: {
+        entriesPerSecond: {
+          target: ">= 3000",
+          result: b.entriesPerSecond >= 3000 ? "PASS" : "MISS",
+        },
+        replicatedEntriesPerSecond: {
+          target: ">= 1500",
+          result: (b.replicatedEntriesPerSecond ?? 0) >= 1500 ? "PASS" : "MISS",
+        },
+      },
+      batched: b,
+      single: s,
+    };
+    console.log(
+      `\nbatched / one by one: acknowledged ${bulk.ratios.entriesPerSecond}x, replicated ${bulk.ratios.replicatedEntriesPerSecond}x`,
+    );
+    console.log(
+      `targets: ${bulk.targets.entriesPerSecond.result} >= 3000 entries/s into A (${b.entriesPerSecond}); ` +
+        `${bulk.targets.replicatedEntriesPerSecond.result} >= 1500 entries/s replicated (${b.replicatedEntriesPerSecond ?? "-"})`,
+    );
+    console.log(`machine at the end: ${uptimeEnd}`);
+    if (args.out === "-") {
+      console.log(JSON.stringify(bulk, null, 2));
+    } else {
+      // Merge: read, set `bulk`, write back (the other sections are bench:replication's).
+      const text = await readFile(args.out, "utf8").catch(() => "{}");
+      const all = JSON.parse(text) as Record<string, unknown>;
+      all.bulk = bulk;
+      await writeFile(args.out, `${JSON.stringify(all, null, 2)}\n`);
+      console.log(`bulk section written to ${args.out}`);
+    }
+  } finally {
+    client.c?.close();
+    await cluster?.stop();
+    if (!args.keep) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
