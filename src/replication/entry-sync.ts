@@ -162,9 +162,16 @@ export class EntrySync {
     this.opts.metrics?.applyError?.();
   }
 
-  /** A peer's change of `entry` was not applied yet: it waits for a retry. */
+  /**
+   * A peer's change of `entry` was not applied yet: it waits for a retry, or has stream rows
+   * no query returned yet.
+   */
   private peerChangeWaits(entry: string): boolean {
-    return this.schedule.peerRetryPending(entry) || this.pendingRows.has(entry);
+    return (
+      this.schedule.peerRetryPending(entry) ||
+      this.pendingRows.has(entry) ||
+      this.schedule.hasStreamed(entry)
+    );
   }
 
   /** Sync one batch: read the files, then the folds that are needed, decide, act, record. */

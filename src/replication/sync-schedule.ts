@@ -119,6 +119,11 @@ export class SyncSchedule {
     this.mark(entry, "peer");
   }
 
+  /** Whether `entry` has decoded peer rows that no query has returned yet. */
+  hasStreamed(entry: string): boolean {
+    return this.streamed.has(entry);
+  }
+
   /** The decoded peer rows of `entry` that no query has returned yet. */
   streamedRows(entry: string): readonly Record<string, unknown>[] | undefined {
     const rows = this.streamed.get(entry);

@@ -1,0 +1,45 @@
+import { describe, expect, it } from "vitest";
+import { SyncSchedule } from "./sync-schedule.js";
+
+describe("SyncSchedule's stream rows", () => {
+  it("keeps a stream row until a sync's query returned it, and syncs its entry meanwhile", () => {
+    const s = new SyncSchedule(() => 0);
+    const enqueue = { origin: "n2", seq: "7", entry: "e1", op: "enqueue" };
+    const move = { origin: "n2", seq: "8", entry: "e1", op: "move" };
+    s.streamRow("e1", enqueue);
+    const first = s.takeBatch();
+    expect(first.map(([e, d]) => [e, d.peer])).toEqual([["e1", true]]);
+    expect(s.streamedRows("e1")).toEqual([enqueue]);
+    // The move arrives during that sync, whose query returned the enqueue.
+    s.streamRow("e1", move);
+    s.forgetStreamed("e1", new Set([enqueue]));
+    s.finishBatch(first);
+    expect(s.streamedRows("e1")).toEqual([move]);
+    // The next sync's query does not return the move yet: it is kept.
+    const second = s.takeBatch();
+    s.forgetStreamed("e1", new Set());
+    s.finishBatch(second);
+    expect(s.peerChangePending("e1")).toBe(true);
+    // So the entry is synced again, as a peer change, until a query returns the move.
+    s.releaseDueRetries();
+    const third = s.takeBatch();
+    expect(third.map(([e, d]) => [e, d.peer])).toEqual([["e1", true]]);
+    s.forgetStreamed("e1", new Set([move]));
+    s.finishBatch(third);
+    expect(s.hasStreamed("e1")).toBe(false);
+    s.releaseDueRetries();
+    expect(s.takeBatch()).toEqual([]);
+  });
+
+  it("knows which peer rows the stream delivered, and the journal's rows at start", () => {
+    const s = new SyncSchedule(() => 0);
+    s.streamedAtStart(new Map([["n2", 10n]]));
+    expect(s.streamedThrough("n2", 10n)).toBe(true);
+    expect(s.streamedThrough("n2", 11n)).toBe(false);
+    expect(s.streamedThrough("n3", 1n)).toBe(false);
+    s.streamRow("e1", { origin: "n3", seq: "4", entry: "e1" });
+    expect(s.streamedThrough("n3", 4n)).toBe(true);
+    expect(s.knows("e1")).toBe(true);
+    expect(s.knows("e2")).toBe(false);
+  });
+});
