@@ -104,4 +104,19 @@ describe("enqueueBatch", () => {
     expect(results.map((r) => r.ok && r.entry.name)).toEqual(names);
     expect(await new Monitor(spool).fsck()).toEqual([]);
   });
+
+  it("an entry whose new name another process took goes alone under a name of its own", async () => {
+    let calls = 0;
+    const nameGenerator = { next: () => (calls++ === 0 ? "taken" : `fresh-${calls}`) };
+    const spool = await Spool.create(join(dir.path, "spool"), widgetSpoolable({ nameGenerator }));
+    await spool.reserveName({ next: () => "taken" });
+    const seen: [string, number][] = [];
+    const [r] = await spool.enqueueBatch([{ queue: "inbox", metadata: { id: 1 }, data: "d" }], {
+      onVisible: (name, index) => seen.push([name, index]),
+    });
+    expect(r?.ok && r.entry.name).toBe("fresh-2");
+    expect(seen).toEqual([["fresh-2", 0]]);
+    expect(await spool.isReserved("taken")).toBe(true);
+    expect(await readdir(join(spool.dir, ".data"))).toEqual(["fresh-2"]);
+  });
 });

@@ -144,7 +144,8 @@ async function runRound<M, Q extends string>(
       const name = it.name as string;
       if (!w.ok && w.taken) {
         // Another process holds the name: this entry goes alone, under a name of its own.
-        it.result = await enqueue(core, it.queue, it.metadata, it.data).then(
+        const visible = (n: string) => onVisible?.(n, it.index);
+        it.result = await enqueue(core, it.queue, it.metadata, it.data, undefined, visible).then(
           (n): BatchItemResult => ({ ok: true, name: n }),
           (err) => ({ ok: false, error: ioError("enqueue of", name, err) }),
         );

@@ -148,6 +148,7 @@ export class Spool<M, Q extends string = string> {
     generator: NameGenerator = this.#core.names,
   ): Promise<string[]> {
     const core = this.#core;
+    if (count === 0) return [];
     const names = Array.from({ length: count }, () => validateName("entry", generator.next(0)));
     const got = await core.throttle
       .run(() => core.batchWriter.reserve(names.map((n) => core.layout.registryFile(n))))
