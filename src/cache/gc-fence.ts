@@ -11,7 +11,8 @@ import type pg from "pg";
  *   least `settleMs` (a worker just back from an outage may still be streaming a backlog),
  *   and has heard from the peer within `maxSilenceMs`;
  * - no cache entry younger than the grace period is in the journal without being in the
- *   index yet (a peer's upload whose nar is still being fetched).
+ *   index yet (a peer's upload whose nar is still being fetched, a local one whose index
+ *   update failed and waits for its retry).
  *
  * Anything else is a reason not to remove anything now; the next run tries again.
  */
@@ -23,8 +24,6 @@ export type GcFence =
 export interface GcFenceInput {
   /** The configured peers' ids. */
   readonly peers: readonly string[];
-  /** This node's id (its own journal rows are always indexed by the time they are written). */
-  readonly self: string;
   readonly queue: string;
   /** Entries stamped at or after this (ms) are young. */
   readonly cutoff: number;
@@ -74,14 +73,14 @@ export async function checkGcFence(pool: pg.Pool, input: GcFenceInput): Promise<
   }
   const { rows } = await pool.query<{ n: string }>(
     `select count(*) as n from journal j
-      where j.queue = $1 and j.op = 'enqueue' and j.hlc >= $2 and j.origin <> $3
+      where j.queue = $1 and j.op = 'enqueue' and j.hlc >= $2
         and not exists (select 1 from cache_entries e where e.entry = j.entry)
         and not exists (select 1 from journal r where r.entry = j.entry and r.op = 'remove')`,
-    [input.queue, Math.trunc(input.cutoff), input.self],
+    [input.queue, Math.trunc(input.cutoff)],
   );
   const arriving = Number(rows[0]?.n ?? 0);
   if (arriving > 0) {
-    return blocked(`${arriving} young cache entries from peers are journaled but not indexed yet`);
+    return blocked(`${arriving} young cache entries are journaled but not indexed yet`);
   }
   return { kind: "clear" };
 }

@@ -23,8 +23,7 @@ export interface CacheGcOptions<M, Q extends string> {
   pool: pg.Pool;
   /** Entries younger than this (ms, by their upload stamp) are live, with their closures. */
   graceMs: number;
-  /** The node's id and its peers' (for the fence). */
-  self: string;
+  /** The configured peers' ids (for the fence). */
   peers: readonly string[];
   maxPeerSilenceMs: number;
   peerSettleMs: number;
@@ -114,7 +113,6 @@ export class CacheGc<M, Q extends string> {
     const expired = roots.filter((r) => !rootLive(r.root, at));
     const fence: GcFence = await checkGcFence(o.pool, {
       peers: o.peers,
-      self: o.self,
       queue: o.queue,
       cutoff,
       maxSilenceMs: o.maxPeerSilenceMs,

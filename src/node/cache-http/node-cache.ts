@@ -332,7 +332,6 @@ function startGc(
     roots,
     pool: options.pool,
     graceMs: o.graceMs,
-    self: options.nodeId,
     peers: o.peers,
     maxPeerSilenceMs: o.maxPeerSilenceMs,
     peerSettleMs: o.peerSettleMs,
