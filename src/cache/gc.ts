@@ -35,7 +35,7 @@ export interface CacheGcOptions<M, Q extends string> {
   onRun?(report: GcReport): void;
   onFailed?(err: unknown, dryRun: boolean): void;
   clock?: () => number;
-  /** Entries removed between two walks (default 500). */
+  /** Entries removed between two walks (default: 500, or a twentieth of the garbage). */
   removeAtOnce?: number;
 }
 
@@ -67,7 +67,7 @@ export interface GcReport {
   readonly missing: readonly string[];
 }
 
-/** Entries removed between two walks. */
+/** Entries removed between two walks, at least. */
 const REMOVE_AT_ONCE = 500;
 
 function pick(g: { entry: string; hashPart: string; url: string }) {
@@ -131,11 +131,13 @@ export class CacheGc<M, Q extends string> {
     } else if (act) {
       // In batches, walking again before each: an entry that became live meanwhile (a local
       // upload referencing it) is kept. Entries that could not be taken are not tried again.
+      // Batches grow with the garbage, so a large first GC walks about 20 times, not once
+      // per 500 entries.
       const skipped = new Set<string>();
+      const atOnce =
+        o.removeAtOnce ?? Math.max(REMOVE_AT_ONCE, Math.ceil(walk.garbage.length / 20));
       for (;;) {
-        const batch = walk.garbage
-          .filter((g) => !skipped.has(g.entry))
-          .slice(0, o.removeAtOnce ?? REMOVE_AT_ONCE);
+        const batch = walk.garbage.filter((g) => !skipped.has(g.entry)).slice(0, atOnce);
         if (batch.length === 0) break;
         for (const g of batch) {
           const bytes = await this.sizeOf(g.entry);
