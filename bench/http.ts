@@ -3,12 +3,16 @@
  * PostgreSQL) holding N generated narinfos and one large nar, side by side in the same run
  * with nginx (Debian's, one worker) serving the same narinfos and nar as static files: the
  * floor. Measures narinfo GET hits and misses at C connections with wrk (random hash
- * parts), and whole-nar GETs with curl; runs alternate (node, nginx, nginx, node, ...).
- * Prints medians and the ratios node/nginx, with the node's RSS (and its growth during the
- * nar GETs). Writes bench/results/http.json. See docs/benchmarks.md.
+ * parts), and whole-nar GETs with curl; runs alternate (node, node-off, nginx, nginx,
+ * node-off, node, ...). `node-off` is the same node process with the cache's per-path
+ * request counting (cache.analytics) switched off through its stdin: the cost of the
+ * analytics, measured in the same run. Prints medians, the ratios node/nginx and
+ * node/node-off, with the node's RSS (and its growth during the nar GETs). Merges its
+ * figures into bench/results/http.json (other top-level sections kept). See
+ * docs/benchmarks.md.
  *
  * Options: --narinfos N (100000), --nar-mib N (1024), --connections C (32), --seconds S
- * (10, per wrk run), --rounds N (3), --nar-gets N (3 per side), --sides node,nginx,
+ * (10, per wrk run), --rounds N (3), --nar-gets N (3 per side), --sides node,node-off,nginx,
  * --profile DIR (CPU profiles of the node over its narinfo runs; figures not written),
  * --heap-snapshot FILE (the node's heap after the narinfo runs, for Chrome DevTools),
  * --out FILE (bench/results/http.json; "-" for none), --keep (keep the temp dir).
@@ -39,7 +43,7 @@ const { values: args } = parseArgs({
     seconds: { type: "string", default: "10" },
     rounds: { type: "string", default: "3" },
     "nar-gets": { type: "string", default: "3" },
-    sides: { type: "string", default: "node,nginx" },
+    sides: { type: "string", default: "node,node-off,nginx" },
     profile: { type: "string" },
     "heap-snapshot": { type: "string" },
     out: { type: "string", default: join(here, "results", "http.json") },
@@ -53,6 +57,9 @@ const seconds = Number(args.seconds);
 const rounds = Number(args.rounds);
 const narGets = Number(args["nar-gets"]);
 const sides = args.sides.split(",") as Side[];
+for (const side of sides) {
+  if (!["node", "node-off", "nginx"].includes(side)) throw new Error(`--sides: unknown ${side}`);
+}
 const QUEUES = ["inbox", "outbox", "dead", "cache"];
 
 /** Resident set size of a process (MB), from /proc. */
@@ -152,11 +159,24 @@ async function main(): Promise<void> {
     );
     nginx = await startNginx(join(dir, "nginx"), staticDir);
     await prepareWrk(dir, fixture.hashParts);
-    const ports: Record<Side, number> = { node: node.httpPort, nginx: nginx.port };
+    const ports: Record<Side, number> = {
+      node: node.httpPort,
+      "node-off": node.httpPort,
+      nginx: nginx.port,
+    };
     const nodeProc = node;
+    const pidOf = (side: Side) => (side === "nginx" ? (nginx as Nginx).workerPid : nodeProc.pid);
+    /** node: per-path request counting on (the default); node-off: off; nginx: nothing. */
+    const prepare = async (side: Side) => {
+      if (side === "nginx") return;
+      const told = nodeProc.nextLine("ANALYTICS");
+      nodeProc.child.stdin?.write(`analytics ${side === "node" ? "on" : "off"}\n`);
+      await told;
+    };
 
     // Warm-up: JIT on the node, page cache and open-file cache on nginx (not recorded).
     for (const side of sides) {
+      await prepare(side);
       await runWrk({ dir, port: ports[side], mode: "hit", connections, seconds: 2, seed: 7 });
     }
     const narinfoRuns: Array<
@@ -167,6 +187,7 @@ async function main(): Promise<void> {
       for (let round = 0; round < rounds; round++) {
         const order = round % 2 === 0 ? sides : [...sides].reverse();
         for (const side of order) {
+          await prepare(side);
           const r = await runWrk({
             dir,
             port: ports[side],
@@ -175,10 +196,10 @@ async function main(): Promise<void> {
             seconds,
             seed: 1000 + round,
           });
-          const rss = await rssMb(side === "node" ? nodeProc.pid : (nginx as Nginx).workerPid);
+          const rss = await rssMb(pidOf(side));
           narinfoRuns.push({ ...r, side, mode, round, rssMb: rss });
           console.log(
-            `  ${mode.padEnd(4)} r${round} ${side.padEnd(5)} ${r.reqPerSec.toFixed(0).padStart(7)} req/s  p99 ${r.p99Ms.toFixed(2)} ms  RSS ${rss.toFixed(0)} MB  non-2xx ${r.statusErrors}/${r.requests}`,
+            `  ${mode.padEnd(4)} r${round} ${side.padEnd(8)} ${r.reqPerSec.toFixed(0).padStart(7)} req/s  p99 ${r.p99Ms.toFixed(2)} ms  RSS ${rss.toFixed(0)} MB  non-2xx ${r.statusErrors}/${r.requests}`,
           );
         }
       }
@@ -211,7 +232,8 @@ async function main(): Promise<void> {
     for (let round = 0; round < narGets; round++) {
       const order = round % 2 === 0 ? sides : [...sides].reverse();
       for (const side of order) {
-        const pid = side === "node" ? nodeProc.pid : (nginx as Nginx).workerPid;
+        await prepare(side);
+        const pid = pidOf(side);
         const url = `http://127.0.0.1:${ports[side]}${fixture.bigNar.path}`;
         const { result, before, peak } = await peakRssDuring(pid, () => curlGet(url));
         if (result.status !== 200 || result.bytes !== fixture.bigNar.size) {
@@ -219,11 +241,27 @@ async function main(): Promise<void> {
         }
         narRuns.push({ ...result, side, round, rssBeforeMb: before, rssPeakMb: peak });
         console.log(
-          `  nar  r${round} ${side.padEnd(5)} ${result.mbPerSec.toFixed(0).padStart(7)} MB/s  RSS ${before.toFixed(0)} -> ${peak.toFixed(0)} MB`,
+          `  nar  r${round} ${side.padEnd(8)} ${result.mbPerSec.toFixed(0).padStart(7)} MB/s  RSS ${before.toFixed(0)} -> ${peak.toFixed(0)} MB`,
         );
       }
     }
 
+    // What the node counted (Prometheus totals; unkeyed: past cache.analytics.maxKeys).
+    const metricsText = await (await fetch(`http://127.0.0.1:${nodeProc.httpPort}/metrics`)).text();
+    const counted = Object.fromEntries(
+      [
+        "geospool_cache_requests_total",
+        "geospool_cache_nar_bytes_total",
+        "geospool_cache_requests_unkeyed_total",
+      ].map((name) => [
+        name,
+        metricsText
+          .split("\n")
+          .filter((l) => l.startsWith(name))
+          .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(" ") + 1)), 0),
+      ]),
+    );
+    console.log(`node counted: ${JSON.stringify(counted)}`);
     const summary = summarizeHttp({ narinfoRuns, narRuns, sides });
     printHttpReport(summary);
     const record = {
@@ -240,6 +278,8 @@ async function main(): Promise<void> {
         client: "wrk 4.1 (-t1, Lua: random hash part per request), curl for the nar",
         node: "startNode, default configuration + cache.enabled, its own PostgreSQL; one process",
         nginx: "nginx 1.22 (Debian), worker_processes 1, sendfile on, access_log off",
+        analytics:
+          "node: cache.analytics as configured by default (per-path counts, hour buckets, flushed every 1 min, maxKeys 50000); node-off: the same process with per-path counting switched off (Prometheus totals still counted)",
         fixtureSeconds: sig3(fixtureSeconds),
         nodeStartSeconds: sig3(nodeStartSeconds),
         journalSeconds: sig3(journalSeconds),
@@ -248,12 +288,17 @@ async function main(): Promise<void> {
       },
       ...summary,
       nodeMemoryAfterGcMb: liveMb,
+      nodeCounted: counted,
       runs: { narinfo: narinfoRuns, nar: narRuns },
       durationSeconds: Math.round((performance.now() - started) / 1000),
     };
     if (args.out !== "-" && !profileDir) {
       await mkdir(dirname(args.out), { recursive: true });
-      await writeFile(args.out, `${JSON.stringify(record, null, 2)}\n`);
+      // Merged: top-level sections this run does not write are kept.
+      const previous = await readFile(args.out, "utf8")
+        .then((t) => JSON.parse(t) as Record<string, unknown>)
+        .catch(() => ({}));
+      await writeFile(args.out, `${JSON.stringify({ ...previous, ...record }, null, 2)}\n`);
       console.log(`wrote ${args.out}`);
     }
     failed = false;

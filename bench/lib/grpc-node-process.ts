@@ -8,7 +8,8 @@
  * `PROBE <json>`: grpc-probe-node.ts), `settle N` (waits until the replicator has journaled
  * N entries and has nothing dirty, then prints `SETTLED <json>`), `memory [FILE]` (after a
  * full GC when run with --expose-gc, prints `MEMORY <process.memoryUsage() json>`; writes
- * a heap snapshot to FILE if given); stops the node when
+ * a heap snapshot to FILE if given), `analytics on|off` (bench/http.ts: the cache's per-path
+ * request counting on or off, prints `ANALYTICS on|off`); stops the node when
  * stdin ends (the parent closed it, or died), then prints `STOPPED`.
  */
 import { createInterface } from "node:readline";
@@ -56,6 +57,9 @@ for await (const line of commands) {
     (globalThis as { gc?: () => void }).gc?.();
     const heap = arg ? writeHeapSnapshot(arg) : undefined;
     process.stdout.write(`MEMORY ${JSON.stringify({ ...process.memoryUsage(), heap })}\n`);
+  } else if (command === "analytics" && node.cache !== undefined) {
+    node.cache.stats.perKey = arg === "on";
+    process.stdout.write(`ANALYTICS ${node.cache.stats.perKey ? "on" : "off"}\n`);
   } else if (command === "settle") {
     const t = performance.now();
     const { replicator } = node.replication;

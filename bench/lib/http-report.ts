@@ -2,7 +2,8 @@
 import { sig3 } from "./grpc-stats.js";
 import type { NarGetResult, WrkResult } from "./http-load.js";
 
-export type Side = "node" | "nginx";
+/** node-off: the same node process with the cache's per-path request counting switched off. */
+export type Side = "node" | "node-off" | "nginx";
 
 type NarinfoRun = WrkResult & { side: Side; mode: "hit" | "miss"; rssMb: number };
 type NarRun = NarGetResult & { side: Side; rssBeforeMb: number; rssPeakMb: number };
@@ -69,6 +70,16 @@ export function summarizeHttp(input: {
     missP99: ratio(side("miss", "node")?.p99Ms, side("miss", "nginx")?.p99Ms),
     narThroughput: ratio(nar.node?.mbPerSec, nar.nginx?.mbPerSec),
   };
+  // Request analytics on (node) against off (node-off), same process, same run.
+  const withOff = input.sides.includes("node") && input.sides.includes("node-off");
+  const onOff = (a: number | undefined, b: number | undefined) =>
+    withOff && a !== undefined && b !== undefined ? sig3(a / b) : undefined;
+  const analytics = {
+    hitReqPerSec: onOff(side("hit", "node")?.reqPerSec, side("hit", "node-off")?.reqPerSec),
+    missReqPerSec: onOff(side("miss", "node")?.reqPerSec, side("miss", "node-off")?.reqPerSec),
+    hitP99: onOff(side("hit", "node")?.p99Ms, side("hit", "node-off")?.p99Ms),
+    missP99: onOff(side("miss", "node")?.p99Ms, side("miss", "node-off")?.p99Ms),
+  };
   const nodeRss = Math.max(
     side("hit", "node")?.rssMb ?? 0,
     side("miss", "node")?.rssMb ?? 0,
@@ -84,17 +95,25 @@ export function summarizeHttp(input: {
     narThroughput: (ratios.narThroughput ?? 0) >= HTTP_TARGETS.narThroughputRatio,
     narRssGrowth: (nar.node?.rssGrowthMb ?? Infinity) < HTTP_TARGETS.narRssGrowthMb,
   };
-  return { narinfo, nar, ratios, nodeRssMb: sig3(nodeRss), targets: HTTP_TARGETS, met };
+  return {
+    narinfo,
+    nar,
+    ratios,
+    analyticsOnOff: analytics,
+    nodeRssMb: sig3(nodeRss),
+    targets: HTTP_TARGETS,
+    met,
+  };
 }
 
 export function printHttpReport(s: ReturnType<typeof summarizeHttp>): void {
   const pad = (x: unknown, n: number) => String(x).padStart(n);
   console.log("\nnarinfo GET (medians)");
-  console.log("mode  side    req/s    p50 ms   p99 ms   RSS MB  wrong");
+  console.log("mode  side       req/s    p50 ms   p99 ms   RSS MB  wrong");
   for (const [mode, bySide] of Object.entries(s.narinfo)) {
     for (const [side, r] of Object.entries(bySide)) {
       console.log(
-        `${mode.padEnd(5)} ${side.padEnd(5)} ${pad(r.reqPerSec, 8)} ${pad(r.p50Ms, 9)} ${pad(r.p99Ms, 8)} ${pad(r.rssMb, 8)} ${pad(r.wrongStatus, 6)}`,
+        `${mode.padEnd(5)} ${side.padEnd(8)} ${pad(r.reqPerSec, 8)} ${pad(r.p50Ms, 9)} ${pad(r.p99Ms, 8)} ${pad(r.rssMb, 8)} ${pad(r.wrongStatus, 6)}`,
       );
     }
   }
@@ -117,4 +136,10 @@ export function printHttpReport(s: ReturnType<typeof summarizeHttp>): void {
   console.log(
     `  nar RSS growth      ${s.nar.node?.rssGrowthMb} MB  (< 64: ${mark(s.met.narRssGrowth)})`,
   );
+  const a = s.analyticsOnOff;
+  if (a.hitReqPerSec !== undefined) {
+    console.log("\nrequest analytics on/off (same node process)");
+    console.log(`  narinfo hit req/s   ${a.hitReqPerSec}x   p99 ${a.hitP99}x`);
+    console.log(`  narinfo miss req/s  ${a.missReqPerSec}x   p99 ${a.missP99}x`);
+  }
 }
