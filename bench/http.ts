@@ -26,6 +26,7 @@ import { startEmbeddedPostgres } from "../src/node/postgres/embedded.js";
 import { nodeEntryCodec } from "../src/node/service/entry-meta.js";
 import type { NodeSpool } from "../src/node/service/spool-service.js";
 import { Spool, timeSortableNames } from "../src/spool/index.js";
+import { processCpuMs } from "./lib/grpc-cpu.js";
 import { type NodeProcess, startNodeProcess, stopNodeProcess } from "./lib/grpc-node-launcher.js";
 import { sig3 } from "./lib/grpc-stats.js";
 import { warmFile, writeHttpFixture } from "./lib/http-fixture.js";
@@ -180,7 +181,13 @@ async function main(): Promise<void> {
       await runWrk({ dir, port: ports[side], mode: "hit", connections, seconds: 2, seed: 7 });
     }
     const narinfoRuns: Array<
-      WrkResult & { side: Side; mode: "hit" | "miss"; round: number; rssMb: number }
+      WrkResult & {
+        side: Side;
+        mode: "hit" | "miss";
+        round: number;
+        rssMb: number;
+        cpuUsPerReq: number;
+      }
     > = [];
     for (const mode of ["hit", "miss"] as const) {
       if (profileDir && sides.includes("node")) nodeProc.child.stdin?.write("profile-start\n");
@@ -188,6 +195,7 @@ async function main(): Promise<void> {
         const order = round % 2 === 0 ? sides : [...sides].reverse();
         for (const side of order) {
           await prepare(side);
+          const cpuBefore = await processCpuMs(pidOf(side));
           const r = await runWrk({
             dir,
             port: ports[side],
@@ -196,10 +204,14 @@ async function main(): Promise<void> {
             seconds,
             seed: 1000 + round,
           });
+          // CPU time per request: far less moved by other processes than req/s on a busy machine.
+          const cpuUsPerReq = sig3(
+            (((await processCpuMs(pidOf(side))) - cpuBefore) * 1000) / Math.max(1, r.requests),
+          );
           const rss = await rssMb(pidOf(side));
-          narinfoRuns.push({ ...r, side, mode, round, rssMb: rss });
+          narinfoRuns.push({ ...r, side, mode, round, rssMb: rss, cpuUsPerReq });
           console.log(
-            `  ${mode.padEnd(4)} r${round} ${side.padEnd(8)} ${r.reqPerSec.toFixed(0).padStart(7)} req/s  p99 ${r.p99Ms.toFixed(2)} ms  RSS ${rss.toFixed(0)} MB  non-2xx ${r.statusErrors}/${r.requests}`,
+            `  ${mode.padEnd(4)} r${round} ${side.padEnd(8)} ${r.reqPerSec.toFixed(0).padStart(7)} req/s  p99 ${r.p99Ms.toFixed(2)} ms  CPU ${cpuUsPerReq} us/req  RSS ${rss.toFixed(0)} MB  non-2xx ${r.statusErrors}/${r.requests}`,
           );
         }
       }

@@ -5,7 +5,13 @@ import type { NarGetResult, WrkResult } from "./http-load.js";
 /** node-off: the same node process with the cache's per-path request counting switched off. */
 export type Side = "node" | "node-off" | "nginx";
 
-type NarinfoRun = WrkResult & { side: Side; mode: "hit" | "miss"; rssMb: number };
+type NarinfoRun = WrkResult & {
+  side: Side;
+  mode: "hit" | "miss";
+  rssMb: number;
+  /** CPU time of the serving process per request (µs; the nginx worker's for nginx). */
+  cpuUsPerReq: number;
+};
 type NarRun = NarGetResult & { side: Side; rssBeforeMb: number; rssPeakMb: number };
 
 function median(xs: readonly number[]): number {
@@ -43,6 +49,7 @@ export function summarizeHttp(input: {
         p99Ms: sig3(median(runs.map((r) => r.p99Ms))),
         maxMs: sig3(Math.max(...runs.map((r) => r.maxMs))),
         rssMb: sig3(Math.max(...runs.map((r) => r.rssMb))),
+        cpuUsPerReq: sig3(median(runs.map((r) => r.cpuUsPerReq))),
         /** Hits answered other than 2xx, or misses answered 2xx: should be 0. */
         wrongStatus: wrong,
         socketErrors: runs.reduce((n, r) => n + r.socketErrors, 0),
@@ -79,6 +86,8 @@ export function summarizeHttp(input: {
     missReqPerSec: onOff(side("miss", "node")?.reqPerSec, side("miss", "node-off")?.reqPerSec),
     hitP99: onOff(side("hit", "node")?.p99Ms, side("hit", "node-off")?.p99Ms),
     missP99: onOff(side("miss", "node")?.p99Ms, side("miss", "node-off")?.p99Ms),
+    hitCpuPerReq: onOff(side("hit", "node")?.cpuUsPerReq, side("hit", "node-off")?.cpuUsPerReq),
+    missCpuPerReq: onOff(side("miss", "node")?.cpuUsPerReq, side("miss", "node-off")?.cpuUsPerReq),
   };
   const nodeRss = Math.max(
     side("hit", "node")?.rssMb ?? 0,
@@ -109,11 +118,11 @@ export function summarizeHttp(input: {
 export function printHttpReport(s: ReturnType<typeof summarizeHttp>): void {
   const pad = (x: unknown, n: number) => String(x).padStart(n);
   console.log("\nnarinfo GET (medians)");
-  console.log("mode  side       req/s    p50 ms   p99 ms   RSS MB  wrong");
+  console.log("mode  side       req/s    p50 ms   p99 ms   RSS MB  wrong  CPU us/req");
   for (const [mode, bySide] of Object.entries(s.narinfo)) {
     for (const [side, r] of Object.entries(bySide)) {
       console.log(
-        `${mode.padEnd(5)} ${side.padEnd(8)} ${pad(r.reqPerSec, 8)} ${pad(r.p50Ms, 9)} ${pad(r.p99Ms, 8)} ${pad(r.rssMb, 8)} ${pad(r.wrongStatus, 6)}`,
+        `${mode.padEnd(5)} ${side.padEnd(8)} ${pad(r.reqPerSec, 8)} ${pad(r.p50Ms, 9)} ${pad(r.p99Ms, 8)} ${pad(r.rssMb, 8)} ${pad(r.wrongStatus, 6)} ${pad(r.cpuUsPerReq, 11)}`,
       );
     }
   }
@@ -139,7 +148,11 @@ export function printHttpReport(s: ReturnType<typeof summarizeHttp>): void {
   const a = s.analyticsOnOff;
   if (a.hitReqPerSec !== undefined) {
     console.log("\nrequest analytics on/off (same node process)");
-    console.log(`  narinfo hit req/s   ${a.hitReqPerSec}x   p99 ${a.hitP99}x`);
-    console.log(`  narinfo miss req/s  ${a.missReqPerSec}x   p99 ${a.missP99}x`);
+    console.log(
+      `  narinfo hit req/s   ${a.hitReqPerSec}x   p99 ${a.hitP99}x   CPU/req ${a.hitCpuPerReq}x`,
+    );
+    console.log(
+      `  narinfo miss req/s  ${a.missReqPerSec}x   p99 ${a.missP99}x   CPU/req ${a.missCpuPerReq}x`,
+    );
   }
 }
