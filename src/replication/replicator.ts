@@ -140,7 +140,9 @@ export class Replicator {
     const t = setInterval(() => {
       this.reconcile()
         .then(() => this.audit())
-        .catch((err) => this.log.error({ err }, "full reconcile failed"));
+        .catch((err) => {
+          if (!this.stopped) this.log.error({ err }, "full reconcile or self-check failed");
+        });
     }, every);
     t.unref();
     this.timers.push(t);
