@@ -1,5 +1,6 @@
 import { Writable } from "node:stream";
 import { createBrotliDecompress, createGunzip } from "node:zlib";
+import { canDecompress, readNarFile } from "./decompress.js";
 import type { Hash } from "./hash.js";
 import { HashSink } from "./hash.js";
 
@@ -15,10 +16,46 @@ export interface NarFacts {
   readonly nar: { hash: Hash; size: number } | undefined;
   /** Why the nar could not be read although its compression is known (corrupt gzip). */
   readonly narError: string | undefined;
+  /**
+   * Reading the nar stopped past this many bytes (the NarSize declared): it is larger than
+   * its narinfo says, or a decompression bomb. `nar` is then undefined.
+   */
+  readonly narPastSize?: { limit: number; read: number };
 }
 
-/** Compressions whose nar hash this node checks on upload. */
+/**
+ * Compressions the upload digester reads inline, as the upload streams in (node:zlib).
+ * The others that `decompress.ts` reads (zstd, xz, bzip2) are read from the nar's file
+ * once its narinfo says how large the nar is (`completeNarFacts`).
+ */
 export const READABLE_COMPRESSIONS = ["none", "gzip", "br"] as const;
+
+/**
+ * Fill in NarHash/NarSize of a nar that the digester could not read inline (zstd, xz,
+ * bzip2) from its file, reading at most `narSize` bytes of nar (plus one chunk): a nar
+ * larger than its narinfo declares, or a decompression bomb, is stopped there. Facts that
+ * already hold the nar's hash (or an error), and unknown compressions, come back as they are.
+ */
+export async function completeNarFacts(
+  facts: NarFacts,
+  file: string,
+  compression: string | undefined,
+  narSize: number,
+): Promise<NarFacts> {
+  if (facts.nar !== undefined || facts.narError !== undefined) return facts;
+  if (!canDecompress(compression)) return facts;
+  const read = await readNarFile(file, compression, narSize);
+  switch (read.kind) {
+    case "read":
+      return { ...facts, nar: { hash: read.hash, size: read.size } };
+    case "too_large":
+      return { ...facts, narPastSize: { limit: read.limit, read: read.read } };
+    case "unreadable":
+      return { ...facts, narError: read.message };
+    case "unknown_compression":
+      return facts;
+  }
+}
 
 /**
  * A writable that hashes a nar file as it streams past (write the upload into it, or tee

@@ -89,6 +89,12 @@ export function checkNarContent(
   }
   if (facts.narError !== undefined)
     return bad(RejectReason.NarUnreadable, `${file.url}: ${facts.narError}`);
+  if (facts.narPastSize !== undefined) {
+    return bad(
+      RejectReason.NarSize,
+      `NarSize ${info.narSize}, the nar has more (reading stopped at ${facts.narPastSize.read} bytes)`,
+    );
+  }
   if (facts.nar !== undefined) {
     if (facts.nar.size !== info.narSize) {
       return bad(

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import type { CacheReader } from "../../cache/cache-reader.js";
 import type { CacheWriter, RejectedUpload } from "../../cache/cache-writer.js";
-import type { NarFacts } from "../../cache/nar-digest.js";
+import { completeNarFacts, type NarFacts } from "../../cache/nar-digest.js";
 import type { NarStaging, StagedNar } from "../../cache/nar-staging.js";
 import {
   type NarFile,
@@ -212,7 +212,12 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
     for (const { file, staged, facts } of here) {
       const sameCompression =
         staged === undefined || staged.compression === (file.compression ?? "bzip2");
-      const usable = sameCompression ? facts : { ...facts, nar: undefined, narError: undefined };
+      // zstd, xz and bzip2 are read now, from the staged file, no further than NarSize.
+      const usable = !sameCompression
+        ? { ...facts, nar: undefined, narError: undefined }
+        : staged === undefined
+          ? facts
+          : await completeNarFacts(facts, staged.file, staged.compression, info.narSize);
       const verdict = checkUpload(info, file, usable, options.rules);
       if (verdict.kind === "reject") {
         await discardAll();

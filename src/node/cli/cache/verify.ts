@@ -1,8 +1,9 @@
 import { createReadStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import type { StoredCacheEntry } from "../../../cache/cache-inventory.js";
+import { canDecompress, DECOMPRESSIBLE } from "../../../cache/decompress.js";
 import { formatHash } from "../../../cache/hash.js";
-import { narDigester, READABLE_COMPRESSIONS } from "../../../cache/nar-digest.js";
+import { completeNarFacts, narDigester } from "../../../cache/nar-digest.js";
 import { compressionOfNarPath } from "../../../cache/nar-staging.js";
 import { parseNarinfo } from "../../../cache/narinfo.js";
 import { fileHashOfDigest } from "../../../cache/spool-cache-store.js";
@@ -52,7 +53,8 @@ export async function verifyEntry(e: StoredCacheEntry): Promise<Verdict> {
       problems: [{ reason: "missing", message: `its data file ${e.dataPath} is missing` }],
     };
   }
-  const found = await facts;
+  // zstd, xz and bzip2 are read again from the file, no further than the NarSize declared.
+  const found = await completeNarFacts(await facts, e.dataPath, compression, info.narSize);
   const problems: Verdict["problems"] = [];
   if (found.fileSize !== e.size) {
     problems.push({
@@ -76,7 +78,7 @@ export async function verifyEntry(e: StoredCacheEntry): Promise<Verdict> {
       problems.push({ reason: content.reason, message: content.message });
     else checked = content.contentChecked;
   }
-  const readable = (READABLE_COMPRESSIONS as readonly string[]).includes(compression);
+  const readable = canDecompress(compression);
   return {
     ...base,
     status: problems.length === 0 ? "ok" : "corrupt",
@@ -85,7 +87,7 @@ export async function verifyEntry(e: StoredCacheEntry): Promise<Verdict> {
     ...(readable
       ? {}
       : {
-          narHashNotChecked: `${compression} cannot be decompressed by Node 20 (only none, gzip and br can)`,
+          narHashNotChecked: `${compression} cannot be decompressed here (only ${DECOMPRESSIBLE.join(", ")} can)`,
         }),
   };
 }

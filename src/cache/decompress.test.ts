@@ -1,0 +1,113 @@
+import { describe, expect, it } from "vitest";
+import {
+  fixturePath,
+  NIX_XZ,
+  NIX_ZSTD,
+  narinfoFixtures,
+  readFixture,
+} from "../../test/helpers/cache-fixtures.js";
+import { readNarFile } from "./decompress.js";
+import { formatHash } from "./hash.js";
+import { completeNarFacts, narDigester } from "./nar-digest.js";
+import { parseNarinfo } from "./narinfo.js";
+import { checkUpload, type UploadRules } from "./upload-check.js";
+
+const RULES: UploadRules = {
+  policy: "allow-unsigned",
+  storeDirs: ["/nix/store"],
+  trustedNixKeys: [],
+  trustedGuixKeys: [],
+};
+const MiB = 1024 * 1024;
+
+/** What the upload path finds for the fixture nar of `narinfo`: inline facts, then the file read. */
+async function uploadFacts(cache: string, narinfo: Buffer, narSize?: number) {
+  const info = parseNarinfo(narinfo);
+  const { sink, facts } = narDigester(info.compression);
+  sink.end(readFixture(cache, info.url));
+  const inline = await facts;
+  expect(inline.nar).toBeUndefined();
+  return completeNarFacts(
+    inline,
+    fixturePath(cache, info.url),
+    info.compression,
+    narSize ?? info.narSize,
+  );
+}
+
+describe.each([NIX_XZ, NIX_ZSTD])("the nars of Nix 2.8's %s cache", (cache) => {
+  it("decompress to their NarHash and NarSize", async () => {
+    for (const [, bytes] of narinfoFixtures(cache)) {
+      const info = parseNarinfo(bytes);
+      const read = await readNarFile(fixturePath(cache, info.url), info.compression, info.narSize);
+      expect(read.kind).toBe("read");
+      if (read.kind !== "read") return;
+      expect(read.size).toBe(info.narSize);
+      expect(formatHash(read.hash)).toBe(formatHash(info.narHash));
+      const verdict = checkUpload(info, info.files[0]!, await uploadFacts(cache, bytes), RULES);
+      expect(verdict).toMatchObject({ kind: "accept", contentChecked: "file_hash_and_nar_hash" });
+    }
+  });
+
+  it("reject a narinfo whose NarHash was tampered with", async () => {
+    const [, bytes] = narinfoFixtures(cache)[1]!;
+    const info = parseNarinfo(bytes);
+    const other = parseNarinfo(narinfoFixtures(cache)[0]![1]).narHash;
+    const tampered = parseNarinfo(
+      Buffer.from(bytes.toString().replace(/^NarHash: .*$/m, `NarHash: ${formatHash(other)}`)),
+    );
+    const verdict = checkUpload(
+      tampered,
+      tampered.files[0]!,
+      await uploadFacts(cache, bytes),
+      RULES,
+    );
+    expect(verdict).toMatchObject({ kind: "reject", reason: "nar_hash" });
+    expect(info.narHash).not.toEqual(other);
+  });
+
+  it("reject a NarSize smaller than the nar, reading no further than it", async () => {
+    const [, bytes] = narinfoFixtures(cache)[0]!;
+    const info = parseNarinfo(bytes);
+    const small = parseNarinfo(
+      Buffer.from(bytes.toString().replace(/^NarSize: .*$/m, `NarSize: ${info.narSize - 8}`)),
+    );
+    const facts = await uploadFacts(cache, bytes, small.narSize);
+    expect(facts.narPastSize?.limit).toBe(info.narSize - 8);
+    expect(checkUpload(small, small.files[0]!, facts, RULES)).toMatchObject({
+      kind: "reject",
+      reason: "nar_size",
+    });
+  });
+});
+
+describe("a decompression bomb (256 MiB of zeros) declared as a small nar", () => {
+  it.each([
+    ["xz", "zeros-256m.nar.xz"],
+    ["zstd", "zeros-256m.nar.zst"],
+  ])("%s: reading stops at the declared NarSize", async (compression, file) => {
+    const read = await readNarFile(fixturePath("bombs", file), compression, MiB);
+    expect(read.kind).toBe("too_large");
+    if (read.kind !== "too_large") return;
+    // Stopped within one decompressed chunk of the bound, not after 256 MiB.
+    expect(read.read).toBeLessThan(2 * MiB);
+  });
+
+  it("leaves the xz decoder free for the next nar", async () => {
+    await readNarFile(fixturePath("bombs", "zeros-256m.nar.xz"), "xz", MiB);
+    const [, bytes] = narinfoFixtures(NIX_XZ)[0]!;
+    const info = parseNarinfo(bytes);
+    const read = await readNarFile(fixturePath(NIX_XZ, info.url), "xz", info.narSize);
+    expect(read).toMatchObject({ kind: "read", size: info.narSize });
+  });
+
+  it("a corrupt stream is unreadable, not a crash", async () => {
+    const read = await readNarFile(fixturePath(NIX_XZ, "nix-cache-info"), "zstd", MiB);
+    expect(read.kind).toBe("unreadable");
+    const xz = await readNarFile(fixturePath(NIX_XZ, "nix-cache-info"), "xz", MiB);
+    expect(xz.kind).toBe("unreadable");
+    expect(await readNarFile(fixturePath(NIX_XZ, "nix-cache-info"), "bzip2", MiB)).toEqual({
+      kind: "unknown_compression",
+    });
+  });
+});
