@@ -84,16 +84,13 @@ export async function walkCacheGraph(
             (select count(*) from live l
               where exists (select 1 from cache_entries e where e.hash_part = l.hash_part))
      union all
-     select 'count', 'kept', null, null, null,
-            (select count(*) from cache_entries e
-              where exists (select 1 from live l where l.hash_part = e.hash_part)
-                 or exists (select 1 from kept_urls k where k.url = e.url))`,
+     select 'count', 'all', null, null, null, (select count(*) from cache_entries)`,
     [input.roots, Math.trunc(input.cutoff)],
   );
   const garbage: GcGarbage[] = [];
   const missing: string[] = [];
   let liveHashParts = 0;
-  let kept = 0;
+  let all = 0;
   for (const r of rows) {
     if (r.kind === "garbage") {
       garbage.push({
@@ -104,8 +101,10 @@ export async function walkCacheGraph(
       });
     } else if (r.kind === "missing") missing.push(r.hash_part as string);
     else if (r.entry === "live") liveHashParts = Number(r.n);
-    else kept = Number(r.n);
+    else all = Number(r.n);
   }
+  // Every entry that is not garbage is kept (young entries are live by construction).
+  const kept = all - garbage.length;
   garbage.sort((a, b) => a.hlc - b.hlc || a.entry.localeCompare(b.entry));
   missing.sort();
   return { liveHashParts, kept, garbage, missing };
