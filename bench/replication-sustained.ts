@@ -76,12 +76,18 @@ export function printCpu(u: CpuUsage): void {
  * bare journal rows) and the idle cost of the cluster over that time (the floor section's
  * `idleCpuMsPerSecond`) are.
  */
-function cpuPerEntry(cpu: CpuUsage, seconds: number, entries: number) {
+function cpuPerEntry(cpu: CpuUsage, seconds: number, entries: number, idle: CpuUsage | undefined) {
   const sum = (xs: Array<number | null>) => xs.reduce<number>((s, x) => s + (x ?? 0), 0);
   const per = (msPerSecond: number) =>
     entries === 0 ? null : sig((msPerSecond * seconds) / entries);
+  const all = sum(cpu.nodes) + sum(cpu.postgres);
   return {
-    cpuMsPerEntry: per(sum(cpu.nodes) + sum(cpu.postgres)),
+    cpuMsPerEntry: per(all),
+    /**
+     * Less what the same processes used idle (floor section) over as long: the entries'
+     * own cost, which a long drain on a starved machine otherwise buries.
+     */
+    aboveIdleMs: idle === undefined ? null : per(all - sum(idle.nodes) - sum(idle.postgres)),
     nodesMs: per(sum(cpu.nodes)),
     postgresMs: per(sum(cpu.postgres)),
     entries,
@@ -111,6 +117,8 @@ export async function sustainedSection(opts: {
   profileDir?: string;
   /** Resolves once every replicator is idle (after the run, for the CPU per entry). */
   settle: () => Promise<void>;
+  /** The cluster's CPU when idle (the floor section), if measured. */
+  idleCpu?: CpuUsage;
 }): Promise<SustainedFigures> {
   const c = opts.cluster;
   const pids = await c.pids();
@@ -178,11 +186,12 @@ export async function sustainedSection(opts: {
   );
   printCpu(cpu);
   const acked = r.entries.filter((e) => e.ack !== undefined).length;
-  const perEntry = cpuPerEntry(runCpu, runCpu.seconds, acked);
+  const perEntry = cpuPerEntry(runCpu, runCpu.seconds, acked, opts.idleCpu);
   console.log(
     `CPU per replicated entry: ${perEntry.cpuMsPerEntry} ms (node processes ${perEntry.nodesMs}, ` +
-      `their PostgreSQL ${perEntry.postgresMs}): ${perEntry.entries} entries acknowledged, ` +
-      `${perEntry.seconds} s from the first enqueue until the cluster was idle again`,
+      `their PostgreSQL ${perEntry.postgresMs}; above the idle cluster's ${perEntry.aboveIdleMs}): ` +
+      `${perEntry.entries} entries acknowledged, ${perEntry.seconds} s from the first enqueue ` +
+      "until the cluster was idle again",
   );
   const missing = measured.filter((e) => e.deq === undefined);
   if (missing.length > 0) {
