@@ -180,7 +180,7 @@ describe("geospool cache stats on a real node", () => {
     const future = await report("--since", "2999-01-01");
     expect(future.from).toBeNull();
     expect(future.since).toBe("2999-01-01T00:00:00.000Z");
-  });
+  }, 240_000);
 
   it("refuses a bad --since or --top, and says when the database is not set", async () => {
     const since = await cli("--since", "yesterday-ish", "--json");
@@ -206,5 +206,5 @@ describe("geospool cache stats on a real node", () => {
     const bare = await cli("--postgres.url", bareUrl.toString());
     expect(bare.code).toBe(10);
     expect(bare.stderr).toMatch(/has no request counts/);
-  });
+  }, 120_000);
 });
