@@ -40,7 +40,9 @@ export interface AuditContext {
   /** Entries whose record changed since the last audit: looked at again. */
   changed: Iterable<string>;
   now: () => number;
-  /** Leave `entry` out this time (given its rows): the replicator is on it, or may be soon. */
+  /** The replicator is on `entry` (marked, syncing, retrying): not read, looked at later. */
+  busy(entry: string): boolean;
+  /** Leave `entry` out this time (given its rows): the replicator may be on it soon. */
   skip(entry: string, rows: readonly JournalRow[]): boolean;
 }
 
@@ -72,7 +74,13 @@ export class RecordAudit {
 
   private async look(ctx: AuditContext, changed: readonly string[]): Promise<Divergence[]> {
     const fresh = await this.readNew();
-    const entries = [...new Set([...fresh.entries, ...this.again, ...changed])];
+    // Entries the replicator is on are not read now (during a catch-up, nearly all are).
+    const later = new Set<string>();
+    const entries: string[] = [];
+    for (const e of new Set([...fresh.entries, ...this.again, ...changed])) {
+      if (ctx.busy(e)) later.add(e);
+      else entries.push(e);
+    }
     const rows = new Map<string, JournalRow[]>();
     for (let i = 0; i < entries.length; i += ENTRIES_PER_READ) {
       const part = entries.slice(i, i + ENTRIES_PER_READ);
@@ -80,7 +88,7 @@ export class RecordAudit {
       for (const [entry, f] of folds) rows.set(entry, f.rows);
     }
     const quarantined = await this.quarantined(entries);
-    const left = new Set<string>();
+    const left = later;
     const found = findDivergences(rows, ctx.recorded, ctx.now(), (entry, r) => {
       const skip = quarantined.has(entry) || ctx.skip(entry, r);
       if (skip && !quarantined.has(entry)) left.add(entry);

@@ -267,6 +267,7 @@ export class Replicator {
         recorded: this.sync.recorded,
         changed: this.sync.takeChanged(),
         now: this.clock,
+        busy: (entry) => this.schedule.knows(entry),
         skip: (entry, rows) =>
           this.sync.changedSince(entry) ||
           this.schedule.knows(entry) ||

@@ -206,10 +206,23 @@ describe.skipIf(problem !== undefined)("a region partition under load", () => {
 
         // Every acknowledged enqueue is everywhere or was acknowledged removed; no
         // acknowledged remove is back anywhere.
-        const on = await Promise.all([0, 1, 2].map(names));
-        const missing = [...acked.keys()].filter(
-          (n) => !removed.has(n) && on.some((s) => !s.has(n)),
-        );
+        // A lease dropped just before the load stopped may expire after the spools
+        // converged: its entry then moves from .checkout to its queue on every node, and a
+        // listing taken meanwhile misses it. So a missing entry is looked for again for a
+        // few seconds; one that stays missing fails the round.
+        let on = await Promise.all([0, 1, 2].map(names));
+        const missingOf = () =>
+          [...acked.keys()].filter((n) => !removed.has(n) && on.some((s) => !s.has(n)));
+        await eventually(
+          "no acknowledged enqueue missing",
+          async () => {
+            if (missingOf().length === 0) return true;
+            on = await Promise.all([0, 1, 2].map(names));
+            return missingOf().length === 0;
+          },
+          10_000,
+        ).catch(() => undefined);
+        const missing = missingOf();
         const back = [...removed].filter((n) => on.some((s) => s.has(n)));
         expect(missing, `round ${round}: acknowledged enqueues missing`).toEqual([]);
         expect(back, `round ${round}: acknowledged removes back`).toEqual([]);
