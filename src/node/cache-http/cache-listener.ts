@@ -1,8 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { parseHostPort } from "../config/host-port.js";
-import { type HttpServer, HttpServerError } from "../observability/index.js";
+import { type HttpServer, HttpServerError, listenAndServe } from "../observability/index.js";
 
 export interface CacheListenerOptions {
   /** `host:port` (`cache.listen`); port 0 picks a free port. */
@@ -50,40 +49,5 @@ export async function startCacheListener(options: CacheListenerOptions): Promise
     server.emit("request", req, res);
   });
 
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) =>
-      reject(
-        new HttpServerError(
-          "listen_failed",
-          `cache.listen: cannot listen on ${options.listen}: ${err.code ?? err.message}`,
-          { cause: err },
-        ),
-      );
-    server.once("error", onError);
-    server.listen(address.port, address.host, () => {
-      server.off("error", onError);
-      resolve();
-    });
-  });
-  server.on("error", (err) => log.error({ err }, "cache http server error"));
-  const bound = server.address() as AddressInfo;
-  log.info({ address: bound.address, port: bound.port }, "cache listening");
-
-  let closing: Promise<void> | undefined;
-  return {
-    port: bound.port,
-    host: bound.address,
-    close(deadlineMs = 5000) {
-      closing ??= new Promise<void>((resolve) => {
-        const timer = setTimeout(() => server.closeAllConnections(), deadlineMs);
-        timer.unref();
-        server.close(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-        server.closeIdleConnections();
-      });
-      return closing;
-    },
-  };
+  return listenAndServe(server, { address, label: "cache.listen", listen: options.listen, log });
 }

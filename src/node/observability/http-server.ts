@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { parseHostPort } from "../config/host-port.js";
@@ -123,27 +123,37 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     res.end(res.req.method === "HEAD" ? undefined : body);
   }
 
+  return listenAndServe(server, { address, label: "http", listen: options.listen, log });
+}
+
+/**
+ * Bind `server` (the label names it in errors and logs: "http", "cache.listen") and return
+ * its handle: close stops accepting, ends idle keep-alive connections, waits for requests in
+ * flight and destroys what is still open after the deadline.
+ */
+export async function listenAndServe(
+  server: Server,
+  opts: { address: { host: string; port: number }; label: string; listen: string; log: Logger },
+): Promise<HttpServer> {
+  const { address, label, log } = opts;
   await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => {
+    const onError = (err: NodeJS.ErrnoException) =>
       reject(
         new HttpServerError(
           "listen_failed",
-          `http: cannot listen on ${options.listen}: ${(err as NodeJS.ErrnoException).code ?? err.message}`,
-          {
-            cause: err,
-          },
+          `${label}: cannot listen on ${opts.listen}: ${err.code ?? err.message}`,
+          { cause: err },
         ),
       );
-    };
     server.once("error", onError);
     server.listen(address.port, address.host, () => {
       server.off("error", onError);
       resolve();
     });
   });
-  server.on("error", (err) => log.error({ err }, "http server error"));
+  server.on("error", (err) => log.error({ err }, `${label} server error`));
   const bound = server.address() as AddressInfo;
-  log.info({ address: bound.address, port: bound.port }, "http listening");
+  log.info({ address: bound.address, port: bound.port }, `${label} listening`);
 
   let closing: Promise<void> | undefined;
   return {

@@ -11,6 +11,7 @@ export {
   type HttpServer,
   HttpServerError,
   type HttpServerOptions,
+  listenAndServe,
   startHttpServer,
 } from "./http-server.js";
 export {
