@@ -1,10 +1,14 @@
 import { createServer } from "node:net";
 import { join } from "node:path";
+import pg from "pg";
+import { afterAll, beforeAll } from "vitest";
+import { GeospoolClient } from "../../src/node/client/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { startEmbeddedPostgres, stopStalePostgres } from "../../src/node/postgres/embedded.js";
 import { readPostmasterPid, waitForExit } from "../../src/node/postgres/processes.js";
 import { startTestNode } from "./node.js";
 import { startPostgresServers, stopPostgresServers, type TestPostgres } from "./postgres.js";
+import { useSuiteTempDir } from "./tmp.js";
 
 /** Ports free right now on 127.0.0.1 (peers must know each other's gRPC address up front). */
 export async function freePorts(n: number): Promise<number[]> {
@@ -171,4 +175,47 @@ export async function closeCluster(parts: {
   for (const c of parts.clients ?? []) c.close();
   await Promise.allSettled((parts.pools ?? []).map((p) => p.end()));
   await parts.cluster?.stop();
+}
+
+/**
+ * A two-node cluster for the calling file (in a suite temp dir named by `prefix`), with a
+ * client on B and a one-connection pool on A's PostgreSQL: the setup of the tests that break
+ * node A by hand while B feeds it. `beforeClose` runs first at the end (e.g. to undo settings
+ * made on A's server).
+ */
+export function useTwoNodeCluster(
+  prefix: string,
+  opts: { beforeClose?: (poolA: pg.Pool) => Promise<void> } = {},
+): { readonly cluster: TestCluster; readonly clientB: GeospoolClient; readonly poolA: pg.Pool } {
+  const dir = useSuiteTempDir(prefix);
+  let cluster: TestCluster | undefined;
+  let clientB: GeospoolClient | undefined;
+  let poolA: pg.Pool | undefined;
+  beforeAll(async () => {
+    cluster = await startTestCluster({ n: 2, dir: dir.path });
+    clientB = new GeospoolClient({
+      endpoints: [cluster.endpoints[1] as string],
+      retryForMs: 5_000,
+    });
+    poolA = new pg.Pool({ connectionString: cluster.postgres[0]?.url, max: 1 });
+  }, 120_000);
+  afterAll(async () => {
+    if (poolA && opts.beforeClose) await opts.beforeClose(poolA).catch(() => undefined);
+    await closeCluster({ clients: clientB ? [clientB] : [], pools: poolA ? [poolA] : [], cluster });
+  });
+  const need = <T>(value: T | undefined, what: string): T => {
+    if (value === undefined) throw new Error(`useTwoNodeCluster: ${what} is not started yet`);
+    return value;
+  };
+  return {
+    get cluster() {
+      return need(cluster, "the cluster");
+    },
+    get clientB() {
+      return need(clientB, "the client");
+    },
+    get poolA() {
+      return need(poolA, "the pool");
+    },
+  };
 }

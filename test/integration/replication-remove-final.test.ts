@@ -1,16 +1,7 @@
 import { rename } from "node:fs/promises";
 import { join } from "node:path";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GeospoolClient } from "../../src/node/client/index.js";
-import {
-  closeCluster,
-  eventually,
-  placeOf,
-  startTestCluster,
-  type TestCluster,
-} from "../helpers/cluster.js";
-import { useSuiteTempDir } from "../helpers/tmp.js";
+import { describe, expect, it } from "vitest";
+import { eventually, placeOf, useTwoNodeCluster } from "../helpers/cluster.js";
 
 /**
  * A remove is final (issue #12, item 1): a node whose lease reaper is taking back its replica
@@ -22,32 +13,21 @@ import { useSuiteTempDir } from "../helpers/tmp.js";
  * The reaper's steps are done here by hand, as the spool's lease expiry does them.
  */
 
-const dir = useSuiteTempDir("geospool-remove-final-");
-let cluster: TestCluster;
-let clientB: GeospoolClient;
-let poolA: pg.Pool;
-
-beforeAll(async () => {
-  cluster = await startTestCluster({ n: 2, dir: dir.path });
-  clientB = new GeospoolClient({ endpoints: [cluster.endpoints[1] as string], retryForMs: 5_000 });
-  poolA = new pg.Pool({ connectionString: cluster.postgres[0]?.url, max: 1 });
-}, 120_000);
-
-afterAll(() => closeCluster({ clients: [clientB], pools: [poolA], cluster }));
+const two = useTwoNodeCluster("geospool-remove-final-");
 
 describe("a remove that arrives while a lease reaper holds the entry", () => {
   it("is applied once the reaper is done, not forgotten", async () => {
-    const a = cluster.node(0);
-    const { entry } = await clientB.enqueue("inbox", "reaped", { metadata: "{}" });
+    const a = two.cluster.node(0);
+    const { entry } = await two.clientB.enqueue("inbox", "reaped", { metadata: "{}" });
     await eventually(
       "on A",
-      async () => (await placeOf(cluster, 0, entry.name)) === "inbox/queued",
+      async () => (await placeOf(two.cluster, 0, entry.name)) === "inbox/queued",
     );
-    const lease = await clientB.dequeue("inbox", { leaseMs: 60_000 });
+    const lease = await two.clientB.dequeue("inbox", { leaseMs: 60_000 });
     expect(lease?.entry.name).toBe(entry.name);
     await eventually(
       "checked out on A",
-      async () => (await placeOf(cluster, 0, entry.name)) === "inbox/checked_out",
+      async () => (await placeOf(two.cluster, 0, entry.name)) === "inbox/checked_out",
     );
 
     // A's reaper takes its replica of the checkout (the spool's lease expiry, first step).
@@ -55,9 +35,9 @@ describe("a remove that arrives while a lease reaper holds the entry", () => {
     const taken = `${checkout}~reap`;
     await rename(checkout, taken);
     // The holder removes it; A's drop finds the entry in flux and waits for a retry.
-    await clientB.remove(lease as NonNullable<typeof lease>);
+    await two.clientB.remove(lease as NonNullable<typeof lease>);
     await eventually("A's drop retried", async () => {
-      const r = await poolA.query<{ failures: number }>(
+      const r = await two.poolA.query<{ failures: number }>(
         "select failures from replica_pending where entry = $1",
         [entry.name],
       );
@@ -72,13 +52,15 @@ describe("a remove that arrives while a lease reaper holds the entry", () => {
     // The remove is applied: the entry goes, and nothing waits for it any more.
     await eventually(
       "the entry gone from A",
-      async () => (await placeOf(cluster, 0, entry.name)) === "absent",
+      async () => (await placeOf(two.cluster, 0, entry.name)) === "absent",
       15_000,
     );
     await eventually("nothing pending on A", async () => {
-      const r = await poolA.query("select 1 from replica_pending where entry = $1", [entry.name]);
+      const r = await two.poolA.query("select 1 from replica_pending where entry = $1", [
+        entry.name,
+      ]);
       return r.rowCount === 0;
     });
-    expect(await placeOf(cluster, 1, entry.name)).toBe("absent");
+    expect(await placeOf(two.cluster, 1, entry.name)).toBe("absent");
   }, 60_000);
 });

@@ -1,16 +1,7 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GeospoolClient } from "../../src/node/client/index.js";
-import {
-  closeCluster,
-  eventually,
-  placeOf,
-  startTestCluster,
-  type TestCluster,
-} from "../helpers/cluster.js";
-import { useSuiteTempDir } from "../helpers/tmp.js";
+import { describe, expect, it } from "vitest";
+import { eventually, placeOf, useTwoNodeCluster } from "../helpers/cluster.js";
 
 /**
  * The replicator's self-check (issue #12, item 1: a divergence is never silent). A node whose
@@ -22,31 +13,20 @@ import { useSuiteTempDir } from "../helpers/tmp.js";
  * go (what a lost peer change left behind), so nothing else would ever bring it back.
  */
 
-const dir = useSuiteTempDir("geospool-self-check-");
-let cluster: TestCluster;
-let clientB: GeospoolClient;
-let poolA: pg.Pool;
-
-beforeAll(async () => {
-  cluster = await startTestCluster({ n: 2, dir: dir.path });
-  clientB = new GeospoolClient({ endpoints: [cluster.endpoints[1] as string], retryForMs: 5_000 });
-  poolA = new pg.Pool({ connectionString: cluster.postgres[0]?.url, max: 1 });
-}, 120_000);
-
-afterAll(() => closeCluster({ clients: [clientB], pools: [poolA], cluster }));
+const two = useTwoNodeCluster("geospool-self-check-");
 
 describe("the self-check after a full reconcile", () => {
   it("finds an entry the journal placed and the node lost, reports it and places it", async () => {
-    const { entry } = await clientB.enqueue("inbox", "lost on A", { metadata: "{}" });
-    const kept = await clientB.enqueue("inbox", "kept on A", { metadata: "{}" });
+    const { entry } = await two.clientB.enqueue("inbox", "lost on A", { metadata: "{}" });
+    const kept = await two.clientB.enqueue("inbox", "kept on A", { metadata: "{}" });
     for (const name of [entry.name, kept.entry.name]) {
       await eventually(
         `${name} on A`,
-        async () => (await placeOf(cluster, 0, name)) === "inbox/queued",
+        async () => (await placeOf(two.cluster, 0, name)) === "inbox/queued",
       );
     }
-    const spoolA = cluster.node(0).config.spool.dir;
-    await cluster.stopNode(0);
+    const spoolA = two.cluster.node(0).config.spool.dir;
+    await two.cluster.stopNode(0);
 
     // The entry goes from A's spool and record, as if A had never placed it.
     for (const path of [
@@ -56,14 +36,16 @@ describe("the self-check after a full reconcile", () => {
     ]) {
       await rm(path);
     }
-    const gone = await poolA.query("delete from replica_entries where entry = $1", [entry.name]);
+    const gone = await two.poolA.query("delete from replica_entries where entry = $1", [
+      entry.name,
+    ]);
     expect(gone.rowCount).toBe(1);
 
-    const a = await cluster.start(0);
-    expect(await placeOf(cluster, 0, entry.name)).toBe("absent");
+    const a = await two.cluster.start(0);
+    expect(await placeOf(two.cluster, 0, entry.name)).toBe("absent");
     await eventually(
       "the lost entry back on A",
-      async () => (await placeOf(cluster, 0, entry.name)) === "inbox/queued",
+      async () => (await placeOf(two.cluster, 0, entry.name)) === "inbox/queued",
       30_000,
     );
     expect(a.replication.replicator.status().diverged).toBe(1);
@@ -71,7 +53,7 @@ describe("the self-check after a full reconcile", () => {
       /geospool_replication_events_total\{event="diverged"[^}]*\} 1\n/,
     );
     // Nothing else was taken for a divergence, and B was not touched.
-    expect(await placeOf(cluster, 0, kept.entry.name)).toBe("inbox/queued");
-    expect(await placeOf(cluster, 1, entry.name)).toBe("inbox/queued");
+    expect(await placeOf(two.cluster, 0, kept.entry.name)).toBe("inbox/queued");
+    expect(await placeOf(two.cluster, 1, entry.name)).toBe("inbox/queued");
   }, 120_000);
 });
