@@ -8,7 +8,11 @@ import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { startEmbeddedPostgres, stopStalePostgres } from "../../src/node/postgres/embedded.js";
 import { PostgresServerErrorCode } from "../../src/node/postgres/errors.js";
-import { readPostmasterPid, waitForExit } from "../../src/node/postgres/processes.js";
+import {
+  postgresProcessesIn,
+  readPostmasterPid,
+  waitForExit,
+} from "../../src/node/postgres/processes.js";
 import {
   startPostgresServers,
   stopPostgresServers,
@@ -117,6 +121,40 @@ describe("embedded PostgreSQL", () => {
     const again = await startEmbeddedPostgres({ dataDir, fsync: false });
     servers.push(again);
     expect(await query(again.url, "select 1 as one")).toEqual([{ one: 1 }]);
+  });
+
+  itLinux("starts once the children of a SIGKILLed postmaster have exited", async () => {
+    const dataDir = join(dir.path, "node-2");
+    const server = await startEmbeddedPostgres({ dataDir, fsync: false });
+    servers.push(server);
+    const lock = await readPostmasterPid(server.dataDir);
+    const children = (await postgresProcessesIn(server.dataDir)).filter((p) => p !== lock?.pid);
+    expect(children.length).toBeGreaterThan(0);
+    // A child that cannot run yet cannot notice its parent's death (a loaded machine).
+    const held = children[0] as number;
+    process.kill(held, "SIGSTOP");
+    try {
+      process.kill(lock?.pid ?? 0, "SIGKILL");
+      expect(await waitForExit(lock?.pid ?? 0, 10_000)).toBe(true);
+      const starting = startEmbeddedPostgres({ dataDir, fsync: false });
+      // The start waits for the orphan rather than refusing the directory.
+      const early = await Promise.race([
+        starting.then(
+          () => "started",
+          (err: Error) => err.message,
+        ),
+        new Promise((r) => setTimeout(() => r("waiting"), 500)),
+      ]);
+      expect(early).toBe("waiting");
+      process.kill(held, "SIGCONT");
+      const again = await starting;
+      servers.push(again);
+      expect(await query(again.url, "select 1 as one")).toEqual([{ one: 1 }]);
+    } finally {
+      try {
+        process.kill(held, "SIGCONT");
+      } catch {}
+    }
   });
 
   it("builds the template once when two processes race for it", async () => {

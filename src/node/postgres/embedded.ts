@@ -101,7 +101,7 @@ export async function startEmbeddedPostgres(
   }
   const dataDir = await realpath(wanted);
 
-  const status = await dataDirStatus(dataDir);
+  const status = await settledStatus(dataDir);
   if (status.kind === "running") {
     throw new PostgresServerError(
       PostgresServerErrorCode.AlreadyRunning,
@@ -226,3 +226,21 @@ async function ensureDatabase(port: number): Promise<void> {
     await client.end();
   }
 }
+
+/**
+ * The data directory's status, once the children of a dead postmaster are gone: after a
+ * SIGKILL (or the OOM killer) they notice their parent's death and exit on their own, but on
+ * a loaded machine that takes a moment, and a start meanwhile would refuse a directory nobody
+ * serves. A live postmaster is answered at once; orphans still there after 15 s are too.
+ */
+async function settledStatus(dataDir: string): ReturnType<typeof dataDirStatus> {
+  const deadline = Date.now() + ORPHANS_EXIT_MS;
+  for (;;) {
+    const status = await dataDirStatus(dataDir);
+    if (status.kind !== "running" || status.pid !== undefined || Date.now() > deadline)
+      return status;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const ORPHANS_EXIT_MS = 15_000;
