@@ -1,6 +1,12 @@
 import { gunzipSync, gzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { GUIX, NIX_XZ, narinfoFixtures, readFixture } from "../../test/helpers/cache-fixtures.js";
+import {
+  GUIX,
+  GUIX_KEY_TEXT,
+  NIX_XZ,
+  narinfoFixtures,
+  readFixture,
+} from "../../test/helpers/cache-fixtures.js";
 import { parseGuixPublicKeys } from "./guix-signature.js";
 import { type NarFacts, narDigester } from "./nar-digest.js";
 import { type Narinfo, parseNarinfo } from "./narinfo.js";
@@ -9,9 +15,7 @@ import { checkNarinfoSignatures } from "./nix-signature.js";
 import { checkUpload, type UploadRules } from "./upload-check.js";
 
 const NIX_KEY = parseNixPublicKey(readFixture("nix-2.8-test-key.public").toString());
-const GUIX_KEY = parseGuixPublicKeys(
-  "(public-key (ecc (curve Ed25519) (q #239E994B9C3302A466FD5034D7FF90FEA287312BA1093E72DD195D036100C1FC#)))",
-);
+const GUIX_KEY = parseGuixPublicKeys(GUIX_KEY_TEXT);
 const NODE_KEY = generateNixKey("node-1");
 const RULES: UploadRules = {
   policy: "require",

@@ -1,10 +1,16 @@
-import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { parseNarinfo } from "../../src/cache/narinfo.js";
 import { RejectionLog } from "../../src/cache/rejection-log.js";
 import type { RunningNode } from "../../src/node/node.js";
-import { GUIX, NIX_XZ, narinfoFixtures, readFixture, TEST_KEY } from "../helpers/cache-fixtures.js";
+import {
+  GUIX,
+  NIX_XZ,
+  narinfoFixtures,
+  readFixture,
+  TEST_KEY,
+  writeGuixKeyFile,
+} from "../helpers/cache-fixtures.js";
 import {
   HAVE_NIX,
   NO_NIX_MESSAGE,
@@ -37,11 +43,7 @@ let pg: TestPostgres[] = [];
 let node: RunningNode | undefined;
 
 beforeAll(async () => {
-  const guixKey = join(dir.path, "guix-signing-key.pub");
-  await writeFile(
-    guixKey,
-    "(public-key (ecc (curve Ed25519) (q #239E994B9C3302A466FD5034D7FF90FEA287312BA1093E72DD195D036100C1FC#)))\n",
-  );
+  const guixKey = await writeGuixKeyFile(dir.path);
   pg = await startPostgresServers(1, { dir: join(dir.path, "pg") });
   node = await startTestNode({
     id: "n1",

@@ -1,4 +1,3 @@
-import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { parseNarinfo } from "../../src/cache/narinfo.js";
@@ -10,6 +9,7 @@ import {
   narinfoFixtures,
   readFixture,
   TEST_KEY,
+  writeGuixKeyFile,
 } from "../helpers/cache-fixtures.js";
 import { startTestCluster, type TestCluster } from "../helpers/cluster.js";
 import {
@@ -43,11 +43,7 @@ let GUIX_KEY_FILE = "";
 
 beforeAll(async () => {
   if (!HAVE_NIX) return;
-  GUIX_KEY_FILE = join(dir.path, "guix-signing-key.pub");
-  await writeFile(
-    GUIX_KEY_FILE,
-    "(public-key (ecc (curve Ed25519) (q #239E994B9C3302A466FD5034D7FF90FEA287312BA1093E72DD195D036100C1FC#)))\n",
-  );
+  GUIX_KEY_FILE = await writeGuixKeyFile(dir.path);
   cluster = await startTestCluster({
     n: 3,
     dir: dir.path,

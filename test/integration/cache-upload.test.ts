@@ -22,6 +22,7 @@ import { jsonCodec, Spool } from "../../src/spool/index.js";
 import {
   APP_PATH,
   GUIX,
+  GUIX_KEY_TEXT,
   NIX_XZ,
   narinfoFixtures,
   readFixture,
@@ -48,9 +49,7 @@ import { useTempDir } from "../helpers/tmp.js";
  */
 const TOKEN = "upload-token-0123456789abcdef";
 const NODE_KEY = generateNixKey("node-1");
-const GUIX_KEY = parseGuixPublicKeys(
-  "(public-key (ecc (curve Ed25519) (q #239E994B9C3302A466FD5034D7FF90FEA287312BA1093E72DD195D036100C1FC#)))",
-);
+const GUIX_KEY = parseGuixPublicKeys(GUIX_KEY_TEXT);
 
 const dir = useTempDir("geospool-cache-upload-");
 const shared = useSharedPostgres("cacheupload");
