@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import { parseByteRange } from "../../cache/byte-range.js";
-import type { CacheReader } from "../../cache/cache-reader.js";
+import type { CacheReader, OpenNar } from "../../cache/cache-reader.js";
 import { buildNixCacheInfo } from "../../cache/nix-cache-info.js";
 import { parseCacheRequest } from "../../cache/request-path.js";
 import type { RequestStats } from "../../cache/request-stats.js";
@@ -94,15 +94,30 @@ export function cacheHttpHandler(options: CacheHttpOptions) {
       stats?.nar(path, false, 0);
       return send(res, 404, notFound, "text/plain; charset=utf-8", miss);
     }
+    // Not inside `stats?.nar(...)`: without stats its arguments would not be evaluated.
+    const sent = await answerNar(req, res, path, nar);
+    stats?.nar(path, true, sent);
+  }
+
+  /**
+   * Answer a request for a nar that is here; the nar is closed in every case. Returns the
+   * body bytes sent: none for 304, 416 and HEAD, and none counted for a body cut short (how
+   * much of it arrived is not known).
+   */
+  async function answerNar(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    nar: OpenNar,
+  ): Promise<number> {
     res.setHeader("etag", nar.etag);
     res.setHeader("accept-ranges", "bytes");
     if (req.headers["if-none-match"]?.split(/\s*,\s*/).includes(nar.etag)) {
       await nar.close();
-      stats?.nar(path, true, 0);
       res.statusCode = 304;
       res.setHeader("cache-control", hit);
       res.end();
-      return;
+      return 0;
     }
     const range = parseByteRange(
       typeof req.headers.range === "string" ? req.headers.range : undefined,
@@ -110,9 +125,9 @@ export function cacheHttpHandler(options: CacheHttpOptions) {
     );
     if (range.kind === "unsatisfiable") {
       await nar.close();
-      stats?.nar(path, true, 0);
       res.setHeader("content-range", `bytes */${nar.size}`);
-      return send(res, 416, "range not satisfiable\n", "text/plain; charset=utf-8", "no-store");
+      send(res, 416, "range not satisfiable\n", "text/plain; charset=utf-8", "no-store");
+      return 0;
     }
     const [start, end] = range.kind === "partial" ? [range.start, range.end] : [0, nar.size - 1];
     res.statusCode = range.kind === "partial" ? 206 : 200;
@@ -123,19 +138,17 @@ export function cacheHttpHandler(options: CacheHttpOptions) {
     res.setHeader("cache-control", hit);
     if (req.method === "HEAD" || nar.size === 0) {
       await nar.close();
-      stats?.nar(path, true, 0);
       res.end();
-      return;
+      return 0;
     }
     try {
       await sendNarRange(nar, res, start, end);
-      stats?.nar(path, true, end - start + 1);
+      return end - start + 1;
     } catch (err) {
-      // Counted as asked for; the bytes of an unfinished body are not known, so not counted.
-      stats?.nar(path, true, 0);
       // The client went away, or the disk failed mid-body: nothing more can be said on it.
       log.debug({ err, path }, "nar transfer ended early");
       res.destroy();
+      return 0;
     }
   }
 }
