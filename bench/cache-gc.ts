@@ -116,7 +116,7 @@ async function main(): Promise<void> {
     let baselineGarbage = 0;
     for (let i = 0; i < runs; i++) {
       let t = performance.now();
-      const w = await walkCacheGraph(pool, { roots, cutoff: CUTOFF });
+      const w = await walkCacheGraph(pool, { roots, cutoff: BigInt(CUTOFF) });
       sqlMs.push(performance.now() - t);
       garbage = w.garbage.length;
       t = performance.now();

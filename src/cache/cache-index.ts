@@ -41,7 +41,8 @@ export interface IndexedEntry {
   readonly url: string;
   readonly trust: CandidateTrust;
   readonly origin: string;
-  readonly hlc: number;
+  /** When it was accepted (upload-stamp.ts), in the column `hlc`. */
+  readonly stamp: bigint;
   readonly narinfo: Buffer;
   readonly listing: Buffer | undefined;
   readonly by: string;
@@ -242,7 +243,7 @@ export class CacheIndex {
             put.map((e) => e.url),
             put.map((e) => e.trust),
             put.map((e) => e.origin),
-            put.map((e) => Math.trunc(e.hlc)),
+            put.map((e) => e.stamp.toString()),
             put.map((e) => e.narinfo),
             put.map((e) => e.listing ?? null),
             put.map((e) => e.by),
@@ -265,7 +266,7 @@ export class CacheIndex {
         list.push({
           entry: r.entry,
           origin: r.origin,
-          hlc: Number(r.hlc),
+          stamp: BigInt(r.hlc),
           trust: r.trust,
           narinfo: r.narinfo,
           url: r.url,

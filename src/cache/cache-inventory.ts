@@ -1,6 +1,7 @@
 import { type Narinfo, parseNarinfo } from "./narinfo.js";
 import { chooseServable } from "./served-rule.js";
 import type { CacheRecord } from "./spool-cache-store.js";
+import { recordStamp } from "./upload-stamp.js";
 
 /** One cache entry as stored: its record, and its data (the nar file) as the node wrote it. */
 export interface StoredCacheEntry {
@@ -37,7 +38,10 @@ export function servedPaths(entries: readonly StoredCacheEntry[]): Map<string, S
   const out = new Map<string, ServedPath>();
   for (const [hashPart, holders] of [...byHash].sort(([a], [b]) => (a < b ? -1 : 1))) {
     const served = chooseServable(
-      holders.map((h) => ({ ...h.record, entry: h.entry, stored: h })),
+      holders.flatMap((h) => {
+        const stamp = recordStamp(h.record);
+        return stamp === undefined ? [] : [{ ...h.record, entry: h.entry, stamp, stored: h }];
+      }),
     )?.stored;
     if (served === undefined) continue;
     const sorted = [...holders].sort((a, b) => (a.entry < b.entry ? -1 : 1));

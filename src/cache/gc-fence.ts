@@ -25,8 +25,11 @@ export interface GcFenceInput {
   /** The configured peers' ids. */
   readonly peers: readonly string[];
   readonly queue: string;
-  /** Entries stamped at or after this (ms) are young. */
-  readonly cutoff: number;
+  /**
+   * Entries stamped at or after this are young (upload-stamp.ts; a journal row's hlc is a
+   * value of the same clock, and never earlier than the stamp of the upload it journals).
+   */
+  readonly cutoff: bigint;
   readonly maxSilenceMs: number;
   readonly settleMs: number;
 }
@@ -76,7 +79,7 @@ export async function checkGcFence(pool: pg.Pool, input: GcFenceInput): Promise<
       where j.queue = $1 and j.op = 'enqueue' and j.hlc >= $2
         and not exists (select 1 from cache_entries e where e.entry = j.entry)
         and not exists (select 1 from journal r where r.entry = j.entry and r.op = 'remove')`,
-    [input.queue, Math.trunc(input.cutoff)],
+    [input.queue, input.cutoff.toString()],
   );
   const arriving = Number(rows[0]?.n ?? 0);
   if (arriving > 0) {

@@ -60,14 +60,14 @@ describe("the cache GC walk", () => {
       { entry: "eg", hashPart: "g", hlc: 10, refs: ["h"] },
       { entry: "eh", hashPart: "h", hlc: 10 },
     ]);
-    const w = await walkCacheGraph(pool, { roots: ["b"], cutoff: 50 });
+    const w = await walkCacheGraph(pool, { roots: ["b"], cutoff: 50n });
     expect(names(w)).toEqual(["ea", "ed", "ee"]);
     expect(w.liveHashParts).toBe(5); // b, c, f, g, h
     expect(w.kept).toBe(5);
     expect(w.missing).toEqual([]);
 
     // No roots: b and c go too; the young f still keeps g and h.
-    expect(names(await walkCacheGraph(pool, { roots: [], cutoff: 50 }))).toEqual([
+    expect(names(await walkCacheGraph(pool, { roots: [], cutoff: 50n }))).toEqual([
       "ea",
       "eb",
       "ec",
@@ -75,7 +75,7 @@ describe("the cache GC walk", () => {
       "ee",
     ]);
     // Everything young: nothing goes.
-    expect(names(await walkCacheGraph(pool, { roots: [], cutoff: 10 }))).toEqual([]);
+    expect(names(await walkCacheGraph(pool, { roots: [], cutoff: 10n }))).toEqual([]);
   });
 
   it("walks cycles and long chains", async () => {
@@ -87,7 +87,7 @@ describe("the cache GC walk", () => {
       refs: [`h${(i + 1) % 500}`],
     }));
     await insert(pool, [...chain, { entry: "loose", hashPart: "x", hlc: 1, refs: ["h0"] }]);
-    const w = await walkCacheGraph(pool, { roots: ["h250"], cutoff: 2 });
+    const w = await walkCacheGraph(pool, { roots: ["h250"], cutoff: 2n });
     expect(names(w)).toEqual(["loose"]);
     expect(w.kept).toBe(500);
   });
@@ -119,7 +119,7 @@ describe("the cache GC walk", () => {
       { entry: "s1", hashPart: "s", hlc: 1, url: "nar/s.nar" },
       { entry: "s2", hashPart: "t", hlc: 1, url: "nar/s.nar" },
     ]);
-    const w = await walkCacheGraph(pool, { roots: ["p"], cutoff: 5 });
+    const w = await walkCacheGraph(pool, { roots: ["p"], cutoff: 5n });
     expect(names(w)).toEqual(["s1", "s2"]);
     expect(w.kept).toBe(5);
   });
@@ -127,7 +127,7 @@ describe("the cache GC walk", () => {
   it("reports live references held by no entry, and ignores roots never uploaded", async () => {
     const pool = await database();
     await insert(pool, [{ entry: "a", hashPart: "a", hlc: 1, refs: ["gone"] }]);
-    const w = await walkCacheGraph(pool, { roots: ["a", "never"], cutoff: 0 });
+    const w = await walkCacheGraph(pool, { roots: ["a", "never"], cutoff: 0n });
     expect(w.missing).toEqual(["gone"]);
     expect(w.garbage).toEqual([]);
     expect(w.liveHashParts).toBe(1);

@@ -16,15 +16,15 @@ import type pg from "pg";
 export interface GcWalkInput {
   /** Hash parts of the live (unexpired) roots. */
   readonly roots: readonly string[];
-  /** Entries stamped at or after this (ms) are young: live, with their closures. */
-  readonly cutoff: number;
+  /** Entries stamped at or after this (upload-stamp.ts) are young: live, with their closures. */
+  readonly cutoff: bigint;
 }
 
 export interface GcGarbage {
   readonly entry: string;
   readonly hashPart: string;
   readonly url: string;
-  readonly hlc: number;
+  readonly stamp: bigint;
 }
 
 export interface GcWalk {
@@ -85,7 +85,7 @@ export async function walkCacheGraph(
               where exists (select 1 from cache_entries e where e.hash_part = l.hash_part))
      union all
      select 'count', 'all', null, null, null, (select count(*) from cache_entries)`,
-    [input.roots, Math.trunc(input.cutoff)],
+    [input.roots, input.cutoff.toString()],
   );
   const garbage: GcGarbage[] = [];
   const missing: string[] = [];
@@ -97,7 +97,7 @@ export async function walkCacheGraph(
         entry: r.entry as string,
         hashPart: r.hash_part as string,
         url: r.url as string,
-        hlc: Number(r.hlc),
+        stamp: BigInt(r.hlc as string),
       });
     } else if (r.kind === "missing") missing.push(r.hash_part as string);
     else if (r.entry === "live") liveHashParts = Number(r.n);
@@ -105,7 +105,9 @@ export async function walkCacheGraph(
   }
   // Every entry that is not garbage is kept (young entries are live by construction).
   const kept = all - garbage.length;
-  garbage.sort((a, b) => a.hlc - b.hlc || a.entry.localeCompare(b.entry));
+  garbage.sort((a, b) =>
+    a.stamp < b.stamp ? -1 : a.stamp > b.stamp ? 1 : a.entry.localeCompare(b.entry),
+  );
   missing.sort();
   return { liveHashParts, kept, garbage, missing };
 }

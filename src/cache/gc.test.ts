@@ -8,6 +8,7 @@ import { jsonCodec, Spool } from "../spool/index.js";
 import { type CacheRoot, RootInputError, RootStore } from "./cache-roots.js";
 import { CacheError } from "./errors.js";
 import { CacheGc } from "./gc.js";
+import { stampOfMs } from "./upload-stamp.js";
 
 /**
  * CacheGc over a real spool and PostgreSQL: the index rows are written here directly (what
@@ -71,7 +72,7 @@ async function setup(opts: { peers?: string[]; removeAtOnce?: number } = {}) {
     await pool.query(
       `insert into cache_entries (entry, hash_part, url, trust, origin, hlc, narinfo, uploaded_by, refs)
        values ($1, $2, $3, 'trusted', 'n1', $4, '', 'test', $5)`,
-      [e.name, h, `nar/${e.name}.nar`, hlc, refs],
+      [e.name, h, `nar/${e.name}.nar`, stampOfMs(hlc).toString(), refs],
     );
     return e.name;
   }
@@ -158,14 +159,20 @@ describe("CacheGc", () => {
   it("removes nothing while a young entry from a peer is journaled but not indexed", async () => {
     const { pool, gc, entry } = await setup();
     await entry(H("o"), 1);
+    // Journal rows carry the cluster clock's values, as upload stamps do: an old entry not
+    // indexed (its upload long past the grace) holds nothing back, a young one does.
     await pool.query(
-      `insert into journal (origin, seq, hlc, entry, op, queue) values ('n2', 1, $1, 'n2-e', 'enqueue', 'cache')`,
-      [NOW - 10],
+      `insert into journal (origin, seq, hlc, entry, op, queue) values ('n2', 1, $1, 'n2-old', 'enqueue', 'cache')`,
+      [stampOfMs(NOW - 50_000).toString()],
+    );
+    await pool.query(
+      `insert into journal (origin, seq, hlc, entry, op, queue) values ('n2', 3, $1, 'n2-e', 'enqueue', 'cache')`,
+      [stampOfMs(NOW - 10).toString()],
     );
     expect((await gc.run()).blocked).toMatch(/1 young cache entries are journaled but not indexed/);
     await pool.query(
-      `insert into journal (origin, seq, hlc, entry, op, queue) values ('n2', 2, $1, 'n2-e', 'remove', 'cache')`,
-      [NOW - 5],
+      `insert into journal (origin, seq, hlc, entry, op, queue) values ('n2', 4, $1, 'n2-e', 'remove', 'cache')`,
+      [stampOfMs(NOW - 5).toString()],
     );
     const run = await gc.run();
     expect(run.blocked).toBeUndefined();

@@ -3,6 +3,7 @@ import { type Spool, SpoolError, SpoolErrorCode } from "../spool/index.js";
 import { type RootStore, removeSpoolEntry, rootLive } from "./cache-roots.js";
 import { checkGcFence, type GcFence } from "./gc-fence.js";
 import { walkCacheGraph } from "./gc-walk.js";
+import { stampOfMs } from "./upload-stamp.js";
 
 /**
  * The cache's garbage collection on one node (docs/architecture.md, "Garbage collection"):
@@ -107,7 +108,8 @@ export class CacheGc<M, Q extends string> {
     const o = this.options;
     const clock = o.clock ?? Date.now;
     const at = clock();
-    const cutoff = at - o.graceMs;
+    const cutoffMs = at - o.graceMs;
+    const cutoff = stampOfMs(cutoffMs);
     const roots = await o.roots.list();
     const live = roots.filter((r) => rootLive(r.root, at));
     const expired = roots.filter((r) => !rootLive(r.root, at));
@@ -160,7 +162,7 @@ export class CacheGc<M, Q extends string> {
       dryRun,
       at,
       durationMs: clock() - at,
-      cutoff,
+      cutoff: cutoffMs,
       ...(fence.kind === "blocked" ? { blocked: fence.reason } : {}),
       roots: { live: live.length, expired: expired.length },
       liveHashParts: walk.liveHashParts,

@@ -50,6 +50,9 @@
  * - `served-rule.ts`: which of several uploads of one store path every node serves
  *   (`chooseServable`: among the complete candidates, those whose every accepted nar is
  *   held, the `chooseServed` one).
+ * - `upload-stamp.ts`: an upload's stamp, a value of the cluster's hybrid logical clock
+ *   (the node passes its clock in), so the served rule's "first upload" follows causality,
+ *   not wall clocks; records from before stamps were clock values read by their ms.
  * - `nar-staging.ts`: nars uploaded before their narinfo, hashed as they stream, kept
  *   node-local until the narinfo comes or a bound passes.
  * - `cache-writer.ts`: where accepted uploads and rejections go; `dir-cache-writer.ts`
@@ -206,3 +209,4 @@ export {
   type UploadRules,
   type UploadVerdict,
 } from "./upload-check.js";
+export { formatStamp, parseStamp, recordStamp, stampMs, stampOfMs } from "./upload-stamp.js";

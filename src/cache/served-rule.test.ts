@@ -5,7 +5,7 @@ import { chooseServable, chooseServed, type ServedCandidate, servable } from "./
 const candidate = fc.record({
   entry: fc.string({ minLength: 1, maxLength: 6 }),
   origin: fc.constantFrom("eu-1", "us-1", "ap-1"),
-  hlc: fc.integer({ min: 0, max: 20 }),
+  stamp: fc.bigInt({ min: 0n, max: 20n }),
   trust: fc.constantFrom("trusted", "node_signed", "unsigned" as const),
 });
 const candidates = fc.uniqueArray(candidate, { selector: (c) => c.entry, maxLength: 8 });
@@ -29,17 +29,17 @@ describe("which upload of a store path is served", () => {
       fc.property(candidates, candidate, (cs, late) => {
         const served = chooseServed(cs);
         fc.pre(served !== undefined && !cs.some((c) => c.entry === late.entry));
-        const later = { ...late, hlc: served!.hlc + 1 + late.hlc, trust: served!.trust };
+        const later = { ...late, stamp: served!.stamp + 1n + late.stamp, trust: served!.trust };
         expect(chooseServed([...cs, later])).toBe(served);
       }),
     );
   });
 
   it("prefers a trusted signature, then the first upload, then the origin and entry name", () => {
-    const c = (entry: string, origin: string, hlc: number, trust: ServedCandidate["trust"]) => ({
+    const c = (entry: string, origin: string, stamp: number, trust: ServedCandidate["trust"]) => ({
       entry,
       origin,
-      hlc,
+      stamp: BigInt(stamp),
       trust,
     });
     expect(chooseServed([c("a", "eu-1", 1, "unsigned"), c("b", "us-1", 9, "trusted")])?.entry).toBe(
@@ -61,10 +61,10 @@ describe("which upload of a store path is served", () => {
   });
 
   it("serves an upload of several nars only once every one of them is held", () => {
-    const at = (entry: string, url: string, hlc: number, files?: string[]) => ({
+    const at = (entry: string, url: string, stamp: number, files?: string[]) => ({
       entry,
       url,
-      hlc,
+      stamp: BigInt(stamp),
       origin: "eu-1",
       trust: "trusted" as const,
       ...(files ? { files } : {}),

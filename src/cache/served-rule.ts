@@ -6,9 +6,11 @@
  *
  * 1. the best trust: a narinfo signed by a trusted key as uploaded, over one signed by a
  *    node on the fly, over one served unsigned;
- * 2. then the first upload: the lowest hybrid-logical-clock stamp (then origin node, then
- *    entry name), so a later upload of a path already served does not replace it (clients
- *    that cached the narinfo keep finding its nar);
+ * 2. then the first upload: the lowest stamp (upload-stamp.ts: the cluster's hybrid logical
+ *    clock, so an upload accepted by a node that already held another one of the path is
+ *    stamped after it, whatever the wall clocks say), then origin node, then entry name; a
+ *    later upload of a path already served does not replace it (clients that cached the
+ *    narinfo keep finding its nar);
  * 3. ties cannot remain: entry names are unique.
  *
  * Before that, a candidate must be complete (`servable`): an upload whose narinfo lists
@@ -26,8 +28,8 @@ export interface ServedCandidate {
   readonly entry: string;
   /** The node that accepted the upload. */
   readonly origin: string;
-  /** The hybrid logical clock stamp of its acceptance (ms). */
-  readonly hlc: number;
+  /** The stamp of its acceptance (upload-stamp.ts: a hybrid logical clock value). */
+  readonly stamp: bigint;
   readonly trust: CandidateTrust;
 }
 
@@ -37,10 +39,14 @@ const TRUST_RANK: Record<CandidateTrust, number> = { trusted: 0, node_signed: 1,
 export function compareCandidates(a: ServedCandidate, b: ServedCandidate): number {
   return (
     TRUST_RANK[a.trust] - TRUST_RANK[b.trust] ||
-    a.hlc - b.hlc ||
+    compareStamps(a.stamp, b.stamp) ||
     compareText(a.origin, b.origin) ||
     compareText(a.entry, b.entry)
   );
+}
+
+function compareStamps(a: bigint, b: bigint): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function compareText(a: string, b: string): number {

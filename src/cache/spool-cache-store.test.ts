@@ -23,6 +23,7 @@ import {
   fileHashOfDigest,
   SpoolCacheStore,
 } from "./spool-cache-store.js";
+import { stampOfMs } from "./upload-stamp.js";
 
 interface Meta {
   record?: CacheRecord;
@@ -62,7 +63,7 @@ async function node(origin: string, clock: () => number, pool?: pg.Pool) {
     codec,
     info: INFO,
     origin,
-    clock,
+    stamp: () => stampOfMs(clock()),
     pool: db,
   });
   const staging = await NarStaging.open(join(dir.path, `staging-${origin}`), { maxBytes: 1 << 20 });

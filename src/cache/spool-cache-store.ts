@@ -11,6 +11,7 @@ import { narDigester } from "./nar-digest.js";
 import { compressionOfNarPath } from "./nar-staging.js";
 import type { NixCacheInfo } from "./nix-cache-info.js";
 import type { CandidateTrust } from "./served-rule.js";
+import { formatStamp, recordStamp, stampMs, stampOfMs } from "./upload-stamp.js";
 
 /**
  * What one cache entry's metadata holds: an accepted upload of one nar file with the
@@ -25,9 +26,15 @@ export interface CacheRecord {
   /** The nar path (`nar/...`) this entry's data answers. */
   readonly url: string;
   readonly trust: CandidateTrust;
-  /** Node and clock stamp of acceptance: the served-rule's "first upload". */
+  /** The node that accepted the upload. */
   readonly origin: string;
+  /**
+   * When it was accepted (upload-stamp.ts): `stamp` is the cluster clock's value (decimal),
+   * the served rule's "first upload"; `hlc` its physical part in ms (records from before
+   * stamps were clock values have only `hlc`, the accepting node's wall clock).
+   */
   readonly hlc: number;
+  readonly stamp?: string;
   readonly listing?: string;
   readonly by: string;
   /** Every nar path accepted with this narinfo (Guix lists several), `url` included. */
@@ -43,13 +50,14 @@ export interface CacheEntryCodec<M> {
 
 /** Cache-record fields the index relies on, checked (a peer's record is input like any). */
 function indexable(name: string, r: CacheRecord): IndexedEntry | undefined {
+  const stamp = recordStamp(r);
   if (
+    stamp === undefined ||
     typeof r.hashPart !== "string" ||
     typeof r.url !== "string" ||
     typeof r.narinfo !== "string" ||
     !["trusted", "node_signed", "unsigned"].includes(r.trust) ||
     typeof r.origin !== "string" ||
-    !Number.isSafeInteger(r.hlc) ||
     (r.listing !== undefined && typeof r.listing !== "string") ||
     (r.files !== undefined &&
       !(Array.isArray(r.files) && r.files.every((f: unknown) => typeof f === "string")))
@@ -62,7 +70,7 @@ function indexable(name: string, r: CacheRecord): IndexedEntry | undefined {
     url: r.url,
     trust: r.trust,
     origin: r.origin,
-    hlc: r.hlc,
+    stamp,
     narinfo: Buffer.from(r.narinfo, "utf8"),
     listing: r.listing === undefined ? undefined : Buffer.from(r.listing, "utf8"),
     by: typeof r.by === "string" ? r.by : "",
@@ -84,7 +92,11 @@ export interface SpoolCacheStoreOptions<M, Q extends string> {
   origin: string;
   /** The node's PostgreSQL, migrated: the lookup index lives there (cache-index.ts). */
   pool: pg.Pool;
-  clock?: () => number;
+  /**
+   * The stamp of an upload accepted now (upload-stamp.ts): the node passes the cluster's
+   * hybrid logical clock. Default: the wall clock's millisecond (for tests and tools).
+   */
+  stamp?: () => bigint;
   /** Where rejections go (the node keeps them in a `RejectionLog`). */
   onReject?: (r: RejectedUpload) => void | Promise<void>;
 }
@@ -300,6 +312,7 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
       if (upload.nar !== undefined) await rm(upload.nar.file, { force: true });
       return "already_served";
     }
+    const stamp = (this.options.stamp ?? (() => stampOfMs(Date.now())))();
     const record: CacheRecord = {
       v: 1,
       hashPart,
@@ -307,7 +320,8 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
       url,
       trust: upload.trust,
       origin: this.options.origin,
-      hlc: (this.options.clock ?? Date.now)(),
+      hlc: stampMs(stamp),
+      stamp: formatStamp(stamp),
       by: upload.by,
       ...(upload.listing === undefined ? {} : { listing: upload.listing.toString("utf8") }),
       ...(upload.files === undefined ? {} : { files: [...upload.files] }),

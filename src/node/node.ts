@@ -1,6 +1,7 @@
 import pg from "pg";
 import type { Logger } from "pino";
 import { migrate } from "../db/migrate.js";
+import { HybridLogicalClock } from "../replication/hlc.js";
 import { Monitor, Spool, timeSortableNames } from "../spool/index.js";
 import { Authorizer } from "./auth/authorizer.js";
 import { startCacheListener } from "./cache-http/cache-listener.js";
@@ -48,6 +49,16 @@ export class NodeStartError extends Error {
   }
 }
 
+/** For tests: what a node takes from outside instead of the real thing. */
+export interface NodeHooks {
+  /**
+   * The wall clock of the node's hybrid logical clock (the journal's row stamps and the
+   * cache's upload stamps) and of the cache (GC ages, staging): a test gives nodes skewed
+   * clocks. Default Date.now.
+   */
+  clock?: () => number;
+}
+
 const LEASE_REAP_EVERY_MS = 1_000;
 const IDEMPOTENCY_PURGE_EVERY_MS = 10 * 60_000;
 
@@ -55,7 +66,11 @@ const IDEMPOTENCY_PURGE_EVERY_MS = 10 * 60_000;
  * Start one node: its database (migrated), its spool, the gRPC and HTTP servers, the lease
  * reaper and the fsck monitor. Fails fast, undoing what it started, if any part fails.
  */
-export async function startNode(config: Config, logger: Logger): Promise<RunningNode> {
+export async function startNode(
+  config: Config,
+  logger: Logger,
+  hooks: NodeHooks = {},
+): Promise<RunningNode> {
   const log = logger.child({ node: config.node.id });
   if (!config.postgres.url) throw new NodeStartError("postgres.url is required to run a node");
   const cleanups: Array<() => Promise<void>> = [];
@@ -145,6 +160,9 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     // The cache's index follows its queue entry by entry: the service's transitions here
     // (noted from before the cache opens, so none made while it builds is missed), the
     // replicator's placements below. It opens (catching up with the queue) before either.
+    // One hybrid logical clock per node: the replicator stamps journal rows with it (and
+    // advances it past every peer row it applies), the cache stamps accepted uploads.
+    const hlc = new HybridLogicalClock(hooks.clock ?? Date.now);
     let cache: NodeCache | undefined;
     if (config.cache.enabled) {
       const early = new Set<string>();
@@ -161,6 +179,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
         authorizer,
         log,
         metrics.registry,
+        { ...(hooks.clock === undefined ? {} : { clock: hooks.clock }), stamp: () => hlc.now() },
       );
       cleanups.push(() => opened.stop());
       cache = opened;
@@ -171,6 +190,7 @@ export async function startNode(config: Config, logger: Logger): Promise<Running
     // Peers fetch data from this node's gRPC server, so replication starts after it.
     const replication = await startReplication({
       onReplicaChange: cache?.entryChanged,
+      hlc,
       config,
       pool,
       spool,

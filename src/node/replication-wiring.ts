@@ -1,6 +1,7 @@
 import pg from "pg";
 import type { Logger } from "pino";
 import { DataFetcher } from "../replication/data-fetcher.js";
+import type { HybridLogicalClock } from "../replication/hlc.js";
 import { ensurePublication, joinPeer, MeshError } from "../replication/mesh.js";
 import { replicationSettings, settingsWarnings } from "../replication/mesh-status.js";
 import { PeerLiveness } from "../replication/peer-liveness.js";
@@ -38,6 +39,8 @@ export async function startReplication(opts: {
   logger: Logger;
   /** An entry the replicator placed or dropped (after the spool changed). */
   onReplicaChange?: (entry: string) => void;
+  /** The node's hybrid logical clock (shared with the cache, which stamps uploads with it). */
+  hlc?: HybridLogicalClock;
 }): Promise<NodeReplication> {
   const { config, pool, spool, service, logger } = opts;
   const log = logger.child({ component: "replication" });
@@ -151,6 +154,7 @@ export async function startReplication(opts: {
       diverged: (n) => opts.metrics.recordReplication("diverged", n),
     },
     fullReconcileEveryMs: config.replication.fullReconcileEvery,
+    ...(opts.hlc === undefined ? {} : { hlc: opts.hlc }),
     peerIds: config.peers.map((p) => p.id),
     leaseReapGraceMs: config.replication.leaseReapGrace,
   });

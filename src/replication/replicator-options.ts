@@ -1,6 +1,7 @@
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { ReplicaSpool } from "../spool/index.js";
+import type { HybridLogicalClock } from "./hlc.js";
 
 /** The replicator's options, the spool operations it needs, and what it reports. */
 
@@ -52,6 +53,11 @@ export interface ReplicatorOptions {
   logger?: Logger;
   metrics?: ReplicatorMetrics;
   clock?: () => number;
+  /**
+   * The node's hybrid logical clock, when the node shares it with others who stamp things
+   * (the binary cache stamps uploads with it); default: one of the replicator's own.
+   */
+  hlc?: HybridLogicalClock;
   /**
    * Full reconcile of the spool against the record, and of the record against the journal's
    * fold (the self-check: record-audit.ts). Default 30 s.

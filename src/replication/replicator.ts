@@ -76,7 +76,7 @@ export class Replicator {
   constructor(private readonly opts: ReplicatorOptions) {
     this.log = componentLogger(opts.logger, "replicator");
     this.clock = opts.clock ?? Date.now;
-    this.hlc = new HybridLogicalClock(this.clock);
+    this.hlc = opts.hlc ?? new HybridLogicalClock(this.clock);
     this.schedule = new SyncSchedule(this.clock);
     this.sync = new EntrySync({
       opts,

@@ -54,6 +54,8 @@ export async function startTestCluster(opts: {
   dir: string;
   config?: Record<string, unknown>;
   ids?: string[];
+  /** Node i's wall clock (NodeHooks.clock), e.g. skewed; default the real one. */
+  clocks?: ReadonlyArray<(() => number) | undefined>;
 }): Promise<TestCluster> {
   const ids = opts.ids ?? Array.from({ length: opts.n }, (_, i) => `n${i + 1}`);
   const postgres = await startPostgresServers(opts.n, { dir: join(opts.dir, "pg") });
@@ -61,7 +63,9 @@ export async function startTestCluster(opts: {
   const endpoints = ports.map((p) => `127.0.0.1:${p}`);
   const running: Array<RunningNode | undefined> = new Array(opts.n).fill(undefined);
   const start = async (i: number, config: Record<string, unknown> = {}) => {
+    const clock = opts.clocks?.[i];
     const node = await startTestNode({
+      ...(clock === undefined ? {} : { clock }),
       id: ids[i] as string,
       dir: opts.dir,
       postgresUrl: (postgres[i] as TestPostgres).url,

@@ -9,6 +9,8 @@ export async function startTestNode(opts: {
   dir: string;
   postgresUrl: string;
   config?: Record<string, unknown>;
+  /** The node's wall clock (NodeHooks.clock), e.g. skewed. */
+  clock?: () => number;
 }): Promise<RunningNode> {
   const base = {
     node: { id: opts.id },
@@ -23,7 +25,11 @@ export async function startTestNode(opts: {
     shutdown: { deadline: "2s" },
   };
   const config: Config = parseConfig(merge(base, opts.config ?? {}), { require: ["postgres.url"] });
-  return startNode(config, createLogger({ level: config.log.level }));
+  return startNode(
+    config,
+    createLogger({ level: config.log.level }),
+    opts.clock === undefined ? {} : { clock: opts.clock },
+  );
 }
 
 function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {

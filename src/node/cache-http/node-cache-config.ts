@@ -49,6 +49,7 @@ export async function startCacheFromConfig(
   authorizer: Authorizer,
   logger: Logger,
   registry?: Registry,
+  time: { clock?: () => number; stamp?: () => bigint } = {},
 ): Promise<NodeCache> {
   const c = config.cache;
   const nodeKey: NixSecretKey | undefined =
@@ -103,6 +104,8 @@ export async function startCacheFromConfig(
       peerSettleMs: c.gc.peerSettle,
     },
     ...(registry === undefined ? {} : { registry }),
+    ...(time.clock === undefined ? {} : { clock: time.clock }),
+    ...(time.stamp === undefined ? {} : { stamp: time.stamp }),
     logger,
   });
 }

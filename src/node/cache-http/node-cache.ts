@@ -138,6 +138,8 @@ export interface NodeCacheOptions {
   };
   logger: Logger;
   clock?: () => number;
+  /** The stamp of an upload accepted now: the cluster's hybrid logical clock (upload-stamp.ts). */
+  stamp?: () => bigint;
   gc?: NodeCacheGcOptions;
   /** Where the GC's metrics go (the node's registry). */
   registry?: Registry;
@@ -205,7 +207,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     codec: nodeCacheCodec(clock),
     info: options.info,
     origin: options.nodeId,
-    clock,
+    ...(options.stamp === undefined ? {} : { stamp: options.stamp }),
     async onReject(r) {
       log.warn({ hashPart: r.hashPart, reason: r.reason, by: r.by }, "upload rejected");
       // The uploader is told either way; a rejection not kept must not turn into a 5xx.
