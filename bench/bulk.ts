@@ -13,20 +13,27 @@
  * the `bulk` key of bench/results/replication.json is set (the file is read and merged: its
  * other sections belong to bench:replication).
  *
+ * Each side also records the CPU time of every node process and of its PostgreSQL server
+ * from the first send until the peers hold all N, per entry (`cpuMsPerEntry`).
+ *
  * Flags: --entries N (20000), --data-bytes N (200), --concurrency N (32, one by one),
  * --batch-entries N (500), --batch-concurrency N (4), --order batched-first|single-first
- * (single-first), --out FILE|- (bench/results/replication.json), --keep.
+ * (single-first), --sides single,batched (both), --profile DIR (CPU profiles of the three
+ * node processes over the batched side, `<node>-batched.cpuprofile`; summarise with
+ * `npx tsx bench/lib/grpc-profile-summary.ts FILE`), --out FILE|-
+ * (bench/results/replication.json; with --profile or --sides, "-" unless given), --keep.
  */
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { type BulkEntry, GeospoolClient } from "../src/node/client/index.js";
 import { describeMachine } from "./lib/spool-machine.js";
 import { type BenchCluster, startBenchCluster } from "./replication-cluster.js";
+import { cpuSnapshot } from "./replication-cpu.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const DEFAULT_OUT = join(here, "results", "replication.json");
@@ -38,12 +45,18 @@ const { values: args } = parseArgs({
     "batch-entries": { type: "string", default: "500" },
     "batch-concurrency": { type: "string", default: "4" },
     order: { type: "string", default: "single-first" },
-    out: { type: "string", default: DEFAULT_OUT },
+    sides: { type: "string", default: "single,batched" },
+    profile: { type: "string" },
+    out: { type: "string" },
     keep: { type: "boolean", default: false },
   },
 });
 const num = (k: keyof typeof args) => Number(args[k]);
 const N = num("entries");
+const SIDES = new Set(String(args.sides).split(","));
+const PROFILE_DIR = args.profile === undefined ? undefined : resolve(args.profile);
+// A partial or profiled run is not the recorded figure unless asked for.
+const OUT = args.out ?? (PROFILE_DIR !== undefined || SIDES.size < 2 ? "-" : DEFAULT_OUT);
 const IDS = ["node-a", "node-b", "node-c"];
 const QUEUES = ["bulk-single", "bulk-batched", "dead"];
 const A = 0;
@@ -113,15 +126,41 @@ interface Side {
   replicatedSeconds: number | null;
   replicatedEntriesPerSecond: number | null;
   peerCounts: number[];
+  /** CPU ms per entry from the first send until the peers hold all, per node (A, B, C). */
+  cpuMsPerEntry: { nodes: Array<number | null>; postgres: Array<number | null>; all: number };
 }
 
-async function measure(c: BenchCluster, queue: string, send: () => Promise<number>): Promise<Side> {
+async function measure(
+  c: BenchCluster,
+  queue: string,
+  send: () => Promise<number>,
+  profile?: string,
+): Promise<Side> {
+  if (profile !== undefined) {
+    await Promise.all(IDS.map((_, i) => c.node(i).ask("profile-start", "PROFILING")));
+  }
+  const pids = await c.pids();
+  const cpu0 = await cpuSnapshot(pids);
   const t0 = now();
   const errors = await send();
   const acked = now();
   const done = await replicated(c, queue, N - errors, 900_000);
+  const cpu1 = await cpuSnapshot(pids);
+  if (profile !== undefined) {
+    await Promise.all(
+      IDS.map((id, i) =>
+        c.node(i).ask(`profile-stop ${join(profile, `${id}-${queue}.cpuprofile`)}`, "PROFILED"),
+      ),
+    );
+  }
   const rs = done.at === undefined ? null : (done.at - t0) / 1000;
+  const perEntry = (a: number | undefined, b: number | undefined) =>
+    a === undefined || b === undefined ? null : sig((b - a) / Math.max(1, N - errors));
+  const nodes = cpu0.nodes.map((a, i) => perEntry(a, cpu1.nodes[i]));
+  const postgres = cpu0.postgres.map((a, i) => perEntry(a, cpu1.postgres[i]));
+  const all = sig([...nodes, ...postgres].reduce<number>((x, y) => x + (y ?? 0), 0));
   return {
+    cpuMsPerEntry: { nodes, postgres, all },
     entries: N,
     ackSeconds: sig((acked - t0) / 1000),
     entriesPerSecond: sig((N - errors) / ((acked - t0) / 1000)),
@@ -184,21 +223,33 @@ async function main(): Promise<void> {
       return errors;
     };
     const result: Record<string, Side> = {};
-    const order = args.order === "batched-first" ? ["batched", "single"] : ["single", "batched"];
+    const order = (
+      args.order === "batched-first" ? ["batched", "single"] : ["single", "batched"]
+    ).filter((w) => SIDES.has(w));
+    if (PROFILE_DIR !== undefined) await mkdir(PROFILE_DIR, { recursive: true });
     for (const which of order) {
       const side =
         which === "single"
           ? await measure(c, "bulk-single", single)
-          : await measure(c, "bulk-batched", batched);
+          : await measure(c, "bulk-batched", batched, PROFILE_DIR);
       result[which] = side;
       console.log(
         `${which.padEnd(8)} ${N} entries: acknowledged ${side.entriesPerSecond}/s (${side.ackSeconds} s, ${side.errors} errors); ` +
           `on both peers ${side.replicatedEntriesPerSecond ?? "-"}/s (${side.replicatedSeconds ?? "timed out"} s; peers hold ${side.peerCounts.join(", ")})`,
       );
+      const cpu = side.cpuMsPerEntry;
+      console.log(
+        `${"".padEnd(8)} CPU ms per entry: ${cpu.all} in all; nodes ${cpu.nodes.join(" / ")}, their PostgreSQL ${cpu.postgres.join(" / ")} (A / B / C)`,
+      );
       await settle(c);
     }
-    const s = result.single as Side;
-    const b = result.batched as Side;
+    if (PROFILE_DIR !== undefined) console.log(`profiles in ${PROFILE_DIR}`);
+    const s = result.single;
+    const b = result.batched;
+    if (s === undefined || b === undefined) {
+      console.log("one side only: nothing written");
+      return;
+    }
     const ratio = (x: number | null, y: number | null) =>
       x === null || y === null ? null : sig(x / y);
     const uptimeEnd = await uptimeText();
@@ -251,15 +302,15 @@ async function main(): Promise<void> {
         `${bulk.targets.replicatedEntriesPerSecond.result} >= 1500 entries/s replicated (${b.replicatedEntriesPerSecond ?? "-"})`,
     );
     console.log(`machine at the end: ${uptimeEnd}`);
-    if (args.out === "-") {
+    if (OUT === "-") {
       console.log(JSON.stringify(bulk, null, 2));
     } else {
       // Merge: read, set `bulk`, write back (the other sections are bench:replication's).
-      const text = await readFile(args.out, "utf8").catch(() => "{}");
+      const text = await readFile(OUT, "utf8").catch(() => "{}");
       const all = JSON.parse(text) as Record<string, unknown>;
       all.bulk = bulk;
-      await writeFile(args.out, `${JSON.stringify(all, null, 2)}\n`);
-      console.log(`bulk section written to ${args.out}`);
+      await writeFile(OUT, `${JSON.stringify(all, null, 2)}\n`);
+      console.log(`bulk section written to ${OUT}`);
     }
   } finally {
     client.c?.close();

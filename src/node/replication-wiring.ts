@@ -10,7 +10,7 @@ import { Expert } from "../spool/index.js";
 import type { Config } from "./config/index.js";
 import type { Metrics } from "./observability/index.js";
 import { type NodeEntryMeta, nodeEntryCodec } from "./service/entry-meta.js";
-import type { IdempotencyStore } from "./service/idempotency-store.js";
+import type { IdempotencyStore, KeyScope } from "./service/idempotency-store.js";
 import type { NodeSpool, SpoolService } from "./service/spool-service.js";
 
 export interface NodeReplication {
@@ -93,6 +93,13 @@ export async function startReplication(opts: {
         opts.onReplicaChange?.(name);
         return r;
       },
+      async placeNew(items) {
+        const results = await replicaSpool.placeNew(items);
+        items.forEach((it, i) => {
+          if (results[i]?.kind !== "failed") opts.onReplicaChange?.(it.name);
+        });
+        return results;
+      },
       async drop(name, seen) {
         const r = await replicaSpool.drop(name, seen);
         opts.onReplicaChange?.(name);
@@ -125,24 +132,25 @@ export async function startReplication(opts: {
     async discardFetch(entry) {
       await fetcher.discard(entry);
     },
-    async onPeerEnqueue(entry, queue, payload) {
+    async onPeerEnqueues(enqueues) {
       // Idempotency across the cluster: a key seen with a peer's entry answers retries here,
-      // scoped as on the node that took it (its principal and queue).
-      let meta: NodeEntryMeta;
-      try {
-        meta = nodeEntryCodec.decode(payload);
-      } catch {
-        return;
+      // scoped as on the node that took it (its principal and queue). One statement a batch.
+      const keys: Array<{ scope: KeyScope; name: string }> = [];
+      for (const { entry, queue, payload } of enqueues) {
+        let meta: NodeEntryMeta;
+        try {
+          meta = nodeEntryCodec.decode(payload);
+        } catch {
+          continue;
+        }
+        const key = meta.idempotencyKey;
+        if (key !== undefined)
+          keys.push({ scope: { principal: meta.principal ?? "", queue, key }, name: entry });
       }
-      const key = meta.idempotencyKey;
-      if (key === undefined) return;
       try {
-        await opts.idempotency.recordCompleted(
-          { principal: meta.principal ?? "", queue, key },
-          entry,
-        );
+        await opts.idempotency.recordCompletedMany(keys);
       } catch (err) {
-        log.warn({ err, entry }, "could not record a peer's idempotency key");
+        log.warn({ err, entries: keys.length }, "could not record peers' idempotency keys");
       }
     },
     logger: log,

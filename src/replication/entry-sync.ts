@@ -1,5 +1,10 @@
 import type { Logger } from "pino";
-import { nameProblem, type ReplicaData, type ReplicaInspection } from "../spool/index.js";
+import {
+  type NewReplica,
+  nameProblem,
+  type ReplicaData,
+  type ReplicaInspection,
+} from "../spool/index.js";
 import { EntryFetches } from "./entry-fetches.js";
 import { foldEntry } from "./fold.js";
 import type { HybridLogicalClock } from "./hlc.js";
@@ -15,7 +20,7 @@ import {
   transitionRows,
   type UnstampedRow,
 } from "./replica-state.js";
-import type { ReplicatorOptions } from "./replicator-options.js";
+import type { PeerEnqueue, ReplicatorOptions } from "./replicator-options.js";
 import {
   applyPlan,
   decide,
@@ -53,6 +58,11 @@ interface Outcome {
   waitData?: boolean;
   quarantine?: Rejection[];
   applied?: "placed" | "dropped";
+  /**
+   * A new entry with its data in memory, to be placed with the others of the batch
+   * (`placeNew`, one durability round); the outcome is completed by `placeDeferred`.
+   */
+  deferred?: { item: NewReplica<string>; record: Placed };
 }
 
 export const INLINE_DATA_MAX = 64 * 1024;
@@ -215,8 +225,11 @@ export class EntrySync {
       const journal = folds.get(entry);
       if (journal !== undefined) visible.set(entry, mergeStreamed(journal, raws));
     }
+    // Peers' idempotency keys, recorded before any of their entries can become visible
+    // here (so a retry on this node finds the first entry), all in one statement.
+    await this.recordPeerKeys(inspected, folds);
     const now = this.clock();
-    const outcomes = await mapLimit(inspected, concurrency, async (i): Promise<Outcome> => {
+    const decided = await mapLimit(inspected, concurrency, async (i): Promise<Outcome> => {
       const journal = folds.get(i.entry);
       if (i.invalid) {
         const problem = `invalid entry name: ${nameProblem(i.entry) ?? "?"}`;
@@ -231,6 +244,7 @@ export class EntrySync {
         return { entry: i.entry, retry: { reason: errorText(err), persist: i.d.peer } };
       });
     });
+    const outcomes = await this.placeDeferred(decided);
     if (queried !== undefined) {
       traceBatch(this.log, { inspected, folds, queried, streamed, outcomes }, this.recorded);
     }
@@ -265,29 +279,74 @@ export class EntrySync {
     }));
     for (const row of journal.rows) if (row.origin !== this.opts.nodeId) this.hlc.observe(row.hlc);
     const target = targetOf(foldEntry(journal.rows, now));
-    const peerEnqueue = peerEnqueueOf(journal.rows, rec, this.opts.nodeId);
-    // Recorded before the entry can become visible here (apply waits for it before the
-    // placement), so a retry on this node finds its key; meanwhile the fetch starts.
-    const keyRecorded =
-      peerEnqueue === undefined
-        ? undefined
-        : this.opts
-            .onPeerEnqueue?.(entry, peerEnqueue.queue, peerEnqueue.payload)
-            .catch((err) => this.log.warn({ err, entry }, "peer enqueue hook failed"));
-    try {
-      switch (decide(disk, rec, target)) {
-        case "nothing":
-          return { entry, quarantine };
-        case "record":
-          return { entry, record: disk, quarantine };
-        case "journal":
-          return await this.journalLocal(entry, seen, disk, rec, journal.rows, quarantine, now);
-        case "apply":
-          return await this.apply(entry, seen, disk, target, journal.rows, quarantine, keyRecorded);
-      }
-    } finally {
-      await keyRecorded;
+    switch (decide(disk, rec, target)) {
+      case "nothing":
+        return { entry, quarantine };
+      case "record":
+        return { entry, record: disk, quarantine };
+      case "journal":
+        return await this.journalLocal(entry, seen, disk, rec, journal.rows, quarantine, now);
+      case "apply":
+        return await this.apply(entry, seen, disk, target, journal.rows, quarantine);
     }
+  }
+
+  /**
+   * Record the idempotency keys of the peers' new entries in the batch (those this node
+   * has not recorded yet: `peerEnqueueOf`), in one call. A failure is logged: the entries
+   * are placed anyway, as a key is a convenience for retries, not part of the entry.
+   */
+  private async recordPeerKeys(
+    inspected: ReadonlyArray<{ entry: string; invalid: boolean }>,
+    folds: ReadonlyMap<string, JournalView>,
+  ): Promise<void> {
+    const hook = this.opts.onPeerEnqueues;
+    if (hook === undefined) return;
+    const enqueues: PeerEnqueue[] = [];
+    for (const i of inspected) {
+      const journal = folds.get(i.entry);
+      if (i.invalid || journal === undefined) continue;
+      const rec = this.recorded.get(i.entry) ?? null;
+      const found = peerEnqueueOf(journal.rows, rec, this.opts.nodeId);
+      if (found !== undefined) enqueues.push({ entry: i.entry, ...found });
+    }
+    if (enqueues.length === 0) return;
+    await hook(enqueues).catch((err) =>
+      this.log.warn({ err, entries: enqueues.length }, "peer enqueue hook failed"),
+    );
+  }
+
+  /**
+   * Place the batch's new entries whose data came inline, together (`placeNew`: one
+   * durability round for all), and complete their outcomes.
+   */
+  private async placeDeferred(outcomes: Outcome[]): Promise<Outcome[]> {
+    const deferred = outcomes.filter((o) => o.deferred !== undefined);
+    if (deferred.length === 0) return outcomes;
+    const results = await this.opts.spool.placeNew(
+      deferred.map((o) => (o.deferred as { item: NewReplica<string> }).item),
+    );
+    const done = new Map<Outcome, Outcome>();
+    deferred.forEach((o, k) => {
+      const r = results[k];
+      const { quarantine } = o;
+      const record = (o.deferred as { record: Placed }).record;
+      if (r === undefined || r.kind === "failed") {
+        const err = r?.error ?? new Error("no result from the batch placement");
+        this.countError();
+        this.log.error({ err, entry: o.entry }, "could not sync an entry; retrying");
+        done.set(o, {
+          entry: o.entry,
+          retry: { reason: errorText(err), persist: true },
+          quarantine,
+        });
+      } else if (r.kind === "raced") {
+        done.set(o, { entry: o.entry, retry: { reason: "raced", persist: true }, quarantine });
+      } else {
+        done.set(o, { entry: o.entry, record, quarantine, applied: "placed" });
+      }
+    });
+    return outcomes.map((o) => done.get(o) ?? o);
   }
 
   /**
@@ -340,7 +399,6 @@ export class EntrySync {
     target: Target,
     rows: StoredJournalRow[],
     quarantine: Rejection[],
-    keyRecorded?: Promise<unknown>,
   ): Promise<Outcome> {
     const { spool } = this.opts;
     const plan = applyPlan(disk, target, rows, (q) => spool.hasQueue(q));
@@ -355,6 +413,17 @@ export class EntrySync {
     }
     if (target.kind !== "placed") throw new Error("unreachable: a placement without a target");
     let data: ReplicaData | undefined;
+    if (plan.data.kind === "inline" && seen.kind === "absent") {
+      // A new entry with its data here: placed with the batch's others (`placeDeferred`).
+      const item = {
+        name: entry,
+        placement: plan.placement,
+        payload: target.payload,
+        attempts: target.placed.attempts,
+        bytes: plan.data.bytes,
+      };
+      return { entry, quarantine, deferred: { item, record: target.placed } };
+    }
     if (plan.data.kind === "inline") {
       // Written by the placement itself, in the fsync round of the metadata: no staged file.
       data = { bytes: plan.data.bytes };
@@ -377,7 +446,6 @@ export class EntrySync {
       }
       data = { adoptPath: got.path };
     }
-    await keyRecorded;
     const p = target.placed;
     const r = await spool.place(entry, plan.placement, target.payload, p.attempts, data, seen);
     // Raced with a local reader or finish: look again shortly (not at once: a finish left

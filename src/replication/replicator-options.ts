@@ -18,6 +18,13 @@ export interface FetchDataRequest {
   signal?: AbortSignal;
 }
 
+/** A peer's enqueue of an entry this node does not hold: its queue and metadata payload. */
+export interface PeerEnqueue {
+  entry: string;
+  queue: string;
+  payload: Buffer;
+}
+
 export interface ReplicatorMetrics {
   localRows?(n: number): void;
   applied?(kind: "placed" | "dropped"): void;
@@ -45,11 +52,12 @@ export interface ReplicatorOptions {
   /** Delete what a fetch of `entry` left (the entry needs no data any more). */
   discardFetch?(entry: string): Promise<void>;
   /**
-   * A peer's enqueue row was seen for an entry this node does not hold (called again when
-   * more rows of it arrive before it is placed; it may already be removed). The node records
-   * the entry's idempotency key from it, so a retry here finds the first entry.
+   * Peers' enqueue rows were seen for entries this node does not hold (each is given again
+   * when more rows of it arrive before it is placed; it may already be removed), one call
+   * per batch, before any of them is placed. The node records each entry's idempotency key
+   * from it, so a retry here finds the first entry.
    */
-  onPeerEnqueue?(entry: string, queue: string, payload: Buffer): Promise<void>;
+  onPeerEnqueues?(enqueues: readonly PeerEnqueue[]): Promise<void>;
   logger?: Logger;
   metrics?: ReplicatorMetrics;
   clock?: () => number;

@@ -24,6 +24,7 @@ import { RETRY_BASE_MS, SyncSchedule } from "./sync-schedule.js";
 export { INLINE_DATA_MAX } from "./entry-sync.js";
 export type {
   FetchDataRequest,
+  PeerEnqueue,
   ReplicaSpool,
   ReplicatorMetrics,
   ReplicatorOptions,

@@ -123,6 +123,32 @@
  * `adoptPath` (or, written here, is removed with a registry file it made). `dropReplica`
  * takes and removes a present entry, or removes an `in_flux` remnant's data and registry,
  * and fsyncs the directories it changed.
+ *
+ * The batch: `placeNew(items)` places many entries the replicator saw absent, each with
+ * its data in memory, made durable together as `enqueueBatch` makes new entries. In rounds
+ * of up to 512, the batch writer thread reserves each entry's registry file (O_EXCL, as
+ * `placeReplica` does first: made, it says the entry is still absent), writes its data file
+ * (O_EXCL) and its metadata to `.tmp/<name>~place-<tag>`, then one durability round (every
+ * file's fdatasync, the fsync of .registry and .data, all at once) and a check that the data
+ * file is still linked and the registry file there; the files of an entry that failed are
+ * removed. Then each metadata file is renamed into its queue, and each queue directory
+ * touched is fsynced once; the batch resolves after that, one result per entry. An entry
+ * whose name is reserved already (a remnant of an earlier placement, or an entry that
+ * arrived since the scan), one the thread could not write, and one to be placed checked
+ * out (its file's mtime is the deadline) are placed by `placeReplica`, one at a time.
+ * Crash argument, as for `enqueueBatch`: an entry becomes visible only by its rename,
+ * issued after its data, metadata, registry and data directory entries are durable, so a
+ * crash at any point leaves each entry of the batch whole in its queue or not visible at
+ * all. Not visible, it is at most a registry file, a data file and a `.tmp` file: the
+ * replicator, which records a placement (`replica_entries`) and acknowledges the peer rows
+ * that asked for it only after the batch resolved, syncs the entry again after a restart
+ * (the apply stream sends the unacknowledged rows again; the periodic reconcile and the
+ * record say the rest), finds it in flux and places it again as the resumed remnant of a
+ * placement (`placeReplica` touches the registry file, rewrites the data and metadata);
+ * the orphaned `.tmp` file is removed by repair once older than the tmp age limit.
+ * Visible but not recorded, its next sync finds the files as the fold asks and records
+ * them. A remove that arrives meanwhile drops it whole (`dropReplica`): removes stay final.
+ *
  * Both answer `raced` and change nothing when a local operation got there first (the entry
  * was taken since the scan, or a finish is under way); the caller inspects again. Calls for
  * one name must not run concurrently with each other.
@@ -207,6 +233,7 @@ export type {
   ReplicaInspection,
   ReplicaPlacement,
 } from "./replica.js";
+export type { NewReplica, NewReplicaResult } from "./replica-batch.js";
 export type { ReplicaSpool } from "./replica-spool.js";
 
 // Consistency checks.

@@ -13,6 +13,7 @@ import {
   type ReplicaInspection,
   type ReplicaPlacement,
 } from "./replica.js";
+import { type NewReplica, type NewReplicaResult, placeNewReplicas } from "./replica-batch.js";
 import { coreOf, type Spool } from "./spool.js";
 
 /**
@@ -37,6 +38,11 @@ export interface ReplicaSpool {
     data?: ReplicaData,
     seen?: ReplicaInspection<string>,
   ): Promise<PlaceReplicaResult>;
+  /**
+   * Place many entries seen absent, their data in memory, made durable together (one
+   * result per entry, in order; see index.ts, "the batch").
+   */
+  placeNew(items: readonly NewReplica<string>[]): Promise<NewReplicaResult[]>;
   drop(name: string, seen?: ReplicaInspection<string>): Promise<DropReplicaResult>;
   /** An entry's data (for the inline copy of a small entry). */
   readData(name: string): Promise<Buffer>;
@@ -81,6 +87,7 @@ export function replicaSpool<M, Q extends string>(spool: Spool<M, Q>): ReplicaSp
         data,
         seen as ReplicaInspection<Q> | undefined,
       ),
+    placeNew: (items) => placeNewReplicas(core, items as readonly NewReplica<Q>[]),
     drop: (name, seen) => dropReplica(core, name, seen as ReplicaInspection<Q> | undefined),
     // One readFile (open, fstat, read, close), not a read stream: the data is small.
     readData: (name) => core.throttle.run(() => readFile(layout.dataFile(name))),

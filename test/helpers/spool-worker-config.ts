@@ -65,6 +65,17 @@ export type WorkerConfig =
       journal: string;
       seed: number;
       batchEntries: number;
+    }
+  /**
+   * As "batch", through the replica view's `placeNew` (spool-replica-batch-chaos.ts): a
+   * replicator placing a burst of new peer entries.
+   */
+  | {
+      role: "replica-batch";
+      spool: SpoolRef;
+      journal: string;
+      seed: number;
+      batchEntries: number;
     };
 
 export interface EnqueuedRecord {

@@ -10,6 +10,7 @@ import { QueueReader, type SpoolError } from "../../src/spool/index.js";
 import { runBatches } from "./spool-batch-chaos.js";
 import { runChaos } from "./spool-chaos.js";
 import { sha256 } from "./spool-payload.js";
+import { runReplicaBatches } from "./spool-replica-batch-chaos.js";
 import type {
   DequeueResult,
   EnqueueResult,
@@ -123,6 +124,10 @@ async function main(config: WorkerConfig): Promise<void> {
     }
     case "batch": {
       await runBatches(spool, config, () => send({ kind: "ready" }));
+      break;
+    }
+    case "replica-batch": {
+      await runReplicaBatches(spool, config, () => send({ kind: "ready" }));
       break;
     }
   }

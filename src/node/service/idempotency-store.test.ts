@@ -73,6 +73,23 @@ describe("IdempotencyStore", () => {
     expect(await store.claim(scope("bob", "secret"), "local-bob")).toEqual({ kind: "claimed" });
   });
 
+  it("records many replicated keys in one call: a scope given twice keeps its first entry", async () => {
+    await migrate(pool);
+    const store = new IdempotencyStore(pool, WINDOW);
+    await store.recordCompleted(scope("alice", "held"), "earlier");
+    await store.recordCompletedMany([
+      { scope: scope("alice", "k1"), name: "peer-1" },
+      { scope: scope("alice", "k1"), name: "peer-2" },
+      { scope: scope("bob", "k1"), name: "peer-3" },
+      { scope: scope("alice", "held"), name: "peer-4" },
+    ]);
+    const existing = (name: string) => ({ kind: "existing", name, completed: true });
+    expect(await store.claim(scope("alice", "k1"), "local")).toEqual(existing("peer-1"));
+    expect(await store.claim(scope("bob", "k1"), "local")).toEqual(existing("peer-3"));
+    expect(await store.claim(scope("alice", "held"), "local")).toEqual(existing("earlier"));
+    await store.recordCompletedMany([]);
+  });
+
   it("keeps the keys of a database migrated before keys were scoped", async () => {
     // Migrate with the files before 0006, store a key as the old code did, then migrate on.
     const older = await mkdtemp(join(tmpdir(), "geospool-sql-"));

@@ -119,6 +119,39 @@ export class IdempotencyStore {
     );
   }
 
+  /**
+   * `recordCompleted` for many keys, in one statement. A scope given twice counts once (its
+   * first entry: a statement may not update one row twice).
+   */
+  async recordCompletedMany(keys: readonly { scope: KeyScope; name: string }[]): Promise<void> {
+    const seen = new Set<string>();
+    const unique = keys.filter((k) => {
+      const id = JSON.stringify([k.scope.principal, k.scope.queue, k.scope.key]);
+      if (seen.has(id)) return false;
+      seen.add(id);
+      return true;
+    });
+    if (unique.length === 0) return;
+    await this.pool.query({
+      name: "idempotency_record_completed_many",
+      text: `insert into idempotency_keys (principal, queue, key, entry_name, completed_at)
+             select principal, queue, key, entry_name, now()
+               from unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                 as u(principal, queue, key, entry_name)
+             on conflict (principal, queue, key) do update
+               set entry_name = excluded.entry_name, created_at = now(), completed_at = now()
+               where idempotency_keys.created_at
+                     < now() - make_interval(secs => $5::double precision / 1000)`,
+      values: [
+        unique.map((k) => k.scope.principal),
+        unique.map((k) => k.scope.queue),
+        unique.map((k) => k.scope.key),
+        unique.map((k) => k.name),
+        this.windowMs,
+      ],
+    });
+  }
+
   /** The enqueue of `name` under `scope` returned: later retries are duplicates. */
   async complete(scope: KeyScope, name: string): Promise<void> {
     await this.pool.query(
