@@ -3,14 +3,13 @@ import { isErrno } from "../common/errno.js";
 import { sleep } from "../common/sleep.js";
 import { createExclusive, renameIfExists, statIfExists, unlinkIfExists } from "./fs-ops.js";
 import { CHECKOUT, DATA, entryNameOfTmpFile, REGISTRY, TMP, TMP_TAG_SEPARATOR } from "./layout.js";
+import { abandonedRegistryFiles } from "./monitor-abandoned.js";
 import { coreOf, type Spool } from "./spool.js";
 
 export const DEFAULT_MAX_CHECKED_OUT_AGE_MS = 10 * 60_000;
 export const DEFAULT_MAX_TMP_FILE_AGE_MS = 10 * 60_000;
 export const DEFAULT_CHECK_EVERY_MS = 15_000;
 export const DEFAULT_ALERT_AFTER_CYCLES = 2;
-/** Registry files in no queue that repair looks at concurrently. */
-const REGISTRY_CHECKS_AT_ONCE = 32;
 
 /** A directory of the spool, as fsck names it. */
 export type SpoolDir<Q extends string> =
@@ -277,8 +276,7 @@ export class Monitor<M, Q extends string> {
             action = "deleted orphaned data file";
           }
         } else if (p.kind === "orphaned" && d.kind === "registry") {
-          // Checked below, many at once: each look may wait ~1 s for an entry in motion
-          // (see `locate`), and a crash in a batch leaves hundreds of these.
+          // Checked below, all together (see `abandonedRegistryFiles`).
           registryOrphans.push(p);
           continue;
         } else if (p.kind === "orphaned" && (d.kind === "queue" || d.kind === "checkout")) {
@@ -297,44 +295,26 @@ export class Monitor<M, Q extends string> {
       if (action) repaired.push({ problem: p, action });
       else remaining.push(p);
     }
-    const next = () => registryOrphans.shift();
-    const worker = async () => {
-      for (let p = next(); p !== undefined; p = next()) {
+    const abandoned = await abandonedRegistryFiles(
+      this.spool,
+      registryOrphans.map((p) => p.file),
+      old,
+    );
+    await Promise.all(
+      registryOrphans.map(async (p) => {
         const name = p.file.filename;
-        if (await this.abandoned(name, p.file.mtimeMs, old)) {
+        if (!abandoned.has(name)) {
+          remaining.push(p);
+          return;
+        }
+        await core.throttle.run(async () => {
           await unlinkIfExists(l.dataFile(name));
           await unlinkIfExists(l.registryFile(name));
-          repaired.push({ problem: p, action: "deleted abandoned registry file and its data" });
-        } else {
-          remaining.push(p);
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: REGISTRY_CHECKS_AT_ONCE }, worker));
+        });
+        repaired.push({ problem: p, action: "deleted abandoned registry file and its data" });
+      }),
+    );
     return { repaired, remaining };
-  }
-
-  /**
-   * Whether a registry file fsck saw in no queue is really abandoned, looked at again now:
-   * it and its data are old, no queue or checkout holds the name, and the registry file
-   * was not touched while we looked. fsck's scan is not atomic: an entry that moved from
-   * a directory not yet scanned to one already scanned looks orphaned. Every move by a
-   * holder or reaper touches the registry file first, so a move during the look below
-   * shows as a changed mtime.
-   */
-  private async abandoned(
-    name: string,
-    seenMtimeMs: number,
-    old: (mtimeMs: number) => boolean,
-  ): Promise<boolean> {
-    const l = coreOf(this.spool).layout;
-    const before = await statIfExists(l.registryFile(name));
-    if (!before || before.mtimeMs !== seenMtimeMs || !old(before.mtimeMs)) return false;
-    const data = await statIfExists(l.dataFile(name));
-    if (data && !old(data.mtimeMs)) return false;
-    if (await this.spool.locate(name)) return false;
-    const after = await statIfExists(l.registryFile(name));
-    return after !== undefined && after.mtimeMs === before.mtimeMs;
   }
 
   /**

@@ -68,10 +68,13 @@ export interface FoundEntry<M, Q extends string> {
   leaseUntil?: number;
 }
 
-/** How many times `locate` looks again for an entry that is reserved but in no queue. */
+/**
+ * How many times `locate` looks again for an entry that is reserved but in no queue.
+ * @internal
+ */
 // Up to ~1 s (1+2+…+512 ms): the window is two renames, but under load the scan's own
 // stats wait in the throttle and one pass can miss an entry hopping between queues.
-const LOCATE_RESCANS = 10;
+export const LOCATE_RESCANS = 10;
 
 /**
  * The spool's own modules (the expert operations, queue readers, the monitor) reach its core

@@ -1,4 +1,4 @@
-import { copyFile, readdir, rm, unlink, utimes, writeFile } from "node:fs/promises";
+import { copyFile, readdir, rename, rm, unlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { beforeEach, describe, expect, it } from "vitest";
@@ -186,6 +186,53 @@ describe("fsck finds each kind of problem, and repair fixes what is safe", () =>
     expect(await readdir(p("inbox"))).toContain(e.name);
     expect(await readdir(p(".data"))).toEqual([e.name]);
     expect(await readdir(p(".registry"))).toEqual([e.name]);
+  });
+
+  it("repair looks again before deleting: an entry back in a queue during the look is kept, the abandoned around it deleted", async () => {
+    const e = await spool.enqueue("outbox", { id: 1 }, "precious");
+    // In motion: in no queue while repair's fsck lists the spool.
+    const aside = join(dir.path, "aside");
+    await rename(p("outbox", e.name), aside);
+    const abandoned: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const name = await spool.reserveName();
+      await writeFile(p(".data", name), "left by a crash");
+      abandoned.push(name);
+    }
+    for (const name of [...abandoned, e.name]) {
+      await age(p(".data", name), Date.now() - HOUR);
+      await age(p(".registry", name), Date.now() - HOUR);
+    }
+    // fsck lists .registry, .tmp, .data, then each queue and its .checkout; 20 ms after
+    // that, the entry lands in inbox (well inside the ~1 s repair looks for a moving entry).
+    const fsckListings = 3 + 2 * WIDGET_QUEUES.length;
+    let listings = 0;
+    let moved: Promise<void> | undefined;
+    const watched = await Spool.load(spool.dir, {
+      ...widgetSpoolable(),
+      throttle: {
+        async run<T>(op: () => Promise<T>): Promise<T> {
+          const result = await op();
+          if (Array.isArray(result) && ++listings === fsckListings) {
+            moved = sleep(20).then(() => rename(aside, p("inbox", e.name)));
+          }
+          return result;
+        },
+      },
+    });
+    const r = await new Monitor(watched, LIMITS).repair();
+    await moved;
+    expect(moved).toBeDefined();
+    expect(summary(r.remaining)).toEqual([`orphaned .registry ${e.name}`]);
+    expect(repairedSummary(r.repaired)).toEqual(
+      abandoned
+        .map((n) => `orphaned .registry ${n}: deleted abandoned registry file and its data`)
+        .sort(),
+    );
+    expect(await readdir(p("inbox"))).toContain(e.name);
+    expect(await readdir(p(".data"))).toEqual([e.name]);
+    expect(await readdir(p(".registry"))).toEqual([e.name]);
+    expect(await monitor.fsck()).toEqual([]);
   });
 
   it("orphaned checkout file: registry restored, the holder can still finish", async () => {
