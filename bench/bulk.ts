@@ -34,6 +34,7 @@ import { type BulkEntry, GeospoolClient } from "../src/node/client/index.js";
 import { describeMachine } from "./lib/spool-machine.js";
 import { type BenchCluster, startBenchCluster } from "./replication-cluster.js";
 import { cpuSnapshot } from "./replication-cpu.js";
+import type { NodeTrace } from "./replication-trace.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const DEFAULT_OUT = join(here, "results", "replication.json");
@@ -128,6 +129,70 @@ interface Side {
   peerCounts: number[];
   /** CPU ms per entry from the first send until the peers hold all, per node (A, B, C). */
   cpuMsPerEntry: { nodes: Array<number | null>; postgres: Array<number | null>; all: number };
+  /** Per node (A, B, C): the replicator's sync batches over the same time. */
+  batches: BatchStats[];
+}
+
+/** A node's sync batches: how many, how large, how long each phase took (medians, ms). */
+interface BatchStats {
+  node: string;
+  batches: number;
+  sizeP50: number;
+  msP50: number;
+  inspectMsP50: number;
+  syncMsP50: number;
+  commitMsP50: number;
+  /** Share of the window the replicator spent in a batch. */
+  busy: number;
+  /** Per entry (medians, ms): the steps of its batch the trace saw (see replication-trace.ts). */
+  steps: Record<string, number>;
+}
+
+/** Step durations per entry, from the trace's points: [name, from, to]. */
+const STEPS = [
+  ["to key", "batchStart", "keyStart"],
+  ["key", "keyStart", "keyEnd"],
+  ["key to place", "keyEnd", "placeStart"],
+  ["place", "placeStart", "placeEnd"],
+  ["place to recorded", "placeEnd", "recorded"],
+  ["to journaled", "batchStart", "journaled"],
+] as const;
+
+const median = (xs: number[]): number => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  return s.length === 0 ? Number.NaN : (s[Math.floor((s.length - 1) / 2)] as number);
+};
+
+async function batchStats(c: BenchCluster, windowMs: number): Promise<BatchStats[]> {
+  return Promise.all(
+    IDS.map(async (id, i) => {
+      const t = JSON.parse(await c.node(i).ask("trace", "TRACE")) as NodeTrace;
+      const b = t.batches;
+      const total = b.reduce((x, r) => x + (r.end - r.start), 0);
+      return {
+        node: id,
+        batches: b.length,
+        sizeP50: median(b.map((r) => r.size)),
+        msP50: sig(median(b.map((r) => r.end - r.start))),
+        inspectMsP50: sig(median(b.map((r) => r.inspectedAt - r.start))),
+        syncMsP50: sig(median(b.map((r) => r.syncedAt - r.inspectedAt))),
+        commitMsP50: sig(median(b.map((r) => r.end - r.syncedAt))),
+        busy: sig(total / windowMs),
+        steps: Object.fromEntries(
+          STEPS.map(([name, from, to]) => [
+            name,
+            sig(
+              median(
+                Object.values(t.entries).map(
+                  (e) => (e[to] ?? Number.NaN) - (e[from] ?? Number.NaN),
+                ),
+              ),
+            ),
+          ]).filter(([, v]) => Number.isFinite(v)),
+        ),
+      };
+    }),
+  );
 }
 
 async function measure(
@@ -140,12 +205,15 @@ async function measure(
     await Promise.all(IDS.map((_, i) => c.node(i).ask("profile-start", "PROFILING")));
   }
   const pids = await c.pids();
+  // Forget what the nodes traced before this side.
+  await Promise.all(IDS.map((_, i) => c.node(i).ask("trace", "TRACE")));
   const cpu0 = await cpuSnapshot(pids);
   const t0 = now();
   const errors = await send();
   const acked = now();
   const done = await replicated(c, queue, N - errors, 900_000);
   const cpu1 = await cpuSnapshot(pids);
+  const batches = await batchStats(c, now() - t0);
   if (profile !== undefined) {
     await Promise.all(
       IDS.map((id, i) =>
@@ -161,6 +229,7 @@ async function measure(
   const all = sig([...nodes, ...postgres].reduce<number>((x, y) => x + (y ?? 0), 0));
   return {
     cpuMsPerEntry: { nodes, postgres, all },
+    batches,
     entries: N,
     ackSeconds: sig((acked - t0) / 1000),
     entriesPerSecond: sig((N - errors) / ((acked - t0) / 1000)),
@@ -241,6 +310,15 @@ async function main(): Promise<void> {
       console.log(
         `${"".padEnd(8)} CPU ms per entry: ${cpu.all} in all; nodes ${cpu.nodes.join(" / ")}, their PostgreSQL ${cpu.postgres.join(" / ")} (A / B / C)`,
       );
+      for (const b of side.batches) {
+        console.log(
+          `${"".padEnd(8)} ${b.node}: ${b.batches} sync batches, ${b.sizeP50} entries and ${b.msP50} ms p50 ` +
+            `(inspect ${b.inspectMsP50}, sync ${b.syncMsP50}, commit ${b.commitMsP50}); busy ${Math.round(b.busy * 100)}% of the time; ` +
+            `per entry p50: ${Object.entries(b.steps)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(", ")}`,
+        );
+      }
       await settle(c);
     }
     if (PROFILE_DIR !== undefined) console.log(`profiles in ${PROFILE_DIR}`);

@@ -10,8 +10,8 @@
  * this commit: the replicator's `schedule` (sync-schedule.ts: `mark(entry, reason)`,
  * `commitSeen(lsn)`), its `sync` (entry-sync.ts: `syncBatch(batch)`,
  * `commitOutcomes(outcomes)`) and its `opts` (`pool`, `fetchData(req)`,
- * `spool.inspect/place(...)`, and where they exist `onPeerEnqueue` and `spool.stageData`,
- * inline data staged by builds before the placement took the bytes itself). If the required ones are missing, `instrument` throws rather than measuring
+ * `spool.inspectMany/place/placeNew(...)`, and where they exist `onPeerEnqueues` and
+ * `spool.stageData`, inline data staged by builds before the placement took the bytes itself). If the required ones are missing, `instrument` throws rather than measuring
  * nothing.
  */
 import type { RunningNode } from "../src/node/node.js";
@@ -150,10 +150,11 @@ interface ReplicatorInternals {
   opts: {
     pool: PoolShape;
     fetchData(req: { entry: string }): Promise<{ path: string }>;
-    onPeerEnqueue?: (entry: string, ...rest: unknown[]) => Promise<void>;
+    onPeerEnqueues?: (enqueues: ReadonlyArray<{ entry: string }>) => Promise<void>;
     spool: {
       place(name: string, ...rest: unknown[]): Promise<unknown>;
-      inspect(name: string): Promise<unknown>;
+      placeNew(items: ReadonlyArray<{ name: string }>): Promise<unknown[]>;
+      inspectMany(names: readonly string[], ...rest: unknown[]): Promise<unknown[]>;
       stageData?: (name: string, ...rest: unknown[]) => Promise<unknown>;
     };
   };
@@ -172,7 +173,8 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
   for (const m of ["syncBatch", "commitOutcomes"]) method(r.sync, m);
   method(r.opts, "fetchData");
   method(r.opts.spool, "place");
-  method(r.opts.spool, "inspect");
+  method(r.opts.spool, "placeNew");
+  method(r.opts.spool, "inspectMany");
   const { schedule, sync } = r;
 
   // Every mark goes through `schedule.mark` (the stream's rows too: `streamRow` calls it).
@@ -235,14 +237,16 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
       tracer.point(req.entry, "fetchEnd");
     }
   };
-  const onPeerEnqueue = opts.onPeerEnqueue;
-  if (typeof onPeerEnqueue === "function") {
-    opts.onPeerEnqueue = async (entry, ...rest) => {
-      tracer.point(entry, "keyStart");
+  const onPeerEnqueues = opts.onPeerEnqueues;
+  if (typeof onPeerEnqueues === "function") {
+    opts.onPeerEnqueues = async (enqueues) => {
+      const t = now();
+      for (const e of enqueues) tracer.point(e.entry, "keyStart", t);
       try {
-        return await onPeerEnqueue.call(opts, entry, ...rest);
+        return await onPeerEnqueues.call(opts, enqueues);
       } finally {
-        tracer.point(entry, "keyEnd");
+        const end = now();
+        for (const e of enqueues) tracer.point(e.entry, "keyEnd", end);
       }
     };
   }
@@ -258,13 +262,27 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
       }
     };
   }
-  const inspect = spool.inspect;
-  spool.inspect = async (name) => {
+  const inspectMany = spool.inspectMany;
+  spool.inspectMany = async (names, ...rest) => {
     const batch = current;
     try {
-      return await inspect.call(spool, name);
+      return await inspectMany.call(spool, names, ...rest);
     } finally {
       if (batch && batch === current) batch.inspectedAt = now();
+    }
+  };
+  const placeNew = spool.placeNew;
+  spool.placeNew = async (items) => {
+    const t = now();
+    for (const it of items) {
+      tracer.point(it.name, "placeStart", t);
+      tracer.point(it.name, "inline", t);
+    }
+    try {
+      return await placeNew.call(spool, items);
+    } finally {
+      const end = now();
+      for (const it of items) tracer.point(it.name, "placeEnd", end);
     }
   };
   const place = spool.place;

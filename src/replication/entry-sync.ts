@@ -1,11 +1,12 @@
 import type { Logger } from "pino";
 import {
-  type NewReplica,
   nameProblem,
   type ReplicaData,
   type ReplicaInspection,
+  type ReplicaLook,
 } from "../spool/index.js";
 import { EntryFetches } from "./entry-fetches.js";
+import { errorText, mapLimit, type Outcome, placeDeferred } from "./entry-outcome.js";
 import { foldEntry } from "./fold.js";
 import type { HybridLogicalClock } from "./hlc.js";
 import { rowKey } from "./journal-row.js";
@@ -44,27 +45,6 @@ import { traceBatch } from "./sync-trace.js";
  * the record in one transaction (replica-record.ts). Holds the record as last committed.
  */
 
-/** What one sync of an entry came to. */
-interface Outcome {
-  entry: string;
-  /** New record (undefined: unchanged). */
-  record?: LocalState;
-  rows?: NewJournalRow[];
-  /** Retry later (persisted when `persist`). */
-  retry?: { reason: string; persist: boolean };
-  /** Sync again right away (local rows that a peer's row overrides). */
-  again?: boolean;
-  /** Waiting for its data (with `retry`): synced again when the fetch ends, not on a timer. */
-  waitData?: boolean;
-  quarantine?: Rejection[];
-  applied?: "placed" | "dropped";
-  /**
-   * A new entry with its data in memory, to be placed with the others of the batch
-   * (`placeNew`, one durability round); the outcome is completed by `placeDeferred`.
-   */
-  deferred?: { item: NewReplica<string>; record: Placed };
-}
-
 export const INLINE_DATA_MAX = 64 * 1024;
 /** In-flux retries (about 2 s with the backoff) after which a placement counts as dead. */
 const STALLED_RETRIES = 3;
@@ -92,6 +72,8 @@ export class EntrySync {
   /** Data fetches under way, apart from the batches (entry-fetches.ts). */
   readonly fetches: EntryFetches;
   readonly counters = { applied: 0, localRows: 0, applyErrors: 0, quarantined: 0, diverged: 0 };
+  /** The data read with the batch's inspection (entries not recorded yet), for inlining. */
+  private readonly prefetched = new Map<string, Buffer>();
   /** Entries whose record changed since the self-check last took them (record-audit.ts). */
   private touched = new Set<string>();
 
@@ -186,14 +168,36 @@ export class EntrySync {
 
   /** Sync one batch: read the files, then the folds that are needed, decide, act, record. */
   async syncBatch(batch: Array<[string, Dirty]>): Promise<void> {
+    // Read every entry's files first (together: one look off the event loop for all, with
+    // the data of the entries not recorded yet, which a local enqueue's row carries when it
+    // is small), then the fold of those that need it.
+    const max = this.opts.inlineDataMax ?? INLINE_DATA_MAX;
+    const valid = batch.map(([entry]) => entry).filter((e) => nameProblem(e) === undefined);
+    const looks = await this.opts.spool.inspectMany(valid, (e) =>
+      max > 0 && !this.recorded.has(e) ? max : undefined,
+    );
+    const looked = new Map(valid.map((e, k) => [e, looks[k] as ReplicaLook<string>]));
+    const inspected = batch.map(([entry, d]) => {
+      const look = looked.get(entry);
+      if (look === undefined) return { entry, d, invalid: true as const };
+      if (look.data !== undefined) this.prefetched.set(entry, look.data);
+      return { entry, d, seen: look.seen, invalid: false as const };
+    });
+    try {
+      await this.syncInspected(inspected);
+    } finally {
+      this.prefetched.clear();
+    }
+  }
+
+  private async syncInspected(
+    inspected: Array<
+      | { entry: string; d: Dirty; invalid: true }
+      | { entry: string; d: Dirty; seen: ReplicaInspection<string>; invalid: false }
+    >,
+  ): Promise<void> {
     const { pool } = this.opts;
     const concurrency = this.opts.concurrency ?? 16;
-    // Read every entry's files first (in parallel), then the fold of those that need it.
-    const inspected = await mapLimit(batch, concurrency, async ([entry, d]) => {
-      if (nameProblem(entry) !== undefined) return { entry, d, invalid: true as const };
-      const seen = await this.opts.spool.inspect(entry);
-      return { entry, d, seen, invalid: false as const };
-    });
     const needFold = inspected
       .filter(
         (i) =>
@@ -244,7 +248,10 @@ export class EntrySync {
         return { entry: i.entry, retry: { reason: errorText(err), persist: i.d.peer } };
       });
     });
-    const outcomes = await this.placeDeferred(decided);
+    const outcomes = await placeDeferred(this.opts.spool, decided, (entry, err) => {
+      this.countError();
+      this.log.error({ err, entry }, "could not sync an entry; retrying");
+    });
     if (queried !== undefined) {
       traceBatch(this.log, { inspected, folds, queried, streamed, outcomes }, this.recorded);
     }
@@ -302,51 +309,16 @@ export class EntrySync {
   ): Promise<void> {
     const hook = this.opts.onPeerEnqueues;
     if (hook === undefined) return;
-    const enqueues: PeerEnqueue[] = [];
-    for (const i of inspected) {
-      const journal = folds.get(i.entry);
-      if (i.invalid || journal === undefined) continue;
+    const enqueues = inspected.flatMap((i): PeerEnqueue[] => {
+      const journal = i.invalid ? undefined : folds.get(i.entry);
       const rec = this.recorded.get(i.entry) ?? null;
-      const found = peerEnqueueOf(journal.rows, rec, this.opts.nodeId);
-      if (found !== undefined) enqueues.push({ entry: i.entry, ...found });
-    }
+      const found = journal && peerEnqueueOf(journal.rows, rec, this.opts.nodeId);
+      return found ? [{ entry: i.entry, ...found }] : [];
+    });
     if (enqueues.length === 0) return;
     await hook(enqueues).catch((err) =>
       this.log.warn({ err, entries: enqueues.length }, "peer enqueue hook failed"),
     );
-  }
-
-  /**
-   * Place the batch's new entries whose data came inline, together (`placeNew`: one
-   * durability round for all), and complete their outcomes.
-   */
-  private async placeDeferred(outcomes: Outcome[]): Promise<Outcome[]> {
-    const deferred = outcomes.filter((o) => o.deferred !== undefined);
-    if (deferred.length === 0) return outcomes;
-    const results = await this.opts.spool.placeNew(
-      deferred.map((o) => (o.deferred as { item: NewReplica<string> }).item),
-    );
-    const done = new Map<Outcome, Outcome>();
-    deferred.forEach((o, k) => {
-      const r = results[k];
-      const { quarantine } = o;
-      const record = (o.deferred as { record: Placed }).record;
-      if (r === undefined || r.kind === "failed") {
-        const err = r?.error ?? new Error("no result from the batch placement");
-        this.countError();
-        this.log.error({ err, entry: o.entry }, "could not sync an entry; retrying");
-        done.set(o, {
-          entry: o.entry,
-          retry: { reason: errorText(err), persist: true },
-          quarantine,
-        });
-      } else if (r.kind === "raced") {
-        done.set(o, { entry: o.entry, retry: { reason: "raced", persist: true }, quarantine });
-      } else {
-        done.set(o, { entry: o.entry, record, quarantine, applied: "placed" });
-      }
-    });
-    return outcomes.map((o) => done.get(o) ?? o);
   }
 
   /**
@@ -380,7 +352,9 @@ export class EntrySync {
     const max = this.opts.inlineDataMax ?? INLINE_DATA_MAX;
     for (const [i, row] of rows.entries()) {
       if (row.op !== "enqueue" || row.dataSize > max) continue;
-      const bytes = await this.opts.spool.readData(entry).catch(() => undefined);
+      const bytes =
+        this.prefetched.get(entry) ??
+        (await this.opts.spool.readData(entry).catch(() => undefined));
       // Not hashed again: the enqueue verified the digest as the data streamed in, and the
       // receiving node checks it before using the copy.
       if (bytes === undefined || bytes.length !== row.dataSize) continue;
@@ -539,25 +513,4 @@ export class EntrySync {
       if (o.again) this.schedule.mark(o.entry, "peer");
     }
   }
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-async function mapLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  f: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await f(items[i] as T);
-    }
-  });
-  await Promise.all(workers);
-  return out;
 }

@@ -32,8 +32,12 @@ interface Retry {
   peer: boolean;
 }
 
-/** Entries synced at once. */
-export const MAX_BATCH = 256;
+/**
+ * Entries synced at once. A burst of new entries is placed two durability rounds at a time
+ * (placeNew's rounds of 512) and journaled in one statement; the price is memory: up to
+ * 1,024 entries' small data (at most 64 KiB each, carried in their rows) held per batch.
+ */
+export const MAX_BATCH = 1024;
 /** How long file events for an entry the replicator just changed are taken as its own. */
 const QUIET_MS = 1_000;
 /** Dirty entries past which the apply stream is held. */

@@ -110,7 +110,12 @@
  * `inspectReplica(name)` reports `absent`, `in_flux` (a
  * registry file but no metadata file in any queue or checkout: an enqueue, remove or finish
  * under way, or a crash remnant) or `present` with its queue, checkout deadline, attempts
- * and the raw codec bytes of its metadata (never decoded). `placeReplica` writes the new
+ * and the raw codec bytes of its metadata (never decoded); `inspectMany(names)` does so for
+ * a batch, its first look at every entry made by a reader thread of the spool's own with
+ * synchronous calls (the same reads in the same order, so the same answers), with the data
+ * of the entries asked for; an entry that needs a second look (its registry file changed
+ * meanwhile, a checkout whose deadline is not set yet, a read that failed) gets the usual
+ * `inspectReplica`. `placeReplica` writes the new
  * file to .tmp (deadline as its mtime, fsync), takes a present entry's metadata file by
  * rename (`<queue>/[.checkout/]<name>` to `<queue>/.checkout/<name>~<tag>`, like a finish
  * but without the holder check, so a local holder then gets `lease_lost`), renames the new
@@ -234,6 +239,7 @@ export type {
   ReplicaPlacement,
 } from "./replica.js";
 export type { NewReplica, NewReplicaResult } from "./replica-batch.js";
+export type { ReplicaLook } from "./replica-batch-read.js";
 export type { ReplicaSpool } from "./replica-spool.js";
 
 // Consistency checks.

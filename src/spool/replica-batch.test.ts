@@ -118,3 +118,40 @@ describe("placing many new replicas at once", () => {
     expect(await new Monitor(spool).fsck()).toEqual([]);
   });
 });
+
+describe("inspecting many entries at once", () => {
+  it("answers as inspectReplica does, with the data asked for", async () => {
+    const spool = await newSpool();
+    const replica = Expert.replicaSpool(spool);
+    const leaseUntil = Date.now() + 60_000;
+    await replica.placeNew([item("waiting", "inbox", 1), item("big", "outbox", 2)]);
+    await replica.place(
+      "held",
+      { queue: "outbox", checkedOut: true, leaseUntil },
+      payloadOf({ id: 3 }),
+      1,
+      { bytes: Buffer.from("held data") },
+    );
+    await writeFile(join(spool.dir, ".registry", "moving"), "");
+    const names = ["waiting", "big", "held", "moving", "nothing"];
+    const looks = await replica.inspectMany(names, (n) =>
+      n === "big" ? 3 : n === "held" ? 100 : undefined,
+    );
+    for (const [k, name] of names.entries()) {
+      expect(looks[k]?.seen, name).toEqual(await Expert.inspectReplica(spool, name));
+    }
+    expect(looks.map((l) => l.seen.kind)).toEqual([
+      "present",
+      "present",
+      "present",
+      "in_flux",
+      "absent",
+    ]);
+    expect(looks[2]?.seen).toMatchObject({ checkedOut: true, leaseUntil, attempts: 1 });
+    // Data only where asked, and only within the size asked.
+    expect(looks[0]?.data).toBeUndefined();
+    expect(looks[1]?.data).toBeUndefined();
+    expect(looks[2]?.data?.toString()).toBe("held data");
+    expect(await replica.inspectMany([])).toEqual([]);
+  });
+});

@@ -14,6 +14,7 @@ import {
   type ReplicaPlacement,
 } from "./replica.js";
 import { type NewReplica, type NewReplicaResult, placeNewReplicas } from "./replica-batch.js";
+import { inspectReplicas, type ReplicaLook } from "./replica-batch-read.js";
 import { coreOf, type Spool } from "./spool.js";
 
 /**
@@ -29,6 +30,14 @@ export interface ReplicaSpool {
   readonly identity: SpoolIdentity;
   hasQueue(queue: string): boolean;
   inspect(name: string): Promise<ReplicaInspection<string>>;
+  /**
+   * `inspect` of many entries, their first look made together off the event loop, with the
+   * data of those `dataMax` asks for (per name, the largest data to read).
+   */
+  inspectMany(
+    names: readonly string[],
+    dataMax?: (name: string) => number | undefined,
+  ): Promise<ReplicaLook<string>[]>;
   /** `seen`: the entry's inspection just before, if any (spares a second one). */
   place(
     name: string,
@@ -76,6 +85,7 @@ export function replicaSpool<M, Q extends string>(spool: Spool<M, Q>): ReplicaSp
     stagingDir: layout.tmp,
     hasQueue: (q) => queues.has(q),
     inspect: (name) => inspectReplica(core, name),
+    inspectMany: (names, dataMax) => inspectReplicas(core, names, dataMax),
     // A queue the spool does not have is refused there (`unknown_queue`).
     place: (name, placement, payload, attempts, data, seen) =>
       placeReplica(
