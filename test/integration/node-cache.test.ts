@@ -82,6 +82,7 @@ async function nodeSpool(nodeId: string): Promise<NodeSpool> {
 async function startCache(
   nodeId: string,
   auth = authorizer,
+  clock?: () => number,
 ): Promise<{ port: number; spool: NodeSpool; cache: NodeCache }> {
   const spool = await nodeSpool(nodeId);
   // Each view of the spool is a node with its own database.
@@ -107,6 +108,7 @@ async function startCache(
     missTtlSeconds: 5,
     refreshEveryMs: 50,
     logger: silentLogger(),
+    clock,
   });
   const http = await startHttpServer({
     listen: "127.0.0.1:0",
@@ -187,6 +189,42 @@ describe("a node's binary cache", () => {
       },
       { timeout: 10_000, interval: 50 },
     );
+  });
+
+  it("drops a staged listing whose narinfo has not come within cache.stagingTtl, as it does a nar", async () => {
+    let now = Date.now();
+    const a = await startCache("eu-1", authorizer, () => now);
+    const upload = async (hash: string) => {
+      const bytes = readFixture(NIX_XZ, `${hash}.narinfo`);
+      const info = parseNarinfo(bytes);
+      const replies = await rawHttp(a.port, [
+        put(`/${info.url}`, readFixture(NIX_XZ, info.url), UPLOAD_TOKEN),
+        put(`/${hash}.narinfo`, bytes, UPLOAD_TOKEN, true),
+      ]);
+      for (const r of replies) expect(r!.status, r!.body.toString()).toBe(200);
+      // Asked once the narinfo is stored (node:http runs pipelined handlers concurrently).
+      return (await rawHttp(a.port, [get(`/${hash}.ls`)]))[0]!;
+    };
+    const [stale, fresh] = ["l493h11hsb577v1lhgwxzcmxh4q2m02w", "3wwj8mpk0lbnanhsfxw3m2birs5gl6xx"];
+    const listing = (hash: string) =>
+      Buffer.from(`{"version":1,"root":{"type":"regular","size":${hash.length}}}`);
+    const [ls] = await rawHttp(a.port, [put(`/${stale}.ls`, listing(stale), UPLOAD_TOKEN, true)]);
+    expect(ls!.status).toBe(200);
+    expect(a.cache.stagedListings()).toBe(1);
+    now += 60_001; // past stagingTtlMs: the next refresh tick drops it
+    await vi.waitFor(() => expect(a.cache.stagedListings()).toBe(0), {
+      timeout: 10_000,
+      interval: 20,
+    });
+    expect((await upload(stale)).status).toBe(404);
+
+    // A listing within the bound is kept and served with its narinfo.
+    await rawHttp(a.port, [put(`/${fresh}.ls`, listing(fresh), UPLOAD_TOKEN, true)]);
+    now += 59_000;
+    const served = await upload(fresh);
+    expect(served.status).toBe(200);
+    expect(served.body.equals(listing(fresh))).toBe(true);
+    expect(a.cache.stagedListings()).toBe(0);
   });
 
   it("refuses a token that may not write with 403 and stores nothing", async () => {

@@ -397,6 +397,22 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
     }
   }
 
+  /**
+   * Drop listings (`.ls` PUTs) staged longer than `maxAgeMs` ago whose narinfo never came,
+   * as staged nars are (`NarStaging.sweep`); returns their hash parts.
+   */
+  function sweepListings(maxAgeMs: number): string[] {
+    const now = clock();
+    const dropped: string[] = [];
+    for (const [hashPart, staged] of listings) {
+      if (now - staged.at > maxAgeMs) {
+        listings.delete(hashPart);
+        dropped.push(hashPart);
+      }
+    }
+    return dropped;
+  }
+
   /** Stop holding narinfos: each still waiting is rejected (its nar never came). */
   async function stop(): Promise<void> {
     for (const held of heldNarinfos.takeAll()) {
@@ -408,5 +424,11 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
     }
   }
 
-  return Object.assign(put, { precheck, stop });
+  return Object.assign(put, {
+    precheck,
+    stop,
+    sweepListings,
+    /** Listings staged now (waiting for their narinfo). */
+    stagedListings: () => listings.size,
+  });
 }

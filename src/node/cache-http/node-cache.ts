@@ -159,6 +159,8 @@ export interface NodeCache {
    * refresh catches up.
    */
   entryChanged(name: string): void;
+  /** Listings (`.ls`) uploaded and waiting for their narinfo (dropped past `stagingTtlMs`). */
+  stagedListings(): number;
   /** For the node's HTTP server (`fallback`). */
   handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
   /** For the node's HTTP server (`checkContinue`): refuses an upload before its body. */
@@ -281,6 +283,9 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
       for (const nar of await staging.sweep(options.stagingTtlMs)) {
         log.info({ nar: nar.path }, "staged nar dropped: its narinfo never came");
       }
+      for (const hashPart of upload.sweepListings(options.stagingTtlMs)) {
+        log.info({ hashPart }, "staged listing dropped: its narinfo never came");
+      }
     })().catch((err: unknown) => log.error({ err }, "cache index refresh failed"));
   }, options.refreshEveryMs);
   timer.unref();
@@ -297,6 +302,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
         .changed(name)
         .catch((err: unknown) => log.error({ err, entry: name }, "cache index update failed"));
     },
+    stagedListings: () => upload.stagedListings(),
     async stop() {
       stopped = true;
       clearInterval(timer);
