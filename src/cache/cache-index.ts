@@ -1,6 +1,7 @@
 import type pg from "pg";
 import { inTransaction } from "../db/pg-session.js";
 import { parseNarinfo, referenceHashParts } from "./narinfo.js";
+import { NarinfoFront } from "./narinfo-front.js";
 import {
   type CandidateTrust,
   chooseServable,
@@ -24,10 +25,12 @@ import {
  * - `cache_index_state`: the spool id, queue and format the rows were derived from; rows of
  *   another are dropped at `open` (the caller then rebuilds them from the queue).
  *
- * The memory front holds per hash part the served entry and its narinfo bytes, and per nar
- * path the entries holding it: a narinfo hit or miss and a nar lookup touch no database.
- * It is loaded from the tables at `open` and follows each committed `apply`, so it is never
- * ahead of PostgreSQL. One writer per index: the caller serialises `apply`.
+ * The memory front (`NarinfoFront`) holds per hash part the served narinfo's bytes and
+ * nothing else: a narinfo hit or miss touches no database. It is loaded from the tables at
+ * `open` and follows each committed `apply`, so it is never ahead of PostgreSQL. What a
+ * request asks less often, or that costs more than a query anyway (which entries hold a nar,
+ * the listing, the served entry's name), is one indexed query. One writer per index: the
+ * caller serialises `apply`.
  */
 
 /** Bump when what the rows hold changes: indexes of another format are rebuilt. */
@@ -56,7 +59,7 @@ export interface IndexSource {
   readonly queue: string;
 }
 
-interface Served {
+export interface Served {
   readonly entry: string;
   readonly narinfo: Buffer;
 }
@@ -74,12 +77,12 @@ interface CandidateRow {
 
 /** Rows written per statement (a rebuild of a large queue goes in slices). */
 const SLICE = 1000;
+/** Served narinfos read per query when the memory front is loaded. */
+const LOAD_SLICE = 5000;
 
 export class CacheIndex {
-  private readonly served = new Map<string, Served>();
-  /** Entry → its nar path, for every indexed entry. */
-  private readonly entries = new Map<string, string>();
-  private readonly byNar = new Map<string, string[]>();
+  private readonly front = new NarinfoFront();
+  private count = 0;
 
   private constructor(private readonly pool: pg.Pool) {}
 
@@ -128,41 +131,59 @@ export class CacheIndex {
     return { index, dropped };
   }
 
+  /** The memory front, in slices (one query's rows at a time, not the whole table's). */
   private async load(): Promise<void> {
-    const entries = await this.pool.query<{ entry: string; url: string }>(
-      "select entry, url from cache_entries",
+    const { rows } = await this.pool.query<{ n: string }>(
+      "select count(*) as n from cache_entries",
     );
-    for (const r of entries.rows) this.addNar(r.entry, r.url);
-    const served = await this.pool.query<{ hash_part: string; entry: string; narinfo: Buffer }>(
-      `select s.hash_part, s.entry, e.narinfo
-         from cache_served s join cache_entries e using (entry)`,
-    );
-    for (const r of served.rows)
-      this.served.set(r.hash_part, { entry: r.entry, narinfo: r.narinfo });
+    this.count = Number(rows[0]?.n ?? 0);
+    let after = "";
+    for (;;) {
+      const { rows } = await this.pool.query<{ hash_part: string; narinfo: Buffer }>(
+        `select s.hash_part, e.narinfo
+           from cache_served s join cache_entries e using (entry)
+          where s.hash_part > $1 order by s.hash_part limit $2`,
+        [after, LOAD_SLICE],
+      );
+      for (const r of rows) this.front.set(r.hash_part, r.narinfo);
+      if (rows.length < LOAD_SLICE) return;
+      after = (rows[rows.length - 1] as { hash_part: string }).hash_part;
+    }
   }
 
-  /** Whether `entry` is indexed. */
-  has(entry: string): boolean {
-    return this.entries.has(entry);
+  /** Every indexed entry's name (read from the table). */
+  async names(): Promise<Set<string>> {
+    const { rows } = await this.pool.query<{ entry: string }>("select entry from cache_entries");
+    return new Set(rows.map((r) => r.entry));
   }
 
-  /** Every indexed entry's name. */
-  names(): IterableIterator<string> {
-    return this.entries.keys();
-  }
-
+  /** How many entries are indexed. */
   get size(): number {
-    return this.entries.size;
+    return this.count;
   }
 
-  /** The entry served for `hashPart` and its narinfo's bytes (memory only). */
-  servedOf(hashPart: string): Served | undefined {
-    return this.served.get(hashPart);
+  /** The served narinfo's bytes for `hashPart` (memory only). */
+  narinfo(hashPart: string): Buffer | undefined {
+    return this.front.get(hashPart);
   }
 
-  /** The entries holding the nar at `url` (memory only). */
-  narEntries(url: string): readonly string[] {
-    return this.byNar.get(url) ?? [];
+  /** The entry served for `hashPart` and its narinfo's bytes. */
+  async servedOf(hashPart: string): Promise<Served | undefined> {
+    const { rows } = await this.pool.query<Served>(
+      `select s.entry, e.narinfo from cache_served s join cache_entries e using (entry)
+        where s.hash_part = $1`,
+      [hashPart],
+    );
+    return rows[0];
+  }
+
+  /** The entries holding the nar at `url`. */
+  async narEntries(url: string): Promise<string[]> {
+    const { rows } = await this.pool.query<{ entry: string }>(
+      "select entry from cache_entries where url = $1 order by entry",
+      [url],
+    );
+    return rows.map((r) => r.entry);
   }
 
   /** The listing uploaded with the served entry of `hashPart`. */
@@ -200,10 +221,8 @@ export class CacheIndex {
    * touched, in slices of one transaction each. The memory front follows each commit.
    */
   async apply(put: readonly IndexedEntry[], remove: readonly string[]): Promise<void> {
-    const fresh = [...new Map(put.map((e) => [e.entry, e])).values()].filter(
-      (e) => !this.entries.has(e.entry),
-    );
-    const gone = remove.filter((e) => this.entries.has(e));
+    const fresh = [...new Map(put.map((e) => [e.entry, e])).values()];
+    const gone = [...new Set(remove)];
     for (let i = 0; i < Math.max(fresh.length, gone.length); i += SLICE) {
       await this.applySlice(fresh.slice(i, i + SLICE), gone.slice(i, i + SLICE));
     }
@@ -218,16 +237,21 @@ export class CacheIndex {
       // Derived state: a commit lost in a crash is found missing and redone at the next open
       // (the queue's names are diffed against the rows), so no need to wait for the flush.
       await client.query("set local synchronous_commit = off");
-      const touched = new Set([...put.map((e) => e.hashPart), ...alsoChoose]);
+      // Entries already indexed are left as they are (a cache entry's record never changes):
+      // only the rows inserted or deleted here touch a hash part.
+      const touched = new Set(alsoChoose);
+      let added = 0;
+      let removed = 0;
       if (remove.length > 0) {
         const { rows } = await client.query<{ hash_part: string }>(
           "delete from cache_entries where entry = any($1) returning hash_part",
           [remove],
         );
         for (const r of rows) touched.add(r.hash_part);
+        removed = rows.length;
       }
       if (put.length > 0) {
-        await client.query(
+        const inserted = await client.query<{ hash_part: string }>(
           `insert into cache_entries
              (entry, hash_part, url, trust, origin, hlc, narinfo, listing, uploaded_by, files,
               refs)
@@ -236,7 +260,8 @@ export class CacheIndex {
                          $6::bigint[], $7::bytea[], $8::bytea[], $9::text[], $10::text[],
                          $11::text[])
                   as r(e, h, u, t, o, c, n, l, b, f, rs)
-           on conflict (entry) do nothing`,
+           on conflict (entry) do nothing
+           returning hash_part`,
           [
             put.map((e) => e.entry),
             put.map((e) => e.hashPart),
@@ -252,6 +277,8 @@ export class CacheIndex {
             put.map((e) => referencesOf(e).join(" ")),
           ],
         );
+        for (const r of inserted.rows) touched.add(r.hash_part);
+        added = inserted.rows.length;
       }
       const hashParts = [...touched];
       const { rows } = await client.query<CandidateRow>(
@@ -274,45 +301,32 @@ export class CacheIndex {
         });
         candidates.set(r.hash_part, list);
       }
-      const chosen = new Map<string, Served | undefined>();
+      const chosen = new Map<string, Buffer | undefined>();
+      const bestEntry = new Map<string, string>();
       for (const h of hashParts) {
         const best = chooseServable(candidates.get(h) ?? []);
-        chosen.set(h, best && { entry: best.entry, narinfo: best.narinfo });
+        chosen.set(h, best?.narinfo);
+        if (best !== undefined) bestEntry.set(h, best.entry);
       }
       await client.query("delete from cache_served where hash_part = any($1)", [hashParts]);
-      const served = [...chosen].filter((c): c is [string, Served] => c[1] !== undefined);
+      const served = hashParts.flatMap((h) => {
+        const best = bestEntry.get(h);
+        return best === undefined ? [] : [[h, best] as const];
+      });
       if (served.length > 0) {
         await client.query(
           `insert into cache_served (hash_part, entry)
            select * from unnest($1::text[], $2::text[])`,
-          [served.map((s) => s[0]), served.map((s) => s[1].entry)],
+          [served.map((s) => s[0]), served.map((s) => s[1])],
         );
       }
-      return chosen;
+      return { chosen, added, removed };
     });
-    for (const name of remove) this.dropNar(name);
-    for (const e of put) this.addNar(e.entry, e.url);
-    for (const [hashPart, s] of chosen) {
-      if (s === undefined) this.served.delete(hashPart);
-      else this.served.set(hashPart, s);
+    this.count += chosen.added - chosen.removed;
+    for (const [hashPart, narinfo] of chosen.chosen) {
+      if (narinfo === undefined) this.front.delete(hashPart);
+      else this.front.set(hashPart, narinfo);
     }
-  }
-
-  private addNar(entry: string, url: string): void {
-    if (this.entries.has(entry)) return;
-    this.entries.set(entry, url);
-    const holders = this.byNar.get(url);
-    if (holders === undefined) this.byNar.set(url, [entry]);
-    else holders.push(entry);
-  }
-
-  private dropNar(entry: string): void {
-    const url = this.entries.get(entry);
-    if (url === undefined) return;
-    this.entries.delete(entry);
-    const holders = (this.byNar.get(url) ?? []).filter((e) => e !== entry);
-    if (holders.length === 0) this.byNar.delete(url);
-    else this.byNar.set(url, holders);
   }
 }
 

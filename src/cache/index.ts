@@ -68,9 +68,9 @@
  *   and listing; per hash part the served entry; per entry the references (hash parts) a
  *   GC walks. Rows derived from another spool, queue or format are dropped at open and the
  *   queue is diffed against the indexed names, so missing rows are rebuilt from the spool.
- *   A memory front (served narinfo bytes per hash part, entries per nar path) answers the
- *   request path with no database round trip; it is loaded at open and follows each
- *   committed change.
+ *   A memory front (`narinfo-front.ts`: the served narinfo bytes per hash part, packed in
+ *   arena buffers) answers narinfo requests with no database round trip; it is loaded at
+ *   open and follows each committed change. Nar lookups and listings are one query each.
  * - `cache-roots.ts`, `gc-walk.ts`, `gc-fence.ts`, `gc.ts`: garbage collection. Roots are
  *   entries of a queue of their own (so they replicate); the walk is a recursive CTE over
  *   the index from the live roots and the uploads younger than the grace period, keeping

@@ -118,7 +118,7 @@ describe("the cache over a spool queue", () => {
     expect(await b.store.openNar(zstUrl)).toBeDefined();
 
     // Removing the served upload's entry (GC, replicated) lets the other one be served.
-    const served = a.store.served(hash)!;
+    const served = (await a.store.served(hash))!;
     await a.spool.entry("cache", served.entry).direct.remove();
     await a.store.changed(served.entry); // as the service's transition or a replicated drop
     await b.store.refresh();
@@ -154,7 +154,8 @@ describe("the cache over a spool queue", () => {
     );
     const rebuilt = await node("eu-1", () => 1, a.pool);
     expect(rebuilt.store.size).toBe(1);
-    expect(rebuilt.store.served("0".repeat(32))).toBeUndefined();
+    expect(await rebuilt.store.served("0".repeat(32))).toBeUndefined();
+    expect(await rebuilt.store.narinfo("0".repeat(32))).toBeUndefined();
     expect((await rebuilt.store.narinfo(hash))!.equals(served)).toBe(true);
   });
 
@@ -168,7 +169,9 @@ describe("the cache over a spool queue", () => {
         "select s.entry, e.narinfo from cache_served s join cache_entries e using (entry) where s.hash_part = $1",
         [h],
       );
-      expect(rows[0].entry).toBe(a.store.served(h)!.entry);
+      expect(rows[0].entry).toBe((await a.store.served(h))!.entry);
+      // The memory front serves what PostgreSQL says is served.
+      expect((await a.store.narinfo(h))!.equals(rows[0].narinfo)).toBe(true);
       expect(await a.store.references(h)).toEqual(
         [...new Set(info.references.map((r) => r.hashPart))].sort(),
       );
@@ -198,7 +201,12 @@ describe("the cache over a spool queue", () => {
         by: "t",
         files,
       });
-      expect(a.store.served(info.storePath.hashPart) === undefined).toBe(i < files.length - 1);
+      expect((await a.store.served(info.storePath.hashPart)) === undefined).toBe(
+        i < files.length - 1,
+      );
+      expect((await a.store.narinfo(info.storePath.hashPart)) === undefined).toBe(
+        i < files.length - 1,
+      );
     }
     expect((await a.store.narinfo(info.storePath.hashPart))!.equals(bytes)).toBe(true);
   });

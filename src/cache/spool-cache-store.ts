@@ -200,8 +200,9 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
         const present = new Set(
           (await this.options.spool.list(this.options.queue)).map((e) => e.name),
         );
-        for (const name of present) if (!this.index.has(name)) names.push(name);
-        for (const name of this.index.names()) if (!present.has(name)) names.push(name);
+        const indexed = await this.index.names();
+        for (const name of present) if (!indexed.has(name)) names.push(name);
+        for (const name of indexed) if (!present.has(name)) names.push(name);
       }
       // In slices, so a rebuild of a large queue holds two slices of records at a time: the
       // next slice is read from the spool while the last one is written to PostgreSQL.
@@ -215,7 +216,7 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
           const read = await Promise.all(part.map((n) => this.read(n)));
           for (const [j, e] of read.entries()) {
             if (e !== undefined) put.push(e);
-            else if (this.index.has(part[j] as string)) remove.push(part[j] as string);
+            else remove.push(part[j] as string); // a no-op for a name never indexed
           }
         }
         await writing;
@@ -252,7 +253,7 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
   }
 
   /** The entry whose narinfo is served for `hashPart`, and that narinfo's bytes. */
-  served(hashPart: string): { entry: string; narinfo: Buffer } | undefined {
+  served(hashPart: string): Promise<{ entry: string; narinfo: Buffer } | undefined> {
     return this.index.servedOf(hashPart);
   }
 
@@ -262,7 +263,7 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
   }
 
   async narinfo(hashPart: string): Promise<Buffer | undefined> {
-    return this.index.servedOf(hashPart)?.narinfo;
+    return this.index.narinfo(hashPart);
   }
 
   listing(hashPart: string): Promise<Buffer | undefined> {
@@ -270,7 +271,7 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
   }
 
   async openNar(path: string): Promise<OpenNar | undefined> {
-    for (const name of this.index.narEntries(path)) {
+    for (const name of await this.index.narEntries(path)) {
       const data = this.options.spool.entry(this.options.queue, name).dataFile();
       let file: Awaited<ReturnType<typeof open>>;
       try {
@@ -304,9 +305,13 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
   async commit(upload: AcceptedUpload): Promise<"stored" | "already_served"> {
     const { spool, queue, codec } = this.options;
     const hashPart = upload.narinfo.storePath.hashPart;
-    const url =
-      upload.nar?.path ??
-      upload.narinfo.files.find((f) => this.index.narEntries(f.url).length > 0)?.url;
+    let url = upload.nar?.path;
+    for (const f of upload.nar === undefined ? upload.narinfo.files : []) {
+      if ((await this.index.narEntries(f.url)).length > 0) {
+        url = f.url;
+        break;
+      }
+    }
     if (url === undefined) throw new Error(`commit of ${hashPart}: no staged or stored nar`);
     if (await this.index.holds(hashPart, upload.served, url)) {
       if (upload.nar !== undefined) await rm(upload.nar.file, { force: true });
