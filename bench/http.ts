@@ -15,7 +15,10 @@
  * (10, per wrk run), --rounds N (3), --nar-gets N (3 per side), --sides node,node-off,nginx,
  * --profile DIR (CPU profiles of the node over its narinfo runs; figures not written),
  * --heap-snapshot FILE (the node's heap after the narinfo runs, for Chrome DevTools),
- * --out FILE (bench/results/http.json; "-" for none), --keep (keep the temp dir).
+ * --out FILE (bench/results/http.json; "-" for none), --keep (keep the temp dir),
+ * --fixture DIR (write the data there once and keep it: a later run with the same
+ * --narinfos and --nar-mib reuses it, node index and journal included, and starts at the
+ * restarted node), --tsx (run the node's sources under tsx instead of the build).
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
@@ -23,13 +26,24 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { startEmbeddedPostgres } from "../src/node/postgres/embedded.js";
+import { stopStalePostgres } from "../src/node/postgres/stale.js";
 import { nodeEntryCodec } from "../src/node/service/entry-meta.js";
 import type { NodeSpool } from "../src/node/service/spool-service.js";
 import { Spool, timeSortableNames } from "../src/spool/index.js";
 import { processCpuMs } from "./lib/grpc-cpu.js";
-import { type NodeProcess, startNodeProcess, stopNodeProcess } from "./lib/grpc-node-launcher.js";
+import {
+  buildNodeProcess,
+  type NodeProcess,
+  startNodeProcess,
+  stopNodeProcess,
+} from "./lib/grpc-node-launcher.js";
 import { sig3 } from "./lib/grpc-stats.js";
-import { warmFile, writeHttpFixture } from "./lib/http-fixture.js";
+import {
+  fixtureHashParts,
+  type HttpFixture,
+  warmFile,
+  writeHttpFixture,
+} from "./lib/http-fixture.js";
 import { curlGet, type NarGetResult, prepareWrk, runWrk, type WrkResult } from "./lib/http-load.js";
 import { type Nginx, startNginx } from "./lib/http-nginx.js";
 import { printHttpReport, type Side, summarizeHttp } from "./lib/http-report.js";
@@ -49,6 +63,8 @@ const { values: args } = parseArgs({
     "heap-snapshot": { type: "string" },
     out: { type: "string", default: join(here, "results", "http.json") },
     keep: { type: "boolean", default: false },
+    fixture: { type: "string" },
+    tsx: { type: "boolean", default: false },
   },
 });
 const count = Number(args.narinfos);
@@ -93,11 +109,27 @@ async function peakRssDuring<T>(pid: number, work: () => Promise<T>) {
 async function main(): Promise<void> {
   const started = performance.now();
   const load = loadavg();
-  const dir = await mkdtemp(join(tmpdir(), "geospool-bench-http-"));
+  const fixtureDir = args.fixture === undefined ? undefined : resolve(args.fixture);
+  const dir = fixtureDir ?? (await mkdtemp(join(tmpdir(), "geospool-bench-http-")));
+  await mkdir(dir, { recursive: true });
   const machine = await describeMachine(dir, load[0] ?? 0);
   console.log(`load average at start: ${load.map((l) => l.toFixed(2)).join(" ")}`);
   const profileDir = args.profile === undefined ? undefined : resolve(args.profile);
   if (profileDir) await mkdir(profileDir, { recursive: true });
+  const built = args.tsx ? undefined : await buildNodeProcess();
+  const fixtureFile = join(dir, "fixture.json");
+  const kept = await readFile(fixtureFile, "utf8")
+    .then(
+      (t) => JSON.parse(t) as { count: number; bigBytes: number; bigNar: HttpFixture["bigNar"] },
+    )
+    .catch(() => undefined);
+  const reuse = kept?.count === count && kept.bigBytes === bigBytes;
+  if (fixtureDir !== undefined && !reuse) {
+    await rm(fixtureDir, { recursive: true, force: true });
+    await mkdir(fixtureDir, { recursive: true });
+  }
+  // A run stopped hard may have left its PostgreSQL running over the kept data.
+  if (reuse) await stopStalePostgres(join(dir, "pg"));
   const pgServer = await startEmbeddedPostgres({ dataDir: join(dir, "pg") });
   let node: NodeProcess | undefined;
   let nginx: Nginx | undefined;
@@ -105,26 +137,6 @@ async function main(): Promise<void> {
   try {
     const spoolDir = join(dir, "spool");
     const staticDir = join(dir, "static");
-    const spool: NodeSpool = await Spool.load(
-      spoolDir,
-      { metadata: nodeEntryCodec, queues: QUEUES, nameGenerator: timeSortableNames("bench") },
-      { createIfMissing: true },
-    );
-    let t = performance.now();
-    const fixture = await writeHttpFixture({
-      spool,
-      queue: "cache",
-      staticDir,
-      count,
-      bigBytes,
-      onProgress: (n) => process.stdout.write(`\r  written ${n}/${count}`),
-    });
-    const fixtureSeconds = (performance.now() - t) / 1000;
-    console.log(
-      `\nfixture: ${count} narinfos + ${args["nar-mib"]} MiB nar in ${fixtureSeconds.toFixed(1)} s`,
-    );
-
-    t = performance.now();
     const startNode = () =>
       startNodeProcess(
         spoolDir,
@@ -135,28 +147,65 @@ async function main(): Promise<void> {
           cache: { enabled: true, queue: "cache" },
         },
         ["--expose-gc"],
+        built,
       );
-    node = await startNode();
-    const nodeStartSeconds = (performance.now() - t) / 1000;
-    // Entries written past the node's service have no journal rows yet: the replicator finds
-    // and journals them all after start. Measure once it has (a node's steady state).
-    t = performance.now();
-    const settled = node.nextLine("SETTLED");
-    node.child.stdin?.write(`settle ${count + 1}\n`);
-    const { recordedEntries } = JSON.parse(await settled) as { recordedEntries: number };
-    const journalSeconds = (performance.now() - t) / 1000;
-    const firstStartRssMb = await rssMb(node.pid);
-    console.log(
-      `node ready in ${nodeStartSeconds.toFixed(1)} s; journaled ${recordedEntries} entries in ${journalSeconds.toFixed(1)} s; RSS ${firstStartRssMb.toFixed(0)} MB`,
-    );
-    // That start built the index and the journal of every entry at once; a node restarted
-    // over them (index rows and journal present) is what serves day to day: measure that one.
-    await stopNodeProcess(node.child);
-    t = performance.now();
+    let fixture: HttpFixture;
+    let fixtureSeconds: number | undefined;
+    let nodeStartSeconds: number | undefined;
+    let journalSeconds: number | undefined;
+    let firstStartRssMb: number | undefined;
+    if (reuse && kept !== undefined) {
+      fixture = { hashParts: fixtureHashParts(count), bigNar: kept.bigNar };
+      console.log(`fixture: reusing ${dir} (${count} narinfos, index and journal built)`);
+    } else {
+      const spool: NodeSpool = await Spool.load(
+        spoolDir,
+        { metadata: nodeEntryCodec, queues: QUEUES, nameGenerator: timeSortableNames("bench") },
+        { createIfMissing: true },
+      );
+      let t = performance.now();
+      fixture = await writeHttpFixture({
+        spool,
+        queue: "cache",
+        staticDir,
+        count,
+        bigBytes,
+        onProgress: (n) => process.stdout.write(`\r  written ${n}/${count}`),
+      });
+      fixtureSeconds = (performance.now() - t) / 1000;
+      console.log(
+        `\nfixture: ${count} narinfos + ${args["nar-mib"]} MiB nar in ${fixtureSeconds.toFixed(1)} s`,
+      );
+
+      t = performance.now();
+      node = await startNode();
+      nodeStartSeconds = (performance.now() - t) / 1000;
+      // Entries written past the node's service have no journal rows yet: the replicator
+      // finds and journals them all after start. Measure once it has (a node's steady state).
+      t = performance.now();
+      const settled = node.nextLine("SETTLED");
+      node.child.stdin?.write(`settle ${count + 1}\n`);
+      const { recordedEntries } = JSON.parse(await settled) as { recordedEntries: number };
+      journalSeconds = (performance.now() - t) / 1000;
+      firstStartRssMb = await rssMb(node.pid);
+      console.log(
+        `node ready in ${nodeStartSeconds.toFixed(1)} s; journaled ${recordedEntries} entries in ${journalSeconds.toFixed(1)} s; RSS ${firstStartRssMb.toFixed(0)} MB`,
+      );
+      // That start built the index and the journal of every entry at once; a node
+      // restarted over them (index rows and journal present) is what serves day to day:
+      // measure that one.
+      await stopNodeProcess(node.child);
+      node = undefined;
+      if (fixtureDir !== undefined) {
+        await writeFile(fixtureFile, JSON.stringify({ count, bigBytes, bigNar: fixture.bigNar }));
+      }
+    }
+    const t = performance.now();
     node = await startNode();
     const restartSeconds = (performance.now() - t) / 1000;
+    const readyRssMb = await rssMb(node.pid);
     console.log(
-      `node restarted in ${restartSeconds.toFixed(1)} s (RSS ${(await rssMb(node.pid)).toFixed(0)} MB)`,
+      `node restarted in ${restartSeconds.toFixed(1)} s (RSS ${readyRssMb.toFixed(0)} MB)`,
     );
     nginx = await startNginx(join(dir, "nginx"), staticDir);
     await prepareWrk(dir, fixture.hashParts);
@@ -228,14 +277,25 @@ async function main(): Promise<void> {
     nodeProc.child.stdin?.write(
       `memory${args["heap-snapshot"] ? ` ${resolve(args["heap-snapshot"])}` : ""}\n`,
     );
-    const live = JSON.parse(await memoryAsked) as Record<string, number>;
-    const liveMb = Object.fromEntries(
-      ["rss", "heapTotal", "heapUsed", "external", "arrayBuffers"].map((k) => [
-        k,
-        sig3((live[k] ?? 0) / 2 ** 20),
-      ]),
-    );
+    const live = JSON.parse(await memoryAsked) as Record<string, number> & {
+      beforeGc: Record<string, number>;
+      mapped: Record<string, number>;
+    };
+    const inMb = (m: Record<string, number>) =>
+      Object.fromEntries(
+        ["rss", "heapTotal", "heapUsed", "external", "arrayBuffers"].map((k) => [
+          k,
+          sig3((m[k] ?? 0) / 2 ** 20),
+        ]),
+      );
+    const liveMb = inMb(live);
+    const servingMb = inMb(live.beforeGc);
+    console.log(`node memory while serving (MB): ${JSON.stringify(servingMb)}`);
     console.log(`node memory after a full GC (MB): ${JSON.stringify(liveMb)}`);
+    const mappedMb = Object.fromEntries(
+      Object.entries(live.mapped).map(([k, v]) => [k, sig3(v / 2 ** 20)]),
+    );
+    console.log(`node resident by mapping after GC (MB): ${JSON.stringify(mappedMb)}`);
 
     await warmFile(join(staticDir, fixture.bigNar.path));
     const narRuns: Array<
@@ -292,14 +352,23 @@ async function main(): Promise<void> {
         nginx: "nginx 1.22 (Debian), worker_processes 1, sendfile on, access_log off",
         analytics:
           "node: cache.analytics as configured by default (per-path counts, hour buckets, flushed every 1 min, maxKeys 50000); node-off: the same process with per-path counting switched off (Prometheus totals still counted)",
-        fixtureSeconds: sig3(fixtureSeconds),
-        nodeStartSeconds: sig3(nodeStartSeconds),
-        journalSeconds: sig3(journalSeconds),
-        firstStartRssMb: sig3(firstStartRssMb),
+        nodeBuild: built === undefined ? "sources under tsx" : "dist/ (npm run build), node",
+        fixtureReused: reuse,
+        ...(fixtureSeconds === undefined
+          ? {}
+          : {
+              fixtureSeconds: sig3(fixtureSeconds),
+              nodeStartSeconds: sig3(nodeStartSeconds ?? 0),
+              journalSeconds: sig3(journalSeconds ?? 0),
+              firstStartRssMb: sig3(firstStartRssMb ?? 0),
+            }),
         restartSeconds: sig3(restartSeconds),
+        readyRssMb: sig3(readyRssMb),
       },
       ...summary,
+      nodeMemoryServingMb: servingMb,
       nodeMemoryAfterGcMb: liveMb,
+      nodeResidentByMappingMb: mappedMb,
       nodeCounted: counted,
       runs: { narinfo: narinfoRuns, nar: narRuns },
       durationSeconds: Math.round((performance.now() - started) / 1000),
@@ -318,7 +387,8 @@ async function main(): Promise<void> {
     await nginx?.stop();
     if (node) await stopNodeProcess(node.child);
     await pgServer.stop();
-    if (!args.keep && !failed) await rm(dir, { recursive: true, force: true });
+    if (fixtureDir !== undefined) console.log(`fixture kept in ${dir}`);
+    else if (!args.keep && !failed) await rm(dir, { recursive: true, force: true });
     else console.log(`kept ${dir}`);
   }
 }

@@ -7,11 +7,12 @@
  * `profile-stop FILE` (a CPU profile of this process between the two), `probe N` (prints
  * `PROBE <json>`: grpc-probe-node.ts), `settle N` (waits until the replicator has journaled
  * N entries and has nothing dirty, then prints `SETTLED <json>`), `memory [FILE]` (after a
- * full GC when run with --expose-gc, prints `MEMORY <process.memoryUsage() json>`; writes
- * a heap snapshot to FILE if given), `analytics on|off` (bench/http.ts: the cache's per-path
+ * full GC when run with --expose-gc, prints `MEMORY <process.memoryUsage() json>` with the
+ * figures before it under `beforeGc`; then writes a heap snapshot to FILE if given), `analytics on|off` (bench/http.ts: the cache's per-path
  * request counting on or off, prints `ANALYTICS on|off`); stops the node when
  * stdin ends (the parent closed it, or died), then prints `STOPPED`.
  */
+import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { writeHeapSnapshot } from "node:v8";
 import { parseConfig } from "../../src/node/config/index.js";
@@ -19,6 +20,35 @@ import { startNode } from "../../src/node/node.js";
 import { createLogger } from "../../src/node/observability/index.js";
 import { probeNode } from "./grpc-probe-node.js";
 import { WindowProfiler } from "./grpc-profiler.js";
+
+/**
+ * Resident bytes (/proc/self/smaps) of the files mapped (the node binary, libraries), of
+ * `[heap]` (malloc's main arena), and of anonymous mappings (V8's heap, other arenas,
+ * large allocations).
+ */
+async function residentByMapping(): Promise<Record<string, number>> {
+  const text = await readFile("/proc/self/smaps", "utf8").catch(() => "");
+  const out: Record<string, number> = { files: 0, brkHeap: 0, anonymous: 0, other: 0 };
+  let kind = "other";
+  for (const line of text.split("\n")) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (head) {
+      const path = head[1] ?? "";
+      kind =
+        path === ""
+          ? "anonymous"
+          : path === "[heap]"
+            ? "brkHeap"
+            : path.startsWith("/")
+              ? "files"
+              : "other";
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) out[kind] = (out[kind] ?? 0) + Number(rss[1]) * 1024;
+  }
+  return out;
+}
 
 const [spoolDir, postgresUrl] = process.argv.slice(2);
 if (spoolDir === undefined || postgresUrl === undefined) {
@@ -53,10 +83,14 @@ for await (const line of commands) {
     await profiler?.stop(arg);
     process.stdout.write(`PROFILED ${arg}\n`);
   } else if (command === "memory") {
-    // With --expose-gc: what stays live, not what the collector has yet to take.
+    // With --expose-gc: what stays live, not what the collector has yet to take (and what
+    // it was before). Measured before the snapshot, which itself takes hundreds of MB.
+    const beforeGc = process.memoryUsage();
     (globalThis as { gc?: () => void }).gc?.();
+    const afterGc = process.memoryUsage();
+    const mapped = await residentByMapping();
     const heap = arg ? writeHeapSnapshot(arg) : undefined;
-    process.stdout.write(`MEMORY ${JSON.stringify({ ...process.memoryUsage(), heap })}\n`);
+    process.stdout.write(`MEMORY ${JSON.stringify({ ...afterGc, beforeGc, mapped, heap })}\n`);
   } else if (command === "analytics" && node.cache !== undefined) {
     node.cache.stats.perKey = arg === "on";
     process.stdout.write(`ANALYTICS ${node.cache.stats.perKey ? "on" : "off"}\n`);

@@ -1,7 +1,7 @@
 /**
  * The data of bench/http.ts: N generated narinfos (each valid, with its own hash part and
  * its own small nar) and one large nar, written twice: as cache entries in a node's spool
- * (the spool's own enqueue, many at a time: the bulk path, no HTTP upload) and as static
+ * (the spool's bulk path, `enqueueBatch`: no HTTP upload) and as static
  * files for nginx (`<hash>.narinfo`, `nar/<file>`; the large nar is a hard link to the
  * entry's data file, so the two servers read the very same bytes).
  */
@@ -64,9 +64,16 @@ function record(hashPart: string, narinfo: Buffer, url: string, i: number): Cach
   };
 }
 
+/** The hash parts `writeHttpFixture` writes for `count` narinfos, in order. */
+export function fixtureHashParts(count: number): string[] {
+  return Array.from({ length: count }, (_, i) => hashPartOf(`bench-${i}`));
+}
+
 /**
  * Write `count` narinfos (each with a small nar of its own, referencing up to two earlier
- * paths) and one nar of `bigBytes` bytes; `parallel` enqueues at a time.
+ * paths) and one nar of `bigBytes` bytes. The entries go through the spool's bulk path
+ * (`enqueueBatch`, `batch` entries per call, `parallel` calls at a time), the static files
+ * beside them.
  */
 export async function writeHttpFixture(options: {
   spool: NodeSpool;
@@ -74,34 +81,48 @@ export async function writeHttpFixture(options: {
   staticDir: string;
   count: number;
   bigBytes: number;
+  batch?: number;
   parallel?: number;
   onProgress?: (done: number) => void;
 }): Promise<HttpFixture> {
   const { spool, queue, staticDir, count } = options;
   const codec = nodeCacheCodec(() => 1_700_000_000_000);
+  const batchSize = options.batch ?? 512;
   await mkdir(join(staticDir, "nar"), { recursive: true });
-  const hashParts = Array.from({ length: count }, (_, i) => hashPartOf(`bench-${i}`));
+  const hashParts = fixtureHashParts(count);
   let next = 0;
   let done = 0;
   const worker = async () => {
-    for (let i = next++; i < count; i = next++) {
-      const hashPart = hashParts[i] as string;
-      const nar = Buffer.from(`nar of bench path ${i} ${hashPart}\n`.repeat(4));
-      const refs = hashParts.slice(Math.max(0, i - 2), i).reverse();
-      const { url, text } = narinfoFor(i, nar, hashPart, refs);
-      const digest = createHash("sha256").update(nar).digest("hex");
-      await spool.enqueue(
-        queue,
-        codec.wrap(record(hashPart, text, url, i), { sha256: digest, size: nar.length }),
-        nar,
-      );
-      await writeFile(join(staticDir, `${hashPart}.narinfo`), text);
-      await writeFile(join(staticDir, url), nar);
-      done++;
-      if (done % 5000 === 0) options.onProgress?.(done);
+    for (let from = next; from < count; from = next) {
+      next = Math.min(count, from + batchSize);
+      const items = [];
+      const files: Array<[string, Buffer | string]> = [];
+      for (let i = from; i < next; i++) {
+        const hashPart = hashParts[i] as string;
+        const nar = Buffer.from(`nar of bench path ${i} ${hashPart}\n`.repeat(4));
+        const refs = hashParts.slice(Math.max(0, i - 2), i).reverse();
+        const { url, text } = narinfoFor(i, nar, hashPart, refs);
+        const digest = createHash("sha256").update(nar).digest("hex");
+        items.push({
+          queue,
+          metadata: codec.wrap(record(hashPart, text, url, i), {
+            sha256: digest,
+            size: nar.length,
+          }),
+          data: nar,
+        });
+        files.push([join(staticDir, `${hashPart}.narinfo`), text], [join(staticDir, url), nar]);
+      }
+      const results = await spool.enqueueBatch(items);
+      const failed = results.find((r) => !r.ok);
+      if (failed !== undefined && !failed.ok) throw failed.error;
+      await Promise.all(files.map(([path, bytes]) => writeFile(path, bytes)));
+      const before = done;
+      done += results.length;
+      if (Math.floor(done / 5000) > Math.floor(before / 5000)) options.onProgress?.(done);
     }
   };
-  await Promise.all(Array.from({ length: options.parallel ?? 64 }, worker));
+  await Promise.all(Array.from({ length: options.parallel ?? 4 }, worker));
   return { hashParts, bigNar: await writeBigNar(options) };
 }
 
