@@ -45,8 +45,17 @@ export class WorkerProcess {
   private readonly seen: FromWorker[] = [];
   private readonly waiters: Array<{ kind: FromWorker["kind"]; resolve: () => void }> = [];
 
-  constructor(bundle: string, config: WorkerConfig, options: { uid?: number; gid?: number } = {}) {
-    this.child = spawn(process.execPath, [bundle, JSON.stringify(config)], {
+  /**
+   * A worker running `config`; or, given "standby", a worker that boots and waits for
+   * `start` (its config) before it opens anything.
+   */
+  constructor(
+    bundle: string,
+    config: WorkerConfig | "standby",
+    options: { uid?: number; gid?: number } = {},
+  ) {
+    const arg = config === "standby" ? config : JSON.stringify(config);
+    this.child = spawn(process.execPath, [bundle, arg], {
       stdio: ["ignore", "inherit", "pipe", "ipc"],
       ...options,
     });
@@ -78,6 +87,12 @@ export class WorkerProcess {
       );
     });
     await Promise.race([got, early]);
+  }
+
+  /** Give a standby worker its config, once it has booted. */
+  async start(config: WorkerConfig): Promise<void> {
+    await this.waitFor("standby");
+    this.send({ kind: "start", config });
   }
 
   send(message: ToWorker): void {

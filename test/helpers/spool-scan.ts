@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { payloadIsWhole, sha256 } from "./spool-payload.js";
 
 /** Where one entry name was found: a queue directory or its .checkout. */
 export interface Location {
@@ -57,6 +58,36 @@ export function leftovers(s: SpoolSnapshot): string[] {
 
 export function readDataFile(dir: string, name: string): Promise<Buffer> {
   return readFile(join(dir, ".data", name));
+}
+
+/** What a data file holds: its sha256, and whether it is a whole self-verifying payload. */
+export interface DataDigest {
+  sha256: string;
+  whole: boolean;
+}
+
+/**
+ * Digests of a spool's data files, read again only when a file may have changed: a file
+ * whose inode, size, mtime and ctime are those it had when it was read holds the same
+ * bytes (any write, truncation or replacement changes its ctime or inode). For tests that
+ * check every entry's data after every one of hundreds of crashes.
+ */
+export class DataDigests {
+  private readonly known = new Map<string, { identity: string; digest: DataDigest }>();
+
+  constructor(private readonly spoolDir: string) {}
+
+  async of(name: string): Promise<DataDigest> {
+    const path = join(this.spoolDir, ".data", name);
+    const st = await stat(path, { bigint: true });
+    const identity = `${st.ino} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`;
+    const seen = this.known.get(name);
+    if (seen?.identity === identity) return seen.digest;
+    const bytes = await readFile(path);
+    const digest = { sha256: sha256(bytes), whole: payloadIsWhole(bytes) };
+    this.known.set(name, { identity, digest });
+    return digest;
+  }
 }
 
 /**

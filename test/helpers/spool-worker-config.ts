@@ -108,8 +108,8 @@ export interface ReapResult {
   rounds: number;
 }
 
-/** Messages from parent to worker. */
-export type ToWorker = { kind: "go" } | { kind: "stop" };
+/** Messages from parent to worker (`start`: to a standby worker, what to be). */
+export type ToWorker = { kind: "go" } | { kind: "stop" } | { kind: "start"; config: WorkerConfig };
 
-/** Messages from worker to parent. */
-export type FromWorker = { kind: "ready" } | { kind: "done" };
+/** Messages from worker to parent (`standby`: started without a config, waiting for `start`). */
+export type FromWorker = { kind: "standby" } | { kind: "ready" } | { kind: "done" };

@@ -3,6 +3,9 @@
  * `node spool-worker.mjs '<WorkerConfig as JSON>'` (bundled by spool-processes.ts), with an
  * IPC channel: it sends `ready` once the spool is open, obeys `go` and `stop`, writes its
  * result file, sends `done` and exits 0. Any failure exits non-zero with the error on stderr.
+ * Run as `node spool-worker.mjs standby`, it sends `standby` and touches nothing until a
+ * `start` message gives it its config (a test that starts hundreds of workers one after
+ * another boots the next while it checks the last).
  */
 import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -31,9 +34,18 @@ let go: () => void = () => undefined;
 const gone = new Promise<void>((resolve) => {
   go = resolve;
 });
+let configured = false;
+let start: (config: WorkerConfig) => void = () => undefined;
+const started = new Promise<WorkerConfig>((resolve) => {
+  start = resolve;
+});
 process.on("message", (m: ToWorker) => {
   if (m.kind === "stop") stop.abort();
   if (m.kind === "go") go();
+  if (m.kind === "start") {
+    configured = true;
+    start(m.config);
+  }
 });
 // The parent going away must not leave a worker behind.
 process.on("disconnect", () => stop.abort());
@@ -136,10 +148,17 @@ async function main(config: WorkerConfig): Promise<void> {
 
 const arg = process.argv[2];
 if (arg === undefined) {
-  console.error("usage: spool-worker '<config json>'");
+  console.error("usage: spool-worker '<config json>' | standby");
   process.exit(2);
 }
-main(JSON.parse(arg) as WorkerConfig).then(
+if (arg === "standby") {
+  // A standby whose parent goes away (or says stop) before `start` has nothing to clean up.
+  stop.signal.addEventListener("abort", () => {
+    if (!configured) process.exit(0);
+  });
+  send({ kind: "standby" });
+}
+(arg === "standby" ? started : Promise.resolve(JSON.parse(arg) as WorkerConfig)).then(main).then(
   () => {
     if (process.connected) process.disconnect();
   },

@@ -5,9 +5,9 @@ import { Monitor, type Problem, Spool } from "../../src/spool/index.js";
 import { coreOf } from "../../src/spool/spool.js";
 import { CHAOS_QUEUES } from "../helpers/spool-chaos.js";
 import { JournalReader } from "../helpers/spool-journal.js";
-import { makePayload, payloadIsWhole, sha256 } from "../helpers/spool-payload.js";
+import { makePayload, sha256 } from "../helpers/spool-payload.js";
 import { killAll, useSpoolWorkerBundle, WorkerProcess } from "../helpers/spool-processes.js";
-import { readDataFile, scanSpool } from "../helpers/spool-scan.js";
+import { DataDigests, scanSpool } from "../helpers/spool-scan.js";
 import type { SpoolRef } from "../helpers/spool-worker-config.js";
 import { useTempDir } from "../helpers/tmp.js";
 import { type WidgetQueue, widgetSpoolable } from "../helpers/widget.js";
@@ -67,12 +67,20 @@ class Expectations {
  */
 async function checkAgainstJournal(
   spoolDir: string,
+  digests: DataDigests,
   exp: Expectations,
   context: string,
 ): Promise<{ checkedOut: number }> {
   const snap = await scanSpool(spoolDir, CHAOS_QUEUES);
   const unknown: [string, string][] = [];
   let checkedOut = 0;
+  const data = new Map(
+    await Promise.all(
+      [...snap.locations.keys()]
+        .filter((name) => snap.data.has(name))
+        .map(async (name) => [name, await digests.of(name)] as const),
+    ),
+  );
   for (const [name, locs] of snap.locations) {
     const where = locs.map((l) => (l.checkedOut ? `${l.queue}/.checkout` : l.queue)).join(", ");
     if (locs.length !== 1)
@@ -85,12 +93,12 @@ async function checkAgainstJournal(
     if (!snap.registry.has(name)) {
       throw new Error(`${context}: ${name} is visible in ${where} without a registry file`);
     }
-    const bytes = await readDataFile(spoolDir, name);
+    const digest = data.get(name)!;
     const want = exp.live.get(name);
     if (want === undefined) {
-      if (!payloadIsWhole(bytes)) throw new Error(`${context}: unjournaled ${name} has torn data`);
-      unknown.push([name, sha256(bytes)]);
-    } else if (sha256(bytes) !== want) {
+      if (!digest.whole) throw new Error(`${context}: unjournaled ${name} has torn data`);
+      unknown.push([name, digest.sha256]);
+    } else if (digest.sha256 !== want) {
       throw new Error(
         `${context}: ${name} in ${where} does not have the data it was enqueued with`,
       );
@@ -132,6 +140,7 @@ describe("crash safety", () => {
     const journalPath = join(dir.path, "journal.jsonl");
     const journal = new JournalReader(journalPath);
     const exp = new Expectations();
+    const digests = new DataDigests(spool.dir);
     for (let i = 0; i < SEEDED_ENTRIES; i++) {
       const data = makePayload(i * 97);
       const queue: WidgetQueue = i % 2 === 0 ? "inbox" : "outbox";
@@ -142,17 +151,22 @@ describe("crash safety", () => {
     let repairedActions = 0;
     let checkoutsSeen = 0;
     let removed = 0;
-    const workers: WorkerProcess[] = [];
+    let standby = new WorkerProcess(worker.path, "standby");
+    /** Every child started; the finally kills any still running. */
+    const workers: WorkerProcess[] = [standby];
     try {
       for (let life = 1; life <= KILLS; life++) {
-        const child = new WorkerProcess(worker.path, {
+        // This child booted (on standby) while the last one's aftermath was checked.
+        const child = standby;
+        standby = new WorkerProcess(worker.path, "standby");
+        workers.push(standby);
+        await child.start({
           role: "chaos",
           spool: ref,
           journal: journalPath,
           seed: life,
           enqueueShare: exp.live.size > 120 ? 0.1 : exp.live.size < 30 ? 0.45 : 0.3,
         });
-        workers.push(child);
         await child.waitFor("ready");
         // Mostly 0-30 ms, so kills land inside every step; every tenth child lives longer so
         // that, even on a loaded machine, children get as far as saves and removes.
@@ -161,7 +175,6 @@ describe("crash safety", () => {
         );
         child.kill("SIGKILL");
         const exit = await child.exited;
-        workers.pop();
         if (exit.signal !== "SIGKILL") {
           throw new Error(`child ${life} ended on its own (code ${exit.code}): ${child.stderr}`);
         }
@@ -171,6 +184,7 @@ describe("crash safety", () => {
         const before = exp.removed.size;
         const { checkedOut } = await checkAgainstJournal(
           spool.dir,
+          digests,
           exp,
           `after kill ${life} (in ${exp.lastOp})`,
         );
@@ -184,7 +198,7 @@ describe("crash safety", () => {
         );
         expect(leftForAPerson, `repair after kill ${life}`).toEqual([]);
         expect(await monitor.fsck(), `fsck after repair, kill ${life}`).toEqual([]);
-        const after = await checkAgainstJournal(spool.dir, exp, `after repair ${life}`);
+        const after = await checkAgainstJournal(spool.dir, digests, exp, `after repair ${life}`);
         expect(after.checkedOut).toBe(0);
         const snap = await scanSpool(spool.dir, CHAOS_QUEUES);
         expect(snap.tmp).toEqual([]);
