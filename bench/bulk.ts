@@ -76,7 +76,9 @@ async function sourceVersion(): Promise<{ commit: string; srcModified: string[] 
   const git = (...a: string[]) =>
     sh("git", a, { cwd: join(here, "..") }).then((r) => r.stdout.trim());
   const commit = await git("rev-parse", "HEAD").catch(() => "unknown");
-  const status = await git("status", "--porcelain", "--", "src").catch(() => "");
+  const status = await sh("git", ["status", "--porcelain", "--", "src"], { cwd: join(here, "..") })
+    .then((r) => r.stdout.trimEnd())
+    .catch(() => "");
   return { commit, srcModified: status === "" ? [] : status.split("\n").map((l) => l.slice(3)) };
 }
 
