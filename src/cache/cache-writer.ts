@@ -34,11 +34,20 @@ export interface RejectedUpload {
   readonly narinfo?: Buffer;
 }
 
+/**
+ * What became of a commit: stored, already there (the same narinfo for the same nar), or
+ * refused for now (a GC is removing a path it needs; the uploader may try again later).
+ */
+export type CommitOutcome =
+  | "stored"
+  | "already_served"
+  | { readonly kind: "refused"; readonly message: string };
+
 /** Where accepted uploads go, and rejections are kept (never served). */
 export interface CacheWriter {
   /** What the stored nar at `path` hashes to, read back (a narinfo re-uploaded for it). */
   storedNarFacts(path: string): Promise<NarFacts | undefined>;
   /** Store it; the narinfo becomes visible last, once its nar and listing are in place. */
-  commit(upload: AcceptedUpload): Promise<"stored" | "already_served">;
+  commit(upload: AcceptedUpload): Promise<CommitOutcome>;
   reject(rejection: RejectedUpload): Promise<void>;
 }

@@ -111,3 +111,24 @@ export async function walkCacheGraph(
   missing.sort();
   return { liveHashParts, kept, garbage, missing };
 }
+
+/**
+ * Which of `among` are live (roots, young entries, and everything they reference, as
+ * `walkCacheGraph` counts them): the hash parts a node's acknowledgement of a condemnation
+ * revives (gc-handshake.ts). A hash part no entry here holds is live when a live entry
+ * references it.
+ */
+export async function liveAmong(
+  db: pg.Pool | pg.PoolClient,
+  input: GcWalkInput & { readonly among: readonly string[] },
+): Promise<string[]> {
+  if (input.among.length === 0) return [];
+  const { rows } = await db.query<{ hash_part: string }>(
+    `${LIVE}
+     select h as hash_part from unnest($3::text[]) as h
+      where exists (select 1 from live l where l.hash_part = h)
+      order by 1`,
+    [input.roots, input.cutoff.toString(), input.among],
+  );
+  return rows.map((r) => r.hash_part);
+}

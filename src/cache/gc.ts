@@ -2,6 +2,7 @@ import type pg from "pg";
 import { type Spool, SpoolError, SpoolErrorCode } from "../spool/index.js";
 import { type RootStore, removeSpoolEntry, rootLive } from "./cache-roots.js";
 import { checkGcFence, type GcFence } from "./gc-fence.js";
+import type { GcHandshake } from "./gc-handshake.js";
 import { walkCacheGraph } from "./gc-walk.js";
 import { stampOfMs } from "./upload-stamp.js";
 
@@ -38,6 +39,14 @@ export interface CacheGcOptions<M, Q extends string> {
   clock?: () => number;
   /** Entries removed between two walks (default: 500, or a twentieth of the garbage). */
   removeAtOnce?: number;
+  /**
+   * The handshake with the other nodes (gc-handshake.ts): each batch is condemned, and
+   * removed only once every node acknowledged it, less what they revived. Without it (a
+   * node alone, tests) removals follow the walk and the fence alone.
+   */
+  handshake?: Pick<GcHandshake<M, Q>, "condemn" | "awaitAcks" | "resolve" | "resolveLeftovers">;
+  /** How long a batch waits for every node's acknowledgement (ms). Default 60 s. */
+  ackTimeoutMs?: number;
 }
 
 export interface GcRemoved {
@@ -66,7 +75,12 @@ export interface GcReport {
   readonly rootsRemoved: number;
   /** Live hash parts referenced but held by no entry on this node. */
   readonly missing: readonly string[];
+  /** Condemned hash parts that a node's acknowledgement revived (kept). */
+  readonly revived: readonly string[];
 }
+
+/** How long a batch's condemnation waits for its removals to be journaled (ms). */
+const RESOLVE_TIMEOUT_MS = 60_000;
 
 /** Entries removed between two walks, at least. */
 const REMOVE_AT_ONCE = 500;
@@ -124,6 +138,8 @@ export class CacheGc<M, Q extends string> {
       walkCacheGraph(o.pool, { roots: [...new Set(live.map((r) => r.root.hashPart))], cutoff });
     let walk = await walkNow();
     const act = !dryRun && fence.kind === "clear";
+    let blocked = fence.kind === "blocked" ? fence.reason : undefined;
+    const revived = new Set<string>();
     const removed: GcRemoved[] = [];
     if (dryRun) {
       for (const g of walk.garbage) {
@@ -138,9 +154,35 @@ export class CacheGc<M, Q extends string> {
       const skipped = new Set<string>();
       const atOnce =
         o.removeAtOnce ?? Math.max(REMOVE_AT_ONCE, Math.ceil(walk.garbage.length / 20));
+      const hs = o.handshake;
+      if (hs !== undefined) await hs.resolveLeftovers((e) => this.holds(e));
       for (;;) {
-        const batch = walk.garbage.filter((g) => !skipped.has(g.entry)).slice(0, atOnce);
+        let batch = walk.garbage.filter((g) => !skipped.has(g.entry)).slice(0, atOnce);
         if (batch.length === 0) break;
+        let condemned: string | undefined;
+        if (hs !== undefined) {
+          // Every node says which of these it still needs, and refuses uploads needing the
+          // rest until the round is over; then walk again with what they revived as roots.
+          condemned = await hs.condemn(
+            batch.map((g) => [g.entry, g.hashPart] as const),
+            clock(),
+          );
+          const acks = await hs.awaitAcks(condemned, o.ackTimeoutMs ?? 60_000);
+          if (acks.kind === "missing") {
+            await hs.resolve(condemned, [], RESOLVE_TIMEOUT_MS);
+            blocked = `no acknowledgement of the GC's condemnation from ${acks.nodes.map((n) => JSON.stringify(n)).join(", ")} within ${Math.round((o.ackTimeoutMs ?? 60_000) / 1000)} s`;
+            break;
+          }
+          for (const h of acks.revived) revived.add(h);
+          const again = await walkCacheGraph(o.pool, {
+            roots: [...new Set([...live.map((r) => r.root.hashPart), ...revived])],
+            cutoff,
+          });
+          const still = new Set(again.garbage.map((g) => g.entry));
+          for (const g of batch) if (!still.has(g.entry)) skipped.add(g.entry);
+          batch = batch.filter((g) => still.has(g.entry));
+        }
+        const gone: string[] = [];
         for (const g of batch) {
           const bytes = await this.sizeOf(g.entry);
           if (bytes === undefined || !(await removeSpoolEntry(o.spool, o.queue, g.entry))) {
@@ -149,6 +191,10 @@ export class CacheGc<M, Q extends string> {
           }
           await o.onRemoved?.(g.entry);
           removed.push({ ...pick(g), bytes });
+          gone.push(g.entry);
+        }
+        if (hs !== undefined && condemned !== undefined) {
+          await hs.resolve(condemned, gone, RESOLVE_TIMEOUT_MS);
         }
         walk = await walkNow();
       }
@@ -163,7 +209,7 @@ export class CacheGc<M, Q extends string> {
       at,
       durationMs: clock() - at,
       cutoff: cutoffMs,
-      ...(fence.kind === "blocked" ? { blocked: fence.reason } : {}),
+      ...(blocked === undefined ? {} : { blocked }),
       roots: { live: live.length, expired: expired.length },
       liveHashParts: walk.liveHashParts,
       kept: walk.kept,
@@ -171,7 +217,12 @@ export class CacheGc<M, Q extends string> {
       bytesFreed: removed.reduce((n, r) => n + r.bytes, 0),
       rootsRemoved,
       missing: walk.missing,
+      revived: [...revived].sort(),
     };
+  }
+
+  private async holds(entry: string): Promise<boolean> {
+    return (await this.sizeOf(entry)) !== undefined;
   }
 
   private async sizeOf(entry: string): Promise<number | undefined> {

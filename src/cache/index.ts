@@ -77,6 +77,9 @@
  *   hash parts whole and any nar a kept narinfo names; unreachable older entries are removed
  *   through the spool (so the removals replicate), and only while the fence says this
  *   node's view of every peer is recent (docs/architecture.md, "Garbage collection").
+ * - `gc-marks.ts`, `gc-handshake.ts`: before each batch is removed, every node acknowledges
+ *   its condemnation, reviving the paths it still needs, and refuses (409) uploads that
+ *   need the others until the round is over.
  * - `rejection-log.ts`: rejected uploads kept with their reason and narinfo, one entry
  *   each in a node-local spool (never served nor replicated), bounded by count and age.
  * - `cache-inventory.ts`: what a cache queue serves worked out from its entries alone (the

@@ -5,10 +5,11 @@ import type pg from "pg";
 import { type Spool, SpoolError, SpoolErrorCode } from "../spool/index.js";
 import { CacheIndex, type IndexedEntry } from "./cache-index.js";
 import type { CacheReader, OpenNar } from "./cache-reader.js";
-import type { AcceptedUpload, CacheWriter, RejectedUpload } from "./cache-writer.js";
+import type { AcceptedUpload, CacheWriter, CommitOutcome, RejectedUpload } from "./cache-writer.js";
 import { formatHash, HashSink } from "./hash.js";
 import { narDigester } from "./nar-digest.js";
 import { compressionOfNarPath } from "./nar-staging.js";
+import { referenceHashParts } from "./narinfo.js";
 import type { NixCacheInfo } from "./nix-cache-info.js";
 import type { CandidateTrust } from "./served-rule.js";
 import { formatStamp, recordStamp, stampMs, stampOfMs } from "./upload-stamp.js";
@@ -97,6 +98,14 @@ export interface SpoolCacheStoreOptions<M, Q extends string> {
    * hybrid logical clock. Default: the wall clock's millisecond (for tests and tools).
    */
   stamp?: () => bigint;
+  /**
+   * May an upload of these hash parts (its own and its references) be stored now? The GC
+   * handshake refuses paths a GC is removing (gc-handshake.ts `admit`); `release` once the
+   * upload is indexed or failed. Default: always.
+   */
+  admit?: (
+    hashParts: readonly string[],
+  ) => { kind: "ok"; release(): void } | { kind: "refused"; message: string };
   /** Where rejections go (the node keeps them in a `RejectionLog`). */
   onReject?: (r: RejectedUpload) => void | Promise<void>;
 }
@@ -152,6 +161,14 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
   /** Bring the index to the queue's contents as a whole: add new entries, drop removed ones. */
   refresh(): Promise<void> {
     this.wholeQueue = true;
+    return this.schedule();
+  }
+
+  /**
+   * Index what is waiting to be indexed now (entries changed, failed updates); throws when
+   * the index cannot be brought up to date.
+   */
+  settle(): Promise<void> {
     return this.schedule();
   }
 
@@ -302,7 +319,24 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
     return facts;
   }
 
-  async commit(upload: AcceptedUpload): Promise<"stored" | "already_served"> {
+  async commit(upload: AcceptedUpload): Promise<CommitOutcome> {
+    const hashPart = upload.narinfo.storePath.hashPart;
+    const admission = this.options.admit?.([hashPart, ...referenceHashParts(upload.narinfo)]) ?? {
+      kind: "ok",
+      release: () => undefined,
+    };
+    if (admission.kind === "refused") {
+      if (upload.nar !== undefined) await rm(upload.nar.file, { force: true });
+      return { kind: "refused", message: admission.message };
+    }
+    try {
+      return await this.store(upload);
+    } finally {
+      admission.release();
+    }
+  }
+
+  private async store(upload: AcceptedUpload): Promise<"stored" | "already_served"> {
     const { spool, queue, codec } = this.options;
     const hashPart = upload.narinfo.storePath.hashPart;
     let url = upload.nar?.path;

@@ -67,7 +67,7 @@ const DISCARDED =
  * The write side: `PUT` of nars, listings and narinfos as `nix copy --to http://node`
  * sends them (nar and listing first, narinfo last). A nar is staged and hashed as it
  * streams; the narinfo that names it is checked (`checkUpload`) and then stored with it,
- * or rejected and kept with its reason. Refusals are 4xx (401, 403, 400, 413), never 5xx:
+ * or rejected and kept with its reason. Refusals are 4xx (401, 403, 400, 409, 413), never 5xx:
  * Nix 2.8 retries a 5xx PUT and then hangs.
  */
 export function cacheUploadHandler(options: CacheUploadOptions) {
@@ -252,6 +252,13 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
         by: who,
         ...(accepted.length > 1 ? { files: accepted.map((a) => a.url) } : {}),
       });
+      if (typeof outcome === "object") {
+        // A GC is removing a path it needs: a 4xx (never 5xx: Nix 2.8 retries a 5xx PUT and
+        // hangs), nothing stored; the same upload succeeds once that GC is over.
+        await discardAll();
+        log.info({ hashPart, by: who, why: outcome.message }, "narinfo upload refused");
+        return { status: 409, text: `refused: ${outcome.message}\n` };
+      }
       log.info(
         { hashPart, url, outcome, trust, checked: verdict.contentChecked, by: who },
         "narinfo upload accepted",

@@ -102,6 +102,7 @@ export async function startCacheFromConfig(
       peers: config.peers.map((p) => p.id),
       maxPeerSilenceMs: c.gc.maxPeerSilence,
       peerSettleMs: c.gc.peerSettle,
+      ackTimeoutMs: c.gc.ackTimeout,
     },
     ...(registry === undefined ? {} : { registry }),
     ...(time.clock === undefined ? {} : { clock: time.clock }),

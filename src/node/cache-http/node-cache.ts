@@ -4,8 +4,8 @@ import { join } from "node:path";
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
-import { type CacheRoot, isCacheRoot, type RootCodec, RootStore } from "../../cache/cache-roots.js";
-import { CacheGc } from "../../cache/gc.js";
+import type { CacheGc } from "../../cache/gc.js";
+import type { GcHandshake } from "../../cache/gc-handshake.js";
 import { NarStaging } from "../../cache/nar-staging.js";
 import type { NixCacheInfo } from "../../cache/nix-cache-info.js";
 import type { RejectionLog } from "../../cache/rejection-log.js";
@@ -20,11 +20,11 @@ import type { UploadRules } from "../../cache/upload-check.js";
 import { type Authorizer, allows } from "../auth/authorizer.js";
 import type { NodeEntryMeta } from "../service/entry-meta.js";
 import type { NodeSpool } from "../service/spool-service.js";
-import { CacheGcMetrics } from "./cache-gc-metrics.js";
 import { gcRoutes } from "./cache-gc-routes.js";
 import { cacheHttpHandler } from "./cache-handler.js";
 import { cacheUploadHandler, type WriteAccess } from "./cache-upload.js";
 import { DirChangeGate } from "./dir-change-gate.js";
+import { type NodeCacheGcOptions, startGc } from "./node-cache-gc.js";
 
 /**
  * A cache record as a node entry's metadata: the node's header (data digest and size,
@@ -57,42 +57,6 @@ export const nodeCacheCodec = (clock: () => number): CacheEntryCodec<NodeEntryMe
     }
   },
 });
-
-/** sha256 of no bytes: a root entry has no data. */
-const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/** A GC root as a node entry's metadata: the record as JSON under `geospool.cacheRoot`. */
-export const nodeRootCodec = (clock: () => number): RootCodec<NodeEntryMeta> => ({
-  wrap: (root) => ({
-    user: Buffer.from(JSON.stringify({ "geospool.cacheRoot": root })),
-    sha256: EMPTY_SHA256,
-    size: 0,
-    enqueuedAt: clock(),
-  }),
-  unwrap(meta) {
-    if (meta.user[0] !== 0x7b) return undefined;
-    try {
-      const root = (JSON.parse(meta.user.toString("utf8")) as Record<string, unknown>)[
-        "geospool.cacheRoot"
-      ];
-      return isCacheRoot(root) ? (root as CacheRoot) : undefined;
-    } catch {
-      return undefined;
-    }
-  },
-});
-
-/** The cache's garbage collection on a node (config `cache.gc`). */
-export interface NodeCacheGcOptions {
-  /** The roots' queue; when it is not one of the spool's, no roots and no GC (409). */
-  rootsQueue: string;
-  graceMs: number;
-  /** ms between periodic runs; undefined: GC only on request. */
-  everyMs: number | undefined;
-  peers: readonly string[];
-  maxPeerSilenceMs: number;
-  peerSettleMs: number;
-}
 
 export interface NodeCacheOptions {
   spool: NodeSpool;
@@ -202,6 +166,7 @@ export function cacheWriteAccess(
 export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCache> {
   const log = options.logger.child({ component: "cache" });
   const clock = options.clock ?? Date.now;
+  let handshake: GcHandshake<NodeEntryMeta, string> | undefined;
   const store = await SpoolCacheStore.open({
     spool: options.spool,
     pool: options.pool,
@@ -210,6 +175,8 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     info: options.info,
     origin: options.nodeId,
     ...(options.stamp === undefined ? {} : { stamp: options.stamp }),
+    // Uploads that need a path a GC is removing are refused (gc-handshake.ts).
+    admit: (hashParts) => handshake?.admit(hashParts) ?? { kind: "ok", release: () => undefined },
     async onReject(r) {
       log.warn({ hashPart: r.hashPart, reason: r.reason, by: r.by }, "upload rejected");
       // The uploader is told either way; a rejection not kept must not turn into a 5xx.
@@ -262,7 +229,9 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     missTtlSeconds: options.missTtlSeconds,
     logger: options.logger,
   });
-  const { gc, roots, gcTimer } = startGc(options, store, log);
+  const started = startGc(options, store, log);
+  const { gc, roots, gcTimer } = started;
+  handshake = started.handshake;
   const adminRoutes = gcRoutes({
     authorizer: options.authorizer,
     queue: options.queue,
@@ -314,67 +283,4 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
       await store.close();
     },
   };
-}
-
-/** The GC and its roots over the node's spool, and its periodic run when configured. */
-function startGc(
-  options: NodeCacheOptions,
-  store: SpoolCacheStore<NodeEntryMeta, string>,
-  log: Logger,
-) {
-  const o = options.gc;
-  if (o === undefined || !options.spool.queues.includes(o.rootsQueue)) {
-    return { gc: undefined, roots: undefined, gcTimer: undefined };
-  }
-  const clock = options.clock ?? Date.now;
-  const roots = new RootStore({
-    spool: options.spool,
-    queue: o.rootsQueue,
-    codec: nodeRootCodec(clock),
-    clock,
-  });
-  const metrics = options.registry === undefined ? undefined : new CacheGcMetrics(options.registry);
-  const gc = new CacheGc({
-    spool: options.spool,
-    queue: options.queue,
-    roots,
-    pool: options.pool,
-    graceMs: o.graceMs,
-    peers: o.peers,
-    maxPeerSilenceMs: o.maxPeerSilenceMs,
-    peerSettleMs: o.peerSettleMs,
-    sizeOf: (meta) => meta.size,
-    onRemoved: (entry) => store.changed(entry),
-    onRun(report) {
-      metrics?.record(report);
-      if (report.dryRun) return;
-      const facts = {
-        removed: report.removed.length,
-        bytes: report.bytesFreed,
-        kept: report.kept,
-        blocked: report.blocked,
-        ms: report.durationMs,
-      };
-      log.info(facts, report.blocked === undefined ? "cache GC ran" : "cache GC held back");
-    },
-    onFailed(_err, dryRun) {
-      if (!dryRun) metrics?.failed();
-    },
-    clock,
-  });
-  let gcTimer: { stop(): Promise<void> } | undefined;
-  if (o.everyMs !== undefined) {
-    let running: Promise<unknown> = Promise.resolve();
-    const timer = setInterval(() => {
-      running = gc.run().catch((err: unknown) => log.error({ err }, "cache GC failed"));
-    }, o.everyMs);
-    timer.unref();
-    gcTimer = {
-      async stop() {
-        clearInterval(timer);
-        await running;
-      },
-    };
-  }
-  return { gc, roots, gcTimer };
 }

@@ -22,6 +22,7 @@ describe("cache.gc configuration", () => {
       grace: 86_400_000,
       maxPeerSilence: 120_000,
       peerSettle: 120_000,
+      ackTimeout: 60_000,
     });
     const config = loadConfig({
       env: {
@@ -30,12 +31,14 @@ describe("cache.gc configuration", () => {
         GEOSPOOL_CACHE__ENABLED: "true",
         GEOSPOOL_CACHE__GC__ENABLED: "true",
         GEOSPOOL_CACHE__GC__ROOTS_QUEUE: "roots",
+        GEOSPOOL_CACHE__GC__ACK_TIMEOUT: "30s",
       },
       flags: { "cache.gc.grace": "2h", "cache.gc.every": "10m", "cache.gc.max-peer-silence": "1m" },
     });
     expect(config.cache.gc).toMatchObject({
       enabled: true,
       rootsQueue: "roots",
+      ackTimeout: 30_000,
       grace: 7_200_000,
       every: 600_000,
       maxPeerSilence: 60_000,

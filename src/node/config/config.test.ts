@@ -126,6 +126,7 @@ describe("defaults", () => {
           grace: 86_400_000,
           maxPeerSilence: 120_000,
           peerSettle: 120_000,
+          ackTimeout: 60_000,
         },
       },
       shutdown: { deadline: 10_000 },

@@ -196,6 +196,11 @@ export interface CacheGcConfig {
   maxPeerSilence: number;
   /** ...or while a peer's subscription has been streaming for less than this (ms). Default 2m. */
   peerSettle: number;
+  /**
+   * How long a GC waits for every node to acknowledge a batch it condemned before it
+   * withdraws the batch and removes nothing (ms). Default 1m.
+   */
+  ackTimeout: number;
 }
 
 export interface GrpcTls {

@@ -416,6 +416,7 @@ export const configSchema = z
             grace: duration({ positive: true }).default(24 * 3_600_000),
             maxPeerSilence: duration({ positive: true }).default(120_000),
             peerSettle: duration().default(120_000),
+            ackTimeout: duration({ positive: true }).default(60_000),
           })
           .prefault({}),
       })
