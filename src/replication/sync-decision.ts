@@ -188,6 +188,13 @@ export function mergeStreamed(
   const have = new Set(queried);
   const visible = new Set<Record<string, unknown>>();
   for (const raw of raws) {
+    // Returned by the query already (validated as it was parsed): not validated again.
+    if (typeof raw.origin === "string" && typeof raw.seq === "string") {
+      if (queried.has(`${raw.origin}/${raw.seq}`)) {
+        visible.add(raw);
+        continue;
+      }
+    }
     const result = validateRow(raw);
     if (!result.ok) {
       const origin = typeof raw.origin === "string" ? raw.origin : "?";

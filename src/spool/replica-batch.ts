@@ -55,6 +55,8 @@ export async function placeNewReplicas<M, Q extends string>(
   const batched: Pending<Q>[] = [];
   const alone: number[] = [];
   const l = core.layout;
+  // One tag for the batch: each name is reserved (O_EXCL) before its tmp file is written.
+  const tag = `place-${randomBytes(4).toString("hex")}`;
   items.forEach((item, index) => {
     try {
       validateName("entry", item.name);
@@ -73,7 +75,7 @@ export async function placeNewReplicas<M, Q extends string>(
         item,
         dest: l.queueFile(dirname, item.name),
         destDir: l.queue(dirname),
-        tmp: l.tmpFile(item.name, `place-${randomBytes(4).toString("hex")}`),
+        tmp: l.tmpFile(item.name, tag),
       });
     } catch (err) {
       results[index] = { kind: "failed", error: asError(err) };
