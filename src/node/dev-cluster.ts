@@ -84,7 +84,7 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
           node: { id: e.id, region: e.region },
           spool: {
             dir: join(dir, e.id, "spool"),
-            queues: ["inbox", "outbox", "dead", "cache"],
+            queues: ["inbox", "outbox", "dead", "cache", "cache-roots"],
             leases: { deadLetterQueue: "dead" },
           },
           cache: {
@@ -93,6 +93,17 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
             secretKeyFile: cache.secretKeyFile,
             trustedPublicKeys: [cache.publicKey],
             uploadTokens: [{ name: "dev", token: cache.token }],
+            // Roots in cache-roots; GC on request with the printed token. Short waits for
+            // a cluster on one machine: uploads older than 10 min may go, a GC may run
+            // 5 s after the nodes have joined.
+            gc: {
+              rootsQueue: "cache-roots",
+              tokens: [{ name: "dev-gc", token: cache.gcToken }],
+              grace: "10m",
+              maxPeerSilence: "5m",
+              peerSettle: "5s",
+              ackTimeout: "30s",
+            },
           },
           grpc: { listen: e.grpc },
           http: { listen: e.http },

@@ -1,8 +1,12 @@
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { afterAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import type { StoredRoot } from "../../src/cache/cache-roots.js";
+import type { GcReport } from "../../src/cache/gc.js";
 import { type DevCluster, startDevCluster } from "../../src/node/dev-cluster.js";
 import { silentLogger } from "../../src/node/observability/index.js";
+import { APP_PATH } from "../helpers/cache-fixtures.js";
+import { buildCli, type CliResult, runBuiltCli } from "../helpers/cli-build.js";
 import { HAVE_NIX, NO_NIX_MESSAGE, nixCopyFrom, nixCopyTo, seedStore } from "../helpers/nix-cli.js";
 import { get, rawHttp } from "../helpers/raw-http.js";
 import { useSuiteTempDir } from "../helpers/tmp.js";
@@ -10,15 +14,32 @@ import { useSuiteTempDir } from "../helpers/tmp.js";
 /**
  * `geospool dev` (npm start) serves the binary cache on every node with a dev key and an
  * upload token in a netrc: what it prints is enough for the real nix to upload to one node
- * and download from another.
+ * and download from another. Its GC token lets `geospool cache roots add|ls|rm` and
+ * `geospool cache gc` work against it.
  */
 if (!HAVE_NIX) console.warn(`dev-cache: ${NO_NIX_MESSAGE}`);
 
 const dir = useSuiteTempDir("geospool-dev-cache-");
 let cluster: DevCluster | undefined;
+let cli: Awaited<ReturnType<typeof buildCli>> | undefined;
+beforeAll(async () => {
+  if (HAVE_NIX) cli = await buildCli();
+}, 120_000);
 afterAll(async () => {
   await cluster?.stop();
+  await cli?.cleanup();
 }, 120_000);
+
+function geospool(...args: string[]): Promise<CliResult> {
+  return runBuiltCli(cli!.main, ["cache", ...args], {
+    env: { ...process.env, GEOSPOOL_TOKEN: "" },
+  });
+}
+
+function json<T>(r: CliResult): T {
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as T;
+}
 
 function canBind(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -75,4 +96,45 @@ describe.skipIf(!HAVE_NIX)("the dev cluster's binary cache", () => {
     );
     expect(down.code, down.stderr).toBe(0);
   }, 240_000);
+
+  it("takes GC roots and runs a GC with the printed token, and refuses them without it", async () => {
+    const { cache, nodes } = cluster!;
+    const url = `http://${nodes[0]!.http}`;
+    const auth = ["--url", url, "--token-file", cache.gcTokenFile, "--json"];
+    const added = json<StoredRoot>(await geospool("roots", "add", APP_PATH, ...auth));
+    expect(added.root).toMatchObject({ storePath: APP_PATH, by: "dev-gc" });
+    // Replicated: the other node lists it too.
+    await vi.waitFor(
+      async () => {
+        const roots = json<StoredRoot[]>(
+          await geospool("roots", "ls", "--url", `http://${nodes[1]!.http}`, "--json"),
+        );
+        expect(roots.map((r) => r.root.storePath)).toEqual([APP_PATH]);
+      },
+      { timeout: 30_000, interval: 200 },
+    );
+    // A GC runs (the uploads are young: nothing goes) once the nodes have settled.
+    await vi.waitFor(
+      async () => {
+        const report = json<GcReport>(await geospool("gc", ...auth));
+        expect(report.blocked).toBeUndefined();
+        expect(report.removed).toEqual([]);
+        expect(report.roots.live).toBe(1);
+      },
+      { timeout: 60_000, interval: 500 },
+    );
+    const removed = json<StoredRoot[]>(await geospool("roots", "rm", APP_PATH, ...auth));
+    expect(removed.map((r) => r.root.storePath)).toEqual([APP_PATH]);
+    // Without the token: refused, nothing done.
+    const anonymous = await geospool("gc", "--url", url, "--json");
+    expect(anonymous.code).toBe(6);
+    expect(anonymous.stderr).toMatch(/cache\.gc\.tokens/);
+    const wrong = await runBuiltCli(
+      cli!.main,
+      ["cache", "roots", "add", APP_PATH, "--url", url, "--token", "not-the-gc-token-0123"],
+      { env: process.env },
+    );
+    expect(wrong.code).toBe(6);
+    expect(json<StoredRoot[]>(await geospool("roots", "ls", "--url", url, "--json"))).toEqual([]);
+  }, 180_000);
 });

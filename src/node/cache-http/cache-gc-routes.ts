@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import { RootInputError, type RootStore } from "../../cache/cache-roots.js";
@@ -17,8 +18,9 @@ import { tokenOf } from "./cache-upload.js";
  *     POST   /_geospool/cache/gc?dryRun=1       dequeue on the cache queue   what a GC would do
  *     POST   /_geospool/cache/gc                admin on the cache queue     run a GC
  *
- * With no `auth.tokens` (authentication off), reads answer and writes are refused: roots and
- * removals change what the whole cluster keeps. A caller without rights gets 401/403 and
+ * A token of `cache.gc.tokens` may make every call, with or without `auth.tokens`. With
+ * neither (authentication off), reads answer and writes are refused: roots and removals
+ * change what the whole cluster keeps. A caller without rights gets 401/403 and
  * nothing else. Answers are JSON; errors `{"error":{"code","message"}}`.
  */
 export const GC_ROUTE_PREFIX = "/_geospool/cache/";
@@ -32,6 +34,8 @@ export interface GcRoutesOptions {
   gc: Pick<CacheGc<unknown, string>, "run"> | undefined;
   /** Why roots and GC are unavailable, when they are. */
   unavailable?: string;
+  /** `cache.gc.tokens`: may make every call here, with or without `auth.tokens`. */
+  gcTokens?: readonly { name: string; token: string }[];
   logger: Logger;
 }
 
@@ -50,16 +54,31 @@ class HttpFailure extends Error {
 export function gcRoutes(options: GcRoutesOptions) {
   const log = options.logger.child({ component: "cache-gc" });
 
+  const gcTokens = (options.gcTokens ?? []).map((t) => ({ name: t.name, digest: digest(t.token) }));
+
+  /** The holder of one of `cache.gc.tokens`: every GC call is allowed. */
+  function gcTokenHolder(token: string | undefined): Principal | undefined {
+    if (token === undefined) return undefined;
+    const d = digest(token);
+    let found: string | undefined;
+    for (const t of gcTokens) if (timingSafeEqual(d, t.digest)) found = t.name;
+    return found === undefined
+      ? undefined
+      : { name: found, permissions: [{ queues: ["*"], actions: ["admin"] }] };
+  }
+
   function who(req: IncomingMessage, action: Action, queue: string, write: boolean): Principal {
+    const token = tokenOf(req.headers.authorization);
+    const holder = gcTokenHolder(token);
+    if (holder !== undefined) return holder;
     if (!options.authorizer.enabled) {
       if (!write) return { name: "anonymous", permissions: [] };
       throw new HttpFailure(
         401,
         "unauthenticated",
-        "roots and GC runs need a token: this node has no auth.tokens",
+        "roots and GC runs need a token: one of cache.gc.tokens (this node has no auth.tokens)",
       );
     }
-    const token = tokenOf(req.headers.authorization);
     let principal: Principal;
     try {
       principal = options.authorizer.authenticate(
@@ -175,6 +194,10 @@ export function gcRoutes(options: GcRoutesOptions) {
       }
     },
   };
+}
+
+function digest(token: string): Buffer {
+  return createHash("sha256").update(token).digest();
 }
 
 function badRequest(message: string): HttpFailure {

@@ -103,6 +103,7 @@ export async function startCacheFromConfig(
       maxPeerSilenceMs: c.gc.maxPeerSilence,
       peerSettleMs: c.gc.peerSettle,
       ackTimeoutMs: c.gc.ackTimeout,
+      tokens: c.gc.tokens,
     },
     ...(registry === undefined ? {} : { registry }),
     ...(time.clock === undefined ? {} : { clock: time.clock }),

@@ -28,6 +28,8 @@ export interface NodeCacheGcOptions {
   peerSettleMs: number;
   /** How long a GC waits for every node's acknowledgement of a condemned batch (ms). */
   ackTimeoutMs?: number;
+  /** Tokens that may make every GC call (cache.gc.tokens), with or without auth.tokens. */
+  tokens?: readonly { name: string; token: string }[];
 }
 
 /** sha256 of no bytes: a root entry has no data. */

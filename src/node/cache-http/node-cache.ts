@@ -238,6 +238,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     roots,
     gc,
     unavailable: `cache.gc.rootsQueue ${JSON.stringify(options.gc?.rootsQueue ?? "")} is not one of spool.queues`,
+    ...(options.gc?.tokens === undefined ? {} : { gcTokens: options.gc.tokens }),
     logger: options.logger,
   });
   const handle = (req: IncomingMessage, res: ServerResponse) =>

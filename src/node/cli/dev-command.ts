@@ -102,6 +102,8 @@ Options:
         `  netrc (upload token): ${cache.netrcFile}`,
         `  upload:   ${nixConfig} nix copy --to http://${first.http} --option netrc-file ${cache.netrcFile} <paths>`,
         `  download: ${nixConfig} nix copy --from http://${last.http} --option trusted-public-keys '${cache.publicKey}' <paths>`,
+        `  GC roots: ${io.program} cache roots add <store path> --url http://${first.http} --token-file ${cache.gcTokenFile}   (also: roots ls, roots rm <store path>)`,
+        `  GC run:   ${io.program} cache gc [--dry-run] --url http://${first.http} --token-file ${cache.gcTokenFile}`,
         "Ctrl-C stops the cluster.",
       ].join("\n"),
       {
@@ -109,6 +111,7 @@ Options:
         cache: {
           publicKey: cache.publicKey,
           netrcFile: cache.netrcFile,
+          gcTokenFile: cache.gcTokenFile,
           secretKeyFile: cache.secretKeyFile,
         },
       },

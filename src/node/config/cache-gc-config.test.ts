@@ -23,6 +23,7 @@ describe("cache.gc configuration", () => {
       maxPeerSilence: 120_000,
       peerSettle: 120_000,
       ackTimeout: 60_000,
+      tokens: [],
     });
     const config = loadConfig({
       env: {

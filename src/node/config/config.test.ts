@@ -127,6 +127,7 @@ describe("defaults", () => {
           maxPeerSilence: 120_000,
           peerSettle: 120_000,
           ackTimeout: 60_000,
+          tokens: [],
         },
       },
       shutdown: { deadline: 10_000 },

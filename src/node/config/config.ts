@@ -201,6 +201,11 @@ export interface CacheGcConfig {
    * withdraws the batch and removes nothing (ms). Default 1m.
    */
   ackTimeout: number;
+  /**
+   * Tokens that may manage roots and run GCs through the cache's GC routes (`[{name, token}]`),
+   * besides `auth.tokens` grants; they work even when gRPC runs without authentication.
+   */
+  tokens: Array<{ name: string; token: string }>;
 }
 
 export interface GrpcTls {

@@ -417,6 +417,7 @@ export const configSchema = z
             maxPeerSilence: duration({ positive: true }).default(120_000),
             peerSettle: duration().default(120_000),
             ackTimeout: duration({ positive: true }).default(60_000),
+            tokens: list(uploadTokenSchema, { commaSeparated: false }).default(() => []),
           })
           .prefault({}),
       })
@@ -473,6 +474,10 @@ export const configSchema = z
     config.cache.uploadTokens.forEach((t, i) => {
       if (t.token.length < 16)
         fail(["cache", "uploadTokens", i, "token"], "must be at least 16 characters");
+    });
+    config.cache.gc.tokens.forEach((t, i) => {
+      if (t.token.length < 16)
+        fail(["cache", "gc", "tokens", i, "token"], "must be at least 16 characters");
     });
     if (config.cache.policy === "sign" && config.cache.secretKeyFile === undefined) {
       fail(
