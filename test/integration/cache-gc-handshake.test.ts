@@ -30,7 +30,8 @@ const CACHE = {
   enabled: true,
   trustedPublicKeys: [TEST_KEY],
   refreshEvery: "1h",
-  gc: { grace: `${GRACE_MS}ms`, maxPeerSilence: "9s", peerSettle: "0ms", ackTimeout: "6s" },
+  // ackTimeout leaves room, on a loaded machine, between B acknowledging and A withdrawing.
+  gc: { grace: `${GRACE_MS}ms`, maxPeerSilence: "9s", peerSettle: "0ms", ackTimeout: "12s" },
 };
 
 const dir = useSuiteTempDir("geospool-cache-gc-handshake-");
