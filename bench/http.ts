@@ -18,7 +18,9 @@
  * --out FILE (bench/results/http.json; "-" for none), --keep (keep the temp dir),
  * --fixture DIR (write the data there once and keep it: a later run with the same
  * --narinfos and --nar-mib reuses it, node index and journal included, and starts at the
- * restarted node), --tsx (run the node's sources under tsx instead of the build).
+ * restarted node), --tsx (run the node's sources under tsx instead of the build),
+ * --node-config JSON (top-level configuration sections for the node, e.g.
+ * '{"monitor":{"checkEvery":"1h"}}', to take a background task out of a measurement).
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
@@ -65,6 +67,7 @@ const { values: args } = parseArgs({
     keep: { type: "boolean", default: false },
     fixture: { type: "string" },
     tsx: { type: "boolean", default: false },
+    "node-config": { type: "string", default: "{}" },
   },
 });
 const count = Number(args.narinfos);
@@ -145,6 +148,7 @@ async function main(): Promise<void> {
         {
           spool: { dir: spoolDir, queues: QUEUES },
           cache: { enabled: true, queue: "cache" },
+          ...(JSON.parse(args["node-config"]) as Record<string, unknown>),
         },
         ["--expose-gc"],
         built,

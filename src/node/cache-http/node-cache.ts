@@ -167,24 +167,35 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
   const log = options.logger.child({ component: "cache" });
   const clock = options.clock ?? Date.now;
   let handshake: GcHandshake<NodeEntryMeta, string> | undefined;
-  const store = await SpoolCacheStore.open({
-    spool: options.spool,
-    pool: options.pool,
-    queue: options.queue,
-    codec: nodeCacheCodec(clock),
-    info: options.info,
-    origin: options.nodeId,
-    ...(options.stamp === undefined ? {} : { stamp: options.stamp }),
-    // Uploads that need a path a GC is removing are refused (gc-handshake.ts).
-    admit: (hashParts) => handshake?.admit(hashParts) ?? { kind: "ok", release: () => undefined },
-    async onReject(r) {
-      log.warn({ hashPart: r.hashPart, reason: r.reason, by: r.by }, "upload rejected");
-      // The uploader is told either way; a rejection not kept must not turn into a 5xx.
-      await options.rejections
-        ?.keep(r)
-        .catch((err: unknown) => log.error({ err, hashPart: r.hashPart }, "rejection not kept"));
-    },
+  // The node's spool names each queue's directory after the queue (no queueDirname). The
+  // open lists the queue: the gate then knows it, so the first timer tick costs a stat
+  // (a second listing of 100,000 names there was a burst of garbage 30 s after each start).
+  const queueStill = new DirChangeGate(join(options.spool.dir, options.queue));
+  let opened: SpoolCacheStore<NodeEntryMeta, string> | undefined;
+  await queueStill.runIfChanged(async () => {
+    opened = await openStore();
   });
+  const store = opened as SpoolCacheStore<NodeEntryMeta, string>;
+  function openStore() {
+    return SpoolCacheStore.open({
+      spool: options.spool,
+      pool: options.pool,
+      queue: options.queue,
+      codec: nodeCacheCodec(clock),
+      info: options.info,
+      origin: options.nodeId,
+      ...(options.stamp === undefined ? {} : { stamp: options.stamp }),
+      // Uploads that need a path a GC is removing are refused (gc-handshake.ts).
+      admit: (hashParts) => handshake?.admit(hashParts) ?? { kind: "ok", release: () => undefined },
+      async onReject(r) {
+        log.warn({ hashPart: r.hashPart, reason: r.reason, by: r.by }, "upload rejected");
+        // The uploader is told either way; a rejection not kept must not turn into a 5xx.
+        await options.rejections
+          ?.keep(r)
+          .catch((err: unknown) => log.error({ err, hashPart: r.hashPart }, "rejection not kept"));
+      },
+    });
+  }
   const staging = await NarStaging.open(options.stagingDir, {
     maxBytes: options.maxNarBytes,
     clock,
@@ -245,8 +256,6 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
     adminRoutes.matches(req) ? adminRoutes.handle(req, res) : cacheHandle(req, res);
   let running: Promise<void> = Promise.resolve();
   let stopped = false;
-  // The node's spool names each queue's directory after the queue (no queueDirname).
-  const queueStill = new DirChangeGate(join(options.spool.dir, options.queue));
   const timer = setInterval(() => {
     running = (async () => {
       await queueStill.runIfChanged(() => store.refresh());
