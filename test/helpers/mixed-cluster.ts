@@ -2,7 +2,12 @@ import { join } from "node:path";
 import type { RunningNode } from "../../src/node/node.js";
 import { freePorts } from "./cluster.js";
 import { startTestNode } from "./node.js";
-import { type NodeProcess, type ProcessPeer, startNodeProcess } from "./node-process.js";
+import {
+  type NodeProcess,
+  type NodeProcessOptions,
+  type ProcessPeer,
+  prepareNodeProcess,
+} from "./node-process.js";
 import type { TestPostgres } from "./postgres.js";
 
 /**
@@ -10,6 +15,8 @@ import type { TestPostgres } from "./postgres.js";
  * the last runs in this process (startTestNode); the last is a child process of the built
  * CLI, so a test can SIGKILL it and start it again (`startChild`) on the same spool
  * (`<dir>/spool-<id>`) and ports. Full reconcile every 2 s, joins retried every 300 ms.
+ * The next start of the child is booted ahead (`prepareNodeProcess`): one idle process
+ * waits beside it until the test's `killNodeProcesses`.
  */
 export interface MixedCluster {
   /** gRPC endpoint of each node, in the order of `ids`. */
@@ -58,18 +65,24 @@ export async function startMixedCluster(opts: {
     );
   }
   const childId = ids[last] as string;
+  const child: NodeProcessOptions = {
+    main: opts.cli.main,
+    id: childId,
+    spoolDir: join(opts.dir, `spool-${childId}`),
+    postgresUrl: url(last),
+    grpc: grpc[last] as string,
+    http: childHttp,
+    peers: peersOf(last),
+    ...(grace === undefined ? {} : { flags: { "replication.leaseReapGrace": grace } }),
+  };
+  // The next child boots while this one runs (tests restart it over and over).
+  let next = prepareNodeProcess(child);
   return {
     grpc,
-    startChild: () =>
-      startNodeProcess({
-        main: opts.cli.main,
-        id: childId,
-        spoolDir: join(opts.dir, `spool-${childId}`),
-        postgresUrl: url(last),
-        grpc: grpc[last] as string,
-        http: childHttp,
-        peers: peersOf(last),
-        ...(grace === undefined ? {} : { flags: { "replication.leaseReapGrace": grace } }),
-      }),
+    async startChild() {
+      const standby = next;
+      next = prepareNodeProcess(child);
+      return standby.start();
+    },
   };
 }

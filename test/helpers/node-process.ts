@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 
 /** A peer as `geospool node` takes it in `--peers` (JSON). */
 export interface ProcessPeer {
@@ -49,7 +50,50 @@ const READY_TIMEOUT_MS = 30_000;
  * configured by flags (peers by GEOSPOOL_PEERS), and wait until its `/readyz` answers. Processes still running are
  * in `running` (kill them in `afterAll`).
  */
-export async function startNodeProcess(opts: NodeProcessOptions): Promise<NodeProcess> {
+export function startNodeProcess(opts: NodeProcessOptions): Promise<NodeProcess> {
+  const args = nodeArgs(opts);
+  return becomeReady(opts, spawnCli(opts.main, args, spawnOptions(opts)));
+}
+
+/** A `geospool node` child process booted ahead; `start` makes it the node. */
+export interface NodeStandby {
+  start(): Promise<NodeProcess>;
+}
+
+/**
+ * Boot a `geospool node` child (test/helpers/node-standby.mjs: the CLI and the node's
+ * modules loaded, nothing opened) to be started later with `opts`, as `startNodeProcess`
+ * would start it. A test that kills and restarts a node boots the next one meanwhile.
+ */
+export function prepareNodeProcess(opts: NodeProcessOptions): NodeStandby {
+  const cli = spawnCli(STANDBY, [opts.main, ...nodeArgs(opts)], {
+    ...spawnOptions(opts),
+    stdin: true,
+    stdout: true,
+  });
+  const booted = new Promise<void>((resolve, reject) => {
+    let out = "";
+    cli.child.stdout?.on("data", (d) => {
+      out += d;
+      if (out.includes("standby\n")) resolve();
+    });
+    void cli.exited.then(() =>
+      reject(new Error(`node ${opts.id} exited on standby:\n${cli.stderr()}`)),
+    );
+  });
+  booted.catch(() => undefined);
+  return {
+    async start() {
+      await booted;
+      cli.child.stdin?.write("go\n");
+      return becomeReady(opts, cli);
+    },
+  };
+}
+
+const STANDBY = fileURLToPath(new URL("./node-standby.mjs", import.meta.url));
+
+function nodeArgs(opts: NodeProcessOptions): string[] {
   const flags: Record<string, string> = {
     "node.id": opts.id,
     "spool.dir": opts.spoolDir,
@@ -64,13 +108,21 @@ export async function startNodeProcess(opts: NodeProcessOptions): Promise<NodePr
     "replication.joinRetry": "300ms",
     ...opts.flags,
   };
-  const args = ["node", ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v])];
+  return ["node", ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v])];
+}
+
+function spawnOptions(opts: NodeProcessOptions): { env: Record<string, string>; netns?: string } {
   // Peers go in the environment: `geospool node` refuses a `--peers` flag (no dot in it),
   // though the configuration documents one.
-  const { child, exited, stderr } = spawnCli(opts.main, args, {
+  return {
     env: { GEOSPOOL_PEERS: JSON.stringify(opts.peers) },
     ...(opts.netns ? { netns: opts.netns } : {}),
-  });
+  };
+}
+
+/** The node process `cli` runs, once its `/readyz` answers (killed if it never does). */
+async function becomeReady(opts: NodeProcessOptions, cli: CliProcess): Promise<NodeProcess> {
+  const { child, exited, stderr } = cli;
   const proc: NodeProcess = {
     id: opts.id,
     grpc: opts.grpc,
@@ -111,13 +163,13 @@ export interface CliProcess {
 export function spawnCli(
   main: string,
   args: readonly string[],
-  opts: { env?: Record<string, string>; stdout?: boolean; netns?: string } = {},
+  opts: { env?: Record<string, string>; stdin?: boolean; stdout?: boolean; netns?: string } = {},
 ): CliProcess {
   const [cmd, argv] = opts.netns
     ? ["ip", ["netns", "exec", opts.netns, process.execPath, main, ...args]]
     : [process.execPath, [main, ...args]];
   const child = spawn(cmd, argv, {
-    stdio: ["ignore", opts.stdout ? "pipe" : "ignore", "pipe"],
+    stdio: [opts.stdin ? "pipe" : "ignore", opts.stdout ? "pipe" : "ignore", "pipe"],
     env: { ...process.env, ...opts.env },
   });
   running.add(child);
