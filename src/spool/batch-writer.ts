@@ -1,6 +1,9 @@
 import { Worker } from "node:worker_threads";
 
-/** One entry's files, as the writer thread makes them. */
+/**
+ * One entry's files, as the writer thread makes them.
+ * @internal
+ */
 export interface WriterItem {
   /** The registry file: made with O_EXCL when `reserve`, else it must exist already. */
   registry: string;
@@ -11,14 +14,20 @@ export interface WriterItem {
   metadataBytes: Uint8Array;
 }
 
-/** What the writer thread did with one entry. */
+/**
+ * What the writer thread did with one entry.
+ * @internal
+ */
 export type WriterResult =
   | { ok: true }
   /** The name was taken (its registry file existed): nothing was made. */
   | { ok: false; taken: true }
   | { ok: false; taken?: false; step: string; errno: string; message: string };
 
-/** What reserving one registry file did. */
+/**
+ * What reserving one registry file did.
+ * @internal
+ */
 export type ReserveResult = "created" | "exists" | { errno: string; message: string };
 
 type Request =

@@ -15,7 +15,10 @@ export interface BatchItem<M, Q extends string> {
   name?: string;
 }
 
-/** What became of one entry of a batch: its name, or its own failure (nothing of it left). */
+/**
+ * What became of one entry of a batch: its name, or its own failure (nothing of it left).
+ * @internal
+ */
 export type BatchItemResult =
   | { ok: true; name: string }
   | { ok: false; error: SpoolError; name?: string };
