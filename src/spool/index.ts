@@ -101,7 +101,10 @@
  *   events *before* listing, so nothing that arrives during a listing is missed.
  * - Every disk operation goes through the spool's one `Throttle`.
  * - `Monitor.fsck` reports entries that are too old, orphaned or duplicated, and expired
- *   leases; `repair` fixes what is safe and reports the rest.
+ *   leases; `repair` fixes what is safe and reports the rest. fsck walks each directory a
+ *   slice at a time and holds one small integer per registry name, not a record per file;
+ *   it reads a file's times only where they matter (tmp files, checkouts, queues with an
+ *   age limit) and looks again at what it would report missing (the walk is no snapshot).
  *
  * ## Replica placement (Expert)
  *

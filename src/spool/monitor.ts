@@ -1,17 +1,15 @@
-import { readdir } from "node:fs/promises";
 import { isErrno } from "../common/errno.js";
 import { sleep } from "../common/sleep.js";
 import { createExclusive, renameIfExists, statIfExists, unlinkIfExists } from "./fs-ops.js";
 import { CHECKOUT, DATA, entryNameOfTmpFile, REGISTRY, TMP, TMP_TAG_SEPARATOR } from "./layout.js";
 import { abandonedRegistryFiles } from "./monitor-abandoned.js";
+import { fsckSpool } from "./monitor-fsck.js";
 import { coreOf, type Spool } from "./spool.js";
 
 export const DEFAULT_MAX_CHECKED_OUT_AGE_MS = 10 * 60_000;
 export const DEFAULT_MAX_TMP_FILE_AGE_MS = 10 * 60_000;
 export const DEFAULT_CHECK_EVERY_MS = 15_000;
 export const DEFAULT_ALERT_AFTER_CYCLES = 2;
-/** Files fsck stats at once in one directory (the thread pool does a few at a time). */
-const STATS_AT_ONCE = 32;
 
 /** A directory of the spool, as fsck names it. */
 export type SpoolDir<Q extends string> =
@@ -90,14 +88,6 @@ export function describeProblem<Q extends string>(p: Problem<Q>): string {
   return `${p.kind} ${p.file.filename} in ${where} (mtime ${when})`;
 }
 
-/** What fsck reads of a file: its mtime (reported) and ctime (for lease expiry). */
-type FileStat = FileWithMtime & { ctimeMs: number };
-type FileMap = Map<string, FileStat>;
-
-function plain(f: FileStat): FileWithMtime {
-  return { filename: f.filename, mtimeMs: f.mtimeMs };
-}
-
 /**
  * Consistency checks over a spool: `fsck` reports, `repair` fixes what is safe, and
  * `daemon` runs fsck periodically and reports problems that persist.
@@ -120,117 +110,12 @@ export class Monitor<M, Q extends string> {
     };
   }
 
-  /** Every file of a directory with its times, stated `STATS_AT_ONCE` at a time. */
-  private async collect(path: string): Promise<FileMap> {
-    const core = coreOf(this.spool);
-    const names = (await core.throttle.run(() => readdir(path))).filter((f) => f !== CHECKOUT);
-    const stats = new Array<FileStat | undefined>(names.length);
-    let next = 0;
-    const worker = async () => {
-      for (let i = next++; i < names.length; i = next++) {
-        const filename = names[i]!;
-        const st = await core.throttle.run(() => statIfExists(`${path}/${filename}`));
-        if (st) stats[i] = { filename, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(STATS_AT_ONCE, names.length) }, worker));
-    const out: FileMap = new Map();
-    for (const st of stats) if (st) out.set(st.filename, st);
-    return out;
-  }
-
-  /** Check the whole spool once. */
-  async fsck(now = coreOf(this.spool).clock()): Promise<Problem<Q>[]> {
-    const core = coreOf(this.spool);
-    const l = core.layout;
-    const registry = await this.collect(l.registry);
-    const tmp = await this.collect(l.tmp);
-    const data = await this.collect(l.data);
-    const problems: Problem<Q>[] = [];
-    const holders = new Map<string, SpoolDir<Q>[]>();
-    const hold = (name: string, d: SpoolDir<Q>) => {
-      const list = holders.get(name);
-      if (list) list.push(d);
-      else holders.set(name, [d]);
-    };
-
-    for (const f of tmp.values()) {
-      if (now - f.mtimeMs > this.limits.maxTmpFileAgeMs) {
-        problems.push({ kind: "too_old", file: plain(f), dir: { kind: "tmp" } });
-      }
-      if (!registry.has(entryNameOfTmpFile(f.filename))) {
-        problems.push({ kind: "orphaned", file: plain(f), dir: { kind: "tmp" } });
-      }
-    }
-    for (const f of data.values()) {
-      if (!registry.has(f.filename)) {
-        problems.push({ kind: "orphaned", file: plain(f), dir: { kind: "data" } });
-      }
-    }
-    for (const queue of core.queues) {
-      const dirname = core.dirname(queue);
-      const qdir: SpoolDir<Q> = { kind: "queue", queue };
-      const cdir: SpoolDir<Q> = { kind: "checkout", queue };
-      const maxAge = this.limits.maxQueueAgesMs[queue];
-      for (const f of (await this.collect(l.queue(dirname))).values()) {
-        hold(f.filename, qdir);
-        if (maxAge !== undefined && now - f.mtimeMs > maxAge) {
-          problems.push({ kind: "too_old", file: plain(f), dir: qdir });
-        }
-        this.checkEntry(f, qdir, registry, data, problems);
-      }
-      for (const f of (await this.collect(l.checkout(dirname))).values()) {
-        if (f.filename.includes(TMP_TAG_SEPARATOR)) {
-          // `<name>~<tag>`: a finish (save, remove, release, expiry) under way; it still
-          // holds the entry. Left behind by a process that died, repair puts it back.
-          const base = entryNameOfTmpFile(f.filename);
-          hold(base, cdir);
-          if (
-            now - f.mtimeMs > this.limits.maxTmpFileAgeMs &&
-            now - f.ctimeMs > this.limits.maxTmpFileAgeMs
-          ) {
-            problems.push({ kind: "too_old", file: plain(f), dir: cdir });
-          }
-          this.checkEntry({ ...f, filename: base }, cdir, registry, data, problems);
-          continue;
-        }
-        hold(f.filename, cdir);
-        const reg = registry.get(f.filename);
-        // The registry file's mtime is the checkout time; the checkout file's mtime is the
-        // deadline (in the future), but its ctime is when the checkout (or a lease extension)
-        // set it: without a registry file, the age runs from that.
-        const since = reg?.mtimeMs ?? Math.min(f.ctimeMs, f.mtimeMs);
-        if (now - since > this.limits.maxCheckedOutAgeMs) {
-          problems.push({
-            kind: "too_old",
-            file: { filename: f.filename, mtimeMs: since },
-            dir: cdir,
-          });
-        }
-        if (core.isExpired(f.mtimeMs, f.ctimeMs, now)) {
-          problems.push({ kind: "lease_expired", file: plain(f), dir: cdir });
-        }
-        this.checkEntry(f, cdir, registry, data, problems);
-      }
-    }
-    for (const f of registry.values()) {
-      const dirs = holders.get(f.filename) ?? [];
-      if (dirs.length === 0)
-        problems.push({ kind: "orphaned", file: plain(f), dir: { kind: "registry" } });
-      else if (dirs.length > 1) problems.push({ kind: "duplicated", file: plain(f), dirs });
-    }
-    return problems;
-  }
-
-  private checkEntry(
-    f: FileStat,
-    dir: SpoolDir<Q>,
-    registry: FileMap,
-    data: FileMap,
-    problems: Problem<Q>[],
-  ): void {
-    if (!registry.has(f.filename)) problems.push({ kind: "orphaned", file: plain(f), dir });
-    if (!data.has(f.filename)) problems.push({ kind: "missing_data", file: plain(f), dir });
+  /**
+   * Check the whole spool once, walking each directory a slice at a time: what it holds at
+   * once is a small integer per registry name, not a record per file (monitor-fsck.ts).
+   */
+  fsck(now = coreOf(this.spool).clock()): Promise<Problem<Q>[]> {
+    return fsckSpool(this.spool, this.limits, now);
   }
 
   /**
@@ -247,6 +132,13 @@ export class Monitor<M, Q extends string> {
    * left for a person.
    */
   async repair(now = coreOf(this.spool).clock()): Promise<RepairReport<Q>> {
+    return (await this.repairFound(now)).report;
+  }
+
+  /** `repair`, with what its fsck found. */
+  private async repairFound(
+    now: number,
+  ): Promise<{ report: RepairReport<Q>; found: Problem<Q>[] }> {
     const core = coreOf(this.spool);
     const l = core.layout;
     const repaired: RepairAction<Q>[] = [];
@@ -254,7 +146,8 @@ export class Monitor<M, Q extends string> {
     const old = (mtimeMs: number) => now - mtimeMs > this.limits.maxTmpFileAgeMs;
     const done = new Set<string>();
     const registryOrphans: Problem<Q>[] = [];
-    for (const p of await this.fsck(now)) {
+    const found = await this.fsck(now);
+    for (const p of found) {
       const name = p.file.filename;
       let action: string | undefined;
       if (p.kind === "too_old" && p.dir.kind === "checkout" && name.includes(TMP_TAG_SEPARATOR)) {
@@ -323,7 +216,7 @@ export class Monitor<M, Q extends string> {
         repaired.push({ problem: p, action: "deleted abandoned registry file and its data" });
       }),
     );
-    return { repaired, remaining };
+    return { report: { repaired, remaining }, found };
   }
 
   /**
@@ -335,7 +228,11 @@ export class Monitor<M, Q extends string> {
     alertAfterCycles: number,
     now = coreOf(this.spool).clock(),
   ): Promise<MonitorEvent<Q>[]> {
-    const problems = await this.fsck(now);
+    return this.count(await this.fsck(now), alertAfterCycles, now);
+  }
+
+  /** `cycle`'s bookkeeping over what one fsck found at `now`. */
+  private count(problems: Problem<Q>[], alertAfterCycles: number, now: number): MonitorEvent<Q>[] {
     this.lastProblems = problems;
     const counts = new Map<string, { problem: Problem<Q>; cycles: number }>();
     for (const p of problems) {
@@ -360,7 +257,8 @@ export class Monitor<M, Q extends string> {
 
   /**
    * Run `cycle` every `checkEveryMs` until the signal aborts; with `repair`, repair before
-   * each check. Errors of a cycle go to `onError` and the daemon goes on.
+   * each check (when the repair changed nothing, its fsck is the cycle's: one walk of the
+   * spool per cycle, not two). Errors of a cycle go to `onError` and the daemon goes on.
    */
   async daemon(options: {
     onEvent: (e: MonitorEvent<Q>) => void | Promise<void>;
@@ -378,11 +276,15 @@ export class Monitor<M, Q extends string> {
     const signal = options.signal;
     while (!signal?.aborted) {
       try {
+        let events: MonitorEvent<Q>[] | undefined;
         if (options.repair) {
-          const r = await this.repair();
-          for (const a of r.repaired) options.onRepair?.(a);
+          const now = coreOf(this.spool).clock();
+          const { report, found } = await this.repairFound(now);
+          for (const a of report.repaired) options.onRepair?.(a);
+          if (report.repaired.length === 0) events = this.count(found, after, now);
         }
-        for (const e of await this.cycle(after)) await options.onEvent(e);
+        events ??= await this.cycle(after);
+        for (const e of events) await options.onEvent(e);
         options.onProblems?.(this.lastProblems);
       } catch (err) {
         options.onError?.(err);
