@@ -19,6 +19,7 @@ import {
 } from "./replica-record.js";
 import type { ReplicatorOptions, ReplicatorStatus } from "./replicator-options.js";
 import { checkSpoolIdentity } from "./spool-identity-check.js";
+import { reconcileSpool } from "./spool-reconcile.js";
 import { RETRY_BASE_MS, SyncSchedule } from "./sync-schedule.js";
 
 export { INLINE_DATA_MAX } from "./entry-sync.js";
@@ -229,25 +230,15 @@ export class Replicator {
 
   /**
    * Mark for a sync every entry whose files and record disagree on its queue or checkout
-   * (anti-entropy for lost events and for a crash between a rename and the journal insert).
+   * (anti-entropy for lost events and for a crash between a rename and the journal insert),
+   * walking the spool a slice at a time (spool-reconcile.ts).
    */
-  async reconcile(): Promise<number> {
-    const onDisk = await this.opts.spool.scan();
-    let n = 0;
-    for (const [name, where] of onDisk) {
-      const rec = this.sync.recorded.get(name);
-      if (rec === undefined || rec.queue !== where.queue || rec.checkedOut !== where.checkedOut) {
-        this.schedule.mark(name, "spool");
-        n++;
-      }
-    }
-    for (const name of this.sync.recorded.keys()) {
-      if (!onDisk.has(name)) {
-        this.schedule.mark(name, "spool");
-        n++;
-      }
-    }
-    return n;
+  reconcile(): Promise<number> {
+    return reconcileSpool(
+      this.opts.spool,
+      () => this.sync.recorded,
+      (entry) => this.schedule.mark(entry, "spool"),
+    );
   }
 
   /**

@@ -1,5 +1,6 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { walkDir } from "./dir-walk.js";
 import { unlinkIfExists } from "./fs-ops.js";
 import type { SpoolIdentity } from "./identity.js";
 import { TMP_TAG_SEPARATOR } from "./layout.js";
@@ -61,8 +62,15 @@ export interface ReplicaSpool {
    * bytes themselves).
    */
   removeStaged(): Promise<void>;
-  /** Every entry name in the spool with its queue and whether it is checked out. */
-  scan(): Promise<Map<string, { queue: string; checkedOut: boolean }>>;
+  /**
+   * Every entry name in the spool's queues and checkouts, handed to `visit` a slice at a
+   * time with its queue and whether it is checked out (each directory read as by
+   * dir-walk.ts, never whole: a walk is no snapshot, and an entry that moves meanwhile may
+   * be visited twice or not at all; the names of finishes under way are left out).
+   */
+  walk(
+    visit: (queue: string, checkedOut: boolean, names: readonly string[]) => void,
+  ): Promise<void>;
 }
 
 /** The tag of a staged file: `.tmp/<name>~inline`. */
@@ -108,13 +116,19 @@ export function replicaSpool<M, Q extends string>(spool: Spool<M, Q>): ReplicaSp
         await core.throttle.run(() => unlinkIfExists(join(layout.tmp, n))).catch(() => false);
       }
     },
-    async scan() {
-      const out = new Map<string, { queue: string; checkedOut: boolean }>();
+    async walk(visit) {
+      // Dot files are the spool's own; `name~tag` files are finishes under way.
+      const entries = (names: readonly string[]) =>
+        names.filter((n) => !n.startsWith(".") && !n.includes(TMP_TAG_SEPARATOR));
       for (const q of core.queues) {
-        for (const n of await core.list(q)) out.set(n, { queue: q, checkedOut: false });
-        for (const n of await core.listCheckedOut(q)) out.set(n, { queue: q, checkedOut: true });
+        const dirname = core.dirname(q);
+        await walkDir(core.throttle, layout.queue(dirname), (names) =>
+          visit(q, false, entries(names)),
+        );
+        await walkDir(core.throttle, layout.checkout(dirname), (names) =>
+          visit(q, true, entries(names)),
+        );
       }
-      return out;
     },
   };
 }
