@@ -11,6 +11,7 @@ import {
   JournalStoreErrorCode,
   maxSeq,
   type NewJournalRow,
+  readEntries,
   readEntry,
   readSince,
 } from "./journal-store.js";
@@ -206,6 +207,39 @@ describe("journal store", () => {
     const since = await readSince(pool, { origin: "c" });
     expect(since.rows).toEqual([]);
     expect(since.lastSeq).toBe(1n);
+  });
+
+  it("reads many entries' rows, with or without the data small entries carry", async () => {
+    const small: NewJournalRow = {
+      hlc: makeHlc(Date.now()),
+      entry: "x",
+      op: "enqueue",
+      queue: "inbox",
+      metadata: Buffer.from("m"),
+      dataSha256: createHash("sha256").update("x").digest("hex"),
+      dataSize: 1,
+      leaseUntil: null,
+      attempts: 0,
+      inlineData: Buffer.from("x"),
+    };
+    await appendLocal(pool, NODE, [
+      small,
+      enqueue("y"),
+      checkout("x", Date.now() + 1000, makeHlc(Date.now() + 1)),
+    ]);
+    const full = await readEntries(pool, ["x", "y", "z"]);
+    const placement = await readEntries(pool, ["x", "y", "z"], { inlineData: false });
+    expect([...full.keys()]).toEqual(["x", "y", "z"]);
+    expect(full.get("x")?.rows.map((r) => r.op)).toEqual(["enqueue", "checkout"]);
+    const [enqueued] = full.get("x")?.rows ?? [];
+    if (enqueued?.op !== "enqueue") throw new Error("no enqueue row");
+    expect(enqueued.inlineData).toEqual(Buffer.from("x"));
+    expect(full.get("z")?.rows).toEqual([]);
+    // The same rows, but for the inline data.
+    const { inlineData: _, ...withoutData } = enqueued;
+    expect(placement.get("x")?.rows[0]).toEqual(withoutData);
+    expect(placement.get("x")?.rows[1]).toEqual(full.get("x")?.rows[1]);
+    expect(placement.get("y")?.rows).toEqual(full.get("y")?.rows);
   });
 
   it("a replicated row that is already stored is skipped; a different one fails loudly", async () => {

@@ -60,6 +60,7 @@ export class JournalStoreError extends Error {
 
 const COLUMNS =
   "origin, seq, hlc, entry, op, queue, metadata, data_sha256, data_size, lease_until, attempts, recorded_at, data";
+const COLUMNS_WITHOUT_DATA = COLUMNS.replace(/, data$/, ", null::bytea as data");
 
 /**
  * The common table expressions that append rows (parameters $1..$12, as `appendParams`
@@ -209,18 +210,24 @@ export async function readEntry(
   return out;
 }
 
-/** Every stored row of each of `entries`, grouped by entry, each group in the fold's order. */
+/**
+ * Every stored row of each of `entries`, grouped by entry, each group in the fold's order.
+ * With `inlineData: false`, the rows come without the data small entries carry (column
+ * `data`; the fold's placement does not need it): for readers that only compare placements.
+ */
 export async function readEntries(
   db: Queryable,
   entries: readonly string[],
+  options: { inlineData?: boolean } = {},
 ): Promise<Map<string, { rows: StoredJournalRow[]; rejected: RejectedJournalRow[] }>> {
   const out = new Map<string, { rows: StoredJournalRow[]; rejected: RejectedJournalRow[] }>();
   for (const e of entries) out.set(e, { rows: [], rejected: [] });
   if (entries.length === 0) return out;
+  const withData = options.inlineData ?? true;
   const { rows } = await db.query<RawRow>({
-    name: "journal_read_entries",
-    text: `select ${COLUMNS} from journal where entry = any($1::text[])
-           order by hlc, origin collate "C", seq`,
+    name: withData ? "journal_read_entries" : "journal_read_entries_placement",
+    text: `select ${withData ? COLUMNS : COLUMNS_WITHOUT_DATA} from journal
+           where entry = any($1::text[]) order by hlc, origin collate "C", seq`,
     values: [entries],
   });
   for (const raw of rows) {

@@ -88,7 +88,8 @@ export class RecordAudit {
     for (let i = 0; i < entries.length; i += ENTRIES_PER_READ) {
       const part = entries.slice(i, i + ENTRIES_PER_READ);
       const rows = new Map<string, JournalRow[]>();
-      for (const [entry, f] of await readEntries(this.pool, part)) rows.set(entry, f.rows);
+      const read = await readEntries(this.pool, part, { inlineData: false });
+      for (const [entry, f] of read) rows.set(entry, f.rows);
       const quarantined = await this.quarantined(part);
       const inPart = findDivergences(rows, ctx.recorded, ctx.now(), (entry, r) => {
         const skip = quarantined.has(entry) || ctx.skip(entry, r);
