@@ -1,4 +1,5 @@
 import { configKeys, configWarnings, loadConfig } from "../config/index.js";
+import { applyHeapGrowth } from "../heap-growth.js";
 import { startNode } from "../node.js";
 import { createLogger, flushLogger } from "../observability/index.js";
 import { usageError } from "./cli-error.js";
@@ -57,6 +58,7 @@ export const nodeCommand: Command = {
     const cfg = loadConfig({ file, env: process.env, flags, require: ["postgres.url"] });
     const logger = createLogger({ level: cfg.log.level, destination: 2 });
     for (const w of configWarnings(cfg)) logger.warn(w);
+    applyHeapGrowth(cfg.node.heapGrowthPercent);
     const shutdown = io.shutdownSignal();
     const node = await startNode(cfg, logger);
     if (!shutdown.aborted)

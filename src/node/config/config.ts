@@ -9,6 +9,12 @@ export interface Config {
     id: string;
     /** Region label (a name). Default "local". */
     region: string;
+    /**
+     * How far the JS heap may grow past what the last full garbage collection kept before
+     * the next one, in percent (V8's --heap-growing-percent, set by the `node` command).
+     * 0: V8's own choice (up to 300%). Default 30.
+     */
+    heapGrowthPercent: number;
   };
   spool: {
     /** The spool directory (absolute). Required. */

@@ -256,6 +256,9 @@ const peerSchema = z.strictObject({
   region: name().optional(),
 });
 
+/** See docs/configuration.md, `node.heapGrowthPercent`, and docs/benchmarks.md. */
+export const DEFAULT_HEAP_GROWTH_PERCENT = 30;
+
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
@@ -266,6 +269,8 @@ export const configSchema = z
       .strictObject({
         id: name(),
         region: name().default("local"),
+        /** V8's heap growth past what the last full collection kept (node-command.ts). */
+        heapGrowthPercent: int(0, 300).default(DEFAULT_HEAP_GROWTH_PERCENT),
       })
       .prefault({ id: undefined }),
     spool: z
