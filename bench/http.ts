@@ -20,7 +20,10 @@
  * --narinfos and --nar-mib reuses it, node index and journal included, and starts at the
  * restarted node), --tsx (run the node's sources under tsx instead of the build),
  * --node-config JSON (top-level configuration sections for the node, e.g.
- * '{"monitor":{"checkEvery":"1h"}}', to take a background task out of a measurement).
+ * '{"monitor":{"checkEvery":"1h"}}', to take a background task out of a measurement),
+ * --node-flags "FLAGS" (flags for the node process, e.g. V8's heap flags). The measured node
+ * logs its memory every second (GEOSPOOL_BENCH_MEMORY_LOG): RSS over the whole run, in its
+ * first 30 s and after 60 s, is printed and written (`nodeMemoryOverTime`).
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
@@ -68,6 +71,7 @@ const { values: args } = parseArgs({
     fixture: { type: "string" },
     tsx: { type: "boolean", default: false },
     "node-config": { type: "string", default: "{}" },
+    "node-flags": { type: "string", default: "" },
   },
 });
 const count = Number(args.narinfos);
@@ -150,7 +154,7 @@ async function main(): Promise<void> {
           cache: { enabled: true, queue: "cache" },
           ...(JSON.parse(args["node-config"]) as Record<string, unknown>),
         },
-        ["--expose-gc"],
+        ["--expose-gc", ...args["node-flags"].split(" ").filter((f) => f !== "")],
         built,
       );
     let fixture: HttpFixture;
@@ -204,8 +208,13 @@ async function main(): Promise<void> {
         await writeFile(fixtureFile, JSON.stringify({ count, bigBytes, bigNar: fixture.bigNar }));
       }
     }
+    // The measured node logs its memory every second, for RSS over the whole run.
+    const memoryLog = join(dir, "node-memory.jsonl");
+    await rm(memoryLog, { force: true });
+    process.env.GEOSPOOL_BENCH_MEMORY_LOG = memoryLog;
     const t = performance.now();
     node = await startNode();
+    delete process.env.GEOSPOOL_BENCH_MEMORY_LOG;
     const restartSeconds = (performance.now() - t) / 1000;
     const readyRssMb = await rssMb(node.pid);
     console.log(
@@ -340,6 +349,10 @@ async function main(): Promise<void> {
     console.log(`node counted: ${JSON.stringify(counted)}`);
     const summary = summarizeHttp({ narinfoRuns, narRuns, sides });
     printHttpReport(summary);
+    const overTime = memoryOverTime(await readFile(memoryLog, "utf8").catch(() => ""));
+    console.log(
+      `node RSS over the run (MB): max ${overTime.rssMaxMb}, first 30 s max ${overTime.first30sMaxMb}, after 60 s max ${overTime.after60sMaxMb} median ${overTime.after60sMedianMb}; heap total max ${overTime.heapTotalMaxMb}`,
+    );
     const record = {
       date: new Date().toISOString(),
       commit: process.env.GEOSPOOL_COMMIT,
@@ -370,6 +383,7 @@ async function main(): Promise<void> {
         readyRssMb: sig3(readyRssMb),
       },
       ...summary,
+      nodeMemoryOverTime: overTime,
       nodeMemoryServingMb: servingMb,
       nodeMemoryAfterGcMb: liveMb,
       nodeResidentByMappingMb: mappedMb,
@@ -395,6 +409,34 @@ async function main(): Promise<void> {
     else if (!args.keep && !failed) await rm(dir, { recursive: true, force: true });
     else console.log(`kept ${dir}`);
   }
+}
+
+/**
+ * The node's memory log (one `process.memoryUsage()` a second from READY) summed up: RSS
+ * max over the whole run, in its first 30 s and after 60 s, and the samples every 5 s
+ * (`[seconds, rss, heapTotal, heapUsed]`, MB).
+ */
+function memoryOverTime(log: string) {
+  const mb = (b: number) => sig3(b / 2 ** 20);
+  const samples = log
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => JSON.parse(l) as { t: number; rss: number; heapTotal: number; heapUsed: number });
+  const rss = (from: number, to: number) =>
+    samples.filter((s) => s.t >= from && s.t < to).map((s) => s.rss);
+  const max = (xs: number[]) => (xs.length === 0 ? 0 : mb(Math.max(...xs)));
+  const later = rss(60_000, Infinity).sort((a, b) => a - b);
+  return {
+    seconds: Math.round((samples.at(-1)?.t ?? 0) / 1000),
+    rssMaxMb: max(rss(0, Infinity)),
+    first30sMaxMb: max(rss(0, 30_000)),
+    after60sMaxMb: max(later),
+    after60sMedianMb: later.length === 0 ? 0 : mb(later[Math.floor(later.length / 2)] ?? 0),
+    heapTotalMaxMb: max(samples.map((s) => s.heapTotal)),
+    every5s: samples
+      .filter((_, i) => i % 5 === 0)
+      .map((s) => [Math.round(s.t / 1000), mb(s.rss), mb(s.heapTotal), mb(s.heapUsed)]),
+  };
 }
 
 await main();

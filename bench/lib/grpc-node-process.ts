@@ -10,12 +10,16 @@
  * full GC when run with --expose-gc, prints `MEMORY <process.memoryUsage() json>` with the
  * figures before it under `beforeGc`; then writes a heap snapshot to FILE if given), `analytics on|off` (bench/http.ts: the cache's per-path
  * request counting on or off, prints `ANALYTICS on|off`); stops the node when
- * stdin ends (the parent closed it, or died), then prints `STOPPED`.
+ * stdin ends (the parent closed it, or died), then prints `STOPPED`. With
+ * GEOSPOOL_BENCH_MEMORY_LOG=FILE, appends `process.memoryUsage()` (no GC) with the time since
+ * READY as one JSON line to FILE every second, from READY on (bench/http.ts: RSS over time).
  */
+import { appendFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { writeHeapSnapshot } from "node:v8";
 import { parseConfig } from "../../src/node/config/index.js";
+import { applyHeapGrowth } from "../../src/node/heap-growth.js";
 import { startNode } from "../../src/node/node.js";
 import { createLogger } from "../../src/node/observability/index.js";
 import { probeNode } from "./grpc-probe-node.js";
@@ -68,9 +72,22 @@ const config = parseConfig(
   },
   { require: ["postgres.url"] },
 );
+// As the CLI's `node` command does.
+applyHeapGrowth(config.node.heapGrowthPercent);
 const node = await startNode(config, createLogger({ level: config.log.level }));
 const ready = { grpcPort: node.grpcPort, httpPort: node.httpPort, pid: process.pid };
 process.stdout.write(`READY ${JSON.stringify(ready)}\n`);
+const memoryLog = process.env.GEOSPOOL_BENCH_MEMORY_LOG;
+if (memoryLog) {
+  const since = performance.now();
+  const sample = () => {
+    const m = process.memoryUsage();
+    const t = Math.round(performance.now() - since);
+    appendFileSync(memoryLog, `${JSON.stringify({ t, ...m })}\n`);
+  };
+  sample();
+  setInterval(sample, 1000).unref();
+}
 
 let profiler: WindowProfiler | undefined;
 const commands = createInterface({ input: process.stdin });
