@@ -9,8 +9,9 @@ import { setFlagsFromString } from "node:v8";
  * collection is cheap. A node serving a 100,000-narinfo cache keeps 55 to 95 MB live, and
  * its request handling and periodic passes promote garbage steadily, so its heap climbed to
  * 250 to 330 MB between full collections, and RSS to 450 to 550 MB (docs/benchmarks.md).
- * With 30%, the heap stays within about 1.3 times the live set, for a few more (concurrent)
- * marking cycles a minute.
+ * With 20% (the default), the heap stays within about 1.2 times the live set plus V8's
+ * minimum step, for a few more (concurrent) marking cycles a minute: the bench node's RSS
+ * peaked at 281 MB (300 with 30%, 587 left to V8).
  */
 export function applyHeapGrowth(percent: number): void {
   if (!Number.isSafeInteger(percent) || percent < 0) {

@@ -59,7 +59,7 @@ describe("defaults", () => {
   it("fills every default, in milliseconds and bytes", () => {
     const config = loadConfig({ env: BASE_ENV, flags: {} });
     expect(config).toEqual({
-      node: { id: "n1", region: "local", heapGrowthPercent: 30 },
+      node: { id: "n1", region: "local", heapGrowthPercent: 20 },
       spool: {
         dir: "/var/spool/geospool",
         queues: ["inbox", "outbox", "dead"],

@@ -12,7 +12,7 @@ export interface Config {
     /**
      * How far the JS heap may grow past what the last full garbage collection kept before
      * the next one, in percent (V8's --heap-growing-percent, set by the `node` command).
-     * 0: V8's own choice (up to 300%). Default 30.
+     * 0: V8's own choice (up to 300%). Default 20.
      */
     heapGrowthPercent: number;
   };

@@ -257,7 +257,7 @@ const peerSchema = z.strictObject({
 });
 
 /** See docs/configuration.md, `node.heapGrowthPercent`, and docs/benchmarks.md. */
-export const DEFAULT_HEAP_GROWTH_PERCENT = 30;
+export const DEFAULT_HEAP_GROWTH_PERCENT = 20;
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
