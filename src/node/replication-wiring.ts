@@ -162,6 +162,7 @@ export async function startReplication(opts: {
       diverged: (n) => opts.metrics.recordReplication("diverged", n),
     },
     fullReconcileEveryMs: config.replication.fullReconcileEvery,
+    batchIntervalMs: config.replication.batchInterval,
     ...(opts.hlc === undefined ? {} : { hlc: opts.hlc }),
     peerIds: config.peers.map((p) => p.id),
     leaseReapGraceMs: config.replication.leaseReapGrace,

@@ -76,6 +76,13 @@ export interface ReplicatorOptions {
    * place them without a fetch. 0 turns it off. Default 64 KiB.
    */
   inlineDataMax?: number;
+  /**
+   * Batches of syncs start at most this often: an entry marked within this long of the last
+   * batch's start waits for the next one, so the transitions of a busy node are journaled
+   * in fewer, larger transactions (and an entry enqueued and finished inside the window is
+   * journaled once). A quiet node syncs at once. 0 turns it off. Default 10 ms.
+   */
+  batchIntervalMs?: number;
   /** Entries synced at once. Default 16. */
   concurrency?: number;
   /** The ids of the other nodes of the cluster (for the order in which they reap leases). */

@@ -20,7 +20,7 @@ import {
 import type { ReplicatorOptions, ReplicatorStatus } from "./replicator-options.js";
 import { checkSpoolIdentity } from "./spool-identity-check.js";
 import { reconcileSpool } from "./spool-reconcile.js";
-import { RETRY_BASE_MS, SyncSchedule } from "./sync-schedule.js";
+import { BATCH_INTERVAL_MS, batchDelay, RETRY_BASE_MS, SyncSchedule } from "./sync-schedule.js";
 
 export { INLINE_DATA_MAX } from "./entry-sync.js";
 export type {
@@ -52,6 +52,12 @@ export type {
  * change), the periodic full reconcile (every entry whose files and record disagree), and
  * at start the persisted retry list and the quarantine. A commit of the apply stream is
  * acknowledged once every entry it named has been synced after it arrived.
+ *
+ * Batches start at most every `batchIntervalMs` (`batchDelay`): on a busy node the marks of
+ * that window are synced together, one transaction for all their rows, and an entry that
+ * changed several times in it is journaled once, as its last state (the journal is of
+ * states, not of calls: a job enqueued and completed inside the window is never journaled,
+ * and peers never had to hold it). A quiet node syncs at once.
  */
 
 export const LEASE_REAP_GRACE_MS = 10_000;
@@ -358,6 +364,7 @@ export class Replicator {
   // ---- the loop ----------------------------------------------------------------------------
 
   private async run(): Promise<void> {
+    let lastStart = Number.NEGATIVE_INFINITY;
     while (!this.stopped) {
       if (this.schedule.dirtyCount === 0) {
         this.acknowledgeDone().catch(() => undefined);
@@ -365,6 +372,14 @@ export class Replicator {
         await this.schedule.waitForWork();
         continue;
       }
+      const wait = batchDelay(
+        lastStart,
+        performance.now(),
+        this.opts.batchIntervalMs ?? BATCH_INTERVAL_MS,
+        this.schedule.dirtyCount,
+      );
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      lastStart = performance.now();
       const batch = this.schedule.takeBatch();
       try {
         await this.sync.syncBatch(batch);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { SyncSchedule } from "./sync-schedule.js";
+import { batchDelay, MAX_BATCH, SyncSchedule } from "./sync-schedule.js";
 
 describe("SyncSchedule's stream rows", () => {
   it("keeps a stream row until a sync's query returned it, and syncs its entry meanwhile", () => {
@@ -41,5 +41,21 @@ describe("SyncSchedule's stream rows", () => {
     expect(s.streamedThrough("n3", 4n)).toBe(true);
     expect(s.knows("e1")).toBe(true);
     expect(s.knows("e2")).toBe(false);
+  });
+});
+
+describe("batchDelay", () => {
+  it("waits out the interval since the last batch began, and no longer", () => {
+    expect(batchDelay(1_000, 1_004, 10, 1)).toBe(6);
+    expect(batchDelay(1_000, 1_000, 10, 1)).toBe(10);
+    // A clock that stepped back still waits at most one interval.
+    expect(batchDelay(1_000, 990, 10, 1)).toBe(10);
+  });
+
+  it("syncs at once on a quiet node, when turned off, or when a whole batch is dirty", () => {
+    expect(batchDelay(1_000, 1_010, 10, 1)).toBe(0);
+    expect(batchDelay(Number.NEGATIVE_INFINITY, 5, 10, 1)).toBe(0);
+    expect(batchDelay(1_000, 1_001, 0, 1)).toBe(0);
+    expect(batchDelay(1_000, 1_001, 10, MAX_BATCH)).toBe(0);
   });
 });

@@ -43,6 +43,23 @@ const QUIET_MS = 1_000;
 /** Dirty entries past which the apply stream is held. */
 const BACKPRESSURE_DIRTY = 20_000;
 export const RETRY_BASE_MS = 250;
+/** The default of `ReplicatorOptions.batchIntervalMs`. */
+export const BATCH_INTERVAL_MS = 10;
+
+/**
+ * How long the loop waits before it takes the next batch: until `intervalMs` after the last
+ * batch began (so marks arriving meanwhile join it), never when the last batch began long
+ * ago (a quiet node syncs at once) or when a whole batch is already dirty.
+ */
+export function batchDelay(
+  lastStart: number,
+  now: number,
+  intervalMs: number,
+  dirty: number,
+): number {
+  if (intervalMs <= 0 || dirty >= MAX_BATCH) return 0;
+  return Math.max(0, Math.min(intervalMs, lastStart + intervalMs - now));
+}
 const RETRY_MAX_MS = 30_000;
 
 export class SyncSchedule {

@@ -78,6 +78,7 @@ describe("defaults", () => {
       peers: [],
       replication: {
         fullReconcileEvery: 30_000,
+        batchInterval: 10,
         fetchConcurrency: 4,
         joinRetry: 2_000,
         leaseReapGrace: 10_000,

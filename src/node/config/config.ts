@@ -70,6 +70,8 @@ export interface Config {
     token?: string;
     /** ms between full reconciles of the spool against the replica record. Default 30 s. */
     fullReconcileEvery: number;
+    /** ms: batches of replication syncs start at most this often (0: at once). Default 10 ms. */
+    batchInterval: number;
     /** Data transfers from peers at once. Default 4. */
     fetchConcurrency: number;
     /** ms between attempts to join a peer that is unreachable or not ready. Default 2 s. */

@@ -332,6 +332,8 @@ export const configSchema = z
         token: bearerToken().optional(),
         /** Full reconcile of the spool against the replica record. */
         fullReconcileEvery: duration({ positive: true }).default(30_000),
+        /** Batches of replication syncs start at most this often (0: at once). */
+        batchInterval: duration().default(10),
         /** Data transfers from peers at once. */
         fetchConcurrency: int(1).default(4),
         /** Retry joining a peer that is not reachable or not ready. */
