@@ -5,6 +5,10 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: "forks",
+    // Two files at a time on the 2-core build machine: the integration files mostly wait on
+    // child processes, fsyncs and PostgreSQL, so a second worker fills that time (vitest's
+    // default there is one).
+    maxWorkers: 2,
     reporters: ["default"],
     // `npm run test:unit` runs the first, `npm run test:integration` the second.
     projects: [
