@@ -38,8 +38,8 @@ interface GeospoolHeld extends Held {
 
 /**
  * One GeospoolClient (one HTTP/2 channel) shared by every concurrent client loop. Enqueue
- * sends the header, one 1 KiB chunk and the commit; the client adds an idempotency key, as
- * it always does. Dequeue waits up to DEQUEUE_WAIT_MS on the node.
+ * of the 1 KiB job goes as one EnqueueBatch message (the client does so for entries up to
+ * ONE_MESSAGE_ENQUEUE_MAX); the client adds an idempotency key, as it always does. Dequeue waits up to DEQUEUE_WAIT_MS on the node.
  */
 export function geospoolSide(endpoint: string): QueueSide<GeospoolHeld> {
   const client = new GeospoolClient({ endpoints: [endpoint], retryForMs: 0 });

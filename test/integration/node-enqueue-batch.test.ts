@@ -1,13 +1,14 @@
 import { createHash } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type BulkResult, GeospoolClient } from "../../src/node/client/index.js";
+import { type BulkResult, ClientError, GeospoolClient } from "../../src/node/client/index.js";
 import {
   closeCluster,
   eventually,
   startTestCluster,
   type TestCluster,
 } from "../helpers/cluster.js";
+import { metricSample } from "../helpers/metrics-text.js";
 import { useSuiteTempDir } from "../helpers/tmp.js";
 
 /**
@@ -111,6 +112,65 @@ describe("EnqueueBatch", () => {
     const names = [0, 2, 7].map((at) => ok(results[at]).entry.name).sort();
     expect(listed.filter((n) => names.includes(n))).toEqual(names);
     expect(listed.length).toBe(names.length);
+  });
+
+  it("takes a small client enqueue as one EnqueueBatch message, with Enqueue's answers", async () => {
+    const calls = async () => {
+      const text = await (
+        await fetch(`http://127.0.0.1:${cluster.node(0).httpPort}/metrics`)
+      ).text();
+      const count = (op: string) =>
+        metricSample(text, "geospool_operation_duration_seconds_count", { op }) ?? 0;
+      return { one: count("enqueue_batch"), stream: count("enqueue") };
+    };
+    const before = await calls();
+    const small = await client(0).enqueue("inbox", "small job", {
+      metadata: "{}",
+      idempotencyKey: "one-message",
+    });
+    expect(small.deduplicated).toBe(false);
+    expect(small.entry.dataSha256).toBe(sha256("small job"));
+    const afterSmall = await calls();
+    expect(afterSmall.one).toBe(before.one + 1);
+    expect(afterSmall.stream).toBe(before.stream);
+
+    // The same key sent as a stream (another path on the node) finds the first entry.
+    async function* chunks() {
+      yield Buffer.from("other data");
+    }
+    const again = await client(0).enqueue("inbox", chunks(), {
+      metadata: "{}",
+      idempotencyKey: "one-message",
+    });
+    expect(again.deduplicated).toBe(true);
+    expect(again.entry.name).toBe(small.entry.name);
+
+    // Past 64 KiB of data and metadata: the stream, as before.
+    const big = await client(0).enqueue("inbox", Buffer.alloc(64 * 1024, 7), { metadata: "{}" });
+    expect(big.entry.dataSize).toBe(64 * 1024);
+    const afterBig = await calls();
+    expect(afterBig.stream).toBe(afterSmall.stream + 2);
+    expect(afterBig.one).toBe(afterSmall.one);
+
+    // An entry refused alone is the caller's error, with the status the stream gets.
+    const refused = async (queue: string, data: string | AsyncIterable<Uint8Array>) =>
+      client(0)
+        .enqueue(queue, data)
+        .then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+    async function* x() {
+      yield Buffer.from("x");
+    }
+    for (const queue of ["nosuch", "closed"]) {
+      const one = await refused(queue, "x");
+      const stream = await refused(queue, x());
+      expect(one).toBeInstanceOf(ClientError);
+      expect(stream).toBeInstanceOf(ClientError);
+      expect((one as ClientError).code).toBe((stream as ClientError).code);
+      expect((one as ClientError).code).toBe(grpc.status.PERMISSION_DENIED);
+    }
   });
 
   it("deduplicates keys within a batch and across batches", async () => {

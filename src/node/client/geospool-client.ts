@@ -62,6 +62,12 @@ interface UnaryMethods {
 }
 
 const MIB = 1024 * 1024;
+/**
+ * Entries with at most this many bytes of data and metadata, given as bytes or text, go in
+ * one EnqueueBatch message instead of an Enqueue stream (header, chunks, commit): one call
+ * with one message, written and made durable by the node's batch writer in one round.
+ */
+export const ONE_MESSAGE_ENQUEUE_MAX = 64 * 1024;
 
 export class ClientError extends Error {
   readonly code: grpc.status;
@@ -101,6 +107,8 @@ export class GeospoolClient {
   private readonly clients = new Map<string, SpoolClient>();
   private readonly creds: grpc.ChannelCredentials;
   private current = 0;
+  /** Endpoints that answered EnqueueBatch with UNIMPLEMENTED (an older node). */
+  private readonly noBatch = new Set<string>();
   private readonly callTimeoutMs: number;
   private readonly retryForMs: number;
   private readonly chunkBytes: number;
@@ -205,7 +213,9 @@ export class GeospoolClient {
 
   /**
    * Enqueue `data` (bytes, text, or a stream) into `queue`. Bytes and text are retried on
-   * another node on failure, under the same idempotency key; a stream is sent once.
+   * another node on failure, under the same idempotency key; a stream is sent once. Bytes
+   * or text of at most ONE_MESSAGE_ENQUEUE_MAX with their metadata (and no `dataSha256`)
+   * travel as one EnqueueBatch message; the answers are Enqueue's.
    */
   async enqueue(
     queue: string,
@@ -225,6 +235,15 @@ export class GeospoolClient {
       ...(bytes ? { dataSize: bytes.length } : {}),
       ...(options.dataSha256 ? { dataSha256: options.dataSha256 } : {}),
     };
+    const metadataBytes = header.metadata as Uint8Array;
+    if (
+      bytes &&
+      !options.dataSha256 &&
+      bytes.length + metadataBytes.length <= ONE_MESSAGE_ENQUEUE_MAX
+    ) {
+      const one = await this.enqueueOne({ queue, data: bytes, metadata: metadataBytes, key });
+      if (one !== undefined) return one;
+    }
     const attempt = (c: SpoolClient, endpoint: string) =>
       new Promise<{ entry: EntryInfo; deduplicated: boolean; endpoint: string }>(
         (resolve, reject) => {
@@ -275,6 +294,55 @@ export class GeospoolClient {
         cause: err,
       });
     }
+  }
+
+  /**
+   * A small entry as a batch of one (see ONE_MESSAGE_ENQUEUE_MAX), with Enqueue's answers: the
+   * entry, or a ClientError with the entry's own status. Undefined when the node cannot take
+   * it that way (no EnqueueBatch, or batch limits below the entry): then the stream is used,
+   * under the same idempotency key (nothing was made).
+   */
+  private async enqueueOne(e: {
+    queue: string;
+    data: Buffer;
+    metadata: Uint8Array;
+    key: string;
+  }): Promise<{ entry: EntryInfo; deduplicated: boolean; endpoint: string } | undefined> {
+    const endpoint = this.opts.endpoints[this.current % this.opts.endpoints.length] as string;
+    if (this.noBatch.has(endpoint)) return undefined;
+    let got: { res: geospool.v1.EnqueueBatchResponse; endpoint: string };
+    try {
+      got = await this.unary(
+        "enqueueBatch",
+        {
+          entries: [{ queue: e.queue, data: e.data, metadata: e.metadata, idempotencyKey: e.key }],
+        },
+        Math.ceil(e.data.length / MIB) * 1000,
+      );
+    } catch (err) {
+      const code = statusOf(err);
+      if (code === grpc.status.UNIMPLEMENTED && err instanceof ClientError && err.endpoint) {
+        this.noBatch.add(err.endpoint);
+        return undefined;
+      }
+      if (code === grpc.status.RESOURCE_EXHAUSTED) return undefined;
+      throw err;
+    }
+    const r = got.res.results[0];
+    if (r?.entry) {
+      return {
+        entry: fromEntry(r.entry),
+        deduplicated: r.deduplicated === true,
+        endpoint: got.endpoint,
+      };
+    }
+    const code = (r?.error?.code ?? grpc.status.UNKNOWN) as grpc.status;
+    const msg = r?.error?.message ?? "the node returned no result";
+    throw new ClientError(
+      `${got.endpoint}: ${grpc.status[code] ?? code}: ${msg}`,
+      code,
+      got.endpoint,
+    );
   }
 
   /**
