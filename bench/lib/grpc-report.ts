@@ -58,7 +58,12 @@ export function summarize(
           completeMeanMs: med((r) => r.phasesMs.complete.mean),
           ...(side === "geospool"
             ? {
-                nodeEnqueueMeanMs: med((r) => r.nodeServiceMeanMs?.enqueue ?? Number.NaN),
+                nodeEnqueueMeanMs: med(
+                  (r) =>
+                    r.nodeServiceMeanMs?.enqueue ??
+                    r.nodeServiceMeanMs?.enqueue_batch ??
+                    Number.NaN,
+                ),
                 nodeDequeueMeanMs: med((r) => r.nodeServiceMeanMs?.dequeue ?? Number.NaN),
                 nodeCompleteMeanMs: med((r) => r.nodeServiceMeanMs?.complete ?? Number.NaN),
               }
