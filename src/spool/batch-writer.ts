@@ -127,6 +127,16 @@ parentPort.on("message", async (req) => {
 `;
 
 /**
+ * Most items the writer thread is sent at once when writes that waited are grouped (as
+ * enqueueBatch's rounds: it bounds the files open at once, two per item). A single write
+ * larger than this still goes alone, whole.
+ * @internal
+ */
+export const WRITE_GROUP_ITEMS = 512;
+/** Writes sent to the thread at once (see `BatchWriter.write`). @internal */
+export const WRITES_IN_FLIGHT = 4;
+
+/**
  * A thread that writes batches of small entries with synchronous system calls: per entry a
  * few microseconds of the kernel's time, instead of a dozen round trips through the thread
  * pool and the event loop. One per spool, made on first use; it keeps the process alive
@@ -141,11 +151,68 @@ export class BatchWriter {
     number,
     { resolve: (r: Reply) => void; reject: (e: Error) => void }
   >();
+  /** Writes asked for while one is under way: sent together when it ends (group commit). */
+  private readonly queued: Array<{
+    items: WriterItem[];
+    dirs: string[];
+    resolve: (r: WriterResult[]) => void;
+    reject: (e: Error) => void;
+  }> = [];
+  /** Write requests sent to the thread so far (grouped writes count once). */
+  requests = 0;
+  /** Writes sent to the thread and not answered yet. */
+  private writing = 0;
 
-  /** Write `items`, then make them and `dirs` durable; one result per item. */
-  async write(items: WriterItem[], dirs: string[]): Promise<WriterResult[]> {
-    const reply = await this.send((id) => ({ id, dirs, items }));
-    return "results" in reply ? reply.results : [];
+  /**
+   * Write `items`, then make them and `dirs` durable; one result per item. Up to
+   * WRITES_IN_FLIGHT writes go to the thread at once (it writes the next while the last
+   * one's fsyncs run); writes asked for beyond that wait and then go together, in the order
+   * asked, up to WRITE_GROUP_ITEMS items: one request, one fsync round for all (each item is
+   * still whole or absent, and none is answered before the round that made it durable).
+   */
+  write(items: WriterItem[], dirs: string[]): Promise<WriterResult[]> {
+    return new Promise((resolve, reject) => {
+      this.queued.push({ items, dirs, resolve, reject });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    if (this.writing >= WRITES_IN_FLIGHT || this.queued.length === 0) return;
+    let n = 0;
+    let take = 0;
+    while (take < this.queued.length) {
+      const next = (this.queued[take] as { items: WriterItem[] }).items.length;
+      if (take > 0 && n + next > WRITE_GROUP_ITEMS) break;
+      n += next;
+      take++;
+    }
+    const group = this.queued.splice(0, take);
+    this.requests++;
+    const items =
+      group.length === 1
+        ? (group[0] as { items: WriterItem[] }).items
+        : group.flatMap((g) => g.items);
+    const dirs = [...new Set(group.flatMap((g) => g.dirs))];
+    this.writing++;
+    this.send((id) => ({ id, dirs, items }))
+      .then(
+        (reply) => {
+          const results = "results" in reply ? reply.results : [];
+          let at = 0;
+          for (const g of group) {
+            g.resolve(results.slice(at, at + g.items.length));
+            at += g.items.length;
+          }
+        },
+        (err: Error) => {
+          for (const g of group) g.reject(err);
+        },
+      )
+      .finally(() => {
+        this.writing--;
+        this.pump();
+      });
   }
 
   /** Make each registry file of `paths` with O_EXCL (not fsynced, as `reserveName`). */
