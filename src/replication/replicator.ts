@@ -378,7 +378,11 @@ export class Replicator {
         this.opts.batchIntervalMs ?? BATCH_INTERVAL_MS,
         this.schedule.dirtyCount,
       );
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      if (wait > 0) {
+        await new Promise((r) => setTimeout(r, wait));
+        // Stopped meanwhile (the drain ran out): end at this batch boundary, as below.
+        if (this.stopped) break;
+      }
       lastStart = performance.now();
       const batch = this.schedule.takeBatch();
       try {

@@ -147,10 +147,13 @@ export const WRITES_IN_FLIGHT = 4;
 export class BatchWriter {
   private worker: Worker | undefined;
   private nextId = 0;
+  /** Requests sent and not answered, with the thread each went to. */
   private readonly pending = new Map<
     number,
-    { resolve: (r: Reply) => void; reject: (e: Error) => void }
+    { resolve: (r: Reply) => void; reject: (e: Error) => void; worker: Worker }
   >();
+  /** Per thread, its requests not answered yet (it keeps the process alive while any). */
+  private readonly outstanding = new Map<Worker, number>();
   /** Writes asked for while one is under way: sent together when it ends (group commit). */
   private readonly queued: Array<{
     items: WriterItem[];
@@ -195,7 +198,15 @@ export class BatchWriter {
         : group.flatMap((g) => g.items);
     const dirs = [...new Set(group.flatMap((g) => g.dirs))];
     this.writing++;
-    this.send((id) => ({ id, dirs, items }))
+    let sent: Promise<Reply>;
+    try {
+      sent = this.send((id) => ({ id, dirs, items }));
+    } catch (err) {
+      // No thread could be made (or the message not posted): this group fails, the next
+      // write tries again.
+      sent = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    sent
       .then(
         (reply) => {
           const results = "results" in reply ? reply.results : [];
@@ -224,11 +235,14 @@ export class BatchWriter {
   private send(make: (id: number) => Request): Promise<Reply> {
     const worker = this.thread();
     const id = this.nextId++;
+    const message = make(id);
     const done = new Promise<Reply>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, worker });
     });
-    if (this.pending.size === 1) worker.ref();
-    worker.postMessage(make(id));
+    const n = this.outstanding.get(worker) ?? 0;
+    this.outstanding.set(worker, n + 1);
+    if (n === 0) worker.ref();
+    worker.postMessage(message);
     return done;
   }
 
@@ -240,13 +254,22 @@ export class BatchWriter {
       const p = this.pending.get(reply.id);
       if (p === undefined) return;
       this.pending.delete(reply.id);
-      if (this.pending.size === 0) worker.unref();
+      const left = (this.outstanding.get(worker) ?? 1) - 1;
+      this.outstanding.set(worker, left);
+      if (left === 0) worker.unref();
       p.resolve(reply);
     });
+    // Only this thread's requests fail: those sent meanwhile to a new thread (after its
+    // `error`, before its `exit`) are that thread's.
     const fail = (err: Error) => {
       if (this.worker === worker) this.worker = undefined;
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
+      for (const [id, p] of this.pending) {
+        if (p.worker !== worker) continue;
+        this.pending.delete(id);
+        p.reject(err);
+      }
+      this.outstanding.delete(worker);
+      worker.unref();
     };
     worker.on("error", fail);
     worker.on("exit", (code) =>

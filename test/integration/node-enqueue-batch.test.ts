@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type BulkResult, ClientError, GeospoolClient } from "../../src/node/client/index.js";
+import { serviceCodeOf } from "../../src/node/grpc/status.js";
 import {
   closeCluster,
   eventually,
@@ -170,7 +171,22 @@ describe("EnqueueBatch", () => {
       expect(stream).toBeInstanceOf(ClientError);
       expect((one as ClientError).code).toBe((stream as ClientError).code);
       expect((one as ClientError).code).toBe(grpc.status.PERMISSION_DENIED);
+      // The service's own error code reaches the caller too (the CLI's message uses it).
+      expect(serviceCodeOf((one as ClientError).cause)).toBe("permission_denied");
+      expect(serviceCodeOf((one as ClientError).cause)).toBe(
+        serviceCodeOf((stream as ClientError).cause),
+      );
     }
+
+    // Concurrent sends of one key: one entry, every caller answered with it. A send that
+    // finds the key in progress (ABORTED for that entry) is retried, as the stream's is.
+    const race = await Promise.all(
+      Array.from({ length: 6 }, () =>
+        client(0).enqueue("inbox", "raced", { metadata: "{}", idempotencyKey: "raced-key" }),
+      ),
+    );
+    expect(new Set(race.map((r) => r.entry.name)).size).toBe(1);
+    expect(race.filter((r) => !r.deduplicated)).toHaveLength(1);
   });
 
   it("deduplicates keys within a batch and across batches", async () => {

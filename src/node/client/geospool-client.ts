@@ -69,6 +69,25 @@ const MIB = 1024 * 1024;
  */
 export const ONE_MESSAGE_ENQUEUE_MAX = 64 * 1024;
 
+/**
+ * One entry's refusal in an EnqueueBatch answer, shaped as a gRPC call error (code,
+ * details, metadata with the service's error code) so it is retried and reported as the
+ * Enqueue stream's call-level status would be.
+ */
+class EntryRefusal extends Error {
+  readonly metadata = new grpc.Metadata();
+  constructor(
+    readonly code: grpc.status,
+    readonly details: string,
+    serviceCode: string,
+  ) {
+    super(`${code} ${grpc.status[code] ?? code}: ${details}`);
+    // src/node/grpc/status.ts ERROR_CODE_KEY (not imported: it would bring the server's
+    // error types, and the spool's, into the client).
+    if (serviceCode) this.metadata.set("geospool-error-code", serviceCode);
+  }
+}
+
 export class ClientError extends Error {
   readonly code: grpc.status;
   readonly endpoint: string | undefined;
@@ -310,16 +329,48 @@ export class GeospoolClient {
   }): Promise<{ entry: EntryInfo; deduplicated: boolean; endpoint: string } | undefined> {
     const endpoint = this.opts.endpoints[this.current % this.opts.endpoints.length] as string;
     if (this.noBatch.has(endpoint)) return undefined;
-    let got: { res: geospool.v1.EnqueueBatchResponse; endpoint: string };
-    try {
-      got = await this.unary(
-        "enqueueBatch",
-        {
-          entries: [{ queue: e.queue, data: e.data, metadata: e.metadata, idempotencyKey: e.key }],
+    const req: geospool.v1.EnqueueBatchRequest.$Properties = {
+      entries: [{ queue: e.queue, data: e.data, metadata: e.metadata, idempotencyKey: e.key }],
+    };
+    const extraMs = Math.ceil(e.data.length / MIB) * 1000;
+    // The entry's own refusal is thrown inside the attempt, so a retryable one (ABORTED: the
+    // key is being enqueued right now; UNAVAILABLE) is retried and fails over under the same
+    // key, as the stream's call-level status would be.
+    const attempt = (c: SpoolClient, at: string) =>
+      new Promise<{ entry: EntryInfo; deduplicated: boolean; endpoint: string }>(
+        (resolve, reject) => {
+          c.enqueueBatch(
+            req,
+            this.metadata(),
+            { deadline: Date.now() + this.callTimeoutMs + extraMs },
+            (err, res) => {
+              if (err || !res) return reject(err);
+              const r = res.results[0];
+              if (r?.entry) {
+                return resolve({
+                  entry: fromEntry(r.entry),
+                  deduplicated: r.deduplicated === true,
+                  endpoint: at,
+                });
+              }
+              reject(
+                new EntryRefusal(
+                  (r?.error?.code ?? grpc.status.UNKNOWN) as grpc.status,
+                  r?.error?.message ?? "the node returned no result",
+                  r?.error?.serviceCode ?? "",
+                ),
+              );
+            },
+          );
         },
-        Math.ceil(e.data.length / MIB) * 1000,
       );
+    try {
+      return await this.withFailover(attempt);
     } catch (err) {
+      if (err instanceof ClientError && err.cause instanceof EntryRefusal) throw err;
+      // Refused as a call (nothing was made): a node without EnqueueBatch, or one whose
+      // batch limits are below this entry (or that is out of upload slots, which the
+      // stream will be told too): the stream, under the same key.
       const code = statusOf(err);
       if (code === grpc.status.UNIMPLEMENTED && err instanceof ClientError && err.endpoint) {
         this.noBatch.add(err.endpoint);
@@ -328,21 +379,6 @@ export class GeospoolClient {
       if (code === grpc.status.RESOURCE_EXHAUSTED) return undefined;
       throw err;
     }
-    const r = got.res.results[0];
-    if (r?.entry) {
-      return {
-        entry: fromEntry(r.entry),
-        deduplicated: r.deduplicated === true,
-        endpoint: got.endpoint,
-      };
-    }
-    const code = (r?.error?.code ?? grpc.status.UNKNOWN) as grpc.status;
-    const msg = r?.error?.message ?? "the node returned no result";
-    throw new ClientError(
-      `${got.endpoint}: ${grpc.status[code] ?? code}: ${msg}`,
-      code,
-      got.endpoint,
-    );
   }
 
   /**
