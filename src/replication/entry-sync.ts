@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { mapLimit } from "../common/map-limit.js";
 import {
   nameProblem,
   type ReplicaData,
@@ -6,7 +7,7 @@ import {
   type ReplicaLook,
 } from "../spool/index.js";
 import { EntryFetches } from "./entry-fetches.js";
-import { errorText, mapLimit, type Outcome, placeDeferred } from "./entry-outcome.js";
+import { errorText, type Outcome, placeDeferred } from "./entry-outcome.js";
 import { foldEntry } from "./fold.js";
 import type { HybridLogicalClock } from "./hlc.js";
 import { rowKey } from "./journal-row.js";

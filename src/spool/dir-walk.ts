@@ -21,7 +21,7 @@ export const WALK_SLICE = 512;
 export async function walkDir(
   throttle: Throttle,
   path: string,
-  visit: (names: readonly string[]) => void | Promise<void>,
+  visit: (names: readonly string[]) => unknown,
   slice = WALK_SLICE,
 ): Promise<void> {
   const dir: Dir = await throttle.run(() => opendir(path, { bufferSize: slice }));

@@ -1,3 +1,4 @@
+import { mapLimit } from "../common/map-limit.js";
 import { walkDir } from "./dir-walk.js";
 import { statIfExists } from "./fs-ops.js";
 import { CHECKOUT, entryNameOfTmpFile, TMP_TAG_SEPARATOR } from "./layout.js";
@@ -69,7 +70,7 @@ export async function fsckSpool<M, Q extends string>(
       if (v === undefined) unknown.push(n);
       else found.set(n, v | HAS_DATA);
     }
-    await eachAtMost(STATS_AT_ONCE, unknown, async (n) => {
+    await mapLimit(unknown, STATS_AT_ONCE, async (n) => {
       if (await exists(l.registryFile(n))) return;
       const st = await stat(l.dataFile(n));
       if (st)
@@ -79,7 +80,7 @@ export async function fsckSpool<M, Q extends string>(
 
   const problems: Problem<Q>[] = [];
   await walkDir(core.throttle, l.tmp, (names) =>
-    eachAtMost(STATS_AT_ONCE, names, async (n) => {
+    mapLimit(names, STATS_AT_ONCE, async (n) => {
       const st = await stat(`${l.tmp}/${n}`);
       if (!st) return;
       if (now - st.mtimeMs > limits.maxTmpFileAgeMs) {
@@ -122,7 +123,7 @@ export async function fsckSpool<M, Q extends string>(
         hold(n, 2 * qi);
         if (maxAge !== undefined || ((found.get(n) ?? 0) & HAS_DATA) === 0) toLook.push(n);
       }
-      return eachAtMost(STATS_AT_ONCE, toLook, async (n) => {
+      return mapLimit(toLook, STATS_AT_ONCE, async (n) => {
         let mtime: Promise<number | undefined> | undefined;
         const mtimeMs = () => {
           mtime ??= stat(`${qpath}/${n}`).then((st) => st?.mtimeMs);
@@ -139,7 +140,7 @@ export async function fsckSpool<M, Q extends string>(
     });
     const cpath = l.checkout(dirname);
     await walkDir(core.throttle, cpath, (names) =>
-      eachAtMost(STATS_AT_ONCE, names, async (n) => {
+      mapLimit(names, STATS_AT_ONCE, async (n) => {
         const st = await stat(`${cpath}/${n}`);
         if (!st) return;
         const f = file(n, st.mtimeMs);
@@ -179,7 +180,7 @@ export async function fsckSpool<M, Q extends string>(
   for (const [name, v] of found) if (v >> 1 === 0 || duplicated.has(name)) unheld.push(name);
   found.clear();
   const registryProblems = new Map<string, Problem<Q>>();
-  await eachAtMost(STATS_AT_ONCE, unheld, async (name) => {
+  await mapLimit(unheld, STATS_AT_ONCE, async (name) => {
     const st = await stat(l.registryFile(name));
     if (!st) return;
     const f = file(name, st.mtimeMs);
@@ -197,17 +198,4 @@ export async function fsckSpool<M, Q extends string>(
     if (p) problems.push(p);
   }
   return problems;
-}
-
-/** `fn` over `items`, at most `limit` at a time. */
-async function eachAtMost<T>(
-  limit: number,
-  items: readonly T[],
-  fn: (item: T) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < items.length; i = next++) await fn(items[i] as T);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
