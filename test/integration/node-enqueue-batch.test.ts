@@ -178,8 +178,8 @@ describe("EnqueueBatch", () => {
       );
     }
 
-    // Concurrent sends of one key: one entry, every caller answered with it. A send that
-    // finds the key in progress (ABORTED for that entry) is retried, as the stream's is.
+    // Concurrent sends of one key: one entry, every caller answered with it (a send that
+    // finds the key in progress is retried; whether one does depends on the timing).
     const race = await Promise.all(
       Array.from({ length: 6 }, () =>
         client(0).enqueue("inbox", "raced", { metadata: "{}", idempotencyKey: "raced-key" }),

@@ -88,6 +88,18 @@ class EntryRefusal extends Error {
   }
 }
 
+/** One entry's result in an EnqueueBatch answer (undefined: the node sent none for it). */
+function bulkResultOf(r: geospool.v1.IBatchResult | undefined): BulkResult {
+  if (r?.entry)
+    return { ok: true, entry: fromEntry(r.entry), deduplicated: r.deduplicated === true };
+  return {
+    ok: false,
+    code: r?.error?.code ?? grpc.status.UNKNOWN,
+    message: r?.error?.message ?? "no result",
+    serviceCode: r?.error?.serviceCode ?? "",
+  };
+}
+
 export class ClientError extends Error {
   readonly code: grpc.status;
   readonly endpoint: string | undefined;
@@ -208,26 +220,35 @@ export class GeospoolClient {
     extraMs = 0,
     pin?: string,
   ): Promise<{ res: UnaryMethods[K][1]; endpoint: string }> {
-    type Res = UnaryMethods[K][1];
     return this.withFailover(
-      (c, endpoint) =>
-        new Promise<{ res: Res; endpoint: string }>((resolve, reject) => {
-          const method = c[name] as unknown as (
-            req: UnaryMethods[K][0],
-            md: grpc.Metadata,
-            o: grpc.CallOptions,
-            cb: grpc.requestCallback<Res>,
-          ) => grpc.ClientUnaryCall;
-          method.call(
-            c,
-            req,
-            this.metadata(),
-            { deadline: Date.now() + this.callTimeoutMs + extraMs },
-            (err, res) => (err || !res ? reject(err) : resolve({ res, endpoint })),
-          );
-        }),
+      (c, endpoint) => this.callOnce(c, name, req, extraMs).then((res) => ({ res, endpoint })),
       pin,
     );
+  }
+
+  /** One unary call on `c`, with the token and a deadline of the call timeout + `extraMs`. */
+  private callOnce<K extends keyof UnaryMethods>(
+    c: SpoolClient,
+    name: K,
+    req: UnaryMethods[K][0],
+    extraMs: number,
+  ): Promise<UnaryMethods[K][1]> {
+    type Res = UnaryMethods[K][1];
+    return new Promise<Res>((resolve, reject) => {
+      const method = c[name] as unknown as (
+        req: UnaryMethods[K][0],
+        md: grpc.Metadata,
+        o: grpc.CallOptions,
+        cb: grpc.requestCallback<Res>,
+      ) => grpc.ClientUnaryCall;
+      method.call(
+        c,
+        req,
+        this.metadata(),
+        { deadline: Date.now() + this.callTimeoutMs + extraMs },
+        (err, res) => (err || !res ? reject(err) : resolve(res)),
+      );
+    });
   }
 
   /**
@@ -327,8 +348,8 @@ export class GeospoolClient {
     metadata: Uint8Array;
     key: string;
   }): Promise<{ entry: EntryInfo; deduplicated: boolean; endpoint: string } | undefined> {
-    const endpoint = this.opts.endpoints[this.current % this.opts.endpoints.length] as string;
-    if (this.noBatch.has(endpoint)) return undefined;
+    const current = this.opts.endpoints[this.current % this.opts.endpoints.length] as string;
+    if (this.noBatch.has(current)) return undefined;
     const req: geospool.v1.EnqueueBatchRequest.$Properties = {
       entries: [{ queue: e.queue, data: e.data, metadata: e.metadata, idempotencyKey: e.key }],
     };
@@ -336,34 +357,12 @@ export class GeospoolClient {
     // The entry's own refusal is thrown inside the attempt, so a retryable one (ABORTED: the
     // key is being enqueued right now; UNAVAILABLE) is retried and fails over under the same
     // key, as the stream's call-level status would be.
-    const attempt = (c: SpoolClient, at: string) =>
-      new Promise<{ entry: EntryInfo; deduplicated: boolean; endpoint: string }>(
-        (resolve, reject) => {
-          c.enqueueBatch(
-            req,
-            this.metadata(),
-            { deadline: Date.now() + this.callTimeoutMs + extraMs },
-            (err, res) => {
-              if (err || !res) return reject(err);
-              const r = res.results[0];
-              if (r?.entry) {
-                return resolve({
-                  entry: fromEntry(r.entry),
-                  deduplicated: r.deduplicated === true,
-                  endpoint: at,
-                });
-              }
-              reject(
-                new EntryRefusal(
-                  (r?.error?.code ?? grpc.status.UNKNOWN) as grpc.status,
-                  r?.error?.message ?? "the node returned no result",
-                  r?.error?.serviceCode ?? "",
-                ),
-              );
-            },
-          );
-        },
-      );
+    const attempt = async (c: SpoolClient, endpoint: string) => {
+      const res = await this.callOnce(c, "enqueueBatch", req, extraMs);
+      const r = bulkResultOf(res.results[0]);
+      if (!r.ok) throw new EntryRefusal(r.code, r.message, r.serviceCode);
+      return { entry: r.entry, deduplicated: r.deduplicated, endpoint };
+    };
     try {
       return await this.withFailover(attempt);
     } catch (err) {
@@ -404,16 +403,7 @@ export class GeospoolClient {
   private async sendBatch(entries: geospool.v1.BatchEntry.$Properties[]): Promise<BulkResult[]> {
     const bytes = entries.reduce((n, e) => n + (e.data?.length ?? 0), 0);
     const { res } = await this.unary("enqueueBatch", { entries }, Math.ceil(bytes / MIB) * 1000);
-    return res.results.map((r): BulkResult => {
-      if (r.entry)
-        return { ok: true, entry: fromEntry(r.entry), deduplicated: r.deduplicated === true };
-      return {
-        ok: false,
-        code: r.error?.code ?? grpc.status.UNKNOWN,
-        message: r.error?.message ?? "no result",
-        serviceCode: r.error?.serviceCode ?? "",
-      };
-    });
+    return res.results.map(bulkResultOf);
   }
 
   /** Check out the next entry of `queue`, waiting up to `waitMs`; undefined when none came. */
