@@ -43,6 +43,7 @@ const QUIET_MS = 1_000;
 /** Dirty entries past which the apply stream is held. */
 const BACKPRESSURE_DIRTY = 20_000;
 export const RETRY_BASE_MS = 250;
+const RETRY_MAX_MS = 30_000;
 /** The default of `ReplicatorOptions.batchIntervalMs`. */
 export const BATCH_INTERVAL_MS = 10;
 
@@ -60,7 +61,6 @@ export function batchDelay(
   if (intervalMs <= 0 || dirty >= MAX_BATCH) return 0;
   return Math.max(0, Math.min(intervalMs, lastStart + intervalMs - now));
 }
-const RETRY_MAX_MS = 30_000;
 
 export class SyncSchedule {
   private readonly dirty = new Map<string, Dirty>();

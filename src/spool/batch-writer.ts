@@ -192,10 +192,7 @@ export class BatchWriter {
     }
     const group = this.queued.splice(0, take);
     this.requests++;
-    const items =
-      group.length === 1
-        ? (group[0] as { items: WriterItem[] }).items
-        : group.flatMap((g) => g.items);
+    const items = group.flatMap((g) => g.items);
     const dirs = [...new Set(group.flatMap((g) => g.dirs))];
     this.writing++;
     let sent: Promise<Reply>;
