@@ -135,7 +135,11 @@ export function batchCtx(raw: RawSpool, model: Model, actions: readonly Single[]
     racing: new Set(moving ? [...model.entries.keys(), ...model.removed] : []),
     removable: new Set(removes ? model.held().map((e) => e.name) : []),
     finishable: new Set(finishes ? model.held().map((e) => e.name) : []),
-    busyQueues: new Set(moving ? ["inbox", "outbox", "dead"] : []),
+    // An ExtendLease takes its checkout file aside for a moment, so queue depths read
+    // beside it may miss that entry, though nothing moves between queues.
+    busyQueues: new Set(
+      moving || actions.some((x) => x.kind === "extend") ? ["inbox", "outbox", "dead"] : [],
+    ),
   };
 }
 

@@ -11,7 +11,7 @@ import {
   wellFormed,
 } from "./bad-input-arbitraries.js";
 import { type Ctx, expectStatus, fail, plain, queueCodes, validName } from "./bad-input-check.js";
-import { LIMITS, type ModelEntry, QUEUES } from "./bad-input-model.js";
+import { LIMITS, type ModelEntry, QUEUES, sha256 } from "./bad-input-model.js";
 
 /** Whether the node must accept ("ok"), must refuse ("bad") or may do either with a duration. */
 export function durationVerdict(
@@ -251,7 +251,9 @@ export async function runComplete(ctx: Ctx, input: CompleteInput): Promise<void>
       ? { save: { queue: a.queue, ...(a.metadata ? { metadata: a.metadata } : {}) } }
       : {}),
   });
-  const to = a.kind === "save" ? `save:${a.queue}` : "remove";
+  // The node takes a Complete for a retry only if it asks for the same metadata too.
+  const meta = a.kind === "save" && a.metadata ? `/${sha256(Buffer.from(a.metadata))}` : "";
+  const to = a.kind === "save" ? `save:${a.queue}${meta}` : "remove";
   const retryKey = `complete/${to}/${r.queue}/${r.name}/${r.token}`;
   const saveCodes = a.kind === "save" ? queueCodes(a.queue) : [];
   if (a.kind === "save" && a.metadata && a.metadata.length > LIMITS.metadataSize) {

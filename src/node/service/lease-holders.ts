@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import {
   type CheckedOutEntry,
   Expert,
@@ -17,6 +18,13 @@ export type CompleteAction =
   | { kind: "save"; queue: string; metadata?: Buffer }
   | { kind: "remove" };
 
+/** A save's new metadata as part of its retry key: its digest, or nothing if it keeps the old. */
+function metadataKey(metadata: Buffer | undefined): string {
+  return metadata === undefined
+    ? ""
+    : `/${createHash("sha256").update(metadata).digest("base64url")}`;
+}
+
 const MAX_REMEMBERED_CHECKOUTS = 100_000;
 /** How long a finished Complete/Release is remembered for retries of it. */
 const FINISH_MEMORY_MS = 5 * 60_000;
@@ -31,6 +39,8 @@ export class LeaseHolders {
   private readonly readers = new Map<string, QueueReader<NodeEntryMeta, string>>();
   private readonly finished = new Map<string, { at: number; result: Promise<unknown> }>();
   private readonly held = new Map<string, CheckedOutEntry<NodeEntryMeta, string>>();
+  /** The latest finish or extension asked for, per checkout (see `inTurn`). */
+  private readonly turns = new Map<string, Promise<void>>();
 
   constructor(
     private readonly ctx: ServiceContext,
@@ -172,31 +182,38 @@ export class LeaseHolders {
     leaseToken: string;
     action: CompleteAction;
   }): Promise<EntryInfo | undefined> {
-    // Keyed by token, action and destination: a retry of this very request, nothing else.
-    const to = req.action.kind === "save" ? `save:${req.action.queue}` : "remove";
+    // Keyed by token, action, destination and new metadata: a retry of this very request,
+    // nothing else. A second Complete of the checkout asking for other metadata is not a
+    // retry: it gets "lease lost", never the first one's answer as if its metadata were kept.
+    const to =
+      req.action.kind === "save"
+        ? `save:${req.action.queue}${metadataKey(req.action.metadata)}`
+        : "remove";
     const key = `complete/${to}/${req.queue}/${req.name}/${req.leaseToken}`;
     return this.once(key, () =>
-      this.ctx.timed("complete", req.queue, async () => {
-        if (req.action.kind === "save") {
-          this.ctx.checkQueue(req.action.queue);
-          if (req.action.metadata !== undefined) this.ctx.checkMetadata(req.action.metadata);
-        }
-        const co = await this.holder(req.queue, req.name, req.leaseToken);
-        if (req.action.kind === "remove") {
-          const r = await co.remove();
+      this.ctx.timed("complete", req.queue, () =>
+        this.inTurn(req.queue, req.name, async () => {
+          if (req.action.kind === "save") {
+            this.ctx.checkQueue(req.action.queue);
+            if (req.action.metadata !== undefined) this.ctx.checkMetadata(req.action.metadata);
+          }
+          const co = await this.holder(req.queue, req.name, req.leaseToken);
+          if (req.action.kind === "remove") {
+            const r = await co.remove();
+            this.held.delete(`${req.queue}/${req.name}`);
+            if (r.kind === "lease_lost") throw leaseLost(req.name);
+            this.ctx.publish({ kind: "removed", name: req.name, queue: req.queue });
+            return undefined;
+          }
+          const { metadata, queue: to } = req.action;
+          if (metadata !== undefined) co.update((m) => ({ ...m, user: metadata }));
+          const r = await co.save(to);
           this.held.delete(`${req.queue}/${req.name}`);
           if (r.kind === "lease_lost") throw leaseLost(req.name);
-          this.ctx.publish({ kind: "removed", name: req.name, queue: req.queue });
-          return undefined;
-        }
-        const { metadata, queue: to } = req.action;
-        if (metadata !== undefined) co.update((m) => ({ ...m, user: metadata }));
-        const r = await co.save(to);
-        this.held.delete(`${req.queue}/${req.name}`);
-        if (r.kind === "lease_lost") throw leaseLost(req.name);
-        this.ctx.publish({ kind: "saved", name: req.name, queue: to, fromQueue: req.queue });
-        return toInfo(req.name, to, co.contents, co.attempts);
-      }),
+          this.ctx.publish({ kind: "saved", name: req.name, queue: to, fromQueue: req.queue });
+          return toInfo(req.name, to, co.contents, co.attempts);
+        }),
+      ),
     );
   }
 
@@ -222,10 +239,12 @@ export class LeaseHolders {
   }
 
   /** Return a checkout to its queue untouched (the client that asked for it is gone). */
-  async putBack(queue: string, name: string, leaseToken: string): Promise<void> {
-    const co = await this.holder(queue, name, leaseToken);
-    await co.save(queue);
-    this.held.delete(`${queue}/${name}`);
+  putBack(queue: string, name: string, leaseToken: string): Promise<void> {
+    return this.inTurn(queue, name, async () => {
+      const co = await this.holder(queue, name, leaseToken);
+      await co.save(queue);
+      this.held.delete(`${queue}/${name}`);
+    });
   }
 
   release(req: {
@@ -235,14 +254,16 @@ export class LeaseHolders {
   }): Promise<{ queue: string; attempts: number }> {
     const key = `release/${req.queue}/${req.name}/${req.leaseToken}`;
     return this.once(key, () =>
-      this.ctx.timed("release", req.queue, async () => {
-        const co = await this.holder(req.queue, req.name, req.leaseToken);
-        const r = await co.release();
-        this.held.delete(`${req.queue}/${req.name}`);
-        if (r.kind === "lease_lost" || r.to === undefined) throw leaseLost(req.name);
-        this.ctx.publish({ kind: "released", name: req.name, queue: r.to, fromQueue: req.queue });
-        return { queue: r.to, attempts: co.attempts + 1 };
-      }),
+      this.ctx.timed("release", req.queue, () =>
+        this.inTurn(req.queue, req.name, async () => {
+          const co = await this.holder(req.queue, req.name, req.leaseToken);
+          const r = await co.release();
+          this.held.delete(`${req.queue}/${req.name}`);
+          if (r.kind === "lease_lost" || r.to === undefined) throw leaseLost(req.name);
+          this.ctx.publish({ kind: "released", name: req.name, queue: r.to, fromQueue: req.queue });
+          return { queue: r.to, attempts: co.attempts + 1 };
+        }),
+      ),
     );
   }
 
@@ -259,11 +280,36 @@ export class LeaseHolders {
           "lease must be a positive duration",
         );
       }
-      const co = await this.holder(req.queue, req.name, req.leaseToken);
-      const r = await co.extendLease(req.leaseMs);
-      if (r.kind === "lease_lost") throw leaseLost(req.name);
-      return co.leaseUntil;
+      return this.inTurn(req.queue, req.name, async () => {
+        const co = await this.holder(req.queue, req.name, req.leaseToken);
+        const r = await co.extendLease(req.leaseMs);
+        if (r.kind === "lease_lost") throw leaseLost(req.name);
+        return co.leaseUntil;
+      });
     });
+  }
+
+  /**
+   * Run `f` once no other finish or extension of the checkout `queue/name` is under way in
+   * this process. They share one CheckedOutEntry: a Complete that loses a race must not
+   * change the metadata the winner writes, and a sibling's moment with the checkout file
+   * aside must not read as a lost lease. (Other processes are kept apart by the spool.)
+   */
+  private async inTurn<T>(queue: string, name: string, f: () => Promise<T>): Promise<T> {
+    const key = `${queue}/${name}`;
+    const before = this.turns.get(key);
+    let done = () => {};
+    const mine = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    this.turns.set(key, mine);
+    try {
+      await before;
+      return await f();
+    } finally {
+      done();
+      if (this.turns.get(key) === mine) this.turns.delete(key);
+    }
   }
 
   /** Forget a checkout taken back by the lease reaper. */

@@ -104,6 +104,77 @@ describe("lease tokens", () => {
     expect((await service.stat({ name })).entry.queue).toBe("outbox");
   });
 
+  it("the answer cache tells new metadata apart: another save is refused, not answered as kept", async () => {
+    const name = await enqueueOne();
+    const token = await dequeue(name);
+    const req = { queue: "inbox", name, leaseToken: token };
+    const save = (metadata?: Buffer) =>
+      service.complete({
+        ...req,
+        action: { kind: "save", queue: "outbox", ...(metadata ? { metadata } : {}) },
+      });
+    // Two at once, as a client racing itself would send them: one is carried out, and the
+    // other learns its metadata was not stored.
+    const [a, b] = await Promise.allSettled([save(Buffer.from("one")), save(Buffer.alloc(0))]);
+    const done = [a, b].filter((r) => r.status === "fulfilled");
+    expect(done).toHaveLength(1);
+    const lost = [a, b].find((r) => r.status === "rejected") as PromiseRejectedResult;
+    expect(lost.reason.code).toBe(ServiceErrorCode.LeaseLost);
+    const kept = a.status === "fulfilled" ? Buffer.from("one") : Buffer.alloc(0);
+    expect((await service.stat({ name })).entry.metadata).toEqual(kept);
+    // A retry naming the same metadata gets the first answer; keeping the metadata is
+    // another request too.
+    expect((await save(kept))?.metadata).toEqual(kept);
+    expect(((await save().catch((e) => e)) as { code: string }).code).toBe(
+      ServiceErrorCode.LeaseLost,
+    );
+  });
+
+  it("of two finishes of one checkout at once, the loser changes nothing the winner stores", async () => {
+    for (let i = 0; i < 20; i++) {
+      const name = await enqueueOne();
+      const token = await dequeue(name);
+      const req = { queue: "inbox", name, leaseToken: token };
+      const asked = [
+        { kind: "save", queue: "outbox", metadata: Buffer.alloc(0) },
+        { kind: "save", queue: "dead", metadata: Buffer.from(`loser ${i}`) },
+      ] as const;
+      const out = await Promise.allSettled(
+        asked.map((action) => service.complete({ ...req, action })),
+      );
+      const won = out.findIndex((r) => r.status === "fulfilled");
+      expect(
+        out.filter((r) => r.status === "fulfilled"),
+        `round ${i}`,
+      ).toHaveLength(1);
+      const { queue, metadata } = asked[won] as (typeof asked)[number];
+      const saved = (out[won] as PromiseFulfilledResult<{ metadata: Buffer }>).value;
+      expect(saved.metadata, `round ${i}`).toEqual(metadata);
+      const stored = (await service.stat({ name })).entry;
+      expect([stored.queue, stored.metadata], `round ${i}`).toEqual([queue, metadata]);
+      await service.complete({
+        queue,
+        name,
+        leaseToken: await (async () => {
+          const got = await service.dequeue({ queue, leaseMs: 60_000 });
+          return got?.leaseToken ?? "";
+        })(),
+        action: { kind: "remove" },
+      });
+    }
+  });
+
+  it("extensions of one checkout at once all hold, none reads as a lost lease", async () => {
+    const name = await enqueueOne();
+    const token = await dequeue(name);
+    const req = { queue: "inbox", name, leaseToken: token };
+    const untils = await Promise.all(
+      [1, 2, 3, 4].map((i) => service.extendLease({ ...req, leaseMs: 60_000 + i })),
+    );
+    expect(untils).toHaveLength(4);
+    await service.complete({ ...req, action: { kind: "remove" } });
+  });
+
   it("a stale holder cannot act on a later checkout", async () => {
     const name = await enqueueOne();
     const stale: string[] = [];
