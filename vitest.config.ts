@@ -5,10 +5,11 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: "forks",
-    // One file at a time (vitest's default on 2 cores). Two at a time took the suite from 17
-    // to 10 minutes, but under that load grpc-bad-input's ClusterStatus count and an idle
-    // PostgreSQL client's end in gc-walk.test.ts failed once each (2026-12-06): fix those,
-    // then try `maxWorkers: 2` again.
+    // Two files at a time on the 2-core build machine: the suite takes about 10 minutes
+    // instead of 16. (The two timing-sensitive failures that once kept it at one file were
+    // a real race between two finishes of one checkout, fixed in f603d42, and a campaign
+    // check that read queue depths beside an ExtendLease.)
+    maxWorkers: 2,
     reporters: ["default"],
     // `npm run test:unit` runs the first, `npm run test:integration` the second.
     projects: [
