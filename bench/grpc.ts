@@ -1,12 +1,14 @@
 /**
- * `npm run bench:grpc`: durable Enqueue → Dequeue → Complete(remove) over gRPC against one
- * geospool node, side by side with pg-boss (send → fetch → complete) against a PostgreSQL
- * server of the same kind, at 1 and 32 concurrent clients. Runs alternate (geospool,
- * pg-boss, geospool, pg-boss, ...); the table shows medians and the ratios
- * geospool/pg-boss. Writes bench/results/grpc.json. See docs/benchmarks.md.
+ * `npm run bench:grpc`: durable jobs (enqueue, complete(remove), take the next) over gRPC
+ * against one geospool node, side by side with pg-boss (send, complete, fetch) against a
+ * PostgreSQL server of the same kind, at 1 and 32 concurrent clients (bench/lib/grpc-loop.ts).
+ * geospool takes the next job in its Complete call (then_dequeue); geospool-3call, the same
+ * node, with a Dequeue call. Runs alternate side by side; the table shows medians and the
+ * ratios geospool/pg-boss. Writes bench/results/grpc.json. See docs/benchmarks.md.
  *
  * Options: --rounds N (3), --warmup MS (1500), --duration MS (7000), --concurrency 1,32,
- * --sides geospool,pg-boss, --out FILE (bench/results/grpc.json; "-" for none),
+ * --sides geospool,geospool-3call,pg-boss, --tsx (the node's sources under tsx instead of
+ * the build), --out FILE (bench/results/grpc.json; "-" for none),
  * --node-threadpool N (UV_THREADPOOL_SIZE of the node process; default 32, as bin/geospool.cjs sets),
  * --probe N (time each step of a job inside the node, N times, after the runs; 0: skip),
  * --profile DIR (CPU profiles of the node process and of the clients over each measuring
@@ -22,7 +24,12 @@ import pg from "pg";
 import { type EmbeddedPostgres, startEmbeddedPostgres } from "../src/node/postgres/embedded.js";
 import { postmasterPid, processCpuMs, serverCpuMs, threadCpuMs } from "./lib/grpc-cpu.js";
 import { runLoops } from "./lib/grpc-loop.js";
-import { type NodeProcess, startNodeProcess, stopNodeProcess } from "./lib/grpc-node-launcher.js";
+import {
+  buildNodeProcess,
+  type NodeProcess,
+  startNodeProcess,
+  stopNodeProcess,
+} from "./lib/grpc-node-launcher.js";
 import {
   meanServiceMs,
   type OperationTotals,
@@ -36,6 +43,7 @@ import {
   DEQUEUE_WAIT_MS,
   geospoolSide,
   type Held,
+  isGeospool,
   pgBossSide,
   type QueueSide,
   type SideName,
@@ -51,7 +59,8 @@ const { values: args } = parseArgs({
     warmup: { type: "string", default: "1500" },
     duration: { type: "string", default: "7000" },
     concurrency: { type: "string", default: "1,32" },
-    sides: { type: "string", default: "geospool,pg-boss" },
+    sides: { type: "string", default: "geospool,geospool-3call,pg-boss" },
+    tsx: { type: "boolean", default: false },
     out: { type: "string", default: join(here, "results", "grpc.json") },
     profile: { type: "string" },
     probe: { type: "string", default: "150" },
@@ -111,7 +120,16 @@ async function main(): Promise<void> {
         return s;
       }),
     ]);
-    node = await startNodeProcess(join(dir, "spool"), nodePg.url, args["node-threadpool"] ?? "32");
+    // The node as it ships (dist/, compiled JavaScript), unless --tsx.
+    const built = args.tsx ? undefined : await buildNodeProcess();
+    node = await startNodeProcess(
+      join(dir, "spool"),
+      nodePg.url,
+      args["node-threadpool"] ?? "32",
+      undefined,
+      [],
+      built,
+    );
     const nodeProcess = node;
     const endpoint = `127.0.0.1:${node.grpcPort}`;
     const pids = {
@@ -147,8 +165,8 @@ async function main(): Promise<void> {
       for (const concurrency of concurrencies) {
         for (const sideName of sides) {
           const side: QueueSide<Held> =
-            sideName === "geospool"
-              ? geospoolSide(endpoint)
+            sideName !== "pg-boss"
+              ? geospoolSide(endpoint, sideName)
               : await pgBossSide(bossPg.url, poolMax(concurrency));
           let cpuStart: Promise<CpuSnapshot> | undefined;
           let cpuEnd: Promise<CpuSnapshot> | undefined;
@@ -164,20 +182,19 @@ async function main(): Promise<void> {
               durationMs,
               atWindowStart: () => {
                 cpuStart = snapshot();
-                if (sideName === "geospool") opsStart = scrape();
+                if (isGeospool(sideName)) opsStart = scrape();
                 if (!profileDir) return;
-                if (sideName === "geospool") nodeProcess.child.stdin?.write("profile-start\n");
+                if (isGeospool(sideName)) nodeProcess.child.stdin?.write("profile-start\n");
                 void clientProfiler?.start();
               },
               atWindowEnd: () => {
                 cpuEnd = snapshot();
-                if (sideName === "geospool") opsEnd = scrape();
+                if (isGeospool(sideName)) opsEnd = scrape();
                 if (!profileDir) return;
                 const file = join(profileDir, `node-${label}.cpuprofile`);
-                if (sideName === "geospool")
-                  nodeProcess.child.stdin?.write(`profile-stop ${file}\n`);
+                if (isGeospool(sideName)) nodeProcess.child.stdin?.write(`profile-stop ${file}\n`);
                 profiled = Promise.all([
-                  sideName === "geospool" ? nodeProcess.nextLine("PROFILED") : undefined,
+                  isGeospool(sideName) ? nodeProcess.nextLine("PROFILED") : undefined,
                   clientProfiler?.stop(join(profileDir, `client-${label}.cpuprofile`)),
                 ]);
               },
@@ -188,11 +205,10 @@ async function main(): Promise<void> {
             const a = await (cpuStart as Promise<CpuSnapshot>);
             const b = await (cpuEnd as Promise<CpuSnapshot>);
             const client = b.client - a.client;
-            const postgres =
-              sideName === "geospool"
-                ? b.nodePostgres - a.nodePostgres
-                : b.bossPostgres - a.bossPostgres;
-            const server = postgres + (sideName === "geospool" ? b.node - a.node : 0);
+            const postgres = isGeospool(sideName)
+              ? b.nodePostgres - a.nodePostgres
+              : b.bossPostgres - a.bossPostgres;
+            const server = postgres + (isGeospool(sideName) ? b.node - a.node : 0);
             const perJob = (ms: number) => sig3(ms / r.jobs);
             const pick = (d: { p50: number; p99: number; mean: number }) => ({
               p50: sig3(d.p50),
@@ -231,7 +247,7 @@ async function main(): Promise<void> {
                 client: perJob(client),
                 server: perJob(server),
                 serverPostgres: perJob(postgres),
-                ...(sideName === "geospool"
+                ...(isGeospool(sideName)
                   ? { serverMainThread: perJob(b.nodeMainThread - a.nodeMainThread) }
                   : {}),
                 total: perJob(client + server),
@@ -239,7 +255,7 @@ async function main(): Promise<void> {
             };
             runs.push(rec);
             console.log(
-              `round ${round_} c=${pad(concurrency, 2)} ${sideName.padEnd(8)} ` +
+              `round ${round_} c=${pad(concurrency, 2)} ${sideName.padEnd(14)} ` +
                 `${pad(rec.perSecond, 6)} jobs/s  p50 ${pad(rec.latencyMs.p50, 6)} ms  ` +
                 `p99 ${pad(rec.latencyMs.p99, 6)} ms  ` +
                 `phases p50 ${rec.phasesMs.enqueue.p50}/${rec.phasesMs.dequeue.p50}/` +
@@ -256,7 +272,7 @@ async function main(): Promise<void> {
 
     const probeN = Number(args.probe);
     let breakdown: Record<string, unknown> | undefined;
-    if (probeN > 0 && sides.includes("geospool")) {
+    if (probeN > 0 && sides.some(isGeospool)) {
       console.log(`\nprobing: each step of a job, one at a time, ${probeN} times`);
       nodeProcess.child.stdin?.write(`probe ${probeN}\n`);
       const inNode = JSON.parse(await nodeProcess.nextLine("PROBE")) as {
@@ -289,10 +305,12 @@ async function main(): Promise<void> {
       machine,
       settings: {
         workload:
-          "each client loop: enqueue one job, dequeue one job (any, waiting), complete(remove) it; " +
-          "one shared client object per side; latency = enqueue start -> complete done",
+          "each client loop keeps one job queued ahead and repeats: enqueue one job, complete(remove) " +
+          "the held one, take the next (geospool: in the Complete call, then_dequeue; geospool-3call " +
+          "and pg-boss: a dequeue/fetch call); one shared client object per side; " +
+          "latency = enqueue start -> complete done",
         rounds,
-        order: "alternating per concurrency: geospool, pg-boss, geospool, pg-boss, ...",
+        order: `alternating per concurrency: ${sides.join(", ")}, ${sides.join(", ")}, ...`,
         concurrencies,
         warmupMs,
         windowMs: durationMs,
@@ -308,6 +326,7 @@ async function main(): Promise<void> {
         },
         geospool: {
           process: "startNode in its own process; default config (spool fsync always on)",
+          nodeBuild: built === undefined ? "sources under tsx" : "dist/ (npm run build), node",
           uvThreadpoolSize: Number(args["node-threadpool"] ?? "32"),
           client:
             "one GeospoolClient (one HTTP/2 channel); each Enqueue carries an idempotency key",

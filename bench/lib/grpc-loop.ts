@@ -1,9 +1,13 @@
 /**
- * The workload, the same for both sides: `concurrency` client loops, each repeating
- * enqueue one job → dequeue one job (waiting; not necessarily its own) → complete it.
- * After `warmupMs`, the jobs completed during the next `durationMs` are counted (steady
- * state); then every loop finishes the cycle it is in and stops, so the queue ends empty.
- * A job's latency runs from the start of its enqueue to the end of its completion.
+ * The workload, the same for every side: `concurrency` client loops. Each keeps one job
+ * queued ahead of the one it holds and repeats: enqueue one job → complete the held job →
+ * take the next (any job, not necessarily its own; with the finish itself where the side
+ * can, as geospool's Complete with then_dequeue, else a dequeue that waits). After
+ * `warmupMs`, the jobs completed during the next `durationMs` are counted (steady state);
+ * then every loop finishes the cycle it is in, completes the job it holds and stops, so
+ * the queue ends empty. A job's latency runs from the start of its enqueue to the end of
+ * its completion. Phases: enqueue; complete (with the next job's checkout, where taken);
+ * dequeue (only when the complete took nothing; else about 0).
  */
 
 import type { Held, QueueSide } from "./grpc-sides.js";
@@ -68,21 +72,30 @@ export async function runLoops<H extends Held>(
     }
   };
   const cycles = async () => {
+    // Each loop keeps one job queued ahead of the one it holds, so a finish can take the
+    // next job at once: enqueue → finish the held job (taking the next where the side can
+    // in the same call) → dequeue only if nothing was taken.
+    await side.enqueue(nextId++, performance.now());
+    let held = await side.dequeue();
     while (!stopping) {
       const t0 = performance.now();
       await side.enqueue(nextId++, t0);
       const t1 = performance.now();
-      const held = await side.dequeue();
+      const done = held;
+      const taken = side.completeAndTake
+        ? await side.completeAndTake(done)
+        : await side.complete(done);
       const t2 = performance.now();
-      await side.complete(held);
+      held = taken ?? (await side.dequeue());
       const t3 = performance.now();
       if (measuring) {
-        latency.push(t3 - held.t0);
+        latency.push(t2 - done.t0);
         enqueue.push(t1 - t0);
-        dequeue.push(t2 - t1);
-        complete.push(t3 - t2);
+        complete.push(t2 - t1);
+        dequeue.push(t3 - t2);
       }
     }
+    await side.complete(held);
   };
   await Promise.all([window, ...Array.from({ length: concurrency }, loop)]);
   const elapsedMs = windowEnd - windowStart;

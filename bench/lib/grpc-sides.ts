@@ -1,13 +1,17 @@
 /**
  * The two sides of bench/grpc.ts, behind one interface so the driver (grpc-loop.ts) runs
- * them identically: geospool over gRPC (GeospoolClient: Enqueue → Dequeue → Complete
- * remove) and pg-boss (send → fetch → complete).
+ * them identically: geospool over gRPC (GeospoolClient: Enqueue, then Complete(remove)
+ * with the next checkout in the same call; `geospool-3call`: Complete, then a Dequeue call)
+ * and pg-boss (send, complete, fetch).
  */
 import PgBoss from "pg-boss";
 import { GeospoolClient, type Lease } from "../../src/node/client/geospool-client.js";
 import { type GrpcBenchMetadata, jobData, jobDataBytes, jobMetadata } from "./grpc-payload.js";
 
-export type SideName = "geospool" | "pg-boss";
+/** geospool: a Complete takes the next job (then_dequeue); geospool-3call: a Dequeue call does. */
+export type SideName = "geospool" | "geospool-3call" | "pg-boss";
+
+export const isGeospool = (side: SideName): boolean => side !== "pg-boss";
 
 /** A dequeued job: `t0` is when its enqueue started (performance.now()). */
 export interface Held {
@@ -19,7 +23,9 @@ export interface QueueSide<H extends Held> {
   enqueue(id: number, t0: number): Promise<void>;
   /** The next job; throws when none came within the wait. */
   dequeue(): Promise<H>;
-  complete(held: H): Promise<void>;
+  complete(held: H): Promise<undefined>;
+  /** Complete the job and take the next in the same call, if the side can; undefined: none came. */
+  completeAndTake?(held: H): Promise<H | undefined>;
   /** Dequeue attempts that found the queue empty (and were retried). */
   readonly emptyDequeues: number;
   /** Jobs still queued or in progress: 0 after a clean run. */
@@ -41,10 +47,17 @@ interface GeospoolHeld extends Held {
  * of the 1 KiB job goes as one EnqueueBatch message (the client does so for entries up to
  * ONE_MESSAGE_ENQUEUE_MAX); the client adds an idempotency key, as it always does. Dequeue waits up to DEQUEUE_WAIT_MS on the node.
  */
-export function geospoolSide(endpoint: string): QueueSide<GeospoolHeld> {
+export function geospoolSide(
+  endpoint: string,
+  name: "geospool" | "geospool-3call" = "geospool",
+): QueueSide<GeospoolHeld> {
   const client = new GeospoolClient({ endpoints: [endpoint], retryForMs: 0 });
+  const held = (lease: Lease) => {
+    const meta = JSON.parse(lease.entry.metadata.toString("utf8")) as GrpcBenchMetadata;
+    return { lease, t0: meta.t0 };
+  };
   return {
-    name: "geospool",
+    name,
     emptyDequeues: 0,
     async enqueue(id, t0) {
       await client.enqueue(QUEUE, jobDataBytes, {
@@ -54,12 +67,20 @@ export function geospoolSide(endpoint: string): QueueSide<GeospoolHeld> {
     async dequeue() {
       const lease = await client.dequeue(QUEUE, { waitMs: DEQUEUE_WAIT_MS });
       if (!lease) throw new Error(`geospool: no entry within ${DEQUEUE_WAIT_MS} ms`);
-      const meta = JSON.parse(lease.entry.metadata.toString("utf8")) as GrpcBenchMetadata;
-      return { lease, t0: meta.t0 };
+      return held(lease);
     },
-    async complete(held) {
-      await client.remove(held.lease);
+    async complete(h) {
+      await client.remove(h.lease);
+      return undefined;
     },
+    ...(name === "geospool"
+      ? {
+          async completeAndTake(h: GeospoolHeld) {
+            const { next } = await client.completeThenDequeue(h.lease, { remove: true });
+            return next && held(next);
+          },
+        }
+      : {}),
     async leftover() {
       const status = await client.clusterStatus();
       const q = status.queues.find((x) => x.queue === QUEUE);
@@ -119,6 +140,7 @@ export async function pgBossSide(url: string, poolMax: number): Promise<QueueSid
     },
     async complete(held: BossHeld) {
       await boss.complete(QUEUE, held.id);
+      return undefined;
     },
     async leftover() {
       return boss.getQueueSize(QUEUE, { before: "completed" });

@@ -6,7 +6,8 @@
  * DEADLINE_EXCEEDED or ABORTED, with capped exponential backoff after each full round.
  * Enqueue always carries an idempotency key (one is made up when you give none), so a
  * retry after a lost reply never makes a second entry on the node that took the first.
- * Calls on a checkout (save, remove, release, extendLease) go to the node that holds it.
+ * Calls on a checkout (save, remove, completeThenDequeue, release, extendLease) go to the
+ * node that holds it.
  */
 
 export type { BulkEntry, BulkResult, EnqueueManyOptions } from "./bulk.js";
@@ -14,6 +15,7 @@ export {
   ClientError,
   type ClientTls,
   type EntryInfo,
+  type FinishAction,
   GeospoolClient,
   type GeospoolClientOptions,
   type Lease,

@@ -140,6 +140,56 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
     };
   }
 
+  /** A Dequeue's fields as the service takes them. */
+  function dequeueArgs(req: geospool.v1.IDequeueRequest) {
+    const leaseMs = durationMs(req.lease);
+    const waitMs = durationMs(req.wait);
+    return {
+      queue: req.queue ?? "",
+      ...(leaseMs !== undefined ? { leaseMs } : {}),
+      ...(waitMs !== undefined ? { waitMs } : {}),
+    };
+  }
+
+  /** Check out the next entry for `call`'s caller; put it back if the caller went away. */
+  async function takeNext(
+    args: ReturnType<typeof dequeueArgs>,
+    call: grpc.ServerUnaryCall<unknown, unknown>,
+  ): Promise<geospool.v1.IDequeueResponse> {
+    const ac = new AbortController();
+    const onCancel = () => ac.abort();
+    call.once("cancelled", onCancel);
+    try {
+      const got = await service.dequeue({ ...args, signal: ac.signal });
+      if (!got) return { leaseToken: "" };
+      if (call.cancelled) {
+        // Nobody will receive it: put it back at once, without counting an attempt.
+        await service.putBack(args.queue, got.entry.name, got.leaseToken).catch(() => undefined);
+        return { leaseToken: "" };
+      }
+      return { entry: toEntry(got.entry), leaseToken: got.leaseToken };
+    } finally {
+      call.removeListener("cancelled", onCancel);
+    }
+  }
+
+  /**
+   * Complete's `then_dequeue`, once the finish is done. A failure here does not undo the
+   * finish: the answer carries no next entry, and the worker's Dequeue learns why.
+   */
+  async function thenDequeue(
+    args: ReturnType<typeof dequeueArgs> | undefined,
+    call: grpc.ServerUnaryCall<unknown, unknown>,
+  ): Promise<{ next?: geospool.v1.IDequeueResponse }> {
+    if (args === undefined) return {};
+    try {
+      return { next: await takeNext(args, call) };
+    } catch (err) {
+      log.warn({ err, queue: args.queue }, "the dequeue after a Complete failed");
+      return { next: { leaseToken: "" } };
+    }
+  }
+
   const handlers: SpoolServiceHandlers = {
     enqueue(call, callback) {
       const method = "Enqueue";
@@ -256,32 +306,17 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
 
     dequeue: unary("Dequeue", async (req: geospool.v1.DequeueRequest, who, call) => {
       need(who, "dequeue", req.queue);
-      const ac = new AbortController();
-      const onCancel = () => ac.abort();
-      call.once("cancelled", onCancel);
-      try {
-        const leaseMs = durationMs(req.lease);
-        const waitMs = durationMs(req.wait);
-        const got = await service.dequeue({
-          queue: req.queue,
-          signal: ac.signal,
-          ...(leaseMs !== undefined ? { leaseMs } : {}),
-          ...(waitMs !== undefined ? { waitMs } : {}),
-        });
-        if (!got) return { leaseToken: "" };
-        if (call.cancelled) {
-          // Nobody will receive it: put it back at once, without counting an attempt.
-          await service.putBack(req.queue, got.entry.name, got.leaseToken).catch(() => undefined);
-          return { leaseToken: "" };
-        }
-        return { entry: toEntry(got.entry), leaseToken: got.leaseToken };
-      } finally {
-        call.removeListener("cancelled", onCancel);
-      }
+      return takeNext(dequeueArgs(req), call);
     }),
 
-    complete: unary("Complete", async (req: geospool.v1.CompleteRequest, who) => {
+    complete: unary("Complete", async (req: geospool.v1.CompleteRequest, who, call) => {
       need(who, "dequeue", req.queue);
+      // The next checkout is checked before anything is finished.
+      const next = req.thenDequeue ? dequeueArgs(req.thenDequeue) : undefined;
+      if (next !== undefined) {
+        need(who, "dequeue", next.queue);
+        service.checkDequeue(next);
+      }
       if (req.action === "save" && req.save) {
         const to = req.save.queue ?? "";
         need(who, "enqueue", to);
@@ -296,7 +331,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
             ...(meta !== null && meta !== undefined ? { metadata: Buffer.from(meta) } : {}),
           },
         });
-        return saved ? { entry: toEntry(saved) } : {};
+        return { ...(saved ? { entry: toEntry(saved) } : {}), ...(await thenDequeue(next, call)) };
       }
       if (req.action === "remove") {
         await service.complete({
@@ -305,7 +340,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
           leaseToken: req.leaseToken,
           action: { kind: "remove" },
         });
-        return {};
+        return thenDequeue(next, call);
       }
       throw new ServiceError(ServiceErrorCode.InvalidArgument, "Complete needs save or remove");
     }),

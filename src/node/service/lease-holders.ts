@@ -58,6 +58,23 @@ export class LeaseHolders {
     return r;
   }
 
+  /** Refuse a Dequeue of a queue that does not exist, or with a bad lease or wait. */
+  checkDequeue(req: { queue: string; leaseMs?: number; waitMs?: number }): void {
+    this.ctx.checkQueue(req.queue);
+    if (req.leaseMs !== undefined && !(req.leaseMs > 0)) {
+      throw new ServiceError(
+        ServiceErrorCode.InvalidArgument,
+        `lease must be a positive duration (absent for the default), got ${req.leaseMs} ms`,
+      );
+    }
+    if (req.waitMs !== undefined && !(req.waitMs >= 0)) {
+      throw new ServiceError(
+        ServiceErrorCode.InvalidArgument,
+        `wait must not be negative (0 or absent: do not wait), got ${req.waitMs} ms`,
+      );
+    }
+  }
+
   /** Check out the next entry, waiting up to `waitMs` for one; undefined when none came. */
   dequeue(req: {
     queue: string;
@@ -66,19 +83,7 @@ export class LeaseHolders {
     signal?: AbortSignal;
   }): Promise<{ entry: EntryInfo; leaseToken: string } | undefined> {
     return this.ctx.timed("dequeue", req.queue, async () => {
-      this.ctx.checkQueue(req.queue);
-      if (req.leaseMs !== undefined && !(req.leaseMs > 0)) {
-        throw new ServiceError(
-          ServiceErrorCode.InvalidArgument,
-          `lease must be a positive duration (absent for the default), got ${req.leaseMs} ms`,
-        );
-      }
-      if (req.waitMs !== undefined && !(req.waitMs >= 0)) {
-        throw new ServiceError(
-          ServiceErrorCode.InvalidArgument,
-          `wait must not be negative (0 or absent: do not wait), got ${req.waitMs} ms`,
-        );
-      }
+      this.checkDequeue(req);
       const waitMs = Math.min(req.waitMs ?? 0, this.maxWaitMs);
       const leaseMs = req.leaseMs;
       const options = leaseMs === undefined ? {} : { leaseMs };

@@ -82,6 +82,10 @@ export class SpoolService {
     return this.batches.enqueueBatch(principal, entries, authorize);
   }
 
+  checkDequeue(req: Parameters<LeaseHolders["checkDequeue"]>[0]): void {
+    this.leases.checkDequeue(req);
+  }
+
   dequeue(req: Parameters<LeaseHolders["dequeue"]>[0]) {
     return this.leases.dequeue(req);
   }

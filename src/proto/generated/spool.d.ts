@@ -1688,6 +1688,15 @@ export namespace geospool {
             /** Remove the entry and its data. */
             remove?: (geospool.v1.RemoveAction.$Properties|null);
 
+            /**
+             * Then check out the next entry, as Dequeue would, in the same call: a
+             * worker's finish and its next checkout in one round trip. It is checked
+             * (permission, queue, lease and wait) before anything is finished; a
+             * refusal there refuses the whole call. The next checkout is held by the
+             * same node.
+             */
+            thenDequeue?: (geospool.v1.DequeueRequest.$Properties|null);
+
             /** What to do with the entry. Required. */
             action?: ("save"|"remove");
 
@@ -1790,6 +1799,15 @@ export namespace geospool {
                 /** Remove the entry and its data. */
                 remove?: (geospool.v1.RemoveAction.$Properties|null);
 
+                /**
+                 * Then check out the next entry, as Dequeue would, in the same call: a
+                 * worker's finish and its next checkout in one round trip. It is checked
+                 * (permission, queue, lease and wait) before anything is finished; a
+                 * refusal there refuses the whole call. The next checkout is held by the
+                 * same node.
+                 */
+                thenDequeue?: (geospool.v1.DequeueRequest.$Properties|null);
+
                 /** What to do with the entry. Required. */
                 action?: ("save"|"remove");
 
@@ -1804,6 +1822,7 @@ export namespace geospool {
               leaseToken?: string|null;
               save?: geospool.v1.SaveAction.$Shape|null;
               remove?: geospool.v1.RemoveAction.$Shape|null;
+              thenDequeue?: geospool.v1.DequeueRequest.$Shape|null;
               $unknowns?: Uint8Array[];
             } & (
               ({ action?: undefined; save?: null; remove?: null }|{ action?: "save"; save: geospool.v1.SaveAction.$Shape; remove?: null }|{ action?: "remove"; save?: null; remove: geospool.v1.RemoveAction.$Shape })
@@ -2067,6 +2086,14 @@ export namespace geospool {
             entry?: (geospool.v1.Entry.$Properties|null);
 
             /**
+             * With `then_dequeue`: the next checkout, or no entry if none came within
+             * its wait (or the dequeue failed after the finish; a Dequeue call then
+             * says why). Absent when `then_dequeue` was not given, or from a node that
+             * does not know it.
+             */
+            next?: (geospool.v1.DequeueResponse.$Properties|null);
+
+            /**
              * Creates a new CompleteResponse instance using the specified properties.
              * @param [properties] Properties to set
              * @returns CompleteResponse instance
@@ -2152,6 +2179,14 @@ export namespace geospool {
 
                 /** The saved entry, in its new queue; absent for a remove. */
                 entry?: (geospool.v1.Entry.$Properties|null);
+
+                /**
+                 * With `then_dequeue`: the next checkout, or no entry if none came within
+                 * its wait (or the dequeue failed after the finish; a Dequeue call then
+                 * says why). Absent when `then_dequeue` was not given, or from a node that
+                 * does not know it.
+                 */
+                next?: (geospool.v1.DequeueResponse.$Properties|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

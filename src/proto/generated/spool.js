@@ -4270,6 +4270,11 @@ export const geospool = $root.geospool = (() => {
              * @property {string|null} [leaseToken] The lease token returned by Dequeue.
              * @property {geospool.v1.SaveAction.$Properties|null} [save] Save the entry into a queue.
              * @property {geospool.v1.RemoveAction.$Properties|null} [remove] Remove the entry and its data.
+             * @property {geospool.v1.DequeueRequest.$Properties|null} [thenDequeue] Then check out the next entry, as Dequeue would, in the same call: a
+             * worker's finish and its next checkout in one round trip. It is checked
+             * (permission, queue, lease and wait) before anything is finished; a
+             * refusal there refuses the whole call. The next checkout is held by the
+             * same node.
              * @property {"save"|"remove"} [action] What to do with the entry. Required.
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
@@ -4290,6 +4295,7 @@ export const geospool = $root.geospool = (() => {
              *   leaseToken?: string|null;
              *   save?: geospool.v1.SaveAction.$Shape|null;
              *   remove?: geospool.v1.RemoveAction.$Shape|null;
+             *   thenDequeue?: geospool.v1.DequeueRequest.$Shape|null;
              *   $unknowns?: Array.<Uint8Array>;
              * } & (
              *   ({ action?: undefined; save?: null; remove?: null }|{ action?: "save"; save: geospool.v1.SaveAction.$Shape; remove?: null }|{ action?: "remove"; save?: null; remove: geospool.v1.RemoveAction.$Shape })
@@ -4351,6 +4357,18 @@ export const geospool = $root.geospool = (() => {
              */
             CompleteRequest.prototype.remove = null;
 
+            /**
+             * Then check out the next entry, as Dequeue would, in the same call: a
+             * worker's finish and its next checkout in one round trip. It is checked
+             * (permission, queue, lease and wait) before anything is finished; a
+             * refusal there refuses the whole call. The next checkout is held by the
+             * same node.
+             * @member {geospool.v1.DequeueRequest.$Properties|null|undefined} thenDequeue
+             * @memberof geospool.v1.CompleteRequest
+             * @instance
+             */
+            CompleteRequest.prototype.thenDequeue = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
@@ -4362,6 +4380,12 @@ export const geospool = $root.geospool = (() => {
              */
             $Object.defineProperty(CompleteRequest.prototype, "action", {
                 get: $util.oneOfGetter($oneOfFields = ["save", "remove"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            // Virtual OneOf for proto3 optional field
+            $Object.defineProperty(CompleteRequest.prototype, "_thenDequeue", {
+                get: $util.oneOfGetter($oneOfFields = ["thenDequeue"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -4407,6 +4431,8 @@ export const geospool = $root.geospool = (() => {
                     $root.geospool.v1.SaveAction.encode(message.save, writer.uint32(/* id 4, wireType 2 =*/34).fork(), _depth + 1).ldelim();
                 if (message.remove != null && $Object.hasOwnProperty.call(message, "remove"))
                     $root.geospool.v1.RemoveAction.encode(message.remove, writer.uint32(/* id 5, wireType 2 =*/42).fork(), _depth + 1).ldelim();
+                if (message.thenDequeue != null && $Object.hasOwnProperty.call(message, "thenDequeue"))
+                    $root.geospool.v1.DequeueRequest.encode(message.thenDequeue, writer.uint32(/* id 6, wireType 2 =*/50).fork(), _depth + 1).ldelim();
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -4505,6 +4531,13 @@ export const geospool = $root.geospool = (() => {
                             message.action = "remove";
                             continue;
                         }
+                    case 6: {
+                            if (wireType !== 2)
+                                break;
+                            message.thenDequeue = $root.geospool.v1.DequeueRequest.decode(reader, reader.size(), $undefined, _depth + 1, message.thenDequeue);
+                            message._thenDequeue = "thenDequeue";
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -4581,6 +4614,14 @@ export const geospool = $root.geospool = (() => {
                             return "remove." + error;
                     }
                 }
+                if (message.thenDequeue != null && $Object.hasOwnProperty.call(message, "thenDequeue")) {
+                    properties._thenDequeue = 1;
+                    {
+                        let error = $root.geospool.v1.DequeueRequest.verify(message.thenDequeue, _depth + 1);
+                        if (error)
+                            return "thenDequeue." + error;
+                    }
+                }
                 return null;
             };
 
@@ -4620,6 +4661,11 @@ export const geospool = $root.geospool = (() => {
                     if (!$util.isObject(object.remove))
                         throw $TypeError(".geospool.v1.CompleteRequest.remove: object expected");
                     message.remove = $root.geospool.v1.RemoveAction.fromObject(object.remove, _depth + 1);
+                }
+                if (object.thenDequeue != null) {
+                    if (!$util.isObject(object.thenDequeue))
+                        throw $TypeError(".geospool.v1.CompleteRequest.thenDequeue: object expected");
+                    message.thenDequeue = $root.geospool.v1.DequeueRequest.fromObject(object.thenDequeue, _depth + 1);
                 }
                 return message;
             };
@@ -4662,6 +4708,8 @@ export const geospool = $root.geospool = (() => {
                     if (options.oneofs)
                         object.action = "remove";
                 }
+                if (message.thenDequeue != null && $Object.hasOwnProperty.call(message, "thenDequeue"))
+                    object.thenDequeue = $root.geospool.v1.DequeueRequest.toObject(message.thenDequeue, options, _depth + 1);
                 return object;
             };
 
@@ -5248,6 +5296,10 @@ export const geospool = $root.geospool = (() => {
              * Properties of a CompleteResponse.
              * @typedef {Object} geospool.v1.CompleteResponse.$Properties
              * @property {geospool.v1.Entry.$Properties|null} [entry] The saved entry, in its new queue; absent for a remove.
+             * @property {geospool.v1.DequeueResponse.$Properties|null} [next] With `then_dequeue`: the next checkout, or no entry if none came within
+             * its wait (or the dequeue failed after the finish; a Dequeue call then
+             * says why). Absent when `then_dequeue` was not given, or from a node that
+             * does not know it.
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5288,6 +5340,26 @@ export const geospool = $root.geospool = (() => {
             CompleteResponse.prototype.entry = null;
 
             /**
+             * With `then_dequeue`: the next checkout, or no entry if none came within
+             * its wait (or the dequeue failed after the finish; a Dequeue call then
+             * says why). Absent when `then_dequeue` was not given, or from a node that
+             * does not know it.
+             * @member {geospool.v1.DequeueResponse.$Properties|null|undefined} next
+             * @memberof geospool.v1.CompleteResponse
+             * @instance
+             */
+            CompleteResponse.prototype.next = null;
+
+            // OneOf field names bound to virtual getters and setters
+            let $oneOfFields;
+
+            // Virtual OneOf for proto3 optional field
+            $Object.defineProperty(CompleteResponse.prototype, "_next", {
+                get: $util.oneOfGetter($oneOfFields = ["next"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            /**
              * Creates a new CompleteResponse instance using the specified properties.
              * @function create
              * @memberof geospool.v1.CompleteResponse
@@ -5321,6 +5393,8 @@ export const geospool = $root.geospool = (() => {
                     throw $Error("max depth exceeded");
                 if (message.entry != null && $Object.hasOwnProperty.call(message, "entry"))
                     $root.geospool.v1.Entry.encode(message.entry, writer.uint32(/* id 1, wireType 2 =*/10).fork(), _depth + 1).ldelim();
+                if (message.next != null && $Object.hasOwnProperty.call(message, "next"))
+                    $root.geospool.v1.DequeueResponse.encode(message.next, writer.uint32(/* id 2, wireType 2 =*/18).fork(), _depth + 1).ldelim();
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -5384,6 +5458,13 @@ export const geospool = $root.geospool = (() => {
                             message.entry = $root.geospool.v1.Entry.decode(reader, reader.size(), $undefined, _depth + 1, message.entry);
                             continue;
                         }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            message.next = $root.geospool.v1.DequeueResponse.decode(reader, reader.size(), $undefined, _depth + 1, message.next);
+                            message._next = "next";
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -5432,10 +5513,19 @@ export const geospool = $root.geospool = (() => {
                     _depth = 0;
                 if (_depth > $util.recursionLimit)
                     return "max depth exceeded";
+                let properties = {};
                 if (message.entry != null && $Object.hasOwnProperty.call(message, "entry")) {
                     let error = $root.geospool.v1.Entry.verify(message.entry, _depth + 1);
                     if (error)
                         return "entry." + error;
+                }
+                if (message.next != null && $Object.hasOwnProperty.call(message, "next")) {
+                    properties._next = 1;
+                    {
+                        let error = $root.geospool.v1.DequeueResponse.verify(message.next, _depth + 1);
+                        if (error)
+                            return "next." + error;
+                    }
                 }
                 return null;
             };
@@ -5463,6 +5553,11 @@ export const geospool = $root.geospool = (() => {
                         throw $TypeError(".geospool.v1.CompleteResponse.entry: object expected");
                     message.entry = $root.geospool.v1.Entry.fromObject(object.entry, _depth + 1);
                 }
+                if (object.next != null) {
+                    if (!$util.isObject(object.next))
+                        throw $TypeError(".geospool.v1.CompleteResponse.next: object expected");
+                    message.next = $root.geospool.v1.DequeueResponse.fromObject(object.next, _depth + 1);
+                }
                 return message;
             };
 
@@ -5487,6 +5582,8 @@ export const geospool = $root.geospool = (() => {
                     object.entry = null;
                 if (message.entry != null && $Object.hasOwnProperty.call(message, "entry"))
                     object.entry = $root.geospool.v1.Entry.toObject(message.entry, options, _depth + 1);
+                if (message.next != null && $Object.hasOwnProperty.call(message, "next"))
+                    object.next = $root.geospool.v1.DequeueResponse.toObject(message.next, options, _depth + 1);
                 return object;
             };
 
