@@ -156,6 +156,8 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
     args: ReturnType<typeof dequeueArgs>,
     call: grpc.ServerUnaryCall<unknown, unknown>,
   ): Promise<geospool.v1.IDequeueResponse> {
+    // Gone already (a Complete's caller may leave while the finish runs): take nothing.
+    if (call.cancelled) return { leaseToken: "" };
     const ac = new AbortController();
     const onCancel = () => ac.abort();
     call.once("cancelled", onCancel);
@@ -175,7 +177,8 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
 
   /**
    * Complete's `then_dequeue`, once the finish is done. A failure here does not undo the
-   * finish: the answer carries no next entry, and the worker's Dequeue learns why.
+   * finish: the answer leaves `next` out, as a node that does not know then_dequeue would,
+   * so the client makes a Dequeue call of its own, which says what is wrong.
    */
   async function thenDequeue(
     args: ReturnType<typeof dequeueArgs> | undefined,
@@ -186,7 +189,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
       return { next: await takeNext(args, call) };
     } catch (err) {
       log.warn({ err, queue: args.queue }, "the dequeue after a Complete failed");
-      return { next: { leaseToken: "" } };
+      return {};
     }
   }
 

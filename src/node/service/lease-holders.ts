@@ -211,8 +211,14 @@ export class LeaseHolders {
             return undefined;
           }
           const { metadata, queue: to } = req.action;
+          const before = co.contents;
           if (metadata !== undefined) co.update((m) => ({ ...m, user: metadata }));
-          const r = await co.save(to);
+          // A save that failed (not a lost lease: the disk) leaves the held checkout as it
+          // was, so a later finish does not write this request's metadata.
+          const r = await co.save(to).catch((err: unknown) => {
+            co.update(() => before);
+            throw err;
+          });
           this.held.delete(`${req.queue}/${req.name}`);
           if (r.kind === "lease_lost") throw leaseLost(req.name);
           this.ctx.publish({ kind: "saved", name: req.name, queue: to, fromQueue: req.queue });

@@ -2087,9 +2087,9 @@ export namespace geospool {
 
             /**
              * With `then_dequeue`: the next checkout, or no entry if none came within
-             * its wait (or the dequeue failed after the finish; a Dequeue call then
-             * says why). Absent when `then_dequeue` was not given, or from a node that
-             * does not know it.
+             * its wait. Absent when `then_dequeue` was not given, from a node that does
+             * not know it, and when the dequeue failed after the finish: a client then
+             * makes a Dequeue call, which says what is wrong.
              */
             next?: (geospool.v1.DequeueResponse.$Properties|null);
 
@@ -2182,9 +2182,9 @@ export namespace geospool {
 
                 /**
                  * With `then_dequeue`: the next checkout, or no entry if none came within
-                 * its wait (or the dequeue failed after the finish; a Dequeue call then
-                 * says why). Absent when `then_dequeue` was not given, or from a node that
-                 * does not know it.
+                 * its wait. Absent when `then_dequeue` was not given, from a node that does
+                 * not know it, and when the dequeue failed after the finish: a client then
+                 * makes a Dequeue call, which says what is wrong.
                  */
                 next?: (geospool.v1.DequeueResponse.$Properties|null);
 

@@ -5297,9 +5297,9 @@ export const geospool = $root.geospool = (() => {
              * @typedef {Object} geospool.v1.CompleteResponse.$Properties
              * @property {geospool.v1.Entry.$Properties|null} [entry] The saved entry, in its new queue; absent for a remove.
              * @property {geospool.v1.DequeueResponse.$Properties|null} [next] With `then_dequeue`: the next checkout, or no entry if none came within
-             * its wait (or the dequeue failed after the finish; a Dequeue call then
-             * says why). Absent when `then_dequeue` was not given, or from a node that
-             * does not know it.
+             * its wait. Absent when `then_dequeue` was not given, from a node that does
+             * not know it, and when the dequeue failed after the finish: a client then
+             * makes a Dequeue call, which says what is wrong.
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5341,9 +5341,9 @@ export const geospool = $root.geospool = (() => {
 
             /**
              * With `then_dequeue`: the next checkout, or no entry if none came within
-             * its wait (or the dequeue failed after the finish; a Dequeue call then
-             * says why). Absent when `then_dequeue` was not given, or from a node that
-             * does not know it.
+             * its wait. Absent when `then_dequeue` was not given, from a node that does
+             * not know it, and when the dequeue failed after the finish: a client then
+             * makes a Dequeue call, which says what is wrong.
              * @member {geospool.v1.DequeueResponse.$Properties|null|undefined} next
              * @memberof geospool.v1.CompleteResponse
              * @instance

@@ -1,0 +1,116 @@
+import { EventEmitter } from "node:events";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import pino from "pino";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { useTempDir } from "../../../test/helpers/tmp.js";
+import { geospool } from "../../proto/generated/spool.js";
+import { spoolServiceDefinition } from "../../proto/service-definition.js";
+import { Spool } from "../../spool/index.js";
+import { Authorizer } from "../auth/authorizer.js";
+import { GeospoolClient, type Lease } from "../client/index.js";
+import { nodeEntryCodec } from "../service/entry-meta.js";
+import { type NodeSpool, SpoolService } from "../service/spool-service.js";
+import { spoolHandlers } from "./spool-server.js";
+
+/**
+ * Complete with then_dequeue, at the gRPC handlers over a real spool: a next checkout that
+ * fails after the finish is not an empty queue, and a caller gone during the finish gets
+ * no next checkout taken for it.
+ */
+const dir = useTempDir();
+let spool: NodeSpool;
+let service: SpoolService;
+let server: grpc.Server;
+let client: GeospoolClient;
+let handlers: ReturnType<typeof spoolHandlers>["handlers"];
+
+beforeEach(async () => {
+  spool = await Spool.create(join(dir.path, "spool"), {
+    metadata: nodeEntryCodec,
+    queues: ["inbox", "dead"],
+    leases: { graceMs: 0, maxAttempts: 1000, deadLetterQueue: "dead" },
+  });
+  service = new SpoolService({ spool, nodeId: "n1", logger: pino({ level: "silent" }) });
+  handlers = spoolHandlers({
+    service,
+    authorizer: new Authorizer([]),
+    logger: pino({ level: "silent" }),
+    nodeId: "n1",
+    region: "r1",
+  }).handlers;
+  server = new grpc.Server();
+  server.addService(spoolServiceDefinition, handlers);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+  client = new GeospoolClient({ endpoints: [`127.0.0.1:${port}`], retryForMs: 0 });
+});
+
+afterEach(async () => {
+  client.close();
+  server.forceShutdown();
+  await service.close();
+});
+
+async function* chunks(...parts: string[]) {
+  for (const p of parts) yield Buffer.from(p);
+}
+async function enqueue(data: string): Promise<string> {
+  const { entry } = await service.enqueue(
+    { queue: "inbox", metadata: Buffer.from("m") },
+    chunks(data),
+  );
+  return entry.name;
+}
+
+describe("Complete with then_dequeue", () => {
+  it("a dequeue that fails after the finish is not reported as an empty queue", async () => {
+    await enqueue("a");
+    await enqueue("b");
+    const lease = await client.dequeue("inbox");
+    expect(lease).toBeDefined();
+    // From here on, the node cannot check anything out (an I/O error, say).
+    vi.spyOn(service, "dequeue").mockRejectedValue(new Error("EIO: the disk is on fire"));
+    // "b" is still queued. The worker must learn that the checkout failed (an error, as the
+    // fallback Dequeue call would give), not that the queue is empty: the README's worker
+    // loop `while (held)` would stop for good on an answer without `next`.
+    await expect(
+      client.completeThenDequeue(lease as Lease, { remove: true }, { waitMs: 100 }),
+    ).rejects.toThrow();
+  });
+
+  it("a Complete cancelled while it finishes does not go on to check out a next entry", async () => {
+    const name = await enqueue("a");
+    const got = await service.dequeue({ queue: "inbox", leaseMs: 60_000 });
+    expect(got?.entry.name).toBe(name);
+    const request = geospool.v1.CompleteRequest.fromObject({
+      queue: "inbox",
+      name,
+      leaseToken: got?.leaseToken ?? "",
+      remove: {},
+      thenDequeue: { queue: "inbox", wait: { seconds: 1 } },
+    });
+    const call = Object.assign(new EventEmitter(), {
+      metadata: new grpc.Metadata(),
+      getPeer: () => "test",
+      cancelled: false,
+      request,
+    });
+    const dequeue = vi.spyOn(service, "dequeue");
+    const answered = new Promise<unknown>((resolve) => {
+      (handlers.complete as grpc.handleUnaryCall<unknown, unknown>)(
+        call as unknown as grpc.ServerUnaryCall<unknown, unknown>,
+        (err, res) => resolve(err ?? res),
+      );
+    });
+    // The client goes away (its deadline, say) while the node is still finishing.
+    call.cancelled = true;
+    call.emit("cancelled", "cancelled");
+    await answered;
+    // Nobody will receive a next checkout: the node should not wait for one, nor take one.
+    expect(dequeue).not.toHaveBeenCalled();
+  });
+});
