@@ -54,6 +54,7 @@ export async function stopPostgresServers(servers: readonly TestPostgres[]): Pro
   const results = await Promise.allSettled(
     servers.map(async (server) => {
       try {
+        await clientsGone(server.url);
         await server.stop();
       } finally {
         if (server.dataDir) await stopStalePostgres(server.dataDir);
@@ -62,6 +63,35 @@ export async function stopPostgresServers(servers: readonly TestPostgres[]): Pro
   );
   const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
   if (failure) throw failure.reason;
+}
+
+/**
+ * Wait (up to `withinMs`) until no client session but ours is open on the server. A pool's
+ * `end()` resolves before its connections have closed; a fast shutdown meanwhile sends them
+ * "terminating connection due to administrator command" (57P01), which a pool without an
+ * error listener throws as an uncaught exception in the test file that ended it.
+ */
+async function clientsGone(url: string, withinMs = 2_000): Promise<void> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
+  client.on("error", () => {});
+  try {
+    await client.connect();
+  } catch {
+    return; // Not answering: nothing to wait for.
+  }
+  try {
+    const deadline = Date.now() + withinMs;
+    while (Date.now() < deadline) {
+      const r = await client.query<{ n: number }>(
+        `select count(*)::int as n from pg_stat_activity
+          where backend_type = 'client backend' and pid <> pg_backend_pid()`,
+      );
+      if ((r.rows[0]?.n ?? 0) === 0) return;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  } finally {
+    await client.end().catch(() => {});
+  }
 }
 
 async function startEmbedded(
