@@ -3,6 +3,7 @@ import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { type Config, parseConfig } from "./config/index.js";
 import { type DevCache, prepareDevCache } from "./dev-cache.js";
+import { applyHeapGrowth } from "./heap-growth.js";
 import { type RunningNode, startNode } from "./node.js";
 import {
   type EmbeddedPostgres,
@@ -121,6 +122,9 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
         { label: `dev cluster ${e.id}`, require: ["postgres.url"] },
       ),
     );
+    // One process holds the three nodes: V8's heap growth is set once, as `node` does.
+    const growth = configs[0]?.node.heapGrowthPercent;
+    if (growth !== undefined) applyHeapGrowth(growth);
     for (const config of configs) {
       running.push(await startNode(config, opts.logger.child({ node: config.node.id })));
     }

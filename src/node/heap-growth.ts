@@ -3,7 +3,7 @@ import { setFlagsFromString } from "node:v8";
 /**
  * Set how far V8 lets the JS heap grow past what the last full collection kept before it
  * collects again (`node.heapGrowthPercent`; 0 leaves V8's own choice). Process-wide: the
- * CLI's `node` command calls it before it starts the node.
+ * CLI's `node` command calls it before it starts the node, `geospool dev` once for its three.
  *
  * Why: left to itself, V8 grows the old generation to up to four times the live heap when
  * collection is cheap. A node serving a 100,000-narinfo cache keeps 55 to 95 MB live, and
