@@ -1,3 +1,4 @@
+import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
 import type { Logger } from "pino";
 import { migrate } from "../db/migrate.js";
@@ -141,7 +142,9 @@ export async function startNode(
       nodeId: config.node.id,
       region: config.node.region,
       peers: async () => (await clusterStatus?.peers()) ?? [],
-      onCall: (method, code) => metrics.recordGrpcRequest(method, String(code)),
+      // The status by name (OK, NOT_FOUND, ...), as the metric's help says.
+      onCall: (method, code) =>
+        metrics.recordGrpcRequest(method, grpc.status[code] ?? String(code)),
       uploadIdleTimeoutMs: config.limits.uploadIdleTimeout,
     });
     const grpcServer: GrpcServer = await startGrpcServer({

@@ -75,7 +75,7 @@ describe("Complete then Dequeue", () => {
     }
     const dequeueCalls = async () => {
       const text = await (await fetch(`http://127.0.0.1:${node.httpPort}/metrics`)).text();
-      const labels = { method: "Dequeue", code: String(grpc.status.OK) };
+      const labels = { method: "Dequeue", code: "OK" };
       return metricSample(text, "geospool_grpc_requests_total", labels) ?? 0;
     };
     const before = await dequeueCalls();
