@@ -1,10 +1,11 @@
 /**
  * CPU accounting over a window for bench/replication.ts: each node process, each node's
- * PostgreSQL server (postmaster, backends, walsenders, apply workers), the bench process,
- * and the whole machine (/proc/stat: everything, other people's tests included).
+ * PostgreSQL server (postmaster, backends, walsenders, apply workers; without the bench's
+ * own instruments, `countAsBench`), the bench process (with them), and the whole machine
+ * (/proc/stat: everything, other people's tests included).
  */
 import { readFile } from "node:fs/promises";
-import { processCpuMs, serverCpuMs } from "./lib/grpc-cpu.js";
+import { ownCpu, processCpuMs, serverCpuMs } from "./lib/grpc-cpu.js";
 
 export interface CpuSnapshot {
   at: number;
@@ -32,6 +33,17 @@ export interface CpuUsage {
 
 const TICK_MS = 10;
 
+/**
+ * PostgreSQL backends of the bench's own instruments (the journal watcher polling C's
+ * journal every millisecond): their CPU is the bench's, not the cluster's, so it is taken
+ * out of their server's figure and counted with the bench process.
+ */
+const instruments = new Set<number>();
+
+export function countAsBench(backendPid: number): void {
+  instruments.add(backendPid);
+}
+
 async function machineTicks(): Promise<{ busy: number; total: number; cores: number }> {
   const text = await readFile("/proc/stat", "utf8");
   const lines = text.split("\n");
@@ -46,16 +58,25 @@ export async function cpuSnapshot(
   pids: Array<{ node: number | undefined; postgres: number | undefined }>,
 ): Promise<CpuSnapshot> {
   const u = process.cpuUsage();
-  const [nodes, postgres, m] = await Promise.all([
+  const [nodes, postgres, m, tools] = await Promise.all([
     Promise.all(pids.map((p) => (p.node === undefined ? undefined : processCpuMs(p.node)))),
     Promise.all(pids.map((p) => (p.postgres === undefined ? undefined : serverCpuMs(p.postgres)))),
     machineTicks(),
+    Promise.all([...instruments].map((pid) => ownCpu(pid))),
   ]);
+  let toolsMs = 0;
+  for (const t of tools) {
+    const i = t === undefined ? -1 : pids.findIndex((p) => p.postgres === t.ppid);
+    const server = postgres[i];
+    if (t === undefined || server === undefined) continue;
+    postgres[i] = server - t.ms;
+    toolsMs += t.ms;
+  }
   return {
     at: performance.now(),
     nodes,
     postgres,
-    bench: (u.user + u.system) / 1000,
+    bench: (u.user + u.system) / 1000 + toolsMs,
     machineBusy: m.busy,
     machineTotal: m.total,
   };

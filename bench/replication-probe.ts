@@ -73,6 +73,8 @@ export class JournalWatcher {
   /** Rows seen, by op (from this watcher's start). */
   readonly rowsByOp = new Map<string, number>();
   polls = 0;
+  /** Its backend on C's server (the bench's CPU, not the cluster's: replication-cpu.ts). */
+  backendPid = 0;
   private lastSeq = 0n;
   private stopped = false;
   private loop: Promise<void> | undefined;
@@ -89,6 +91,8 @@ export class JournalWatcher {
     client.on("error", () => undefined);
     await client.connect();
     const w = new JournalWatcher(client, origin, pollMs);
+    const pid = await client.query<{ pid: number }>("select pg_backend_pid() as pid");
+    w.backendPid = pid.rows[0]?.pid ?? 0;
     const r = await client.query<{ max: string | null }>(
       "select max(seq) as max from journal where origin = $1",
       [origin],

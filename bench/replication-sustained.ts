@@ -72,7 +72,8 @@ export function printCpu(u: CpuUsage): void {
  * servers from the first enqueue (warm-up included) until every entry was dequeued on C and
  * every replicator was idle again (the checkout and remove rows back on A and B), divided
  * by the entries A acknowledged in that run. So a backlog still being worked off when the
- * window ends counts in full. The bench process is not counted; the probe rows (20/s of
+ * window ends counts in full. The bench process is not counted, nor its journal watcher's
+ * backend on C (replication-cpu.ts, `countAsBench`); the probe rows (20/s of
  * bare journal rows) and the idle cost of the cluster over that time (the floor section's
  * `idleCpuMsPerSecond`) are.
  */

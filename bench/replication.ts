@@ -39,7 +39,7 @@ import { GeospoolClient } from "../src/node/client/index.js";
 import { metadataBytes } from "./lib/grpc-payload.js";
 import { describeMachine } from "./lib/spool-machine.js";
 import { type BenchCluster, startBenchCluster } from "./replication-cluster.js";
-import { type CpuUsage, cpuCores, cpuSnapshot, cpuUsage } from "./replication-cpu.js";
+import { type CpuUsage, countAsBench, cpuCores, cpuSnapshot, cpuUsage } from "./replication-cpu.js";
 import { enqueueMany, runProbes, runSustained } from "./replication-load.js";
 import { JournalWatcher, ProbeWriter } from "./replication-probe.js";
 import { batchStats, dist, probeDists, rounded, sig } from "./replication-report.js";
@@ -241,6 +241,7 @@ async function main(): Promise<void> {
     clients.push(producer, consumer);
     writer = await ProbeWriter.connect(c.postgresUrl(A), IDS[A] as string);
     watcher = await JournalWatcher.start(c.postgresUrl(C), IDS[A] as string, num("poll-ms"));
+    countAsBench(watcher.backendPid);
     const first = await writer.probe();
     await Promise.race([
       watcher.when(first.entry),

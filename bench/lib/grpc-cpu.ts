@@ -36,6 +36,12 @@ async function procStat(pid: number): Promise<ProcStat | undefined> {
   };
 }
 
+/** CPU ms of one live process itself, and its parent's pid; undefined once it is gone. */
+export async function ownCpu(pid: number): Promise<{ ms: number; ppid: number } | undefined> {
+  const s = await procStat(pid);
+  return s && { ms: s.self, ppid: s.ppid };
+}
+
 /** CPU ms of one process (itself and reaped children). */
 export async function processCpuMs(pid: number): Promise<number> {
   const s = await procStat(pid);
