@@ -18,6 +18,7 @@ import {
   registerCacheRequestMetrics,
   startHttpServer,
 } from "./observability/index.js";
+import { POOL_IDLE_TIMEOUT_MS } from "./postgres/pool-settings.js";
 import { type NodeReplication, startReplication } from "./replication-wiring.js";
 import { nodeEntryCodec } from "./service/entry-meta.js";
 import { IdempotencyStore } from "./service/idempotency-store.js";
@@ -80,7 +81,11 @@ export async function startNode(
       await c().catch((err) => log.warn({ err }, "cleanup failed"));
   };
   try {
-    const pool = new pg.Pool({ connectionString: config.postgres.url, max: 10 });
+    const pool = new pg.Pool({
+      connectionString: config.postgres.url,
+      max: 10,
+      idleTimeoutMillis: POOL_IDLE_TIMEOUT_MS,
+    });
     pool.on("error", (err) =>
       log.child({ component: "postgres" }).error({ err }, "idle client error"),
     );

@@ -9,6 +9,7 @@ import { Replicator } from "../replication/replicator.js";
 import { Expert } from "../spool/index.js";
 import type { Config } from "./config/index.js";
 import type { Metrics } from "./observability/index.js";
+import { POOL_IDLE_TIMEOUT_MS } from "./postgres/pool-settings.js";
 import { type NodeEntryMeta, nodeEntryCodec } from "./service/entry-meta.js";
 import type { IdempotencyStore, KeyScope } from "./service/idempotency-store.js";
 import type { NodeSpool, SpoolService } from "./service/spool-service.js";
@@ -79,7 +80,11 @@ export async function startReplication(opts: {
 
   // The replicator has connections of its own: under load, client calls queued on the
   // node's pool would otherwise hold back the journal (and so every peer).
-  const replicatorPool = new pg.Pool({ connectionString: config.postgres.url, max: 4 });
+  const replicatorPool = new pg.Pool({
+    connectionString: config.postgres.url,
+    max: 4,
+    idleTimeoutMillis: POOL_IDLE_TIMEOUT_MS,
+  });
   replicatorPool.on("error", (err) => log.error({ err }, "idle replicator client error"));
   const replicator = new Replicator({
     nodeId,
