@@ -593,8 +593,11 @@ async function isDir(path: string): Promise<boolean> {
 }
 
 /** @internal */
+/** The longest lease a checkout may have: a year. */
+export const MAX_LEASE_MS = 365 * 24 * 3600_000;
+
 export function checkLeaseMs(ms: number): void {
-  if (!Number.isFinite(ms) || ms <= 0 || ms > 365 * 24 * 3600_000) {
+  if (!Number.isFinite(ms) || ms <= 0 || ms > MAX_LEASE_MS) {
     throw new SpoolError(
       SpoolErrorCode.InvalidArgument,
       `lease must be a positive number of milliseconds up to a year, got ${ms}`,

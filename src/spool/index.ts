@@ -212,6 +212,7 @@ export {
   DEFAULT_LEASE_MS,
   DEFAULT_MAX_ATTEMPTS,
   type ExpiredLease,
+  MAX_LEASE_MS,
 } from "./core.js";
 
 // An entry in a queue, and its data.

@@ -46,42 +46,53 @@ export async function runDequeue(ctx: Ctx, input: DequeueInput): Promise<void> {
     ...(input.lease ? { lease: input.lease } : {}),
     ...(input.wait ? { wait: input.wait } : {}),
   });
+  const allowed = dequeueCodes(input);
+  expectStatus(outcome, allowed, input);
+  if (!outcome.ok) return;
+  await handedOut(ctx, input.queue, outcome.value, input);
+}
+
+/** The statuses a Dequeue of these fields may get (also Complete's then_dequeue). */
+function dequeueCodes(input: Omit<DequeueInput, "kind">): status[] {
   const lease = durationVerdict(input.lease, "positive");
   const wait = durationVerdict(input.wait, "not_negative");
   const q = queueCodes(input.queue);
-  const allowed =
-    lease === "bad" || wait === "bad"
-      ? [status.INVALID_ARGUMENT, ...q]
-      : q.length > 0
-        ? [...q, ...durationCodes(lease), ...durationCodes(wait)]
-        : [status.OK, ...durationCodes(lease), ...durationCodes(wait)];
-  expectStatus(outcome, allowed, input);
-  if (!outcome.ok) return;
-  const { leaseToken } = outcome.value;
-  if (!outcome.value.entry) {
-    if (!ctx.busyQueues.has(input.queue) && ctx.model.certainlyAvailable(input.queue)) {
+  return lease === "bad" || wait === "bad"
+    ? [status.INVALID_ARGUMENT, ...q]
+    : q.length > 0
+      ? [...q, ...durationCodes(lease), ...durationCodes(wait)]
+      : [status.OK, ...durationCodes(lease), ...durationCodes(wait)];
+}
+
+/** A Dequeue's answer (or Complete's `next`): what it handed out, judged against the model. */
+async function handedOut(
+  ctx: Ctx,
+  queue: string,
+  answer: geospool.v1.IDequeueResponse,
+  input: unknown,
+): Promise<void> {
+  const leaseToken = answer.leaseToken ?? "";
+  if (!answer.entry) {
+    if (!ctx.busyQueues.has(queue) && ctx.model.certainlyAvailable(queue)) {
       const waiting = [...ctx.model.entries.values()]
-        .filter((e) => e.queue === input.queue && !e.lease && !e.drifted)
+        .filter((e) => e.queue === queue && !e.lease && !e.drifted)
         .map((e) => e.name);
-      const listed = await ctx.raw.unary<geospool.v1.ListResponse>("list", { queue: input.queue });
+      const listed = await ctx.raw.unary<geospool.v1.ListResponse>("list", { queue: queue });
       const there = listed.ok ? listed.value.entries.map((e) => e.name) : listed.details;
-      fail(`Dequeue answered empty; ${input.queue} had ${waiting}; it lists ${there}`, input);
+      fail(`Dequeue answered empty; ${queue} had ${waiting}; it lists ${there}`, input);
     }
     return;
   }
-  const entry = plain(outcome.value.entry);
+  const entry = plain(answer.entry);
   const until = entry.leaseUntil ?? 0;
   const e = ctx.model.entries.get(entry.name);
   if (!e && ctx.moving && !ctx.model.removed.has(entry.name)) {
-    ctx.model.pending.push({ name: entry.name, queue: input.queue, token: leaseToken, until });
+    ctx.model.pending.push({ name: entry.name, queue: queue, token: leaseToken, until });
     return;
   }
   if (!e) return fail(`Dequeue handed out ${entry.name}, never acknowledged or removed`, input);
-  if (entry.queue !== input.queue || !ctx.model.possibleQueues(e).includes(input.queue)) {
-    fail(
-      `Dequeue of ${input.queue} handed out ${entry.name} from ${entry.queue} (${e.queue})`,
-      input,
-    );
+  if (entry.queue !== queue || !ctx.model.possibleQueues(e).includes(queue)) {
+    fail(`Dequeue of ${queue} handed out ${entry.name} from ${entry.queue} (${e.queue})`, input);
   }
   if (entry.dataSha256 !== e.sha256 || Number(entry.dataSize) !== e.data.length) {
     fail(`Dequeue handed out ${entry.name} with other data`, input);
@@ -96,7 +107,7 @@ export async function runDequeue(ctx: Ctx, input: DequeueInput): Promise<void> {
   if (!leaseToken || ctx.model.tokens.has(leaseToken)) {
     fail(`Dequeue gave a lease token that is empty or was given before: ${leaseToken}`, input);
   }
-  ctx.model.checkedOut(e, input.queue, leaseToken, until);
+  ctx.model.checkedOut(e, queue, leaseToken, until);
   e.drifted = false;
 }
 
@@ -236,12 +247,22 @@ export const complete = fc.record({
     },
     { weight: 1, arbitrary: fc.constant({ kind: "none" as const }) },
   ),
+  // then_dequeue: the next checkout in the same call, with Dequeue's hostile fields.
+  next: fc.option(
+    fc.record({
+      queue: queueName,
+      lease: duration({ maxMs: 3_000 }),
+      wait: duration({ maxMs: 200 }),
+    }),
+    { nil: undefined, freq: 3 },
+  ),
 });
 export type CompleteInput = typeof complete extends fc.Arbitrary<infer T> ? T : never;
 
 export async function runComplete(ctx: Ctx, input: CompleteInput): Promise<void> {
   const r = resolve(ctx, input.target);
   const a = input.action;
+  const next = input.next;
   const outcome = await ctx.raw.unary<geospool.v1.CompleteResponse>("complete", {
     queue: r.queue,
     name: r.name,
@@ -249,6 +270,15 @@ export async function runComplete(ctx: Ctx, input: CompleteInput): Promise<void>
     ...(a.kind === "remove" ? { remove: {} } : {}),
     ...(a.kind === "save"
       ? { save: { queue: a.queue, ...(a.metadata ? { metadata: a.metadata } : {}) } }
+      : {}),
+    ...(next
+      ? {
+          thenDequeue: {
+            queue: next.queue,
+            ...(next.lease ? { lease: next.lease } : {}),
+            ...(next.wait ? { wait: next.wait } : {}),
+          },
+        }
       : {}),
   });
   // The node takes a Complete for a retry only if it asks for the same metadata too.
@@ -259,29 +289,39 @@ export async function runComplete(ctx: Ctx, input: CompleteInput): Promise<void>
   if (a.kind === "save" && a.metadata && a.metadata.length > LIMITS.metadataSize) {
     saveCodes.push(status.RESOURCE_EXHAUSTED);
   }
-  const allowed =
+  const finishCodes =
     a.kind === "none"
       ? [status.INVALID_ARGUMENT]
       : saveCodes.length > 0
         ? [...saveCodes, ...queueCodes(r.queue), status.INVALID_ARGUMENT]
         : holderCodes(ctx, r, retryKey);
+  // The next checkout's fields are checked before anything is finished: certainly bad,
+  // they alone decide; maybe bad, their refusals join the finish's statuses.
+  const nextCodes = next ? dequeueCodes(next) : [status.OK];
+  const allowed = !nextCodes.includes(status.OK)
+    ? nextCodes
+    : [...finishCodes, ...nextCodes.filter((c) => c !== status.OK)];
   const shown = { ...input, resolved: { name: r.name, queue: r.queue, token: r.token } };
   expectStatus(outcome, allowed, shown);
   if (!outcome.ok) return lost(ctx, r, outcome.code);
-  if (!finishedByHolder(ctx, r, retryKey, shown)) return;
-  if (a.kind === "remove") {
-    ctx.model.removedEntry(r.e);
-    return;
+  if (finishedByHolder(ctx, r, retryKey, shown)) {
+    if (a.kind === "remove") ctx.model.removedEntry(r.e);
+    if (a.kind === "save") {
+      const saved = plain(outcome.value.entry ?? {});
+      if (saved.name !== r.name || saved.queue !== a.queue) {
+        fail(`Complete saved ${saved?.name} into ${saved?.queue}`, shown);
+      }
+      if (a.metadata) r.e.metadata = Buffer.from(a.metadata);
+      if (!saved.metadata.equals(r.e.metadata)) fail("Complete lost the metadata", shown);
+      ctx.model.dropLease(r.e);
+      r.e.queue = a.queue;
+    }
   }
-  if (a.kind !== "save") return;
-  const saved = plain(outcome.value.entry ?? {});
-  if (saved.name !== r.name || saved.queue !== a.queue) {
-    fail(`Complete saved ${saved?.name} into ${saved?.queue}`, shown);
-  }
-  if (a.metadata) r.e.metadata = Buffer.from(a.metadata);
-  if (!saved.metadata.equals(r.e.metadata)) fail("Complete lost the metadata", shown);
-  ctx.model.dropLease(r.e);
-  r.e.queue = a.queue;
+  if (!next) return;
+  // Nothing here fails after a finish (no disk faults): the next checkout is always answered.
+  if (!outcome.value.next)
+    return fail("Complete left out the next checkout it was asked for", shown);
+  await handedOut(ctx, next.queue, outcome.value.next, shown);
 }
 
 export const release = fc.record({ kind: fc.constant("release" as const), target });

@@ -223,7 +223,12 @@ describe("the campaign's model", () => {
         runExtend(ctx, { kind: "extend", target: HELD, lease: { seconds: 60, nanos: 0 } }),
       );
       expect(raw.last).toMatch(/^FAILED_PRECONDITION/);
-      await runComplete(ctx, { kind: "complete", target: HELD, action: { kind: "remove" } });
+      await runComplete(ctx, {
+        kind: "complete",
+        target: HELD,
+        action: { kind: "remove" },
+        next: undefined,
+      });
       expect(raw.last).toBe("OK");
       expect(model.entries.has(name)).toBe(false);
       expect(model.removed.has(name)).toBe(true);
@@ -242,7 +247,12 @@ describe("the campaign's model", () => {
       expect(model.leaseState(e)).toBe("either");
       const batch = batchOn(model, name);
       await whileAside(name, () =>
-        runComplete(batch, { kind: "complete", target: HELD, action: { kind: "remove" } }),
+        runComplete(batch, {
+          kind: "complete",
+          target: HELD,
+          action: { kind: "remove" },
+          next: undefined,
+        }),
       );
       expect(raw.last).toMatch(/^FAILED_PRECONDITION/);
       await runExtend(batch, { kind: "extend", target: HELD, lease: { seconds: 60, nanos: 0 } });
@@ -252,6 +262,7 @@ describe("the campaign's model", () => {
         kind: "complete",
         target: HELD,
         action: { kind: "save", queue: "outbox", metadata: undefined },
+        next: undefined,
       });
       expect(raw.last).toBe("OK");
       expect(model.entries.get(name)?.queue).toBe("outbox");

@@ -145,6 +145,9 @@ describe("Complete then Dequeue", () => {
       [{ queue: "secret" }, grpc.status.PERMISSION_DENIED],
       [{ queue: "nosuchqueue" }, grpc.status.PERMISSION_DENIED],
       [{ leaseMs: -5 }, grpc.status.INVALID_ARGUMENT],
+      // Longer than the spool takes: refused up front, not after the finish (bad-input
+      // campaign, seed 123231363).
+      [{ leaseMs: 400 * 24 * 3600_000 }, grpc.status.INVALID_ARGUMENT],
       [{ waitMs: -1 }, grpc.status.INVALID_ARGUMENT],
     ];
     for (const [next, code] of refused) {
@@ -154,6 +157,10 @@ describe("Complete then Dequeue", () => {
       ).rejects.toMatchObject({ code });
       expect(await state(name)).toBe("inbox/checked_out");
     }
+    // A plain Dequeue refuses such a lease too, even with nothing to hand out.
+    await expect(worker.dequeue("done", { leaseMs: 400 * 24 * 3600_000 })).rejects.toMatchObject({
+      code: grpc.status.INVALID_ARGUMENT,
+    });
     // With rights on every queue, an unknown queue is NOT_FOUND, still before the finish.
     await expect(
       producer.completeThenDequeue(lease, { remove: true }, { queue: "nosuchqueue" }),

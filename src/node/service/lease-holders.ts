@@ -3,6 +3,7 @@ import {
   type CheckedOutEntry,
   Expert,
   leaseTokensEqual,
+  MAX_LEASE_MS,
   QueueReader,
   SpoolError,
   SpoolErrorCode,
@@ -61,10 +62,13 @@ export class LeaseHolders {
   /** Refuse a Dequeue of a queue that does not exist, or with a bad lease or wait. */
   checkDequeue(req: { queue: string; leaseMs?: number; waitMs?: number }): void {
     this.ctx.checkQueue(req.queue);
-    if (req.leaseMs !== undefined && !(req.leaseMs > 0)) {
+    // Checked here, not only when an entry is checked out, so a lease the spool cannot
+    // take is refused whether or not the queue holds anything (and before a Complete's
+    // finish, for its then_dequeue).
+    if (req.leaseMs !== undefined && !(req.leaseMs > 0 && req.leaseMs <= MAX_LEASE_MS)) {
       throw new ServiceError(
         ServiceErrorCode.InvalidArgument,
-        `lease must be a positive duration (absent for the default), got ${req.leaseMs} ms`,
+        `lease must be a positive duration of at most a year (absent for the default), got ${req.leaseMs} ms`,
       );
     }
     if (req.waitMs !== undefined && !(req.waitMs >= 0)) {

@@ -1403,8 +1403,8 @@ export namespace geospool {
             queue: string;
 
             /**
-             * Lease duration; absent means the server's default. Zero or negative is
-             * refused (INVALID_ARGUMENT).
+             * Lease duration; absent means the server's default. Zero, negative or
+             * longer than a year is refused (INVALID_ARGUMENT).
              */
             lease?: (google.protobuf.Duration.$Properties|null);
 
@@ -1504,8 +1504,8 @@ export namespace geospool {
                 queue?: (string|null);
 
                 /**
-                 * Lease duration; absent means the server's default. Zero or negative is
-                 * refused (INVALID_ARGUMENT).
+                 * Lease duration; absent means the server's default. Zero, negative or
+                 * longer than a year is refused (INVALID_ARGUMENT).
                  */
                 lease?: (google.protobuf.Duration.$Properties|null);
 

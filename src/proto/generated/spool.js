@@ -3602,8 +3602,8 @@ export const geospool = $root.geospool = (() => {
              * Properties of a DequeueRequest.
              * @typedef {Object} geospool.v1.DequeueRequest.$Properties
              * @property {string|null} [queue] The queue to dequeue from.
-             * @property {google.protobuf.Duration.$Properties|null} [lease] Lease duration; absent means the server's default. Zero or negative is
-             * refused (INVALID_ARGUMENT).
+             * @property {google.protobuf.Duration.$Properties|null} [lease] Lease duration; absent means the server's default. Zero, negative or
+             * longer than a year is refused (INVALID_ARGUMENT).
              * @property {google.protobuf.Duration.$Properties|null} [wait] How long to wait for an entry if none is available; absent or zero means
              * do not wait, negative is refused (INVALID_ARGUMENT), and a wait longer
              * than the server's maximum is shortened to it. Keep it shorter than the
@@ -3648,8 +3648,8 @@ export const geospool = $root.geospool = (() => {
             DequeueRequest.prototype.queue = "";
 
             /**
-             * Lease duration; absent means the server's default. Zero or negative is
-             * refused (INVALID_ARGUMENT).
+             * Lease duration; absent means the server's default. Zero, negative or
+             * longer than a year is refused (INVALID_ARGUMENT).
              * @member {google.protobuf.Duration.$Properties|null|undefined} lease
              * @memberof geospool.v1.DequeueRequest
              * @instance
