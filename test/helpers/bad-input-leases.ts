@@ -91,7 +91,9 @@ async function handedOut(
     return;
   }
   if (!e) return fail(`Dequeue handed out ${entry.name}, never acknowledged or removed`, input);
-  if (entry.queue !== queue || !ctx.model.possibleQueues(e).includes(queue)) {
+  // A sibling's Complete may have saved it into this queue before its own answer came.
+  const moved = ctx.finishable.has(e.name);
+  if (entry.queue !== queue || (!moved && !ctx.model.possibleQueues(e).includes(queue))) {
     fail(`Dequeue of ${queue} handed out ${entry.name} from ${entry.queue} (${e.queue})`, input);
   }
   if (entry.dataSha256 !== e.sha256 || Number(entry.dataSize) !== e.data.length) {
@@ -304,15 +306,22 @@ export async function runComplete(ctx: Ctx, input: CompleteInput): Promise<void>
   const shown = { ...input, resolved: { name: r.name, queue: r.queue, token: r.token } };
   expectStatus(outcome, allowed, shown);
   if (!outcome.ok) return lost(ctx, r, outcome.code);
-  if (finishedByHolder(ctx, r, retryKey, shown)) {
+  const cached = ctx.model.finished.has(retryKey);
+  const byHolder = finishedByHolder(ctx, r, retryKey, shown);
+  // A save that was carried out (not a retry's cached answer) wrote its metadata, even when
+  // a sibling's Dequeue took the entry again before this answer came (then that checkout
+  // stands, and only the metadata follows from here).
+  if (a.kind === "save" && r.e && !cached) {
+    const saved = plain(outcome.value.entry ?? {});
+    if (saved.name !== r.name || saved.queue !== a.queue) {
+      fail(`Complete saved ${saved?.name} into ${saved?.queue}`, shown);
+    }
+    if (a.metadata) r.e.metadata = Buffer.from(a.metadata);
+    if (!saved.metadata.equals(r.e.metadata)) fail("Complete lost the metadata", shown);
+  }
+  if (byHolder) {
     if (a.kind === "remove") ctx.model.removedEntry(r.e);
     if (a.kind === "save") {
-      const saved = plain(outcome.value.entry ?? {});
-      if (saved.name !== r.name || saved.queue !== a.queue) {
-        fail(`Complete saved ${saved?.name} into ${saved?.queue}`, shown);
-      }
-      if (a.metadata) r.e.metadata = Buffer.from(a.metadata);
-      if (!saved.metadata.equals(r.e.metadata)) fail("Complete lost the metadata", shown);
       ctx.model.dropLease(r.e);
       r.e.queue = a.queue;
     }

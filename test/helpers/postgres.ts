@@ -82,11 +82,14 @@ async function clientsGone(url: string, withinMs = 2_000): Promise<void> {
   try {
     const deadline = Date.now() + withinMs;
     while (Date.now() < deadline) {
-      const r = await client.query<{ n: number }>(
-        `select count(*)::int as n from pg_stat_activity
-          where backend_type = 'client backend' and pid <> pg_backend_pid()`,
-      );
-      if ((r.rows[0]?.n ?? 0) === 0) return;
+      const r = await client
+        .query<{ n: number }>(
+          `select count(*)::int as n from pg_stat_activity
+            where backend_type = 'client backend' and pid <> pg_backend_pid()`,
+        )
+        .catch(() => undefined);
+      // Gone meanwhile (a test may stop it itself): nothing to wait for.
+      if (r === undefined || (r.rows[0]?.n ?? 0) === 0) return;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   } finally {
