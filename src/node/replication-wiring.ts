@@ -182,6 +182,7 @@ export async function startReplication(opts: {
   const stopListening = service.onTransition((t) => replicator.noteLocal(t.name));
   const liveness = new PeerLiveness({
     peers: config.peers,
+    intervalMs: config.replication.heartbeatInterval,
     ...(config.replication.token ? { token: config.replication.token } : {}),
     logger: log,
   });

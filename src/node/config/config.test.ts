@@ -81,6 +81,7 @@ describe("defaults", () => {
         batchInterval: 10,
         fetchConcurrency: 4,
         joinRetry: 2_000,
+        heartbeatInterval: 1_000,
         leaseReapGrace: 10_000,
       },
       log: { level: "info" },

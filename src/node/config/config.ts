@@ -76,6 +76,8 @@ export interface Config {
     fetchConcurrency: number;
     /** ms between attempts to join a peer that is unreachable or not ready. Default 2 s. */
     joinRetry: number;
+    /** ms between the end of one heartbeat to a peer and the next. Default 1 s. */
+    heartbeatInterval: number;
     /**
      * ms a node waits, per place in the order of the other nodes, past a replicated lease's
      * deadline before it takes the entry back (the holder's node goes first). Default 10 s.

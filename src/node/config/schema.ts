@@ -338,6 +338,8 @@ export const configSchema = z
         fetchConcurrency: int(1).default(4),
         /** Retry joining a peer that is not reachable or not ready. */
         joinRetry: duration({ positive: true }).default(2_000),
+        /** Pause between two heartbeats to a peer (a gRPC health check); see PeerLiveness. */
+        heartbeatInterval: duration({ positive: true }).default(1_000),
         /** Wait per place in the order before a node reaps a lease another node's client holds. */
         leaseReapGrace: duration({ positive: true }).default(10_000),
       })
