@@ -1,8 +1,9 @@
 import { EventEmitter } from "node:events";
+import { rename } from "node:fs/promises";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import pino from "pino";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { useTempDir } from "../../../test/helpers/tmp.js";
 import { geospool } from "../../proto/generated/spool.js";
 import { spoolServiceDefinition } from "../../proto/service-definition.js";
@@ -69,17 +70,21 @@ async function enqueue(data: string): Promise<string> {
 describe("Complete with then_dequeue", () => {
   it("a dequeue that fails after the finish is not reported as an empty queue", async () => {
     await enqueue("a");
-    await enqueue("b");
     const lease = await client.dequeue("inbox");
     expect(lease).toBeDefined();
-    // From here on, the node cannot check anything out (an I/O error, say).
-    vi.spyOn(service, "dequeue").mockRejectedValue(new Error("EIO: the disk is on fire"));
-    // "b" is still queued. The worker must learn that the checkout failed (an error, as the
-    // fallback Dequeue call would give), not that the queue is empty: the README's worker
-    // loop `while (held)` would stop for good on an answer without `next`.
+    // The next checkout comes from "dead", whose directory is gone from under the node (a
+    // real disk fault: listing it fails), so it fails after the finish has been done.
+    const dead = join(dir.path, "spool", "dead");
+    await rename(dead, `${dead}.away`);
+    // The worker must learn that the checkout failed (an error, as the fallback Dequeue
+    // call gives), not that the queue is empty: the README's worker loop `while (held)`
+    // would stop for good on an answer without `next`.
     await expect(
-      client.completeThenDequeue(lease as Lease, { remove: true }, { waitMs: 100 }),
+      client.completeThenDequeue(lease as Lease, { remove: true }, { queue: "dead", waitMs: 100 }),
     ).rejects.toThrow();
+    await rename(`${dead}.away`, dead);
+    // The finish itself was carried out.
+    await expect(client.stat((lease as Lease).entry.name)).rejects.toThrow(/no entry/);
   });
 
   it("a Complete cancelled while it finishes does not go on to check out a next entry", async () => {
@@ -99,7 +104,9 @@ describe("Complete with then_dequeue", () => {
       cancelled: false,
       request,
     });
-    const dequeue = vi.spyOn(service, "dequeue");
+    // What the node does is seen through its transitions (the feed replication uses).
+    const seen: string[] = [];
+    const stop = service.onTransition((t) => seen.push(`${t.kind} ${t.name}`));
     const answered = new Promise<unknown>((resolve) => {
       (handlers.complete as grpc.handleUnaryCall<unknown, unknown>)(
         call as unknown as grpc.ServerUnaryCall<unknown, unknown>,
@@ -109,8 +116,12 @@ describe("Complete with then_dequeue", () => {
     // The client goes away (its deadline, say) while the node is still finishing.
     call.cancelled = true;
     call.emit("cancelled", "cancelled");
+    // An entry arriving meanwhile is there to be taken: it must be left alone.
+    const later = await enqueue("b");
     await answered;
+    stop();
     // Nobody will receive a next checkout: the node should not wait for one, nor take one.
-    expect(dequeue).not.toHaveBeenCalled();
+    expect(seen.sort()).toEqual([`enqueued ${later}`, `removed ${name}`]);
+    expect((await service.stat({ name: later })).state).toBe("queued");
   });
 });
