@@ -82,9 +82,9 @@ export async function runLoops<H extends Held>(
       await side.enqueue(nextId++, t0);
       const t1 = performance.now();
       const done = held;
-      const taken = side.completeAndTake
-        ? await side.completeAndTake(done)
-        : await side.complete(done);
+      let taken: H | undefined;
+      if (side.completeAndTake) taken = await side.completeAndTake(done);
+      else await side.complete(done);
       const t2 = performance.now();
       held = taken ?? (await side.dequeue());
       const t3 = performance.now();

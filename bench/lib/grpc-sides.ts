@@ -23,7 +23,7 @@ export interface QueueSide<H extends Held> {
   enqueue(id: number, t0: number): Promise<void>;
   /** The next job; throws when none came within the wait. */
   dequeue(): Promise<H>;
-  complete(held: H): Promise<undefined>;
+  complete(held: H): Promise<void>;
   /** Complete the job and take the next in the same call, if the side can; undefined: none came. */
   completeAndTake?(held: H): Promise<H | undefined>;
   /** Dequeue attempts that found the queue empty (and were retried). */
@@ -71,7 +71,6 @@ export function geospoolSide(
     },
     async complete(h) {
       await client.remove(h.lease);
-      return undefined;
     },
     ...(name === "geospool"
       ? {
@@ -140,7 +139,6 @@ export async function pgBossSide(url: string, poolMax: number): Promise<QueueSid
     },
     async complete(held: BossHeld) {
       await boss.complete(QUEUE, held.id);
-      return undefined;
     },
     async leftover() {
       return boss.getQueueSize(QUEUE, { before: "completed" });

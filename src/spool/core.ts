@@ -592,10 +592,10 @@ async function isDir(path: string): Promise<boolean> {
   return st?.isDirectory() ?? false;
 }
 
-/** @internal */
 /** The longest lease a checkout may have: a year. */
 export const MAX_LEASE_MS = 365 * 24 * 3600_000;
 
+/** @internal */
 export function checkLeaseMs(ms: number): void {
   if (!Number.isFinite(ms) || ms <= 0 || ms > MAX_LEASE_MS) {
     throw new SpoolError(
