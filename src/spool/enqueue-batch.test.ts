@@ -119,4 +119,79 @@ describe("enqueueBatch", () => {
     expect(await spool.isReserved("taken")).toBe(true);
     expect(await readdir(join(spool.dir, ".data"))).toEqual(["fresh-2"]);
   });
+
+  it("makes an entry with visibleIf visible only once it says yes; a no or a failure leaves nothing", async () => {
+    const spool = await newSpool();
+    let say: (yes: boolean) => void = () => undefined;
+    const decided = new Promise<boolean>((resolve) => {
+      say = resolve;
+    });
+    const [yes, no, failed] = spool.newNames(3);
+    const batch = spool.enqueueBatch([
+      {
+        queue: "inbox",
+        metadata: { id: 1 },
+        data: "one",
+        name: yes,
+        reserve: true,
+        visibleIf: decided,
+      },
+      {
+        queue: "inbox",
+        metadata: { id: 2 },
+        data: "two",
+        name: no,
+        reserve: true,
+        visibleIf: Promise.resolve(false),
+      },
+      {
+        queue: "outbox",
+        metadata: { id: 3 },
+        data: "three",
+        name: failed,
+        reserve: true,
+        visibleIf: Promise.reject(new Error("the claim failed")),
+      },
+    ]);
+    // The first entry's files are written and durable while its decision is pending; it is
+    // in no queue until then.
+    const tmp = join(spool.dir, ".tmp");
+    for (let i = 0; !(await readdir(tmp)).some((f) => f.startsWith(yes as string)); i++) {
+      if (i > 10_000) throw new Error("the batch never wrote the undecided entry");
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(await spool.listNames("inbox")).toEqual([]);
+    expect(await spool.isReserved(yes as string)).toBe(true);
+    say(true);
+    const results = await batch;
+    expect(results.map((r) => (r.ok ? "ok" : r.error.code))).toEqual([
+      "ok",
+      SpoolErrorCode.Withdrawn,
+      SpoolErrorCode.Withdrawn,
+    ]);
+    expect(await spool.listNames("inbox")).toEqual([yes]);
+    expect((await spool.dataFile(yes as string).read()).toString()).toBe("one");
+    for (const n of [no, failed] as string[]) expect(await spool.isReserved(n)).toBe(false);
+    expect(await readdir(join(spool.dir, ".data"))).toEqual([yes]);
+    expect(await readdir(tmp)).toEqual([]);
+    expect(await new Monitor(spool).fsck()).toEqual([]);
+  });
+
+  it("an entry given a name with reserve fails when the name is taken, touching nothing", async () => {
+    const spool = await newSpool();
+    const held = await spool.enqueue("inbox", { id: 0 }, "first");
+    const [fresh] = spool.newNames(1);
+    const results = await spool.enqueueBatch([
+      { queue: "inbox", metadata: { id: 1 }, data: "one", name: held.name, reserve: true },
+      { queue: "inbox", metadata: { id: 2 }, data: "two", name: fresh, reserve: true },
+    ]);
+    expect(results.map((r) => (r.ok ? r.entry.name : r.error.code))).toEqual([
+      SpoolErrorCode.NameExhausted,
+      fresh,
+    ]);
+    expect((await spool.dataFile(held.name).read()).toString()).toBe("first");
+    expect((await spool.find(held.name))?.metadata).toEqual({ id: 0 });
+    expect(await spool.listNames("inbox")).toEqual([held.name, fresh].sort());
+    expect(await new Monitor(spool).fsck()).toEqual([]);
+  });
 });

@@ -11,8 +11,23 @@ export interface BatchItem<M, Q extends string> {
   queue: Q;
   metadata: M;
   data: Uint8Array | string;
-  /** A name reserved earlier with `reserveName`; otherwise one is reserved now. */
+  /**
+   * A name reserved earlier with `reserveName`, or (with `reserve`) one from `newNames`;
+   * otherwise one is reserved now.
+   */
   name?: string;
+  /**
+   * `name` is not reserved yet (it came from `newNames`): the batch reserves it (O_EXCL)
+   * as it writes the entry. If the name is taken, the entry fails (`name_exhausted`) and
+   * nothing of it is made.
+   */
+  reserve?: boolean;
+  /**
+   * The entry becomes visible only once this resolves true. Its files are written and made
+   * durable meanwhile, so whatever decides (an idempotency claim) runs beside the write.
+   * False, or a rejection, removes its files: the entry fails (`withdrawn`), nothing left.
+   */
+  visibleIf?: PromiseLike<boolean>;
 }
 
 /**
@@ -39,6 +54,10 @@ interface Item<M, Q extends string> {
   bytes: Buffer;
   data: Uint8Array | string;
   given?: string;
+  /** `given` is ours to reserve (`BatchItem.reserve`). */
+  reserveGiven: boolean;
+  /** `BatchItem.visibleIf`, a rejection read as false. */
+  visibleIf?: Promise<boolean>;
   name?: string;
   result?: BatchItemResult;
 }
@@ -49,10 +68,12 @@ interface Item<M, Q extends string> {
  * registry file, data file and metadata in .tmp, then runs one durability round (every
  * file's fdatasync and the fsync of .registry and .data, all at once), checks that repair
  * did not take the files meanwhile, and removes the files of an entry that failed. Back
- * here, each metadata file is renamed into its queue; after the last round, one fsync per
+ * here, each metadata file is renamed into its queue (once its `visibleIf`, if any, said
+ * yes; its files are removed if it said no); after the last round, one fsync per
  * queue directory. Resolves (one result per item, in order) only after that fsync, so every
  * entry reported `ok` survives a crash; an entry that failed left nothing and did not stop
- * the others. A name taken meanwhile by another process is retried as a single enqueue.
+ * the others. A name taken meanwhile by another process is retried as a single enqueue
+ * (one the caller gave with `reserve` fails instead: its caller chose it).
  * @internal
  */
 export async function enqueueBatch<M, Q extends string>(
@@ -74,7 +95,17 @@ export async function enqueueBatch<M, Q extends string>(
         metadata: b.metadata,
         bytes,
         data: b.data,
+        reserveGiven: given !== undefined && b.reserve === true,
         ...(given === undefined ? {} : { given }),
+        // Taken at once, so a rejection is never left unhandled while the files are written.
+        ...(b.visibleIf === undefined
+          ? {}
+          : {
+              visibleIf: Promise.resolve(b.visibleIf).then(
+                (v) => v === true,
+                () => false,
+              ),
+            }),
       });
     } catch (err) {
       results[index] = { ok: false, error: ioError("enqueue of", b.name ?? "(unnamed)", err) };
@@ -124,7 +155,7 @@ async function runRound<M, Q extends string>(
     it.name = name;
     return {
       registry: l.registryFile(name),
-      reserve: it.given === undefined,
+      reserve: it.given === undefined || it.reserveGiven,
       data: l.dataFile(name),
       tmp: l.tmpFile(name),
       dataBytes: typeof it.data === "string" ? Buffer.from(it.data) : it.data,
@@ -145,6 +176,16 @@ async function runRound<M, Q extends string>(
     round.map(async (it, i) => {
       const w = written[i] as WriterResult;
       const name = it.name as string;
+      if (!w.ok && w.taken && it.reserveGiven) {
+        it.result = {
+          ok: false,
+          error: new SpoolError(
+            SpoolErrorCode.NameExhausted,
+            `enqueue of ${name}: the name was taken meanwhile; nothing of the entry was stored`,
+          ),
+        };
+        return;
+      }
       if (!w.ok && w.taken) {
         // Another process holds the name: this entry goes alone, under a name of its own.
         const visible = (n: string) => onVisible?.(n, it.index);
@@ -166,15 +207,30 @@ async function runRound<M, Q extends string>(
         };
         return;
       }
-      try {
-        await core.throttle.run(() => rename(l.tmpFile(name), l.queueFile(it.dirname, name)));
-      } catch (err) {
-        // Not visible: the files are ours (the data file was made with O_EXCL).
-        await core.throttle.run(async () => {
+      const removeFiles = () =>
+        core.throttle.run(async () => {
           for (const p of [l.tmpFile(name), l.dataFile(name), l.registryFile(name)]) {
             await unlinkIfExists(p).catch(() => false);
           }
         });
+      if (it.visibleIf !== undefined) {
+        if (!(await it.visibleIf)) {
+          await removeFiles();
+          it.result = {
+            ok: false,
+            error: new SpoolError(
+              SpoolErrorCode.Withdrawn,
+              `enqueue of ${name}: withdrawn before it became visible; nothing of it was kept`,
+            ),
+          };
+          return;
+        }
+      }
+      try {
+        await core.throttle.run(() => rename(l.tmpFile(name), l.queueFile(it.dirname, name)));
+      } catch (err) {
+        // Not visible: the files are ours (the data file was made with O_EXCL).
+        await removeFiles();
         it.result = { ok: false, error: ioError("enqueue (rename into queue) of", name, err) };
         return;
       }

@@ -19,6 +19,11 @@ export const SpoolErrorCode = {
   EntryNotFound: "entry_not_found",
   /** Name reservation failed after the allowed number of attempts. */
   NameExhausted: "name_exhausted",
+  /**
+   * An entry of `enqueueBatch` whose `visibleIf` said no (or failed): it never became
+   * visible, and nothing of it is left.
+   */
+  Withdrawn: "withdrawn",
   /** An operation on a checked-out entry whose lease has ended. */
   LeaseLost: "lease_lost",
   /** A bad argument (lease duration, options). */

@@ -59,6 +59,12 @@
  *   survive; each one that does is whole. One entry's failure (a name in use, a bad queue
  *   or name, an I/O error on its files) is reported for it alone and leaves nothing of it;
  *   a name taken by another process meanwhile is retried as a single `enqueue`.
+ *   An item may carry `visibleIf`, a promise decided beside the write (the node's
+ *   idempotency claim): its rename waits for it after the durability round, and a "no"
+ *   removes its files instead (`withdrawn`). The crash argument is unchanged: until the
+ *   rename the entry is files in no queue, as between any round and its renames. Items
+ *   may name themselves with `newNames` and `reserve: true` (the registry file made by the
+ *   writer thread, O_EXCL, with the other files); such a name found taken fails its entry.
  * - An entry is never visible in a queue without its data: data is durable before the
  *   rename that makes the entry visible, and `remove` unlinks the metadata file first,
  *   then the data, then the registry file.

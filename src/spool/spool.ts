@@ -143,6 +143,15 @@ export class Spool<M, Q extends string = string> {
   }
 
   /**
+   * `count` fresh entry names, not reserved: for `enqueueBatch` items with `reserve`, which
+   * reserve them as they are written (no round trip to the disk here). A name that turns
+   * out taken fails its entry; with the default generator that is vanishingly rare.
+   */
+  newNames(count: number, generator: NameGenerator = this.#core.names): string[] {
+    return Array.from({ length: count }, () => validateName("entry", generator.next(0)));
+  }
+
+  /**
    * Reserve `count` names at once (as many `reserveName` calls, made by the spool's batch
    * writer thread in one go). On failure, those reserved are given back.
    */

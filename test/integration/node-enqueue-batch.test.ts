@@ -218,6 +218,48 @@ describe("EnqueueBatch", () => {
     expect(viaBatch.entry.name).toBe(single.entry.name);
   });
 
+  it("concurrent batches sharing keys make one entry per key (claims run beside the writes)", async () => {
+    const keys = Array.from({ length: 12 }, (_, k) => `shared-${k}`);
+    const before = new Set(
+      (await client(0).list("inbox", { pageSize: 1000 })).entries.map((e) => e.name),
+    );
+    // Each call sends every key, in its own order: claims of one key race between calls
+    // while their entries are being written.
+    const calls = await Promise.all(
+      Array.from({ length: 8 }, (_, c) =>
+        client(0).enqueueBatch(
+          keys
+            .map((key, k) => ({ queue: "inbox", data: `${key} from ${c}`, idempotencyKey: key, k }))
+            .sort((a, b) => ((a.k * 7 + c) % 12) - ((b.k * 7 + c) % 12))
+            .map(({ k: _k, ...entry }) => entry),
+        ),
+      ),
+    );
+    const named = new Map<string, Set<string>>();
+    let made = 0;
+    for (const results of calls) {
+      for (const r of results) {
+        if (!r.ok) {
+          // A key found in progress is refused for the caller to retry; nothing else.
+          expect(r.serviceCode).toBe("in_progress");
+          continue;
+        }
+        if (!r.deduplicated) made++;
+        const data = (await client(0).readData(r.entry.name)).data.toString();
+        const k = data.split(" from ")[0] as string;
+        const set = named.get(k) ?? new Set();
+        set.add(r.entry.name);
+        named.set(k, set);
+      }
+    }
+    for (const set of named.values()) expect(set.size).toBe(1);
+    const now = (await client(0).list("inbox", { pageSize: 1000 })).entries.filter(
+      (e) => !before.has(e.name),
+    );
+    expect(now).toHaveLength(keys.length);
+    expect(made).toBe(keys.length);
+  });
+
   it("refuses a batch over the limits as a whole, naming the limit", async () => {
     const before = (await client(0).list("inbox", { pageSize: 1000 })).entries.length;
     const tooMany = Array.from({ length: MAX_BATCH + 1 }, (_, i) => ({

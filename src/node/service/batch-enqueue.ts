@@ -93,32 +93,32 @@ export class BatchEnqueue {
         outcomes[index] = { error: toServiceError(err) };
       }
     });
-    // Every name at once (the spool's batch writer makes the registry files in one go).
-    try {
-      const names = await this.ctx.spool.reserveNames(pending.length);
-      pending.forEach((p, i) => {
-        p.name = names[i];
-      });
-    } catch (err) {
-      for (const p of pending) outcomes[p.index] = { error: toServiceError(err) };
-    }
-    const named = pending.filter((p) => p.name !== undefined);
-    await this.claimKeys(
-      named.filter((p) => p.scope !== undefined),
-      outcomes,
+    // Fresh names, reserved by the spool's batch writer as it writes each entry; the keys
+    // are claimed meanwhile (one PostgreSQL statement), and a keyed entry becomes visible
+    // only once its claim is known to be ours (`visibleIf`): the claim's commit and the
+    // name's reservation are off the reply's path, beside the write.
+    const names = this.ctx.spool.newNames(pending.length);
+    pending.forEach((p, i) => {
+      p.name = names[i];
+    });
+    const keyed = pending.filter((p) => p.scope !== undefined);
+    const claims = this.claimKeys(keyed, outcomes);
+    const written = this.writeAll(pending, (p) =>
+      claims.then(() => outcomes[p.index] === undefined && p.claim?.kind === "claimed"),
     );
-    const toWrite: Pending[] = [];
-    for (const p of named) {
-      if (outcomes[p.index] !== undefined) continue;
+    this.uploads.writingWhile(
+      keyed.map((p) => p.name as string),
+      written,
+    );
+    const [writes] = await Promise.all([written, claims]);
+    const completed: { scope: KeyScope; name: string }[] = [];
+    for (const [i, outcome] of writes.entries()) {
+      const p = pending[i] as Pending;
+      if (outcomes[p.index] !== undefined) continue; // the claim failed: withdrawn
       if (p.claim?.kind === "duplicate") {
         outcomes[p.index] = { entry: p.claim.entry, deduplicated: true };
         continue;
       }
-      toWrite.push(p);
-    }
-    const completed: { scope: KeyScope; name: string }[] = [];
-    for (const [i, outcome] of (await this.writeAll(toWrite)).entries()) {
-      const p = toWrite[i] as Pending;
       outcomes[p.index] = outcome;
       if (p.scope && outcome.error === undefined) {
         completed.push({ scope: p.scope, name: p.name as string });
@@ -174,7 +174,8 @@ export class BatchEnqueue {
   /**
    * Claim the keys of `keyed` (distinct scopes) in one statement; a key held already goes
    * through Enqueue's own claim (a duplicate, one in progress, or an expired claim taken
-   * over). An entry whose key is not ours gets its outcome here, and its name given back.
+   * over). An entry whose key is not ours gets its outcome here; its name is left to the
+   * spool, which withdraws the entry (see enqueueAll).
    */
   private async claimKeys(keyed: Pending[], outcomes: (BatchOutcome | undefined)[]) {
     if (keyed.length === 0) return;
@@ -195,12 +196,8 @@ export class BatchEnqueue {
           });
         });
     } catch (err) {
-      await Promise.all(
-        keyed.map(async (p) => {
-          await this.uploads.giveBack(p.name as string);
-          outcomes[p.index] = { error: toServiceError(err) };
-        }),
-      );
+      // Their names are the spool's to remove: the entries are withdrawn (see enqueueAll).
+      for (const p of keyed) outcomes[p.index] = { error: toServiceError(err) };
       return;
     }
     await Promise.all(
@@ -210,7 +207,7 @@ export class BatchEnqueue {
           return;
         }
         try {
-          p.claim = await this.uploads.claimKey(p.scope as KeyScope, p.name as string);
+          p.claim = await this.uploads.claimKey(p.scope as KeyScope, p.name as string, false);
         } catch (err) {
           outcomes[p.index] = { error: toServiceError(err) };
         }
@@ -219,10 +216,14 @@ export class BatchEnqueue {
   }
 
   /**
-   * Store the entries under their reserved names in one spool batch (made durable
-   * together); an entry that failed has its claim and name given back.
+   * Store the entries under their fresh names in one spool batch (made durable together);
+   * a keyed entry becomes visible only if `claimed(p)` says yes. An entry that failed has
+   * its claim given back if it held one (the spool removed its files).
    */
-  private async writeAll(toWrite: Pending[]): Promise<BatchOutcome[]> {
+  private async writeAll(
+    toWrite: Pending[],
+    claimed: (p: Pending) => Promise<boolean>,
+  ): Promise<BatchOutcome[]> {
     if (toWrite.length === 0) return [];
     const metas = toWrite.map(({ input, scope }) => {
       const meta: NodeEntryMeta = {
@@ -243,6 +244,8 @@ export class BatchEnqueue {
         metadata: metas[i] as NodeEntryMeta,
         data: p.input.data,
         name: p.name as string,
+        reserve: true,
+        ...(p.scope ? { visibleIf: claimed(p) } : {}),
       })),
       {
         onVisible: (name, i) =>
@@ -259,10 +262,10 @@ export class BatchEnqueue {
             deduplicated: false,
           };
         }
-        if (p.scope) await this.store?.abandon(p.scope, name).catch(() => undefined);
-        // The spool leaves a caller's reservation when it failed before making the data
-        // file; giving back a name an entry holds leaves that entry alone.
-        await this.uploads.giveBack(name);
+        // A claim may still be on its way when a write fails early: wait for it.
+        if (p.scope && (await claimed(p))) {
+          await this.store?.abandon(p.scope, name).catch(() => undefined);
+        }
         return { error: toServiceError(r.error) };
       }),
     );

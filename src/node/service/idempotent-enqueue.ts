@@ -29,6 +29,12 @@ const MAX_KEY_LENGTH = 200;
 export class IdempotentEnqueue {
   /** Enqueues under way. */
   private uploads = 0;
+  /**
+   * Names whose claim may be committed before their registry file exists (EnqueueBatch
+   * claims its keys while the spool reserves and writes the names): such a claim is in
+   * progress although the name is not reserved yet.
+   */
+  private readonly writing = new Set<string>();
 
   constructor(
     private readonly ctx: ServiceContext,
@@ -203,20 +209,33 @@ export class IdempotentEnqueue {
   }
 
   /**
-   * Claim `scope` for `name`, or find the earlier entry that holds it. Unless it is
-   * claimed, `name` is given back.
+   * Mark `names` as being written beside their claims until `done` settles (see `writing`).
    */
-  async claimKey(scope: KeyScope, name: string): Promise<KeyClaim> {
+  writingWhile(names: readonly string[], done: Promise<unknown>): void {
+    for (const n of names) this.writing.add(n);
+    const clear = () => {
+      for (const n of names) this.writing.delete(n);
+    };
+    done.then(clear, clear);
+  }
+
+  /**
+   * Claim `scope` for `name`, or find the earlier entry that holds it. Unless it is
+   * claimed, `name` is given back (not with `giveBackName: false`: a name being written
+   * beside the claim is the writer's to remove).
+   */
+  async claimKey(scope: KeyScope, name: string, giveBackName = true): Promise<KeyClaim> {
     const store = this.store;
+    const giveBack = giveBackName ? (n: string) => this.giveBack(n) : async () => undefined;
     if (!store) {
-      await this.giveBack(name);
+      await giveBack(name);
       throw new ServiceError(
         ServiceErrorCode.Unavailable,
         "idempotency keys need the node's database",
       );
     }
     const claim = await store.claim(scope, name).catch(async (err) => {
-      await this.giveBack(name);
+      await giveBack(name);
       throw new ServiceError(ServiceErrorCode.Unavailable, "idempotency store unavailable", {
         cause: err,
       });
@@ -224,7 +243,7 @@ export class IdempotentEnqueue {
     if (claim.kind === "claimed") return claim;
     const found = await findInfo(this.ctx.spool, claim.name);
     if (found || claim.completed) {
-      await this.giveBack(name);
+      await giveBack(name);
       const entry = found ?? {
         name: claim.name,
         queue: scope.queue,
@@ -237,15 +256,15 @@ export class IdempotentEnqueue {
       return { kind: "duplicate", entry };
     }
     // Not visible and not completed: either in progress, or its enqueue died.
-    if (await this.ctx.spool.isReserved(claim.name)) {
-      await this.giveBack(name);
+    if (this.writing.has(claim.name) || (await this.ctx.spool.isReserved(claim.name))) {
+      await giveBack(name);
       throw new ServiceError(
         ServiceErrorCode.InProgress,
         `an enqueue with idempotency key ${JSON.stringify(scope.key)} is in progress; retry`,
       );
     }
     if (await store.takeOver(scope, claim.name, name)) return { kind: "claimed" };
-    await this.giveBack(name);
+    await giveBack(name);
     throw new ServiceError(ServiceErrorCode.InProgress, "idempotency key changed hands; retry");
   }
 }
