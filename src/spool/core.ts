@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { type FileHandle, mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { isErrno } from "../common/errno.js";
 import { BatchWriter } from "./batch-writer.js";
+import { checkoutThread } from "./checkout-thread.js";
 import { writeDataSynced } from "./data.js";
 import { decodeEnvelope, type Envelope, encodeEnvelope } from "./envelope.js";
 import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
@@ -16,7 +17,7 @@ import {
 } from "./fs-ops.js";
 import { isIdentityFile, readSpoolId, type SpoolIdentity, writeSpoolId } from "./identity.js";
 import { Layout, TMP_TAG_SEPARATOR } from "./layout.js";
-import { newLeaseToken, writeLeaseRecord } from "./lease-token.js";
+import { newLeaseToken } from "./lease-token.js";
 import { type NameGenerator, timeSortableNames, validateName } from "./names.js";
 import type { LeasePolicy, MetadataCodec, Spoolable } from "./spoolable.js";
 import { defaultThrottle, type Throttle } from "./throttle.js";
@@ -67,6 +68,8 @@ export class SpoolCore<M, Q extends string> {
   readonly syncer = new DirectorySyncer();
   /** Writes batches of small entries (`enqueueBatch`) on a thread of its own. */
   readonly batchWriter = new BatchWriter();
+  /** Checkouts, each one message to a thread of the spool's own (checkout-thread.ts). */
+  readonly checkouts = checkoutThread();
   private readonly dirnames = new Map<string, string>();
   /** Set by `open` (undefined for a spool opened without looking at the disk). */
   identity: SpoolIdentity | undefined;
@@ -222,33 +225,26 @@ export class SpoolCore<M, Q extends string> {
     checkLeaseMs(lease);
     const src = this.layout.queueFile(dirname, name);
     const dst = this.layout.checkoutFile(dirname, name);
+    // The steps run on the spool's checkout thread (checkout-thread.ts), in this order.
     const got = await this.throttle
       .run(async () => {
         const now = this.clock();
-        let fh: FileHandle;
-        try {
-          fh = await open(src, "r");
-        } catch (err) {
-          if (isErrno(err, "ENOENT")) return undefined;
-          throw err;
-        }
-        try {
-          // The rename decides the winner; a loser touches nothing.
-          if ((await renameIfExists(src, dst)) === "not_found") return undefined;
-          const leaseUntil = now + lease;
-          await fh.utimes(leaseUntil / 1000, leaseUntil / 1000);
-          const st = await fh.stat();
-          const bytes = await fh.readFile();
-          const at = await statIfExists(dst);
-          if (at?.ino !== st.ino) return undefined; // taken back while we were slow
-          // The token goes to the registry file (its mtime the checkout time), not fsynced:
-          // see index.ts ("Lease tokens") for why that is enough.
-          const token = newLeaseToken();
-          await writeLeaseRecord(this.layout.registryFile(name), { token, ino: st.ino }, now);
-          return { leaseUntil, ino: st.ino, bytes, token };
-        } finally {
-          await fh.close();
-        }
+        const leaseUntil = now + lease;
+        // The token goes to the registry file (its mtime the checkout time), not fsynced:
+        // see index.ts ("Lease tokens") for why that is enough.
+        const token = newLeaseToken();
+        const r = await this.checkouts.call({
+          src,
+          dst,
+          registry: this.layout.registryFile(name),
+          leaseUntil,
+          now,
+          token,
+        });
+        if (r.kind === "error") throw Object.assign(new Error(r.message), { code: r.errno });
+        if (r.kind === "not_found") return undefined;
+        const bytes = Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length);
+        return { leaseUntil, ino: r.ino, bytes, token };
       })
       .catch((err) => {
         throw ioError("checkout", src, err);

@@ -1,0 +1,77 @@
+import { SpoolThread } from "./spool-thread.js";
+
+/**
+ * One checkout, as `SpoolCore.checkout` asks the checkout thread for it.
+ * @internal
+ */
+export interface CheckoutRequest {
+  /** The queue file, and where the checkout renames it. */
+  src: string;
+  dst: string;
+  /** The registry file: gets the lease record and the checkout time. */
+  registry: string;
+  /** The lease deadline (ms), set as the checkout file's mtime. */
+  leaseUntil: number;
+  /** The checkout time (ms), set as the registry file's mtime. */
+  now: number;
+  token: string;
+}
+
+/** @internal */
+export type CheckoutReply =
+  | { kind: "ok"; ino: number; bytes: Uint8Array }
+  | { kind: "not_found" }
+  | { kind: "error"; errno: string; message: string };
+
+/*
+ * The thread's code: `SpoolCore.checkout`'s steps, in its order, with synchronous calls
+ * (see core.ts for why each step is there). Open the queue file; rename it into .checkout
+ * (ENOENT: another process won, nothing touched); through the descriptor, set the lease
+ * deadline, stat and read it; stat the checkout path (another inode: taken back meanwhile,
+ * not ours); write the lease record (token and inode) to the registry file and set its
+ * mtime to the checkout time.
+ */
+const THREAD_SOURCE = `
+const fs = require("node:fs");
+const { parentPort } = require("node:worker_threads");
+const C = fs.constants;
+const NOT_FOUND = { kind: "not_found" };
+const checkout = (r) => {
+  let fd;
+  try { fd = fs.openSync(r.src, "r"); } catch (e) { if (e.code === "ENOENT") return NOT_FOUND; throw e; }
+  try {
+    try { fs.renameSync(r.src, r.dst); } catch (e) { if (e.code === "ENOENT") return NOT_FOUND; throw e; }
+    fs.futimesSync(fd, r.leaseUntil / 1000, r.leaseUntil / 1000);
+    const st = fs.fstatSync(fd);
+    const bytes = fs.readFileSync(fd);
+    const at = fs.statSync(r.dst, { throwIfNoEntry: false });
+    if (at === undefined || at.ino !== st.ino) return NOT_FOUND;
+    let rfd;
+    try { rfd = fs.openSync(r.registry, C.O_WRONLY | C.O_TRUNC); }
+    catch (e) { if (e.code !== "ENOENT") throw e; }
+    if (rfd !== undefined) {
+      try {
+        fs.writeSync(rfd, r.token + " " + st.ino);
+        fs.futimesSync(rfd, r.now / 1000, r.now / 1000);
+      } finally { fs.closeSync(rfd); }
+    }
+    return { kind: "ok", ino: st.ino, bytes };
+  } finally { fs.closeSync(fd); }
+};
+parentPort.on("message", (m) => {
+  let reply;
+  try { reply = checkout(m); }
+  catch (e) { reply = { kind: "error", errno: String((e && e.code) || "unknown"), message: String((e && e.message) || e) }; }
+  parentPort.postMessage({ id: m.id, ...reply });
+});
+`;
+
+/**
+ * The spool's checkout thread: each checkout in one message, instead of ten round trips
+ * through the thread pool (open, rename, utimes, stat, read, stat, and the registry's open,
+ * write, utimes, close). One per spool, made on first use.
+ * @internal
+ */
+export function checkoutThread(): SpoolThread<CheckoutRequest, CheckoutReply> {
+  return new SpoolThread(THREAD_SOURCE, "the spool's checkout thread");
+}

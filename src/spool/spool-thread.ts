@@ -1,0 +1,71 @@
+import { Worker } from "node:worker_threads";
+
+/**
+ * A thread of the spool's own that answers requests with synchronous system calls: a few
+ * microseconds of the kernel's time per call instead of a round trip through the thread
+ * pool and the event loop each. `source` is the thread's code, plain JavaScript run with
+ * `eval` (so it works the same from the sources, the build and a bundle): it gets
+ * `{ id, ...request }` and answers `{ id, ...reply }`. Made on first use; it keeps the
+ * process alive only while a request is under way. If it dies, the requests it had fail
+ * and the next request starts a new thread.
+ * @internal
+ */
+export class SpoolThread<Request extends object, Reply> {
+  private worker: Worker | undefined;
+  private nextId = 0;
+  private readonly pending = new Map<
+    number,
+    { resolve: (r: Reply) => void; reject: (e: Error) => void; worker: Worker }
+  >();
+  /** Per thread, its requests not answered yet (it keeps the process alive while any). */
+  private readonly outstanding = new Map<Worker, number>();
+
+  constructor(
+    private readonly source: string,
+    /** What the thread is, for the error when it exits ("the spool's checkout thread"). */
+    private readonly what: string,
+  ) {}
+
+  call(request: Request): Promise<Reply> {
+    const worker = this.thread();
+    const id = this.nextId++;
+    const done = new Promise<Reply>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, worker });
+    });
+    const n = this.outstanding.get(worker) ?? 0;
+    this.outstanding.set(worker, n + 1);
+    if (n === 0) worker.ref();
+    worker.postMessage({ id, ...request });
+    return done;
+  }
+
+  private thread(): Worker {
+    if (this.worker !== undefined) return this.worker;
+    const worker = new Worker(this.source, { eval: true });
+    worker.unref();
+    worker.on("message", ({ id, ...reply }: { id: number }) => {
+      const p = this.pending.get(id);
+      if (p === undefined) return;
+      this.pending.delete(id);
+      const left = (this.outstanding.get(worker) ?? 1) - 1;
+      this.outstanding.set(worker, left);
+      if (left === 0) worker.unref();
+      p.resolve(reply as Reply);
+    });
+    // Only this thread's requests fail: those sent meanwhile to a new thread are that one's.
+    const fail = (err: Error) => {
+      if (this.worker === worker) this.worker = undefined;
+      for (const [id, p] of this.pending) {
+        if (p.worker !== worker) continue;
+        this.pending.delete(id);
+        p.reject(err);
+      }
+      this.outstanding.delete(worker);
+      worker.unref();
+    };
+    worker.on("error", fail);
+    worker.on("exit", (code) => fail(new Error(`${this.what} exited (${code})`)));
+    this.worker = worker;
+    return worker;
+  }
+}
