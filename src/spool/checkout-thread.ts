@@ -1,10 +1,15 @@
 import { SpoolThread } from "./spool-thread.js";
 
 /**
- * One checkout, as `SpoolCore.checkout` asks the checkout thread for it.
+ * What the checkout thread is asked: a checkout (`SpoolCore.checkout`) or the removal of
+ * one (`SpoolCore.removeCheckout`).
  * @internal
  */
+export type CheckoutThreadRequest = CheckoutRequest | RemoveRequest;
+
+/** @internal */
 export interface CheckoutRequest {
+  op: "checkout";
   /** The queue file, and where the checkout renames it. */
   src: string;
   dst: string;
@@ -18,8 +23,21 @@ export interface CheckoutRequest {
 }
 
 /** @internal */
+export interface RemoveRequest {
+  op: "remove";
+  /** The checkout file, and the path it is taken to (`<checkout>~<random>`). */
+  co: string;
+  taken: string;
+  /** The inode checked out: another one at `co` is not ours, and is put back. */
+  ino: number;
+  data: string;
+  registry: string;
+}
+
+/** @internal */
 export type CheckoutReply =
   | { kind: "ok"; ino: number; bytes: Uint8Array }
+  | { kind: "removed" }
   | { kind: "not_found" }
   | { kind: "error"; errno: string; message: string };
 
@@ -30,6 +48,9 @@ export type CheckoutReply =
  * deadline, stat and read it; stat the checkout path (another inode: taken back meanwhile,
  * not ours); write the lease record (token and inode) to the registry file and set its
  * mtime to the checkout time.
+ * A removal: `SpoolCore.take` (rename the checkout file aside; another inode is put back and
+ * not ours), then unlink the taken file (it is what makes the entry exist), the data, and
+ * the registry file last; a file already gone is no error.
  */
 const THREAD_SOURCE = `
 const fs = require("node:fs");
@@ -58,9 +79,18 @@ const checkout = (r) => {
     return { kind: "ok", ino: st.ino, bytes };
   } finally { fs.closeSync(fd); }
 };
+const unlinkIfExists = (p) => { try { fs.unlinkSync(p); } catch (e) { if (e.code !== "ENOENT") throw e; } };
+const remove = (r) => {
+  try { fs.renameSync(r.co, r.taken); } catch (e) { if (e.code === "ENOENT") return NOT_FOUND; throw e; }
+  if (fs.statSync(r.taken).ino !== r.ino) { fs.renameSync(r.taken, r.co); return NOT_FOUND; }
+  unlinkIfExists(r.taken);
+  unlinkIfExists(r.data);
+  unlinkIfExists(r.registry);
+  return { kind: "removed" };
+};
 parentPort.on("message", (m) => {
   let reply;
-  try { reply = checkout(m); }
+  try { reply = m.op === "remove" ? remove(m) : checkout(m); }
   catch (e) { reply = { kind: "error", errno: String((e && e.code) || "unknown"), message: String((e && e.message) || e) }; }
   parentPort.postMessage({ id: m.id, ...reply });
 });
@@ -69,9 +99,10 @@ parentPort.on("message", (m) => {
 /**
  * The spool's checkout thread: each checkout in one message, instead of ten round trips
  * through the thread pool (open, rename, utimes, stat, read, stat, and the registry's open,
- * write, utimes, close). One per spool, made on first use.
+ * write, utimes, close); each removal of a checkout in one, instead of five. One per
+ * spool, made on first use.
  * @internal
  */
-export function checkoutThread(): SpoolThread<CheckoutRequest, CheckoutReply> {
+export function checkoutThread(): SpoolThread<CheckoutThreadRequest, CheckoutReply> {
   return new SpoolThread(THREAD_SOURCE, "the spool's checkout thread");
 }

@@ -228,12 +228,15 @@ export class SpoolCore<M, Q extends string> {
     // The steps run on the spool's checkout thread (checkout-thread.ts), in this order.
     const got = await this.throttle
       .run(async () => {
+        // The lease starts once the thread runs (its first start takes tens of ms).
+        await this.checkouts.ready();
         const now = this.clock();
         const leaseUntil = now + lease;
         // The token goes to the registry file (its mtime the checkout time), not fsynced:
         // see index.ts ("Lease tokens") for why that is enough.
         const token = newLeaseToken();
         const r = await this.checkouts.call({
+          op: "checkout",
           src,
           dst,
           registry: this.layout.registryFile(name),
@@ -241,8 +244,8 @@ export class SpoolCore<M, Q extends string> {
           now,
           token,
         });
-        if (r.kind === "error") throw Object.assign(new Error(r.message), { code: r.errno });
-        if (r.kind === "not_found") return undefined;
+        if (r.kind === "error") throw threadError(r);
+        if (r.kind !== "ok") return undefined;
         const bytes = Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length);
         return { leaseUntil, ino: r.ino, bytes, token };
       })
@@ -387,12 +390,36 @@ export class SpoolCore<M, Q extends string> {
     return taken;
   }
 
-  /** Remove a checkout: take it, unlink it (it is what makes the entry exist), data, registry last. */
+  /**
+   * Remove a checkout: take it (see `take`), unlink it (it is what makes the entry exist),
+   * data, registry last, all in one message to the checkout thread; then fsync their
+   * directories, as `removeFiles` does, before resolving.
+   */
   async removeCheckout(rec: CheckoutRecord<M, Q>): Promise<boolean> {
     if (this.clock() >= rec.leaseUntil) return false;
-    const taken = await this.throttle.run(() => this.take(rec.queue, rec.name, rec.ino));
-    if (taken === undefined) return false;
-    await this.removeFiles(taken, rec.name);
+    const co = this.layout.checkoutFile(this.dirname(rec.queue), rec.name);
+    const taken = `${co}${TMP_TAG_SEPARATOR}${randomBytes(6).toString("hex")}`;
+    const r = await this.throttle
+      .run(() =>
+        this.checkouts.call({
+          op: "remove",
+          co,
+          taken,
+          ino: rec.ino,
+          data: this.layout.dataFile(rec.name),
+          registry: this.layout.registryFile(rec.name),
+        }),
+      )
+      .catch((err) => {
+        throw ioError("remove", rec.name, err);
+      });
+    if (r.kind === "error") throw ioError("remove", rec.name, threadError(r));
+    if (r.kind !== "removed") return false;
+    try {
+      await this.syncer.syncAll([dirname(taken), this.layout.data, this.layout.registry]);
+    } catch (err) {
+      throw ioError("remove", rec.name, err);
+    }
     return true;
   }
 
@@ -599,4 +626,9 @@ export function checkLeaseMs(ms: number): void {
       `lease must be a positive number of milliseconds up to a year, got ${ms}`,
     );
   }
+}
+
+/** A system call's failure reported by a spool thread, as the error it was there. */
+function threadError(r: { errno: string; message: string }): Error {
+  return Object.assign(new Error(r.message), { code: r.errno });
 }

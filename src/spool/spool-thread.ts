@@ -19,12 +19,23 @@ export class SpoolThread<Request extends object, Reply> {
   >();
   /** Per thread, its requests not answered yet (it keeps the process alive while any). */
   private readonly outstanding = new Map<Worker, number>();
+  /** A thread still starting: resolves when it runs, or when it failed to start. */
+  private readonly online = new Map<Worker, Promise<void>>();
 
   constructor(
     private readonly source: string,
     /** What the thread is, for the error when it exits ("the spool's checkout thread"). */
     private readonly what: string,
   ) {}
+
+  /**
+   * Resolves once the thread runs (at once when it does; it is started if need be), so a
+   * caller can take the time after the start of a thread, which takes tens of milliseconds.
+   */
+  ready(): Promise<void> {
+    const worker = this.thread();
+    return this.online.get(worker) ?? Promise.resolve();
+  }
 
   call(request: Request): Promise<Reply> {
     const worker = this.thread();
@@ -43,6 +54,18 @@ export class SpoolThread<Request extends object, Reply> {
     if (this.worker !== undefined) return this.worker;
     const worker = new Worker(this.source, { eval: true });
     worker.unref();
+    this.online.set(
+      worker,
+      new Promise<void>((resolve) => {
+        const started = () => {
+          this.online.delete(worker);
+          resolve();
+        };
+        // A thread that fails to start fails its requests (below); `ready` just returns.
+        worker.once("online", started);
+        worker.once("exit", started);
+      }),
+    );
     worker.on("message", ({ id, ...reply }: { id: number }) => {
       const p = this.pending.get(id);
       if (p === undefined) return;
