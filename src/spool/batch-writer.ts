@@ -1,4 +1,4 @@
-import { Worker } from "node:worker_threads";
+import { SpoolThread } from "./spool-thread.js";
 
 /**
  * One entry's files, as the writer thread makes them.
@@ -30,11 +30,9 @@ export type WriterResult =
  */
 export type ReserveResult = "created" | "exists" | { errno: string; message: string };
 
-type Request =
-  | { id: number; dirs: string[]; items: WriterItem[]; reserve?: undefined }
-  | { id: number; reserve: string[] };
+type Request = { dirs: string[]; items: WriterItem[]; reserve?: undefined } | { reserve: string[] };
 
-type Reply = { id: number; results: WriterResult[] } | { id: number; reserved: ReserveResult[] };
+type Reply = { results: WriterResult[] } | { reserved: ReserveResult[] };
 
 /*
  * The thread's code, plain JavaScript run with `eval` (so it works the same from the
@@ -145,15 +143,10 @@ export const WRITES_IN_FLIGHT = 4;
  * @internal
  */
 export class BatchWriter {
-  private worker: Worker | undefined;
-  private nextId = 0;
-  /** Requests sent and not answered, with the thread each went to. */
-  private readonly pending = new Map<
-    number,
-    { resolve: (r: Reply) => void; reject: (e: Error) => void; worker: Worker }
-  >();
-  /** Per thread, its requests not answered yet (it keeps the process alive while any). */
-  private readonly outstanding = new Map<Worker, number>();
+  private readonly thread = new SpoolThread<Request, Reply>(
+    THREAD_SOURCE,
+    "the spool's batch writer thread",
+  );
   /** Writes asked for while one is under way: sent together when it ends (group commit). */
   private readonly queued: Array<{
     items: WriterItem[];
@@ -197,7 +190,7 @@ export class BatchWriter {
     this.writing++;
     let sent: Promise<Reply>;
     try {
-      sent = this.send((id) => ({ id, dirs, items }));
+      sent = this.send({ dirs, items });
     } catch (err) {
       // No thread could be made (or the message not posted): this group fails, the next
       // write tries again.
@@ -225,54 +218,11 @@ export class BatchWriter {
 
   /** Make each registry file of `paths` with O_EXCL (not fsynced, as `reserveName`). */
   async reserve(paths: string[]): Promise<ReserveResult[]> {
-    const reply = await this.send((id) => ({ id, reserve: paths }));
+    const reply = await this.send({ reserve: paths });
     return "reserved" in reply ? reply.reserved : [];
   }
 
-  private send(make: (id: number) => Request): Promise<Reply> {
-    const worker = this.thread();
-    const id = this.nextId++;
-    const message = make(id);
-    const done = new Promise<Reply>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, worker });
-    });
-    const n = this.outstanding.get(worker) ?? 0;
-    this.outstanding.set(worker, n + 1);
-    if (n === 0) worker.ref();
-    worker.postMessage(message);
-    return done;
-  }
-
-  private thread(): Worker {
-    if (this.worker !== undefined) return this.worker;
-    const worker = new Worker(THREAD_SOURCE, { eval: true });
-    worker.unref();
-    worker.on("message", (reply: Reply) => {
-      const p = this.pending.get(reply.id);
-      if (p === undefined) return;
-      this.pending.delete(reply.id);
-      const left = (this.outstanding.get(worker) ?? 1) - 1;
-      this.outstanding.set(worker, left);
-      if (left === 0) worker.unref();
-      p.resolve(reply);
-    });
-    // Only this thread's requests fail: those sent meanwhile to a new thread (after its
-    // `error`, before its `exit`) are that thread's.
-    const fail = (err: Error) => {
-      if (this.worker === worker) this.worker = undefined;
-      for (const [id, p] of this.pending) {
-        if (p.worker !== worker) continue;
-        this.pending.delete(id);
-        p.reject(err);
-      }
-      this.outstanding.delete(worker);
-      worker.unref();
-    };
-    worker.on("error", fail);
-    worker.on("exit", (code) =>
-      fail(new Error(`the spool's batch writer thread exited (${code})`)),
-    );
-    this.worker = worker;
-    return worker;
+  private send(request: Request): Promise<Reply> {
+    return this.thread.call(request);
   }
 }

@@ -39,7 +39,7 @@ export type CheckoutReply =
   | { kind: "ok"; ino: number; bytes: Uint8Array }
   | { kind: "removed" }
   | { kind: "not_found" }
-  | { kind: "error"; errno: string; message: string };
+  | { kind: "error"; errno: string; message: string; syscall?: string; path?: string };
 
 /*
  * The thread's code: `SpoolCore.checkout`'s steps, in its order, with synchronous calls
@@ -64,7 +64,10 @@ const checkout = (r) => {
     try { fs.renameSync(r.src, r.dst); } catch (e) { if (e.code === "ENOENT") return NOT_FOUND; throw e; }
     fs.futimesSync(fd, r.leaseUntil / 1000, r.leaseUntil / 1000);
     const st = fs.fstatSync(fd);
-    const bytes = fs.readFileSync(fd);
+    // A buffer of its own (readFileSync's may be a slice of a shared pool), sent by transfer.
+    const bytes = Buffer.allocUnsafeSlow(st.size);
+    let off = 0;
+    while (off < st.size) { const n = fs.readSync(fd, bytes, off, st.size - off, off); if (n === 0) break; off += n; }
     const at = fs.statSync(r.dst, { throwIfNoEntry: false });
     if (at === undefined || at.ino !== st.ino) return NOT_FOUND;
     let rfd;
@@ -76,7 +79,7 @@ const checkout = (r) => {
         fs.futimesSync(rfd, r.now / 1000, r.now / 1000);
       } finally { fs.closeSync(rfd); }
     }
-    return { kind: "ok", ino: st.ino, bytes };
+    return { kind: "ok", ino: st.ino, bytes: off === st.size ? bytes : bytes.subarray(0, off) };
   } finally { fs.closeSync(fd); }
 };
 const unlinkIfExists = (p) => { try { fs.unlinkSync(p); } catch (e) { if (e.code !== "ENOENT") throw e; } };
@@ -91,8 +94,13 @@ const remove = (r) => {
 parentPort.on("message", (m) => {
   let reply;
   try { reply = m.op === "remove" ? remove(m) : checkout(m); }
-  catch (e) { reply = { kind: "error", errno: String((e && e.code) || "unknown"), message: String((e && e.message) || e) }; }
-  parentPort.postMessage({ id: m.id, ...reply });
+  catch (e) {
+    reply = { kind: "error", errno: String((e && e.code) || "unknown"), message: String((e && e.message) || e) };
+    if (e && e.syscall) reply.syscall = String(e.syscall);
+    if (e && e.path) reply.path = String(e.path);
+  }
+  const transfer = reply.kind === "ok" ? [reply.bytes.buffer] : [];
+  parentPort.postMessage({ id: m.id, ...reply }, transfer);
 });
 `;
 

@@ -629,6 +629,9 @@ export function checkLeaseMs(ms: number): void {
 }
 
 /** A system call's failure reported by a spool thread, as the error it was there. */
-function threadError(r: { errno: string; message: string }): Error {
-  return Object.assign(new Error(r.message), { code: r.errno });
+function threadError(r: { errno: string; message: string; syscall?: string; path?: string }) {
+  const err = Object.assign(new Error(r.message), { code: r.errno });
+  if (r.syscall !== undefined) Object.assign(err, { syscall: r.syscall });
+  if (r.path !== undefined) Object.assign(err, { path: r.path });
+  return err;
 }

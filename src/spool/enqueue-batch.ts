@@ -36,7 +36,7 @@ export interface BatchItem<M, Q extends string> {
  */
 export type BatchItemResult =
   | { ok: true; name: string }
-  | { ok: false; error: SpoolError; name?: string };
+  | { ok: false; error: SpoolError; name?: string; visible?: true };
 
 /**
  * Entries per durability round of the writer thread. It bounds the files open at once (two
@@ -134,7 +134,7 @@ export async function enqueueBatch<M, Q extends string>(
       // last fsync failed.
       for (const it of list) {
         it.result = failed
-          ? { ok: false, error: failed, name: it.name as string }
+          ? { ok: false, error: failed, name: it.name as string, visible: true }
           : { ok: true, name: it.name as string };
       }
     }),

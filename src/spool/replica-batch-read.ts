@@ -1,8 +1,8 @@
-import { Worker } from "node:worker_threads";
 import { CTIME_QUIET_MS, type SpoolCore } from "./core.js";
 import { decodeEnvelope } from "./envelope.js";
 import { validateName } from "./names.js";
 import { inspectReplica, type ReplicaInspection } from "./replica.js";
+import { SpoolThread } from "./spool-thread.js";
 
 /** What `inspectReplicas` found of one entry: as `inspectReplica`, and its data if asked. */
 export interface ReplicaLook<Q extends string> {
@@ -97,52 +97,10 @@ parentPort.on("message", (req) => {
 `;
 
 /**
- * A thread that looks at many entries with synchronous system calls: a few microseconds of
- * the kernel's time per file instead of a round trip through the thread pool and the event
- * loop each. One per spool, made on first use; it keeps the process alive only while a
- * request is under way. If it dies, the requests under way fail and the next starts a new one.
+ * The spool's replica reader thread: it looks at many entries with synchronous system
+ * calls (see spool-thread.ts). One per spool, made on first use.
  */
-class ReplicaReader {
-  private worker: Worker | undefined;
-  private nextId = 0;
-  private readonly pending = new Map<
-    number,
-    { resolve: (r: Raw[]) => void; reject: (e: Error) => void }
-  >();
-
-  read(req: Omit<Request, "id">): Promise<Raw[]> {
-    const worker = this.thread();
-    const id = this.nextId++;
-    const done = new Promise<Raw[]>((resolve, reject) => this.pending.set(id, { resolve, reject }));
-    if (this.pending.size === 1) worker.ref();
-    worker.postMessage({ id, ...req });
-    return done;
-  }
-
-  private thread(): Worker {
-    if (this.worker !== undefined) return this.worker;
-    const worker = new Worker(THREAD_SOURCE, { eval: true });
-    worker.unref();
-    worker.on("message", (reply: { id: number; results: Raw[] }) => {
-      const p = this.pending.get(reply.id);
-      if (p === undefined) return;
-      this.pending.delete(reply.id);
-      if (this.pending.size === 0) worker.unref();
-      p.resolve(reply.results);
-    });
-    const fail = (err: Error) => {
-      if (this.worker === worker) this.worker = undefined;
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
-    };
-    worker.on("error", fail);
-    worker.on("exit", (code) =>
-      fail(new Error(`the spool's replica reader thread exited (${code})`)),
-    );
-    this.worker = worker;
-    return worker;
-  }
-}
+type ReplicaReader = SpoolThread<Omit<Request, "id">, { results: Raw[] }>;
 
 const readers = new WeakMap<object, ReplicaReader>();
 
@@ -164,13 +122,13 @@ export async function inspectReplicas<M, Q extends string>(
   const l = core.layout;
   let reader = readers.get(core);
   if (reader === undefined) {
-    reader = new ReplicaReader();
+    reader = new SpoolThread(THREAD_SOURCE, "the spool's replica reader thread");
     readers.set(core, reader);
   }
   const r = reader;
   const raws = await core.throttle
     .run(() =>
-      r.read({
+      r.call({
         registry: l.registry,
         dataDir: l.data,
         dirs: core.queues.map((q) => {
@@ -181,6 +139,7 @@ export async function inspectReplicas<M, Q extends string>(
         dataMax: names.map((n) => dataMax?.(n) ?? -1),
       }),
     )
+    .then((reply) => reply.results)
     // The thread died: every entry is looked at the usual way.
     .catch(() => names.map((): Raw => ({ kind: "again" })));
   const now = core.clock();

@@ -52,13 +52,15 @@ export class SpoolThread<Request extends object, Reply> {
 
   private thread(): Worker {
     if (this.worker !== undefined) return this.worker;
+    // Held (ref'd) until it runs, so a caller waiting in `ready` keeps the process alive;
+    // then only while a request is under way.
     const worker = new Worker(this.source, { eval: true });
-    worker.unref();
     this.online.set(
       worker,
       new Promise<void>((resolve) => {
         const started = () => {
           this.online.delete(worker);
+          if ((this.outstanding.get(worker) ?? 0) === 0) worker.unref();
           resolve();
         };
         // A thread that fails to start fails its requests (below); `ready` just returns.
@@ -72,7 +74,7 @@ export class SpoolThread<Request extends object, Reply> {
       this.pending.delete(id);
       const left = (this.outstanding.get(worker) ?? 1) - 1;
       this.outstanding.set(worker, left);
-      if (left === 0) worker.unref();
+      if (left === 0 && !this.online.has(worker)) worker.unref();
       p.resolve(reply as Reply);
     });
     // Only this thread's requests fail: those sent meanwhile to a new thread are that one's.

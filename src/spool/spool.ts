@@ -47,7 +47,11 @@ export interface CheckoutOptions {
 /** What became of one entry of `enqueueBatch`. */
 export type BatchEnqueueResult<M, Q extends string> =
   | { ok: true; entry: Entry<M, Q> }
-  | { ok: false; error: SpoolError; name?: string };
+  /**
+   * `visible`: the entry made it into its queue, but the last fsync failed: it may or may
+   * not survive a crash, and is never taken back.
+   */
+  | { ok: false; error: SpoolError; name?: string; visible?: true };
 
 export interface BatchEnqueueOptions {
   /** Called as each entry becomes visible (after its rename, before the batch's last fsync). */

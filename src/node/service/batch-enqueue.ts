@@ -37,8 +37,9 @@ interface Pending {
 /**
  * EnqueueBatch: many small entries in one call, written by one spool `enqueueBatch` (each
  * whole or absent under the spool's promises, all made durable together); their names
- * reserved in one go, their idempotency keys claimed in one PostgreSQL statement and
- * marked complete in one. One entry's failure is its own: the others go on.
+ * reserved by the spool's batch writer as it writes them, their idempotency keys claimed
+ * meanwhile in one PostgreSQL statement (an entry becomes visible only once its claim is
+ * ours) and marked complete in one. One entry's failure is its own: the others go on.
  */
 export class BatchEnqueue {
   constructor(
@@ -262,8 +263,9 @@ export class BatchEnqueue {
             deduplicated: false,
           };
         }
-        // A claim may still be on its way when a write fails early: wait for it.
-        if (p.scope && (await claimed(p))) {
+        // A claim may still be on its way when a write fails early: wait for it. An entry
+        // visible already keeps its claim (a retry finds it, if it survived).
+        if (p.scope && !r.visible && (await claimed(p))) {
           await this.store?.abandon(p.scope, name).catch(() => undefined);
         }
         return { error: toServiceError(r.error) };

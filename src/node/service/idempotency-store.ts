@@ -169,6 +169,20 @@ export class IdempotencyStore {
     );
   }
 
+  /**
+   * Whether `scope` is claimed for `name`, not completed, and claimed less than `ms` ago:
+   * an enqueue that may still be writing its entry (see IdempotentEnqueue.claimKey).
+   */
+  async claimedWithin(scope: KeyScope, name: string, ms: number): Promise<boolean> {
+    const r = await this.pool.query(
+      `select 1 from idempotency_keys
+        where ${WHERE_SCOPE} and entry_name = $4 and completed_at is null
+          and created_at > now() - make_interval(secs => $5::double precision / 1000)`,
+      [scope.principal, scope.queue, scope.key, name, ms],
+    );
+    return (r.rowCount ?? 0) > 0;
+  }
+
   /** Replace a claim whose enqueue died (its name no longer exists) by a new one. */
   async takeOver(scope: KeyScope, oldName: string, newName: string): Promise<boolean> {
     const r = await this.pool.query(

@@ -37,7 +37,7 @@ afterEach(async () => {
 });
 
 describe("IdempotentEnqueue.claimKey", () => {
-  it("treats a claim whose name is being written as in progress, and takes it over once that write is gone", async () => {
+  it("treats a claim whose name is being written, or young, as in progress, and takes it over once old", async () => {
     const store = new IdempotencyStore(pool, 60_000);
     const ctx = new ServiceContext(
       spool,
@@ -61,9 +61,15 @@ describe("IdempotentEnqueue.claimKey", () => {
     const during = await uploads.claimKey(scope, second, false).catch((e) => e);
     expect(during.code).toBe(ServiceErrorCode.InProgress);
     expect(await spool.isReserved(first)).toBe(false);
-    // The write ended without an entry (withdrawn, or failed): the claim is a dead one.
+    // The write ended without an entry (withdrawn, or failed): in this process that is
+    // known, but another process serving the spool could still be writing it while the
+    // claim is young, so it stays in progress for a while.
     finish();
     await new Promise((resolve) => setImmediate(resolve));
+    const young = await uploads.claimKey(scope, second, false).catch((e) => e);
+    expect(young.code).toBe(ServiceErrorCode.InProgress);
+    // An old claim with no entry and no reservation is a dead enqueue: taken over.
+    await pool.query("update idempotency_keys set created_at = now() - interval '1 minute'");
     expect(await uploads.claimKey(scope, second, false)).toEqual({ kind: "claimed" });
   });
 });

@@ -20,6 +20,13 @@ export interface EnqueueHeader {
 export type KeyClaim = { kind: "claimed" } | { kind: "duplicate"; entry: EntryInfo };
 
 const MAX_KEY_LENGTH = 200;
+/**
+ * A claim this young whose name is neither visible nor reserved may still be on its way
+ * (EnqueueBatch claims before the batch writer reserves the name; `writing` sees that in
+ * this process only, this covers another process serving the same spool and database): it
+ * is in progress, not an enqueue that died. A retry after a crash waits this long at most.
+ */
+const FRESH_CLAIM_MS = 30_000;
 
 /**
  * Enqueue with data verified as it streams, within the upload limits, and idempotency keys
@@ -32,7 +39,7 @@ export class IdempotentEnqueue {
   /**
    * Names whose claim may be committed before their registry file exists (EnqueueBatch
    * claims its keys while the spool reserves and writes the names): such a claim is in
-   * progress although the name is not reserved yet.
+   * progress although the name is not reserved yet (see also FRESH_CLAIM_MS).
    */
   private readonly writing = new Set<string>();
 
@@ -256,7 +263,11 @@ export class IdempotentEnqueue {
       return { kind: "duplicate", entry };
     }
     // Not visible and not completed: either in progress, or its enqueue died.
-    if (this.writing.has(claim.name) || (await this.ctx.spool.isReserved(claim.name))) {
+    if (
+      this.writing.has(claim.name) ||
+      (await this.ctx.spool.isReserved(claim.name)) ||
+      (await store.claimedWithin(scope, claim.name, FRESH_CLAIM_MS))
+    ) {
       await giveBack(name);
       throw new ServiceError(
         ServiceErrorCode.InProgress,
