@@ -31,6 +31,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { type BulkEntry, GeospoolClient } from "../src/node/client/index.js";
+import { sourceVersion } from "./lib/source-version.js";
 import { describeMachine } from "./lib/spool-machine.js";
 import { type BenchCluster, startBenchCluster } from "./replication-cluster.js";
 import { cpuSnapshot } from "./replication-cpu.js";
@@ -70,16 +71,6 @@ async function uptimeText(): Promise<string> {
   return (
     await sh("uptime").catch(() => ({ stdout: `load ${loadavg().join(" ")}` }))
   ).stdout.trim();
-}
-
-async function sourceVersion(): Promise<{ commit: string; srcModified: string[] }> {
-  const git = (...a: string[]) =>
-    sh("git", a, { cwd: join(here, "..") }).then((r) => r.stdout.trim());
-  const commit = await git("rev-parse", "HEAD").catch(() => "unknown");
-  const status = await sh("git", ["status", "--porcelain", "--", "src"], { cwd: join(here, "..") })
-    .then((r) => r.stdout.trimEnd())
-    .catch(() => "");
-  return { commit, srcModified: status === "" ? [] : status.split("\n").map((l) => l.slice(3)) };
 }
 
 async function countEntries(dir: string): Promise<number> {

@@ -49,6 +49,7 @@ import {
   type SideName,
 } from "./lib/grpc-sides.js";
 import { sig3 } from "./lib/grpc-stats.js";
+import { sourceVersion } from "./lib/source-version.js";
 import { describeMachine } from "./lib/spool-machine.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -302,6 +303,7 @@ async function main(): Promise<void> {
 
     const report = {
       date: new Date().toISOString(),
+      source: await sourceVersion(),
       machine,
       settings: {
         workload:

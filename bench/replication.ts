@@ -37,6 +37,7 @@ import { parseArgs, promisify } from "node:util";
 import pg from "pg";
 import { GeospoolClient } from "../src/node/client/index.js";
 import { metadataBytes } from "./lib/grpc-payload.js";
+import { sourceVersion } from "./lib/source-version.js";
 import { describeMachine } from "./lib/spool-machine.js";
 import { type BenchCluster, startBenchCluster } from "./replication-cluster.js";
 import { type CpuUsage, countAsBench, cpuCores, cpuSnapshot, cpuUsage } from "./replication-cpu.js";
@@ -97,17 +98,6 @@ async function uptimeText(): Promise<string> {
 }
 
 /** The commit measured, and whether src/ differs from it (others work in this checkout). */
-async function sourceVersion(): Promise<{ commit: string; srcModified: string[] }> {
-  const git = (...a: string[]) =>
-    promisify(execFile)("git", a, { cwd: join(here, "..") }).then((r) => r.stdout.trim());
-  try {
-    const commit = await git("rev-parse", "HEAD");
-    const status = await git("status", "--porcelain", "--", "src");
-    return { commit, srcModified: status === "" ? [] : status.split("\n").map((l) => l.slice(3)) };
-  } catch {
-    return { commit: "unknown", srcModified: [] };
-  }
-}
 
 /** The sections this bench writes; a section not run this time is dropped from the file. */
 const OWN_SECTIONS = ["floorIdle", "lowRate", "sustained", "burst", "catchup"];
