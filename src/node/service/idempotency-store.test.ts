@@ -115,4 +115,38 @@ describe("IdempotencyStore", () => {
     expect(await store.claim(scope("alice", "inbox"), "alices")).toEqual({ kind: "claimed" });
     expect(await store.purge()).toBe(0);
   });
+
+  it("claims of concurrent calls go as one statement; a scope in two calls is claimed once", async () => {
+    await migrate(pool);
+    const store = new IdempotencyStore(pool, WINDOW);
+    // The first call's statement is under way while the next three wait: those three go
+    // together, and two of them want the same scope for different entries.
+    const calls = await Promise.all([
+      store.claimMany([{ scope: scope("p", "inbox", "a"), name: "e1" }]),
+      store.claimMany([
+        { scope: scope("p", "inbox", "b"), name: "e2" },
+        { scope: scope("p", "inbox", "c"), name: "e3" },
+      ]),
+      store.claimMany([{ scope: scope("p", "inbox", "c"), name: "e4" }]),
+      store.claimMany([{ scope: scope("p", "inbox", "d"), name: "e5" }]),
+    ]);
+    expect(calls.map((c) => [...c].sort())).toEqual([[0], [0, 1], [], [0]]);
+    const { rows } = await pool.query("select key, entry_name from idempotency_keys order by key");
+    expect(rows).toEqual([
+      { key: "a", entry_name: "e1" },
+      { key: "b", entry_name: "e2" },
+      { key: "c", entry_name: "e3" },
+      { key: "d", entry_name: "e5" },
+    ]);
+    // Completions group the same way; each marks only its own entry's claim.
+    await Promise.all([
+      store.completeMany([{ scope: scope("p", "inbox", "a"), name: "e1" }]),
+      store.completeMany([{ scope: scope("p", "inbox", "c"), name: "e4" }]),
+      store.completeMany([{ scope: scope("p", "inbox", "c"), name: "e3" }]),
+    ]);
+    const done = await pool.query(
+      "select key from idempotency_keys where completed_at is not null order by key",
+    );
+    expect(done.rows.map((r) => r.key)).toEqual(["a", "c"]);
+  });
 });

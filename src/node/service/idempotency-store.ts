@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { StatementGroup } from "./statement-group.js";
 
 /** An idempotency key as it is kept: one principal's key on one queue. */
 export interface KeyScope {
@@ -21,6 +22,14 @@ const WHERE_SCOPE = "principal = $1 and queue = $2 and key = $3";
  * second one. The same key from another principal or for another queue is another key.
  */
 export class IdempotencyStore {
+  /** Claims and completions of concurrent enqueues, one statement per group. */
+  private readonly claims = new StatementGroup((c: { scope: KeyScope; name: string }[]) =>
+    this.claimManyNow(c),
+  );
+  private readonly completions = new StatementGroup((c: { scope: KeyScope; name: string }[]) =>
+    this.completeManyNow(c),
+  );
+
   constructor(
     private readonly pool: pg.Pool,
     readonly windowMs: number,
@@ -60,7 +69,22 @@ export class IdempotencyStore {
    * indexes claimed; a key already held (or expired) is left to `claim`, one by one.
    */
   async claimMany(claims: readonly { scope: KeyScope; name: string }[]): Promise<Set<number>> {
-    if (claims.length === 0) return new Set();
+    const claimed = await this.claims.submit(claims);
+    const out = new Set<number>();
+    claimed.forEach((ok, i) => {
+      if (ok) out.add(i);
+    });
+    return out;
+  }
+
+  /**
+   * `claimMany`'s statement, for the claims of every caller grouped together: the same
+   * scope may come twice (two calls at once), and only the row inserted counts as claimed
+   * (the join is on the entry's name too).
+   */
+  private async claimManyNow(
+    claims: readonly { scope: KeyScope; name: string }[],
+  ): Promise<boolean[]> {
     const r = await this.pool.query<{ i: number }>(
       `with wanted as (
          select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
@@ -69,10 +93,10 @@ export class IdempotencyStore {
          insert into idempotency_keys (principal, queue, key, entry_name)
          select principal, queue, key, entry_name from wanted
          on conflict (principal, queue, key) do nothing
-         returning principal, queue, key
+         returning principal, queue, key, entry_name
        )
        select w.i::int as i from wanted w
-         join inserted n using (principal, queue, key)`,
+         join inserted n using (principal, queue, key, entry_name)`,
       [
         claims.map((c) => c.scope.principal),
         claims.map((c) => c.scope.queue),
@@ -80,12 +104,20 @@ export class IdempotencyStore {
         claims.map((c) => c.name),
       ],
     );
-    return new Set(r.rows.map((row) => row.i - 1));
+    const claimed = claims.map(() => false);
+    for (const row of r.rows) claimed[row.i - 1] = true;
+    return claimed;
   }
 
-  /** `complete` for many finished enqueues, in one statement. */
+  /**
+   * `complete` for many finished enqueues, in one statement (grouped with those of other
+   * calls under way, see StatementGroup).
+   */
   async completeMany(done: readonly { scope: KeyScope; name: string }[]): Promise<void> {
-    if (done.length === 0) return;
+    await this.completions.submit(done);
+  }
+
+  private async completeManyNow(done: readonly { scope: KeyScope; name: string }[]) {
     await this.pool.query(
       `update idempotency_keys k set completed_at = now()
          from unnest($1::text[], $2::text[], $3::text[], $4::text[])
@@ -99,6 +131,7 @@ export class IdempotencyStore {
         done.map((c) => c.name),
       ],
     );
+    return done.map(() => undefined);
   }
 
   /**
