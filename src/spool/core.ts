@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
+import { type FileHandle, mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { isErrno } from "../common/errno.js";
 import { BatchWriter } from "./batch-writer.js";
@@ -17,7 +17,7 @@ import {
 } from "./fs-ops.js";
 import { isIdentityFile, readSpoolId, type SpoolIdentity, writeSpoolId } from "./identity.js";
 import { Layout, TMP_TAG_SEPARATOR } from "./layout.js";
-import { newLeaseToken } from "./lease-token.js";
+import { newLeaseToken, writeLeaseRecord } from "./lease-token.js";
 import { type NameGenerator, timeSortableNames, validateName } from "./names.js";
 import type { LeasePolicy, MetadataCodec, Spoolable } from "./spoolable.js";
 import { defaultThrottle, type Throttle } from "./throttle.js";
@@ -225,30 +225,8 @@ export class SpoolCore<M, Q extends string> {
     checkLeaseMs(lease);
     const src = this.layout.queueFile(dirname, name);
     const dst = this.layout.checkoutFile(dirname, name);
-    // The steps run on the spool's checkout thread (checkout-thread.ts), in this order.
     const got = await this.throttle
-      .run(async () => {
-        // The lease starts once the thread runs (its first start takes tens of ms).
-        await this.checkouts.ready();
-        const now = this.clock();
-        const leaseUntil = now + lease;
-        // The token goes to the registry file (its mtime the checkout time), not fsynced:
-        // see index.ts ("Lease tokens") for why that is enough.
-        const token = newLeaseToken();
-        const r = await this.checkouts.call({
-          op: "checkout",
-          src,
-          dst,
-          registry: this.layout.registryFile(name),
-          leaseUntil,
-          now,
-          token,
-        });
-        if (r.kind === "error") throw threadError(r);
-        if (r.kind !== "ok") return undefined;
-        const bytes = Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length);
-        return { leaseUntil, ino: r.ino, bytes, token };
-      })
+      .run(() => this.checkoutSteps(src, dst, name, lease))
       .catch((err) => {
         throw ioError("checkout", src, err);
       });
@@ -268,6 +246,62 @@ export class SpoolCore<M, Q extends string> {
         token: got.token,
       },
     };
+  }
+
+  /**
+   * The checkout's steps (see `checkout`): on the spool's checkout thread, one message with
+   * synchronous calls (checkout-thread.ts makes the same steps in the same order), once
+   * that thread runs; until then (its start takes tens of milliseconds, which a short-lived
+   * process should not wait for) or when it is gone, here, through the thread pool.
+   */
+  private async checkoutSteps(
+    src: string,
+    dst: string,
+    name: string,
+    lease: number,
+  ): Promise<{ leaseUntil: number; ino: number; bytes: Buffer; token: string } | undefined> {
+    const now = this.clock();
+    const leaseUntil = now + lease;
+    // The token goes to the registry file (its mtime the checkout time), not fsynced:
+    // see index.ts ("Lease tokens") for why that is enough.
+    const token = newLeaseToken();
+    const registry = this.layout.registryFile(name);
+    if (this.checkouts.running) {
+      const r = await this.checkouts.call({
+        op: "checkout",
+        src,
+        dst,
+        registry,
+        leaseUntil,
+        now,
+        token,
+      });
+      if (r.kind === "error") throw threadError(r);
+      if (r.kind !== "ok") return undefined;
+      const bytes = Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length);
+      return { leaseUntil, ino: r.ino, bytes, token };
+    }
+    this.checkouts.start();
+    let fh: FileHandle;
+    try {
+      fh = await open(src, "r");
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) return undefined;
+      throw err;
+    }
+    try {
+      // The rename decides the winner; a loser touches nothing.
+      if ((await renameIfExists(src, dst)) === "not_found") return undefined;
+      await fh.utimes(leaseUntil / 1000, leaseUntil / 1000);
+      const st = await fh.stat();
+      const bytes = await fh.readFile();
+      const at = await statIfExists(dst);
+      if (at?.ino !== st.ino) return undefined; // taken back while we were slow
+      await writeLeaseRecord(registry, { token, ino: st.ino }, now);
+      return { leaseUntil, ino: st.ino, bytes, token };
+    } finally {
+      await fh.close();
+    }
   }
 
   /** Still ours: before the deadline, and the checkout file is the inode we checked out. */
@@ -392,11 +426,19 @@ export class SpoolCore<M, Q extends string> {
 
   /**
    * Remove a checkout: take it (see `take`), unlink it (it is what makes the entry exist),
-   * data, registry last, all in one message to the checkout thread; then fsync their
-   * directories, as `removeFiles` does, before resolving.
+   * data, registry last (one message to the checkout thread once it runs, which makes the
+   * same steps; until then here, as `checkoutSteps` does); then fsync their directories,
+   * as `removeFiles` does, before resolving.
    */
   async removeCheckout(rec: CheckoutRecord<M, Q>): Promise<boolean> {
     if (this.clock() >= rec.leaseUntil) return false;
+    if (!this.checkouts.running) {
+      this.checkouts.start();
+      const taken = await this.throttle.run(() => this.take(rec.queue, rec.name, rec.ino));
+      if (taken === undefined) return false;
+      await this.removeFiles(taken, rec.name);
+      return true;
+    }
     const co = this.layout.checkoutFile(this.dirname(rec.queue), rec.name);
     const taken = `${co}${TMP_TAG_SEPARATOR}${randomBytes(6).toString("hex")}`;
     const r = await this.throttle

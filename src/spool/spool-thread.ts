@@ -19,8 +19,8 @@ export class SpoolThread<Request extends object, Reply> {
   >();
   /** Per thread, its requests not answered yet (it keeps the process alive while any). */
   private readonly outstanding = new Map<Worker, number>();
-  /** A thread still starting: resolves when it runs, or when it failed to start. */
-  private readonly online = new Map<Worker, Promise<void>>();
+  /** Threads still starting (until they run, or fail to). */
+  private readonly starting = new Set<Worker>();
 
   constructor(
     private readonly source: string,
@@ -28,18 +28,23 @@ export class SpoolThread<Request extends object, Reply> {
     private readonly what: string,
   ) {}
 
-  /**
-   * Resolves once the thread runs (at once when it does; it is started if need be), so a
-   * caller can take the time after the start of a thread, which takes tens of milliseconds.
-   */
-  ready(): Promise<void> {
-    const worker = this.thread();
-    return this.online.get(worker) ?? Promise.resolve();
+  /** Requests sent to a thread so far. */
+  calls = 0;
+
+  /** Whether a thread runs now (started, and not gone): `call` answers without its start. */
+  get running(): boolean {
+    return this.worker !== undefined && !this.starting.has(this.worker);
+  }
+
+  /** Start the thread if none runs or is starting, without waiting for it. */
+  start(): void {
+    this.thread();
   }
 
   call(request: Request): Promise<Reply> {
     const worker = this.thread();
     const id = this.nextId++;
+    this.calls++;
     const done = new Promise<Reply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, worker });
     });
@@ -52,29 +57,19 @@ export class SpoolThread<Request extends object, Reply> {
 
   private thread(): Worker {
     if (this.worker !== undefined) return this.worker;
-    // Held (ref'd) until it runs, so a caller waiting in `ready` keeps the process alive;
-    // then only while a request is under way.
     const worker = new Worker(this.source, { eval: true });
-    this.online.set(
-      worker,
-      new Promise<void>((resolve) => {
-        const started = () => {
-          this.online.delete(worker);
-          if ((this.outstanding.get(worker) ?? 0) === 0) worker.unref();
-          resolve();
-        };
-        // A thread that fails to start fails its requests (below); `ready` just returns.
-        worker.once("online", started);
-        worker.once("exit", started);
-      }),
-    );
+    worker.unref();
+    this.starting.add(worker);
+    const started = () => this.starting.delete(worker);
+    worker.once("online", started);
+    worker.once("exit", started);
     worker.on("message", ({ id, ...reply }: { id: number }) => {
       const p = this.pending.get(id);
       if (p === undefined) return;
       this.pending.delete(id);
       const left = (this.outstanding.get(worker) ?? 1) - 1;
       this.outstanding.set(worker, left);
-      if (left === 0 && !this.online.has(worker)) worker.unref();
+      if (left === 0) worker.unref();
       p.resolve(reply as Reply);
     });
     // Only this thread's requests fail: those sent meanwhile to a new thread are that one's.

@@ -1,0 +1,67 @@
+import { copyFile, readdir, rename, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { useTempDir } from "../../test/helpers/tmp.js";
+import { type Widget, type WidgetQueue, widgetSpoolable } from "../../test/helpers/widget.js";
+import { Monitor, Spool } from "./index.js";
+import { readLeaseToken } from "./lease-token.js";
+import { coreOf } from "./spool.js";
+
+const dir = useTempDir();
+
+/** A spool whose checkout thread runs: its checkouts and removals go through the thread. */
+async function spoolWithThread(): Promise<Spool<Widget, WidgetQueue>> {
+  const spool = await Spool.create(join(dir.path, "spool"), widgetSpoolable());
+  const thread = coreOf(spool).checkouts;
+  thread.start();
+  for (let i = 0; !thread.running; i++) {
+    if (i > 100_000) throw new Error("the checkout thread never started");
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return spool;
+}
+
+describe("the checkout thread", () => {
+  it("checks out as the spool does: deadline, contents, lease token, one winner", async () => {
+    const spool = await spoolWithThread();
+    const calls = coreOf(spool).checkouts.calls;
+    const e = await spool.enqueue("inbox", { id: 7 }, "seven");
+    const before = Date.now();
+    const got = await spool.checkoutIfPresent(e, { leaseMs: 60_000 });
+    if (got.kind !== "ok") throw new Error("not checked out");
+    const co = got.entry;
+    expect(coreOf(spool).checkouts.calls).toBe(calls + 1);
+    expect(co.contents).toEqual({ id: 7 });
+    expect(co.attempts).toBe(0);
+    expect(co.leaseUntil).toBeGreaterThanOrEqual(before + 60_000);
+    const st = await stat(co.path);
+    expect(Math.abs(st.mtimeMs - co.leaseUntil)).toBeLessThan(1);
+    expect(st.ino).toBe(co.inode);
+    const registry = join(spool.dir, ".registry", e.name);
+    expect(await readLeaseToken(registry, co.inode)).toBe(co.leaseToken);
+    // The queue file is gone: a second checkout finds nothing, and touches nothing.
+    expect((await spool.checkoutIfPresent(e)).kind).toBe("not_found");
+    expect(await readLeaseToken(registry, co.inode)).toBe(co.leaseToken);
+    expect((await co.remove()).kind).toBe("done");
+    expect(coreOf(spool).checkouts.calls).toBe(calls + 3);
+    for (const d of [".registry", ".data", "inbox/.checkout", "inbox"]) {
+      expect(await readdir(join(spool.dir, d))).toEqual([".checkout"].filter(() => d === "inbox"));
+    }
+    expect(await new Monitor(spool).fsck()).toEqual([]);
+  });
+
+  it("leaves a checkout file that is not the one checked out, and reports the lease lost", async () => {
+    const spool = await spoolWithThread();
+    const e = await spool.enqueue("inbox", { id: 1 }, "one");
+    const got = await spool.checkoutIfPresent(e, { leaseMs: 60_000 });
+    if (got.kind !== "ok") throw new Error("not checked out");
+    // Someone else's checkout of the entry now: another inode at the checkout path.
+    const other = join(spool.dir, ".tmp", "other");
+    await copyFile(got.entry.path, other);
+    await rename(other, got.entry.path);
+    const ino = (await stat(got.entry.path)).ino;
+    expect((await got.entry.remove()).kind).toBe("lease_lost");
+    expect((await stat(got.entry.path)).ino).toBe(ino);
+    expect((await spool.dataFile(e.name).read()).toString()).toBe("one");
+  });
+});
