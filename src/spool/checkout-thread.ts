@@ -32,6 +32,8 @@ export interface RemoveRequest {
   ino: number;
   data: string;
   registry: string;
+  /** The directories fsynced (group-committed in the thread) before the removal is answered. */
+  syncDirs: string[];
 }
 
 /** @internal */
@@ -39,7 +41,15 @@ export type CheckoutReply =
   | { kind: "ok"; ino: number; bytes: Uint8Array }
   | { kind: "removed" }
   | { kind: "not_found" }
-  | { kind: "error"; errno: string; message: string; syscall?: string; path?: string };
+  | {
+      kind: "error";
+      errno: string;
+      message: string;
+      syscall?: string;
+      path?: string;
+      /** A removal whose files are gone, but whose directories' fsync failed. */
+      removed?: true;
+    };
 
 /*
  * The thread's code: `SpoolCore.checkout`'s steps, in its order, with synchronous calls
@@ -50,7 +60,8 @@ export type CheckoutReply =
  * mtime to the checkout time.
  * A removal: `SpoolCore.take` (rename the checkout file aside; another inode is put back and
  * not ours), then unlink the taken file (it is what makes the entry exist), the data, and
- * the registry file last; a file already gone is no error.
+ * the registry file last; a file already gone is no error; then fsync their directories
+ * (group-committed between removals) before the answer, while other requests are served.
  */
 const THREAD_SOURCE = `
 const fs = require("node:fs");
@@ -83,6 +94,29 @@ const checkout = (r) => {
   } finally { fs.closeSync(fd); }
 };
 const unlinkIfExists = (p) => { try { fs.unlinkSync(p); } catch (e) { if (e.code !== "ENOENT") throw e; } };
+const call = (f, ...args) => new Promise((res, rej) => f(...args, (e, v) => (e ? rej(e) : res(v))));
+// Directory fsyncs, group-committed as fs-ops.ts's DirectorySyncer does: a sync asked for
+// while one of the same directory runs waits for the next, which starts after it was asked.
+const dirs = new Map();
+const syncDir = (dir) => {
+  let s = dirs.get(dir);
+  if (s === undefined) { s = { running: false, queued: [] }; dirs.set(dir, s); }
+  const done = new Promise((resolve, reject) => s.queued.push({ resolve, reject }));
+  if (!s.running) runSyncs(dir, s);
+  return done;
+};
+const runSyncs = async (dir, s) => {
+  s.running = true;
+  while (s.queued.length > 0) {
+    const round = s.queued.splice(0);
+    try {
+      const fd = await call(fs.open, dir, C.O_RDONLY | C.O_DIRECTORY);
+      try { await call(fs.fsync, fd); } finally { await call(fs.close, fd).catch(() => {}); }
+      for (const w of round) w.resolve();
+    } catch (e) { for (const w of round) w.reject(e); }
+  }
+  s.running = false;
+};
 const remove = (r) => {
   try { fs.renameSync(r.co, r.taken); } catch (e) { if (e.code === "ENOENT") return NOT_FOUND; throw e; }
   if (fs.statSync(r.taken).ino !== r.ino) { fs.renameSync(r.taken, r.co); return NOT_FOUND; }
@@ -91,16 +125,26 @@ const remove = (r) => {
   unlinkIfExists(r.registry);
   return { kind: "removed" };
 };
+const errorReply = (e) => {
+  const reply = { kind: "error", errno: String((e && e.code) || "unknown"), message: String((e && e.message) || e) };
+  if (e && e.syscall) reply.syscall = String(e.syscall);
+  if (e && e.path) reply.path = String(e.path);
+  return reply;
+};
+const send = (id, reply) => {
+  const transfer = reply.kind === "ok" ? [reply.bytes.buffer] : [];
+  parentPort.postMessage({ id, ...reply }, transfer);
+};
 parentPort.on("message", (m) => {
   let reply;
   try { reply = m.op === "remove" ? remove(m) : checkout(m); }
-  catch (e) {
-    reply = { kind: "error", errno: String((e && e.code) || "unknown"), message: String((e && e.message) || e) };
-    if (e && e.syscall) reply.syscall = String(e.syscall);
-    if (e && e.path) reply.path = String(e.path);
-  }
-  const transfer = reply.kind === "ok" ? [reply.bytes.buffer] : [];
-  parentPort.postMessage({ id: m.id, ...reply }, transfer);
+  catch (e) { send(m.id, errorReply(e)); return; }
+  if (m.op !== "remove" || reply.kind !== "removed") { send(m.id, reply); return; }
+  // The removal is durable once its directories are: the next messages are served meanwhile.
+  Promise.all(m.syncDirs.map(syncDir)).then(
+    () => send(m.id, reply),
+    (e) => send(m.id, { ...errorReply(e), removed: true }),
+  );
 });
 `;
 

@@ -426,9 +426,9 @@ export class SpoolCore<M, Q extends string> {
 
   /**
    * Remove a checkout: take it (see `take`), unlink it (it is what makes the entry exist),
-   * data, registry last (one message to the checkout thread once it runs, which makes the
-   * same steps; until then here, as `checkoutSteps` does); then fsync their directories,
-   * as `removeFiles` does, before resolving.
+   * data, registry last, then fsync their directories before resolving, as `removeFiles`
+   * does: one message to the checkout thread once it runs (the same steps, its directory
+   * fsyncs group-committed there); until then here, as `checkoutSteps` does.
    */
   async removeCheckout(rec: CheckoutRecord<M, Q>): Promise<boolean> {
     if (this.clock() >= rec.leaseUntil) return false;
@@ -450,19 +450,14 @@ export class SpoolCore<M, Q extends string> {
           ino: rec.ino,
           data: this.layout.dataFile(rec.name),
           registry: this.layout.registryFile(rec.name),
+          syncDirs: [dirname(taken), this.layout.data, this.layout.registry],
         }),
       )
       .catch((err) => {
         throw ioError("remove", rec.name, err);
       });
     if (r.kind === "error") throw ioError("remove", rec.name, threadError(r));
-    if (r.kind !== "removed") return false;
-    try {
-      await this.syncer.syncAll([dirname(taken), this.layout.data, this.layout.registry]);
-    } catch (err) {
-      throw ioError("remove", rec.name, err);
-    }
-    return true;
+    return r.kind === "removed";
   }
 
   /**
