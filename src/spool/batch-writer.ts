@@ -1,3 +1,4 @@
+import { GroupCommit, splitBy } from "../common/group-commit.js";
 import { SpoolThread } from "./spool-thread.js";
 
 /**
@@ -147,17 +148,14 @@ export class BatchWriter {
     THREAD_SOURCE,
     "the spool's batch writer thread",
   );
-  /** Writes asked for while one is under way: sent together when it ends (group commit). */
-  private readonly queued: Array<{
-    items: WriterItem[];
-    dirs: string[];
-    resolve: (r: WriterResult[]) => void;
-    reject: (e: Error) => void;
-  }> = [];
+  /** Writes asked for while WRITES_IN_FLIGHT are under way go together (group commit). */
+  private readonly writes = new GroupCommit<{ items: WriterItem[]; dirs: string[] }, WriterResult>(
+    (calls) => this.writeGroup(calls),
+    (call) => call.items.length,
+    { maxItems: WRITE_GROUP_ITEMS, inFlight: WRITES_IN_FLIGHT },
+  );
   /** Write requests sent to the thread so far (grouped writes count once). */
   requests = 0;
-  /** Writes sent to the thread and not answered yet. */
-  private writing = 0;
 
   /**
    * Write `items`, then make them and `dirs` durable; one result per item. Up to
@@ -167,53 +165,23 @@ export class BatchWriter {
    * still whole or absent, and none is answered before the round that made it durable).
    */
   write(items: WriterItem[], dirs: string[]): Promise<WriterResult[]> {
-    return new Promise((resolve, reject) => {
-      this.queued.push({ items, dirs, resolve, reject });
-      this.pump();
-    });
+    return this.writes.submit({ items, dirs });
   }
 
-  private pump(): void {
-    if (this.writing >= WRITES_IN_FLIGHT || this.queued.length === 0) return;
-    let n = 0;
-    let take = 0;
-    while (take < this.queued.length) {
-      const next = (this.queued[take] as { items: WriterItem[] }).items.length;
-      if (take > 0 && n + next > WRITE_GROUP_ITEMS) break;
-      n += next;
-      take++;
-    }
-    const group = this.queued.splice(0, take);
+  private async writeGroup(
+    calls: { items: WriterItem[]; dirs: string[] }[],
+  ): Promise<WriterResult[][]> {
     this.requests++;
-    const items = group.flatMap((g) => g.items);
-    const dirs = [...new Set(group.flatMap((g) => g.dirs))];
-    this.writing++;
-    let sent: Promise<Reply>;
-    try {
-      sent = this.send({ dirs, items });
-    } catch (err) {
-      // No thread could be made (or the message not posted): this group fails, the next
-      // write tries again.
-      sent = Promise.reject(err instanceof Error ? err : new Error(String(err)));
-    }
-    sent
-      .then(
-        (reply) => {
-          const results = "results" in reply ? reply.results : [];
-          let at = 0;
-          for (const g of group) {
-            g.resolve(results.slice(at, at + g.items.length));
-            at += g.items.length;
-          }
-        },
-        (err: Error) => {
-          for (const g of group) g.reject(err);
-        },
-      )
-      .finally(() => {
-        this.writing--;
-        this.pump();
-      });
+    const items = calls.flatMap((c) => c.items);
+    const dirs = [...new Set(calls.flatMap((c) => c.dirs))];
+    // No thread could be made, or the message not posted: this group fails, the next
+    // write tries again.
+    const reply = await this.send({ dirs, items });
+    const results = "results" in reply ? reply.results : [];
+    return splitBy(
+      results,
+      calls.map((c) => c.items.length),
+    );
   }
 
   /** Make each registry file of `paths` with O_EXCL (not fsynced, as `reserveName`). */
