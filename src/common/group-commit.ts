@@ -47,6 +47,13 @@ export class GroupCommit<C, R> {
     ran
       .then(
         (results) => {
+          if (!Array.isArray(results) || results.length !== group.length) {
+            const err = new Error(
+              `a group of ${group.length} calls got ${String(results?.length)} answers`,
+            );
+            for (const g of group) g.reject(err);
+            return;
+          }
           group.forEach((g, i) => {
             g.resolve(results[i] ?? []);
           });

@@ -47,8 +47,6 @@ export type CheckoutReply =
       message: string;
       syscall?: string;
       path?: string;
-      /** A removal whose files are gone, but whose directories' fsync failed. */
-      removed?: true;
     };
 
 /*
@@ -143,7 +141,7 @@ parentPort.on("message", (m) => {
   // The removal is durable once its directories are: the next messages are served meanwhile.
   Promise.all(m.syncDirs.map(syncDir)).then(
     () => send(m.id, reply),
-    (e) => send(m.id, { ...errorReply(e), removed: true }),
+    (e) => send(m.id, errorReply(e)),
   );
 });
 `;
@@ -152,7 +150,7 @@ parentPort.on("message", (m) => {
  * The spool's checkout thread: each checkout in one message, instead of ten round trips
  * through the thread pool (open, rename, utimes, stat, read, stat, and the registry's open,
  * write, utimes, close); each removal of a checkout in one, instead of five. One per
- * spool, made on first use.
+ * spool, started on first use; checkouts and removals go to it once it runs.
  * @internal
  */
 export function checkoutThread(): SpoolThread<CheckoutThreadRequest, CheckoutReply> {

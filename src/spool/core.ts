@@ -281,7 +281,7 @@ export class SpoolCore<M, Q extends string> {
       const bytes = Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length);
       return { leaseUntil, ino: r.ino, bytes, token };
     }
-    this.checkouts.start();
+    this.startCheckoutThread();
     let fh: FileHandle;
     try {
       fh = await open(src, "r");
@@ -301,6 +301,15 @@ export class SpoolCore<M, Q extends string> {
       return { leaseUntil, ino: st.ino, bytes, token };
     } finally {
       await fh.close();
+    }
+  }
+
+  /** Start the checkout thread for the next calls; a failure to start it fails nothing. */
+  private startCheckoutThread(): void {
+    try {
+      this.checkouts.start();
+    } catch {
+      // The thread pool path serves meanwhile; the next call tries again.
     }
   }
 
@@ -433,26 +442,30 @@ export class SpoolCore<M, Q extends string> {
   async removeCheckout(rec: CheckoutRecord<M, Q>): Promise<boolean> {
     if (this.clock() >= rec.leaseUntil) return false;
     if (!this.checkouts.running) {
-      this.checkouts.start();
-      const taken = await this.throttle.run(() => this.take(rec.queue, rec.name, rec.ino));
+      this.startCheckoutThread();
+      const taken = await this.throttle
+        .run(() => this.take(rec.queue, rec.name, rec.ino))
+        .catch((err) => {
+          throw ioError("remove", rec.name, err);
+        });
       if (taken === undefined) return false;
       await this.removeFiles(taken, rec.name);
       return true;
     }
     const co = this.layout.checkoutFile(this.dirname(rec.queue), rec.name);
     const taken = `${co}${TMP_TAG_SEPARATOR}${randomBytes(6).toString("hex")}`;
-    const r = await this.throttle
-      .run(() =>
-        this.checkouts.call({
-          op: "remove",
-          co,
-          taken,
-          ino: rec.ino,
-          data: this.layout.dataFile(rec.name),
-          registry: this.layout.registryFile(rec.name),
-          syncDirs: [dirname(taken), this.layout.data, this.layout.registry],
-        }),
-      )
+    // Not under the throttle: the thread opens a few files at a time, and its answer waits
+    // for a round of directory fsyncs that other operations need not wait behind.
+    const r = await this.checkouts
+      .call({
+        op: "remove",
+        co,
+        taken,
+        ino: rec.ino,
+        data: this.layout.dataFile(rec.name),
+        registry: this.layout.registryFile(rec.name),
+        syncDirs: [dirname(taken), this.layout.data, this.layout.registry],
+      })
       .catch((err) => {
         throw ioError("remove", rec.name, err);
       });

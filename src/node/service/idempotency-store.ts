@@ -92,6 +92,9 @@ export class IdempotencyStore {
        ), inserted as (
          insert into idempotency_keys (principal, queue, key, entry_name)
          select principal, queue, key, entry_name from wanted
+         -- One order for every insert of many keys (recordCompletedMany too): two of them
+         -- taking the same keys never wait on each other in a cycle.
+         order by principal, queue, key
          on conflict (principal, queue, key) do nothing
          returning principal, queue, key, entry_name
        )
@@ -171,6 +174,7 @@ export class IdempotencyStore {
              select principal, queue, key, entry_name, now()
                from unnest($1::text[], $2::text[], $3::text[], $4::text[])
                  as u(principal, queue, key, entry_name)
+              order by principal, queue, key
              on conflict (principal, queue, key) do update
                set entry_name = excluded.entry_name, created_at = now(), completed_at = now()
                where idempotency_keys.created_at
