@@ -14,8 +14,11 @@
  * - spool: Spool.enqueue, QueueReader.dequeue, CheckedOutEntry.remove (the library alone);
  * - SpoolService.enqueue's steps replayed one by one in its order (reserveName, claim,
  *   enqueueDeferred with the reserved name, complete);
- * - service: SpoolService.enqueue with an idempotency key (what the gRPC handler calls),
- *   SpoolService.dequeue (waiting) and .complete(remove).
+ * - service: SpoolService.enqueue with an idempotency key (the Enqueue stream's handler),
+ *   SpoolService.enqueueBatch of one keyed entry (what a small client enqueue is since
+ *   5fcd64d), SpoolService.dequeue (waiting) and .complete(remove);
+ * - spool: Spool.enqueueBatch of one entry as the service makes it (fresh name, reserve,
+ *   visibleIf), and PostgreSQL: IdempotencyStore.claimMany of one key.
  *
  * Then counts the file-system requests (each a round trip through libuv's thread pool)
  * that each spool and service operation makes, with an async_hooks hook on FSREQ*
@@ -203,7 +206,29 @@ export async function probeNode(
         await timed(t, "postgres: IdempotencyStore.complete (update, commit)", () =>
           store.complete(k, `probe-${i}`),
         );
+        const km = key(i, "pg-many");
+        await timed(t, "postgres: IdempotencyStore.claimMany (one key; insert, commit)", () =>
+          store.claimMany([{ scope: km, name: `probe-many-${i}` }]),
+        );
       }
+
+      // A small client enqueue since 5fcd64d: the spool's batch of one (fresh name reserved
+      // by the writer thread; made visible once its claim says yes), then the service's.
+      await measure("spool: Spool.enqueueBatch (one entry, reserve, visibleIf)", () =>
+        spool.enqueueBatch([
+          {
+            queue: "inbox",
+            metadata: meta,
+            data: DATA,
+            name: spool.newNames(1)[0] as string,
+            reserve: true,
+            visibleIf: Promise.resolve(true),
+          },
+        ]),
+      );
+      const b = await reader.dequeue(AbortSignal.timeout(5_000));
+      if (b.kind !== "checked_out") throw new Error("probe: nothing to dequeue");
+      await b.entry.remove();
 
       await measure("spool: Spool.enqueue", () => spool.enqueue("inbox", meta, DATA));
       const r = await measure("spool: QueueReader.dequeue", () =>
@@ -255,7 +280,17 @@ export async function probeNode(
           chunks(),
         );
       });
-      for (let j = 0; j < (counting ? 1 : 2); j++) {
+      await measure("service: SpoolService.enqueueBatch (one entry, with idempotency key)", () =>
+        service.enqueueBatch("probe", [
+          {
+            queue: "inbox",
+            metadata: Buffer.alloc(100, 99),
+            data: DATA,
+            idempotencyKey: key(i, "batch").key,
+          },
+        ]),
+      );
+      for (let j = 0; j < (counting ? 2 : 3); j++) {
         const got = await measure("service: SpoolService.dequeue (wait)", () =>
           service.dequeue({ queue: "inbox", waitMs: 5_000 }),
         );
