@@ -39,22 +39,15 @@ type Reply = { results: WriterResult[] } | { reserved: ReserveResult[] };
  * The thread's code, plain JavaScript run with `eval` (so it works the same from the
  * sources, the build and a bundle). Per request: every entry's registry file (O_EXCL),
  * data file (O_EXCL) and metadata in .tmp, written with synchronous calls; then one
- * durability round: every file's fdatasync and the fsync of each directory in `dirs`, all
+ * durability round: every file's fdatasync and the fsync of each directory in `dirs`
+ * (`syncDir`: shared with the rounds under way, group-committed), all
  * at once on the thread pool; then each data file checked still linked and its registry
  * file still there, and the files closed. An entry that failed has its files removed
  * (only those it made) before the reply. Requests overlap: the next one is written while
  * the previous one's round runs.
  */
 const THREAD_SOURCE = `
-const fs = require("node:fs");
-const { parentPort } = require("node:worker_threads");
-const C = fs.constants;
 const writeAll = (fd, b) => { let o = 0; while (o < b.length) o += fs.writeSync(fd, b, o, b.length - o); };
-const call = (f, ...args) => new Promise((res, rej) => f(...args, (e, v) => (e ? rej(e) : res(v))));
-const syncDir = async (dir) => {
-  const fd = await call(fs.open, dir, C.O_RDONLY | C.O_DIRECTORY);
-  try { await call(fs.fsync, fd); } finally { await call(fs.close, fd).catch(() => {}); }
-};
 const quiet = (f) => { try { f(); } catch {} };
 const reserve = (paths) => paths.map((p) => {
   try { fs.closeSync(fs.openSync(p, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644)); return "created"; }

@@ -59,12 +59,9 @@ export type CheckoutReply =
  * A removal: `SpoolCore.take` (rename the checkout file aside; another inode is put back and
  * not ours), then unlink the taken file (it is what makes the entry exist), the data, and
  * the registry file last; a file already gone is no error; then fsync their directories
- * (group-committed between removals) before the answer, while other requests are served.
+ * (`syncDir`, group-committed) before the answer, while other requests are served.
  */
 const THREAD_SOURCE = `
-const fs = require("node:fs");
-const { parentPort } = require("node:worker_threads");
-const C = fs.constants;
 const NOT_FOUND = { kind: "not_found" };
 const checkout = (r) => {
   let fd;
@@ -92,29 +89,6 @@ const checkout = (r) => {
   } finally { fs.closeSync(fd); }
 };
 const unlinkIfExists = (p) => { try { fs.unlinkSync(p); } catch (e) { if (e.code !== "ENOENT") throw e; } };
-const call = (f, ...args) => new Promise((res, rej) => f(...args, (e, v) => (e ? rej(e) : res(v))));
-// Directory fsyncs, group-committed as fs-ops.ts's DirectorySyncer does: a sync asked for
-// while one of the same directory runs waits for the next, which starts after it was asked.
-const dirs = new Map();
-const syncDir = (dir) => {
-  let s = dirs.get(dir);
-  if (s === undefined) { s = { running: false, queued: [] }; dirs.set(dir, s); }
-  const done = new Promise((resolve, reject) => s.queued.push({ resolve, reject }));
-  if (!s.running) runSyncs(dir, s);
-  return done;
-};
-const runSyncs = async (dir, s) => {
-  s.running = true;
-  while (s.queued.length > 0) {
-    const round = s.queued.splice(0);
-    try {
-      const fd = await call(fs.open, dir, C.O_RDONLY | C.O_DIRECTORY);
-      try { await call(fs.fsync, fd); } finally { await call(fs.close, fd).catch(() => {}); }
-      for (const w of round) w.resolve();
-    } catch (e) { for (const w of round) w.reject(e); }
-  }
-  s.running = false;
-};
 const remove = (r) => {
   try { fs.renameSync(r.co, r.taken); } catch (e) { if (e.code === "ENOENT") return NOT_FOUND; throw e; }
   if (fs.statSync(r.taken).ino !== r.ino) { fs.renameSync(r.taken, r.co); return NOT_FOUND; }

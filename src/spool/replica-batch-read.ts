@@ -46,9 +46,7 @@ interface Request {
  * "again"). Any error but ENOENT is "again" too: the caller's own scan reports it.
  */
 const THREAD_SOURCE = `
-const fs = require("node:fs");
 const { join } = require("node:path");
-const { parentPort } = require("node:worker_threads");
 const statOrUndefined = (p) => fs.statSync(p, { throwIfNoEntry: false });
 const readWhole = (p, max) => {
   let fd;

@@ -1,10 +1,47 @@
 import { Worker } from "node:worker_threads";
 
 /**
+ * What every spool thread's code starts with (plain JavaScript, prepended to its source):
+ * `fs`, `parentPort`, `C` (fs.constants); `call(f, ...args)`, a callback call as a promise
+ * (on the process's thread pool, so the thread serves other messages meanwhile); and
+ * `syncDir(dir)`, a directory's fsync group-committed as fs-ops.ts's DirectorySyncer does
+ * it: a sync asked for while one of the same directory runs waits for the next, which
+ * starts after it was asked.
+ * @internal
+ */
+export const THREAD_PRELUDE = `
+const fs = require("node:fs");
+const { parentPort } = require("node:worker_threads");
+const C = fs.constants;
+const call = (f, ...args) => new Promise((res, rej) => f(...args, (e, v) => (e ? rej(e) : res(v))));
+const syncs = new Map();
+const syncDir = (dir) => {
+  let s = syncs.get(dir);
+  if (s === undefined) { s = { running: false, queued: [] }; syncs.set(dir, s); }
+  const done = new Promise((resolve, reject) => s.queued.push({ resolve, reject }));
+  if (!s.running) runSyncs(dir, s);
+  return done;
+};
+const runSyncs = async (dir, s) => {
+  s.running = true;
+  while (s.queued.length > 0) {
+    const round = s.queued.splice(0);
+    try {
+      const fd = await call(fs.open, dir, C.O_RDONLY | C.O_DIRECTORY);
+      try { await call(fs.fsync, fd); } finally { await call(fs.close, fd).catch(() => {}); }
+      for (const w of round) w.resolve();
+    } catch (e) { for (const w of round) w.reject(e); }
+  }
+  s.running = false;
+};
+`;
+
+/**
  * A thread of the spool's own that answers requests with synchronous system calls: a few
  * microseconds of the kernel's time per call instead of a round trip through the thread
  * pool and the event loop each. `source` is the thread's code, plain JavaScript run with
- * `eval` (so it works the same from the sources, the build and a bundle): it gets
+ * `eval` after THREAD_PRELUDE (so it works the same from the sources, the build and a
+ * bundle): it gets
  * `{ id, ...request }` and answers `{ id, ...reply }`. Made on first use; it keeps the
  * process alive only while a request is under way. If it dies, the requests it had fail
  * and the next request starts a new thread.
@@ -57,7 +94,7 @@ export class SpoolThread<Request extends object, Reply> {
 
   private thread(): Worker {
     if (this.worker !== undefined) return this.worker;
-    const worker = new Worker(this.source, { eval: true });
+    const worker = new Worker(THREAD_PRELUDE + this.source, { eval: true });
     worker.unref();
     this.starting.add(worker);
     const started = () => this.starting.delete(worker);
