@@ -499,6 +499,19 @@ export class SpoolCore<M, Q extends string> {
     }
   }
 
+  /**
+   * Remove what a batch wrote for an entry that never became visible (its metadata in .tmp
+   * at `tmp`, its data and registry file): all ours, made with O_EXCL. Best effort: what
+   * remains, repair removes as after a crash.
+   */
+  async discardUnpublished(name: string, tmp: string): Promise<void> {
+    await this.throttle.run(async () => {
+      for (const f of [tmp, this.layout.dataFile(name), this.layout.registryFile(name)]) {
+        await unlinkIfExists(f).catch(() => false);
+      }
+    });
+  }
+
   /** Where a failed delivery goes: back to its queue, or dead-lettered after maxAttempts. */
   failedDeliveryTarget(queue: Q, attempts: number): Q {
     const dlq = this.leases.deadLetterQueue;

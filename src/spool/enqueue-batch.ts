@@ -3,7 +3,6 @@ import type { WriterItem, WriterResult } from "./batch-writer.js";
 import type { SpoolCore } from "./core.js";
 import { enqueue } from "./enqueue.js";
 import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
-import { unlinkIfExists } from "./fs-ops.js";
 import { validateName } from "./names.js";
 
 /** One entry of `Spool.enqueueBatch`: small data, whole in memory. */
@@ -207,12 +206,7 @@ async function runRound<M, Q extends string>(
         };
         return;
       }
-      const removeFiles = () =>
-        core.throttle.run(async () => {
-          for (const p of [l.tmpFile(name), l.dataFile(name), l.registryFile(name)]) {
-            await unlinkIfExists(p).catch(() => false);
-          }
-        });
+      const removeFiles = () => core.discardUnpublished(name, l.tmpFile(name));
       if (it.visibleIf !== undefined) {
         if (!(await it.visibleIf)) {
           await removeFiles();

@@ -5,7 +5,6 @@ import type { SpoolCore } from "./core.js";
 import { BATCH_ROUND_ENTRIES } from "./enqueue-batch.js";
 import { encodeEnvelope } from "./envelope.js";
 import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
-import { unlinkIfExists } from "./fs-ops.js";
 import { validateName } from "./names.js";
 import { type PlaceReplicaResult, placeReplica, type ReplicaPlacement } from "./replica.js";
 
@@ -159,11 +158,7 @@ async function runRound<M, Q extends string>(
         await core.throttle.run(() => rename(p.tmp, p.dest));
       } catch (err) {
         // Not visible: the files are ours (registry and data made with O_EXCL).
-        await core.throttle.run(async () => {
-          for (const f of [p.tmp, l.dataFile(p.item.name), l.registryFile(p.item.name)]) {
-            await unlinkIfExists(f).catch(() => false);
-          }
-        });
+        await core.discardUnpublished(p.item.name, p.tmp);
         results[p.index] = {
           kind: "failed",
           error: ioError("place replica (rename into place) of", p.item.name, err),
