@@ -189,12 +189,12 @@ export class IdempotencyStore {
     });
   }
 
-  /** The enqueue of `name` under `scope` returned: later retries are duplicates. */
+  /**
+   * The enqueue of `name` under `scope` returned: later retries are duplicates (one
+   * `completeMany`, grouped with the completions under way).
+   */
   async complete(scope: KeyScope, name: string): Promise<void> {
-    await this.pool.query(
-      `update idempotency_keys set completed_at = now() where ${WHERE_SCOPE} and entry_name = $4`,
-      [scope.principal, scope.queue, scope.key, name],
-    );
+    await this.completeMany([{ scope, name }]);
   }
 
   /** The enqueue of `name` under `scope` failed: forget the claim. */
