@@ -44,9 +44,11 @@ describe("the checkout thread", () => {
     expect(await readLeaseToken(registry, co.inode)).toBe(co.leaseToken);
     expect((await co.remove()).kind).toBe("done");
     expect(coreOf(spool).checkouts.calls).toBe(calls + 3);
-    for (const d of [".registry", ".data", "inbox/.checkout", "inbox"]) {
-      expect(await readdir(join(spool.dir, d))).toEqual([".checkout"].filter(() => d === "inbox"));
+    // Nothing of it is left: no registry or data file, nothing checked out or waiting.
+    for (const d of [".registry", ".data", "inbox/.checkout"]) {
+      expect(await readdir(join(spool.dir, d))).toEqual([]);
     }
+    expect(await readdir(join(spool.dir, "inbox"))).toEqual([".checkout"]);
     expect(await new Monitor(spool).fsck()).toEqual([]);
   });
 
