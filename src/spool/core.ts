@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { type FileHandle, mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { isErrno } from "../common/errno.js";
 import { BatchWriter } from "./batch-writer.js";
@@ -10,6 +10,7 @@ import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
 import {
   createExclusive,
   DirectorySyncer,
+  openIfExists,
   renameIfExists,
   setMtime,
   statIfExists,
@@ -282,13 +283,8 @@ export class SpoolCore<M, Q extends string> {
       return { leaseUntil, ino: r.ino, bytes, token };
     }
     this.startCheckoutThread();
-    let fh: FileHandle;
-    try {
-      fh = await open(src, "r");
-    } catch (err) {
-      if (isErrno(err, "ENOENT")) return undefined;
-      throw err;
-    }
+    const fh = await openIfExists(src, "r");
+    if (fh === undefined) return undefined;
     try {
       // The rename decides the winner; a loser touches nothing.
       if ((await renameIfExists(src, dst)) === "not_found") return undefined;

@@ -54,6 +54,19 @@ export async function setMtime(path: string, ms: number): Promise<"ok" | "not_fo
   }
 }
 
+/** A handle on `path` opened with `flags`, or undefined when there is no such file. @internal */
+export async function openIfExists(
+  path: string,
+  flags: string | number,
+): Promise<FileHandle | undefined> {
+  try {
+    return await open(path, flags);
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return undefined;
+    throw err;
+  }
+}
+
 /** @internal */
 export async function statIfExists(path: string) {
   try {

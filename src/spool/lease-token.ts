@@ -1,7 +1,8 @@
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { constants as C } from "node:fs";
-import { type FileHandle, open, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { isErrno } from "../common/errno.js";
+import { openIfExists } from "./fs-ops.js";
 
 /** Bytes of randomness in a lease token (128 bits). */
 const TOKEN_BYTES = 16;
@@ -52,13 +53,8 @@ export async function writeLeaseRecord(
   record: LeaseRecord | undefined,
   mtimeMs: number,
 ): Promise<"ok" | "not_found"> {
-  let fh: FileHandle;
-  try {
-    fh = await open(registryFile, C.O_WRONLY | C.O_TRUNC);
-  } catch (err) {
-    if (isErrno(err, "ENOENT")) return "not_found";
-    throw err;
-  }
+  const fh = await openIfExists(registryFile, C.O_WRONLY | C.O_TRUNC);
+  if (fh === undefined) return "not_found";
   try {
     if (record !== undefined) await fh.write(`${record.token} ${record.ino}`);
     await fh.utimes(mtimeMs / 1000, mtimeMs / 1000);

@@ -2,13 +2,13 @@ import { randomBytes } from "node:crypto";
 import { open, readdir, rename } from "node:fs/promises";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { isErrno } from "../common/errno.js";
 import { CTIME_QUIET_MS, type SpoolCore } from "./core.js";
 import { writeData } from "./data.js";
 import { decodeEnvelope, encodeEnvelope } from "./envelope.js";
 import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
 import {
   createExclusive,
+  openIfExists,
   renameIfExists,
   setMtime,
   statIfExists,
@@ -458,13 +458,8 @@ async function findMetadata<M, Q extends string>(
 async function readIfExists(
   path: string,
 ): Promise<{ bytes: Buffer; mtimeMs: number; ctimeMs: number } | undefined> {
-  let fh: Awaited<ReturnType<typeof open>>;
-  try {
-    fh = await open(path, "r");
-  } catch (err) {
-    if (isErrno(err, "ENOENT")) return undefined;
-    throw err;
-  }
+  const fh = await openIfExists(path, "r");
+  if (fh === undefined) return undefined;
   try {
     const st = await fh.stat();
     const bytes = await fh.readFile();

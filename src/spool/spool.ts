@@ -1,6 +1,4 @@
-import { type FileHandle, open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
-import { isErrno } from "../common/errno.js";
 import { CheckedOutEntry } from "./checked-out-entry.js";
 import { type ExpiredLease, SpoolCore } from "./core.js";
 import type { DataFile, DataSource } from "./data.js";
@@ -8,7 +6,7 @@ import { DeferredMetadata, enqueue } from "./enqueue.js";
 import { type BatchItem, enqueueBatch } from "./enqueue-batch.js";
 import { Entry } from "./entry.js";
 import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
-import { statIfExists, unlinkIfExists } from "./fs-ops.js";
+import { openIfExists, statIfExists, unlinkIfExists } from "./fs-ops.js";
 import type { SpoolIdentity } from "./identity.js";
 import { type NameGenerator, validateName } from "./names.js";
 import type { Spoolable } from "./spoolable.js";
@@ -406,13 +404,10 @@ export class Spool<M, Q extends string = string> {
   ): Promise<FoundEntry<M, Q> | undefined> {
     return this.search(name, queues, (queue, state, path) =>
       this.#core.throttle.run(async () => {
-        let fh: FileHandle;
-        try {
-          fh = await open(path, "r");
-        } catch (err) {
-          if (isErrno(err, "ENOENT")) return undefined;
+        const fh = await openIfExists(path, "r").catch((err) => {
           throw ioError("read", path, err);
-        }
+        });
+        if (fh === undefined) return undefined;
         try {
           // One handle: the deadline (mtime) and metadata are of the same checkout.
           const st = await fh.stat();
