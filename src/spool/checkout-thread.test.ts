@@ -42,8 +42,19 @@ describe("the checkout thread", () => {
     // The queue file is gone: a second checkout finds nothing, and touches nothing.
     expect((await spool.checkoutIfPresent(e)).kind).toBe("not_found");
     expect(await readLeaseToken(registry, co.inode)).toBe(co.leaseToken);
+    // The removal's directories are fsynced through the syncer every finish shares.
+    const synced: string[] = [];
+    const syncer = coreOf(spool).syncer;
+    const fsync = syncer.fsync;
+    syncer.fsync = async (d) => {
+      await fsync(d);
+      synced.push(d);
+    };
     expect((await co.remove()).kind).toBe("done");
     expect(coreOf(spool).checkouts.calls).toBe(calls + 3);
+    for (const d of ["inbox/.checkout", ".data", ".registry"]) {
+      expect(synced).toContain(join(spool.dir, d));
+    }
     // Nothing of it is left: no registry or data file, nothing checked out or waiting.
     for (const d of [".registry", ".data", "inbox/.checkout"]) {
       expect(await readdir(join(spool.dir, d))).toEqual([]);

@@ -32,8 +32,6 @@ export interface RemoveRequest {
   ino: number;
   data: string;
   registry: string;
-  /** The directories fsynced (group-committed in the thread) before the removal is answered. */
-  syncDirs: string[];
 }
 
 /** @internal */
@@ -58,8 +56,8 @@ export type CheckoutReply =
  * mtime to the checkout time.
  * A removal: `SpoolCore.take` (rename the checkout file aside; another inode is put back and
  * not ours), then unlink the taken file (it is what makes the entry exist), the data, and
- * the registry file last; a file already gone is no error; then fsync their directories
- * (`syncDir`, group-committed) before the answer, while other requests are served.
+ * the registry file last; a file already gone is no error. The caller then fsyncs their
+ * directories through the spool's DirectorySyncer, shared with every other finish.
  */
 const THREAD_SOURCE = `
 const NOT_FOUND = { kind: "not_found" };
@@ -110,13 +108,8 @@ const send = (id, reply) => {
 parentPort.on("message", (m) => {
   let reply;
   try { reply = m.op === "remove" ? remove(m) : checkout(m); }
-  catch (e) { send(m.id, errorReply(e)); return; }
-  if (m.op !== "remove" || reply.kind !== "removed") { send(m.id, reply); return; }
-  // The removal is durable once its directories are: the next messages are served meanwhile.
-  Promise.all(m.syncDirs.map(syncDir)).then(
-    () => send(m.id, reply),
-    (e) => send(m.id, errorReply(e)),
-  );
+  catch (e) { reply = errorReply(e); }
+  send(m.id, reply);
 });
 `;
 

@@ -431,9 +431,9 @@ export class SpoolCore<M, Q extends string> {
 
   /**
    * Remove a checkout: take it (see `take`), unlink it (it is what makes the entry exist),
-   * data, registry last, then fsync their directories before resolving, as `removeFiles`
-   * does: one message to the checkout thread once it runs (the same steps, its directory
-   * fsyncs group-committed there); until then here, as `checkoutSteps` does.
+   * data, registry last (one message to the checkout thread once it runs, the same steps;
+   * until then here, as `checkoutSteps` does), then fsync their directories through the
+   * syncer before resolving, as `removeFiles` does.
    */
   async removeCheckout(rec: CheckoutRecord<M, Q>): Promise<boolean> {
     if (this.clock() >= rec.leaseUntil) return false;
@@ -450,8 +450,6 @@ export class SpoolCore<M, Q extends string> {
     }
     const co = this.layout.checkoutFile(this.dirname(rec.queue), rec.name);
     const taken = `${co}${TMP_TAG_SEPARATOR}${randomBytes(6).toString("hex")}`;
-    // Not under the throttle: the thread opens a few files at a time, and its answer waits
-    // for a round of directory fsyncs that other operations need not wait behind.
     const r = await this.checkouts
       .call({
         op: "remove",
@@ -460,13 +458,19 @@ export class SpoolCore<M, Q extends string> {
         ino: rec.ino,
         data: this.layout.dataFile(rec.name),
         registry: this.layout.registryFile(rec.name),
-        syncDirs: [dirname(taken), this.layout.data, this.layout.registry],
       })
       .catch((err) => {
         throw ioError("remove", rec.name, err);
       });
     if (r.kind === "error") throw ioError("remove", rec.name, threadError(r));
-    return r.kind === "removed";
+    if (r.kind !== "removed") return false;
+    // The directory fsyncs go through the syncer every finish shares (as `removeFiles`).
+    try {
+      await this.syncer.syncAll([dirname(taken), this.layout.data, this.layout.registry]);
+    } catch (err) {
+      throw ioError("remove", rec.name, err);
+    }
+    return true;
   }
 
   /**
