@@ -104,6 +104,34 @@ describe("request counts in PostgreSQL", () => {
     expect(await rows(pool)).toEqual([[T0, "narinfo", A, 2, 0, 0]]);
   });
 
+  it("writes a flush of many statements whole, and keeps it all when a later statement fails", async () => {
+    const pool = await database();
+    const stats = new RequestStats({ clock: () => T0 });
+    const flush = startRequestStatsFlush({
+      stats,
+      pool,
+      everyMs: 3_600_000,
+      keepForMs: 30 * DAY,
+      logger: silentLogger(),
+      clock: () => T0,
+    });
+    const keys = Array.from({ length: 2_500 }, (_, i) => `k${String(i).padStart(4, "0")}`);
+    for (const k of keys) stats.narinfo(k, false);
+    // The second statement (rows 1,000 to 1,999) fails after the first went in.
+    await pool.query(
+      "alter table cache_request_counts add constraint poison check (key <> 'k1500')",
+    );
+    await flush.flush();
+    expect(await rows(pool)).toEqual([]);
+    expect(stats.heldKeys).toBe(2_500);
+    await pool.query("alter table cache_request_counts drop constraint poison");
+    for (const k of keys) stats.narinfo(k, true);
+    await flush.stop();
+    const written = await rows(pool);
+    expect(written).toEqual(keys.map((k) => [T0, "narinfo", k, 1, 1, 0]));
+    expect(stats.heldKeys).toBe(0);
+  });
+
   it("prunes buckets older than keepFor at each flush", async () => {
     const pool = await database();
     await writeCounts(pool, [

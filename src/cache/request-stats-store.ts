@@ -9,33 +9,39 @@ import { type CountRow, OVERFLOW_KEY } from "./request-stats.js";
  * (`readRequestReport`). Node-local: never replicated.
  */
 
-/** Rows per statement. */
-const SLICE = 5_000;
+/**
+ * Rows per statement: each statement's parameter is made on the event loop, between the
+ * previous statement's answer and this one's send; at 1,000 rows that is a few ms.
+ */
+const SLICE = 1_000;
 
-/** Add `rows` to the stored counts, in one transaction. */
-export async function writeCounts(pool: pg.Pool, rows: readonly CountRow[]): Promise<void> {
-  if (rows.length === 0) return;
+/**
+ * Add `rows` to the stored counts, in one transaction (none added if it fails). The rows are
+ * read a slice at a time, as the statements go: pass `RequestStats.takeLazily()` to keep
+ * every step short on the serving thread. The rows' (bucket, kind, key) must be distinct.
+ */
+export async function writeCounts(pool: pg.Pool, rows: Iterable<CountRow>): Promise<void> {
+  const source = rows[Symbol.iterator]();
+  let next = source.next();
+  if (next.done === true) return;
   await inTransaction(pool, async (client) => {
-    // Analytics: a commit lost with PostgreSQL itself is a fraction of a second of counts.
     await client.query("set local synchronous_commit = off");
-    for (let i = 0; i < rows.length; i += SLICE) {
-      const slice = rows.slice(i, i + SLICE);
+    while (next.done !== true) {
+      // One JSON text per statement: much cheaper to make than six PostgreSQL array literals.
+      const slice: Array<[number, string, string, number, number, number]> = [];
+      for (; next.done !== true && slice.length < SLICE; next = source.next()) {
+        const r = next.value;
+        slice.push([r.bucket, r.kind, r.key, r.hits, r.misses, r.bytes]);
+      }
       await client.query(
         `insert into cache_request_counts as c (bucket, kind, key, hits, misses, bytes)
-         select to_timestamp(b / 1000.0), k, y, h, m, n
-           from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                       $6::bigint[]) as r(b, k, y, h, m, n)
+         select to_timestamp((r->>0)::bigint / 1000.0), r->>1, r->>2, (r->>3)::bigint,
+                (r->>4)::bigint, (r->>5)::bigint
+           from json_array_elements($1::json) as r
          on conflict (bucket, kind, key) do update
            set hits = c.hits + excluded.hits, misses = c.misses + excluded.misses,
                bytes = c.bytes + excluded.bytes`,
-        [
-          slice.map((r) => r.bucket),
-          slice.map((r) => r.kind),
-          slice.map((r) => r.key),
-          slice.map((r) => r.hits),
-          slice.map((r) => r.misses),
-          slice.map((r) => r.bytes),
-        ],
+        [JSON.stringify(slice)],
       );
     }
   });

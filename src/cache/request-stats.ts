@@ -111,17 +111,30 @@ export class RequestStats {
 
   /** Everything counted per key since the last take, oldest bucket first; memory is emptied. */
   take(): CountRow[] {
-    const rows: CountRow[] = [];
-    for (const b of this.buckets) {
-      for (const kind of ["narinfo", "nar"] as const) {
-        for (const [key, c] of b[kind]) rows.push({ bucket: b.start, kind, key, ...c });
-      }
-    }
+    return Array.from(this.takeLazily());
+  }
+
+  /**
+   * `take` without building the rows at once: the counts are taken out now (what is counted
+   * from here on is held for the next take), and the rows are made as the iterator is read,
+   * so a writer can make and send them a slice at a time without holding the event loop for
+   * all of them. Stopping early drops the rows not read.
+   */
+  takeLazily(): Iterator<CountRow> & Iterable<CountRow> {
+    const buckets = this.buckets;
     this.buckets = [];
     this.current = undefined;
     this.currentEnd = 0;
     this.keys = 0;
-    return rows;
+    return (function* rows() {
+      for (const b of buckets) {
+        for (const kind of ["narinfo", "nar"] as const) {
+          for (const [key, c] of b[kind]) {
+            yield { bucket: b.start, kind, key, hits: c.hits, misses: c.misses, bytes: c.bytes };
+          }
+        }
+      }
+    })();
   }
 
   /**
