@@ -47,6 +47,7 @@ import {
   fixtureHashParts,
   type HttpFixture,
   warmFile,
+  warmNarinfos,
   writeHttpFixture,
 } from "./lib/http-fixture.js";
 import { curlGet, type NarGetResult, prepareWrk, runWrk, type WrkResult } from "./lib/http-load.js";
@@ -237,7 +238,9 @@ async function main(): Promise<void> {
       await told;
     };
 
-    // Warm-up: JIT on the node, page cache and open-file cache on nginx (not recorded).
+    // Warm-up: JIT on the node, page cache and open-file cache on nginx (not recorded);
+    // nginx's files are read again before each of its hit runs.
+    await warmNarinfos(staticDir, fixture.hashParts);
     for (const side of sides) {
       await prepare(side);
       await runWrk({ dir, port: ports[side], mode: "hit", connections, seconds: 2, seed: 7 });
@@ -257,6 +260,7 @@ async function main(): Promise<void> {
         const order = round % 2 === 0 ? sides : [...sides].reverse();
         for (const side of order) {
           await prepare(side);
+          if (side === "nginx" && mode === "hit") await warmNarinfos(staticDir, fixture.hashParts);
           const cpuBefore = await processCpuMs(pidOf(side));
           const r = await runWrk({
             dir,

@@ -7,12 +7,13 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { link, mkdir, writeFile } from "node:fs/promises";
+import { link, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { formatHash, type Hash } from "../../src/cache/hash.js";
 import { buildNarinfo } from "../../src/cache/narinfo-build.js";
 import { nix32Encode } from "../../src/cache/nix32.js";
 import type { CacheRecord } from "../../src/cache/spool-cache-store.js";
+import { mapLimit } from "../../src/common/map-limit.js";
 import { nodeCacheCodec } from "../../src/node/cache-http/node-cache.js";
 import type { NodeSpool } from "../../src/node/service/spool-service.js";
 
@@ -175,4 +176,16 @@ export async function warmFile(path: string): Promise<void> {
   for await (const _ of createReadStream(path, { highWaterMark: 1 << 20 })) {
     // read and dropped
   }
+}
+
+/**
+ * Read every narinfo file nginx serves, so its hits come from the page cache as the node's
+ * come from memory. Without it nginx's hits read files the kernel had dropped (this
+ * machine's proactive reclaim drops cold pages within the hour): 3,000 to 6,000 req/s
+ * against 28,000 warm, which made the node look four times faster than the floor.
+ */
+export async function warmNarinfos(staticDir: string, hashParts: readonly string[]): Promise<void> {
+  await mapLimit(hashParts, 32, async (h) => {
+    await readFile(join(staticDir, `${h}.narinfo`));
+  });
 }
