@@ -240,6 +240,16 @@ describe("journal store", () => {
     expect(placement.get("x")?.rows[0]).toEqual(withoutData);
     expect(placement.get("x")?.rows[1]).toEqual(full.get("x")?.rows[1]);
     expect(placement.get("y")?.rows).toEqual(full.get("y")?.rows);
+    // With digests: each row's metadata is its SHA-256; a row without metadata keeps none.
+    const digests = await readEntries(pool, ["x", "y", "z"], { metadataDigests: true });
+    const sha = (b: Buffer | null | undefined) =>
+      b == null ? b : createHash("sha256").update(b).digest();
+    for (const e of ["x", "y"]) {
+      const whole = placement.get(e)?.rows ?? [];
+      expect(digests.get(e)?.rows).toEqual(whole.map((r) => ({ ...r, metadata: sha(r.metadata) })));
+    }
+    expect(digests.get("x")?.rows[1]?.metadata).toBe(null);
+    expect(digests.get("z")?.rows).toEqual([]);
   });
 
   it("a replicated row that is already stored is skipped; a different one fails loudly", async () => {

@@ -61,6 +61,11 @@ export class JournalStoreError extends Error {
 const COLUMNS =
   "origin, seq, hlc, entry, op, queue, metadata, data_sha256, data_size, lease_until, attempts, recorded_at, data";
 const COLUMNS_WITHOUT_DATA = COLUMNS.replace(/, data$/, ", null::bytea as data");
+/** Without data, and each row's metadata replaced by its SHA-256 (32 bytes; null stays null). */
+const COLUMNS_WITH_DIGESTS = COLUMNS_WITHOUT_DATA.replace(
+  ", metadata,",
+  ", sha256(metadata) as metadata,",
+);
 
 /**
  * The common table expressions that append rows (parameters $1..$12, as `appendParams`
@@ -214,19 +219,28 @@ export async function readEntry(
  * Every stored row of each of `entries`, grouped by entry, each group in the fold's order.
  * With `inlineData: false`, the rows come without the data small entries carry (column
  * `data`; the fold's placement does not need it): for readers that only compare placements.
+ * With `metadataDigests: true` (no data either), each row's `metadata` holds the SHA-256 of
+ * its metadata instead (null stays null, so rows validate as they would whole): what a
+ * comparison of payload digests needs, 32 bytes a row instead of the metadata itself (a
+ * binary cache entry's narinfo, a kilobyte or more).
  */
 export async function readEntries(
   db: Queryable,
   entries: readonly string[],
-  options: { inlineData?: boolean } = {},
+  options: { inlineData?: boolean; metadataDigests?: boolean } = {},
 ): Promise<Map<string, { rows: StoredJournalRow[]; rejected: RejectedJournalRow[] }>> {
   const out = new Map<string, { rows: StoredJournalRow[]; rejected: RejectedJournalRow[] }>();
   for (const e of entries) out.set(e, { rows: [], rejected: [] });
   if (entries.length === 0) return out;
   const withData = options.inlineData ?? true;
+  const [name, columns] = options.metadataDigests
+    ? ["journal_read_entries_digests", COLUMNS_WITH_DIGESTS]
+    : withData
+      ? ["journal_read_entries", COLUMNS]
+      : ["journal_read_entries_placement", COLUMNS_WITHOUT_DATA];
   const { rows } = await db.query<RawRow>({
-    name: withData ? "journal_read_entries" : "journal_read_entries_placement",
-    text: `select ${withData ? COLUMNS : COLUMNS_WITHOUT_DATA} from journal
+    name,
+    text: `select ${columns} from journal
            where entry = any($1::text[]) order by hlc, origin collate "C", seq`,
     values: [entries],
   });

@@ -81,4 +81,28 @@ describe("the self-check's comparison of the record with the fold", () => {
   it("asks nothing of an entry with no enqueue row yet", () => {
     expect(find([row("move", 1n, T - 5_000)], undefined)).toEqual([]);
   });
+
+  it("compares the same way when the rows carry their metadata's digest instead", () => {
+    const digest = (b: Buffer) => createHash("sha256").update(b).digest();
+    const saved = Buffer.from("saved");
+    const rows = [row("enqueue", 1n, T - 5_000), row("move", 2n, T - 4_000, { metadata: saved })];
+    const asDigests = rows.map((r) => ({
+      ...r,
+      metadata: r.metadata === null ? null : digest(r.metadata),
+    })) as JournalRow[];
+    const withSave: Placed = { ...queued, payloadSha256: payloadDigest(saved) };
+    const compare = (list: JournalRow[], rec: Placed, metadataDigests: boolean) =>
+      findDivergences(new Map([["e1", list]]), new Map([["e1", rec]]), T, () => false, {
+        metadataDigests,
+      });
+    // The record missed the save: found either way, and described alike.
+    const missed = compare(rows, queued, false);
+    expect(missed).toHaveLength(1);
+    expect(compare(asDigests, queued, true)).toEqual(missed);
+    // The record has it: nothing either way.
+    expect(compare(rows, withSave, false)).toEqual([]);
+    expect(compare(asDigests, withSave, true)).toEqual([]);
+    // Digests taken for whole metadata would differ from every record.
+    expect(compare(asDigests, withSave, false)).toHaveLength(1);
+  });
 });
