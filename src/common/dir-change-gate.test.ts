@@ -1,7 +1,7 @@
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { useTempDir } from "../../../test/helpers/tmp.js";
+import { useTempDir } from "../../test/helpers/tmp.js";
 import { DirChangeGate } from "./dir-change-gate.js";
 
 const dir = useTempDir("geospool-dir-gate-");
@@ -62,5 +62,36 @@ describe("DirChangeGate", () => {
       }),
     ).rejects.toThrow("refresh failed");
     expect(await failing.runIfChanged(async () => undefined)).toBe(true);
+  });
+
+  it("over several directories: runs when any one of them changed, or one cannot be read", async () => {
+    const a = join(dir.path, "a");
+    const b = join(dir.path, "b");
+    await mkdir(a);
+    await mkdir(b);
+    let now = Date.now() + 5_000;
+    const gate = new DirChangeGate([a, b], { clock: () => now });
+    let runs = 0;
+    const work = async () => {
+      runs++;
+    };
+    expect(await gate.runIfChanged(work)).toBe(true);
+    expect(await gate.runIfChanged(work)).toBe(false);
+
+    await writeFile(join(b, "x"), "x");
+    now = Date.now() + 5_000;
+    expect(await gate.runIfChanged(work)).toBe(true);
+    expect(await gate.runIfChanged(work)).toBe(false);
+
+    await rename(join(b, "x"), join(a, "x"));
+    now = Date.now() + 5_000;
+    expect(await gate.runIfChanged(work)).toBe(true);
+    expect(await gate.runIfChanged(work)).toBe(false);
+
+    await rm(b, { recursive: true });
+    now = Date.now() + 5_000;
+    expect(await gate.runIfChanged(work)).toBe(true);
+    expect(await gate.runIfChanged(work)).toBe(true);
+    expect(runs).toBe(5);
   });
 });

@@ -17,13 +17,13 @@ import {
   SpoolCacheStore,
 } from "../../cache/spool-cache-store.js";
 import type { UploadRules } from "../../cache/upload-check.js";
+import { DirChangeGate } from "../../common/dir-change-gate.js";
 import { type Authorizer, allows } from "../auth/authorizer.js";
 import type { NodeEntryMeta } from "../service/entry-meta.js";
 import type { NodeSpool } from "../service/spool-service.js";
 import { gcRoutes } from "./cache-gc-routes.js";
 import { cacheHttpHandler } from "./cache-handler.js";
 import { cacheUploadHandler, type WriteAccess } from "./cache-upload.js";
-import { DirChangeGate } from "./dir-change-gate.js";
 import { type NodeCacheGcOptions, startGc } from "./node-cache-gc.js";
 
 /**
