@@ -12,7 +12,8 @@
  * docs/benchmarks.md.
  *
  * Options: --narinfos N (100000), --nar-mib N (1024), --connections C (32), --seconds S
- * (10, per wrk run), --rounds N (3), --nar-gets N (3 per side), --sides node,node-off,nginx,
+ * (10, per wrk run), --rounds N (3), --nar-gets N (3 per side), --sides
+ * node,node-off,nginx,node-http (node-http: node:http alone, no cache: bench/lib/http-floor.ts),
  * --profile DIR (CPU profiles of the node over its narinfo runs; figures not written),
  * --heap-snapshot FILE (the node's heap after the narinfo runs, for Chrome DevTools),
  * --out FILE (bench/results/http.json; "-" for none), --keep (keep the temp dir),
@@ -50,6 +51,7 @@ import {
   warmNarinfos,
   writeHttpFixture,
 } from "./lib/http-fixture.js";
+import { type NodeHttpFloor, startNodeHttpFloor } from "./lib/http-floor.js";
 import { curlGet, type NarGetResult, prepareWrk, runWrk, type WrkResult } from "./lib/http-load.js";
 import { type Nginx, startNginx } from "./lib/http-nginx.js";
 import { printHttpReport, type Side, summarizeHttp } from "./lib/http-report.js";
@@ -64,7 +66,7 @@ const { values: args } = parseArgs({
     seconds: { type: "string", default: "10" },
     rounds: { type: "string", default: "3" },
     "nar-gets": { type: "string", default: "3" },
-    sides: { type: "string", default: "node,node-off,nginx" },
+    sides: { type: "string", default: "node,node-off,nginx,node-http" },
     profile: { type: "string" },
     "heap-snapshot": { type: "string" },
     out: { type: "string", default: join(here, "results", "http.json") },
@@ -83,7 +85,9 @@ const rounds = Number(args.rounds);
 const narGets = Number(args["nar-gets"]);
 const sides = args.sides.split(",") as Side[];
 for (const side of sides) {
-  if (!["node", "node-off", "nginx"].includes(side)) throw new Error(`--sides: unknown ${side}`);
+  if (!["node", "node-off", "nginx", "node-http"].includes(side)) {
+    throw new Error(`--sides: unknown ${side}`);
+  }
 }
 const QUEUES = ["inbox", "outbox", "dead", "cache"];
 
@@ -141,6 +145,7 @@ async function main(): Promise<void> {
   const pgServer = await startEmbeddedPostgres({ dataDir: join(dir, "pg") });
   let node: NodeProcess | undefined;
   let nginx: Nginx | undefined;
+  let floor: NodeHttpFloor | undefined;
   let failed = true;
   try {
     const spoolDir = join(dir, "spool");
@@ -223,16 +228,28 @@ async function main(): Promise<void> {
     );
     nginx = await startNginx(join(dir, "nginx"), staticDir);
     await prepareWrk(dir, fixture.hashParts);
+    floor = await startNodeHttpFloor(
+      dir,
+      join(dir, "hashparts.txt"),
+      join(staticDir, `${fixture.hashParts[0]}.narinfo`),
+    );
     const ports: Record<Side, number> = {
       node: node.httpPort,
       "node-off": node.httpPort,
       nginx: nginx.port,
+      "node-http": floor.port,
     };
     const nodeProc = node;
-    const pidOf = (side: Side) => (side === "nginx" ? (nginx as Nginx).workerPid : nodeProc.pid);
-    /** node: per-path request counting on (the default); node-off: off; nginx: nothing. */
+    const floorPid = floor.pid;
+    const pidOf = (side: Side) =>
+      side === "nginx"
+        ? (nginx as Nginx).workerPid
+        : side === "node-http"
+          ? floorPid
+          : nodeProc.pid;
+    /** node: per-path request counting on (the default); node-off: off; others: nothing. */
     const prepare = async (side: Side) => {
-      if (side === "nginx") return;
+      if (side === "nginx" || side === "node-http") return;
       const told = nodeProc.nextLine("ANALYTICS");
       nodeProc.child.stdin?.write(`analytics ${side === "node" ? "on" : "off"}\n`);
       await told;
@@ -318,8 +335,10 @@ async function main(): Promise<void> {
     const narRuns: Array<
       NarGetResult & { side: Side; round: number; rssBeforeMb: number; rssPeakMb: number }
     > = [];
+    // node-http serves narinfos only.
+    const narSides = sides.filter((s) => s !== "node-http");
     for (let round = 0; round < narGets; round++) {
-      const order = round % 2 === 0 ? sides : [...sides].reverse();
+      const order = round % 2 === 0 ? narSides : [...narSides].reverse();
       for (const side of order) {
         await prepare(side);
         const pid = pidOf(side);
@@ -406,6 +425,7 @@ async function main(): Promise<void> {
     }
     failed = false;
   } finally {
+    await floor?.stop();
     await nginx?.stop();
     if (node) await stopNodeProcess(node.child);
     await pgServer.stop();

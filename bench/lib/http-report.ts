@@ -2,8 +2,11 @@
 import { sig3 } from "./grpc-stats.js";
 import type { NarGetResult, WrkResult } from "./http-load.js";
 
-/** node-off: the same node process with the cache's per-path request counting switched off. */
-export type Side = "node" | "node-off" | "nginx";
+/**
+ * node-off: the same node process with the cache's per-path request counting switched off;
+ * node-http: node:http alone, no cache (bench/lib/http-floor.ts).
+ */
+export type Side = "node" | "node-off" | "nginx" | "node-http";
 
 type NarinfoRun = WrkResult & {
   side: Side;
@@ -77,6 +80,30 @@ export function summarizeHttp(input: {
     missP99: ratio(side("miss", "node")?.p99Ms, side("miss", "nginx")?.p99Ms),
     narThroughput: ratio(nar.node?.mbPerSec, nar.nginx?.mbPerSec),
   };
+  // The node against node:http alone, and node:http alone against nginx (same run).
+  const withFloor = input.sides.includes("node") && input.sides.includes("node-http");
+  const floorRatio = (a: number | undefined, b: number | undefined) =>
+    a !== undefined && b !== undefined ? sig3(a / b) : undefined;
+  const nodeHttpFloor = withFloor
+    ? {
+        hitReqPerSec: floorRatio(
+          side("hit", "node")?.reqPerSec,
+          side("hit", "node-http")?.reqPerSec,
+        ),
+        missReqPerSec: floorRatio(
+          side("miss", "node")?.reqPerSec,
+          side("miss", "node-http")?.reqPerSec,
+        ),
+        floorOverNginxHit: floorRatio(
+          side("hit", "node-http")?.reqPerSec,
+          side("hit", "nginx")?.reqPerSec,
+        ),
+        floorOverNginxMiss: floorRatio(
+          side("miss", "node-http")?.reqPerSec,
+          side("miss", "nginx")?.reqPerSec,
+        ),
+      }
+    : undefined;
   // Request analytics on (node) against off (node-off), same process, same run.
   const withOff = input.sides.includes("node") && input.sides.includes("node-off");
   const onOff = (a: number | undefined, b: number | undefined) =>
@@ -109,6 +136,7 @@ export function summarizeHttp(input: {
     nar,
     ratios,
     analyticsOnOff: analytics,
+    nodeHttpFloor,
     nodeRssMb: sig3(nodeRss),
     targets: HTTP_TARGETS,
     met,
@@ -145,6 +173,14 @@ export function printHttpReport(s: ReturnType<typeof summarizeHttp>): void {
   console.log(
     `  nar RSS growth      ${s.nar.node?.rssGrowthMb} MB  (< 64: ${mark(s.met.narRssGrowth)})`,
   );
+  const f = s.nodeHttpFloor;
+  if (f !== undefined) {
+    console.log("\nnode:http alone, no cache (node-http), same run");
+    console.log(`  node/node-http req/s   hit ${f.hitReqPerSec}x  miss ${f.missReqPerSec}x`);
+    console.log(
+      `  node-http/nginx req/s  hit ${f.floorOverNginxHit}x  miss ${f.floorOverNginxMiss}x`,
+    );
+  }
   const a = s.analyticsOnOff;
   if (a.hitReqPerSec !== undefined) {
     console.log("\nrequest analytics on/off (same node process)");
