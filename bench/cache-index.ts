@@ -136,7 +136,7 @@ async function main(): Promise<void> {
           [hashPart],
         )
       ).rows[0];
-    const viaMemory = (hashPart: string) => store.narinfo(hashPart);
+    const viaMemory = async (hashPart: string) => store.narinfo(hashPart);
     const results: Record<string, Awaited<ReturnType<typeof drive>>> = {};
     for (const [kind, keys] of [
       ["hit", hit],

@@ -20,8 +20,11 @@ export interface OpenNar {
  */
 export interface CacheReader {
   readonly info: NixCacheInfo;
-  /** The narinfo's bytes exactly as they are to be served. */
-  narinfo(hashPart: string): Promise<Buffer | undefined>;
+  /**
+   * The narinfo's bytes exactly as they are to be served: at once where the reader holds
+   * them in memory (a node's store), else a promise.
+   */
+  narinfo(hashPart: string): Buffer | undefined | Promise<Buffer | undefined>;
   /** The `.ls` listing uploaded with a path, if any. */
   listing(hashPart: string): Promise<Buffer | undefined>;
   /** The nar a narinfo's URL names (`nar/...`, already checked by `narPathProblem`). */

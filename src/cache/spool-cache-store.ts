@@ -279,7 +279,7 @@ export class SpoolCacheStore<M, Q extends string> implements CacheReader, CacheW
     return this.index.references(hashPart);
   }
 
-  async narinfo(hashPart: string): Promise<Buffer | undefined> {
+  narinfo(hashPart: string): Buffer | undefined {
     return this.index.narinfo(hashPart);
   }
 

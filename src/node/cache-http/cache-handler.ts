@@ -55,7 +55,8 @@ export function cacheHttpHandler(options: CacheHttpOptions) {
     res.end(res.req.method === "HEAD" ? undefined : body);
   }
 
-  return async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** Synchronous for what is answered from memory (narinfos from a node's store). */
+  return function handle(req: IncomingMessage, res: ServerResponse): void | Promise<void> {
     const url = req.url ?? "";
     const query = url.indexOf("?");
     const rawPath = query < 0 ? url : url.slice(0, query);
@@ -73,20 +74,28 @@ export function cacheHttpHandler(options: CacheHttpOptions) {
       case "cache_info":
         return send(res, 200, cacheInfo, "text/x-nix-cache-info", hit);
       case "narinfo": {
-        const body = await reader.narinfo(request.hashPart);
-        stats?.narinfo(request.hashPart, body !== undefined);
-        if (body === undefined) return send(res, 404, notFound, "text/plain; charset=utf-8", miss);
-        return send(res, 200, body, "text/x-nix-narinfo", hit);
+        const found = reader.narinfo(request.hashPart);
+        if (found instanceof Promise) {
+          return found.then((body) => answerNarinfo(res, request.hashPart, body));
+        }
+        return answerNarinfo(res, request.hashPart, found);
       }
-      case "listing": {
-        const body = await reader.listing(request.hashPart);
-        if (body === undefined) return send(res, 404, notFound, "text/plain; charset=utf-8", miss);
-        return send(res, 200, body, "application/json", hit);
-      }
+      case "listing":
+        return reader.listing(request.hashPart).then((body) => {
+          if (body === undefined)
+            return send(res, 404, notFound, "text/plain; charset=utf-8", miss);
+          return send(res, 200, body, "application/json", hit);
+        });
       case "nar":
         return sendNar(req, res, request.path);
     }
   };
+
+  function answerNarinfo(res: ServerResponse, hashPart: string, body: Buffer | undefined): void {
+    stats?.narinfo(hashPart, body !== undefined);
+    if (body === undefined) send(res, 404, notFound, "text/plain; charset=utf-8", miss);
+    else send(res, 200, body, "text/x-nix-narinfo", hit);
+  }
 
   async function sendNar(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const nar = await reader.openNar(path);

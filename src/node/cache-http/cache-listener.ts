@@ -6,7 +6,8 @@ import { type HttpServer, HttpServerError, listenAndServe } from "../observabili
 export interface CacheListenerOptions {
   /** `host:port` (`cache.listen`); port 0 picks a free port. */
   listen: string;
-  handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+  /** Answers synchronously where it can (narinfo lookups), else with a promise. */
+  handle(req: IncomingMessage, res: ServerResponse): void | Promise<void>;
   /** Refuses an upload from its headers (`Expect: 100-continue`); true lets it go on. */
   checkContinue(req: IncomingMessage, res: ServerResponse): boolean;
   logger: Logger;
@@ -35,7 +36,13 @@ export async function startCacheListener(options: CacheListenerOptions): Promise
     res.end("internal error\n");
   };
   const server = createServer((req, res) => {
-    options.handle(req, res).catch((err: unknown) => failed(req, res, err));
+    let done: void | Promise<void>;
+    try {
+      done = options.handle(req, res);
+    } catch (err) {
+      return failed(req, res, err);
+    }
+    done?.catch((err: unknown) => failed(req, res, err));
   });
   server.on("checkContinue", (req, res) => {
     let proceed = false;

@@ -126,7 +126,7 @@ export interface NodeCache {
   /** Listings (`.ls`) uploaded and waiting for their narinfo (dropped past `stagingTtlMs`). */
   stagedListings(): number;
   /** For the node's HTTP server (`fallback`). */
-  handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+  handle(req: IncomingMessage, res: ServerResponse): void | Promise<void>;
   /** For the node's HTTP server (`checkContinue`): refuses an upload before its body. */
   checkContinue(req: IncomingMessage, res: ServerResponse): boolean;
   stop(): Promise<void>;
