@@ -111,6 +111,9 @@
  *   slice at a time and holds one small integer per registry name, not a record per file;
  *   it reads a file's times only where they matter (tmp files, checkouts, queues with an
  *   age limit) and looks again at what it would report missing (the walk is no snapshot).
+ *   A `Monitor` whose earlier whole pass saw every directory still (stamps over a second
+ *   old) lists again only the tmp, checkout and age-limited queue directories while no
+ *   directory changes, and keeps that pass's findings about the rest.
  *
  * ## Replica placement (Expert)
  *

@@ -93,6 +93,62 @@ describe("fsck walks the spool without a record per file", () => {
   });
 });
 
+describe("fsck of a still spool", () => {
+  it("lists only what time can change, keeps what the listings showed, and lists all again after a change", async () => {
+    const listed: string[] = [];
+    const { spool, watched } = await spools((r) => {
+      if (r instanceof Dir) listed.push(r.path.slice(spool.dir.length + 1));
+    });
+    const a = await spool.enqueue("inbox", { id: 1 }, "a");
+    const b = await spool.enqueue("inbox", { id: 2 }, "b");
+    const c = await spool.enqueue("outbox", { id: 3 }, "c");
+    await spool.checkout(c, { leaseMs: HOUR });
+    const p = (...parts: string[]) => join(spool.dir, ...parts);
+    await writeFile(p(".data", "stray"), "x");
+    await writeFile(p("dead", b.name), "copy");
+    await unlink(p(".registry", a.name));
+    const monitor = new Monitor(watched);
+    const whole = kinds(await monitor.fsck());
+    expect(whole).toEqual(
+      [
+        "orphaned data stray",
+        `orphaned data ${a.name}`,
+        `orphaned queue ${a.name}`,
+        `duplicated dirs ${b.name}`,
+      ].sort(),
+    );
+    expect(listed).toContain(".registry");
+    // Directory stamps are trusted from a whole pass that began over a second after they
+    // last moved (a change in the same clock tick would not move them): wait that long, as
+    // a node's next cycle would, and take that pass.
+    await new Promise((r) => setTimeout(r, 1_100));
+    expect(kinds(await monitor.fsck())).toEqual(whole);
+
+    listed.length = 0;
+    expect(kinds(await monitor.fsck())).toEqual(whole);
+    expect(listed.sort()).toEqual([
+      ".tmp",
+      "dead/.checkout",
+      "inbox/.checkout",
+      "outbox/.checkout",
+    ]);
+
+    // Time goes on, no directory changes: the checkout's lease has expired.
+    listed.length = 0;
+    expect(kinds(await monitor.fsck(Date.now() + 2 * HOUR))).toEqual(
+      [...whole, `lease_expired checkout ${c.name}`, `too_old checkout ${c.name}`].sort(),
+    );
+    expect(listed).not.toContain(".registry");
+
+    // A change: everything is listed again, and what it made is found.
+    await unlink(p(".data", "stray"));
+    listed.length = 0;
+    expect(kinds(await monitor.fsck())).toEqual(whole.filter((k) => k !== "orphaned data stray"));
+    expect(listed).toContain(".registry");
+    expect(listed).toContain("inbox");
+  });
+});
+
 describe("the daemon", () => {
   it("walks the spool once per cycle when its repair changed nothing, twice when it did", async () => {
     let walks = 0;

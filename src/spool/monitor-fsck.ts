@@ -28,6 +28,127 @@ export async function fsckSpool<M, Q extends string>(
   spool: Spool<M, Q>,
   limits: Limits<Q>,
   now: number,
+  still?: readonly Problem<Q>[],
+): Promise<Problem<Q>[]> {
+  return still === undefined ? fsckWhole(spool, limits, now) : fsckStill(spool, limits, now, still);
+}
+
+/**
+ * Whether `p` follows from the directories' listings alone (which names are where), not
+ * from the time or from file times: with the same listings, the same problem.
+ */
+export function isStructural<Q extends string>(p: Problem<Q>): boolean {
+  if (p.kind === "too_old" || p.kind === "lease_expired") return false;
+  return !("dir" in p) || (p.dir.kind !== "tmp" && p.dir.kind !== "checkout");
+}
+
+/** Every directory whose listing fsck reads: while none changes, `fsckStill` will do. */
+export function fsckDirs<M, Q extends string>(spool: Spool<M, Q>): string[] {
+  const core = coreOf(spool);
+  const l = core.layout;
+  return [
+    l.registry,
+    l.data,
+    l.tmp,
+    ...core.queues.flatMap((q) => [l.queue(core.dirname(q)), l.checkout(core.dirname(q))]),
+  ];
+}
+
+/**
+ * fsck of a spool none of whose directories changed since a whole pass (`fsckDirs`, their
+ * stamps trusted as DirChangeGate trusts them) that found `still`'s structural problems
+ * (`isStructural`): those stand, as the listings they follow from do. What time can change
+ * is looked at again: the tmp files, the checkouts (a lease extension moves a checkout
+ * file's times and not its directory's) and the queues with an age limit. The registry,
+ * the data directory and the other queues, the largest by far, are not listed.
+ */
+async function fsckStill<M, Q extends string>(
+  spool: Spool<M, Q>,
+  limits: Limits<Q>,
+  now: number,
+  still: readonly Problem<Q>[],
+): Promise<Problem<Q>[]> {
+  const core = coreOf(spool);
+  const l = core.layout;
+  const stat = (path: string) => core.throttle.run(() => statIfExists(path));
+  const exists = async (path: string) => (await stat(path)) !== undefined;
+  const file = (filename: string, mtimeMs: number): FileWithMtime => ({ filename, mtimeMs });
+  const problems: Problem<Q>[] = [];
+  await walkDir(core.throttle, l.tmp, (names) =>
+    mapLimit(names, STATS_AT_ONCE, async (n) => {
+      const st = await stat(`${l.tmp}/${n}`);
+      if (!st) return;
+      if (now - st.mtimeMs > limits.maxTmpFileAgeMs) {
+        problems.push({ kind: "too_old", file: file(n, st.mtimeMs), dir: { kind: "tmp" } });
+      }
+      if (!(await exists(l.registryFile(entryNameOfTmpFile(n))))) {
+        problems.push({ kind: "orphaned", file: file(n, st.mtimeMs), dir: { kind: "tmp" } });
+      }
+    }),
+  );
+  problems.push(...still.filter(isStructural));
+  for (const queue of core.queues) {
+    const dirname = core.dirname(queue);
+    const maxAge = limits.maxQueueAgesMs[queue];
+    if (maxAge !== undefined) {
+      const qpath = l.queue(dirname);
+      await walkDir(core.throttle, qpath, (names) =>
+        mapLimit(
+          names.filter((n) => n !== CHECKOUT),
+          STATS_AT_ONCE,
+          async (n) => {
+            const st = await stat(`${qpath}/${n}`);
+            if (st && now - st.mtimeMs > maxAge) {
+              problems.push({
+                kind: "too_old",
+                file: file(n, st.mtimeMs),
+                dir: { kind: "queue", queue },
+              });
+            }
+          },
+        ),
+      );
+    }
+    const cpath = l.checkout(dirname);
+    const cdir: SpoolDir<Q> = { kind: "checkout", queue };
+    await walkDir(core.throttle, cpath, (names) =>
+      mapLimit(names, STATS_AT_ONCE, async (n) => {
+        const st = await stat(`${cpath}/${n}`);
+        if (!st) return;
+        const f = file(n, st.mtimeMs);
+        const name = n.includes(TMP_TAG_SEPARATOR) ? entryNameOfTmpFile(n) : n;
+        const reg = await stat(l.registryFile(name));
+        if (n.includes(TMP_TAG_SEPARATOR)) {
+          if (
+            now - st.mtimeMs > limits.maxTmpFileAgeMs &&
+            now - st.ctimeMs > limits.maxTmpFileAgeMs
+          ) {
+            problems.push({ kind: "too_old", file: f, dir: cdir });
+          }
+        } else {
+          const since = reg?.mtimeMs ?? Math.min(st.ctimeMs, st.mtimeMs);
+          if (now - since > limits.maxCheckedOutAgeMs) {
+            problems.push({ kind: "too_old", file: file(n, since), dir: cdir });
+          }
+          if (core.isExpired(st.mtimeMs, st.ctimeMs, now)) {
+            problems.push({ kind: "lease_expired", file: f, dir: cdir });
+          }
+        }
+        if (reg === undefined)
+          problems.push({ kind: "orphaned", file: file(name, st.mtimeMs), dir: cdir });
+        if (!(await exists(l.dataFile(name)))) {
+          problems.push({ kind: "missing_data", file: file(name, st.mtimeMs), dir: cdir });
+        }
+      }),
+    );
+  }
+  return problems;
+}
+
+async function fsckWhole<M, Q extends string>(
+  spool: Spool<M, Q>,
+  limits: Limits<Q>,
+  now: number,
 ): Promise<Problem<Q>[]> {
   const core = coreOf(spool);
   const l = core.layout;
