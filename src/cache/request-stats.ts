@@ -3,7 +3,7 @@
  * default) and per key, how often a narinfo was asked for and found (hit) or not (miss), and
  * how often a nar was asked for and how many of its bytes were sent. The HTTP routes count
  * into it on every request, so the path is a clock read, a map lookup and additions; the
- * node takes the counts out (`take`) and writes them to its database in one batch per
+ * node takes the counts out (`takeLazily`) and writes them to its database in one batch per
  * interval (`request-stats-flush.ts`).
  *
  * Bounded: at most `maxKeys` distinct (bucket, kind, key) are held between two takes (plus

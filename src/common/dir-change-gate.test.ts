@@ -94,4 +94,34 @@ describe("DirChangeGate", () => {
     expect(await gate.runIfChanged(work)).toBe(true);
     expect(runs).toBe(5);
   });
+
+  it("over several directories: a recent change in any one is not trusted, and a directory put in another's place is a change", async () => {
+    const a = join(dir.path, "a");
+    const b = join(dir.path, "b");
+    await mkdir(a);
+    await mkdir(b);
+    let now = Date.now() + 5_000;
+    const gate = new DirChangeGate([a, b], { clock: () => now });
+    let runs = 0;
+    const work = async () => {
+      runs++;
+    };
+    expect(await gate.runIfChanged(work)).toBe(true);
+    expect(await gate.runIfChanged(work)).toBe(false);
+    // b changes within the racy window of the run's start: listed until it is older.
+    await writeFile(join(b, "x"), "x");
+    now = Date.now();
+    expect(await gate.runIfChanged(work)).toBe(true);
+    expect(await gate.runIfChanged(work)).toBe(true);
+    now = Date.now() + 5_000;
+    expect(await gate.runIfChanged(work)).toBe(true);
+    expect(await gate.runIfChanged(work)).toBe(false);
+    // A new directory renamed over a: another inode.
+    const c = join(dir.path, "c");
+    await mkdir(c);
+    await rename(c, a);
+    now = Date.now() + 5_000;
+    expect(await gate.runIfChanged(work)).toBe(true);
+    expect(runs).toBe(5);
+  });
 });

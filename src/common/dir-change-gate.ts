@@ -3,6 +3,9 @@ import { stat } from "node:fs/promises";
 interface Stamp {
   mtimeMs: number;
   ctimeMs: number;
+  /** A directory replaced by another (renamed over it) is another inode. */
+  ino: number;
+  dev: number;
 }
 
 /**
@@ -38,7 +41,7 @@ export class DirChangeGate {
     const stamps = await Promise.all(
       this.dirs.map((d) =>
         stat(d).then(
-          (st): Stamp => ({ mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }),
+          (st): Stamp => ({ mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, dev: st.dev }),
           () => undefined,
         ),
       ),
@@ -47,7 +50,12 @@ export class DirChangeGate {
     if (
       t !== undefined &&
       stamps.every(
-        (s, i) => s !== undefined && s.mtimeMs === t[i]?.mtimeMs && s.ctimeMs === t[i]?.ctimeMs,
+        (s, i) =>
+          s !== undefined &&
+          s.mtimeMs === t[i]?.mtimeMs &&
+          s.ctimeMs === t[i]?.ctimeMs &&
+          s.ino === t[i]?.ino &&
+          s.dev === t[i]?.dev,
       )
     ) {
       return false;

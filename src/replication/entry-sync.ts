@@ -73,6 +73,8 @@ export class EntrySync {
   /** Data fetches under way, apart from the batches (entry-fetches.ts). */
   readonly fetches: EntryFetches;
   readonly counters = { applied: 0, localRows: 0, applyErrors: 0, quarantined: 0, diverged: 0 };
+  /** Record rows committed since start (the periodic reconcile walks again after any). */
+  recordChanges = 0;
   /** The data read with the batch's inspection (entries not recorded yet), for inlining. */
   private readonly prefetched = new Map<string, Buffer>();
   /** Entries whose record changed since the self-check last took them (record-audit.ts). */
@@ -480,6 +482,7 @@ export class EntrySync {
     for (const r of retry) this.pendingRows.add(r.entry);
     for (const e of requarantined) this.requarantine.delete(e);
     if (needTx) for (const e of settled) this.pendingRows.delete(e);
+    this.recordChanges += records.length;
     for (const [entry, state] of records) {
       this.touched.add(entry);
       if (state === null) this.record.delete(entry);

@@ -89,6 +89,8 @@ export class Replicator {
   /** Skips the periodic walk while no queue or checkout directory changed. */
   private spoolStill: DirChangeGate | undefined;
   private reconcilePasses = 0;
+  /** `sync.recordChanges` when the last walk that completed began. */
+  private walkedAtRecordChanges = -1;
 
   constructor(private readonly opts: ReplicatorOptions) {
     this.log = componentLogger(opts.logger, "replicator");
@@ -132,7 +134,7 @@ export class Replicator {
     if (names.recreated) await this.markWholeJournal();
     this.startWatches();
     this.spoolStill = new DirChangeGate(this.opts.spool.watchDirs);
-    await this.spoolStill.runIfChanged(async () => void (await this.reconcile()));
+    await this.spoolStill.runIfChanged(() => this.walk());
     this.loop = this.run();
     this.stream = new ApplyStream({
       connectionString: this.opts.connectionString,
@@ -259,22 +261,36 @@ export class Replicator {
 
   /**
    * The periodic pass of `reconcile`, skipped while every queue and checkout directory is as
-   * it was at a walk that began after its last change (DirChangeGate): the walk compares the
-   * names on disk with the record, and a directory whose entries did not come, go or move
-   * has the names it had then, which that walk compared (what it marked was synced since).
-   * Lost events are for changes, and a change moves its directory's stamps. Every
-   * `WALK_AT_LEAST_EVERY`th pass walks all the same. A read-mostly node (a binary cache
-   * serving 100,000 narinfos) walked 100,000 names every 30 s for nothing: about 150 ms of
-   * CPU (the main thread and the thread pool) each time, 1.5 s at a million entries.
+   * it was at a walk that began after its last change (DirChangeGate) and no record row was
+   * committed since that walk began. The walk compares the names on disk with the record: a
+   * directory whose entries did not come, go or move has the names that walk compared, and a
+   * record untouched since holds what it compared them with (what it marked was synced and
+   * recorded, which walks again). A sync commits the state it read before committing, so a
+   * foreign change whose file event was dropped while the entry synced leaves disk and
+   * record apart: any record change makes the next pass walk. Every `WALK_AT_LEAST_EVERY`th
+   * pass walks all the same. A read-mostly node (a binary cache serving 100,000 narinfos)
+   * walked 100,000 names every 30 s for nothing: about 150 ms of CPU (the main thread and
+   * the thread pool) each time, 1.5 s at a million entries.
    */
   private async periodicReconcile(): Promise<void> {
     this.reconcilePasses++;
     const gate = this.spoolStill;
-    if (gate === undefined || this.reconcilePasses % WALK_AT_LEAST_EVERY === 0) {
-      await this.reconcile();
+    if (
+      gate === undefined ||
+      this.reconcilePasses % WALK_AT_LEAST_EVERY === 0 ||
+      this.sync.recordChanges !== this.walkedAtRecordChanges
+    ) {
+      await this.walk();
       return;
     }
-    await gate.runIfChanged(async () => void (await this.reconcile()));
+    await gate.runIfChanged(() => this.walk());
+  }
+
+  /** One walk of `reconcile`, noting the record changes it began after. */
+  private async walk(): Promise<void> {
+    const changes = this.sync.recordChanges;
+    await this.reconcile();
+    this.walkedAtRecordChanges = changes;
   }
 
   /**

@@ -11,7 +11,9 @@ import type { Placed } from "./replica-state.js";
  * then, so what the pass holds is one slice of names and a set of the record's own keys not
  * seen on disk yet (no copy of a name, no object per entry). An entry that moves during
  * the walk may be marked for nothing (a sync is idempotent) or compared at its old place;
- * one missed this time, its change having lost its event, is found at the next pass.
+ * one missed this time, its change having lost its event, is found at the next pass that
+ * walks (Replicator.periodicReconcile: after any change of a directory or of the record, and
+ * every tenth pass regardless).
  */
 export async function reconcileSpool(
   spool: Pick<ReplicaSpool, "walk">,

@@ -75,10 +75,10 @@ export function cacheHttpHandler(options: CacheHttpOptions) {
         return send(res, 200, cacheInfo, "text/x-nix-cache-info", hit);
       case "narinfo": {
         const found = reader.narinfo(request.hashPart);
-        if (found instanceof Promise) {
-          return found.then((body) => answerNarinfo(res, request.hashPart, body));
+        if (found === undefined || Buffer.isBuffer(found)) {
+          return answerNarinfo(res, request.hashPart, found);
         }
-        return answerNarinfo(res, request.hashPart, found);
+        return Promise.resolve(found).then((body) => answerNarinfo(res, request.hashPart, body));
       }
       case "listing":
         return reader.listing(request.hashPart).then((body) => {

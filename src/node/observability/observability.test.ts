@@ -223,6 +223,32 @@ describe("http server", () => {
     });
   });
 
+  it("answers 500 and logs when the fallback throws, at once or through its promise", async () => {
+    const { stream, lines } = lineCollector();
+    server = await startHttpServer({
+      listen: "127.0.0.1:0",
+      metrics: new Metrics({ processMetrics: false }),
+      ready: () => true,
+      logger: createLogger({ level: "error", destination: stream }),
+      fallback: (req) => {
+        if (req.url === "/at-once") throw new Error("thrown at once");
+        return Promise.reject(new Error("rejected later"));
+      },
+    });
+    expect(await get(server.port, "/at-once")).toMatchObject({
+      status: 500,
+      body: "internal error\n",
+    });
+    expect(await get(server.port, "/later")).toMatchObject({
+      status: 500,
+      body: "internal error\n",
+    });
+    expect(lines.map((l) => [l.msg, l.url])).toEqual([
+      ["request failed", "/at-once"],
+      ["request failed", "/later"],
+    ]);
+  });
+
   it("refuses a bad address and an address in use, with codes", async () => {
     const metrics = new Metrics({ processMetrics: false });
     const bad = await startHttpServer({
