@@ -10,6 +10,7 @@
  * --sides geospool,geospool-3call,pg-boss, --tsx (the node's sources under tsx instead of
  * the build), --out FILE (bench/results/grpc.json; "-" for none),
  * --node-threadpool N (UV_THREADPOOL_SIZE of the node process; default 32, as bin/geospool.cjs sets),
+ * --node-flags "FLAGS" (flags for the node process, e.g. V8's `--max-semi-space-size=64`),
  * --probe N (time each step of a job inside the node, N times, after the runs; 0: skip),
  * --profile DIR (CPU profiles of the node process and of the clients over each measuring
  * window, DIR/<process>-<side>-c<N>-r<round>.cpuprofile; profiled figures are not written
@@ -66,6 +67,7 @@ const { values: args } = parseArgs({
     profile: { type: "string" },
     probe: { type: "string", default: "150" },
     "node-threadpool": { type: "string" },
+    "node-flags": { type: "string", default: "" },
     keep: { type: "boolean", default: false },
   },
 });
@@ -128,7 +130,7 @@ async function main(): Promise<void> {
       nodePg.url,
       args["node-threadpool"] ?? "32",
       undefined,
-      [],
+      args["node-flags"].split(" ").filter((f) => f !== ""),
       built,
     );
     const nodeProcess = node;
