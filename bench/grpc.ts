@@ -23,6 +23,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import pg from "pg";
 import { type EmbeddedPostgres, startEmbeddedPostgres } from "../src/node/postgres/embedded.js";
+import { type DiskCounters, deviceOf, diskCounters } from "./lib/disk-stats.js";
 import { postmasterPid, processCpuMs, serverCpuMs, threadCpuMs } from "./lib/grpc-cpu.js";
 import { runLoops } from "./lib/grpc-loop.js";
 import {
@@ -84,6 +85,8 @@ interface CpuSnapshot {
   nodeMainThread: number;
   nodePostgres: number;
   bossPostgres: number;
+  /** The bench data's block device (/proc/diskstats); undefined on tmpfs and the like. */
+  disk: DiskCounters | undefined;
 }
 
 async function serverVersion(url: string): Promise<string> {
@@ -141,13 +144,15 @@ async function main(): Promise<void> {
       bossPostgres: await postmasterPid(bossPg.dataDir),
     };
     const pgVersion = await serverVersion(bossPg.url);
+    const device = await deviceOf(dir);
     const snapshot = async (): Promise<CpuSnapshot> => {
       const u = process.cpuUsage();
-      const [n, nm, np, bp] = await Promise.all([
+      const [n, nm, np, bp, disk] = await Promise.all([
         processCpuMs(pids.node),
         threadCpuMs(pids.node, pids.node),
         serverCpuMs(pids.nodePostgres),
         serverCpuMs(pids.bossPostgres),
+        diskCounters(device),
       ]);
       return {
         client: (u.user + u.system) / 1000,
@@ -155,6 +160,7 @@ async function main(): Promise<void> {
         nodeMainThread: nm,
         nodePostgres: np,
         bossPostgres: bp,
+        disk,
       };
     };
     console.log(
@@ -255,6 +261,14 @@ async function main(): Promise<void> {
                   : {}),
                 total: perJob(client + server),
               },
+              ...(a.disk && b.disk
+                ? {
+                    diskPerJob: {
+                      writes: perJob(b.disk.writes - a.disk.writes),
+                      flushes: perJob(b.disk.flushes - a.disk.flushes),
+                    },
+                  }
+                : {}),
             };
             runs.push(rec);
             console.log(
@@ -264,7 +278,10 @@ async function main(): Promise<void> {
                 `phases p50 ${rec.phasesMs.enqueue.p50}/${rec.phasesMs.dequeue.p50}/` +
                 `${rec.phasesMs.complete.p50} ms  ` +
                 `cpu/job ${rec.cpuMsPerJob.client}+${rec.cpuMsPerJob.server} ms ` +
-                `(pg ${rec.cpuMsPerJob.serverPostgres})`,
+                `(pg ${rec.cpuMsPerJob.serverPostgres})` +
+                (rec.diskPerJob
+                  ? `  disk/job ${rec.diskPerJob.writes} writes ${rec.diskPerJob.flushes} flushes`
+                  : ""),
             );
           } finally {
             await side.close();

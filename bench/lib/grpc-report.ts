@@ -28,6 +28,11 @@ export interface RunRecord {
     serverMainThread?: number;
     total: number;
   };
+  /**
+   * Requests completed by the block device holding the bench's data in the window, per job:
+   * writes, and cache flushes (what fsyncs cost the disk). Both sides' servers write there.
+   */
+  diskPerJob?: { writes: number; flushes: number };
 }
 
 function pad(s: string | number, n: number): string {
@@ -71,6 +76,12 @@ export function summarize(
           cpuMsPerJobClient: med((r) => r.cpuMsPerJob.client),
           cpuMsPerJobServer: med((r) => r.cpuMsPerJob.server),
           cpuMsPerJobServerPostgres: med((r) => r.cpuMsPerJob.serverPostgres),
+          ...(mine.every((r) => r.diskPerJob !== undefined)
+            ? {
+                diskWritesPerJob: med((r) => r.diskPerJob?.writes ?? Number.NaN),
+                diskFlushesPerJob: med((r) => r.diskPerJob?.flushes ?? Number.NaN),
+              }
+            : {}),
           ...(isGeospool(side)
             ? { cpuMsPerJobNodeMainThread: med((r) => r.cpuMsPerJob.serverMainThread ?? 0) }
             : {}),
