@@ -73,19 +73,7 @@ async function fsckStill<M, Q extends string>(
   const stat = (path: string) => core.throttle.run(() => statIfExists(path));
   const exists = async (path: string) => (await stat(path)) !== undefined;
   const file = (filename: string, mtimeMs: number): FileWithMtime => ({ filename, mtimeMs });
-  const problems: Problem<Q>[] = [];
-  await walkDir(core.throttle, l.tmp, (names) =>
-    mapLimit(names, STATS_AT_ONCE, async (n) => {
-      const st = await stat(`${l.tmp}/${n}`);
-      if (!st) return;
-      if (now - st.mtimeMs > limits.maxTmpFileAgeMs) {
-        problems.push({ kind: "too_old", file: file(n, st.mtimeMs), dir: { kind: "tmp" } });
-      }
-      if (!(await exists(l.registryFile(entryNameOfTmpFile(n))))) {
-        problems.push({ kind: "orphaned", file: file(n, st.mtimeMs), dir: { kind: "tmp" } });
-      }
-    }),
-  );
+  const problems = await checkTmp(spool, limits, now, (name) => exists(l.registryFile(name)));
   problems.push(...still.filter(isStructural));
   for (const queue of core.queues) {
     const dirname = core.dirname(queue);
@@ -145,6 +133,32 @@ async function fsckStill<M, Q extends string>(
   return problems;
 }
 
+/** The tmp directory's problems: files too old, and files of no registered entry. */
+async function checkTmp<M, Q extends string>(
+  spool: Spool<M, Q>,
+  limits: Limits<Q>,
+  now: number,
+  registered: (name: string) => boolean | Promise<boolean>,
+): Promise<Problem<Q>[]> {
+  const core = coreOf(spool);
+  const tmp = core.layout.tmp;
+  const problems: Problem<Q>[] = [];
+  await walkDir(core.throttle, tmp, (names) =>
+    mapLimit(names, STATS_AT_ONCE, async (n) => {
+      const st = await core.throttle.run(() => statIfExists(`${tmp}/${n}`));
+      if (!st) return;
+      const file = (): FileWithMtime => ({ filename: n, mtimeMs: st.mtimeMs });
+      if (now - st.mtimeMs > limits.maxTmpFileAgeMs) {
+        problems.push({ kind: "too_old", file: file(), dir: { kind: "tmp" } });
+      }
+      if (!(await registered(entryNameOfTmpFile(n)))) {
+        problems.push({ kind: "orphaned", file: file(), dir: { kind: "tmp" } });
+      }
+    }),
+  );
+  return problems;
+}
+
 async function fsckWhole<M, Q extends string>(
   spool: Spool<M, Q>,
   limits: Limits<Q>,
@@ -199,19 +213,7 @@ async function fsckWhole<M, Q extends string>(
     });
   });
 
-  const problems: Problem<Q>[] = [];
-  await walkDir(core.throttle, l.tmp, (names) =>
-    mapLimit(names, STATS_AT_ONCE, async (n) => {
-      const st = await stat(`${l.tmp}/${n}`);
-      if (!st) return;
-      if (now - st.mtimeMs > limits.maxTmpFileAgeMs) {
-        problems.push({ kind: "too_old", file: file(n, st.mtimeMs), dir: { kind: "tmp" } });
-      }
-      if (!(await registered(entryNameOfTmpFile(n)))) {
-        problems.push({ kind: "orphaned", file: file(n, st.mtimeMs), dir: { kind: "tmp" } });
-      }
-    }),
-  );
+  const problems = await checkTmp(spool, limits, now, registered);
   problems.push(...dataProblems);
 
   /** Orphaned and missing_data for a queue or checkout file (`mtimeMs` read if needed). */
