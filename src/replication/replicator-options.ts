@@ -109,4 +109,7 @@ export interface ReplicatorStatus {
   unacknowledgedCommits: number;
   /** Peers' new entries waiting for their data (a fetch under way or not taken yet). */
   waitingForData: number;
+  /** Periodic full reconciles since start, and how many of them walked the spool. */
+  reconcilePasses: number;
+  reconcileWalks: number;
 }

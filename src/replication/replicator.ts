@@ -89,6 +89,8 @@ export class Replicator {
   /** Skips the periodic walk while no queue or checkout directory changed. */
   private spoolStill: DirChangeGate | undefined;
   private reconcilePasses = 0;
+  /** Periodic passes that walked (`status`). */
+  private reconcileWalks = 0;
   /** `sync.recordChanges` when the last walk that completed began. */
   private walkedAtRecordChanges = -1;
 
@@ -275,15 +277,19 @@ export class Replicator {
   private async periodicReconcile(): Promise<void> {
     this.reconcilePasses++;
     const gate = this.spoolStill;
+    const walk = () => {
+      this.reconcileWalks++;
+      return this.walk();
+    };
     if (
       gate === undefined ||
       this.reconcilePasses % WALK_AT_LEAST_EVERY === 0 ||
       this.sync.recordChanges !== this.walkedAtRecordChanges
     ) {
-      await this.walk();
+      await walk();
       return;
     }
-    await gate.runIfChanged(() => this.walk());
+    await gate.runIfChanged(walk);
   }
 
   /** One walk of `reconcile`, noting the record changes it began after. */
@@ -353,6 +359,8 @@ export class Replicator {
       acknowledgedLsn: this.stream?.acknowledged ?? "0/0",
       unacknowledgedCommits: this.schedule.unacknowledgedCommits,
       waitingForData: this.schedule.waitingForData,
+      reconcilePasses: this.reconcilePasses,
+      reconcileWalks: this.reconcileWalks,
     };
   }
 
