@@ -30,7 +30,7 @@ export async function fsckSpool<M, Q extends string>(
   now: number,
   still?: readonly Problem<Q>[],
 ): Promise<Problem<Q>[]> {
-  return still === undefined ? fsckWhole(spool, limits, now) : fsckStill(spool, limits, now, still);
+  return fsckPass(spool, limits, now, still);
 }
 
 /**
@@ -42,7 +42,7 @@ export function isStructural<Q extends string>(p: Problem<Q>): boolean {
   return !("dir" in p) || (p.dir.kind !== "tmp" && p.dir.kind !== "checkout");
 }
 
-/** Every directory whose listing fsck reads: while none changes, `fsckStill` will do. */
+/** Every directory whose listing fsck reads: while none changes, a still pass will do. */
 export function fsckDirs<M, Q extends string>(spool: Spool<M, Q>): string[] {
   const core = coreOf(spool);
   const l = core.layout;
@@ -55,114 +55,19 @@ export function fsckDirs<M, Q extends string>(spool: Spool<M, Q>): string[] {
 }
 
 /**
- * fsck of a spool none of whose directories changed since a whole pass (`fsckDirs`, their
- * stamps trusted as DirChangeGate trusts them) that found `still`'s structural problems
- * (`isStructural`): those stand, as the listings they follow from do. What time can change
- * is looked at again: the tmp files, the checkouts (a lease extension moves a checkout
- * file's times and not its directory's) and the queues with an age limit. The registry,
- * the data directory and the other queues, the largest by far, are not listed.
+ * One pass. With `still` (the problems a whole pass found, on a spool none of whose
+ * directories changed since: `fsckDirs`, their stamps trusted as DirChangeGate trusts them),
+ * the structural ones (`isStructural`) stand, as the listings they follow from do, and only
+ * what time can change is looked at again: the tmp files, the checkouts (a lease extension
+ * moves a checkout file's times and not its directory's) and the queues with an age limit.
+ * The registry, the data directory and the other queues, the largest by far, are not
+ * listed; with `found` empty, the checks below read the registry and data files they need.
  */
-async function fsckStill<M, Q extends string>(
+async function fsckPass<M, Q extends string>(
   spool: Spool<M, Q>,
   limits: Limits<Q>,
   now: number,
-  still: readonly Problem<Q>[],
-): Promise<Problem<Q>[]> {
-  const core = coreOf(spool);
-  const l = core.layout;
-  const stat = (path: string) => core.throttle.run(() => statIfExists(path));
-  const exists = async (path: string) => (await stat(path)) !== undefined;
-  const file = (filename: string, mtimeMs: number): FileWithMtime => ({ filename, mtimeMs });
-  const problems = await checkTmp(spool, limits, now, (name) => exists(l.registryFile(name)));
-  problems.push(...still.filter(isStructural));
-  for (const queue of core.queues) {
-    const dirname = core.dirname(queue);
-    const maxAge = limits.maxQueueAgesMs[queue];
-    if (maxAge !== undefined) {
-      const qpath = l.queue(dirname);
-      await walkDir(core.throttle, qpath, (names) =>
-        mapLimit(
-          names.filter((n) => n !== CHECKOUT),
-          STATS_AT_ONCE,
-          async (n) => {
-            const st = await stat(`${qpath}/${n}`);
-            if (st && now - st.mtimeMs > maxAge) {
-              problems.push({
-                kind: "too_old",
-                file: file(n, st.mtimeMs),
-                dir: { kind: "queue", queue },
-              });
-            }
-          },
-        ),
-      );
-    }
-    const cpath = l.checkout(dirname);
-    const cdir: SpoolDir<Q> = { kind: "checkout", queue };
-    await walkDir(core.throttle, cpath, (names) =>
-      mapLimit(names, STATS_AT_ONCE, async (n) => {
-        const st = await stat(`${cpath}/${n}`);
-        if (!st) return;
-        const f = file(n, st.mtimeMs);
-        const name = n.includes(TMP_TAG_SEPARATOR) ? entryNameOfTmpFile(n) : n;
-        const reg = await stat(l.registryFile(name));
-        if (n.includes(TMP_TAG_SEPARATOR)) {
-          if (
-            now - st.mtimeMs > limits.maxTmpFileAgeMs &&
-            now - st.ctimeMs > limits.maxTmpFileAgeMs
-          ) {
-            problems.push({ kind: "too_old", file: f, dir: cdir });
-          }
-        } else {
-          const since = reg?.mtimeMs ?? Math.min(st.ctimeMs, st.mtimeMs);
-          if (now - since > limits.maxCheckedOutAgeMs) {
-            problems.push({ kind: "too_old", file: file(n, since), dir: cdir });
-          }
-          if (core.isExpired(st.mtimeMs, st.ctimeMs, now)) {
-            problems.push({ kind: "lease_expired", file: f, dir: cdir });
-          }
-        }
-        if (reg === undefined)
-          problems.push({ kind: "orphaned", file: file(name, st.mtimeMs), dir: cdir });
-        if (!(await exists(l.dataFile(name)))) {
-          problems.push({ kind: "missing_data", file: file(name, st.mtimeMs), dir: cdir });
-        }
-      }),
-    );
-  }
-  return problems;
-}
-
-/** The tmp directory's problems: files too old, and files of no registered entry. */
-async function checkTmp<M, Q extends string>(
-  spool: Spool<M, Q>,
-  limits: Limits<Q>,
-  now: number,
-  registered: (name: string) => boolean | Promise<boolean>,
-): Promise<Problem<Q>[]> {
-  const core = coreOf(spool);
-  const tmp = core.layout.tmp;
-  const problems: Problem<Q>[] = [];
-  await walkDir(core.throttle, tmp, (names) =>
-    mapLimit(names, STATS_AT_ONCE, async (n) => {
-      const st = await core.throttle.run(() => statIfExists(`${tmp}/${n}`));
-      if (!st) return;
-      const file = (): FileWithMtime => ({ filename: n, mtimeMs: st.mtimeMs });
-      if (now - st.mtimeMs > limits.maxTmpFileAgeMs) {
-        problems.push({ kind: "too_old", file: file(), dir: { kind: "tmp" } });
-      }
-      if (!(await registered(entryNameOfTmpFile(n)))) {
-        problems.push({ kind: "orphaned", file: file(), dir: { kind: "tmp" } });
-      }
-    }),
-  );
-  return problems;
-}
-
-async function fsckWhole<M, Q extends string>(
-  spool: Spool<M, Q>,
-  limits: Limits<Q>,
-  now: number,
+  still: readonly Problem<Q>[] | undefined,
 ): Promise<Problem<Q>[]> {
   const core = coreOf(spool);
   const l = core.layout;
@@ -193,28 +98,45 @@ async function fsckWhole<M, Q extends string>(
     ((found.get(name) ?? 0) & HAS_DATA) !== 0 || exists(l.dataFile(name));
   const file = (filename: string, mtimeMs: number): FileWithMtime => ({ filename, mtimeMs });
 
-  await walkDir(core.throttle, l.registry, (names) => {
-    for (const n of names) found.set(n, 0);
-  });
-
-  const dataProblems: Problem<Q>[] = [];
-  await walkDir(core.throttle, l.data, async (names) => {
-    const unknown: string[] = [];
-    for (const n of names) {
-      const v = found.get(n);
-      if (v === undefined) unknown.push(n);
-      else found.set(n, v | HAS_DATA);
-    }
-    await mapLimit(unknown, STATS_AT_ONCE, async (n) => {
-      if (await exists(l.registryFile(n))) return;
-      const st = await stat(l.dataFile(n));
-      if (st)
-        dataProblems.push({ kind: "orphaned", file: file(n, st.mtimeMs), dir: { kind: "data" } });
+  if (still === undefined) {
+    await walkDir(core.throttle, l.registry, (names) => {
+      for (const n of names) found.set(n, 0);
     });
-  });
+  }
 
-  const problems = await checkTmp(spool, limits, now, registered);
-  problems.push(...dataProblems);
+  // Problems that follow from the registry, data and queue listings: found now, or kept.
+  const fromListings: Problem<Q>[] = still?.filter(isStructural) ?? [];
+  if (still === undefined) {
+    await walkDir(core.throttle, l.data, async (names) => {
+      const unknown: string[] = [];
+      for (const n of names) {
+        const v = found.get(n);
+        if (v === undefined) unknown.push(n);
+        else found.set(n, v | HAS_DATA);
+      }
+      await mapLimit(unknown, STATS_AT_ONCE, async (n) => {
+        if (await exists(l.registryFile(n))) return;
+        const st = await stat(l.dataFile(n));
+        if (st)
+          fromListings.push({ kind: "orphaned", file: file(n, st.mtimeMs), dir: { kind: "data" } });
+      });
+    });
+  }
+
+  const problems: Problem<Q>[] = [];
+  await walkDir(core.throttle, l.tmp, (names) =>
+    mapLimit(names, STATS_AT_ONCE, async (n) => {
+      const st = await stat(`${l.tmp}/${n}`);
+      if (!st) return;
+      if (now - st.mtimeMs > limits.maxTmpFileAgeMs) {
+        problems.push({ kind: "too_old", file: file(n, st.mtimeMs), dir: { kind: "tmp" } });
+      }
+      if (!(await registered(entryNameOfTmpFile(n)))) {
+        problems.push({ kind: "orphaned", file: file(n, st.mtimeMs), dir: { kind: "tmp" } });
+      }
+    }),
+  );
+  problems.push(...fromListings);
 
   /** Orphaned and missing_data for a queue or checkout file (`mtimeMs` read if needed). */
   const checkEntry = async (
@@ -237,30 +159,33 @@ async function fsckWhole<M, Q extends string>(
     const qdir = dirs[2 * qi] as SpoolDir<Q>;
     const cdir = dirs[2 * qi + 1] as SpoolDir<Q>;
     const maxAge = limits.maxQueueAgesMs[queue];
-    await walkDir(core.throttle, qpath, (names) => {
-      // Most names need no more than the listing: a file is read only for an age limit or
-      // a name the registry or data walk did not show.
-      const toLook: string[] = [];
-      for (const n of names) {
-        if (n === CHECKOUT) continue;
-        hold(n, 2 * qi);
-        if (maxAge !== undefined || ((found.get(n) ?? 0) & HAS_DATA) === 0) toLook.push(n);
-      }
-      return mapLimit(toLook, STATS_AT_ONCE, async (n) => {
-        let mtime: Promise<number | undefined> | undefined;
-        const mtimeMs = () => {
-          mtime ??= stat(`${qpath}/${n}`).then((st) => st?.mtimeMs);
-          return mtime;
-        };
-        if (maxAge !== undefined) {
-          const m = await mtimeMs();
-          if (m !== undefined && now - m > maxAge) {
-            problems.push({ kind: "too_old", file: file(n, m), dir: qdir });
-          }
+    // A still pass lists a queue only for its age limit.
+    if (still === undefined || maxAge !== undefined)
+      await walkDir(core.throttle, qpath, (names) => {
+        // Most names need no more than the listing: a file is read only for an age limit or
+        // a name the registry or data walk did not show.
+        const toLook: string[] = [];
+        for (const n of names) {
+          if (n === CHECKOUT) continue;
+          hold(n, 2 * qi);
+          if (maxAge !== undefined || ((found.get(n) ?? 0) & HAS_DATA) === 0) toLook.push(n);
         }
-        await checkEntry(n, qdir, mtimeMs);
+        return mapLimit(toLook, STATS_AT_ONCE, async (n) => {
+          let mtime: Promise<number | undefined> | undefined;
+          const mtimeMs = () => {
+            mtime ??= stat(`${qpath}/${n}`).then((st) => st?.mtimeMs);
+            return mtime;
+          };
+          if (maxAge !== undefined) {
+            const m = await mtimeMs();
+            if (m !== undefined && now - m > maxAge) {
+              problems.push({ kind: "too_old", file: file(n, m), dir: qdir });
+            }
+          }
+          // A queue file's orphan and missing data follow from the listings (kept when still).
+          if (still === undefined) await checkEntry(n, qdir, mtimeMs);
+        });
       });
-    });
     const cpath = l.checkout(dirname);
     await walkDir(core.throttle, cpath, (names) =>
       mapLimit(names, STATS_AT_ONCE, async (n) => {
