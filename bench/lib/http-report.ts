@@ -69,52 +69,38 @@ export function summarizeHttp(input: {
       rssGrowthMb: sig3(Math.max(...runs.map((r) => r.rssPeakMb - r.rssBeforeMb))),
     };
   }
-  const both = input.sides.includes("node") && input.sides.includes("nginx");
+  // A ratio is undefined when either side was not run (its figures are then missing).
   const ratio = (a: number | undefined, b: number | undefined) =>
-    both && a !== undefined && b !== undefined ? sig3(a / b) : undefined;
+    a !== undefined && b !== undefined ? sig3(a / b) : undefined;
   const side = (mode: string, s: Side) => narinfo[mode]?.[s];
+  /** `key` of side `a` over side `b`, for narinfo `mode`. */
+  const over = (mode: "hit" | "miss", key: string, a: Side, b: Side) =>
+    ratio(side(mode, a)?.[key], side(mode, b)?.[key]);
   const ratios = {
-    hitReqPerSec: ratio(side("hit", "node")?.reqPerSec, side("hit", "nginx")?.reqPerSec),
-    missReqPerSec: ratio(side("miss", "node")?.reqPerSec, side("miss", "nginx")?.reqPerSec),
-    hitP99: ratio(side("hit", "node")?.p99Ms, side("hit", "nginx")?.p99Ms),
-    missP99: ratio(side("miss", "node")?.p99Ms, side("miss", "nginx")?.p99Ms),
+    hitReqPerSec: over("hit", "reqPerSec", "node", "nginx"),
+    missReqPerSec: over("miss", "reqPerSec", "node", "nginx"),
+    hitP99: over("hit", "p99Ms", "node", "nginx"),
+    missP99: over("miss", "p99Ms", "node", "nginx"),
     narThroughput: ratio(nar.node?.mbPerSec, nar.nginx?.mbPerSec),
   };
   // The node against node:http alone, and node:http alone against nginx (same run).
-  const withFloor = input.sides.includes("node") && input.sides.includes("node-http");
-  const floorRatio = (a: number | undefined, b: number | undefined) =>
-    a !== undefined && b !== undefined ? sig3(a / b) : undefined;
-  const nodeHttpFloor = withFloor
-    ? {
-        hitReqPerSec: floorRatio(
-          side("hit", "node")?.reqPerSec,
-          side("hit", "node-http")?.reqPerSec,
-        ),
-        missReqPerSec: floorRatio(
-          side("miss", "node")?.reqPerSec,
-          side("miss", "node-http")?.reqPerSec,
-        ),
-        floorOverNginxHit: floorRatio(
-          side("hit", "node-http")?.reqPerSec,
-          side("hit", "nginx")?.reqPerSec,
-        ),
-        floorOverNginxMiss: floorRatio(
-          side("miss", "node-http")?.reqPerSec,
-          side("miss", "nginx")?.reqPerSec,
-        ),
-      }
-    : undefined;
+  const nodeHttpFloor =
+    input.sides.includes("node") && input.sides.includes("node-http")
+      ? {
+          hitReqPerSec: over("hit", "reqPerSec", "node", "node-http"),
+          missReqPerSec: over("miss", "reqPerSec", "node", "node-http"),
+          floorOverNginxHit: over("hit", "reqPerSec", "node-http", "nginx"),
+          floorOverNginxMiss: over("miss", "reqPerSec", "node-http", "nginx"),
+        }
+      : undefined;
   // Request analytics on (node) against off (node-off), same process, same run.
-  const withOff = input.sides.includes("node") && input.sides.includes("node-off");
-  const onOff = (a: number | undefined, b: number | undefined) =>
-    withOff && a !== undefined && b !== undefined ? sig3(a / b) : undefined;
   const analytics = {
-    hitReqPerSec: onOff(side("hit", "node")?.reqPerSec, side("hit", "node-off")?.reqPerSec),
-    missReqPerSec: onOff(side("miss", "node")?.reqPerSec, side("miss", "node-off")?.reqPerSec),
-    hitP99: onOff(side("hit", "node")?.p99Ms, side("hit", "node-off")?.p99Ms),
-    missP99: onOff(side("miss", "node")?.p99Ms, side("miss", "node-off")?.p99Ms),
-    hitCpuPerReq: onOff(side("hit", "node")?.cpuUsPerReq, side("hit", "node-off")?.cpuUsPerReq),
-    missCpuPerReq: onOff(side("miss", "node")?.cpuUsPerReq, side("miss", "node-off")?.cpuUsPerReq),
+    hitReqPerSec: over("hit", "reqPerSec", "node", "node-off"),
+    missReqPerSec: over("miss", "reqPerSec", "node", "node-off"),
+    hitP99: over("hit", "p99Ms", "node", "node-off"),
+    missP99: over("miss", "p99Ms", "node", "node-off"),
+    hitCpuPerReq: over("hit", "cpuUsPerReq", "node", "node-off"),
+    missCpuPerReq: over("miss", "cpuUsPerReq", "node", "node-off"),
   };
   const nodeRss = Math.max(
     side("hit", "node")?.rssMb ?? 0,
