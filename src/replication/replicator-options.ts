@@ -109,7 +109,7 @@ export interface ReplicatorStatus {
   unacknowledgedCommits: number;
   /** Peers' new entries waiting for their data (a fetch under way or not taken yet). */
   waitingForData: number;
-  /** Periodic full reconciles since start, and how many of them walked the spool. */
+  /** Periodic full reconciles since start; walks of the spool (the start's one included). */
   reconcilePasses: number;
   reconcileWalks: number;
 }

@@ -89,7 +89,7 @@ export class Replicator {
   /** Skips the periodic walk while no queue or checkout directory changed. */
   private spoolStill: DirChangeGate | undefined;
   private reconcilePasses = 0;
-  /** Periodic passes that walked (`status`). */
+  /** Walks of the spool by the full reconcile, the start's included (`status`). */
   private reconcileWalks = 0;
   /** `sync.recordChanges` when the last walk that completed began. */
   private walkedAtRecordChanges = -1;
@@ -277,23 +277,20 @@ export class Replicator {
   private async periodicReconcile(): Promise<void> {
     this.reconcilePasses++;
     const gate = this.spoolStill;
-    const walk = () => {
-      this.reconcileWalks++;
-      return this.walk();
-    };
     if (
       gate === undefined ||
       this.reconcilePasses % WALK_AT_LEAST_EVERY === 0 ||
       this.sync.recordChanges !== this.walkedAtRecordChanges
     ) {
-      await walk();
+      await this.walk();
       return;
     }
-    await gate.runIfChanged(walk);
+    await gate.runIfChanged(() => this.walk());
   }
 
   /** One walk of `reconcile`, noting the record changes it began after. */
   private async walk(): Promise<void> {
+    this.reconcileWalks++;
     const changes = this.sync.recordChanges;
     await this.reconcile();
     this.walkedAtRecordChanges = changes;
