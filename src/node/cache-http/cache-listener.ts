@@ -1,13 +1,19 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import { parseHostPort } from "../config/host-port.js";
-import { type HttpServer, HttpServerError, listenAndServe } from "../observability/index.js";
+import {
+  answering,
+  type HttpHandler,
+  type HttpServer,
+  HttpServerError,
+  listenAndServe,
+} from "../observability/index.js";
 
 export interface CacheListenerOptions {
   /** `host:port` (`cache.listen`); port 0 picks a free port. */
   listen: string;
   /** Answers synchronously where it can (narinfo lookups), else with a promise. */
-  handle(req: IncomingMessage, res: ServerResponse): void | Promise<void>;
+  handle: HttpHandler;
   /** Refuses an upload from its headers (`Expect: 100-continue`); true lets it go on. */
   checkContinue(req: IncomingMessage, res: ServerResponse): boolean;
   logger: Logger;
@@ -35,15 +41,7 @@ export async function startCacheListener(options: CacheListenerOptions): Promise
     res.setHeader("content-type", "text/plain; charset=utf-8");
     res.end("internal error\n");
   };
-  const server = createServer((req, res) => {
-    let done: void | Promise<void>;
-    try {
-      done = options.handle(req, res);
-    } catch (err) {
-      return failed(req, res, err);
-    }
-    done?.catch((err: unknown) => failed(req, res, err));
-  });
+  const server = createServer(answering(options.handle, failed));
   server.on("checkContinue", (req, res) => {
     let proceed = false;
     try {

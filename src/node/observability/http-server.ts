@@ -7,6 +7,26 @@ import type { Metrics } from "./metrics.js";
 /** Handles requests for paths other than /metrics, /healthz and /readyz (e.g. the binary cache). */
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 
+/**
+ * A node:http request listener over `handle`, which may answer synchronously (the cache's
+ * narinfo lookups, from memory: no promise is made for those, which is 10% of a small
+ * request's CPU in node:http) or with a promise; a throw or a rejection goes to `failed`.
+ */
+export function answering(
+  handle: HttpHandler,
+  failed: (req: IncomingMessage, res: ServerResponse, err: unknown) => void,
+): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    let done: void | Promise<void>;
+    try {
+      done = handle(req, res);
+    } catch (err) {
+      return failed(req, res, err);
+    }
+    done?.catch((err: unknown) => failed(req, res, err));
+  };
+}
+
 export interface HttpServerOptions {
   /** `host:port`; port 0 picks a free port (see `port` in the result). */
   listen: string;
@@ -65,17 +85,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     if (!res.headersSent) send(res, 500, "internal error\n");
     else res.destroy();
   };
-  // A handler may answer synchronously (the cache's narinfo lookups, from memory): no
-  // promise is made for those, which is 10% of a small request's CPU in node:http.
-  const server = createServer((req, res) => {
-    let done: void | Promise<void>;
-    try {
-      done = route(req, res);
-    } catch (err) {
-      return failed(req, res, err);
-    }
-    done?.catch((err: unknown) => failed(req, res, err));
-  });
+  const server = createServer(answering(route, failed));
 
   const check = options.checkContinue;
   if (check !== undefined) {

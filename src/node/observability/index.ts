@@ -7,6 +7,7 @@
  */
 export { registerCacheRequestMetrics } from "./cache-metrics.js";
 export {
+  answering,
   type HttpHandler,
   type HttpServer,
   HttpServerError,
