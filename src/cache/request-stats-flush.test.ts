@@ -45,19 +45,24 @@ async function rows(pool: pg.Pool) {
   ]);
 }
 
+/** A flush that writes only when asked (its timer an hour), pruning at 30 days. */
+function flushOnDemand(pool: pg.Pool, stats: RequestStats, clock: () => number) {
+  return startRequestStatsFlush({
+    stats,
+    pool,
+    everyMs: 3_600_000,
+    keepForMs: 30 * DAY,
+    logger: silentLogger(),
+    clock,
+  });
+}
+
 describe("request counts in PostgreSQL", () => {
   it("adds each flush to the stored counts of the same bucket and key, and flushes at stop", async () => {
     const pool = await database();
     const clock = { now: T0 + 60_000 };
     const stats = new RequestStats({ clock: () => clock.now });
-    const flush = startRequestStatsFlush({
-      stats,
-      pool,
-      everyMs: 3_600_000, // only the calls below
-      keepForMs: 30 * DAY,
-      logger: silentLogger(),
-      clock: () => clock.now,
-    });
+    const flush = flushOnDemand(pool, stats, () => clock.now);
     stats.narinfo(A, true);
     stats.nar("nar/x.nar", true, 1000);
     await flush.flush();
@@ -86,14 +91,7 @@ describe("request counts in PostgreSQL", () => {
   it("keeps the counts of a failed write for the next flush", async () => {
     const pool = await database();
     const stats = new RequestStats({ clock: () => T0 });
-    const flush = startRequestStatsFlush({
-      stats,
-      pool,
-      everyMs: 3_600_000,
-      keepForMs: 30 * DAY,
-      logger: silentLogger(),
-      clock: () => T0,
-    });
+    const flush = flushOnDemand(pool, stats, () => T0);
     stats.narinfo(A, true);
     await pool.query("alter table cache_request_counts rename to away");
     await flush.flush();
@@ -107,14 +105,7 @@ describe("request counts in PostgreSQL", () => {
   it("writes a flush of many statements whole, and keeps it all when a later statement fails", async () => {
     const pool = await database();
     const stats = new RequestStats({ clock: () => T0 });
-    const flush = startRequestStatsFlush({
-      stats,
-      pool,
-      everyMs: 3_600_000,
-      keepForMs: 30 * DAY,
-      logger: silentLogger(),
-      clock: () => T0,
-    });
+    const flush = flushOnDemand(pool, stats, () => T0);
     const keys = Array.from({ length: 2_500 }, (_, i) => `k${String(i).padStart(4, "0")}`);
     for (const k of keys) stats.narinfo(k, false);
     // The second statement (rows 1,000 to 1,999) fails after the first went in.
@@ -139,14 +130,7 @@ describe("request counts in PostgreSQL", () => {
       { bucket: T0 - 2 * DAY, kind: "narinfo", key: B, hits: 1, misses: 0, bytes: 0 },
     ]);
     const stats = new RequestStats({ clock: () => T0 });
-    const flush = startRequestStatsFlush({
-      stats,
-      pool,
-      everyMs: 3_600_000,
-      keepForMs: 30 * DAY,
-      logger: silentLogger(),
-      clock: () => T0,
-    });
+    const flush = flushOnDemand(pool, stats, () => T0);
     await flush.stop();
     expect(await rows(pool)).toEqual([[T0 - 2 * DAY, "narinfo", B, 1, 0, 0]]);
   });
