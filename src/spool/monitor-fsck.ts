@@ -36,13 +36,14 @@ export async function fsckSpool<M, Q extends string>(
 /**
  * Whether `p` follows from the directories' listings alone (which names are where), not
  * from the time or from file times: with the same listings, the same problem.
+ * @internal
  */
 export function isStructural<Q extends string>(p: Problem<Q>): boolean {
   if (p.kind === "too_old" || p.kind === "lease_expired") return false;
   return !("dir" in p) || (p.dir.kind !== "tmp" && p.dir.kind !== "checkout");
 }
 
-/** Every directory whose listing fsck reads: while none changes, a still pass will do. */
+/** Every directory whose listing fsck reads: while none changes, a still pass will do. @internal */
 export function fsckDirs<M, Q extends string>(spool: Spool<M, Q>): string[] {
   const core = coreOf(spool);
   const l = core.layout;
