@@ -125,9 +125,8 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
     // One process holds the three nodes: V8's heap growth is set once, as `node` does.
     const growth = configs[0]?.node.heapGrowthPercent;
     if (growth !== undefined) applyHeapGrowth(growth);
-    for (const config of configs) {
-      running.push(await startNode(config, opts.logger.child({ node: config.node.id })));
-    }
+    // startNode binds `node` to its logger itself (a second binding repeats the key).
+    for (const config of configs) running.push(await startNode(config, opts.logger));
     const nodes: DevNode[] = endpoints.map((e, i) => ({
       ...e,
       postgresUrl: (servers[i] as EmbeddedPostgres).url,
