@@ -96,6 +96,10 @@ export interface SpoolServiceHandlers extends grpc.UntypedServiceImplementation 
     geospool.v1.ClusterStatusRequest,
     geospool.v1.ClusterStatusResponse.$Properties
   >;
+  session: grpc.handleBidiStreamingCall<
+    geospool.v1.SessionRequest,
+    geospool.v1.SessionResponse.$Properties
+  >;
 }
 
 /** The method names of the service (the keys of `SpoolServiceHandlers`). */
@@ -110,7 +114,8 @@ export type SpoolMethodName =
   | "stat"
   | "readData"
   | "watch"
-  | "clusterStatus";
+  | "clusterStatus"
+  | "session";
 
 /** The grpc-js service definition of geospool.v1.Spool. */
 export const spoolServiceDefinition = {
@@ -137,6 +142,7 @@ export const spoolServiceDefinition = {
     v1.ClusterStatusRequest,
     v1.ClusterStatusResponse,
   ),
+  session: method("Session", true, true, v1.SessionRequest, v1.SessionResponse),
 } as const satisfies grpc.ServiceDefinition<Record<SpoolMethodName, unknown>>;
 
 /** A unary client method, with grpc-js's overloads. */
@@ -182,6 +188,12 @@ export interface ServerStreamingClientMethod<Req, Res> {
   (request: Req, options?: grpc.CallOptions): grpc.ClientReadableStream<Res>;
 }
 
+/** A bidirectional-streaming client method: write requests and read answers on one stream. */
+export interface BidiStreamingClientMethod<Req, Res> {
+  (metadata?: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<Req, Res>;
+  (options?: grpc.CallOptions): grpc.ClientDuplexStream<Req, Res>;
+}
+
 /** A client of geospool.v1.Spool: send plain objects, receive decoded messages. */
 export interface SpoolClient extends grpc.Client {
   enqueue: ClientStreamingClientMethod<
@@ -215,6 +227,10 @@ export interface SpoolClient extends grpc.Client {
   clusterStatus: UnaryClientMethod<
     geospool.v1.ClusterStatusRequest.$Properties,
     geospool.v1.ClusterStatusResponse
+  >;
+  session: BidiStreamingClientMethod<
+    geospool.v1.SessionRequest.$Properties,
+    geospool.v1.SessionResponse
   >;
 }
 

@@ -16,6 +16,7 @@ import {
   enqueueMany,
   toBatchEntry,
 } from "./bulk.js";
+import { isSessionCall, SessionChannel } from "./session-channel.js";
 
 export type { EntryInfo };
 
@@ -53,6 +54,13 @@ export interface GeospoolClientOptions {
   backoff?: { initialMs: number; maxMs: number };
   /** Chunk size for uploads. Default 256 KiB. */
   chunkBytes?: number;
+  /**
+   * Carry EnqueueBatch, Dequeue, Complete, Release and ExtendLease (and small enqueues, which
+   * travel as EnqueueBatch) as messages on one Session stream per node instead of a call
+   * each: the same answers and failover, at a fraction of a call's CPU (at 32 workers a
+   * job costs the client half the CPU). A node without Session gets calls. Default true.
+   */
+  session?: boolean;
 }
 
 interface UnaryMethods {
@@ -145,6 +153,10 @@ export class GeospoolClient {
   private current = 0;
   /** Endpoints that answered EnqueueBatch with UNIMPLEMENTED (an older node). */
   private readonly noBatch = new Set<string>();
+  /** A Session stream per endpoint (with `session`). */
+  private readonly sessions = new Map<string, SessionChannel>();
+  /** Endpoints that answered Session with UNIMPLEMENTED (an older node). */
+  private readonly noSession = new Set<string>();
   private readonly callTimeoutMs: number;
   private readonly retryForMs: number;
   private readonly chunkBytes: number;
@@ -226,13 +238,43 @@ export class GeospoolClient {
     pin?: string,
   ): Promise<{ res: UnaryMethods[K][1]; endpoint: string }> {
     return this.withFailover(
-      (c, endpoint) => this.callOnce(c, name, req, extraMs).then((res) => ({ res, endpoint })),
+      (c, endpoint) =>
+        this.callOnce(c, endpoint, name, req, extraMs).then((res) => ({ res, endpoint })),
       pin,
     );
   }
 
+  /**
+   * One call on `c` (at `endpoint`), with the token and a deadline of the call timeout +
+   * `extraMs`: a message on the endpoint's Session stream (with `session`), else a call.
+   */
+  private async callOnce<K extends keyof UnaryMethods>(
+    c: SpoolClient,
+    endpoint: string,
+    name: K,
+    req: UnaryMethods[K][0],
+    extraMs: number,
+  ): Promise<UnaryMethods[K][1]> {
+    if ((this.opts.session ?? true) && isSessionCall(name) && !this.noSession.has(endpoint)) {
+      let channel = this.sessions.get(endpoint);
+      if (channel === undefined) {
+        channel = new SessionChannel(c, () => this.metadata());
+        this.sessions.set(endpoint, channel);
+      }
+      try {
+        return (await channel.call(name, req as never, this.callTimeoutMs + extraMs)) as never;
+      } catch (err) {
+        if (statusOf(err) !== grpc.status.UNIMPLEMENTED) throw err;
+        // A node without Session: calls from now on.
+        this.noSession.add(endpoint);
+        this.sessions.delete(endpoint);
+      }
+    }
+    return this.unaryCall(c, name, req, extraMs);
+  }
+
   /** One unary call on `c`, with the token and a deadline of the call timeout + `extraMs`. */
-  private callOnce<K extends keyof UnaryMethods>(
+  private unaryCall<K extends keyof UnaryMethods>(
     c: SpoolClient,
     name: K,
     req: UnaryMethods[K][0],
@@ -363,7 +405,7 @@ export class GeospoolClient {
     // key is being enqueued right now; UNAVAILABLE) is retried and fails over under the same
     // key, as the stream's call-level status would be.
     const attempt = async (c: SpoolClient, endpoint: string) => {
-      const res = await this.callOnce(c, "enqueueBatch", req, extraMs);
+      const res = await this.callOnce(c, endpoint, "enqueueBatch", req, extraMs);
       const r = bulkResultOf(res.results[0]);
       if (!r.ok) throw new EntryRefusal(r.code, r.message, r.serviceCode);
       return { entry: r.entry, deduplicated: r.deduplicated, endpoint };
@@ -648,6 +690,8 @@ export class GeospoolClient {
   }
 
   close(): void {
+    for (const s of this.sessions.values()) s.close();
+    this.sessions.clear();
     for (const c of this.clients.values()) c.close();
     this.clients.clear();
   }

@@ -7,6 +7,7 @@ import { ServiceError, ServiceErrorCode } from "../service/errors.js";
 import type { SpoolService } from "../service/spool-service.js";
 import type { TransitionKind } from "../service/transitions.js";
 import { durationMs, toDuration, toEntry, toTimestamp } from "./convert.js";
+import { type CallCancellation, type SessionCalls, sessionHandler } from "./session.js";
 import { toGrpcError } from "./status.js";
 
 export interface PeerInfo {
@@ -120,7 +121,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
   }
   function unary<Req, Res>(
     method: string,
-    f: (req: Req, who: Principal, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>,
+    f: (req: Req, who: Principal, call: CallCancellation) => Promise<Res>,
   ): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
       let who: Principal;
@@ -154,7 +155,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
   /** Check out the next entry for `call`'s caller; put it back if the caller went away. */
   async function takeNext(
     args: ReturnType<typeof dequeueArgs>,
-    call: grpc.ServerUnaryCall<unknown, unknown>,
+    call: CallCancellation,
   ): Promise<geospool.v1.IDequeueResponse> {
     // Gone already (a Complete's caller may leave while the finish runs): take nothing.
     if (call.cancelled) return { leaseToken: "" };
@@ -182,7 +183,7 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
    */
   async function thenDequeue(
     args: ReturnType<typeof dequeueArgs> | undefined,
-    call: grpc.ServerUnaryCall<unknown, unknown>,
+    call: CallCancellation,
   ): Promise<{ next?: geospool.v1.IDequeueResponse }> {
     if (args === undefined) return {};
     try {
@@ -192,6 +193,97 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
       return {};
     }
   }
+
+  /** The calls a Session stream also carries: one function serves the RPC and the message. */
+  const calls: SessionCalls = {
+    enqueueBatch: async (req: geospool.v1.EnqueueBatchRequest, who) => {
+      const outcomes = await service.enqueueBatch(
+        who.name,
+        req.entries.map((e) => ({
+          queue: e.queue ?? "",
+          metadata: asBuffer(e.metadata),
+          data: asBuffer(e.data),
+          ...(e.idempotencyKey ? { idempotencyKey: e.idempotencyKey } : {}),
+        })),
+        (queue) => need(who, "enqueue", queue),
+      );
+      return {
+        results: outcomes.map((o) => {
+          if (o.error === undefined) {
+            return { entry: toEntry(o.entry), deduplicated: o.deduplicated };
+          }
+          const g = toGrpcError(o.error);
+          if (g.code === grpc.status.INTERNAL) {
+            log.error({ err: o.error, method: "EnqueueBatch" }, "batch entry failed");
+          }
+          return {
+            error: {
+              code: g.code ?? grpc.status.UNKNOWN,
+              message: g.details ?? "",
+              serviceCode: o.error.code,
+            },
+          };
+        }),
+      };
+    },
+
+    dequeue: async (req: geospool.v1.DequeueRequest, who, call) => {
+      need(who, "dequeue", req.queue);
+      return takeNext(dequeueArgs(req), call);
+    },
+
+    complete: async (req: geospool.v1.CompleteRequest, who, call) => {
+      need(who, "dequeue", req.queue);
+      // The next checkout is checked before anything is finished.
+      const next = req.thenDequeue ? dequeueArgs(req.thenDequeue) : undefined;
+      if (next !== undefined) {
+        need(who, "dequeue", next.queue);
+        service.checkDequeue(next);
+      }
+      if (req.action === "save" && req.save) {
+        const to = req.save.queue ?? "";
+        need(who, "enqueue", to);
+        const meta = req.save.metadata;
+        const saved = await service.complete({
+          queue: req.queue,
+          name: req.name,
+          leaseToken: req.leaseToken,
+          action: {
+            kind: "save",
+            queue: to,
+            ...(meta !== null && meta !== undefined ? { metadata: Buffer.from(meta) } : {}),
+          },
+        });
+        return { ...(saved ? { entry: toEntry(saved) } : {}), ...(await thenDequeue(next, call)) };
+      }
+      if (req.action === "remove") {
+        await service.complete({
+          queue: req.queue,
+          name: req.name,
+          leaseToken: req.leaseToken,
+          action: { kind: "remove" },
+        });
+        return thenDequeue(next, call);
+      }
+      throw new ServiceError(ServiceErrorCode.InvalidArgument, "Complete needs save or remove");
+    },
+
+    release: async (req: geospool.v1.ReleaseRequest, who) => {
+      need(who, "dequeue", req.queue);
+      return service.release({ queue: req.queue, name: req.name, leaseToken: req.leaseToken });
+    },
+
+    extendLease: async (req: geospool.v1.ExtendLeaseRequest, who) => {
+      need(who, "dequeue", req.queue);
+      const until = await service.extendLease({
+        queue: req.queue,
+        name: req.name,
+        leaseToken: req.leaseToken,
+        leaseMs: durationMs(req.lease) ?? 0,
+      });
+      return { leaseUntil: toTimestamp(until) };
+    },
+  };
 
   const handlers: SpoolServiceHandlers = {
     enqueue(call, callback) {
@@ -276,94 +368,11 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
       );
     },
 
-    enqueueBatch: unary("EnqueueBatch", async (req: geospool.v1.EnqueueBatchRequest, who) => {
-      const outcomes = await service.enqueueBatch(
-        who.name,
-        req.entries.map((e) => ({
-          queue: e.queue ?? "",
-          metadata: asBuffer(e.metadata),
-          data: asBuffer(e.data),
-          ...(e.idempotencyKey ? { idempotencyKey: e.idempotencyKey } : {}),
-        })),
-        (queue) => need(who, "enqueue", queue),
-      );
-      return {
-        results: outcomes.map((o) => {
-          if (o.error === undefined) {
-            return { entry: toEntry(o.entry), deduplicated: o.deduplicated };
-          }
-          const g = toGrpcError(o.error);
-          if (g.code === grpc.status.INTERNAL) {
-            log.error({ err: o.error, method: "EnqueueBatch" }, "batch entry failed");
-          }
-          return {
-            error: {
-              code: g.code ?? grpc.status.UNKNOWN,
-              message: g.details ?? "",
-              serviceCode: o.error.code,
-            },
-          };
-        }),
-      };
-    }),
-
-    dequeue: unary("Dequeue", async (req: geospool.v1.DequeueRequest, who, call) => {
-      need(who, "dequeue", req.queue);
-      return takeNext(dequeueArgs(req), call);
-    }),
-
-    complete: unary("Complete", async (req: geospool.v1.CompleteRequest, who, call) => {
-      need(who, "dequeue", req.queue);
-      // The next checkout is checked before anything is finished.
-      const next = req.thenDequeue ? dequeueArgs(req.thenDequeue) : undefined;
-      if (next !== undefined) {
-        need(who, "dequeue", next.queue);
-        service.checkDequeue(next);
-      }
-      if (req.action === "save" && req.save) {
-        const to = req.save.queue ?? "";
-        need(who, "enqueue", to);
-        const meta = req.save.metadata;
-        const saved = await service.complete({
-          queue: req.queue,
-          name: req.name,
-          leaseToken: req.leaseToken,
-          action: {
-            kind: "save",
-            queue: to,
-            ...(meta !== null && meta !== undefined ? { metadata: Buffer.from(meta) } : {}),
-          },
-        });
-        return { ...(saved ? { entry: toEntry(saved) } : {}), ...(await thenDequeue(next, call)) };
-      }
-      if (req.action === "remove") {
-        await service.complete({
-          queue: req.queue,
-          name: req.name,
-          leaseToken: req.leaseToken,
-          action: { kind: "remove" },
-        });
-        return thenDequeue(next, call);
-      }
-      throw new ServiceError(ServiceErrorCode.InvalidArgument, "Complete needs save or remove");
-    }),
-
-    release: unary("Release", async (req: geospool.v1.ReleaseRequest, who) => {
-      need(who, "dequeue", req.queue);
-      return service.release({ queue: req.queue, name: req.name, leaseToken: req.leaseToken });
-    }),
-
-    extendLease: unary("ExtendLease", async (req: geospool.v1.ExtendLeaseRequest, who) => {
-      need(who, "dequeue", req.queue);
-      const until = await service.extendLease({
-        queue: req.queue,
-        name: req.name,
-        leaseToken: req.leaseToken,
-        leaseMs: durationMs(req.lease) ?? 0,
-      });
-      return { leaseUntil: toTimestamp(until) };
-    }),
-
+    enqueueBatch: unary("EnqueueBatch", calls.enqueueBatch),
+    dequeue: unary("Dequeue", calls.dequeue),
+    complete: unary("Complete", calls.complete),
+    release: unary("Release", calls.release),
+    extendLease: unary("ExtendLease", calls.extendLease),
     list: unary("List", async (req: geospool.v1.ListRequest, who) => {
       need(who, "dequeue", req.queue);
       const page = await service.list({
@@ -464,6 +473,8 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
         (err) => call.emit("error", fail(method, err)),
       );
     },
+
+    session: sessionHandler({ calls, principal, fail, finish, track, stopping: service.stopping }),
 
     clusterStatus: unary("ClusterStatus", async (_req, who) => {
       need(who, "admin");

@@ -139,6 +139,11 @@ export class SpoolService {
     this.ctx.publish({ kind: "lease_expired", name, queue: to, fromQueue });
   }
 
+  /** Aborted once the node begins to shut down (`beginShutdown`). */
+  get stopping(): AbortSignal {
+    return this.ctx.stopping;
+  }
+
   /** End waiting dequeues (they return nothing) and watches, so a drain can finish. */
   beginShutdown(): void {
     this.ctx.beginShutdown();

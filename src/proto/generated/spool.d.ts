@@ -4341,6 +4341,360 @@ export namespace geospool {
             /** Shape of a PeerStatus. */
             type $Shape = geospool.v1.PeerStatus.$Properties;
         }
+
+        /**
+         * Properties of a SessionRequest.
+         * @deprecated Use geospool.v1.SessionRequest.$Properties instead.
+         */
+        interface ISessionRequest extends geospool.v1.SessionRequest.$Properties {
+        }
+
+        /** SessionRequest is one call on a Session stream, or the cancellation of one. */
+        class SessionRequest {
+
+            /**
+             * Constructs a new SessionRequest.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: geospool.v1.SessionRequest.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /**
+             * The client's number for this request, unique among its requests under way
+             * on the stream; the answer carries it.
+             */
+            id: number;
+
+            /** An EnqueueBatch call. */
+            enqueueBatch?: (geospool.v1.EnqueueBatchRequest.$Properties|null);
+
+            /** A Dequeue call. */
+            dequeue?: (geospool.v1.DequeueRequest.$Properties|null);
+
+            /** A Complete call. */
+            complete?: (geospool.v1.CompleteRequest.$Properties|null);
+
+            /** A Release call. */
+            release?: (geospool.v1.ReleaseRequest.$Properties|null);
+
+            /** An ExtendLease call. */
+            extendLease?: (geospool.v1.ExtendLeaseRequest.$Properties|null);
+
+            /**
+             * Give up the request with this id (a Dequeue waiting, say): it ends as
+             * its RPC ends when the caller cancels (an entry taken for it is put back).
+             * It is still answered; `id` is not used.
+             */
+            cancel?: (number|null);
+
+            /** The call, as its RPC's request. */
+            call?: ("enqueueBatch"|"dequeue"|"complete"|"release"|"extendLease"|"cancel");
+
+            /**
+             * Creates a new SessionRequest instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns SessionRequest instance
+             */
+            static create(properties: geospool.v1.SessionRequest.$Shape): geospool.v1.SessionRequest & geospool.v1.SessionRequest.$Shape;
+            static create(properties?: geospool.v1.SessionRequest.$Properties): geospool.v1.SessionRequest;
+
+            /**
+             * Encodes the specified SessionRequest message. Does not implicitly {@link geospool.v1.SessionRequest.verify|verify} messages.
+             * @param message SessionRequest message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: geospool.v1.SessionRequest.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified SessionRequest message, length delimited. Does not implicitly {@link geospool.v1.SessionRequest.verify|verify} messages.
+             * @param message SessionRequest message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: geospool.v1.SessionRequest.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a SessionRequest message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {geospool.v1.SessionRequest & geospool.v1.SessionRequest.$Shape} SessionRequest
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): geospool.v1.SessionRequest & geospool.v1.SessionRequest.$Shape;
+
+            /**
+             * Decodes a SessionRequest message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {geospool.v1.SessionRequest & geospool.v1.SessionRequest.$Shape} SessionRequest
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): geospool.v1.SessionRequest & geospool.v1.SessionRequest.$Shape;
+
+            /**
+             * Verifies a SessionRequest message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a SessionRequest message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns SessionRequest
+             */
+            static fromObject(object: { [k: string]: any }): geospool.v1.SessionRequest;
+
+            /**
+             * Creates a plain object from a SessionRequest message. Also converts values to other types if specified.
+             * @param message SessionRequest
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: geospool.v1.SessionRequest, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this SessionRequest to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+
+            /**
+             * Gets the type url for SessionRequest
+             * @param [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns The type url
+             */
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace SessionRequest {
+
+            /** Properties of a SessionRequest. */
+            interface $Properties {
+
+                /**
+                 * The client's number for this request, unique among its requests under way
+                 * on the stream; the answer carries it.
+                 */
+                id?: (number|null);
+
+                /** An EnqueueBatch call. */
+                enqueueBatch?: (geospool.v1.EnqueueBatchRequest.$Properties|null);
+
+                /** A Dequeue call. */
+                dequeue?: (geospool.v1.DequeueRequest.$Properties|null);
+
+                /** A Complete call. */
+                complete?: (geospool.v1.CompleteRequest.$Properties|null);
+
+                /** A Release call. */
+                release?: (geospool.v1.ReleaseRequest.$Properties|null);
+
+                /** An ExtendLease call. */
+                extendLease?: (geospool.v1.ExtendLeaseRequest.$Properties|null);
+
+                /**
+                 * Give up the request with this id (a Dequeue waiting, say): it ends as
+                 * its RPC ends when the caller cancels (an entry taken for it is put back).
+                 * It is still answered; `id` is not used.
+                 */
+                cancel?: (number|null);
+
+                /** The call, as its RPC's request. */
+                call?: ("enqueueBatch"|"dequeue"|"complete"|"release"|"extendLease"|"cancel");
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Narrowed shape of a SessionRequest. */
+            type $Shape = {
+              id?: number|null;
+              enqueueBatch?: geospool.v1.EnqueueBatchRequest.$Shape|null;
+              dequeue?: geospool.v1.DequeueRequest.$Shape|null;
+              complete?: geospool.v1.CompleteRequest.$Shape|null;
+              release?: geospool.v1.ReleaseRequest.$Shape|null;
+              extendLease?: geospool.v1.ExtendLeaseRequest.$Shape|null;
+              cancel?: number|null;
+              $unknowns?: Uint8Array[];
+            } & (
+              ({ call?: undefined; enqueueBatch?: null; dequeue?: null; complete?: null; release?: null; extendLease?: null; cancel?: null }|{ call?: "enqueueBatch"; enqueueBatch: geospool.v1.EnqueueBatchRequest.$Shape; dequeue?: null; complete?: null; release?: null; extendLease?: null; cancel?: null }|{ call?: "dequeue"; enqueueBatch?: null; dequeue: geospool.v1.DequeueRequest.$Shape; complete?: null; release?: null; extendLease?: null; cancel?: null }|{ call?: "complete"; enqueueBatch?: null; dequeue?: null; complete: geospool.v1.CompleteRequest.$Shape; release?: null; extendLease?: null; cancel?: null }|{ call?: "release"; enqueueBatch?: null; dequeue?: null; complete?: null; release: geospool.v1.ReleaseRequest.$Shape; extendLease?: null; cancel?: null }|{ call?: "extendLease"; enqueueBatch?: null; dequeue?: null; complete?: null; release?: null; extendLease: geospool.v1.ExtendLeaseRequest.$Shape; cancel?: null }|{ call?: "cancel"; enqueueBatch?: null; dequeue?: null; complete?: null; release?: null; extendLease?: null; cancel: number })
+            );
+        }
+
+        /**
+         * Properties of a SessionResponse.
+         * @deprecated Use geospool.v1.SessionResponse.$Properties instead.
+         */
+        interface ISessionResponse extends geospool.v1.SessionResponse.$Properties {
+        }
+
+        /** SessionResponse answers the request of a Session stream with the same id. */
+        class SessionResponse {
+
+            /**
+             * Constructs a new SessionResponse.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: geospool.v1.SessionResponse.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** The id of the request answered. */
+            id: number;
+
+            /** The answer to an EnqueueBatch request. */
+            enqueueBatch?: (geospool.v1.EnqueueBatchResponse.$Properties|null);
+
+            /** The answer to a Dequeue request. */
+            dequeue?: (geospool.v1.DequeueResponse.$Properties|null);
+
+            /** The answer to a Complete request. */
+            complete?: (geospool.v1.CompleteResponse.$Properties|null);
+
+            /** The answer to a Release request. */
+            release?: (geospool.v1.ReleaseResponse.$Properties|null);
+
+            /** The answer to an ExtendLease request. */
+            extendLease?: (geospool.v1.ExtendLeaseResponse.$Properties|null);
+
+            /** The request failed: the status its RPC would have ended with. */
+            error?: (geospool.v1.BatchError.$Properties|null);
+
+            /** The RPC's answer, or its failure. */
+            result?: ("enqueueBatch"|"dequeue"|"complete"|"release"|"extendLease"|"error");
+
+            /**
+             * Creates a new SessionResponse instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns SessionResponse instance
+             */
+            static create(properties: geospool.v1.SessionResponse.$Shape): geospool.v1.SessionResponse & geospool.v1.SessionResponse.$Shape;
+            static create(properties?: geospool.v1.SessionResponse.$Properties): geospool.v1.SessionResponse;
+
+            /**
+             * Encodes the specified SessionResponse message. Does not implicitly {@link geospool.v1.SessionResponse.verify|verify} messages.
+             * @param message SessionResponse message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: geospool.v1.SessionResponse.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified SessionResponse message, length delimited. Does not implicitly {@link geospool.v1.SessionResponse.verify|verify} messages.
+             * @param message SessionResponse message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: geospool.v1.SessionResponse.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a SessionResponse message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {geospool.v1.SessionResponse & geospool.v1.SessionResponse.$Shape} SessionResponse
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): geospool.v1.SessionResponse & geospool.v1.SessionResponse.$Shape;
+
+            /**
+             * Decodes a SessionResponse message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {geospool.v1.SessionResponse & geospool.v1.SessionResponse.$Shape} SessionResponse
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): geospool.v1.SessionResponse & geospool.v1.SessionResponse.$Shape;
+
+            /**
+             * Verifies a SessionResponse message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a SessionResponse message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns SessionResponse
+             */
+            static fromObject(object: { [k: string]: any }): geospool.v1.SessionResponse;
+
+            /**
+             * Creates a plain object from a SessionResponse message. Also converts values to other types if specified.
+             * @param message SessionResponse
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: geospool.v1.SessionResponse, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this SessionResponse to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+
+            /**
+             * Gets the type url for SessionResponse
+             * @param [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns The type url
+             */
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace SessionResponse {
+
+            /** Properties of a SessionResponse. */
+            interface $Properties {
+
+                /** The id of the request answered. */
+                id?: (number|null);
+
+                /** The answer to an EnqueueBatch request. */
+                enqueueBatch?: (geospool.v1.EnqueueBatchResponse.$Properties|null);
+
+                /** The answer to a Dequeue request. */
+                dequeue?: (geospool.v1.DequeueResponse.$Properties|null);
+
+                /** The answer to a Complete request. */
+                complete?: (geospool.v1.CompleteResponse.$Properties|null);
+
+                /** The answer to a Release request. */
+                release?: (geospool.v1.ReleaseResponse.$Properties|null);
+
+                /** The answer to an ExtendLease request. */
+                extendLease?: (geospool.v1.ExtendLeaseResponse.$Properties|null);
+
+                /** The request failed: the status its RPC would have ended with. */
+                error?: (geospool.v1.BatchError.$Properties|null);
+
+                /** The RPC's answer, or its failure. */
+                result?: ("enqueueBatch"|"dequeue"|"complete"|"release"|"extendLease"|"error");
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Narrowed shape of a SessionResponse. */
+            type $Shape = {
+              id?: number|null;
+              enqueueBatch?: geospool.v1.EnqueueBatchResponse.$Shape|null;
+              dequeue?: geospool.v1.DequeueResponse.$Shape|null;
+              complete?: geospool.v1.CompleteResponse.$Shape|null;
+              release?: geospool.v1.ReleaseResponse.$Shape|null;
+              extendLease?: geospool.v1.ExtendLeaseResponse.$Shape|null;
+              error?: geospool.v1.BatchError.$Shape|null;
+              $unknowns?: Uint8Array[];
+            } & (
+              ({ result?: undefined; enqueueBatch?: null; dequeue?: null; complete?: null; release?: null; extendLease?: null; error?: null }|{ result?: "enqueueBatch"; enqueueBatch: geospool.v1.EnqueueBatchResponse.$Shape; dequeue?: null; complete?: null; release?: null; extendLease?: null; error?: null }|{ result?: "dequeue"; enqueueBatch?: null; dequeue: geospool.v1.DequeueResponse.$Shape; complete?: null; release?: null; extendLease?: null; error?: null }|{ result?: "complete"; enqueueBatch?: null; dequeue?: null; complete: geospool.v1.CompleteResponse.$Shape; release?: null; extendLease?: null; error?: null }|{ result?: "release"; enqueueBatch?: null; dequeue?: null; complete?: null; release: geospool.v1.ReleaseResponse.$Shape; extendLease?: null; error?: null }|{ result?: "extendLease"; enqueueBatch?: null; dequeue?: null; complete?: null; release?: null; extendLease: geospool.v1.ExtendLeaseResponse.$Shape; error?: null }|{ result?: "error"; enqueueBatch?: null; dequeue?: null; complete?: null; release?: null; extendLease?: null; error: geospool.v1.BatchError.$Shape })
+            );
+        }
     }
 }
 

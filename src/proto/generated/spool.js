@@ -11277,6 +11277,1106 @@ export const geospool = $root.geospool = (() => {
             return PeerStatus;
         })();
 
+        v1.SessionRequest = (function() {
+
+            /**
+             * Properties of a SessionRequest.
+             * @typedef {Object} geospool.v1.SessionRequest.$Properties
+             * @property {number|null} [id] The client's number for this request, unique among its requests under way
+             * on the stream; the answer carries it.
+             * @property {geospool.v1.EnqueueBatchRequest.$Properties|null} [enqueueBatch] An EnqueueBatch call.
+             * @property {geospool.v1.DequeueRequest.$Properties|null} [dequeue] A Dequeue call.
+             * @property {geospool.v1.CompleteRequest.$Properties|null} [complete] A Complete call.
+             * @property {geospool.v1.ReleaseRequest.$Properties|null} [release] A Release call.
+             * @property {geospool.v1.ExtendLeaseRequest.$Properties|null} [extendLease] An ExtendLease call.
+             * @property {number|null} [cancel] Give up the request with this id (a Dequeue waiting, say): it ends as
+             * its RPC ends when the caller cancels (an entry taken for it is put back).
+             * It is still answered; `id` is not used.
+             * @property {"enqueueBatch"|"dequeue"|"complete"|"release"|"extendLease"|"cancel"} [call] The call, as its RPC's request.
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a SessionRequest.
+             * @memberof geospool.v1
+             * @interface ISessionRequest
+             * @augments geospool.v1.SessionRequest.$Properties
+             * @deprecated Use geospool.v1.SessionRequest.$Properties instead.
+             */
+
+            /**
+             * Narrowed shape of a SessionRequest.
+             * @typedef {{
+             *   id?: number|null;
+             *   enqueueBatch?: geospool.v1.EnqueueBatchRequest.$Shape|null;
+             *   dequeue?: geospool.v1.DequeueRequest.$Shape|null;
+             *   complete?: geospool.v1.CompleteRequest.$Shape|null;
+             *   release?: geospool.v1.ReleaseRequest.$Shape|null;
+             *   extendLease?: geospool.v1.ExtendLeaseRequest.$Shape|null;
+             *   cancel?: number|null;
+             *   $unknowns?: Array.<Uint8Array>;
+             * } & (
+             *   ({ call?: undefined; enqueueBatch?: null; dequeue?: null; complete?: null; release?: null; extendLease?: null; cancel?: null }|{ call?: "enqueueBatch"; enqueueBatch: geospool.v1.EnqueueBatchRequest.$Shape; dequeue?: null; complete?: null; release?: null; extendLease?: null; cancel?: null }|{ call?: "dequeue"; enqueueBatch?: null; dequeue: geospool.v1.DequeueRequest.$Shape; complete?: null; release?: null; extendLease?: null; cancel?: null }|{ call?: "complete"; enqueueBatch?: null; dequeue?: null; complete: geospool.v1.CompleteRequest.$Shape; release?: null; extendLease?: null; cancel?: null }|{ call?: "release"; enqueueBatch?: null; dequeue?: null; complete?: null; release: geospool.v1.ReleaseRequest.$Shape; extendLease?: null; cancel?: null }|{ call?: "extendLease"; enqueueBatch?: null; dequeue?: null; complete?: null; release?: null; extendLease: geospool.v1.ExtendLeaseRequest.$Shape; cancel?: null }|{ call?: "cancel"; enqueueBatch?: null; dequeue?: null; complete?: null; release?: null; extendLease?: null; cancel: number })
+             * )} geospool.v1.SessionRequest.$Shape
+             */
+
+            /**
+             * Constructs a new SessionRequest.
+             * @memberof geospool.v1
+             * @classdesc SessionRequest is one call on a Session stream, or the cancellation of one.
+             * @constructor
+             * @param {geospool.v1.SessionRequest.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const SessionRequest = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * The client's number for this request, unique among its requests under way
+             * on the stream; the answer carries it.
+             * @member {number} id
+             * @memberof geospool.v1.SessionRequest
+             * @instance
+             */
+            SessionRequest.prototype.id = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * An EnqueueBatch call.
+             * @member {geospool.v1.EnqueueBatchRequest.$Properties|null|undefined} enqueueBatch
+             * @memberof geospool.v1.SessionRequest
+             * @instance
+             */
+            SessionRequest.prototype.enqueueBatch = null;
+
+            /**
+             * A Dequeue call.
+             * @member {geospool.v1.DequeueRequest.$Properties|null|undefined} dequeue
+             * @memberof geospool.v1.SessionRequest
+             * @instance
+             */
+            SessionRequest.prototype.dequeue = null;
+
+            /**
+             * A Complete call.
+             * @member {geospool.v1.CompleteRequest.$Properties|null|undefined} complete
+             * @memberof geospool.v1.SessionRequest
+             * @instance
+             */
+            SessionRequest.prototype.complete = null;
+
+            /**
+             * A Release call.
+             * @member {geospool.v1.ReleaseRequest.$Properties|null|undefined} release
+             * @memberof geospool.v1.SessionRequest
+             * @instance
+             */
+            SessionRequest.prototype.release = null;
+
+            /**
+             * An ExtendLease call.
+             * @member {geospool.v1.ExtendLeaseRequest.$Properties|null|undefined} extendLease
+             * @memberof geospool.v1.SessionRequest
+             * @instance
+             */
+            SessionRequest.prototype.extendLease = null;
+
+            /**
+             * Give up the request with this id (a Dequeue waiting, say): it ends as
+             * its RPC ends when the caller cancels (an entry taken for it is put back).
+             * It is still answered; `id` is not used.
+             * @member {number|null|undefined} cancel
+             * @memberof geospool.v1.SessionRequest
+             * @instance
+             */
+            SessionRequest.prototype.cancel = null;
+
+            // OneOf field names bound to virtual getters and setters
+            let $oneOfFields;
+
+            /**
+             * The call, as its RPC's request.
+             * @member {"enqueueBatch"|"dequeue"|"complete"|"release"|"extendLease"|"cancel"|undefined} call
+             * @memberof geospool.v1.SessionRequest
+             * @instance
+             */
+            $Object.defineProperty(SessionRequest.prototype, "call", {
+                get: $util.oneOfGetter($oneOfFields = ["enqueueBatch", "dequeue", "complete", "release", "extendLease", "cancel"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            /**
+             * Creates a new SessionRequest instance using the specified properties.
+             * @function create
+             * @memberof geospool.v1.SessionRequest
+             * @static
+             * @param {geospool.v1.SessionRequest.$Properties=} [properties] Properties to set
+             * @returns {geospool.v1.SessionRequest} SessionRequest instance
+             * @type {{
+             *   (properties: geospool.v1.SessionRequest.$Shape): geospool.v1.SessionRequest & geospool.v1.SessionRequest.$Shape;
+             *   (properties?: geospool.v1.SessionRequest.$Properties): geospool.v1.SessionRequest;
+             * }}
+             */
+            SessionRequest.create = function(properties) {
+                return new SessionRequest(properties);
+            };
+
+            /**
+             * Encodes the specified SessionRequest message. Does not implicitly {@link geospool.v1.SessionRequest.verify|verify} messages.
+             * @function encode
+             * @memberof geospool.v1.SessionRequest
+             * @static
+             * @param {geospool.v1.SessionRequest.$Properties} message SessionRequest message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            SessionRequest.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.id != null && $Object.hasOwnProperty.call(message, "id") && (typeof message.id === "object" ? message.id.low || message.id.high : message.id !== 0))
+                    writer.uint32(/* id 1, wireType 0 =*/8).uint64(message.id);
+                if (message.enqueueBatch != null && $Object.hasOwnProperty.call(message, "enqueueBatch"))
+                    $root.geospool.v1.EnqueueBatchRequest.encode(message.enqueueBatch, writer.uint32(/* id 2, wireType 2 =*/18).fork(), _depth + 1).ldelim();
+                if (message.dequeue != null && $Object.hasOwnProperty.call(message, "dequeue"))
+                    $root.geospool.v1.DequeueRequest.encode(message.dequeue, writer.uint32(/* id 3, wireType 2 =*/26).fork(), _depth + 1).ldelim();
+                if (message.complete != null && $Object.hasOwnProperty.call(message, "complete"))
+                    $root.geospool.v1.CompleteRequest.encode(message.complete, writer.uint32(/* id 4, wireType 2 =*/34).fork(), _depth + 1).ldelim();
+                if (message.release != null && $Object.hasOwnProperty.call(message, "release"))
+                    $root.geospool.v1.ReleaseRequest.encode(message.release, writer.uint32(/* id 5, wireType 2 =*/42).fork(), _depth + 1).ldelim();
+                if (message.extendLease != null && $Object.hasOwnProperty.call(message, "extendLease"))
+                    $root.geospool.v1.ExtendLeaseRequest.encode(message.extendLease, writer.uint32(/* id 6, wireType 2 =*/50).fork(), _depth + 1).ldelim();
+                if (message.cancel != null && $Object.hasOwnProperty.call(message, "cancel"))
+                    writer.uint32(/* id 7, wireType 0 =*/56).uint64(message.cancel);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified SessionRequest message, length delimited. Does not implicitly {@link geospool.v1.SessionRequest.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof geospool.v1.SessionRequest
+             * @static
+             * @param {geospool.v1.SessionRequest.$Properties} message SessionRequest message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            SessionRequest.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a SessionRequest message from the specified reader or buffer.
+             * @function decode
+             * @memberof geospool.v1.SessionRequest
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {geospool.v1.SessionRequest & geospool.v1.SessionRequest.$Shape} SessionRequest
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            SessionRequest.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.geospool.v1.SessionRequest();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = $toNumber(reader.uint64())) === "object" ? value.low || value.high : value !== 0)
+                                message.id = value;
+                            else
+                                delete message.id;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            message.enqueueBatch = $root.geospool.v1.EnqueueBatchRequest.decode(reader, reader.size(), $undefined, _depth + 1, message.enqueueBatch);
+                            message.call = "enqueueBatch";
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 2)
+                                break;
+                            message.dequeue = $root.geospool.v1.DequeueRequest.decode(reader, reader.size(), $undefined, _depth + 1, message.dequeue);
+                            message.call = "dequeue";
+                            continue;
+                        }
+                    case 4: {
+                            if (wireType !== 2)
+                                break;
+                            message.complete = $root.geospool.v1.CompleteRequest.decode(reader, reader.size(), $undefined, _depth + 1, message.complete);
+                            message.call = "complete";
+                            continue;
+                        }
+                    case 5: {
+                            if (wireType !== 2)
+                                break;
+                            message.release = $root.geospool.v1.ReleaseRequest.decode(reader, reader.size(), $undefined, _depth + 1, message.release);
+                            message.call = "release";
+                            continue;
+                        }
+                    case 6: {
+                            if (wireType !== 2)
+                                break;
+                            message.extendLease = $root.geospool.v1.ExtendLeaseRequest.decode(reader, reader.size(), $undefined, _depth + 1, message.extendLease);
+                            message.call = "extendLease";
+                            continue;
+                        }
+                    case 7: {
+                            if (wireType !== 0)
+                                break;
+                            message.cancel = $toNumber(reader.uint64());
+                            message.call = "cancel";
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a SessionRequest message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof geospool.v1.SessionRequest
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {geospool.v1.SessionRequest & geospool.v1.SessionRequest.$Shape} SessionRequest
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            SessionRequest.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a SessionRequest message.
+             * @function verify
+             * @memberof geospool.v1.SessionRequest
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            SessionRequest.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                let properties = {};
+                if (message.id != null && $Object.hasOwnProperty.call(message, "id"))
+                    if (!$util.isInteger(message.id) && !(message.id && $util.isInteger(message.id.low) && $util.isInteger(message.id.high)))
+                        return "id: integer|Long expected";
+                if (message.enqueueBatch != null && $Object.hasOwnProperty.call(message, "enqueueBatch")) {
+                    properties.call = 1;
+                    {
+                        let error = $root.geospool.v1.EnqueueBatchRequest.verify(message.enqueueBatch, _depth + 1);
+                        if (error)
+                            return "enqueueBatch." + error;
+                    }
+                }
+                if (message.dequeue != null && $Object.hasOwnProperty.call(message, "dequeue")) {
+                    if (properties.call === 1)
+                        return "call: multiple values";
+                    properties.call = 1;
+                    {
+                        let error = $root.geospool.v1.DequeueRequest.verify(message.dequeue, _depth + 1);
+                        if (error)
+                            return "dequeue." + error;
+                    }
+                }
+                if (message.complete != null && $Object.hasOwnProperty.call(message, "complete")) {
+                    if (properties.call === 1)
+                        return "call: multiple values";
+                    properties.call = 1;
+                    {
+                        let error = $root.geospool.v1.CompleteRequest.verify(message.complete, _depth + 1);
+                        if (error)
+                            return "complete." + error;
+                    }
+                }
+                if (message.release != null && $Object.hasOwnProperty.call(message, "release")) {
+                    if (properties.call === 1)
+                        return "call: multiple values";
+                    properties.call = 1;
+                    {
+                        let error = $root.geospool.v1.ReleaseRequest.verify(message.release, _depth + 1);
+                        if (error)
+                            return "release." + error;
+                    }
+                }
+                if (message.extendLease != null && $Object.hasOwnProperty.call(message, "extendLease")) {
+                    if (properties.call === 1)
+                        return "call: multiple values";
+                    properties.call = 1;
+                    {
+                        let error = $root.geospool.v1.ExtendLeaseRequest.verify(message.extendLease, _depth + 1);
+                        if (error)
+                            return "extendLease." + error;
+                    }
+                }
+                if (message.cancel != null && $Object.hasOwnProperty.call(message, "cancel")) {
+                    if (properties.call === 1)
+                        return "call: multiple values";
+                    properties.call = 1;
+                    if (!$util.isInteger(message.cancel) && !(message.cancel && $util.isInteger(message.cancel.low) && $util.isInteger(message.cancel.high)))
+                        return "cancel: integer|Long expected";
+                }
+                return null;
+            };
+
+            /**
+             * Creates a SessionRequest message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof geospool.v1.SessionRequest
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {geospool.v1.SessionRequest} SessionRequest
+             */
+            SessionRequest.fromObject = function (object, _depth) {
+                if (object instanceof $root.geospool.v1.SessionRequest)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".geospool.v1.SessionRequest: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.geospool.v1.SessionRequest();
+                if (object.id != null)
+                    if (typeof object.id === "object" ? object.id.low || object.id.high : $Number(object.id) !== 0)
+                        if ($util.Long)
+                            message.id = $util.Long.fromValue(object.id, true);
+                        else if (typeof object.id === "string")
+                            message.id = $parseInt(object.id, 10);
+                        else if (typeof object.id === "number")
+                            message.id = object.id;
+                        else if (typeof object.id === "object")
+                            message.id = new $util.LongBits(object.id.low >>> 0, object.id.high >>> 0).toNumber(true);
+                if (object.enqueueBatch != null) {
+                    if (!$util.isObject(object.enqueueBatch))
+                        throw $TypeError(".geospool.v1.SessionRequest.enqueueBatch: object expected");
+                    message.enqueueBatch = $root.geospool.v1.EnqueueBatchRequest.fromObject(object.enqueueBatch, _depth + 1);
+                }
+                if (object.dequeue != null) {
+                    if (!$util.isObject(object.dequeue))
+                        throw $TypeError(".geospool.v1.SessionRequest.dequeue: object expected");
+                    message.dequeue = $root.geospool.v1.DequeueRequest.fromObject(object.dequeue, _depth + 1);
+                }
+                if (object.complete != null) {
+                    if (!$util.isObject(object.complete))
+                        throw $TypeError(".geospool.v1.SessionRequest.complete: object expected");
+                    message.complete = $root.geospool.v1.CompleteRequest.fromObject(object.complete, _depth + 1);
+                }
+                if (object.release != null) {
+                    if (!$util.isObject(object.release))
+                        throw $TypeError(".geospool.v1.SessionRequest.release: object expected");
+                    message.release = $root.geospool.v1.ReleaseRequest.fromObject(object.release, _depth + 1);
+                }
+                if (object.extendLease != null) {
+                    if (!$util.isObject(object.extendLease))
+                        throw $TypeError(".geospool.v1.SessionRequest.extendLease: object expected");
+                    message.extendLease = $root.geospool.v1.ExtendLeaseRequest.fromObject(object.extendLease, _depth + 1);
+                }
+                if (object.cancel != null)
+                    if ($util.Long)
+                        message.cancel = $util.Long.fromValue(object.cancel, true);
+                    else if (typeof object.cancel === "string")
+                        message.cancel = $parseInt(object.cancel, 10);
+                    else if (typeof object.cancel === "number")
+                        message.cancel = object.cancel;
+                    else if (typeof object.cancel === "object")
+                        message.cancel = new $util.LongBits(object.cancel.low >>> 0, object.cancel.high >>> 0).toNumber(true);
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a SessionRequest message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof geospool.v1.SessionRequest
+             * @static
+             * @param {geospool.v1.SessionRequest} message SessionRequest
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            SessionRequest.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults)
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.id = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.id = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                if (message.id != null && $Object.hasOwnProperty.call(message, "id"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.id = typeof message.id === "number" ? $BigInt(message.id) : $util.Long.fromBits(message.id.low >>> 0, message.id.high >>> 0, true).toBigInt();
+                    else if (typeof message.id === "number")
+                        object.id = options.longs === $String ? $String(message.id) : message.id;
+                    else
+                        object.id = options.longs === $String ? $util.Long.prototype.toString.call(message.id) : options.longs === $Number ? new $util.LongBits(message.id.low >>> 0, message.id.high >>> 0).toNumber(true) : message.id;
+                if (message.enqueueBatch != null && $Object.hasOwnProperty.call(message, "enqueueBatch")) {
+                    object.enqueueBatch = $root.geospool.v1.EnqueueBatchRequest.toObject(message.enqueueBatch, options, _depth + 1);
+                    if (options.oneofs)
+                        object.call = "enqueueBatch";
+                }
+                if (message.dequeue != null && $Object.hasOwnProperty.call(message, "dequeue")) {
+                    object.dequeue = $root.geospool.v1.DequeueRequest.toObject(message.dequeue, options, _depth + 1);
+                    if (options.oneofs)
+                        object.call = "dequeue";
+                }
+                if (message.complete != null && $Object.hasOwnProperty.call(message, "complete")) {
+                    object.complete = $root.geospool.v1.CompleteRequest.toObject(message.complete, options, _depth + 1);
+                    if (options.oneofs)
+                        object.call = "complete";
+                }
+                if (message.release != null && $Object.hasOwnProperty.call(message, "release")) {
+                    object.release = $root.geospool.v1.ReleaseRequest.toObject(message.release, options, _depth + 1);
+                    if (options.oneofs)
+                        object.call = "release";
+                }
+                if (message.extendLease != null && $Object.hasOwnProperty.call(message, "extendLease")) {
+                    object.extendLease = $root.geospool.v1.ExtendLeaseRequest.toObject(message.extendLease, options, _depth + 1);
+                    if (options.oneofs)
+                        object.call = "extendLease";
+                }
+                if (message.cancel != null && $Object.hasOwnProperty.call(message, "cancel")) {
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.cancel = typeof message.cancel === "number" ? $BigInt(message.cancel) : $util.Long.fromBits(message.cancel.low >>> 0, message.cancel.high >>> 0, true).toBigInt();
+                    else if (typeof message.cancel === "number")
+                        object.cancel = options.longs === $String ? $String(message.cancel) : message.cancel;
+                    else
+                        object.cancel = options.longs === $String ? $util.Long.prototype.toString.call(message.cancel) : options.longs === $Number ? new $util.LongBits(message.cancel.low >>> 0, message.cancel.high >>> 0).toNumber(true) : message.cancel;
+                    if (options.oneofs)
+                        object.call = "cancel";
+                }
+                return object;
+            };
+
+            /**
+             * Converts this SessionRequest to JSON.
+             * @function toJSON
+             * @memberof geospool.v1.SessionRequest
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            SessionRequest.prototype.toJSON = function() {
+                return SessionRequest.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for SessionRequest
+             * @function getTypeUrl
+             * @memberof geospool.v1.SessionRequest
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            SessionRequest.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/geospool.v1.SessionRequest";
+            };
+
+            return SessionRequest;
+        })();
+
+        v1.SessionResponse = (function() {
+
+            /**
+             * Properties of a SessionResponse.
+             * @typedef {Object} geospool.v1.SessionResponse.$Properties
+             * @property {number|null} [id] The id of the request answered.
+             * @property {geospool.v1.EnqueueBatchResponse.$Properties|null} [enqueueBatch] The answer to an EnqueueBatch request.
+             * @property {geospool.v1.DequeueResponse.$Properties|null} [dequeue] The answer to a Dequeue request.
+             * @property {geospool.v1.CompleteResponse.$Properties|null} [complete] The answer to a Complete request.
+             * @property {geospool.v1.ReleaseResponse.$Properties|null} [release] The answer to a Release request.
+             * @property {geospool.v1.ExtendLeaseResponse.$Properties|null} [extendLease] The answer to an ExtendLease request.
+             * @property {geospool.v1.BatchError.$Properties|null} [error] The request failed: the status its RPC would have ended with.
+             * @property {"enqueueBatch"|"dequeue"|"complete"|"release"|"extendLease"|"error"} [result] The RPC's answer, or its failure.
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a SessionResponse.
+             * @memberof geospool.v1
+             * @interface ISessionResponse
+             * @augments geospool.v1.SessionResponse.$Properties
+             * @deprecated Use geospool.v1.SessionResponse.$Properties instead.
+             */
+
+            /**
+             * Narrowed shape of a SessionResponse.
+             * @typedef {{
+             *   id?: number|null;
+             *   enqueueBatch?: geospool.v1.EnqueueBatchResponse.$Shape|null;
+             *   dequeue?: geospool.v1.DequeueResponse.$Shape|null;
+             *   complete?: geospool.v1.CompleteResponse.$Shape|null;
+             *   release?: geospool.v1.ReleaseResponse.$Shape|null;
+             *   extendLease?: geospool.v1.ExtendLeaseResponse.$Shape|null;
+             *   error?: geospool.v1.BatchError.$Shape|null;
+             *   $unknowns?: Array.<Uint8Array>;
+             * } & (
+             *   ({ result?: undefined; enqueueBatch?: null; dequeue?: null; complete?: null; release?: null; extendLease?: null; error?: null }|{ result?: "enqueueBatch"; enqueueBatch: geospool.v1.EnqueueBatchResponse.$Shape; dequeue?: null; complete?: null; release?: null; extendLease?: null; error?: null }|{ result?: "dequeue"; enqueueBatch?: null; dequeue: geospool.v1.DequeueResponse.$Shape; complete?: null; release?: null; extendLease?: null; error?: null }|{ result?: "complete"; enqueueBatch?: null; dequeue?: null; complete: geospool.v1.CompleteResponse.$Shape; release?: null; extendLease?: null; error?: null }|{ result?: "release"; enqueueBatch?: null; dequeue?: null; complete?: null; release: geospool.v1.ReleaseResponse.$Shape; extendLease?: null; error?: null }|{ result?: "extendLease"; enqueueBatch?: null; dequeue?: null; complete?: null; release?: null; extendLease: geospool.v1.ExtendLeaseResponse.$Shape; error?: null }|{ result?: "error"; enqueueBatch?: null; dequeue?: null; complete?: null; release?: null; extendLease?: null; error: geospool.v1.BatchError.$Shape })
+             * )} geospool.v1.SessionResponse.$Shape
+             */
+
+            /**
+             * Constructs a new SessionResponse.
+             * @memberof geospool.v1
+             * @classdesc SessionResponse answers the request of a Session stream with the same id.
+             * @constructor
+             * @param {geospool.v1.SessionResponse.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const SessionResponse = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * The id of the request answered.
+             * @member {number} id
+             * @memberof geospool.v1.SessionResponse
+             * @instance
+             */
+            SessionResponse.prototype.id = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * The answer to an EnqueueBatch request.
+             * @member {geospool.v1.EnqueueBatchResponse.$Properties|null|undefined} enqueueBatch
+             * @memberof geospool.v1.SessionResponse
+             * @instance
+             */
+            SessionResponse.prototype.enqueueBatch = null;
+
+            /**
+             * The answer to a Dequeue request.
+             * @member {geospool.v1.DequeueResponse.$Properties|null|undefined} dequeue
+             * @memberof geospool.v1.SessionResponse
+             * @instance
+             */
+            SessionResponse.prototype.dequeue = null;
+
+            /**
+             * The answer to a Complete request.
+             * @member {geospool.v1.CompleteResponse.$Properties|null|undefined} complete
+             * @memberof geospool.v1.SessionResponse
+             * @instance
+             */
+            SessionResponse.prototype.complete = null;
+
+            /**
+             * The answer to a Release request.
+             * @member {geospool.v1.ReleaseResponse.$Properties|null|undefined} release
+             * @memberof geospool.v1.SessionResponse
+             * @instance
+             */
+            SessionResponse.prototype.release = null;
+
+            /**
+             * The answer to an ExtendLease request.
+             * @member {geospool.v1.ExtendLeaseResponse.$Properties|null|undefined} extendLease
+             * @memberof geospool.v1.SessionResponse
+             * @instance
+             */
+            SessionResponse.prototype.extendLease = null;
+
+            /**
+             * The request failed: the status its RPC would have ended with.
+             * @member {geospool.v1.BatchError.$Properties|null|undefined} error
+             * @memberof geospool.v1.SessionResponse
+             * @instance
+             */
+            SessionResponse.prototype.error = null;
+
+            // OneOf field names bound to virtual getters and setters
+            let $oneOfFields;
+
+            /**
+             * The RPC's answer, or its failure.
+             * @member {"enqueueBatch"|"dequeue"|"complete"|"release"|"extendLease"|"error"|undefined} result
+             * @memberof geospool.v1.SessionResponse
+             * @instance
+             */
+            $Object.defineProperty(SessionResponse.prototype, "result", {
+                get: $util.oneOfGetter($oneOfFields = ["enqueueBatch", "dequeue", "complete", "release", "extendLease", "error"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            /**
+             * Creates a new SessionResponse instance using the specified properties.
+             * @function create
+             * @memberof geospool.v1.SessionResponse
+             * @static
+             * @param {geospool.v1.SessionResponse.$Properties=} [properties] Properties to set
+             * @returns {geospool.v1.SessionResponse} SessionResponse instance
+             * @type {{
+             *   (properties: geospool.v1.SessionResponse.$Shape): geospool.v1.SessionResponse & geospool.v1.SessionResponse.$Shape;
+             *   (properties?: geospool.v1.SessionResponse.$Properties): geospool.v1.SessionResponse;
+             * }}
+             */
+            SessionResponse.create = function(properties) {
+                return new SessionResponse(properties);
+            };
+
+            /**
+             * Encodes the specified SessionResponse message. Does not implicitly {@link geospool.v1.SessionResponse.verify|verify} messages.
+             * @function encode
+             * @memberof geospool.v1.SessionResponse
+             * @static
+             * @param {geospool.v1.SessionResponse.$Properties} message SessionResponse message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            SessionResponse.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.id != null && $Object.hasOwnProperty.call(message, "id") && (typeof message.id === "object" ? message.id.low || message.id.high : message.id !== 0))
+                    writer.uint32(/* id 1, wireType 0 =*/8).uint64(message.id);
+                if (message.enqueueBatch != null && $Object.hasOwnProperty.call(message, "enqueueBatch"))
+                    $root.geospool.v1.EnqueueBatchResponse.encode(message.enqueueBatch, writer.uint32(/* id 2, wireType 2 =*/18).fork(), _depth + 1).ldelim();
+                if (message.dequeue != null && $Object.hasOwnProperty.call(message, "dequeue"))
+                    $root.geospool.v1.DequeueResponse.encode(message.dequeue, writer.uint32(/* id 3, wireType 2 =*/26).fork(), _depth + 1).ldelim();
+                if (message.complete != null && $Object.hasOwnProperty.call(message, "complete"))
+                    $root.geospool.v1.CompleteResponse.encode(message.complete, writer.uint32(/* id 4, wireType 2 =*/34).fork(), _depth + 1).ldelim();
+                if (message.release != null && $Object.hasOwnProperty.call(message, "release"))
+                    $root.geospool.v1.ReleaseResponse.encode(message.release, writer.uint32(/* id 5, wireType 2 =*/42).fork(), _depth + 1).ldelim();
+                if (message.extendLease != null && $Object.hasOwnProperty.call(message, "extendLease"))
+                    $root.geospool.v1.ExtendLeaseResponse.encode(message.extendLease, writer.uint32(/* id 6, wireType 2 =*/50).fork(), _depth + 1).ldelim();
+                if (message.error != null && $Object.hasOwnProperty.call(message, "error"))
+                    $root.geospool.v1.BatchError.encode(message.error, writer.uint32(/* id 7, wireType 2 =*/58).fork(), _depth + 1).ldelim();
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified SessionResponse message, length delimited. Does not implicitly {@link geospool.v1.SessionResponse.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof geospool.v1.SessionResponse
+             * @static
+             * @param {geospool.v1.SessionResponse.$Properties} message SessionResponse message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            SessionResponse.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a SessionResponse message from the specified reader or buffer.
+             * @function decode
+             * @memberof geospool.v1.SessionResponse
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {geospool.v1.SessionResponse & geospool.v1.SessionResponse.$Shape} SessionResponse
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            SessionResponse.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.geospool.v1.SessionResponse();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = $toNumber(reader.uint64())) === "object" ? value.low || value.high : value !== 0)
+                                message.id = value;
+                            else
+                                delete message.id;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            message.enqueueBatch = $root.geospool.v1.EnqueueBatchResponse.decode(reader, reader.size(), $undefined, _depth + 1, message.enqueueBatch);
+                            message.result = "enqueueBatch";
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 2)
+                                break;
+                            message.dequeue = $root.geospool.v1.DequeueResponse.decode(reader, reader.size(), $undefined, _depth + 1, message.dequeue);
+                            message.result = "dequeue";
+                            continue;
+                        }
+                    case 4: {
+                            if (wireType !== 2)
+                                break;
+                            message.complete = $root.geospool.v1.CompleteResponse.decode(reader, reader.size(), $undefined, _depth + 1, message.complete);
+                            message.result = "complete";
+                            continue;
+                        }
+                    case 5: {
+                            if (wireType !== 2)
+                                break;
+                            message.release = $root.geospool.v1.ReleaseResponse.decode(reader, reader.size(), $undefined, _depth + 1, message.release);
+                            message.result = "release";
+                            continue;
+                        }
+                    case 6: {
+                            if (wireType !== 2)
+                                break;
+                            message.extendLease = $root.geospool.v1.ExtendLeaseResponse.decode(reader, reader.size(), $undefined, _depth + 1, message.extendLease);
+                            message.result = "extendLease";
+                            continue;
+                        }
+                    case 7: {
+                            if (wireType !== 2)
+                                break;
+                            message.error = $root.geospool.v1.BatchError.decode(reader, reader.size(), $undefined, _depth + 1, message.error);
+                            message.result = "error";
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a SessionResponse message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof geospool.v1.SessionResponse
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {geospool.v1.SessionResponse & geospool.v1.SessionResponse.$Shape} SessionResponse
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            SessionResponse.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a SessionResponse message.
+             * @function verify
+             * @memberof geospool.v1.SessionResponse
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            SessionResponse.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                let properties = {};
+                if (message.id != null && $Object.hasOwnProperty.call(message, "id"))
+                    if (!$util.isInteger(message.id) && !(message.id && $util.isInteger(message.id.low) && $util.isInteger(message.id.high)))
+                        return "id: integer|Long expected";
+                if (message.enqueueBatch != null && $Object.hasOwnProperty.call(message, "enqueueBatch")) {
+                    properties.result = 1;
+                    {
+                        let error = $root.geospool.v1.EnqueueBatchResponse.verify(message.enqueueBatch, _depth + 1);
+                        if (error)
+                            return "enqueueBatch." + error;
+                    }
+                }
+                if (message.dequeue != null && $Object.hasOwnProperty.call(message, "dequeue")) {
+                    if (properties.result === 1)
+                        return "result: multiple values";
+                    properties.result = 1;
+                    {
+                        let error = $root.geospool.v1.DequeueResponse.verify(message.dequeue, _depth + 1);
+                        if (error)
+                            return "dequeue." + error;
+                    }
+                }
+                if (message.complete != null && $Object.hasOwnProperty.call(message, "complete")) {
+                    if (properties.result === 1)
+                        return "result: multiple values";
+                    properties.result = 1;
+                    {
+                        let error = $root.geospool.v1.CompleteResponse.verify(message.complete, _depth + 1);
+                        if (error)
+                            return "complete." + error;
+                    }
+                }
+                if (message.release != null && $Object.hasOwnProperty.call(message, "release")) {
+                    if (properties.result === 1)
+                        return "result: multiple values";
+                    properties.result = 1;
+                    {
+                        let error = $root.geospool.v1.ReleaseResponse.verify(message.release, _depth + 1);
+                        if (error)
+                            return "release." + error;
+                    }
+                }
+                if (message.extendLease != null && $Object.hasOwnProperty.call(message, "extendLease")) {
+                    if (properties.result === 1)
+                        return "result: multiple values";
+                    properties.result = 1;
+                    {
+                        let error = $root.geospool.v1.ExtendLeaseResponse.verify(message.extendLease, _depth + 1);
+                        if (error)
+                            return "extendLease." + error;
+                    }
+                }
+                if (message.error != null && $Object.hasOwnProperty.call(message, "error")) {
+                    if (properties.result === 1)
+                        return "result: multiple values";
+                    properties.result = 1;
+                    {
+                        let error = $root.geospool.v1.BatchError.verify(message.error, _depth + 1);
+                        if (error)
+                            return "error." + error;
+                    }
+                }
+                return null;
+            };
+
+            /**
+             * Creates a SessionResponse message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof geospool.v1.SessionResponse
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {geospool.v1.SessionResponse} SessionResponse
+             */
+            SessionResponse.fromObject = function (object, _depth) {
+                if (object instanceof $root.geospool.v1.SessionResponse)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".geospool.v1.SessionResponse: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.geospool.v1.SessionResponse();
+                if (object.id != null)
+                    if (typeof object.id === "object" ? object.id.low || object.id.high : $Number(object.id) !== 0)
+                        if ($util.Long)
+                            message.id = $util.Long.fromValue(object.id, true);
+                        else if (typeof object.id === "string")
+                            message.id = $parseInt(object.id, 10);
+                        else if (typeof object.id === "number")
+                            message.id = object.id;
+                        else if (typeof object.id === "object")
+                            message.id = new $util.LongBits(object.id.low >>> 0, object.id.high >>> 0).toNumber(true);
+                if (object.enqueueBatch != null) {
+                    if (!$util.isObject(object.enqueueBatch))
+                        throw $TypeError(".geospool.v1.SessionResponse.enqueueBatch: object expected");
+                    message.enqueueBatch = $root.geospool.v1.EnqueueBatchResponse.fromObject(object.enqueueBatch, _depth + 1);
+                }
+                if (object.dequeue != null) {
+                    if (!$util.isObject(object.dequeue))
+                        throw $TypeError(".geospool.v1.SessionResponse.dequeue: object expected");
+                    message.dequeue = $root.geospool.v1.DequeueResponse.fromObject(object.dequeue, _depth + 1);
+                }
+                if (object.complete != null) {
+                    if (!$util.isObject(object.complete))
+                        throw $TypeError(".geospool.v1.SessionResponse.complete: object expected");
+                    message.complete = $root.geospool.v1.CompleteResponse.fromObject(object.complete, _depth + 1);
+                }
+                if (object.release != null) {
+                    if (!$util.isObject(object.release))
+                        throw $TypeError(".geospool.v1.SessionResponse.release: object expected");
+                    message.release = $root.geospool.v1.ReleaseResponse.fromObject(object.release, _depth + 1);
+                }
+                if (object.extendLease != null) {
+                    if (!$util.isObject(object.extendLease))
+                        throw $TypeError(".geospool.v1.SessionResponse.extendLease: object expected");
+                    message.extendLease = $root.geospool.v1.ExtendLeaseResponse.fromObject(object.extendLease, _depth + 1);
+                }
+                if (object.error != null) {
+                    if (!$util.isObject(object.error))
+                        throw $TypeError(".geospool.v1.SessionResponse.error: object expected");
+                    message.error = $root.geospool.v1.BatchError.fromObject(object.error, _depth + 1);
+                }
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a SessionResponse message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof geospool.v1.SessionResponse
+             * @static
+             * @param {geospool.v1.SessionResponse} message SessionResponse
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            SessionResponse.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults)
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.id = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.id = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                if (message.id != null && $Object.hasOwnProperty.call(message, "id"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.id = typeof message.id === "number" ? $BigInt(message.id) : $util.Long.fromBits(message.id.low >>> 0, message.id.high >>> 0, true).toBigInt();
+                    else if (typeof message.id === "number")
+                        object.id = options.longs === $String ? $String(message.id) : message.id;
+                    else
+                        object.id = options.longs === $String ? $util.Long.prototype.toString.call(message.id) : options.longs === $Number ? new $util.LongBits(message.id.low >>> 0, message.id.high >>> 0).toNumber(true) : message.id;
+                if (message.enqueueBatch != null && $Object.hasOwnProperty.call(message, "enqueueBatch")) {
+                    object.enqueueBatch = $root.geospool.v1.EnqueueBatchResponse.toObject(message.enqueueBatch, options, _depth + 1);
+                    if (options.oneofs)
+                        object.result = "enqueueBatch";
+                }
+                if (message.dequeue != null && $Object.hasOwnProperty.call(message, "dequeue")) {
+                    object.dequeue = $root.geospool.v1.DequeueResponse.toObject(message.dequeue, options, _depth + 1);
+                    if (options.oneofs)
+                        object.result = "dequeue";
+                }
+                if (message.complete != null && $Object.hasOwnProperty.call(message, "complete")) {
+                    object.complete = $root.geospool.v1.CompleteResponse.toObject(message.complete, options, _depth + 1);
+                    if (options.oneofs)
+                        object.result = "complete";
+                }
+                if (message.release != null && $Object.hasOwnProperty.call(message, "release")) {
+                    object.release = $root.geospool.v1.ReleaseResponse.toObject(message.release, options, _depth + 1);
+                    if (options.oneofs)
+                        object.result = "release";
+                }
+                if (message.extendLease != null && $Object.hasOwnProperty.call(message, "extendLease")) {
+                    object.extendLease = $root.geospool.v1.ExtendLeaseResponse.toObject(message.extendLease, options, _depth + 1);
+                    if (options.oneofs)
+                        object.result = "extendLease";
+                }
+                if (message.error != null && $Object.hasOwnProperty.call(message, "error")) {
+                    object.error = $root.geospool.v1.BatchError.toObject(message.error, options, _depth + 1);
+                    if (options.oneofs)
+                        object.result = "error";
+                }
+                return object;
+            };
+
+            /**
+             * Converts this SessionResponse to JSON.
+             * @function toJSON
+             * @memberof geospool.v1.SessionResponse
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            SessionResponse.prototype.toJSON = function() {
+                return SessionResponse.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for SessionResponse
+             * @function getTypeUrl
+             * @memberof geospool.v1.SessionResponse
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            SessionResponse.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/geospool.v1.SessionResponse";
+            };
+
+            return SessionResponse;
+        })();
+
         return v1;
     })();
 
