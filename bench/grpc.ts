@@ -2,12 +2,13 @@
  * `npm run bench:grpc`: durable jobs (enqueue, complete(remove), take the next) over gRPC
  * against one geospool node, side by side with pg-boss (send, complete, fetch) against a
  * PostgreSQL server of the same kind, at 1 and 32 concurrent clients (bench/lib/grpc-loop.ts).
- * geospool takes the next job in its Complete call (then_dequeue); geospool-3call, the same
- * node, with a Dequeue call. Runs alternate side by side; the table shows medians and the
+ * geospool takes the next job in its Complete call (then_dequeue), its calls carried as
+ * messages on one Session stream; geospool-unary, the same node and calls, each a gRPC call
+ * of its own; geospool-3call (not run unless asked), calls, with a Dequeue call. Runs alternate side by side; the table shows medians and the
  * ratios geospool/pg-boss. Writes bench/results/grpc.json. See docs/benchmarks.md.
  *
  * Options: --rounds N (3), --warmup MS (1500), --duration MS (7000), --concurrency 1,32,
- * --sides geospool,geospool-3call,pg-boss, --tsx (the node's sources under tsx instead of
+ * --sides geospool,geospool-unary,pg-boss (or geospool-3call), --tsx (the node's sources under tsx instead of
  * the build), --out FILE (bench/results/grpc.json; "-" for none),
  * --node-threadpool N (UV_THREADPOOL_SIZE of the node process; default 32, as bin/geospool.cjs sets),
  * --node-flags "FLAGS" (flags for the node process, e.g. V8's `--max-semi-space-size=64`),
@@ -62,7 +63,7 @@ const { values: args } = parseArgs({
     warmup: { type: "string", default: "1500" },
     duration: { type: "string", default: "7000" },
     concurrency: { type: "string", default: "1,32" },
-    sides: { type: "string", default: "geospool,geospool-3call,pg-boss" },
+    sides: { type: "string", default: "geospool,geospool-unary,pg-boss" },
     tsx: { type: "boolean", default: false },
     out: { type: "string", default: join(here, "results", "grpc.json") },
     profile: { type: "string" },
@@ -327,7 +328,8 @@ async function main(): Promise<void> {
       settings: {
         workload:
           "each client loop keeps one job queued ahead and repeats: enqueue one job, complete(remove) " +
-          "the held one, take the next (geospool: in the Complete call, then_dequeue; geospool-3call " +
+          "the held one, take the next (geospool: in the Complete call, then_dequeue, every call a " +
+          "message on one Session stream; geospool-unary: the same as gRPC calls; geospool-3call " +
           "and pg-boss: a dequeue/fetch call); one shared client object per side; " +
           "latency = enqueue start -> complete done",
         rounds,

@@ -103,8 +103,13 @@ export function summarize(
     if (!g || !p) return [];
     const throughput = sig3(g.perSecond / p.perSecond);
     // What the Complete that takes the next job gives, against the same node in three calls.
+    const unary = of("geospool-unary", concurrency);
     const three = of("geospool-3call", concurrency);
-    const gain = three ? { overThreeCalls: sig3(g.perSecond / three.perSecond) } : {};
+    const gain = {
+      // What the Session stream gives, against the same two calls made as calls.
+      ...(unary ? { overUnaryCalls: sig3(g.perSecond / unary.perSecond) } : {}),
+      ...(three ? { overThreeCalls: sig3(g.perSecond / three.perSecond) } : {}),
+    };
     const latencyP50 = sig3(g.latencyP50Ms / p.latencyP50Ms);
     const latencyP99 = sig3(g.latencyP99Ms / p.latencyP99Ms);
     return [
@@ -161,6 +166,7 @@ export function printSummary(results: Summary["results"], ratios: Summary["ratio
       `c=${pad(r.concurrency, 2)}              ${pad(`${r.throughput}x`, 10)}           ` +
         `${pad(`${r.latencyP50}x`, 10)}            ${pad(`${r.latencyP99}x`, 10)}` +
         `   ${r.meetsTarget ? "meets target" : "BELOW TARGET"}` +
+        ("overUnaryCalls" in r ? `   (geospool/geospool-unary ${r.overUnaryCalls}x)` : "") +
         ("overThreeCalls" in r ? `   (geospool/geospool-3call ${r.overThreeCalls}x)` : ""),
     );
   }

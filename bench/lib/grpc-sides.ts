@@ -1,15 +1,19 @@
 /**
  * The two sides of bench/grpc.ts, behind one interface so the driver (grpc-loop.ts) runs
  * them identically: geospool over gRPC (GeospoolClient: Enqueue, then Complete(remove)
- * with the next checkout in the same call; `geospool-3call`: Complete, then a Dequeue call)
- * and pg-boss (send, complete, fetch).
+ * with the next checkout in the same call, as messages on one Session stream;
+ * `geospool-unary`: the same two as calls of their own; `geospool-3call`: Enqueue, Complete,
+ * then a Dequeue call) and pg-boss (send, complete, fetch).
  */
 import PgBoss from "pg-boss";
 import { GeospoolClient, type Lease } from "../../src/node/client/geospool-client.js";
 import { type GrpcBenchMetadata, jobData, jobDataBytes, jobMetadata } from "./grpc-payload.js";
 
-/** geospool: a Complete takes the next job (then_dequeue); geospool-3call: a Dequeue call does. */
-export type SideName = "geospool" | "geospool-3call" | "pg-boss";
+/**
+ * geospool: a Complete takes the next job (then_dequeue), on a Session stream;
+ * geospool-unary: the same, each a call; geospool-3call: calls, and a Dequeue call takes it.
+ */
+export type SideName = "geospool" | "geospool-unary" | "geospool-3call" | "pg-boss";
 
 export const isGeospool = (side: SideName): boolean => side !== "pg-boss";
 
@@ -45,13 +49,19 @@ interface GeospoolHeld extends Held {
 /**
  * One GeospoolClient (one HTTP/2 channel) shared by every concurrent client loop. Enqueue
  * of the 1 KiB job goes as one EnqueueBatch message (the client does so for entries up to
- * ONE_MESSAGE_ENQUEUE_MAX); the client adds an idempotency key, as it always does. Dequeue waits up to DEQUEUE_WAIT_MS on the node.
+ * ONE_MESSAGE_ENQUEUE_MAX); the client adds an idempotency key, as it always does. Dequeue
+ * waits up to DEQUEUE_WAIT_MS on the node. `geospool` sends its calls as messages on a
+ * Session stream (the client's default), the others as calls (`session: false`).
  */
 export function geospoolSide(
   endpoint: string,
-  name: "geospool" | "geospool-3call" = "geospool",
+  name: Exclude<SideName, "pg-boss"> = "geospool",
 ): QueueSide<GeospoolHeld> {
-  const client = new GeospoolClient({ endpoints: [endpoint], retryForMs: 0 });
+  const client = new GeospoolClient({
+    endpoints: [endpoint],
+    retryForMs: 0,
+    session: name === "geospool",
+  });
   const held = (lease: Lease) => {
     const meta = JSON.parse(lease.entry.metadata.toString("utf8")) as GrpcBenchMetadata;
     return { lease, t0: meta.t0 };
@@ -72,7 +82,7 @@ export function geospoolSide(
     async complete(h) {
       await client.remove(h.lease);
     },
-    ...(name === "geospool"
+    ...(name !== "geospool-3call"
       ? {
           async completeAndTake(h: GeospoolHeld) {
             const { next } = await client.completeThenDequeue(h.lease, { remove: true });
