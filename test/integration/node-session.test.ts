@@ -118,7 +118,6 @@ describe("Session", () => {
     const deq = await s.answer(1);
     expect(deq.result).toBe("dequeue");
     expect(deq.dequeue?.entry?.name).toBe(made);
-    expect(s.order.indexOf(2)).toBeLessThan(s.order.indexOf(1));
     const token = deq.dequeue?.leaseToken ?? "";
 
     // Refusals, each alone, with its RPC's status and the node's own code.
@@ -216,6 +215,73 @@ describe("Session", () => {
       expect(await c.dequeue("inbox")).toBeUndefined();
       expect(await c.dequeue("inbox")).toBeUndefined();
       expect(dequeues).toBe(2);
+    } finally {
+      c.close();
+      server.forceShutdown();
+    }
+  });
+
+  it("keeps the stream's other calls when one batch is over the message limit", async () => {
+    const endpoint = `127.0.0.1:${node.grpcPort}`;
+    const c = new GeospoolClient({ endpoints: [endpoint], token: WORKER, retryForMs: 0 });
+    try {
+      await c.enqueue("inbox", "small");
+      const lease = await c.dequeue("inbox");
+      expect(lease).toBeDefined();
+      // 5 MiB: past the node's grpc.maxMessageBytes (4 MiB), refused as a call of its own.
+      const big = c.enqueueBatch([{ queue: "inbox", data: Buffer.alloc(5 * 1024 * 1024, 1) }]);
+      const removed = c.remove(lease as NonNullable<typeof lease>);
+      await expect(big).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
+      await expect(removed).resolves.toBeUndefined();
+    } finally {
+      c.close();
+    }
+  });
+
+  it("gives up a call past its deadline on the node, and retries elsewhere when a stream breaks", async () => {
+    // A node whose streams each answer their first request, leave "slow" unanswered
+    // (noting cancels), and break on anything else.
+    const cancels: number[] = [];
+    const server = new grpc.Server();
+    server.addService(spoolServiceDefinition, {
+      session: (stream: grpc.ServerDuplexStream<geospool.v1.SessionRequest, object>) => {
+        let answered = 0;
+        stream.on("data", (m: geospool.v1.SessionRequest) => {
+          if (m.call === "cancel") return void cancels.push(Number(m.cancel));
+          if (m.dequeue?.queue === "slow") return;
+          if (answered++ === 0) return void stream.write({ id: m.id, dequeue: { leaseToken: "" } });
+          stream.emit("error", { code: grpc.status.INTERNAL, details: "broken on purpose" });
+        });
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
+    );
+    const stub = `127.0.0.1:${port}`;
+    const real = `127.0.0.1:${node.grpcPort}`;
+    const c = new GeospoolClient({
+      endpoints: [stub, real],
+      token: WORKER,
+      callTimeoutMs: 300,
+      retryForMs: 0,
+    });
+    try {
+      expect(await c.dequeue("done")).toBeUndefined(); // answered by the stub
+      // No answer within the deadline: DEADLINE_EXCEEDED, retried on the real node (which
+      // refuses the worker a queue "slow"), and the stub is told to give the request up.
+      await expect(c.dequeue("slow")).rejects.toMatchObject({
+        code: grpc.status.PERMISSION_DENIED,
+        endpoint: real,
+      });
+      await eventually("the cancel message", () => cancels.length === 1);
+      // The stub's stream breaks under a call: retried on the real node, which answers.
+      const c2 = new GeospoolClient({ endpoints: [stub, real], token: WORKER, retryForMs: 0 });
+      expect(await c2.dequeue("done")).toBeUndefined(); // the stub's answer: the stream works
+      const made = await c2.enqueue("done", "after a break");
+      expect(made.entry.name).not.toBe("");
+      c2.close();
     } finally {
       c.close();
       server.forceShutdown();

@@ -16,7 +16,12 @@ import {
   enqueueMany,
   toBatchEntry,
 } from "./bulk.js";
-import { isSessionCall, SessionChannel } from "./session-channel.js";
+import {
+  isSessionCall,
+  SESSION_MAX_REQUESTS,
+  SessionCallError,
+  SessionChannel,
+} from "./session-channel.js";
 
 export type { EntryInfo };
 
@@ -75,6 +80,22 @@ interface UnaryMethods {
 }
 
 const MIB = 1024 * 1024;
+/**
+ * EnqueueBatch requests with more bytes of data and metadata than this go as calls, not on
+ * the Session stream: a message over the node's grpc.maxMessageBytes ends the stream it is
+ * on (and with it the answers of every call under way there), and for large bodies a
+ * call's own cost does not count.
+ */
+const SESSION_MESSAGE_MAX = MIB;
+
+type BatchRequest = geospool.v1.EnqueueBatchRequest.$Properties;
+
+/** Bytes of data and metadata of an EnqueueBatch request. */
+function batchBytes(req: BatchRequest): number {
+  let n = 0;
+  for (const e of req.entries ?? []) n += (e.data?.length ?? 0) + (e.metadata?.length ?? 0);
+  return n;
+}
 /**
  * Entries with at most this many bytes of data and metadata, given as bytes or text, go in
  * one EnqueueBatch message instead of an Enqueue stream (header, chunks, commit): one call
@@ -255,19 +276,31 @@ export class GeospoolClient {
     req: UnaryMethods[K][0],
     extraMs: number,
   ): Promise<UnaryMethods[K][1]> {
-    if ((this.opts.session ?? true) && isSessionCall(name) && !this.noSession.has(endpoint)) {
+    if (
+      (this.opts.session ?? true) &&
+      isSessionCall(name) &&
+      !this.noSession.has(endpoint) &&
+      (name !== "enqueueBatch" || batchBytes(req as BatchRequest) <= SESSION_MESSAGE_MAX)
+    ) {
       let channel = this.sessions.get(endpoint);
       if (channel === undefined) {
         channel = new SessionChannel(c, () => this.metadata());
         this.sessions.set(endpoint, channel);
       }
-      try {
-        return (await channel.call(name, req as never, this.callTimeoutMs + extraMs)) as never;
-      } catch (err) {
-        if (statusOf(err) !== grpc.status.UNIMPLEMENTED) throw err;
-        // A node without Session: calls from now on.
-        this.noSession.add(endpoint);
-        this.sessions.delete(endpoint);
+      // Past the node's limit of requests under way on a stream, calls.
+      if (channel.inFlight < SESSION_MAX_REQUESTS) {
+        try {
+          return (await channel.call(name, req as never, this.callTimeoutMs + extraMs)) as never;
+        } catch (err) {
+          const oldNode =
+            err instanceof SessionCallError &&
+            err.ofStream &&
+            err.code === grpc.status.UNIMPLEMENTED;
+          if (!oldNode) throw err;
+          // A node without Session: calls from now on.
+          this.noSession.add(endpoint);
+          this.sessions.delete(endpoint);
+        }
       }
     }
     return this.unaryCall(c, name, req, extraMs);

@@ -34,6 +34,8 @@ export class SessionCallError extends Error {
     readonly code: grpc.status,
     readonly details: string,
     serviceCode = "",
+    /** The stream failed, not the request (UNIMPLEMENTED here: a node without Session). */
+    readonly ofStream = false,
   ) {
     super(`${code} ${grpc.status[code] ?? code}: ${details}`);
     this.name = "SessionCallError";
@@ -45,6 +47,10 @@ export class SessionCallError extends Error {
 
 /** How long a stream with no call under way stays open (ms). */
 export const SESSION_IDLE_MS = 2_000;
+/** Requests a node takes under way on one stream (the proto's limit): more go as calls. */
+export const SESSION_MAX_REQUESTS = 1024;
+/** Longest timer setTimeout keeps (a longer one fires at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 type Stream = grpc.ClientDuplexStream<
   geospool.v1.SessionRequest.$Properties,
@@ -52,18 +58,20 @@ type Stream = grpc.ClientDuplexStream<
 >;
 
 interface Waiting {
+  stream: Stream;
   answer(res: geospool.v1.SessionResponse): void;
   fail(err: Error): void;
 }
 
 /**
  * One Session stream to one node (see the proto), carrying unary calls as messages. Opened
- * by the first call. A stream that breaks fails the calls under way with its status
- * (UNAVAILABLE when the node ended it without answering them), as a broken connection
- * fails unary calls under way, and the next call opens a new stream. A call that gets no
- * answer within its timeout fails with DEADLINE_EXCEEDED and is cancelled on the node.
- * The stream is ended once no call has been under way for SESSION_IDLE_MS, so an idle
- * client does not keep its process alive.
+ * by the first call. A stream that breaks fails the calls under way as a broken connection
+ * fails unary calls: UNAVAILABLE (retried, under each call's own rules) once the stream
+ * had answered anything; its own status (UNIMPLEMENTED, UNAUTHENTICATED, ...) when it
+ * failed before any answer. The next call opens a new stream. A call that gets no answer
+ * within its timeout fails with DEADLINE_EXCEEDED and is cancelled on the node. The stream
+ * is ended once no call has been under way for SESSION_IDLE_MS, so an idle client does not
+ * keep its process alive; `close` ends it too, after the calls under way are answered.
  */
 export class SessionChannel {
   private stream: Stream | undefined;
@@ -79,6 +87,11 @@ export class SessionChannel {
   /** Streams opened so far. */
   opened = 0;
 
+  /** Calls waiting for their answer. */
+  get inFlight(): number {
+    return this.waiting.size;
+  }
+
   call<K extends keyof SessionMethods>(
     name: K,
     req: SessionMethods[K][0],
@@ -87,18 +100,22 @@ export class SessionChannel {
     const stream = this.open();
     const id = this.nextId++;
     return new Promise<SessionMethods[K][1]>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        if (!this.waiting.delete(id)) return;
-        this.settled();
-        if (this.stream === stream) stream.write({ id: this.nextId++, cancel: id });
-        reject(
-          new SessionCallError(
-            grpc.status.DEADLINE_EXCEEDED,
-            `no answer to ${name} within ${timeoutMs} ms`,
-          ),
-        );
-      }, timeoutMs);
+      const timer = setTimeout(
+        () => {
+          if (!this.waiting.delete(id)) return;
+          this.settled();
+          if (this.stream === stream) stream.write({ id: this.nextId++, cancel: id });
+          reject(
+            new SessionCallError(
+              grpc.status.DEADLINE_EXCEEDED,
+              `no answer to ${name} within ${timeoutMs} ms`,
+            ),
+          );
+        },
+        Math.min(timeoutMs, MAX_TIMER_MS),
+      );
       this.waiting.set(id, {
+        stream,
         answer: (res) => {
           clearTimeout(timer);
           if (res.result === "error" && res.error) {
@@ -126,14 +143,16 @@ export class SessionChannel {
     });
   }
 
-  /** End the stream; calls under way fail with CANCELLED. */
+  /**
+   * End the stream: calls under way still get their answers (the node ends the stream
+   * once it has sent them), as unary calls under way outlive grpc-js's `Client.close`.
+   */
   close(): void {
     clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     const stream = this.stream;
     this.stream = undefined;
-    this.failAll(new SessionCallError(grpc.status.CANCELLED, "the client was closed"));
-    stream?.cancel();
+    stream?.end();
   }
 
   private open(): Stream {
@@ -152,10 +171,28 @@ export class SessionChannel {
       w.answer(res);
       this.settled();
     });
+    let answered = false;
+    stream.on("data", () => {
+      answered = true;
+    });
     const broken = (code: grpc.status, details: string) => {
-      if (this.stream !== stream) return;
-      this.stream = undefined;
-      this.failAll(new SessionCallError(code, `the Session stream ended: ${details}`));
+      if (this.stream === stream) this.stream = undefined;
+      // Once the stream worked, what broke it is no answer to the calls under way (one
+      // oversized message ends the stream for all): they are retried, as after a lost
+      // connection. Before any answer, the stream's status is the node's answer to all.
+      const err = answered
+        ? new SessionCallError(
+            grpc.status.UNAVAILABLE,
+            `the Session stream broke: ${details}`,
+            "",
+            true,
+          )
+        : new SessionCallError(code, `the Session stream failed: ${details}`, "", true);
+      for (const [id, w] of this.waiting) {
+        if (w.stream !== stream) continue;
+        this.waiting.delete(id);
+        w.fail(err);
+      }
     };
     stream.on("error", (err: Partial<grpc.ServiceError>) => {
       const code = typeof err.code === "number" ? err.code : grpc.status.UNAVAILABLE;
@@ -163,12 +200,6 @@ export class SessionChannel {
     });
     stream.on("end", () => broken(grpc.status.UNAVAILABLE, "the node ended it"));
     return stream;
-  }
-
-  private failAll(err: Error): void {
-    const all = [...this.waiting.values()];
-    this.waiting.clear();
-    for (const w of all) w.fail(err);
   }
 
   /** A call ended: with none left, end the stream after SESSION_IDLE_MS. */

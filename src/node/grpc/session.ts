@@ -193,6 +193,8 @@ export function sessionHandler(
       inputEnded = true;
       maybeEnd();
     });
+    // A stream opened after the node began to stop: its abort event has fired already.
+    maybeEnd();
   };
 }
 

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { Logger } from "pino";
 import { type Spool, validateName } from "../../spool/index.js";
 import type { Config } from "../config/index.js";
@@ -40,7 +41,10 @@ export class ServiceContext {
       outcome: string,
       seconds: number,
     ) => void,
-  ) {}
+  ) {
+    // Every open Session stream and waiting Dequeue listens for it: no warning past ten.
+    setMaxListeners(0, this.stopper.signal);
+  }
 
   /** Aborted once the node begins to shut down. */
   get stopping(): AbortSignal {
