@@ -245,6 +245,7 @@ describe("independent client: buf curl through server reflection", () => {
         "List",
         "ReadData",
         "Release",
+        "Session",
         "Stat",
         "Watch",
       ].map((m) => `geospool.v1.Spool/${m}`),
