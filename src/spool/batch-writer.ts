@@ -1,5 +1,6 @@
 import { GroupCommit, splitBy } from "../common/group-commit.js";
 import { SpoolThread } from "./spool-thread.js";
+import type { Throttle } from "./throttle.js";
 
 /**
  * One entry's files, as the writer thread makes them.
@@ -31,9 +32,21 @@ export type WriterResult =
  */
 export type ReserveResult = "created" | "exists" | { errno: string; message: string };
 
-type Request = { dirs: string[]; items: WriterItem[]; reserve?: undefined } | { reserve: string[] };
+/**
+ * What renaming one file did: done, or the error of `rename(2)`.
+ * @internal
+ */
+export type RenameResult = { ok: true } | { ok: false; errno: string; message: string };
 
-type Reply = { results: WriterResult[] } | { reserved: ReserveResult[] };
+type Request =
+  | { dirs: string[]; items: WriterItem[]; reserve?: undefined; renames?: undefined }
+  | { reserve: string[]; renames?: undefined }
+  | { renames: [from: string, to: string][] };
+
+type Reply =
+  | { results: WriterResult[] }
+  | { reserved: ReserveResult[] }
+  | { renamed: (RenameResult | null)[] };
 
 /*
  * The thread's code, plain JavaScript run with `eval` (so it works the same from the
@@ -53,7 +66,12 @@ const reserve = (paths) => paths.map((p) => {
   try { fs.closeSync(fs.openSync(p, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644)); return "created"; }
   catch (e) { return e.code === "EEXIST" ? "exists" : { errno: String(e.code || "unknown"), message: String(e.message || e) }; }
 });
+const renameAll = (pairs) => pairs.map(([from, to]) => {
+  try { fs.renameSync(from, to); return null; }
+  catch (e) { return { ok: false, errno: String(e.code || "unknown"), message: String(e.message || e) }; }
+});
 parentPort.on("message", async (req) => {
+  if (req.renames) { parentPort.postMessage({ id: req.id, renamed: renameAll(req.renames) }); return; }
   if (req.reserve) { parentPort.postMessage({ id: req.id, reserved: reserve(req.reserve) }); return; }
   const n = req.items.length;
   const out = new Array(n);
@@ -125,6 +143,9 @@ parentPort.on("message", async (req) => {
  * @internal
  */
 export const WRITE_GROUP_ITEMS = 512;
+/** Most renames sent to the thread in one message (see `BatchWriter.rename`). @internal */
+export const RENAME_GROUP_ITEMS = 4096;
+const RENAMED: RenameResult = { ok: true };
 /** Writes sent to the thread at once (see `BatchWriter.write`). @internal */
 export const WRITES_IN_FLIGHT = 4;
 
@@ -147,8 +168,17 @@ export class BatchWriter {
     (call) => call.items.length,
     { maxItems: WRITE_GROUP_ITEMS, inFlight: WRITES_IN_FLIGHT },
   );
+  /** Renames asked for while one group is under way go together: one message, in order. */
+  private readonly renames = new GroupCommit<[string, string][], RenameResult>(
+    (calls) => this.renameGroup(calls),
+    (call) => call.length,
+    { maxItems: RENAME_GROUP_ITEMS, inFlight: 1 },
+  );
   /** Write requests sent to the thread so far (grouped writes count once). */
   requests = 0;
+
+  /** `throttle`: what a group of renames runs under (the spool's one throttle). */
+  constructor(private readonly throttle?: Throttle) {}
 
   /**
    * Write `items`, then make them and `dirs` durable; one result per item. Up to
@@ -177,10 +207,36 @@ export class BatchWriter {
     );
   }
 
+  /**
+   * Rename each `[from, to]` (a batch's metadata files into their queues), one result per
+   * pair, in order; not made durable here (the caller fsyncs the directories). Renames asked
+   * for while a group is under way go together as one message to the thread, whose
+   * synchronous calls take a few microseconds each: a batch of 512 entries is two messages,
+   * not 512 round trips through the thread pool and the event loop.
+   */
+  rename(pairs: [from: string, to: string][]): Promise<RenameResult[]> {
+    return this.renames.submit(pairs);
+  }
+
+  private async renameGroup(calls: [string, string][][]): Promise<RenameResult[][]> {
+    const send = () => this.send({ renames: calls.flat() });
+    const reply = await (this.throttle ? this.throttle.run(send) : send());
+    const renamed = "renamed" in reply ? reply.renamed : [];
+    return splitBy(
+      renamed.map((r) => r ?? RENAMED),
+      calls.map((c) => c.length),
+    );
+  }
+
   /** Make each registry file of `paths` with O_EXCL (not fsynced, as `reserveName`). */
   async reserve(paths: string[]): Promise<ReserveResult[]> {
     const reply = await this.send({ reserve: paths });
     return "reserved" in reply ? reply.reserved : [];
+  }
+
+  /** Messages sent to the thread so far (writes, reservations and groups of renames). */
+  get calls(): number {
+    return this.thread.calls;
   }
 
   private send(request: Request): Promise<Reply> {

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { isErrno } from "../common/errno.js";
-import { BatchWriter } from "./batch-writer.js";
+import { BatchWriter, type RenameResult } from "./batch-writer.js";
 import { checkoutThread } from "./checkout-thread.js";
 import { writeDataSynced } from "./data.js";
 import { decodeEnvelope, type Envelope, encodeEnvelope } from "./envelope.js";
@@ -68,7 +68,7 @@ export class SpoolCore<M, Q extends string> {
   readonly leases: LeasePolicy<Q>;
   readonly syncer = new DirectorySyncer();
   /** Writes batches of small entries (`enqueueBatch`) on a thread of its own. */
-  readonly batchWriter = new BatchWriter();
+  readonly batchWriter: BatchWriter;
   /** Checkouts, each one message to a thread of the spool's own (checkout-thread.ts). */
   readonly checkouts = checkoutThread();
   private readonly dirnames = new Map<string, string>();
@@ -94,6 +94,7 @@ export class SpoolCore<M, Q extends string> {
       this.dirnames.set(q, dirname);
     }
     this.throttle = spoolable.throttle ?? defaultThrottle();
+    this.batchWriter = new BatchWriter(this.throttle);
     this.names = spoolable.nameGenerator ?? timeSortableNames();
     const l = spoolable.leases ?? {};
     this.leases = {
@@ -496,6 +497,36 @@ export class SpoolCore<M, Q extends string> {
       ]);
     } catch (err) {
       throw ioError("remove", name, err);
+    }
+  }
+
+  /**
+   * Rename a batch's metadata file `tmp` into place at `dest` (the rename that makes the
+   * entry visible), through the batch writer thread with the renames of the entries around
+   * it (`BatchWriter.rename`). Resolves once renamed; throws if it was not, and then the
+   * entry is not visible. If the thread failed (it died: which of its renames were done is
+   * unknown), the rename is tried here instead, and a `tmp` gone with `dest` there means
+   * the thread did it.
+   */
+  async publish(tmp: string, dest: string): Promise<void> {
+    let r: RenameResult | undefined;
+    try {
+      r = (await this.batchWriter.rename([[tmp, dest]]))[0];
+    } catch {
+      try {
+        await this.throttle.run(() => rename(tmp, dest));
+      } catch (err) {
+        const gone =
+          isErrno(err, "ENOENT") &&
+          (await this.throttle.run(() => statIfExists(dest))) !== undefined;
+        if (!gone) throw err;
+      }
+      return;
+    }
+    if (r === undefined || !r.ok) {
+      throw Object.assign(new Error(r?.message ?? "no answer from the batch writer thread"), {
+        code: r?.errno ?? "EIO",
+      });
     }
   }
 
