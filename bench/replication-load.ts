@@ -2,13 +2,13 @@
  * The workloads of bench/replication.ts, over gRPC (GeospoolClient), with 1 KiB of data and
  * about 100 bytes of JSON metadata per entry (bench/lib/grpc-payload.ts):
  * - `runSustained`: enqueues on A on an open-loop schedule (entry i starts at start + i/rate,
- *   whether or not earlier ones have returned), while `consumers` loops on C each repeat a
- *   waiting Dequeue then Complete(remove); probe rows (the floor) are interleaved at their
+ *   whether or not earlier ones have returned), while `consumers` loops on C each take an
+ *   entry and repeat Complete(remove) with the next checkout in the same call; probe rows (the floor) are interleaved at their
  *   own rate, so entries and floor share the same load;
  * - `runProbes`: probe rows alone (the floor on an otherwise idle cluster);
  * - `enqueueMany`: `count` entries as fast as `concurrency` closed loops go (burst, catch-up).
  */
-import type { GeospoolClient } from "../src/node/client/index.js";
+import type { GeospoolClient, Lease } from "../src/node/client/index.js";
 import { jobDataBytes } from "./lib/grpc-payload.js";
 import type { JournalWatcher, ProbeRecord, ProbeWriter } from "./replication-probe.js";
 import { now } from "./replication-trace.js";
@@ -82,10 +82,14 @@ export async function runSustained(opts: {
   let acked = 0;
   let drainWake: (() => void) | undefined;
 
+  // Each consumer takes an entry, then removes it and takes the next in one call
+  // (`completeThenDequeue`, as a worker would); a plain waiting Dequeue when it holds none.
+  const take = { waitMs: 500, leaseMs: 60_000 };
   const consumerLoops = Array.from({ length: opts.consumers }, async () => {
+    let lease: Lease | undefined;
     while (!stopping) {
       try {
-        const lease = await consumer.dequeue(queue, { waitMs: 500, leaseMs: 60_000 });
+        lease ??= await consumer.dequeue(queue, take);
         if (!lease) continue;
         const t = now();
         const id = (JSON.parse(lease.entry.metadata.toString("utf8")) as { id: number }).id;
@@ -96,8 +100,13 @@ export async function runSustained(opts: {
           dequeued++;
           drainWake?.();
         }
-        await consumer.remove(lease);
+        if (stopping) {
+          await consumer.remove(lease);
+          break;
+        }
+        lease = (await consumer.completeThenDequeue(lease, { remove: true }, take)).next;
       } catch {
+        lease = undefined;
         consumeErrors++;
         await new Promise((r) => setTimeout(r, 50));
       }

@@ -302,7 +302,7 @@ async function main(): Promise<void> {
         await settle(c);
         console.log(
           `\n2${run.main ? "b" : "a"}. sustained: ${run.rate} enqueues/s on A for ${run.durationMs / 1000} s ` +
-            `(+${run.warmupMs / 1000} s warm-up), ${num("consumers")} waiting Dequeue loops on C, ` +
+            `(+${run.warmupMs / 1000} s warm-up), ${num("consumers")} consumer loops on C (Complete taking the next), ` +
             `probe rows at ${num("probe-rate")}/s${run.main ? "" : " (for comparison, no target)"}`,
         );
         const f = await sustainedSection({
