@@ -239,6 +239,7 @@ async function main(): Promise<void> {
   const source = await sourceVersion();
   const machine = await describeMachine(dir, loadavg()[0] ?? 0);
   console.log(`machine: ${uptimeStart}\nsource: ${source.commit}\nstate in ${dir}`);
+  console.log(`file creation in ${dir}: ${machine.fileCreateUs ?? "?"} µs of kernel CPU each`);
   let cluster: BenchCluster | undefined;
   const client = { c: undefined as GeospoolClient | undefined };
   try {

@@ -109,6 +109,7 @@ async function main(): Promise<void> {
   const started = performance.now();
   const dir = await mkdtemp(join(tmpdir(), "geospool-bench-grpc-"));
   const machine = await describeMachine(dir, loadavg()[0] ?? 0);
+  console.log(`file creation in ${dir}: ${machine.fileCreateUs ?? "?"} µs of kernel CPU each`);
   const servers: EmbeddedPostgres[] = [];
   let node: NodeProcess | undefined;
   const profileDir = args.profile === undefined ? undefined : resolve(args.profile);

@@ -199,6 +199,7 @@ async function main(): Promise<void> {
     `source: ${source.commit}${source.srcModified.length ? ` + uncommitted changes in ${source.srcModified.join(", ")}` : ""}`,
   );
   console.log(`state in ${dir}`);
+  console.log(`file creation in ${dir}: ${machine.fileCreateUs ?? "?"} µs of kernel CPU each`);
   let cluster: BenchCluster | undefined;
   let watcher: JournalWatcher | undefined;
   let writer: ProbeWriter | undefined;

@@ -1,5 +1,7 @@
 import { execFile } from "node:child_process";
+import { closeSync, constants, mkdirSync, openSync, rmSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
+import { join } from "node:path";
 import { promisify } from "node:util";
 
 export interface Machine {
@@ -12,6 +14,30 @@ export interface Machine {
   fsType: string | undefined;
   /** The load average when the bench started (the machine may be shared). */
   loadAvg1m: number;
+  /**
+   * Kernel CPU (µs) to make one empty file (O_CREAT|O_EXCL, close) in a directory three
+   * levels under the bench's: about 25 on a fresh ext4, 65 to 1,100 on this machine's root
+   * filesystem depending on the directory (docs/benchmarks.md, "File creation on this
+   * machine"). A spool makes three files per entry, so its figures move with this one.
+   */
+  fileCreateUs: number | undefined;
+}
+
+/** `fileCreateUs`: the system CPU of `n` file creations in a fresh directory under `dir`. */
+export function measureFileCreate(dir: string, n = 300): number | undefined {
+  const where = join(dir, ".fs-calibration", "a", "b");
+  try {
+    mkdirSync(where, { recursive: true });
+    const flags = constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY;
+    const before = process.cpuUsage();
+    for (let i = 0; i < n; i++) closeSync(openSync(join(where, `f${i}`), flags, 0o644));
+    const used = process.cpuUsage(before);
+    return Math.round((used.system / n) * 10) / 10;
+  } catch {
+    return undefined;
+  } finally {
+    rmSync(join(dir, ".fs-calibration"), { recursive: true, force: true });
+  }
 }
 
 export async function describeMachine(dir: string, loadAvg1m: number): Promise<Machine> {
@@ -31,5 +57,6 @@ export async function describeMachine(dir: string, loadAvg1m: number): Promise<M
     platform: `${process.platform}-${process.arch}`,
     fsType,
     loadAvg1m,
+    fileCreateUs: measureFileCreate(dir),
   };
 }
