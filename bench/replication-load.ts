@@ -3,8 +3,8 @@
  * about 100 bytes of JSON metadata per entry (bench/lib/grpc-payload.ts):
  * - `runSustained`: enqueues on A on an open-loop schedule (entry i starts at start + i/rate,
  *   whether or not earlier ones have returned), while `consumers` loops on C each take an
- *   entry and repeat Complete(remove) with the next checkout in the same call; probe rows (the floor) are interleaved at their
- *   own rate, so entries and floor share the same load;
+ *   entry, then repeat Complete(remove) taking the next one in the same call; probe rows
+ *   (the floor) are interleaved at their own rate, so entries and floor share the load;
  * - `runProbes`: probe rows alone (the floor on an otherwise idle cluster);
  * - `enqueueMany`: `count` entries as fast as `concurrency` closed loops go (burst, catch-up).
  */
@@ -87,10 +87,13 @@ export async function runSustained(opts: {
   const take = { waitMs: 500, leaseMs: 60_000 };
   const consumerLoops = Array.from({ length: opts.consumers }, async () => {
     let lease: Lease | undefined;
-    while (!stopping) {
+    for (;;) {
       try {
-        lease ??= await consumer.dequeue(queue, take);
-        if (!lease) continue;
+        if (lease === undefined) {
+          if (stopping) break;
+          lease = await consumer.dequeue(queue, take);
+          if (lease === undefined) continue;
+        }
         const t = now();
         const id = (JSON.parse(lease.entry.metadata.toString("utf8")) as { id: number }).id;
         const rec = byId.get(id);
@@ -101,13 +104,16 @@ export async function runSustained(opts: {
           drainWake?.();
         }
         if (stopping) {
+          // What a consumer holds when the run stops is counted above and removed here.
           await consumer.remove(lease);
           break;
         }
         lease = (await consumer.completeThenDequeue(lease, { remove: true }, take)).next;
       } catch {
+        // A checkout the answer was lost with stays checked out until its lease ends.
         lease = undefined;
         consumeErrors++;
+        if (stopping) break;
         await new Promise((r) => setTimeout(r, 50));
       }
     }

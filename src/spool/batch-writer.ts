@@ -57,9 +57,12 @@ type Reply =
  * at once on the thread pool; then each data file checked still linked and its registry
  * file still there, and the files closed. An entry that failed has its files removed
  * (only those it made) before the reply. Requests overlap: the next one is written while
- * the previous one's round runs.
+ * the previous one's round runs, and the writing gives way every 64 entries, so a group
+ * of renames waits for at most that many entries' files, not for whole rounds queued
+ * before it.
  */
 const THREAD_SOURCE = `
+const YIELD_EVERY = 64;
 const writeAll = (fd, b) => { let o = 0; while (o < b.length) o += fs.writeSync(fd, b, o, b.length - o); };
 const quiet = (f) => { try { f(); } catch {} };
 const reserve = (paths) => paths.map((p) => {
@@ -80,13 +83,16 @@ parentPort.on("message", async (req) => {
     if (out[i] !== undefined) return;
     out[i] = { ok: false, step: st[i].step, errno: String((e && e.code) || "unknown"), message: String((e && e.message) || e) };
   };
-  req.items.forEach((it, i) => {
+  for (let i = 0; i < n; i++) {
+    // Every YIELD_EVERY entries, messages that came meanwhile (renames) are served.
+    if (i > 0 && i % YIELD_EVERY === 0) await new Promise((r) => setImmediate(r));
+    const it = req.items[i];
     const s = st[i];
     try {
       if (it.reserve) {
         let fd;
         try { fd = fs.openSync(it.registry, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644); }
-        catch (e) { if (e.code === "EEXIST") { out[i] = { ok: false, taken: true }; return; } throw e; }
+        catch (e) { if (e.code === "EEXIST") { out[i] = { ok: false, taken: true }; continue; } throw e; }
         s.madeRegistry = true;
         fs.closeSync(fd);
       }
@@ -100,7 +106,7 @@ parentPort.on("message", async (req) => {
       s.fds.push(mfd);
       writeAll(mfd, it.metadataBytes);
     } catch (e) { fail(i, e); }
-  });
+  }
   const syncs = [];
   for (let i = 0; i < n; i++) {
     if (out[i] !== undefined) continue;

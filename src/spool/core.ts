@@ -503,31 +503,30 @@ export class SpoolCore<M, Q extends string> {
   /**
    * Rename a batch's metadata file `tmp` into place at `dest` (the rename that makes the
    * entry visible), through the batch writer thread with the renames of the entries around
-   * it (`BatchWriter.rename`). Resolves once renamed; throws if it was not, and then the
-   * entry is not visible. If the thread failed (it died: which of its renames were done is
-   * unknown), the rename is tried here instead, and a `tmp` gone with `dest` there means
-   * the thread did it.
+   * it (`BatchWriter.rename`). Resolves once renamed. Throws if it was not (the entry is not
+   * visible; its files are the caller's to remove), or `PublishUnknown` when that cannot be
+   * told: the thread failed (it died: which of its renames it made is unknown) and `tmp`
+   * is gone, so the thread may have made the entry visible, and a consumer may hold it
+   * already. The caller then removes nothing (what is left of an entry that did not become
+   * visible is repair's, as after a crash). With `tmp` still there, the rename is made here.
    */
   async publish(tmp: string, dest: string): Promise<void> {
     let r: RenameResult | undefined;
     try {
       r = (await this.batchWriter.rename([[tmp, dest]]))[0];
-    } catch {
+    } catch (threadErr) {
       try {
         await this.throttle.run(() => rename(tmp, dest));
+        return;
       } catch (err) {
-        const gone =
-          isErrno(err, "ENOENT") &&
-          (await this.throttle.run(() => statIfExists(dest))) !== undefined;
-        if (!gone) throw err;
+        if (!isErrno(err, "ENOENT")) throw err;
+        const left = await this.throttle.run(() => statIfExists(tmp)).catch(() => undefined);
+        if (left !== undefined) throw err; // not renamed: `dest`'s directory is missing
+        throw new PublishUnknown(dest, threadErr);
       }
-      return;
     }
-    if (r === undefined || !r.ok) {
-      throw Object.assign(new Error(r?.message ?? "no answer from the batch writer thread"), {
-        code: r?.errno ?? "EIO",
-      });
-    }
+    if (r === undefined) throw new PublishUnknown(dest, "no answer for it");
+    if (!r.ok) throw Object.assign(new Error(r.message), { code: r.errno });
   }
 
   /**
@@ -728,4 +727,17 @@ function threadError(r: { errno: string; message: string; syscall?: string; path
   if (r.syscall !== undefined) Object.assign(err, { syscall: r.syscall });
   if (r.path !== undefined) Object.assign(err, { path: r.path });
   return err;
+}
+
+/**
+ * `SpoolCore.publish` cannot tell whether the entry became visible (its rename may have
+ * been made by a batch writer thread that then died): remove nothing of it.
+ * @internal
+ */
+export class PublishUnknown extends Error {
+  constructor(dest: string, cause: unknown) {
+    super(`could not tell whether ${dest} was made visible (the batch writer thread failed)`, {
+      cause,
+    });
+  }
 }

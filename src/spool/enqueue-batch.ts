@@ -1,5 +1,5 @@
 import type { WriterItem, WriterResult } from "./batch-writer.js";
-import type { SpoolCore } from "./core.js";
+import { PublishUnknown, type SpoolCore } from "./core.js";
 import { enqueue } from "./enqueue.js";
 import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
 import { validateName } from "./names.js";
@@ -223,9 +223,15 @@ async function runRound<M, Q extends string>(
       try {
         await core.publish(l.tmpFile(name), l.queueFile(it.dirname, name));
       } catch (err) {
+        const error = ioError("enqueue (rename into queue) of", name, err);
+        if (err instanceof PublishUnknown) {
+          // Maybe visible, maybe someone's already: nothing taken back, reported as visible.
+          it.result = { ok: false, error, name, visible: true };
+          return;
+        }
         // Not visible: the files are ours (the data file was made with O_EXCL).
         await removeFiles();
-        it.result = { ok: false, error: ioError("enqueue (rename into queue) of", name, err) };
+        it.result = { ok: false, error };
         return;
       }
       onVisible?.(name, it.index);

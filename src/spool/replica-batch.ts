@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { WriterItem, WriterResult } from "./batch-writer.js";
-import type { SpoolCore } from "./core.js";
+import { PublishUnknown, type SpoolCore } from "./core.js";
 import { BATCH_ROUND_ENTRIES } from "./enqueue-batch.js";
 import { encodeEnvelope } from "./envelope.js";
 import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
@@ -157,8 +157,9 @@ async function runRound<M, Q extends string>(
       try {
         await core.publish(p.tmp, p.dest);
       } catch (err) {
-        // Not visible: the files are ours (registry and data made with O_EXCL).
-        await core.discardUnpublished(p.item.name, p.tmp);
+        // Not visible: the files are ours (registry and data made with O_EXCL). Maybe
+        // visible (the thread died around its rename): nothing removed; the next sync looks.
+        if (!(err instanceof PublishUnknown)) await core.discardUnpublished(p.item.name, p.tmp);
         results[p.index] = {
           kind: "failed",
           error: ioError("place replica (rename into place) of", p.item.name, err),
