@@ -46,7 +46,7 @@ type Request =
 type Reply =
   | { results: WriterResult[] }
   | { reserved: ReserveResult[] }
-  | { renamed: (RenameResult | null)[] };
+  | { renamed: RenameResult[] };
 
 /*
  * The thread's code, plain JavaScript run with `eval` (so it works the same from the
@@ -70,7 +70,7 @@ const reserve = (paths) => paths.map((p) => {
   catch (e) { return e.code === "EEXIST" ? "exists" : { errno: String(e.code || "unknown"), message: String(e.message || e) }; }
 });
 const renameAll = (pairs) => pairs.map(([from, to]) => {
-  try { fs.renameSync(from, to); return null; }
+  try { fs.renameSync(from, to); return { ok: true }; }
   catch (e) { return { ok: false, errno: String(e.code || "unknown"), message: String(e.message || e) }; }
 });
 parentPort.on("message", async (req) => {
@@ -149,9 +149,8 @@ parentPort.on("message", async (req) => {
  * @internal
  */
 export const WRITE_GROUP_ITEMS = 512;
-/** Most renames sent to the thread in one message (see `BatchWriter.rename`). @internal */
-export const RENAME_GROUP_ITEMS = 4096;
-const RENAMED: RenameResult = { ok: true };
+/** Most renames sent to the thread in one message (see `BatchWriter.rename`). */
+const RENAME_GROUP_ITEMS = 4096;
 /** Writes sent to the thread at once (see `BatchWriter.write`). @internal */
 export const WRITES_IN_FLIGHT = 4;
 
@@ -229,7 +228,7 @@ export class BatchWriter {
     const reply = await (this.throttle ? this.throttle.run(send) : send());
     const renamed = "renamed" in reply ? reply.renamed : [];
     return splitBy(
-      renamed.map((r) => r ?? RENAMED),
+      renamed,
       calls.map((c) => c.length),
     );
   }
