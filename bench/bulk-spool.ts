@@ -13,7 +13,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { bytesCodec, Spool } from "../src/spool/index.js";
-import { measureFileCreate } from "./lib/spool-machine.js";
+import { fileCreateLine, measureFileCreate } from "./lib/spool-machine.js";
 
 const { values: args } = parseArgs({
   options: { entries: { type: "string", default: "20000" }, dir: { type: "string" } },
@@ -43,10 +43,9 @@ async function main() {
   console.log(
     `load average ${loadavg()
       .map((x) => x.toFixed(2))
-      .join(" ")}; ${N} entries of 200 bytes in ${root}; file creation there ${
-      measureFileCreate(root) ?? "?"
-    } µs of kernel CPU each`,
+      .join(" ")}; ${N} entries of 200 bytes in ${root}`,
   );
+  console.log(fileCreateLine(root, measureFileCreate(root)));
   try {
     const batched = await run("batched", root, async (spool) => {
       let next = 0;

@@ -32,7 +32,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { type BulkEntry, GeospoolClient } from "../src/node/client/index.js";
 import { sourceVersion } from "./lib/source-version.js";
-import { describeMachine } from "./lib/spool-machine.js";
+import { describeMachine, fileCreateLine } from "./lib/spool-machine.js";
 import { type BenchCluster, startBenchCluster } from "./replication-cluster.js";
 import { cpuSnapshot } from "./replication-cpu.js";
 import type { NodeTrace } from "./replication-trace.js";
@@ -239,7 +239,7 @@ async function main(): Promise<void> {
   const source = await sourceVersion();
   const machine = await describeMachine(dir, loadavg()[0] ?? 0);
   console.log(`machine: ${uptimeStart}\nsource: ${source.commit}\nstate in ${dir}`);
-  console.log(`file creation in ${dir}: ${machine.fileCreateUs ?? "?"} µs of kernel CPU each`);
+  console.log(fileCreateLine(dir, machine.fileCreateUs));
   let cluster: BenchCluster | undefined;
   const client = { c: undefined as GeospoolClient | undefined };
   try {

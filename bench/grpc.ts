@@ -53,7 +53,7 @@ import {
 } from "./lib/grpc-sides.js";
 import { sig3 } from "./lib/grpc-stats.js";
 import { sourceVersion } from "./lib/source-version.js";
-import { describeMachine } from "./lib/spool-machine.js";
+import { describeMachine, fileCreateLine } from "./lib/spool-machine.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -109,7 +109,7 @@ async function main(): Promise<void> {
   const started = performance.now();
   const dir = await mkdtemp(join(tmpdir(), "geospool-bench-grpc-"));
   const machine = await describeMachine(dir, loadavg()[0] ?? 0);
-  console.log(`file creation in ${dir}: ${machine.fileCreateUs ?? "?"} µs of kernel CPU each`);
+  console.log(fileCreateLine(dir, machine.fileCreateUs));
   const servers: EmbeddedPostgres[] = [];
   let node: NodeProcess | undefined;
   const profileDir = args.profile === undefined ? undefined : resolve(args.profile);

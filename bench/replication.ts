@@ -38,7 +38,7 @@ import pg from "pg";
 import { GeospoolClient } from "../src/node/client/index.js";
 import { metadataBytes } from "./lib/grpc-payload.js";
 import { sourceVersion } from "./lib/source-version.js";
-import { describeMachine } from "./lib/spool-machine.js";
+import { describeMachine, fileCreateLine } from "./lib/spool-machine.js";
 import { type BenchCluster, startBenchCluster } from "./replication-cluster.js";
 import { type CpuUsage, countAsBench, cpuCores, cpuSnapshot, cpuUsage } from "./replication-cpu.js";
 import { enqueueMany, runProbes, runSustained } from "./replication-load.js";
@@ -199,7 +199,7 @@ async function main(): Promise<void> {
     `source: ${source.commit}${source.srcModified.length ? ` + uncommitted changes in ${source.srcModified.join(", ")}` : ""}`,
   );
   console.log(`state in ${dir}`);
-  console.log(`file creation in ${dir}: ${machine.fileCreateUs ?? "?"} µs of kernel CPU each`);
+  console.log(fileCreateLine(dir, machine.fileCreateUs));
   let cluster: BenchCluster | undefined;
   let watcher: JournalWatcher | undefined;
   let writer: ProbeWriter | undefined;

@@ -40,6 +40,11 @@ export function measureFileCreate(dir: string, n = 300): number | undefined {
   }
 }
 
+/** The line a bench prints about `fileCreateUs` of its directory `dir`. */
+export function fileCreateLine(dir: string, us: number | undefined): string {
+  return `file creation in ${dir}: ${us ?? "?"} µs of kernel CPU each`;
+}
+
 export async function describeMachine(dir: string, loadAvg1m: number): Promise<Machine> {
   const list = cpus();
   let fsType: string | undefined;
