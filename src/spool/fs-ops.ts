@@ -81,10 +81,8 @@ export async function statIfExists(path: string) {
  * fsync(2) of a directory, so the names made, renamed or removed in it are durable. With
  * node:fs's callbacks and a plain descriptor: a FileHandle (node:fs/promises) costs the
  * event loop's thread about twice the CPU (measured: 22-26 against 60 us per sync), and
- * a busy spool syncs a directory several times per entry. It resolves once the fsync is
- * done; the descriptor (read-only, a directory's: its close can lose nothing) is closed
- * after, off the caller's path, so a sync costs the caller two round trips through the
- * thread pool, not three.
+ * a busy spool syncs a directory several times per entry. The descriptor is closed
+ * whatever the fsync did; the fsync's error is the one reported.
  * @internal
  */
 export function fsyncDirectory(dir: string): Promise<void> {
@@ -92,9 +90,11 @@ export function fsyncDirectory(dir: string): Promise<void> {
     fs.open(dir, C.O_RDONLY | C.O_DIRECTORY, (openErr, fd) => {
       if (openErr) return reject(openErr);
       fs.fsync(fd, (syncErr) => {
-        if (syncErr) reject(syncErr);
-        else resolve();
-        fs.close(fd, () => {});
+        fs.close(fd, (closeErr) => {
+          const err = syncErr ?? closeErr;
+          if (err) reject(err);
+          else resolve();
+        });
       });
     });
   });

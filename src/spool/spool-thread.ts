@@ -28,8 +28,7 @@ const runSyncs = async (dir, s) => {
     const round = s.queued.splice(0);
     try {
       const fd = await call(fs.open, dir, C.O_RDONLY | C.O_DIRECTORY);
-      // Closed off the waiters' path (a read-only directory descriptor: nothing to lose).
-      try { await call(fs.fsync, fd); } finally { fs.close(fd, () => {}); }
+      try { await call(fs.fsync, fd); } finally { await call(fs.close, fd).catch(() => {}); }
       for (const w of round) w.resolve();
     } catch (e) { for (const w of round) w.reject(e); }
   }
