@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
@@ -86,32 +86,5 @@ describe("BatchWriter", () => {
     ]);
     expect(results.flat().every((r) => r.ok)).toBe(true);
     expect(w.requests).toBe(WRITES_IN_FLIGHT + 3);
-  });
-
-  it("renames in groups: those asked for while one group runs go as one message", async () => {
-    await mkdir(join(dir.path, "from"), { recursive: true });
-    await mkdir(join(dir.path, "to"), { recursive: true });
-    const w = new BatchWriter();
-    const names = Array.from({ length: 40 }, (_, i) => `r${i}`);
-    for (const n of names) await writeFile(join(dir.path, "from", n), n);
-    const pair = (n: string): [string, string] => [
-      join(dir.path, "from", n),
-      join(dir.path, "to", n),
-    ];
-    const before = w.calls;
-    const results = await Promise.all([
-      ...names.map((n) => w.rename([pair(n)])),
-      // A file that is not there fails alone, with its errno; the others are done.
-      w.rename([pair("missing"), pair("also-missing")]),
-    ]);
-    // The first went alone; everything asked for meanwhile went together.
-    expect(w.calls - before).toBe(2);
-    expect(results.slice(0, names.length)).toEqual(names.map(() => [{ ok: true }]));
-    expect(results[names.length]).toEqual([
-      expect.objectContaining({ ok: false, errno: "ENOENT" }),
-      expect.objectContaining({ ok: false, errno: "ENOENT" }),
-    ]);
-    expect((await readdir(join(dir.path, "to"))).sort()).toEqual([...names].sort());
-    expect(await readdir(join(dir.path, "from"))).toEqual([]);
   });
 });

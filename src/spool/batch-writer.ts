@@ -1,6 +1,5 @@
 import { GroupCommit, splitBy } from "../common/group-commit.js";
 import { SpoolThread } from "./spool-thread.js";
-import type { Throttle } from "./throttle.js";
 
 /**
  * One entry's files, as the writer thread makes them.
@@ -32,21 +31,9 @@ export type WriterResult =
  */
 export type ReserveResult = "created" | "exists" | { errno: string; message: string };
 
-/**
- * What renaming one file did: done, or the error of `rename(2)`.
- * @internal
- */
-export type RenameResult = { ok: true } | { ok: false; errno: string; message: string };
+type Request = { dirs: string[]; items: WriterItem[]; reserve?: undefined } | { reserve: string[] };
 
-type Request =
-  | { dirs: string[]; items: WriterItem[]; reserve?: undefined; renames?: undefined }
-  | { reserve: string[]; renames?: undefined }
-  | { renames: [from: string, to: string][] };
-
-type Reply =
-  | { results: WriterResult[] }
-  | { reserved: ReserveResult[] }
-  | { renamed: RenameResult[] };
+type Reply = { results: WriterResult[] } | { reserved: ReserveResult[] };
 
 /*
  * The thread's code, plain JavaScript run with `eval` (so it works the same from the
@@ -57,24 +44,16 @@ type Reply =
  * at once on the thread pool; then each data file checked still linked and its registry
  * file still there, and the files closed. An entry that failed has its files removed
  * (only those it made) before the reply. Requests overlap: the next one is written while
- * the previous one's round runs, and the writing gives way every 64 entries, so a group
- * of renames waits for at most that many entries' files, not for whole rounds queued
- * before it.
+ * the previous one's round runs.
  */
 const THREAD_SOURCE = `
-const YIELD_EVERY = 64;
 const writeAll = (fd, b) => { let o = 0; while (o < b.length) o += fs.writeSync(fd, b, o, b.length - o); };
 const quiet = (f) => { try { f(); } catch {} };
 const reserve = (paths) => paths.map((p) => {
   try { fs.closeSync(fs.openSync(p, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644)); return "created"; }
   catch (e) { return e.code === "EEXIST" ? "exists" : { errno: String(e.code || "unknown"), message: String(e.message || e) }; }
 });
-const renameAll = (pairs) => pairs.map(([from, to]) => {
-  try { fs.renameSync(from, to); return { ok: true }; }
-  catch (e) { return { ok: false, errno: String(e.code || "unknown"), message: String(e.message || e) }; }
-});
 parentPort.on("message", async (req) => {
-  if (req.renames) { parentPort.postMessage({ id: req.id, renamed: renameAll(req.renames) }); return; }
   if (req.reserve) { parentPort.postMessage({ id: req.id, reserved: reserve(req.reserve) }); return; }
   const n = req.items.length;
   const out = new Array(n);
@@ -83,16 +62,13 @@ parentPort.on("message", async (req) => {
     if (out[i] !== undefined) return;
     out[i] = { ok: false, step: st[i].step, errno: String((e && e.code) || "unknown"), message: String((e && e.message) || e) };
   };
-  for (let i = 0; i < n; i++) {
-    // Every YIELD_EVERY entries, messages that came meanwhile (renames) are served.
-    if (i > 0 && i % YIELD_EVERY === 0) await new Promise((r) => setImmediate(r));
-    const it = req.items[i];
+  req.items.forEach((it, i) => {
     const s = st[i];
     try {
       if (it.reserve) {
         let fd;
         try { fd = fs.openSync(it.registry, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644); }
-        catch (e) { if (e.code === "EEXIST") { out[i] = { ok: false, taken: true }; continue; } throw e; }
+        catch (e) { if (e.code === "EEXIST") { out[i] = { ok: false, taken: true }; return; } throw e; }
         s.madeRegistry = true;
         fs.closeSync(fd);
       }
@@ -106,7 +82,7 @@ parentPort.on("message", async (req) => {
       s.fds.push(mfd);
       writeAll(mfd, it.metadataBytes);
     } catch (e) { fail(i, e); }
-  }
+  });
   const syncs = [];
   for (let i = 0; i < n; i++) {
     if (out[i] !== undefined) continue;
@@ -149,8 +125,6 @@ parentPort.on("message", async (req) => {
  * @internal
  */
 export const WRITE_GROUP_ITEMS = 512;
-/** Most renames sent to the thread in one message (see `BatchWriter.rename`). */
-const RENAME_GROUP_ITEMS = 4096;
 /** Writes sent to the thread at once (see `BatchWriter.write`). @internal */
 export const WRITES_IN_FLIGHT = 4;
 
@@ -173,17 +147,8 @@ export class BatchWriter {
     (call) => call.items.length,
     { maxItems: WRITE_GROUP_ITEMS, inFlight: WRITES_IN_FLIGHT },
   );
-  /** Renames asked for while one group is under way go together: one message, in order. */
-  private readonly renames = new GroupCommit<[string, string][], RenameResult>(
-    (calls) => this.renameGroup(calls),
-    (call) => call.length,
-    { maxItems: RENAME_GROUP_ITEMS, inFlight: 1 },
-  );
   /** Write requests sent to the thread so far (grouped writes count once). */
   requests = 0;
-
-  /** `throttle`: what a group of renames runs under (the spool's one throttle). */
-  constructor(private readonly throttle?: Throttle) {}
 
   /**
    * Write `items`, then make them and `dirs` durable; one result per item. Up to
@@ -212,36 +177,10 @@ export class BatchWriter {
     );
   }
 
-  /**
-   * Rename each `[from, to]` (a batch's metadata files into their queues), one result per
-   * pair, in order; not made durable here (the caller fsyncs the directories). Renames asked
-   * for while a group is under way go together as one message to the thread, whose
-   * synchronous calls take a few microseconds each: a batch of 512 entries is two messages,
-   * not 512 round trips through the thread pool and the event loop.
-   */
-  rename(pairs: [from: string, to: string][]): Promise<RenameResult[]> {
-    return this.renames.submit(pairs);
-  }
-
-  private async renameGroup(calls: [string, string][][]): Promise<RenameResult[][]> {
-    const send = () => this.send({ renames: calls.flat() });
-    const reply = await (this.throttle ? this.throttle.run(send) : send());
-    const renamed = "renamed" in reply ? reply.renamed : [];
-    return splitBy(
-      renamed,
-      calls.map((c) => c.length),
-    );
-  }
-
   /** Make each registry file of `paths` with O_EXCL (not fsynced, as `reserveName`). */
   async reserve(paths: string[]): Promise<ReserveResult[]> {
     const reply = await this.send({ reserve: paths });
     return "reserved" in reply ? reply.reserved : [];
-  }
-
-  /** Messages sent to the thread so far (writes, reservations and groups of renames). */
-  get calls(): number {
-    return this.thread.calls;
   }
 
   private send(request: Request): Promise<Reply> {

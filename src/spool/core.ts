@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { isErrno } from "../common/errno.js";
-import { BatchWriter, type RenameResult } from "./batch-writer.js";
+import { BatchWriter } from "./batch-writer.js";
 import { checkoutThread } from "./checkout-thread.js";
 import { writeDataSynced } from "./data.js";
 import { decodeEnvelope, type Envelope, encodeEnvelope } from "./envelope.js";
@@ -68,7 +68,7 @@ export class SpoolCore<M, Q extends string> {
   readonly leases: LeasePolicy<Q>;
   readonly syncer = new DirectorySyncer();
   /** Writes batches of small entries (`enqueueBatch`) on a thread of its own. */
-  readonly batchWriter: BatchWriter;
+  readonly batchWriter = new BatchWriter();
   /** Checkouts, each one message to a thread of the spool's own (checkout-thread.ts). */
   readonly checkouts = checkoutThread();
   private readonly dirnames = new Map<string, string>();
@@ -94,7 +94,6 @@ export class SpoolCore<M, Q extends string> {
       this.dirnames.set(q, dirname);
     }
     this.throttle = spoolable.throttle ?? defaultThrottle();
-    this.batchWriter = new BatchWriter(this.throttle);
     this.names = spoolable.nameGenerator ?? timeSortableNames();
     const l = spoolable.leases ?? {};
     this.leases = {
@@ -501,35 +500,6 @@ export class SpoolCore<M, Q extends string> {
   }
 
   /**
-   * Rename a batch's metadata file `tmp` into place at `dest` (the rename that makes the
-   * entry visible), through the batch writer thread with the renames of the entries around
-   * it (`BatchWriter.rename`). Resolves once renamed. Throws if it was not (the entry is not
-   * visible; its files are the caller's to remove), or `PublishUnknown` when that cannot be
-   * told: the thread failed (it died: which of its renames it made is unknown) and `tmp`
-   * is gone, so the thread may have made the entry visible, and a consumer may hold it
-   * already. The caller then removes nothing (what is left of an entry that did not become
-   * visible is repair's, as after a crash). With `tmp` still there, the rename is made here.
-   */
-  async publish(tmp: string, dest: string): Promise<void> {
-    let r: RenameResult | undefined;
-    try {
-      r = (await this.batchWriter.rename([[tmp, dest]]))[0];
-    } catch (threadErr) {
-      try {
-        await this.throttle.run(() => rename(tmp, dest));
-        return;
-      } catch (err) {
-        if (!isErrno(err, "ENOENT")) throw err;
-        const left = await this.throttle.run(() => statIfExists(tmp)).catch(() => undefined);
-        if (left !== undefined) throw err; // not renamed: `dest`'s directory is missing
-        throw new PublishUnknown(dest, threadErr);
-      }
-    }
-    if (r === undefined) throw new PublishUnknown(dest, "no answer for it");
-    if (!r.ok) throw Object.assign(new Error(r.message), { code: r.errno });
-  }
-
-  /**
    * Remove what a batch wrote for an entry that never became visible (its metadata in .tmp
    * at `tmp`, its data and registry file): all ours, made with O_EXCL. Best effort: what
    * remains, repair removes as after a crash.
@@ -727,17 +697,4 @@ function threadError(r: { errno: string; message: string; syscall?: string; path
   if (r.syscall !== undefined) Object.assign(err, { syscall: r.syscall });
   if (r.path !== undefined) Object.assign(err, { path: r.path });
   return err;
-}
-
-/**
- * `SpoolCore.publish` cannot tell whether the entry became visible (its rename may have
- * been made by a batch writer thread that then died): remove nothing of it.
- * @internal
- */
-export class PublishUnknown extends Error {
-  constructor(dest: string, cause: unknown) {
-    super(`could not tell whether ${dest} was made visible (the batch writer thread failed)`, {
-      cause,
-    });
-  }
 }

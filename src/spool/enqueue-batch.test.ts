@@ -1,11 +1,10 @@
-import { readdir, rename } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
 import { type Widget, type WidgetQueue, widgetSpoolable } from "../../test/helpers/widget.js";
 import { BATCH_ROUND_ENTRIES } from "./enqueue-batch.js";
 import { Monitor, Spool, SpoolErrorCode } from "./index.js";
-import { coreOf } from "./spool.js";
 
 const dir = useTempDir();
 
@@ -193,55 +192,6 @@ describe("enqueueBatch", () => {
     expect((await spool.dataFile(held.name).read()).toString()).toBe("first");
     expect((await spool.find(held.name))?.metadata).toEqual({ id: 0 });
     expect(await spool.listNames("inbox")).toEqual([held.name, fresh].sort());
-    expect(await new Monitor(spool).fsck()).toEqual([]);
-  });
-
-  it("when the writer thread fails around a rename, takes back only what it knows is not visible", async () => {
-    const spool = await newSpool();
-    const writer = coreOf(spool).batchWriter;
-    const real = writer.rename.bind(writer);
-    try {
-      // The thread renamed the first entry, and a consumer took it (moved it away from its
-      // queue), before the thread died without an answer: maybe visible, so nothing of it
-      // is removed (here it is visible, and whole).
-      const checkout = join(spool.dir, "inbox", ".checkout");
-      writer.rename = async (pairs) => {
-        for (const [from, to] of pairs) {
-          await rename(from, to);
-          await rename(to, join(checkout, basename(to)));
-        }
-        throw new Error("the spool's batch writer thread exited (1)");
-      };
-      const [maybe] = await spool.enqueueBatch([
-        { queue: "inbox", metadata: { id: 1 }, data: "one" },
-      ]);
-      expect(maybe).toMatchObject({ ok: false, visible: true });
-      const name = (maybe as { name: string }).name;
-      expect((await spool.dataFile(name).read()).toString()).toBe("one");
-      await rename(join(checkout, name), join(spool.dir, "inbox", name)); // the consumer gives it back
-      expect((await spool.find(name))?.metadata).toEqual({ id: 1 });
-      // The thread died before renaming: the rename is made here, and the entry stored.
-      writer.rename = async () => {
-        throw new Error("the spool's batch writer thread exited (1)");
-      };
-      const [made] = await spool.enqueueBatch([
-        { queue: "inbox", metadata: { id: 2 }, data: "two" },
-      ]);
-      if (!made?.ok) throw new Error(`not stored: ${String(made?.error)}`);
-      expect((await spool.dataFile(made.entry.name).read()).toString()).toBe("two");
-      // The thread answered that the rename failed: not visible, its files removed.
-      writer.rename = async (pairs) =>
-        pairs.map(() => ({ ok: false as const, errno: "EIO", message: "EIO: i/o error, rename" }));
-      const [failed] = await spool.enqueueBatch([
-        { queue: "inbox", metadata: { id: 3 }, data: "three" },
-      ]);
-      expect(failed).toMatchObject({ ok: false });
-      expect((failed as { visible?: true }).visible).toBeUndefined();
-    } finally {
-      writer.rename = real;
-    }
-    expect(await spool.listNames("inbox")).toHaveLength(2);
-    expect(await readdir(join(spool.dir, ".tmp"))).toEqual([]);
     expect(await new Monitor(spool).fsck()).toEqual([]);
   });
 });

@@ -1,5 +1,6 @@
+import { rename } from "node:fs/promises";
 import type { WriterItem, WriterResult } from "./batch-writer.js";
-import { PublishUnknown, type SpoolCore } from "./core.js";
+import type { SpoolCore } from "./core.js";
 import { enqueue } from "./enqueue.js";
 import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
 import { validateName } from "./names.js";
@@ -65,10 +66,9 @@ interface Item<M, Q extends string> {
  * up to BATCH_ROUND_ENTRIES entries, the spool's batch writer thread makes every entry's
  * registry file, data file and metadata in .tmp, then runs one durability round (every
  * file's fdatasync and the fsync of .registry and .data, all at once), checks that repair
- * did not take the files meanwhile, and removes the files of an entry that failed. Then
- * each metadata file is renamed into its queue (once its `visibleIf`, if any, said yes; its
- * files are removed if it said no), by the same thread, the renames of a round in one
- * message (`SpoolCore.publish`); after the last round, one fsync per
+ * did not take the files meanwhile, and removes the files of an entry that failed. Back
+ * here, each metadata file is renamed into its queue (once its `visibleIf`, if any, said
+ * yes; its files are removed if it said no); after the last round, one fsync per
  * queue directory. Resolves (one result per item, in order) only after that fsync, so every
  * entry reported `ok` survives a crash; an entry that failed left nothing and did not stop
  * the others. A name taken meanwhile by another process is retried as a single enqueue
@@ -221,17 +221,11 @@ async function runRound<M, Q extends string>(
         }
       }
       try {
-        await core.publish(l.tmpFile(name), l.queueFile(it.dirname, name));
+        await core.throttle.run(() => rename(l.tmpFile(name), l.queueFile(it.dirname, name)));
       } catch (err) {
-        const error = ioError("enqueue (rename into queue) of", name, err);
-        if (err instanceof PublishUnknown) {
-          // Maybe visible, maybe someone's already: nothing taken back, reported as visible.
-          it.result = { ok: false, error, name, visible: true };
-          return;
-        }
         // Not visible: the files are ours (the data file was made with O_EXCL).
         await removeFiles();
-        it.result = { ok: false, error };
+        it.result = { ok: false, error: ioError("enqueue (rename into queue) of", name, err) };
         return;
       }
       onVisible?.(name, it.index);

@@ -47,11 +47,8 @@
  *   (the filesystem commits them together: on ext4 one journal commit covers many); then
  *   it checks each data file is still linked and its registry file there (as `enqueue`
  *   does), and removes the files of an entry that failed. Only then is each metadata file
- *   renamed into its queue (by the same thread, a round's renames in one message), and
- *   after the last round each queue directory touched is fsynced once. The batch resolves
- *   after that fsync, with one result per entry. (If that thread dies around a rename, so
- *   that whether the entry became visible is unknown, nothing of it is removed and it is
- *   reported failed with `visible`: not taken back.)
+ *   renamed into its queue, and after the last round each queue directory touched is
+ *   fsynced once. The batch resolves after that fsync, with one result per entry.
  *   Crash argument: an entry is visible only through its rename, and the rename is issued
  *   only after its data, metadata and directory entries are durable, so a crash at any
  *   point (process or machine) leaves each entry whole or absent: absent means at most a

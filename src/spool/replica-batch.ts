@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
+import { rename } from "node:fs/promises";
 import type { WriterItem, WriterResult } from "./batch-writer.js";
-import { PublishUnknown, type SpoolCore } from "./core.js";
+import type { SpoolCore } from "./core.js";
 import { BATCH_ROUND_ENTRIES } from "./enqueue-batch.js";
 import { encodeEnvelope } from "./envelope.js";
 import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
@@ -36,8 +37,7 @@ interface Pending<Q extends string> {
  * each entry's registry file (O_EXCL: made, it also says the entry was absent), writes its
  * data file (O_EXCL) and its metadata in .tmp, then runs one durability round (every file's
  * fdatasync and the fsync of .registry and .data, all at once) and checks that nothing was
- * removed meanwhile. Then the same thread renames each metadata file into its queue (a
- * round's renames in one message, `SpoolCore.publish`), then each
+ * removed meanwhile. Back here each metadata file is renamed into its queue, then each
  * queue directory touched is fsynced once. An entry whose name was reserved already (a
  * remnant, a local enqueue or an entry placed since the caller looked), one that the thread
  * could not write, and one to be placed checked out (its metadata file's mtime is the
@@ -155,11 +155,10 @@ async function runRound<M, Q extends string>(
         return;
       }
       try {
-        await core.publish(p.tmp, p.dest);
+        await core.throttle.run(() => rename(p.tmp, p.dest));
       } catch (err) {
-        // Not visible: the files are ours (registry and data made with O_EXCL). Maybe
-        // visible (the thread died around its rename): nothing removed; the next sync looks.
-        if (!(err instanceof PublishUnknown)) await core.discardUnpublished(p.item.name, p.tmp);
+        // Not visible: the files are ours (registry and data made with O_EXCL).
+        await core.discardUnpublished(p.item.name, p.tmp);
         results[p.index] = {
           kind: "failed",
           error: ioError("place replica (rename into place) of", p.item.name, err),

@@ -47,9 +47,7 @@ export type BatchEnqueueResult<M, Q extends string> =
   | { ok: true; entry: Entry<M, Q> }
   /**
    * `visible`: the entry made it into its queue, but the last fsync failed: it may or may
-   * not survive a crash, and is never taken back. Also set, with nothing taken back, when
-   * the spool cannot tell whether its rename into the queue was made (the batch writer
-   * thread died around it).
+   * not survive a crash, and is never taken back.
    */
   | { ok: false; error: SpoolError; name?: string; visible?: true };
 
