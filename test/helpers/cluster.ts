@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import pg from "pg";
@@ -10,22 +11,47 @@ import { startTestNode } from "./node.js";
 import { startPostgresServers, stopPostgresServers, type TestPostgres } from "./postgres.js";
 import { useSuiteTempDir } from "./tmp.js";
 
-/** Ports free right now on 127.0.0.1 (peers must know each other's gRPC address up front). */
+/**
+ * Ports free right now on 127.0.0.1 (peers must know each other's gRPC address up front).
+ * They are taken below the kernel's ephemeral range (`ip_local_port_range`): a node
+ * stopped and started again binds its port a second time, and a port from that range can
+ * be taken meanwhile as the local port of any outgoing connection on the machine (another
+ * test's client), which failed a restart with EADDRINUSE.
+ */
 export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<import("node:net").Server>((resolve, reject) => {
-          const s = createServer();
-          s.once("error", reject);
-          s.listen(0, "127.0.0.1", () => resolve(s));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as { port: number }).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
+  const [low, high] = portRange();
+  const held: import("node:net").Server[] = [];
+  try {
+    for (let tries = 0; held.length < n; tries++) {
+      if (tries > 1000) throw new Error(`no free port found in ${low}-${high}`);
+      const port = low + Math.floor(Math.random() * (high - low + 1));
+      const s = await new Promise<import("node:net").Server | undefined>((resolve) => {
+        const server = createServer();
+        server.once("error", () => resolve(undefined));
+        server.listen(port, "127.0.0.1", () => resolve(server));
+      });
+      if (s !== undefined) held.push(s);
+    }
+    return held.map((s) => (s.address() as { port: number }).port);
+  } finally {
+    await Promise.all(held.map((s) => new Promise((r) => s.close(r))));
+  }
+}
+
+/** Where freePorts looks: the 10,000 ports below the ephemeral range, or 20000-29999. */
+function portRange(): [number, number] {
+  try {
+    const [ephemeralLow] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8")
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    if (ephemeralLow !== undefined && ephemeralLow >= 12_000) {
+      return [ephemeralLow - 10_000, ephemeralLow - 1];
+    }
+  } catch {
+    // not Linux: the default below
+  }
+  return [20_000, 29_999];
 }
 
 export interface TestCluster {
