@@ -6,7 +6,7 @@ import {
   narinfoFixtures,
   readFixture,
 } from "../../test/helpers/cache-fixtures.js";
-import { readNarFile } from "./decompress.js";
+import { canDecompress, readableCompressions, readNarFile } from "./decompress.js";
 import { formatHash } from "./hash.js";
 import { completeNarFacts, narDigester } from "./nar-digest.js";
 import { parseNarinfo } from "./narinfo.js";
@@ -85,6 +85,8 @@ describe("a decompression bomb (256 MiB of zeros) declared as a small nar", () =
   it.each([
     ["xz", "zeros-256m.nar.xz"],
     ["zstd", "zeros-256m.nar.zst"],
+    ["lzip", "zeros-256m.nar.lz"],
+    ["bzip2", "zeros-256m.nar.bz2"],
   ])("%s: reading stops at the declared NarSize", async (compression, file) => {
     const read = await readNarFile(fixturePath("bombs", file), compression, MiB);
     expect(read.kind).toBe("too_large");
@@ -106,8 +108,96 @@ describe("a decompression bomb (256 MiB of zeros) declared as a small nar", () =
     expect(read.kind).toBe("unreadable");
     const xz = await readNarFile(fixturePath(NIX_XZ, "nix-cache-info"), "xz", MiB);
     expect(xz.kind).toBe("unreadable");
-    expect(await readNarFile(fixturePath(NIX_XZ, "nix-cache-info"), "bzip2", MiB)).toEqual({
+    for (const compression of ["bzip2", "lzip"]) {
+      const read = await readNarFile(fixturePath(NIX_XZ, "nix-cache-info"), compression, MiB);
+      expect(read).toMatchObject({ kind: "unreadable" });
+      // What the tool said, not only that it failed.
+      expect(read.kind === "unreadable" && read.message).toMatch(/bzip2 file|lzip format/);
+    }
+    expect(await readNarFile(fixturePath(NIX_XZ, "nix-cache-info"), "lz4", MiB)).toEqual({
       kind: "unknown_compression",
     });
+  });
+});
+
+describe("bzip2 and lzip nars, read by the bzip2 and lzip tools", () => {
+  // l493…'s nar from the Nix 2.8 xz cache, decompressed and compressed again by the tools.
+  const [, bytes] = narinfoFixtures(NIX_XZ).find(([f]) => f.startsWith("l493h11"))!;
+  const info = parseNarinfo(bytes);
+
+  it.each([
+    ["lzip", "l493h11hsb577v1lhgwxzcmxh4q2m02w.nar.lz"],
+    ["bzip2", "l493h11hsb577v1lhgwxzcmxh4q2m02w.nar.bz2"],
+  ])("%s: decompress to the narinfo's NarHash and NarSize", async (compression, file) => {
+    expect(canDecompress(compression)).toBe(true);
+    expect(readableCompressions()).toContain(compression);
+    const read = await readNarFile(fixturePath("recompressed", file), compression, info.narSize);
+    expect(read.kind).toBe("read");
+    if (read.kind !== "read") return;
+    expect(read.size).toBe(info.narSize);
+    expect(formatHash(read.hash)).toBe(formatHash(info.narHash));
+    // Declared one byte smaller: the nar is larger than its narinfo says.
+    const less = await readNarFile(
+      fixturePath("recompressed", file),
+      compression,
+      info.narSize - 1,
+    );
+    expect(less.kind).toBe("too_large");
+  });
+
+  it("lzip without FileHash (as Guix writes): accepted on its NarHash, rejected when tampered", async () => {
+    const file = "l493h11hsb577v1lhgwxzcmxh4q2m02w.nar.lz";
+    const size = readFixture("recompressed", file).length;
+    const text = (narHash: string) =>
+      Buffer.from(
+        bytes
+          .toString()
+          .replace(/^URL: .*$/m, `URL: ${file}`)
+          .replace(/^Compression: .*$/m, "Compression: lzip")
+          .replace(/^FileHash: .*\n/m, "")
+          .replace(/^FileSize: .*$/m, `FileSize: ${size}`)
+          .replace(/^NarHash: .*$/m, `NarHash: ${narHash}`),
+      );
+    const good = text(formatHash(info.narHash));
+    expect(parseNarinfo(good).files[0]!.fileHash).toBeUndefined();
+    const facts = await uploadFacts("recompressed", good);
+    expect(
+      checkUpload(parseNarinfo(good), parseNarinfo(good).files[0]!, facts, RULES),
+    ).toMatchObject({
+      kind: "accept",
+      contentChecked: "nar_hash",
+    });
+    const other = formatHash(parseNarinfo(narinfoFixtures(NIX_XZ)[0]![1]).narHash);
+    const bad = parseNarinfo(text(other));
+    expect(checkUpload(bad, bad.files[0]!, facts, RULES)).toMatchObject({
+      kind: "reject",
+      reason: "nar_hash",
+    });
+  });
+
+  it("lzip: a header asking for a 256 MiB dictionary fails on the memory cap", async () => {
+    const read = await readNarFile(fixturePath("bombs", "big-dictionary.nar.lz"), "lzip", MiB);
+    expect(read).toMatchObject({ kind: "unreadable" });
+    expect(read.kind === "unreadable" && read.message).toMatch(/memory/i);
+  });
+
+  it("many reads at once, each cut short, leave no decoder behind", async () => {
+    const reads = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        readNarFile(
+          fixturePath("bombs", i % 2 === 0 ? "zeros-256m.nar.lz" : "zeros-256m.nar.bz2"),
+          i % 2 === 0 ? "lzip" : "bzip2",
+          MiB,
+        ),
+      ),
+    );
+    expect(reads.map((r) => r.kind)).toEqual(Array(8).fill("too_large"));
+    // The next read still works (no decoder slot or descriptor held by the killed ones).
+    const read = await readNarFile(
+      fixturePath("recompressed", "l493h11hsb577v1lhgwxzcmxh4q2m02w.nar.lz"),
+      "lzip",
+      info.narSize,
+    );
+    expect(read).toMatchObject({ kind: "read", size: info.narSize });
   });
 });

@@ -11,7 +11,7 @@ export interface NarFacts {
   readonly fileSize: number;
   /**
    * sha256 and size of the uncompressed nar (NarHash, NarSize), when this node can read
-   * the compression (none, gzip, br); undefined for xz, zstd, bzip2 and others.
+   * the compression (none, gzip, br); undefined for the others until `completeNarFacts`.
    */
   readonly nar: { hash: Hash; size: number } | undefined;
   /** Why the nar could not be read although its compression is known (corrupt gzip). */
@@ -25,14 +25,14 @@ export interface NarFacts {
 
 /**
  * Compressions the upload digester reads inline, as the upload streams in (node:zlib).
- * The others that `decompress.ts` reads (zstd, xz, bzip2) are read from the nar's file
+ * The others that `decompress.ts` reads (zstd, xz, bzip2, lzip) are read from the nar's file
  * once its narinfo says how large the nar is (`completeNarFacts`).
  */
 export const READABLE_COMPRESSIONS = ["none", "gzip", "br"] as const;
 
 /**
  * Fill in NarHash/NarSize of a nar that the digester could not read inline (zstd, xz,
- * bzip2) from its file, reading at most `narSize` bytes of nar (plus one chunk): a nar
+ * bzip2, lzip) from its file, reading at most `narSize` bytes of nar (plus one chunk): a nar
  * larger than its narinfo declares, or a decompression bomb, is stopped there. Facts that
  * already hold the nar's hash (or an error), and unknown compressions, come back as they are.
  */

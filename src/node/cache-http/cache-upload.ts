@@ -212,7 +212,7 @@ export function cacheUploadHandler(options: CacheUploadOptions) {
     for (const { file, staged, facts } of here) {
       const sameCompression =
         staged === undefined || staged.compression === (file.compression ?? "bzip2");
-      // zstd, xz and bzip2 are read now, from the staged file, no further than NarSize.
+      // zstd, xz, bzip2 and lzip are read now, from the staged file, no further than NarSize.
       const usable = !sameCompression
         ? { ...facts, nar: undefined, narError: undefined }
         : staged === undefined

@@ -1,7 +1,7 @@
 import { createReadStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import type { StoredCacheEntry } from "../../../cache/cache-inventory.js";
-import { canDecompress, DECOMPRESSIBLE } from "../../../cache/decompress.js";
+import { canDecompress, readableCompressions } from "../../../cache/decompress.js";
 import { formatHash } from "../../../cache/hash.js";
 import { completeNarFacts, narDigester } from "../../../cache/nar-digest.js";
 import { compressionOfNarPath } from "../../../cache/nar-staging.js";
@@ -53,7 +53,7 @@ export async function verifyEntry(e: StoredCacheEntry): Promise<Verdict> {
       problems: [{ reason: "missing", message: `its data file ${e.dataPath} is missing` }],
     };
   }
-  // zstd, xz and bzip2 are read again from the file, no further than the NarSize declared.
+  // zstd, xz, bzip2 and lzip are read again from the file, no further than the NarSize declared.
   const found = await completeNarFacts(await facts, e.dataPath, compression, info.narSize);
   const problems: Verdict["problems"] = [];
   if (found.fileSize !== e.size) {
@@ -87,7 +87,7 @@ export async function verifyEntry(e: StoredCacheEntry): Promise<Verdict> {
     ...(readable
       ? {}
       : {
-          narHashNotChecked: `${compression} cannot be decompressed here (only ${DECOMPRESSIBLE.join(", ")} can)`,
+          narHashNotChecked: `${compression} cannot be decompressed here (only ${readableCompressions().join(", ")} can)`,
         }),
   };
 }
@@ -106,8 +106,8 @@ export const cacheVerify: Command = {
 Read every nar this node stores (each entry of its cache queue, served or not) and check
 it against the digest and size its entry recorded and against its narinfo: FileSize and
 FileHash, and NarSize and NarHash where the compression can be read here (none, gzip,
-br). xz, zstd and bzip2 cannot be decompressed by Node 20: their NarHash is not checked,
-and the output says so. Prints one line per entry (ok or CORRUPT, with what was wrong)
+br, zstd, xz; bzip2 and lzip when the bzip2 and lzip tools are installed). For any other
+the NarHash is not checked, and the output says so. Prints one line per entry (ok or CORRUPT, with what was wrong)
 and a summary. Exit 0 when none is corrupt, 1 when any is.
 
 ${NODE_SETTINGS_HELP}
