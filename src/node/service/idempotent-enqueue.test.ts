@@ -7,7 +7,7 @@ import { useTempDir } from "../../../test/helpers/tmp.js";
 import { migrate } from "../../db/migrate.js";
 import { Spool } from "../../spool/index.js";
 import { nodeEntryCodec } from "./entry-meta.js";
-import { ServiceErrorCode } from "./errors.js";
+import { ServiceError, ServiceErrorCode } from "./errors.js";
 import { IdempotencyStore, type KeyScope } from "./idempotency-store.js";
 import { IdempotentEnqueue } from "./idempotent-enqueue.js";
 import { ServiceContext } from "./service-context.js";
@@ -71,5 +71,117 @@ describe("IdempotentEnqueue.claimKey", () => {
     // An old claim with no entry and no reservation is a dead enqueue: taken over.
     await pool.query("update idempotency_keys set created_at = now() - interval '1 minute'");
     expect(await uploads.claimKey(scope, second, false)).toEqual({ kind: "claimed" });
+  });
+});
+
+/** An IdempotencyStore that runs `onExisting` (once) when a claim finds the key held. */
+class HookedStore extends IdempotencyStore {
+  onExisting: (() => Promise<void>) | undefined;
+  /** For each abandon: whether the claim's name was still reserved in the spool then. */
+  readonly abandonedWhileReserved: boolean[] = [];
+
+  override async claim(scope: KeyScope, name: string) {
+    const r = await super.claim(scope, name);
+    const hook = this.onExisting;
+    if (r.kind === "existing" && hook) {
+      this.onExisting = undefined;
+      await hook();
+    }
+    return r;
+  }
+
+  override async abandon(scope: KeyScope, name: string) {
+    this.abandonedWhileReserved.push(await spool.isReserved(name));
+    await super.abandon(scope, name);
+  }
+}
+
+/** An upload that sends `first` and then nothing, until `cut` ends it with an error. */
+function lingering(first: Buffer) {
+  let cut: (err: Error) => void = () => undefined;
+  const ended = new Promise<never>((_, reject) => {
+    cut = reject;
+  });
+  async function* chunks() {
+    yield first;
+    await ended;
+  }
+  return { chunks: chunks(), cut };
+}
+
+async function* once(b: Buffer) {
+  yield b;
+}
+
+async function claimedName(): Promise<string | undefined> {
+  for (let i = 0; i < 500; i++) {
+    const r = await pool.query<{ entry_name: string }>("select entry_name from idempotency_keys");
+    if (r.rows[0]) return r.rows[0].entry_name;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return undefined;
+}
+
+describe("IdempotentEnqueue.enqueue after an upload with the same key failed", () => {
+  function setUp() {
+    const store = new HookedStore(pool, 60_000);
+    const ctx = new ServiceContext(
+      spool,
+      pino({ level: "silent" }),
+      Date.now,
+      DEFAULT_LIMITS,
+      () => undefined,
+    );
+    return { store, uploads: new IdempotentEnqueue(ctx, store) };
+  }
+  const header = { queue: "inbox", metadata: Buffer.alloc(0), idempotencyKey: "k", principal: "p" };
+
+  // The bad-input campaign's seed 877631424: a cut upload with key k3 whose cancel never
+  // reached the node lingered until limits.uploadIdleTimeout; a retry with k3 read its claim,
+  // waited in findInfo while its name was reserved, and by the time it looked again the
+  // failed upload had given up both name and claim. The retry answered ABORTED
+  // ("idempotency key changed hands") instead of its own verdict, although nobody held the key.
+  it("claims the key the failed upload gave up while the retry looked at its claim", async () => {
+    const { store, uploads } = setUp();
+    const first = lingering(Buffer.from("ab"));
+    const failed = uploads.enqueue(header, first.chunks);
+    failed.catch(() => undefined);
+    const held = await claimedName();
+    expect(held).toBeDefined();
+    expect(await spool.isReserved(held as string)).toBe(true);
+    // The retry reads the claim; then the first upload fails and cleans up entirely.
+    store.onExisting = async () => {
+      first.cut(new ServiceError(ServiceErrorCode.Cancelled, "client cancelled the upload"));
+      await failed.catch(() => undefined);
+    };
+    const data = Buffer.from([94, 206, 81, 18, 112]);
+    const retry = await uploads
+      .enqueue({ ...header, dataSize: data.length + 1 }, once(data))
+      .catch((e) => e);
+    expect(store.onExisting).toBeUndefined();
+    expect((await failed.catch((e) => e)).code).toBe(ServiceErrorCode.Cancelled);
+    // Its own verdict: the data is shorter than announced.
+    expect(retry).toBeInstanceOf(ServiceError);
+    expect(retry.code).toBe(ServiceErrorCode.DataMismatch);
+    // Neither attempt left the key claimed: the next one makes the entry.
+    const made = await uploads.enqueue(header, once(data));
+    expect(made.deduplicated).toBe(false);
+    expect(made.entry.dataSize).toBe(data.length);
+    const again = await uploads.enqueue(header, once(Buffer.from("other")));
+    expect(again).toMatchObject({ deduplicated: true, entry: { name: made.entry.name } });
+  });
+
+  it("gives up the claim of a failed upload before its name", async () => {
+    const { store, uploads } = setUp();
+    const first = lingering(Buffer.from("ab"));
+    const failed = uploads.enqueue(header, first.chunks);
+    failed.catch(() => undefined);
+    const held = (await claimedName()) as string;
+    first.cut(new ServiceError(ServiceErrorCode.DeadlineExceeded, "the stream sent nothing"));
+    expect((await failed.catch((e) => e)).code).toBe(ServiceErrorCode.DeadlineExceeded);
+    // While the name was reserved, a retry found the upload in progress; after, no claim.
+    expect(store.abandonedWhileReserved).toEqual([true]);
+    expect(await spool.isReserved(held)).toBe(false);
+    expect((await pool.query("select 1 from idempotency_keys")).rowCount).toBe(0);
   });
 });

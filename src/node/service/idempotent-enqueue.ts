@@ -27,6 +27,11 @@ const MAX_KEY_LENGTH = 200;
  * is in progress, not an enqueue that died. A retry after a crash waits this long at most.
  */
 const FRESH_CLAIM_MS = 30_000;
+/**
+ * How many times `claimKey` reads a claim that changes before it can take it over (each
+ * change is another enqueue's claim, completion or give-up) before it answers in progress.
+ */
+const CLAIM_LOOKS = 5;
 
 /**
  * Enqueue with data verified as it streams, within the upload limits, and idempotency keys
@@ -118,6 +123,19 @@ export class IdempotentEnqueue {
             throw err instanceof ServiceError ? refuse(err) : err;
           });
     claim?.catch(() => undefined);
+    // Give up the claim if we hold it (once). Only a claim we hold is ours to abandon.
+    let abandoned: Promise<void> | undefined;
+    const abandon = () => {
+      abandoned ??= (async () => {
+        if (scope === undefined || !claim) return;
+        const held = await claim.then(
+          (c) => c.kind === "claimed",
+          () => false,
+        );
+        if (held) await this.store?.abandon(scope, name).catch(() => undefined);
+      })();
+      return abandoned;
+    };
     const hash = createHash("sha256");
     let size = 0;
     const expected = header;
@@ -137,6 +155,10 @@ export class IdempotentEnqueue {
         }
       } catch (err) {
         if (err instanceof ServiceError) refuse(err);
+        // The upload failed (cut, idle, malformed, too long): give up the claim before the
+        // spool gives up the name, so that no retry reads a claim of a name that is neither
+        // reserved nor visible, which it could only call in progress (see claimKey).
+        await abandon();
         throw err;
       }
     }
@@ -187,14 +209,7 @@ export class IdempotentEnqueue {
       );
     } catch (err) {
       if (duplicate) return { entry: duplicate, deduplicated: true };
-      if (scope !== undefined && claim) {
-        // Only a claim we hold is ours to abandon.
-        const held = await claim.then(
-          (c) => c.kind === "claimed",
-          () => false,
-        );
-        if (held) await this.store?.abandon(scope, name).catch(() => undefined);
-      }
+      await abandon();
       throw refused ?? err;
     }
     // Marking the key complete is not on the reply's path: if it is lost, a retry still
@@ -241,42 +256,54 @@ export class IdempotentEnqueue {
         "idempotency keys need the node's database",
       );
     }
-    const claim = await store.claim(scope, name).catch(async (err) => {
-      await giveBack(name);
-      throw new ServiceError(ServiceErrorCode.Unavailable, "idempotency store unavailable", {
-        cause: err,
+    for (let look = 1; ; look++) {
+      const claim = await store.claim(scope, name).catch(async (err) => {
+        await giveBack(name);
+        throw new ServiceError(ServiceErrorCode.Unavailable, "idempotency store unavailable", {
+          cause: err,
+        });
       });
-    });
-    if (claim.kind === "claimed") return claim;
-    const found = await findInfo(this.ctx.spool, claim.name);
-    if (found || claim.completed) {
-      await giveBack(name);
-      const entry = found ?? {
-        name: claim.name,
-        queue: scope.queue,
-        metadata: Buffer.alloc(0),
-        attempts: 0,
-        dataSize: 0,
-        dataSha256: "",
-        enqueuedAt: 0,
-      };
-      return { kind: "duplicate", entry };
+      if (claim.kind === "claimed") return claim;
+      const found = await findInfo(this.ctx.spool, claim.name);
+      if (found || claim.completed) {
+        await giveBack(name);
+        const entry = found ?? {
+          name: claim.name,
+          queue: scope.queue,
+          metadata: Buffer.alloc(0),
+          attempts: 0,
+          dataSize: 0,
+          dataSha256: "",
+          enqueuedAt: 0,
+        };
+        return { kind: "duplicate", entry };
+      }
+      // Not visible and not completed: either in progress, or its enqueue died.
+      if (
+        this.writing.has(claim.name) ||
+        (await this.ctx.spool.isReserved(claim.name)) ||
+        (await store.claimedWithin(scope, claim.name, FRESH_CLAIM_MS))
+      ) {
+        await giveBack(name);
+        throw new ServiceError(
+          ServiceErrorCode.InProgress,
+          `an enqueue with idempotency key ${JSON.stringify(scope.key)} is in progress; retry`,
+        );
+      }
+      if (await store.takeOver(scope, claim.name, name)) return { kind: "claimed" };
+      // The claim changed since it was read. Most often its enqueue failed and gave it up:
+      // `findInfo` waits while the name is reserved, so a retry that came while a cut
+      // upload with the key lingered (until limits.uploadIdleTimeout) reads its claim
+      // before it is given up and the rest after. Or it completed, or another enqueue took
+      // it over. The key is not lost to this enqueue: look again from the start.
+      if (look >= CLAIM_LOOKS) {
+        await giveBack(name);
+        throw new ServiceError(
+          ServiceErrorCode.InProgress,
+          `idempotency key ${JSON.stringify(scope.key)} changed hands ${look} times while it was claimed; retry`,
+        );
+      }
     }
-    // Not visible and not completed: either in progress, or its enqueue died.
-    if (
-      this.writing.has(claim.name) ||
-      (await this.ctx.spool.isReserved(claim.name)) ||
-      (await store.claimedWithin(scope, claim.name, FRESH_CLAIM_MS))
-    ) {
-      await giveBack(name);
-      throw new ServiceError(
-        ServiceErrorCode.InProgress,
-        `an enqueue with idempotency key ${JSON.stringify(scope.key)} is in progress; retry`,
-      );
-    }
-    if (await store.takeOver(scope, claim.name, name)) return { kind: "claimed" };
-    await giveBack(name);
-    throw new ServiceError(ServiceErrorCode.InProgress, "idempotency key changed hands; retry");
   }
 }
 
