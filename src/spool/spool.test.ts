@@ -189,13 +189,20 @@ describe("enqueue, list, checkout, save, remove", () => {
     const spool = await newSpool();
     const unused = await spool.reserveName();
     const used = await spool.reserveName();
+    const held = await spool.reserveName();
     await spool.enqueue("inbox", { id: 1 }, "d", { name: used });
+    const checkedOut = await spool.checkout(
+      await spool.enqueue("inbox", { id: 3 }, "d", { name: held }),
+    );
     expect(await spool.isReserved(unused)).toBe(true);
     await spool.unreserveName(unused);
     await spool.unreserveName(used);
+    await spool.unreserveName(held);
     expect(await spool.isReserved(unused)).toBe(false);
     expect(await spool.isReserved(used)).toBe(true);
+    expect(await spool.isReserved(held)).toBe(true);
     expect(await spool.listNames("inbox")).toEqual([used]);
+    await checkedOut.remove();
     const err = await spool.enqueue("inbox", { id: 2 }, "d", { name: unused }).catch((x) => x);
     expect(err.code).toBe(SpoolErrorCode.EntryNotFound);
   });

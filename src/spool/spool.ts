@@ -202,8 +202,14 @@ export class Spool<M, Q extends string = string> {
    */
   async unreserveName(name: string): Promise<void> {
     validateName("entry", name);
-    if (await this.locate(name)) return;
     const registry = this.#core.layout.registryFile(name);
+    const data = this.#core.layout.dataFile(name);
+    // Without a data file no entry holds the name: an entry's data is made before it is
+    // visible and removed after it is not. Otherwise `locate`, which looks again for a
+    // while (about a second) for an entry moving between files before it answers "nowhere",
+    // decides: that wait is for entries, and an unused name would pay it every time.
+    const hasData = (await this.#core.throttle.run(() => statIfExists(data))) !== undefined;
+    if (hasData && (await this.locate(name))) return;
     try {
       await this.#core.throttle.run(() => unlinkIfExists(registry));
     } catch (err) {
