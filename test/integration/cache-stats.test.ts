@@ -3,7 +3,9 @@ import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseNarinfo } from "../../src/cache/narinfo.js";
-import type { RequestReport } from "../../src/cache/request-stats-store.js";
+import type { ClusterRequestReport } from "../../src/cache/request-report-cluster.js";
+import { type RequestReport, writeCounts } from "../../src/cache/request-stats-store.js";
+import { migrate } from "../../src/db/migrate.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { NIX_XZ, readFixture, TEST_KEY } from "../helpers/cache-fixtures.js";
 import { buildCli, type CliResult, jsonError, runBuiltCli } from "../helpers/cli-build.js";
@@ -181,6 +183,69 @@ describe("geospool cache stats on a real node", () => {
     expect(future.from).toBeNull();
     expect(future.since).toBe("2999-01-01T00:00:00.000Z");
   }, 240_000);
+
+  it("--cluster adds up the counts of the peers' databases, and names a peer it cannot read", async () => {
+    // A second node's database: migrated, with counts of its own.
+    const admin = new pg.Client(servers[0]!.url);
+    await admin.connect();
+    await admin.query("create database peer2");
+    await admin.end();
+    const peerUrl = new URL(servers[0]!.url);
+    peerUrl.pathname = "/peer2";
+    const peer = new pg.Pool({ connectionString: peerUrl.toString(), max: 1 });
+    await migrate(peer);
+    const now = Date.now();
+    await writeCounts(peer, [
+      { bucket: now, kind: "narinfo", key: APP, hits: 4, misses: 0, bytes: 0 },
+      { bucket: now, kind: "narinfo", key: ABSENT, hits: 0, misses: 5, bytes: 0 },
+    ]);
+    await peer.end();
+    const alone = await report();
+    const clusterConfig = async (peers: string) => {
+      const file = join(dir.path, `cluster-${peers.length}.yaml`);
+      await writeFile(
+        file,
+        `node:\n  id: n1\nspool:\n  dir: ${join(dir.path, "spool-n1")}\n  queues: [${QUEUES.join(", ")}]\npostgres:\n  url: ${servers[0]!.url}\npeers:\n${peers}`,
+      );
+      return file;
+    };
+    const withN2 = `  - id: n2\n    grpc: 127.0.0.1:1\n    postgres: ${peerUrl}\n`;
+    const ok = await runBuiltCli(
+      built!.main,
+      ["cache", "stats", "--cluster", "--json", "--config", await clusterConfig(withN2)],
+      { cwd: dir.path },
+    );
+    expect(ok.code, ok.stderr).toBe(0);
+    const summed = JSON.parse(ok.stdout) as ClusterRequestReport;
+    expect(summed.narinfo.hits).toBe(alone.narinfo.hits + 4);
+    expect(summed.narinfo.misses).toBe(alone.narinfo.misses + 5);
+    const absentHere = alone.missedNeverServed.find((m) => m.hashPart === ABSENT)!.misses;
+    expect(summed.missedNeverServed[0]).toEqual({ hashPart: ABSENT, misses: absentHere + 5 });
+    expect(summed.topNarinfos.find((n) => n.hashPart === APP)).toMatchObject({
+      storePath: `/nix/store/${APP}-geo-app`,
+    });
+    expect(summed.nodes.map((n) => [n.node, n.error])).toEqual([
+      ["n1", undefined],
+      ["n2", undefined],
+    ]);
+    // A peer listed without its database: named, left out of the sums, exit 1.
+    const partial = await runBuiltCli(
+      built!.main,
+      [
+        "cache",
+        "stats",
+        "--cluster",
+        "--config",
+        await clusterConfig(`${withN2}  - id: n3\n    grpc: 127.0.0.1:2\n`),
+      ],
+      { cwd: dir.path },
+    );
+    expect(partial.code).toBe(1);
+    expect(partial.stdout).toMatch(/node n3: NOT COUNTED: .*peers\[\]\.postgres/);
+    expect(partial.stdout).toContain(
+      `narinfo  ${summed.narinfo.hits + summed.narinfo.misses} requests`,
+    );
+  }, 120_000);
 
   it("refuses a bad --since or --top, and says when the database is not set", async () => {
     const since = await cli("--since", "yesterday-ish", "--json");

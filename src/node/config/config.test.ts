@@ -179,6 +179,20 @@ describe("precedence: flags > env > file > defaults", () => {
     expect(loadConfig({ file, env: {}, flags: {} }).grpc.listen).toBe("127.0.0.1:1001");
   });
 
+  it("takes fallbacks only where file, env and flags are silent", async () => {
+    const file = await writeYaml("node: {id: from-file}\nspool: {dir: /s}\n");
+    const fallbacks = { "node.id": "fallback", "grpc.listen": "127.0.0.1:1004" };
+    const config = loadConfig({ file, env: {}, flags: {}, fallbacks });
+    expect(config.node.id).toBe("from-file");
+    expect(config.grpc.listen).toBe("127.0.0.1:1004");
+    const bare = await writeYaml("spool: {dir: /s}\n", "bare.yaml");
+    expect(loadConfig({ file: bare, env: {}, flags: {}, fallbacks }).node.id).toBe("fallback");
+    expect(
+      loadConfig({ file: bare, env: { GEOSPOOL_NODE__ID: "from-env" }, flags: {}, fallbacks }).node
+        .id,
+    ).toBe("from-env");
+  });
+
   it("blames the source whose value won", async () => {
     const file = await writeYaml("node: {id: n1}\nspool: {dir: /s}\ngrpc:\n  listen: nope\n");
     expect(configError(() => loadConfig({ file, env: {}, flags: {} })).message).toBe(

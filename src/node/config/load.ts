@@ -27,6 +27,8 @@ export interface LoadConfigOptions {
   require?: readonly string[] | undefined;
   /** Base for relative paths from env vars and flags. Default `process.cwd()`. */
   cwd?: string | undefined;
+  /** Values (flag-shaped) under everything else: used only where file, env and flags are silent. */
+  fallbacks?: Record<string, string> | undefined;
 }
 
 /**
@@ -43,7 +45,11 @@ export function loadConfig(options: LoadConfigOptions): Config {
   if (problems.length > 0) throw new ConfigError(problems);
   const env = envLayer(options.env, cwd, problems);
   const flags = flagLayer(options.flags, cwd, problems);
-  return finish(overlay(overlay(base, env), flags), problems, options.require ?? []);
+  const under =
+    options.fallbacks === undefined
+      ? base
+      : overlay(flagLayer(options.fallbacks, cwd, problems), base);
+  return finish(overlay(overlay(under, env), flags), problems, options.require ?? []);
 }
 
 /**

@@ -46,8 +46,9 @@ export function splitNodeSettings(args: readonly string[]): {
 export function loadNodeSettings(settings: Record<string, string>): Config {
   const { config, ...flags } = settings;
   const file = config ?? process.env.GEOSPOOL_CONFIG;
-  // node.id is required of a node; any value does here, and none is used.
-  return loadConfig({ file, env: process.env, flags: { "node.id": "cli", ...flags } });
+  // node.id is required of a node; where the configuration has none, any value does here
+  // (only `cache stats --cluster` names this node by it).
+  return loadConfig({ file, env: process.env, flags, fallbacks: { "node.id": "cli" } });
 }
 
 /** Every entry of the node's cache queue that holds a cache record, in name order. */

@@ -1,4 +1,8 @@
 import pg from "pg";
+import {
+  type ClusterRequestReport,
+  readClusterRequestReport,
+} from "../../../cache/request-report-cluster.js";
 import { type RequestReport, readRequestReport } from "../../../cache/request-stats-store.js";
 import { parseDuration } from "../../../common/units.js";
 import { redactUrl } from "../../config/schema.js";
@@ -42,10 +46,19 @@ function percent(part: number, whole: number): string {
   return whole === 0 ? "-" : `${((100 * part) / whole).toFixed(1)}%`;
 }
 
-function human(r: RequestReport): string[] {
-  if (r.from === null) return ["no requests counted"];
+function human(r: RequestReport | ClusterRequestReport): string[] {
+  const nodes =
+    "nodes" in r
+      ? r.nodes.map((n) =>
+          n.error !== undefined
+            ? `node ${n.node}: NOT COUNTED: ${n.error}`
+            : `node ${n.node}: ${n.narinfo!.hits + n.narinfo!.misses} narinfo, ${n.nar!.hits + n.nar!.misses} nar requests`,
+        )
+      : [];
+  if (r.from === null) return [...nodes, "no requests counted"];
   const narinfos = r.narinfo.hits + r.narinfo.misses;
   const lines = [
+    ...nodes,
     `buckets ${r.from} to ${r.to}`,
     `narinfo  ${narinfos} requests: ${r.narinfo.hits} hits, ${r.narinfo.misses} misses (${percent(r.narinfo.hits, narinfos)} hits)`,
     `nar      ${r.nar.hits + r.nar.misses} requests: ${r.nar.hits} found, ${r.nar.misses} missing; ${bytes(r.nar.bytes)} sent`,
@@ -90,6 +103,12 @@ function human(r: RequestReport): string[] {
   return lines;
 }
 
+function openPool(url: string): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  pool.on("error", () => undefined);
+  return pool;
+}
+
 export const cacheStats: Command = {
   name: "stats",
   summary: "request analytics: top paths, hits and misses, misses of paths never served",
@@ -106,8 +125,9 @@ PostgreSQL (cache.analytics; postgres.url): narinfo hits and misses, nar request
 sent, the narinfos asked for most, the nars by bytes sent, and the hash parts asked for
 and never found (no hit in any kept bucket, nothing served now): what a mirror may want
 to upload. Counts reach the database every cache.analytics.flushEvery (and when the node
-stops), so the latest interval is not shown yet. This node only: each node counts what it
-served.
+stops), so the latest interval is not shown yet. Each node counts what it served: with
+--cluster the counts of this node and of every peer with a \`postgres\` URL in the
+configuration (peers[].postgres, the one replication uses) are added up.
 
 ${NODE_SETTINGS_HELP}
 
@@ -115,14 +135,19 @@ Options:
   --since WHEN  only buckets from then: a duration back from now (24h, 7d) or a date
                 (2026-12-01, ISO 8601); default: every bucket kept (cache.analytics.keepFor)
   --top N       rows per list (default 20)
+  --cluster     add up every node's counts (this node's and its peers' databases); the
+                lists rank the sums of each node's top N×5 (a path below that on every
+                node is not shown); a node that cannot be read is named and left out of
+                the sums, and the exit code is then 1
   --json        print one JSON object {since, from, to, narinfo: {hits, misses, bytes,
                 unkeyed}, nar: {...}, topNarinfos: [{hashPart, storePath, hits, misses}],
                 topNars: [{path, hits, misses, bytes}], missedNeverServed: [{hashPart,
-                misses}]}`,
+                misses}]}; with --cluster also nodes: [{node, narinfo, nar, error}]`,
         options: {
           since: { type: "string" },
           top: { type: "string" },
           json: { type: "boolean" },
+          cluster: { type: "boolean" },
         },
         positionals: [],
       },
@@ -141,8 +166,22 @@ Options:
         "postgres.url is not set: the node's database (--postgres.url URL, GEOSPOOL_POSTGRES__URL or the config file)",
       );
     }
-    const pool = new pg.Pool({ connectionString: url, max: 1 });
-    pool.on("error", () => undefined);
+    if (parsed.values.cluster === true) {
+      const sources = [
+        { node: config.node.id, url },
+        ...config.peers.map((p) => ({ node: p.id, url: p.postgres })),
+      ].map((s) => ({ node: s.node, pool: s.url === undefined ? undefined : openPool(s.url) }));
+      try {
+        const report = await readClusterRequestReport(sources, { since, top });
+        const sinceIso = since === undefined ? null : new Date(since).toISOString();
+        await out.result(human(report), { since: sinceIso, ...report });
+        // Partial sums are printed, but a script learns that a node was left out.
+        return report.nodes.some((n) => n.error !== undefined) ? ExitCode.ProblemsRemain : 0;
+      } finally {
+        await Promise.all(sources.map((s) => s.pool?.end()));
+      }
+    }
+    const pool = openPool(url);
     let report: RequestReport;
     try {
       report = await readRequestReport(pool, { since, top });
