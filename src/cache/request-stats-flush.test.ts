@@ -6,7 +6,7 @@ import { silentLogger } from "../node/observability/index.js";
 import { ensurePublication } from "../replication/mesh.js";
 import { HOUR_MS, OVERFLOW_KEY, RequestStats } from "./request-stats.js";
 import { startRequestStatsFlush } from "./request-stats-flush.js";
-import { readRequestReport, writeCounts } from "./request-stats-store.js";
+import { BucketKeyCounts, readRequestReport, writeCounts } from "./request-stats-store.js";
 
 const A = "l493h11hsb577v1lhgwxzcmxh4q2m02w";
 const B = "3wwj8mpk0lbnanhsfxw3m2birs5gl6xx";
@@ -121,6 +121,52 @@ describe("request counts in PostgreSQL", () => {
     const written = await rows(pool);
     expect(written).toEqual(keys.map((k) => [T0, "narinfo", k, 1, 1, 0]));
     expect(stats.heldKeys).toBe(0);
+  });
+
+  it("keeps at most maxKeysPerBucket keys per bucket and kind: new keys past it count as unkeyed", async () => {
+    const pool = await database();
+    const C = "c".repeat(32);
+    const [D, E, F] = ["d", "e", "f"].map((x) => x.repeat(32)) as [string, string, string];
+    const row = (bucket: number, key: string, hits: number, misses = 0) => ({
+      bucket,
+      kind: "narinfo" as const,
+      key,
+      hits,
+      misses,
+      bytes: 0,
+    });
+    const keyCounts = new BucketKeyCounts();
+    const bounded = { maxKeysPerBucket: 3, keyCounts };
+    await writeCounts(pool, [row(T0, A, 1), row(T0, B, 1)], bounded);
+    // Room for one more key: C (first in order) gets it; D and E are added to the
+    // unkeyed row; A, already there, goes on being counted.
+    await writeCounts(
+      pool,
+      [row(T0, C, 1), row(T0, D, 2), row(T0, E, 0, 3), row(T0, A, 4), row(T0, OVERFLOW_KEY, 1)],
+      bounded,
+    );
+    // Another bucket has its own room; the nar kind too.
+    await writeCounts(
+      pool,
+      [row(T0 + HOUR_MS, D, 1), { ...row(T0, "nar/x.nar", 1), kind: "nar" as const, bytes: 5 }],
+      bounded,
+    );
+    // A restarted node (its key counts read again from the table) is bound the same way.
+    await writeCounts(pool, [row(T0, F, 1), row(T0, B, 1)], {
+      maxKeysPerBucket: 3,
+      keyCounts: new BucketKeyCounts(),
+    });
+    expect(await rows(pool)).toEqual([
+      [T0, "nar", "nar/x.nar", 1, 0, 5],
+      [T0, "narinfo", "", 4, 3, 0],
+      [T0, "narinfo", B, 2, 0, 0],
+      [T0, "narinfo", C, 1, 0, 0],
+      [T0, "narinfo", A, 5, 0, 0],
+      [T0 + HOUR_MS, "narinfo", D, 1, 0, 0],
+    ]);
+    // Totals stay exact: 13 narinfo hits written, 3 misses.
+    const report = await readRequestReport(pool, { top: 10 });
+    expect(report.narinfo).toMatchObject({ hits: 13, misses: 3, unkeyed: 7 });
   });
 
   it("prunes buckets older than keepFor at each flush", async () => {

@@ -1,7 +1,7 @@
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { CountRow, RequestStats } from "./request-stats.js";
-import { pruneCounts, writeCounts } from "./request-stats-store.js";
+import { BucketKeyCounts, pruneCounts, writeCounts } from "./request-stats-store.js";
 
 export interface RequestStatsFlushOptions {
   stats: RequestStats;
@@ -10,6 +10,8 @@ export interface RequestStatsFlushOptions {
   everyMs: number;
   /** Buckets older than this are deleted (ms), checked at most once per `everyMs`. */
   keepForMs: number;
+  /** Most distinct keys one bucket (per kind) keeps in the table (`writeCounts`). */
+  maxKeysPerBucket?: number | undefined;
   logger: Logger;
   clock?: () => number;
 }
@@ -32,6 +34,11 @@ export function startRequestStatsFlush(options: RequestStatsFlushOptions): Reque
   const clock = options.clock ?? Date.now;
   let chain: Promise<void> = Promise.resolve();
   let stopped = false;
+  const keyCounts = new BucketKeyCounts();
+  const bounded =
+    options.maxKeysPerBucket === undefined
+      ? {}
+      : { maxKeysPerBucket: options.maxKeysPerBucket, keyCounts };
 
   async function once(): Promise<void> {
     // Rows are made a slice at a time as the statements go (a flush at the key bound is
@@ -49,7 +56,7 @@ export function startRequestStatsFlush(options: RequestStatsFlushOptions): Reque
       }),
     };
     try {
-      await writeCounts(pool, reading);
+      await writeCounts(pool, reading, bounded);
     } catch (err) {
       for (let n = source.next(); n.done !== true; n = source.next()) made.push(n.value);
       stats.restore(made);

@@ -16,35 +16,119 @@ import { type CountRow, OVERFLOW_KEY } from "./request-stats.js";
 const SLICE = 1_000;
 
 /**
+ * Distinct keys the table holds per (bucket, kind), as far as this process knows: read
+ * once per bucket and kind (one count), then kept up to date by the writes. Pass the same
+ * object to every `writeCounts` of a flusher.
+ */
+export class BucketKeyCounts {
+  private readonly known = new Map<string, number>();
+
+  /** The count for (bucket, kind), read from the table the first time. */
+  async get(client: pg.PoolClient, bucket: number, kind: string): Promise<number> {
+    const id = `${bucket}/${kind}`;
+    const have = this.known.get(id);
+    if (have !== undefined) return have;
+    const { rows } = await client.query<{ n: string }>(
+      `select count(*) as n from cache_request_counts
+        where bucket = to_timestamp($1 / 1000.0) and kind = $2 and key <> $3`,
+      [bucket, kind, OVERFLOW_KEY],
+    );
+    const n = Number(rows[0]?.n ?? 0);
+    this.known.set(id, n);
+    return n;
+  }
+
+  /** After a commit: `added` new keys in (bucket, kind). Buckets before `oldest` are forgotten. */
+  add(bucket: number, kind: string, added: number, oldest: number): void {
+    const id = `${bucket}/${kind}`;
+    this.known.set(id, (this.known.get(id) ?? 0) + added);
+    for (const key of this.known.keys()) {
+      if (Number(key.slice(0, key.indexOf("/"))) < oldest) this.known.delete(key);
+    }
+  }
+}
+
+export interface WriteCountsOptions {
+  /**
+   * Most distinct keys one (bucket, kind) may hold in the table: counts of a key that is
+   * not there yet, once it holds that many, are added to the bucket's OVERFLOW_KEY row
+   * instead (totals stay exact; a flood of made-up paths adds rows no longer). Keys
+   * already there go on being counted. Unbounded without it.
+   */
+  maxKeysPerBucket?: number;
+  /** Where the per-bucket counts are kept between writes (with `maxKeysPerBucket`). */
+  keyCounts?: BucketKeyCounts;
+}
+
+/**
  * Add `rows` to the stored counts, in one transaction (none added if it fails). The rows are
  * read a slice at a time, as the statements go: pass `RequestStats.takeLazily()` to keep
  * every step short on the serving thread. The rows' (bucket, kind, key) must be distinct.
  */
-export async function writeCounts(pool: pg.Pool, rows: Iterable<CountRow>): Promise<void> {
+export async function writeCounts(
+  pool: pg.Pool,
+  rows: Iterable<CountRow>,
+  options: WriteCountsOptions = {},
+): Promise<void> {
   const source = rows[Symbol.iterator]();
   let next = source.next();
   if (next.done === true) return;
+  const bound = options.maxKeysPerBucket;
+  const counts = options.keyCounts ?? new BucketKeyCounts();
+  // New keys per (bucket, kind), applied to `counts` once the transaction committed.
+  const added = new Map<string, { bucket: number; kind: string; n: number }>();
   await inTransaction(pool, async (client) => {
     await client.query("set local synchronous_commit = off");
     while (next.done !== true) {
       // One JSON text per statement: much cheaper to make than six PostgreSQL array literals.
-      const slice: Array<[number, string, string, number, number, number]> = [];
-      for (; next.done !== true && slice.length < SLICE; next = source.next()) {
+      const groups = new Map<string, { bucket: number; kind: string; rows: unknown[][] }>();
+      for (let n = 0; next.done !== true && n < SLICE; next = source.next(), n++) {
         const r = next.value;
-        slice.push([r.bucket, r.kind, r.key, r.hits, r.misses, r.bytes]);
+        const id = `${r.bucket}/${r.kind}`;
+        let g = groups.get(id);
+        if (g === undefined) {
+          g = { bucket: r.bucket, kind: r.kind, rows: [] };
+          groups.set(id, g);
+        }
+        g.rows.push([r.key, r.hits, r.misses, r.bytes]);
       }
-      await client.query(
-        `insert into cache_request_counts as c (bucket, kind, key, hits, misses, bytes)
-         select to_timestamp((r->>0)::bigint / 1000.0), r->>1, r->>2, (r->>3)::bigint,
-                (r->>4)::bigint, (r->>5)::bigint
-           from json_array_elements($1::json) as r
-         on conflict (bucket, kind, key) do update
-           set hits = c.hits + excluded.hits, misses = c.misses + excluded.misses,
-               bytes = c.bytes + excluded.bytes`,
-        [JSON.stringify(slice)],
-      );
+      for (const [id, g] of groups) {
+        const before = bound === undefined ? 0 : await counts.get(client, g.bucket, g.kind);
+        const pending = added.get(id)?.n ?? 0;
+        const room = bound === undefined ? null : Math.max(0, bound - before - pending);
+        const { rows: written } = await client.query<{ inserted: boolean; key: string }>(
+          `with r as (
+             select e->>0 as key, (e->>1)::bigint as hits, (e->>2)::bigint as misses,
+                    (e->>3)::bigint as bytes, o,
+                    e->>0 = $4 or $2::bigint is null or exists (
+                      select 1 from cache_request_counts c
+                       where c.bucket = to_timestamp($3 / 1000.0) and c.kind = $5
+                         and c.key = e->>0) as kept
+               from json_array_elements($1::json) with ordinality as t(e, o)),
+           fresh as (
+             select r.*, row_number() over (order by o) as n from r where not kept),
+           sums as (
+             select key, sum(hits) as hits, sum(misses) as misses, sum(bytes) as bytes
+               from (select key, hits, misses, bytes from r where kept
+                     union all
+                     select case when n <= $2 then key else $4 end, hits, misses, bytes
+                       from fresh) x
+              group by key)
+           insert into cache_request_counts as c (bucket, kind, key, hits, misses, bytes)
+           select to_timestamp($3 / 1000.0), $5, key, hits, misses, bytes from sums
+           on conflict (bucket, kind, key) do update
+             set hits = c.hits + excluded.hits, misses = c.misses + excluded.misses,
+                 bytes = c.bytes + excluded.bytes
+           returning (xmax = 0) as inserted, key`,
+          [JSON.stringify(g.rows), room, g.bucket, OVERFLOW_KEY, g.kind],
+        );
+        const fresh = written.filter((w) => w.inserted && w.key !== OVERFLOW_KEY).length;
+        added.set(id, { bucket: g.bucket, kind: g.kind, n: pending + fresh });
+      }
     }
   });
+  const oldest = Math.min(...[...added.values()].map((a) => a.bucket));
+  for (const a of added.values()) counts.add(a.bucket, a.kind, a.n, oldest);
 }
 
 /** Delete buckets that started before `before` (ms since the epoch); how many rows went. */

@@ -92,6 +92,7 @@ export async function startCacheFromConfig(
           bucketMs: c.analytics.bucket === "day" ? 86_400_000 : 3_600_000,
           flushEveryMs: c.analytics.flushEvery,
           maxKeys: c.analytics.maxKeys,
+          maxKeysPerBucket: c.analytics.maxKeysPerBucket,
           keepForMs: c.analytics.keepFor,
         }
       : undefined,

@@ -98,6 +98,8 @@ export interface NodeCacheOptions {
     bucketMs: number;
     flushEveryMs: number;
     maxKeys: number;
+    /** Most distinct paths one bucket (per kind) keeps in the table; unbounded without. */
+    maxKeysPerBucket?: number;
     keepForMs: number;
   };
   logger: Logger;
@@ -229,6 +231,7 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
       pool: options.pool,
       everyMs: analytics.flushEveryMs,
       keepForMs: analytics.keepForMs,
+      maxKeysPerBucket: analytics.maxKeysPerBucket,
       logger: options.logger,
       clock,
     });

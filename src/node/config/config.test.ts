@@ -119,6 +119,7 @@ describe("defaults", () => {
           bucket: "hour",
           flushEvery: 60_000,
           maxKeys: 50_000,
+          maxKeysPerBucket: 200_000,
           keepFor: 30 * 86_400_000,
         },
         gc: {

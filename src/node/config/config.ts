@@ -181,6 +181,8 @@ export interface Config {
       flushEvery: number;
       /** Most distinct paths held between two flushes; more are counted unkeyed. Default 50000. */
       maxKeys: number;
+      /** Most distinct paths one bucket (per kind) keeps in the table. Default 200000. */
+      maxKeysPerBucket: number;
       /** Buckets older than this are deleted (ms). Default 30 days. */
       keepFor: number;
     };

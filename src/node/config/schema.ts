@@ -414,6 +414,7 @@ export const configSchema = z
             bucket: oneOf(["hour", "day"] as const).default("hour"),
             flushEvery: duration({ positive: true }).default(60_000),
             maxKeys: int(1, 10_000_000).default(50_000),
+            maxKeysPerBucket: int(1, 100_000_000).default(200_000),
             keepFor: duration({ positive: true }).default(30 * 24 * 3_600_000),
           })
           .prefault({}),

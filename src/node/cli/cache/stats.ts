@@ -65,7 +65,7 @@ function human(r: RequestReport | ClusterRequestReport): string[] {
   ];
   if (r.narinfo.unkeyed + r.nar.unkeyed > 0) {
     lines.push(
-      `unkeyed  ${r.narinfo.unkeyed} narinfo and ${r.nar.unkeyed} nar requests counted without their path (cache.analytics.maxKeys)`,
+      `unkeyed  ${r.narinfo.unkeyed} narinfo and ${r.nar.unkeyed} nar requests counted without their path (cache.analytics.maxKeys, maxKeysPerBucket)`,
     );
   }
   if (r.topNarinfos.length > 0) {
