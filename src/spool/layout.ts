@@ -1,4 +1,4 @@
-import { join } from "node:path";
+import { normalize, sep } from "node:path";
 
 /**
  * Directory names inside a spool. Everything the spool owns starts with a dot.
@@ -18,38 +18,50 @@ export const CHECKOUT = ".checkout";
  */
 export const TMP_TAG_SEPARATOR = "~";
 
-/** @internal */
+/**
+ * Paths inside a spool. Entry and queue directory names are single path segments by
+ * construction (names.ts: no separator, no leading dot), so paths are joined by plain
+ * concatenation: `path.join` normalizes every time it is called, about 0.8 µs a call here,
+ * and a job asks for dozens of paths (2% of a node's CPU in a bench:grpc profile).
+ * @internal
+ */
 export class Layout {
   readonly registry: string;
   readonly tmp: string;
   readonly data: string;
+  /** `root`, normalized, without a trailing separator ("" for the filesystem root). */
+  private readonly base: string;
 
   constructor(readonly root: string) {
-    this.registry = join(root, REGISTRY);
-    this.tmp = join(root, TMP);
-    this.data = join(root, DATA);
+    const normal = normalize(root);
+    this.base = normal.endsWith(sep) ? normal.slice(0, -1) : normal;
+    this.registry = `${this.base}${sep}${REGISTRY}`;
+    this.tmp = `${this.base}${sep}${TMP}`;
+    this.data = `${this.base}${sep}${DATA}`;
   }
 
   queue(dirname: string): string {
-    return join(this.root, dirname);
+    return `${this.base}${sep}${dirname}`;
   }
   checkout(dirname: string): string {
-    return join(this.root, dirname, CHECKOUT);
+    return `${this.base}${sep}${dirname}${sep}${CHECKOUT}`;
   }
   registryFile(name: string): string {
-    return join(this.registry, name);
+    return `${this.registry}${sep}${name}`;
   }
   tmpFile(name: string, tag?: string): string {
-    return join(this.tmp, tag === undefined ? name : `${name}${TMP_TAG_SEPARATOR}${tag}`);
+    return tag === undefined
+      ? `${this.tmp}${sep}${name}`
+      : `${this.tmp}${sep}${name}${TMP_TAG_SEPARATOR}${tag}`;
   }
   dataFile(name: string): string {
-    return join(this.data, name);
+    return `${this.data}${sep}${name}`;
   }
   queueFile(dirname: string, name: string): string {
-    return join(this.root, dirname, name);
+    return `${this.base}${sep}${dirname}${sep}${name}`;
   }
   checkoutFile(dirname: string, name: string): string {
-    return join(this.root, dirname, CHECKOUT, name);
+    return `${this.base}${sep}${dirname}${sep}${CHECKOUT}${sep}${name}`;
   }
 }
 
