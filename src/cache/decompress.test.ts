@@ -1,3 +1,7 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   fixturePath,
@@ -19,6 +23,17 @@ const RULES: UploadRules = {
   trustedGuixKeys: [],
 };
 const MiB = 1024 * 1024;
+
+/** The bzip2 and lzip processes this process started that still run. */
+function decodersRunningNow(): string[] {
+  const out = execFileSync("ps", ["-o", "comm=", "--ppid", String(process.pid)], {
+    encoding: "utf8",
+  });
+  return out
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((c) => c === "bzip2" || c === "lzip" || c === "sh");
+}
 
 /** What the upload path finds for the fixture nar of `narinfo`: inline facts, then the file read. */
 async function uploadFacts(cache: string, narinfo: Buffer, narSize?: number) {
@@ -192,12 +207,38 @@ describe("bzip2 and lzip nars, read by the bzip2 and lzip tools", () => {
       ),
     );
     expect(reads.map((r) => r.kind)).toEqual(Array(8).fill("too_large"));
-    // The next read still works (no decoder slot or descriptor held by the killed ones).
+    // A read is over once its decoder exited: none is left running.
+    expect(decodersRunningNow()).toEqual([]);
     const read = await readNarFile(
       fixturePath("recompressed", "l493h11hsb577v1lhgwxzcmxh4q2m02w.nar.lz"),
       "lzip",
       info.narSize,
     );
     expect(read).toMatchObject({ kind: "read", size: info.narSize });
+  });
+
+  it.each([
+    ["lzip", "l493h11hsb577v1lhgwxzcmxh4q2m02w.nar.lz"],
+    ["bzip2", "l493h11hsb577v1lhgwxzcmxh4q2m02w.nar.bz2"],
+  ])("%s: bytes after a complete stream are ignored, every time", async (compression, file) => {
+    // The tools stop at the end of the stream and exit 0; the rest of the file must not
+    // decide the verdict by timing (a write into the closed pipe) or hang the read.
+    const dir = mkdtempSync(join(tmpdir(), "geospool-trailing-"));
+    try {
+      const path = join(dir, file);
+      writeFileSync(
+        path,
+        Buffer.concat([readFixture("recompressed", file), Buffer.alloc(200_000, 0x5a)]),
+      );
+      const reads = await Promise.all(
+        Array.from({ length: 6 }, () => readNarFile(path, compression, info.narSize)),
+      );
+      for (const r of reads) {
+        expect(r.kind).toBe("read");
+        if (r.kind === "read") expect(formatHash(r.hash)).toBe(formatHash(info.narHash));
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { accessSync, createReadStream, constants as fsConstants } from "node:fs";
 import { delimiter, join } from "node:path";
-import { Duplex, PassThrough, Readable, Transform, Writable } from "node:stream";
+import { Duplex, finished, PassThrough, Readable, Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { createBrotliDecompress, createGunzip } from "node:zlib";
@@ -155,38 +155,90 @@ function xzStream(): Duplex {
   return Duplex.from({ writable: input, readable: output });
 }
 
+/** Command-line decoders running at once in this process (each up to its memory cap). */
+export const EXTERNAL_DECODERS_AT_ONCE = 2;
+
+let decodersRunning = 0;
+const decoderWaiters: Array<() => void> = [];
+
+/** A turn to run a command-line decoder; call the returned function when it is over. */
+async function decoderTurn(): Promise<() => void> {
+  if (decodersRunning >= EXTERNAL_DECODERS_AT_ONCE) {
+    await new Promise<void>((resolve) => decoderWaiters.push(resolve));
+  } else {
+    decodersRunning++;
+  }
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    const next = decoderWaiters.shift();
+    if (next)
+      next(); // the turn passes on: decodersRunning stays
+    else decodersRunning--;
+  };
+}
+
 /**
  * A decoder in a child process: the compressed bytes go to its stdin, the nar comes from
- * its stdout. The output ends only once the process exited 0; a failure (corrupt data,
- * the memory cap) is an error carrying what the tool wrote to stderr. Destroying the
- * stream (the reader stopped: past the NarSize, an error) kills the process.
+ * its stdout. At most EXTERNAL_DECODERS_AT_ONCE run at once; the others wait (their input
+ * waits with them). The output ends only once the process exited 0; a failure (corrupt
+ * data, the memory cap) is an error carrying what the tool wrote to stderr. Input left
+ * after the tool exited 0 (trailing bytes after a complete stream, which bzip2 and lzip
+ * ignore, as the clients' decoders do) is read and dropped, so a file gets the same
+ * verdict whatever the timing. Destroying the stream before both sides ended (the reader
+ * stopped: past the NarSize, an error) kills the process; the stream closes once it exited.
  */
 function externalStream(name: string, path: string, args: readonly string[]): Duplex {
-  const quoted = [path, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
-  const child = spawn(
-    "/bin/sh",
-    ["-c", `ulimit -v ${EXTERNAL_DECODER_MEMORY_KIB} && exec ${quoted}`],
-    {
-      stdio: ["pipe", "pipe", "pipe"],
-    },
-  );
-  let stderr = "";
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (d: string) => {
-    if (stderr.length < 4096) stderr += d;
-  });
+  type Child = ReturnType<typeof spawn>;
+  let child: Child | undefined;
+  let cancelled = false;
   let settled = false;
-  let failure: Error | undefined;
+  let release: () => void = () => undefined;
+  let exited: () => void = () => undefined;
+  const exit = new Promise<void>((resolve) => {
+    exited = resolve;
+  });
+  let settle: (err: Error | undefined) => void = () => undefined;
   const closed = new Promise<Error | undefined>((resolve) => {
-    const settle = (err: Error | undefined) => {
+    settle = (err) => {
       if (settled) return;
       settled = true;
-      failure = err;
       resolve(err);
     };
-    child.once("error", (err) => settle(new Error(`${name} decoder: ${err.message}`)));
-    child.once("close", (code, signal) => {
-      const why = stderr.trim().split("\n").slice(-2).join("; ");
+  });
+  const started: Promise<Child | undefined> = decoderTurn().then((done) => {
+    release = done;
+    if (cancelled) {
+      release();
+      settle(new Error(`${name} decoder not started: the read was stopped`));
+      exited();
+      return undefined;
+    }
+    const quoted = [path, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
+    const c = spawn(
+      "/bin/sh",
+      ["-c", `ulimit -v ${EXTERNAL_DECODER_MEMORY_KIB} && exec ${quoted}`],
+      {
+        stdio: ["pipe", "pipe", "pipe"],
+      },
+    );
+    child = c;
+    let stderr = "";
+    c.stderr?.setEncoding("utf8");
+    c.stderr?.on("data", (d: string) => {
+      if (stderr.length < 4096) stderr += d;
+    });
+    c.once("error", (err) => {
+      settle(new Error(`${name} decoder: ${err.message}`));
+      release();
+      exited();
+    });
+    c.once("close", (code, signal) => {
+      const why = stderr
+        .trim()
+        .replace(/\s*\n\s*/g, "; ")
+        .slice(0, 500);
       settle(
         code === 0
           ? undefined
@@ -195,38 +247,54 @@ function externalStream(name: string, path: string, args: readonly string[]): Du
                 `${name} decoder ${signal !== null ? `killed by ${signal}` : `exit code ${code}`}`,
             ),
       );
+      release();
+      exited();
     });
+    // stdin fails with EPIPE when the tool stops reading: its exit says what that means.
+    c.stdin?.on("error", () => undefined);
+    c.stdout?.on("data", (d: Buffer) => {
+      if (!stream.push(d)) c.stdout?.pause();
+    });
+    c.stdout?.once("end", () => {
+      void closed.then((err) => {
+        if (err === undefined) stream.push(null);
+        else stream.destroy(err);
+      });
+    });
+    return c;
   });
-  // stdin fails with EPIPE when the tool stops reading (corrupt input): its exit says why.
-  child.stdin.on("error", () => undefined);
+  /** After the tool exited: its error, or nothing (input after a complete stream is dropped). */
+  const afterExit = (done: (err?: Error | null) => void) => void closed.then((e) => done(e));
   const stream = new Duplex({
     write(chunk: Buffer, _enc, done) {
-      if (settled) return done(failure ?? new Error(`${name}: the decoder exited early`));
-      child.stdin.write(chunk, (err) => {
-        if (err == null) return done();
-        void closed.then((e) => done(e ?? err));
+      void started.then((c) => {
+        if (c === undefined || settled || c.stdin === null || c.stdin.destroyed)
+          return afterExit(done);
+        c.stdin.write(chunk, (err) => (err == null ? done() : afterExit(done)));
       });
     },
     final(done) {
-      child.stdin.end(() => done());
+      void started.then((c) => {
+        if (c === undefined || c.stdin === null || c.stdin.destroyed) return done();
+        // Not end's callback: it is never called once the stdin is destroyed (the tool exited).
+        finished(c.stdin, () => done());
+        c.stdin.end();
+      });
     },
     read() {
-      child.stdout.resume();
+      child?.stdout?.resume();
     },
-    // Before both sides have ended (the reader stopped, an error): the tool is killed.
     destroy(err, done) {
-      if (!settled) child.kill("SIGKILL");
-      done(err);
+      cancelled = true;
+      if (child !== undefined && !settled) {
+        child.kill("SIGKILL");
+        // The child's "close" waits for its pipes too: a paused stdout would hold it.
+        child.stdout?.destroy();
+        child.stdin?.destroy();
+      }
+      // Closed once the tool is gone (or, not started yet, will not start).
+      void started.then(() => exit.then(() => done(err)));
     },
-  });
-  child.stdout.on("data", (d: Buffer) => {
-    if (!stream.push(d)) child.stdout.pause();
-  });
-  child.stdout.once("end", () => {
-    void closed.then((err) => {
-      if (err === undefined) stream.push(null);
-      else stream.destroy(err);
-    });
   });
   return stream;
 }
@@ -267,6 +335,9 @@ export async function readNarFile(
   try {
     await pipeline(createReadStream(path), decompress, sink);
   } catch (err) {
+    // pipeline settles as soon as one stream failed; a decoder in a child process is over
+    // only once the process is gone (its stream's close).
+    if (!decompress.closed) await new Promise((resolve) => decompress.once("close", resolve));
     if (err instanceof PastLimit) return { kind: "too_large", limit, read };
     if ((err as NodeJS.ErrnoException).code === "ENOENT" && read === 0) throw err;
     return { kind: "unreadable", message: `${compression}: ${(err as Error).message}` };

@@ -175,6 +175,8 @@ export class IdempotentEnqueue {
           }
           const sha256 = hash.digest("hex");
           if (expected.dataSize !== undefined && written !== expected.dataSize) {
+            // The claim goes before the spool gives up the name (see `verified`).
+            await abandon();
             throw refuse(
               new ServiceError(
                 ServiceErrorCode.DataMismatch,
@@ -183,6 +185,7 @@ export class IdempotentEnqueue {
             );
           }
           if (expected.dataSha256 !== undefined && sha256 !== expected.dataSha256) {
+            await abandon();
             throw refuse(
               new ServiceError(
                 ServiceErrorCode.DataMismatch,

@@ -103,8 +103,17 @@ function human(r: RequestReport | ClusterRequestReport): string[] {
   return lines;
 }
 
+/**
+ * A pool for one node's database. Bounded waits: a peer that does not answer (a cut
+ * network, a stopped server) is reported NOT COUNTED instead of holding the command.
+ */
 function openPool(url: string): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 4,
+    connectionTimeoutMillis: 10_000,
+    query_timeout: 60_000,
+  });
   pool.on("error", () => undefined);
   return pool;
 }
@@ -167,10 +176,17 @@ Options:
       );
     }
     if (parsed.values.cluster === true) {
-      const sources = [
+      // A database listed twice (a peer given this node's URL) is counted once.
+      const seen = new Set<string>();
+      const sources: { node: string; pool: pg.Pool | undefined }[] = [];
+      for (const s of [
         { node: config.node.id, url },
         ...config.peers.map((p) => ({ node: p.id, url: p.postgres })),
-      ].map((s) => ({ node: s.node, pool: s.url === undefined ? undefined : openPool(s.url) }));
+      ]) {
+        if (s.url !== undefined && seen.has(s.url)) continue;
+        if (s.url !== undefined) seen.add(s.url);
+        sources.push({ node: s.node, pool: s.url === undefined ? undefined : openPool(s.url) });
+      }
       try {
         const report = await readClusterRequestReport(sources, { since, top });
         const sinceIso = since === undefined ? null : new Date(since).toISOString();
