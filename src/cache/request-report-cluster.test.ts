@@ -1,7 +1,6 @@
 import pg from "pg";
-import { afterEach, describe, expect, it } from "vitest";
-import { useSharedPostgres } from "../../test/helpers/postgres.js";
-import { migrate } from "../db/migrate.js";
+import { describe, expect, it } from "vitest";
+import { useMigratedDatabases } from "../../test/helpers/postgres.js";
 import { readClusterRequestReport } from "./request-report-cluster.js";
 import { type CountRow, HOUR_MS } from "./request-stats.js";
 import { writeCounts } from "./request-stats-store.js";
@@ -16,18 +15,7 @@ const [A, B, C, D, E, F] = ["a", "b", "c", "d", "e", "f"].map((c) => c.repeat(32
   string,
 ];
 
-const shared = useSharedPostgres("reqcluster");
-const pools: pg.Pool[] = [];
-afterEach(async () => {
-  for (const p of pools.splice(0)) await p.end();
-});
-
-async function database(): Promise<pg.Pool> {
-  const pool = new pg.Pool({ connectionString: await shared.freshDatabase(), max: 2 });
-  pools.push(pool);
-  await migrate(pool);
-  return pool;
-}
+const { database } = useMigratedDatabases("reqcluster");
 
 const narinfo = (key: string, hits: number, misses: number, bucket = T0): CountRow => ({
   bucket,
@@ -113,14 +101,13 @@ describe("the cluster's request report", () => {
     await writeCounts(a, [narinfo(A, 1, 0)]);
     const broken = new pg.Pool({ connectionString: "postgres://nobody@127.0.0.1:1/none", max: 1 });
     broken.on("error", () => undefined);
-    pools.push(broken);
     const report = await readClusterRequestReport(
       [
         { node: "a", pool: a },
         { node: "down", pool: broken },
       ],
       { top: 5 },
-    );
+    ).finally(() => broken.end());
     expect(report.narinfo.hits).toBe(1);
     expect(report.topNarinfos.map((n) => n.hashPart)).toEqual([A]);
     expect(report.nodes[1]).toMatchObject({

@@ -7,6 +7,7 @@ import {
   type RequestReport,
   type RequestReportOptions,
   readRequestReport,
+  withStorePath,
 } from "./request-stats-store.js";
 
 /** One node's database, read for the cluster's report. */
@@ -166,14 +167,10 @@ async function countCandidates(
     misses: string;
     store_path: string | null;
   }>(
-    `select t.key, t.hits, t.misses,
-            substring(encode(e.narinfo, 'escape') from '(?n)^StorePath: (.*)$') as store_path
-       from (select key, sum(hits) as hits, sum(misses) as misses
+    withStorePath(`select key, sum(hits) as hits, sum(misses) as misses
                from cache_request_counts
               where ${range} and kind = 'narinfo' and key = any($2) and key <> $3
-              group by key) t
-       left join cache_served s on s.hash_part = t.key
-       left join cache_entries e on e.entry = s.entry`,
+              group by key`),
     [since, narinfoKeys, OVERFLOW_KEY],
   );
   const nars = await pool.query<{ key: string; hits: string; misses: string; bytes: string }>(

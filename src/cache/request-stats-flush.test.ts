@@ -1,7 +1,6 @@
-import pg from "pg";
-import { afterEach, describe, expect, it } from "vitest";
-import { useSharedPostgres } from "../../test/helpers/postgres.js";
-import { migrate } from "../db/migrate.js";
+import type pg from "pg";
+import { describe, expect, it } from "vitest";
+import { useMigratedDatabases } from "../../test/helpers/postgres.js";
 import { silentLogger } from "../node/observability/index.js";
 import { ensurePublication } from "../replication/mesh.js";
 import { HOUR_MS, OVERFLOW_KEY, RequestStats } from "./request-stats.js";
@@ -13,18 +12,7 @@ const B = "3wwj8mpk0lbnanhsfxw3m2birs5gl6xx";
 const T0 = Date.UTC(2026, 11, 6, 10, 0, 0);
 const DAY = 24 * HOUR_MS;
 
-const shared = useSharedPostgres("reqstats");
-const pools: pg.Pool[] = [];
-afterEach(async () => {
-  for (const p of pools.splice(0)) await p.end();
-});
-
-async function database(): Promise<pg.Pool> {
-  const pool = new pg.Pool({ connectionString: await shared.freshDatabase(), max: 2 });
-  pools.push(pool);
-  await migrate(pool);
-  return pool;
-}
+const { database } = useMigratedDatabases("reqstats");
 
 async function rows(pool: pg.Pool) {
   const { rows } = await pool.query<{

@@ -189,6 +189,19 @@ export interface RequestReport {
 
 const num = (v: string | number | null | undefined) => Number(v ?? 0);
 
+/**
+ * The narinfo counts `counts` selects (a query of key, hits, misses), as `t`, with the
+ * store path of the narinfo served now for each (null where none is).
+ * @internal
+ */
+export function withStorePath(counts: string): string {
+  return `select t.key, t.hits, t.misses,
+            substring(encode(e.narinfo, 'escape') from '(?n)^StorePath: (.*)$') as store_path
+       from (${counts}) t
+       left join cache_served s on s.hash_part = t.key
+       left join cache_entries e on e.entry = s.entry`;
+}
+
 /** What `geospool cache stats` shows, from the node's tables. */
 export async function readRequestReport(
   pool: pg.Pool,
@@ -228,14 +241,10 @@ export async function readRequestReport(
     misses: string;
     store_path: string | null;
   }>(
-    `select t.key, t.hits, t.misses,
-            substring(encode(e.narinfo, 'escape') from '(?n)^StorePath: (.*)$') as store_path
-       from (select key, sum(hits) as hits, sum(misses) as misses
+    `${withStorePath(`select key, sum(hits) as hits, sum(misses) as misses
                from cache_request_counts
               where ${range} and kind = 'narinfo' and key <> $3
-              group by key order by sum(hits + misses) desc, key limit $2) t
-       left join cache_served s on s.hash_part = t.key
-       left join cache_entries e on e.entry = s.entry
+              group by key order by sum(hits + misses) desc, key limit $2`)}
       order by t.hits + t.misses desc, t.key`,
     [since, options.top, OVERFLOW_KEY],
   );

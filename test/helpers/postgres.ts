@@ -1,7 +1,8 @@
 import { join } from "node:path";
 import pg from "pg";
 import type { Logger } from "pino";
-import { afterAll, beforeAll } from "vitest";
+import { afterAll, afterEach, beforeAll } from "vitest";
+import { migrate } from "../../src/db/migrate.js";
 import { startEmbeddedPostgres, stopStalePostgres } from "../../src/node/postgres/embedded.js";
 import { useSuiteTempDir } from "./tmp.js";
 
@@ -173,6 +174,26 @@ export function useSharedPostgres(prefix: string): { freshDatabase(): Promise<st
       const url = new URL(server.url);
       url.pathname = `/${name}`;
       return url.toString();
+    },
+  };
+}
+
+/**
+ * `useSharedPostgres` with the node's schema: `database()` makes a fresh database, migrates
+ * it and returns a pool to it, ended after the test.
+ */
+export function useMigratedDatabases(prefix: string): { database(): Promise<pg.Pool> } {
+  const shared = useSharedPostgres(prefix);
+  const pools: pg.Pool[] = [];
+  afterEach(async () => {
+    for (const p of pools.splice(0)) await p.end();
+  });
+  return {
+    async database() {
+      const pool = new pg.Pool({ connectionString: await shared.freshDatabase(), max: 2 });
+      pools.push(pool);
+      await migrate(pool);
+      return pool;
     },
   };
 }

@@ -36,17 +36,21 @@ afterEach(async () => {
   await pool.end();
 });
 
+/** The service's context over the test's spool, with a silent log. */
+function serviceContext(): ServiceContext {
+  return new ServiceContext(
+    spool,
+    pino({ level: "silent" }),
+    Date.now,
+    DEFAULT_LIMITS,
+    () => undefined,
+  );
+}
+
 describe("IdempotentEnqueue.claimKey", () => {
   it("treats a claim whose name is being written, or young, as in progress, and takes it over once old", async () => {
     const store = new IdempotencyStore(pool, 60_000);
-    const ctx = new ServiceContext(
-      spool,
-      pino({ level: "silent" }),
-      Date.now,
-      DEFAULT_LIMITS,
-      () => undefined,
-    );
-    const uploads = new IdempotentEnqueue(ctx, store);
+    const uploads = new IdempotentEnqueue(serviceContext(), store);
     const scope: KeyScope = { principal: "p", queue: "inbox", key: "k" };
     const [first, second] = spool.newNames(2) as [string, string];
     // The first batch's claim is committed; its name is not reserved yet.
@@ -125,14 +129,7 @@ async function claimedName(): Promise<string | undefined> {
 describe("IdempotentEnqueue.enqueue after an upload with the same key failed", () => {
   function setUp() {
     const store = new HookedStore(pool, 60_000);
-    const ctx = new ServiceContext(
-      spool,
-      pino({ level: "silent" }),
-      Date.now,
-      DEFAULT_LIMITS,
-      () => undefined,
-    );
-    return { store, uploads: new IdempotentEnqueue(ctx, store) };
+    return { store, uploads: new IdempotentEnqueue(serviceContext(), store) };
   }
   const header = { queue: "inbox", metadata: Buffer.alloc(0), idempotencyKey: "k", principal: "p" };
 
