@@ -1,3 +1,4 @@
+import { readdir, rename, rm, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import pg from "pg";
 import pino from "pino";
@@ -180,5 +181,38 @@ describe("IdempotentEnqueue.enqueue after an upload with the same key failed", (
     expect(store.abandonedWhileReserved).toEqual([true]);
     expect(await spool.isReserved(held)).toBe(false);
     expect((await pool.query("select 1 from idempotency_keys")).rowCount).toBe(0);
+  });
+});
+
+describe("IdempotentEnqueue.enqueue when the spool fails before it made the data file", () => {
+  it("gives the name it reserved back", async () => {
+    const uploads = new IdempotentEnqueue(serviceContext(), new IdempotencyStore(pool, 60_000));
+    const root = join(dir.path, "spool");
+    const registry = join(root, ".registry");
+    const before = await readdir(registry);
+    // .data replaced by a link to a directory where no file can be made (/proc/sys: even
+    // root gets ENOENT), while a stat there still answers: the data file cannot be made.
+    await rename(join(root, ".data"), join(root, ".data-away"));
+    await symlink("/proc/sys", join(root, ".data"));
+    try {
+      const header = {
+        queue: "inbox",
+        metadata: Buffer.alloc(0),
+        idempotencyKey: "k",
+        principal: "p",
+      };
+      const err = await uploads.enqueue(header, once(Buffer.from("x"))).catch((e) => e);
+      expect(String(err)).toMatch(/write data/);
+    } finally {
+      await rm(join(root, ".data"));
+      await rename(join(root, ".data-away"), join(root, ".data"));
+    }
+    expect(await readdir(registry)).toEqual(before);
+    // And the key is free: the next enqueue with it makes the entry.
+    const made = await uploads.enqueue(
+      { queue: "inbox", metadata: Buffer.alloc(0), idempotencyKey: "k", principal: "p" },
+      once(Buffer.from("x")),
+    );
+    expect(made.deduplicated).toBe(false);
   });
 });

@@ -213,6 +213,9 @@ export class IdempotentEnqueue {
     } catch (err) {
       if (duplicate) return { entry: duplicate, deduplicated: true };
       await abandon();
+      // The spool gives back a name it was given only once it made the data file; a
+      // failure before that (no space, an I/O error) would leave the reservation behind.
+      await this.giveBack(name);
       throw refused ?? err;
     }
     // Marking the key complete is not on the reply's path: if it is lost, a retry still
