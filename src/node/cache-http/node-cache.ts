@@ -4,6 +4,7 @@ import { join } from "node:path";
 import type pg from "pg";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import { canDecompress, EXTERNAL_DECODERS, readableCompressions } from "../../cache/decompress.js";
 import type { CacheGc } from "../../cache/gc.js";
 import type { GcHandshake } from "../../cache/gc-handshake.js";
 import { NarStaging } from "../../cache/nar-staging.js";
@@ -204,6 +205,15 @@ export async function startNodeCache(options: NodeCacheOptions): Promise<NodeCac
   });
   if (!options.authorizer.enabled && (options.uploadTokens ?? []).length === 0) {
     log.warn("no tokens configured: cache uploads are refused");
+  }
+  // What an operator cannot see otherwise: nars in a compression not read here are checked
+  // against their FileHash and sizes only (a Guix lzip nar, which has no FileHash: size only).
+  const missing = Object.keys(EXTERNAL_DECODERS).filter((c) => !canDecompress(c));
+  if (missing.length > 0) {
+    log.warn(
+      { readable: readableCompressions(), missing },
+      `no ${missing.join(" or ")} tool on the PATH: such nars are not checked against their NarHash`,
+    );
   }
   const upload = cacheUploadHandler({
     reader: store,
