@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { accessSync, createReadStream, constants as fsConstants } from "node:fs";
 import { delimiter, join } from "node:path";
 import { Duplex, finished, PassThrough, Readable, Transform, Writable } from "node:stream";
@@ -190,110 +190,93 @@ async function decoderTurn(): Promise<() => void> {
  * stopped: past the NarSize, an error) kills the process; the stream closes once it exited.
  */
 function externalStream(name: string, path: string, args: readonly string[]): Duplex {
-  type Child = ReturnType<typeof spawn>;
-  let child: Child | undefined;
+  let child: ChildProcessWithoutNullStreams | undefined;
   let cancelled = false;
   let settled = false;
   let release: () => void = () => undefined;
-  let exited: () => void = () => undefined;
-  const exit = new Promise<void>((resolve) => {
-    exited = resolve;
-  });
   let settle: (err: Error | undefined) => void = () => undefined;
+  /** Resolves once the tool is gone (or will not start): its error, or undefined on exit 0. */
   const closed = new Promise<Error | undefined>((resolve) => {
     settle = (err) => {
       if (settled) return;
       settled = true;
+      release();
       resolve(err);
     };
   });
-  const started: Promise<Child | undefined> = decoderTurn().then((done) => {
-    release = done;
-    if (cancelled) {
-      release();
-      settle(new Error(`${name} decoder not started: the read was stopped`));
-      exited();
-      return undefined;
-    }
-    const quoted = [path, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
-    const c = spawn(
-      "/bin/sh",
-      ["-c", `ulimit -v ${EXTERNAL_DECODER_MEMORY_KIB} && exec ${quoted}`],
-      {
-        stdio: ["pipe", "pipe", "pipe"],
-      },
-    );
-    child = c;
-    let stderr = "";
-    c.stderr?.setEncoding("utf8");
-    c.stderr?.on("data", (d: string) => {
-      if (stderr.length < 4096) stderr += d;
-    });
-    c.once("error", (err) => {
-      settle(new Error(`${name} decoder: ${err.message}`));
-      release();
-      exited();
-    });
-    c.once("close", (code, signal) => {
-      const why = stderr
-        .trim()
-        .replace(/\s*\n\s*/g, "; ")
-        .slice(0, 500);
-      settle(
-        code === 0
-          ? undefined
-          : new Error(
-              why ||
-                `${name} decoder ${signal !== null ? `killed by ${signal}` : `exit code ${code}`}`,
-            ),
+  const started: Promise<ChildProcessWithoutNullStreams | undefined> = decoderTurn().then(
+    (done) => {
+      release = done;
+      if (cancelled) {
+        settle(new Error(`${name} decoder not started: the read was stopped`));
+        return undefined;
+      }
+      const quoted = [path, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
+      const c = spawn(
+        "/bin/sh",
+        ["-c", `ulimit -v ${EXTERNAL_DECODER_MEMORY_KIB} && exec ${quoted}`],
+        {
+          stdio: "pipe",
+        },
       );
-      release();
-      exited();
-    });
-    // stdin fails with EPIPE when the tool stops reading: its exit says what that means.
-    c.stdin?.on("error", () => undefined);
-    c.stdout?.on("data", (d: Buffer) => {
-      if (!stream.push(d)) c.stdout?.pause();
-    });
-    c.stdout?.once("end", () => {
-      void closed.then((err) => {
-        if (err === undefined) stream.push(null);
-        else stream.destroy(err);
+      child = c;
+      let stderr = "";
+      c.stderr.setEncoding("utf8");
+      c.stderr.on("data", (d: string) => {
+        if (stderr.length < 4096) stderr += d;
       });
-    });
-    return c;
-  });
+      c.once("error", (err) => settle(new Error(`${name} decoder: ${err.message}`)));
+      c.once("close", (code, signal) => {
+        const why = stderr
+          .trim()
+          .replace(/\s*\n\s*/g, "; ")
+          .slice(0, 500);
+        const how = signal !== null ? `killed by ${signal}` : `exit code ${code}`;
+        settle(code === 0 ? undefined : new Error(why || `${name} decoder ${how}`));
+      });
+      // stdin fails with EPIPE when the tool stops reading: its exit says what that means.
+      c.stdin.on("error", () => undefined);
+      c.stdout.on("data", (d: Buffer) => {
+        if (!stream.push(d)) c.stdout.pause();
+      });
+      c.stdout.once("end", () => {
+        void closed.then((err) => {
+          if (err === undefined) stream.push(null);
+          else stream.destroy(err);
+        });
+      });
+      return c;
+    },
+  );
   /** After the tool exited: its error, or nothing (input after a complete stream is dropped). */
   const afterExit = (done: (err?: Error | null) => void) => void closed.then((e) => done(e));
   const stream = new Duplex({
     write(chunk: Buffer, _enc, done) {
       void started.then((c) => {
-        if (c === undefined || settled || c.stdin === null || c.stdin.destroyed)
-          return afterExit(done);
+        if (c === undefined || settled || c.stdin.destroyed) return afterExit(done);
         c.stdin.write(chunk, (err) => (err == null ? done() : afterExit(done)));
       });
     },
     final(done) {
       void started.then((c) => {
-        if (c === undefined || c.stdin === null || c.stdin.destroyed) return done();
+        if (c === undefined || c.stdin.destroyed) return done();
         // Not end's callback: it is never called once the stdin is destroyed (the tool exited).
         finished(c.stdin, () => done());
         c.stdin.end();
       });
     },
     read() {
-      child?.stdout?.resume();
+      child?.stdout.resume();
     },
     destroy(err, done) {
       cancelled = true;
       if (child !== undefined && !settled) {
         child.kill("SIGKILL");
         // The child's "close" waits for its pipes too: a paused stdout would hold it.
-        child.stdout?.destroy();
-        child.stdin?.destroy();
+        child.stdout.destroy();
+        child.stdin.destroy();
       }
-      // Closed once the tool is gone (or, not started yet, will not start).
-      void started.then(() => exit.then(() => done(err)));
+      void closed.then(() => done(err));
     },
   });
   return stream;
