@@ -1,13 +1,13 @@
 import type pg from "pg";
-import { OVERFLOW_KEY } from "./request-stats.js";
 import {
   type KindTotals,
   type NarCount,
   type NarinfoCount,
+  narCounts,
+  narinfoCounts,
   type RequestReport,
   type RequestReportOptions,
   readRequestReport,
-  withStorePath,
 } from "./request-stats-store.js";
 
 /** One node's database, read for the cluster's report. */
@@ -161,25 +161,8 @@ async function countCandidates(
   missedKeys: string[],
 ) {
   const range = "bucket >= to_timestamp($1 / 1000.0)";
-  const narinfos = await pool.query<{
-    key: string;
-    hits: string;
-    misses: string;
-    store_path: string | null;
-  }>(
-    withStorePath(`select key, sum(hits) as hits, sum(misses) as misses
-               from cache_request_counts
-              where ${range} and kind = 'narinfo' and key = any($2) and key <> $3
-              group by key`),
-    [since, narinfoKeys, OVERFLOW_KEY],
-  );
-  const nars = await pool.query<{ key: string; hits: string; misses: string; bytes: string }>(
-    `select key, sum(hits) as hits, sum(misses) as misses, sum(bytes) as bytes
-       from cache_request_counts
-      where ${range} and kind = 'nar' and key = any($2) and key <> $3
-      group by key`,
-    [since, narKeys, OVERFLOW_KEY],
-  );
+  const narinfos = await narinfoCounts(pool, since, { keys: narinfoKeys });
+  const nars = await narCounts(pool, since, { keys: narKeys });
   const missed = await pool.query<{ key: string; misses: string }>(
     `select key, sum(misses) as misses from cache_request_counts
       where ${range} and kind = 'narinfo' and key = any($2) group by key`,
@@ -194,18 +177,8 @@ async function countCandidates(
     [missedKeys],
   );
   return {
-    narinfos: narinfos.rows.map((r) => ({
-      hashPart: r.key,
-      storePath: r.store_path,
-      hits: Number(r.hits),
-      misses: Number(r.misses),
-    })),
-    nars: nars.rows.map((r) => ({
-      path: r.key,
-      hits: Number(r.hits),
-      misses: Number(r.misses),
-      bytes: Number(r.bytes),
-    })),
+    narinfos,
+    nars,
     missed: missed.rows.map((r) => [r.key, Number(r.misses)] as const),
     servedOrFound: servedOrFound.rows.map((r) => r.key),
   };

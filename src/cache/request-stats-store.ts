@@ -189,17 +189,71 @@ export interface RequestReport {
 
 const num = (v: string | number | null | undefined) => Number(v ?? 0);
 
+/** Which keys a count reader returns: the `top` first by its order, or exactly `keys`. */
+export type CountSelection = { top: number } | { keys: readonly string[] };
+
+/** The `where` and `order … limit` of a count reader's inner query, and its parameter. */
+function selecting(sel: CountSelection, order: string): [string, string, unknown] {
+  return "top" in sel
+    ? ["", `order by ${order}, key limit $2`, sel.top]
+    : ["and key = any($2)", "", sel.keys];
+}
+
 /**
- * The narinfo counts `counts` selects (a query of key, hits, misses), as `t`, with the
- * store path of the narinfo served now for each (null where none is).
- * @internal
+ * Narinfo hits and misses per hash part since `since` (ms), with the store path of the
+ * narinfo served now (null where none is): the most asked for first, or the given keys.
  */
-export function withStorePath(counts: string): string {
-  return `select t.key, t.hits, t.misses,
+export async function narinfoCounts(
+  pool: pg.Pool,
+  since: number,
+  sel: CountSelection,
+): Promise<NarinfoCount[]> {
+  const [only, limit, param] = selecting(sel, "sum(hits + misses) desc");
+  const { rows } = await pool.query<{
+    key: string;
+    hits: string;
+    misses: string;
+    store_path: string | null;
+  }>(
+    `select t.key, t.hits, t.misses,
             substring(encode(e.narinfo, 'escape') from '(?n)^StorePath: (.*)$') as store_path
-       from (${counts}) t
+       from (select key, sum(hits) as hits, sum(misses) as misses
+               from cache_request_counts
+              where bucket >= to_timestamp($1 / 1000.0) and kind = 'narinfo' and key <> $3 ${only}
+              group by key ${limit}) t
        left join cache_served s on s.hash_part = t.key
-       left join cache_entries e on e.entry = s.entry`;
+       left join cache_entries e on e.entry = s.entry
+      order by t.hits + t.misses desc, t.key`,
+    [since, param, OVERFLOW_KEY],
+  );
+  return rows.map((r) => ({
+    hashPart: r.key,
+    storePath: r.store_path,
+    hits: num(r.hits),
+    misses: num(r.misses),
+  }));
+}
+
+/** Nar requests and bytes sent per path since `since` (ms): most bytes first, or the given keys. */
+export async function narCounts(
+  pool: pg.Pool,
+  since: number,
+  sel: CountSelection,
+): Promise<NarCount[]> {
+  const [only, limit, param] = selecting(sel, "sum(bytes) desc, sum(hits) desc");
+  const { rows } = await pool.query<{ key: string; hits: string; misses: string; bytes: string }>(
+    `select key, sum(hits) as hits, sum(misses) as misses, sum(bytes) as bytes
+       from cache_request_counts
+      where bucket >= to_timestamp($1 / 1000.0) and kind = 'nar' and key <> $3 ${only}
+      group by key ${limit}`,
+    [since, param, OVERFLOW_KEY],
+  );
+  return rows.map((r) => ({
+    path: r.key,
+    hits: num(r.hits),
+    misses: num(r.misses),
+    bytes: num(r.bytes),
+  }));
 }
 
 /** What `geospool cache stats` shows, from the node's tables. */
@@ -235,26 +289,8 @@ export async function readRequestReport(
   };
   const firsts = totals.rows.map((r) => r.first.getTime());
   const lasts = totals.rows.map((r) => r.last.getTime());
-  const topNarinfos = await pool.query<{
-    key: string;
-    hits: string;
-    misses: string;
-    store_path: string | null;
-  }>(
-    `${withStorePath(`select key, sum(hits) as hits, sum(misses) as misses
-               from cache_request_counts
-              where ${range} and kind = 'narinfo' and key <> $3
-              group by key order by sum(hits + misses) desc, key limit $2`)}
-      order by t.hits + t.misses desc, t.key`,
-    [since, options.top, OVERFLOW_KEY],
-  );
-  const topNars = await pool.query<{ key: string; hits: string; misses: string; bytes: string }>(
-    `select key, sum(hits) as hits, sum(misses) as misses, sum(bytes) as bytes
-       from cache_request_counts
-      where ${range} and kind = 'nar' and key <> $3
-      group by key order by sum(bytes) desc, sum(hits) desc, key limit $2`,
-    [since, options.top, OVERFLOW_KEY],
-  );
+  const topNarinfos = await narinfoCounts(pool, since, { top: options.top });
+  const topNars = await narCounts(pool, since, { top: options.top });
   const missed = await pool.query<{ key: string; misses: string }>(
     `select c.key, sum(c.misses) as misses
        from cache_request_counts c
@@ -270,18 +306,8 @@ export async function readRequestReport(
     to: lasts.length === 0 ? null : new Date(Math.max(...lasts)).toISOString(),
     narinfo: kind("narinfo"),
     nar: kind("nar"),
-    topNarinfos: topNarinfos.rows.map((r) => ({
-      hashPart: r.key,
-      storePath: r.store_path,
-      hits: num(r.hits),
-      misses: num(r.misses),
-    })),
-    topNars: topNars.rows.map((r) => ({
-      path: r.key,
-      hits: num(r.hits),
-      misses: num(r.misses),
-      bytes: num(r.bytes),
-    })),
+    topNarinfos,
+    topNars,
     missedNeverServed: missed.rows.map((r) => ({ hashPart: r.key, misses: num(r.misses) })),
   };
 }
