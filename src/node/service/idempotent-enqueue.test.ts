@@ -85,8 +85,15 @@ class HookedStore extends IdempotencyStore {
   /** For each abandon: whether the claim's name was still reserved in the spool then. */
   readonly abandonedWhileReserved: boolean[] = [];
 
+  private claimedBy: (name: string) => void = () => undefined;
+  /** The name of the first claim that came back claimed. */
+  readonly claimed = new Promise<string>((resolve) => {
+    this.claimedBy = resolve;
+  });
+
   override async claim(scope: KeyScope, name: string) {
     const r = await super.claim(scope, name);
+    if (r.kind === "claimed") this.claimedBy(name);
     const hook = this.onExisting;
     if (r.kind === "existing" && hook) {
       this.onExisting = undefined;
@@ -118,15 +125,6 @@ async function* once(b: Buffer) {
   yield b;
 }
 
-async function claimedName(): Promise<string | undefined> {
-  for (let i = 0; i < 500; i++) {
-    const r = await pool.query<{ entry_name: string }>("select entry_name from idempotency_keys");
-    if (r.rows[0]) return r.rows[0].entry_name;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  return undefined;
-}
-
 describe("IdempotentEnqueue.enqueue after an upload with the same key failed", () => {
   function setUp() {
     const store = new HookedStore(pool, 60_000);
@@ -144,9 +142,8 @@ describe("IdempotentEnqueue.enqueue after an upload with the same key failed", (
     const first = lingering(Buffer.from("ab"));
     const failed = uploads.enqueue(header, first.chunks);
     failed.catch(() => undefined);
-    const held = await claimedName();
-    expect(held).toBeDefined();
-    expect(await spool.isReserved(held as string)).toBe(true);
+    const held = await store.claimed;
+    expect(await spool.isReserved(held)).toBe(true);
     // The retry reads the claim; then the first upload fails and cleans up entirely.
     store.onExisting = async () => {
       first.cut(new ServiceError(ServiceErrorCode.Cancelled, "client cancelled the upload"));
@@ -174,7 +171,7 @@ describe("IdempotentEnqueue.enqueue after an upload with the same key failed", (
     const first = lingering(Buffer.from("ab"));
     const failed = uploads.enqueue(header, first.chunks);
     failed.catch(() => undefined);
-    const held = (await claimedName()) as string;
+    const held = await store.claimed;
     first.cut(new ServiceError(ServiceErrorCode.DeadlineExceeded, "the stream sent nothing"));
     expect((await failed.catch((e) => e)).code).toBe(ServiceErrorCode.DeadlineExceeded);
     // While the name was reserved, a retry found the upload in progress; after, no claim.
