@@ -22,7 +22,7 @@ const { XzReadableStream } = xzDecompress;
  * 45 MB of it), so they are read by the `bzip2` and `lzip` tools when they are installed
  * (EXTERNAL_DECODERS). See docs/architecture.md for why these.
  */
-export const DECOMPRESSIBLE = ["none", "gzip", "br", "zstd", "xz"] as const;
+const DECOMPRESSIBLE = ["none", "gzip", "br", "zstd", "xz"] as const;
 
 /**
  * Compressions read by a command-line decoder, one child process per nar, its address
@@ -36,7 +36,7 @@ export const EXTERNAL_DECODERS: Readonly<Record<string, { command: string; args:
 };
 
 /** The address space a command-line decoder may use (KiB, for `ulimit -v`). */
-export const EXTERNAL_DECODER_MEMORY_KIB = 160 * 1024;
+const EXTERNAL_DECODER_MEMORY_KIB = 160 * 1024;
 
 const found = new Map<string, string | undefined>();
 
@@ -156,7 +156,7 @@ function xzStream(): Duplex {
 }
 
 /** Command-line decoders running at once in this process (each up to its memory cap). */
-export const EXTERNAL_DECODERS_AT_ONCE = 2;
+const EXTERNAL_DECODERS_AT_ONCE = 2;
 
 let decodersRunning = 0;
 const decoderWaiters: Array<() => void> = [];

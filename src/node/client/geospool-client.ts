@@ -38,7 +38,7 @@ import {
   write,
 } from "./wire.js";
 
-export { ClientError, type FinishAction, fromEntry, type Lease } from "./wire.js";
+export { ClientError, type FinishAction, type Lease } from "./wire.js";
 export type { EntryInfo };
 
 export interface ClientTls {
