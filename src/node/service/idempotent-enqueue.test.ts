@@ -114,6 +114,8 @@ function lingering(first: Buffer) {
   const ended = new Promise<never>((_, reject) => {
     cut = reject;
   });
+  // Cut before the upload reads past its first chunk: the rejection is still seen there.
+  ended.catch(() => undefined);
   async function* chunks() {
     yield first;
     await ended;
