@@ -201,8 +201,15 @@ export class Spool<M, Q extends string = string> {
    * queue holds is left alone. Do not call it while an enqueue with the name is under way.
    */
   async unreserveName(name: string): Promise<void> {
-    if (await this.locate(name)) return;
+    validateName("entry", name);
     const registry = this.#core.layout.registryFile(name);
+    const data = this.#core.layout.dataFile(name);
+    // Without a data file no entry holds the name: an entry's data is made before it is
+    // visible and removed after it is not. Otherwise `locate`, which looks again for a
+    // while (about a second) for an entry moving between files before it answers "nowhere",
+    // decides: that wait is for entries, and an unused name would pay it every time.
+    const hasData = (await this.#core.throttle.run(() => statIfExists(data))) !== undefined;
+    if (hasData && (await this.locate(name))) return;
     try {
       await this.#core.throttle.run(() => unlinkIfExists(registry));
     } catch (err) {
@@ -379,8 +386,8 @@ export class Spool<M, Q extends string = string> {
    * Where an entry is now: which queue (among `queues`), waiting or checked out; undefined
    * if nowhere. An entry that moves while it is looked for (a finish, lease extension or
    * expiry takes its checkout file aside for a moment; a save moves it between queues) can
-   * slip past one scan: while its reservation and its data file exist and it is in no
-   * queue at all, it is looked for again, a few times, before the answer is "nowhere".
+   * slip past one scan: while its reservation exists and it is in no queue at all, it is
+   * looked for again, a few times, before the answer is "nowhere".
    */
   locate(
     name: string,
@@ -431,14 +438,8 @@ export class Spool<M, Q extends string = string> {
     for (let pass = 1; ; pass++) {
       const found = await this.scan(name, queues, probe);
       if (found !== undefined || pass > LOCATE_RESCANS) return found;
-      // Only an entry moves between files, and an entry has its reservation and its data
-      // file (made before it is visible, removed after): a name reserved and unused, or an
-      // enqueue not yet past its data, is answered at once, not after the rescans' second.
-      const l = this.#core.layout;
-      const [registry, data] = await this.#core.throttle.run(() =>
-        Promise.all([statIfExists(l.registryFile(name)), statIfExists(l.dataFile(name))]),
-      );
-      if (registry === undefined || data === undefined) return undefined;
+      const registry = this.#core.layout.registryFile(name);
+      if (!(await this.#core.throttle.run(() => statIfExists(registry)))) return undefined;
       if (queues.length < this.#core.queues.length) {
         // Where the caller did not look: then it is not moving, and not theirs to see.
         const anywhere = await this.scan(name, this.#core.queues, this.statProbe);
