@@ -55,6 +55,7 @@ import { type NodeHttpFloor, startNodeHttpFloor } from "./lib/http-floor.js";
 import { curlGet, type NarGetResult, prepareWrk, runWrk, type WrkResult } from "./lib/http-load.js";
 import { type Nginx, startNginx } from "./lib/http-nginx.js";
 import { printHttpReport, type Side, summarizeHttp } from "./lib/http-report.js";
+import { sourceVersion } from "./lib/source-version.js";
 import { describeMachine } from "./lib/spool-machine.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -378,7 +379,7 @@ async function main(): Promise<void> {
     );
     const record = {
       date: new Date().toISOString(),
-      commit: process.env.GEOSPOOL_COMMIT,
+      ...(await sourceVersion()),
       machine: { ...machine, loadAvgAtStart: load.map(sig3) },
       settings: {
         narinfos: count,

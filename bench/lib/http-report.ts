@@ -62,6 +62,7 @@ export function summarizeHttp(input: {
   const nar: Record<string, Record<string, number>> = {};
   for (const side of input.sides) {
     const runs = input.narRuns.filter((r) => r.side === side);
+    if (runs.length === 0) continue; // node-http serves narinfos only
     nar[side] = {
       mbPerSec: sig3(median(runs.map((r) => r.mbPerSec))),
       rssBeforeMb: sig3(Math.min(...runs.map((r) => r.rssBeforeMb))),
