@@ -95,7 +95,6 @@ export class SpoolThread<Request extends object, Reply> {
   private thread(): Worker {
     if (this.worker !== undefined) return this.worker;
     const worker = new Worker(THREAD_PRELUDE + this.source, { eval: true });
-    worker.unref();
     this.starting.add(worker);
     const started = () => this.starting.delete(worker);
     worker.once("online", started);
@@ -122,6 +121,10 @@ export class SpoolThread<Request extends object, Reply> {
     };
     worker.on("error", fail);
     worker.on("exit", (code) => fail(new Error(`${this.what} exited (${code})`)));
+    // After the listeners: adding a "message" listener to a Worker refs it again, so a
+    // thread unref'd before that kept its process alive for good when no request came (a
+    // short-lived process whose checkouts all ran before the thread was up never exited).
+    worker.unref();
     this.worker = worker;
     return worker;
   }

@@ -1,0 +1,44 @@
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { expect, it } from "vitest";
+import { useTempDir } from "../../test/helpers/tmp.js";
+
+const dir = useTempDir();
+const here = dirname(fileURLToPath(import.meta.url));
+
+/**
+ * A spool thread keeps its process alive only while a request is under way. A process
+ * that started one and never sent it anything (its checkouts all ran before the thread was
+ * up, as in a short-lived process) must still exit when its work is done.
+ */
+it("a thread started and never asked anything lets its process exit", async () => {
+  const script = join(dir.path, "start-only.ts");
+  await writeFile(
+    script,
+    [
+      `import { SpoolThread } from ${JSON.stringify(join(here, "spool-thread.ts"))};`,
+      `const thread = new SpoolThread<object, object>("parentPort.on('message', (m) => parentPort.postMessage(m));", "a test thread");`,
+      "thread.start();",
+      // Once the thread runs, the process has nothing left to do.
+      "const wait = () => (thread.running ? console.log('up') : setImmediate(wait));",
+      "wait();",
+    ].join("\n"),
+  );
+  const child = spawn(process.execPath, ["--import", "tsx", script], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  // Before the fix the child never exited: after 15 s it is killed, and the test says so.
+  const bound = setTimeout(() => child.kill("SIGKILL"), 15_000);
+  const [code, signal] = await once(child, "exit");
+  clearTimeout(bound);
+  expect(signal, "the process did not exit once its work was done").toBeNull();
+  expect(out.trim()).toBe("up");
+  expect(code).toBe(0);
+}, 20_000);
