@@ -26,12 +26,14 @@ export function seededRandom(seed: number): () => number {
  * Random spool operations, one at a time, until the process is killed. For each enqueue
  * that returned, the name and data digest are journaled (with fsync) before anything else;
  * a remove is journaled before it starts (`rm-begin`) and after it ends (`rm` or `rm-lost`).
+ * `firstRemoved` is called once, after the first remove that completed was journaled.
  * The data is self-verifying (spool-payload.ts), so every checkout checks what it got.
  */
 export async function runChaos(
   spool: Spool<Widget, WidgetQueue>,
   config: ChaosConfig,
   ready: () => void,
+  firstRemoved: () => void = () => undefined,
 ): Promise<never> {
   const journal = new JournalWriter(config.journal);
   const rand = seededRandom(config.seed);
@@ -41,6 +43,7 @@ export async function runChaos(
   let id = config.seed * 1000;
   const op = (what: string) => journal.note({ op: "op", what });
   const takeHeld = () => held.splice(Math.floor(rand() * held.length), 1)[0]!;
+  let removedOne = false;
   ready();
   for (;;) {
     const r = rand();
@@ -85,6 +88,10 @@ export async function runChaos(
       op("remove");
       const done = await co.remove();
       journal.commit({ op: done.kind === "done" ? "rm" : "rm-lost", name: co.name });
+      if (done.kind === "done" && !removedOne) {
+        removedOne = true;
+        firstRemoved();
+      }
     } else if (s < 0.8) {
       op("release");
       await takeHeld().release();

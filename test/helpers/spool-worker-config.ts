@@ -112,4 +112,9 @@ export interface ReapResult {
 export type ToWorker = { kind: "go" } | { kind: "stop" } | { kind: "start"; config: WorkerConfig };
 
 /** Messages from worker to parent (`standby`: started without a config, waiting for `start`). */
-export type FromWorker = { kind: "standby" } | { kind: "ready" } | { kind: "done" };
+export type FromWorker =
+  | { kind: "standby" }
+  | { kind: "ready" }
+  | { kind: "done" }
+  /** A chaos child's first remove that completed (journaled `rm`). */
+  | { kind: "removed" };

@@ -131,7 +131,12 @@ async function main(config: WorkerConfig): Promise<void> {
       break;
     }
     case "chaos": {
-      await runChaos(spool, config, () => send({ kind: "ready" }));
+      await runChaos(
+        spool,
+        config,
+        () => send({ kind: "ready" }),
+        () => send({ kind: "removed" }),
+      );
       break;
     }
     case "batch": {

@@ -168,11 +168,11 @@ describe("crash safety", () => {
           enqueueShare: exp.live.size > 120 ? 0.1 : exp.live.size < 30 ? 0.45 : 0.3,
         });
         await child.waitFor("ready");
-        // Mostly 0-30 ms, so kills land inside every step; every tenth child lives longer so
-        // that, even on a loaded machine, children get as far as saves and removes.
-        await sleep(
-          life % 10 === 0 ? 100 + Math.random() * 200 : Math.random() * MAX_KILL_DELAY_MS,
-        );
+        // Mostly 0-30 ms, so kills land inside every step. Every tenth child lives until
+        // it has completed a remove (then 0-30 ms more), so that however loaded the machine
+        // is, children get as far as saves and removes.
+        if (life % 10 === 0) await child.waitFor("removed");
+        await sleep(Math.random() * MAX_KILL_DELAY_MS);
         child.kill("SIGKILL");
         const exit = await child.exited;
         if (exit.signal !== "SIGKILL") {
