@@ -26,7 +26,8 @@
  * --profile DIR (CPU profiles of A and C over the sustained window; no JSON written),
  * --subscription-synchronous-commit VALUE (experiment: ALTER SUBSCRIPTION ... SET
  * (synchronous_commit = VALUE) on every node first; no JSON written unless --out is given),
- * --keep (keep the state directory).
+ * --batch-interval DURATION (every node's replication.batchInterval, e.g. 0 or 10ms; default
+ * the config's), --keep (keep the state directory).
  */
 import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -60,6 +61,7 @@ const { values: args } = parseArgs({
     "low-rate": { type: "string", default: "10" },
     "low-duration": { type: "string", default: "15000" },
     "fetch-concurrency": { type: "string" },
+    "batch-interval": { type: "string" },
     "idle-probes": { type: "string", default: "100" },
     "poll-ms": { type: "string", default: "1" },
     burst: { type: "string", default: "3000" },
@@ -78,7 +80,9 @@ const num = (k: keyof typeof args) => Number(args[k]);
 const sections = new Set(String(args.sections).split(","));
 const subSync = args["subscription-synchronous-commit"];
 const fetchConcurrency = args["fetch-concurrency"];
-const experiment = subSync !== undefined || fetchConcurrency !== undefined;
+const batchInterval = args["batch-interval"];
+const experiment =
+  subSync !== undefined || fetchConcurrency !== undefined || batchInterval !== undefined;
 const out = args.out ?? (experiment || args.profile !== undefined ? "-" : DEFAULT_OUT);
 const catchupStop = args["catchup-stop"] === "daemon" ? "daemon" : "node";
 
@@ -214,9 +218,17 @@ async function main(): Promise<void> {
       dir,
       ids: IDS,
       queues: QUEUES,
-      ...(fetchConcurrency === undefined
+      ...(fetchConcurrency === undefined && batchInterval === undefined
         ? {}
-        : { replication: { fetchConcurrency: Number(fetchConcurrency) } }),
+        : {
+            replication: {
+              ...(fetchConcurrency === undefined
+                ? {}
+                : { fetchConcurrency: Number(fetchConcurrency) }),
+              // A duration as the config takes it ("0", "10ms").
+              ...(batchInterval === undefined ? {} : { batchInterval }),
+            },
+          }),
     });
     await cluster.waitJoined(180_000);
     const c = cluster;
@@ -598,6 +610,7 @@ async function main(): Promise<void> {
         lowRate: { rate: num("low-rate"), durationMs: num("low-duration") },
         subscriptionSynchronousCommit: subSync ?? "on (set by the mesh since a90092a)",
         fetchConcurrency: fetchConcurrency === undefined ? "4 (default)" : Number(fetchConcurrency),
+        batchInterval: batchInterval ?? "10ms (default)",
       },
       ...report,
       targets,

@@ -58,7 +58,8 @@ export type {
  * that window are synced together, one transaction for all their rows, and an entry that
  * changed several times in it is journaled once, as its last state (the journal is of
  * states, not of calls: a job enqueued and completed inside the window is never journaled,
- * and peers never had to hold it). A quiet node syncs at once.
+ * and peers never had to hold it). A quiet node syncs at once, and so does a loop woken from
+ * idle by a peer's row, however recently its last batch began.
  */
 
 export const LEASE_REAP_GRACE_MS = 10_000;
@@ -428,6 +429,7 @@ export class Replicator {
         performance.now(),
         this.opts.batchIntervalMs ?? BATCH_INTERVAL_MS,
         this.schedule.dirtyCount,
+        this.schedule.peerWokeIdle,
       );
       if (wait > 0) {
         await new Promise((r) => setTimeout(r, wait));

@@ -57,5 +57,29 @@ describe("batchDelay", () => {
     expect(batchDelay(Number.NEGATIVE_INFINITY, 5, 10, 1)).toBe(0);
     expect(batchDelay(1_000, 1_001, 0, 1)).toBe(0);
     expect(batchDelay(1_000, 1_001, 10, MAX_BATCH)).toBe(0);
+    // A peer's row that woke an idle loop: someone may be waiting for it here.
+    expect(batchDelay(1_000, 1_001, 10, 1, true)).toBe(0);
+  });
+});
+
+describe("a peer's row that wakes an idle loop", () => {
+  it("is told apart from this node's own marks, and only until the next batch", async () => {
+    const s = new SyncSchedule(() => 0);
+    // The loop waits; this node's own transition wakes it: the window applies.
+    let woke = s.waitForWork();
+    s.mark("local", "service");
+    await woke;
+    expect(s.peerWokeIdle).toBe(false);
+    s.finishBatch(s.takeBatch());
+    // The loop waits again; a peer's row wakes it: synced at once.
+    woke = s.waitForWork();
+    s.streamRow("remote", { origin: "n2", seq: "1", entry: "remote", op: "enqueue" });
+    await woke;
+    expect(s.peerWokeIdle).toBe(true);
+    s.finishBatch(s.takeBatch());
+    // Marks that came while that batch ran (the loop busy, not idle) wait for the window.
+    s.streamRow("remote", { origin: "n2", seq: "2", entry: "remote", op: "remove" });
+    expect(s.peerWokeIdle).toBe(false);
+    expect(s.dirtyCount).toBe(1);
   });
 });

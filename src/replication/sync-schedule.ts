@@ -50,15 +50,20 @@ export const BATCH_INTERVAL_MS = 10;
 /**
  * How long the loop waits before it takes the next batch: until `intervalMs` after the last
  * batch began (so marks arriving meanwhile join it), never when the last batch began long
- * ago (a quiet node syncs at once) or when a whole batch is already dirty.
+ * ago (a quiet node syncs at once) or when a whole batch is already dirty. Nor when
+ * `peerWhileIdle`: a peer's row came while the loop had nothing to do. Someone may be
+ * waiting for that entry here (a consumer), and there is nothing to group it with; the
+ * window is for a busy loop, and for this node's own transitions (a job's checkout and
+ * remove come close together).
  */
 export function batchDelay(
   lastStart: number,
   now: number,
   intervalMs: number,
   dirty: number,
+  peerWhileIdle = false,
 ): number {
-  if (intervalMs <= 0 || dirty >= MAX_BATCH) return 0;
+  if (intervalMs <= 0 || dirty >= MAX_BATCH || peerWhileIdle) return 0;
   return Math.max(0, Math.min(intervalMs, lastStart + intervalMs - now));
 }
 
@@ -77,6 +82,8 @@ export class SyncSchedule {
   /** Entries folded while some of their stream rows were not visible to queries yet. */
   private readonly hidden = new Set<string>();
   private wake: (() => void) | undefined;
+  /** A peer row came while the loop waited for work, and no batch was taken since. */
+  private peerSinceIdle = false;
   private drained: Array<() => void> = [];
   private closed = false;
 
@@ -113,6 +120,7 @@ export class SyncSchedule {
       peer: why === "peer" || (prev?.peer ?? false),
       service: why === "service" && (prev === undefined || prev.service),
     });
+    if (why === "peer" && this.wake !== undefined) this.peerSinceIdle = true;
     this.wake?.();
   }
 
@@ -230,6 +238,7 @@ export class SyncSchedule {
 
   /** Resolves when something is marked (or the schedule is closed). */
   async waitForWork(): Promise<void> {
+    this.peerSinceIdle = false;
     if (this.dirty.size > 0 || this.closed) return;
     await new Promise<void>((resolve) => {
       this.wake = resolve;
@@ -237,8 +246,17 @@ export class SyncSchedule {
     this.wake = undefined;
   }
 
+  /**
+   * Whether the last `waitForWork` was ended by a peer's row (or one came before the loop
+   * looked again): the loop then syncs at once (`batchDelay`'s `peerWhileIdle`).
+   */
+  get peerWokeIdle(): boolean {
+    return this.peerSinceIdle;
+  }
+
   /** Up to MAX_BATCH dirty entries, now in progress. */
   takeBatch(): Array<[string, Dirty]> {
+    this.peerSinceIdle = false;
     const batch: Array<[string, Dirty]> = [];
     for (const [entry, d] of this.dirty) {
       batch.push([entry, d]);
