@@ -31,8 +31,9 @@ export interface Outcome {
 
 /**
  * Place the batch's new entries whose data came inline, together (`placeNew`: one
- * durability round for all; none visible before `beforeVisible` settles), and complete their outcomes: placed (recorded as the fold
- * asks), raced, or failed (`failed` is told; retried later, persisted).
+ * durability round for all; none visible before `beforeVisible` settles), and complete
+ * their outcomes: placed (recorded as the fold asks), raced, or failed (`failed` is told;
+ * retried later, persisted).
  */
 export async function placeDeferred(
   spool: ReplicaSpool,
