@@ -16,6 +16,7 @@ it("the node's replica spool passes placeNew's beforeVisible on, and follows wha
   const gate = Promise.resolve();
   let subscribed = false;
   const then = gate.then.bind(gate);
+  // biome-ignore lint/suspicious/noThenProperty: the test sees the spool subscribe to the gate
   gate.then = ((...args: Parameters<typeof then>) => {
     subscribed = true;
     return then(...args);
