@@ -153,10 +153,7 @@ interface ReplicatorInternals {
     onPeerEnqueues?: (enqueues: ReadonlyArray<{ entry: string }>) => Promise<void>;
     spool: {
       place(name: string, ...rest: unknown[]): Promise<unknown>;
-      placeNew(
-        items: ReadonlyArray<{ name: string }>,
-        beforeVisible?: Promise<unknown>,
-      ): Promise<unknown[]>;
+      placeNew(items: ReadonlyArray<{ name: string }>): Promise<unknown[]>;
       inspectMany(names: readonly string[], ...rest: unknown[]): Promise<unknown[]>;
       stageData?: (name: string, ...rest: unknown[]) => Promise<unknown>;
     };
@@ -275,14 +272,14 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
     }
   };
   const placeNew = spool.placeNew;
-  spool.placeNew = async (items, beforeVisible) => {
+  spool.placeNew = async (items) => {
     const t = now();
     for (const it of items) {
       tracer.point(it.name, "placeStart", t);
       tracer.point(it.name, "inline", t);
     }
     try {
-      return await placeNew.call(spool, items, beforeVisible);
+      return await placeNew.call(spool, items);
     } finally {
       const end = now();
       for (const it of items) tracer.point(it.name, "placeEnd", end);

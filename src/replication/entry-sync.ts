@@ -77,8 +77,6 @@ export class EntrySync {
   recordChanges = 0;
   /** The data read with the batch's inspection (entries not recorded yet), for inlining. */
   private readonly prefetched = new Map<string, Buffer>();
-  /** The batch's recording of its peers' idempotency keys (settles; never rejects). */
-  private keysRecorded: Promise<void> = Promise.resolve();
   /** Entries whose record changed since the self-check last took them (record-audit.ts). */
   private touched = new Set<string>();
 
@@ -235,13 +233,8 @@ export class EntrySync {
       if (journal !== undefined) visible.set(entry, mergeStreamed(journal, raws));
     }
     // Peers' idempotency keys, recorded before any of their entries can become visible
-    // here (so a retry on this node finds the first entry), all in one statement. The
-    // statement runs beside the batch's decisions and the writing of its new entries'
-    // files: every placement waits for it before it makes an entry visible.
-    const keysRecorded = this.recordPeerKeys(inspected, folds).catch((err: unknown) => {
-      this.log.warn({ err }, "could not record the batch's peer idempotency keys");
-    });
-    this.keysRecorded = keysRecorded;
+    // here (so a retry on this node finds the first entry), all in one statement.
+    await this.recordPeerKeys(inspected, folds);
     const now = this.clock();
     const decided = await mapLimit(inspected, concurrency, async (i): Promise<Outcome> => {
       const journal = folds.get(i.entry);
@@ -258,16 +251,10 @@ export class EntrySync {
         return { entry: i.entry, retry: { reason: errorText(err), persist: i.d.peer } };
       });
     });
-    const outcomes = await placeDeferred(
-      this.opts.spool,
-      decided,
-      (entry, err) => {
-        this.countError();
-        this.log.error({ err, entry }, "could not sync an entry; retrying");
-      },
-      keysRecorded,
-    );
-    await keysRecorded;
+    const outcomes = await placeDeferred(this.opts.spool, decided, (entry, err) => {
+      this.countError();
+      this.log.error({ err, entry }, "could not sync an entry; retrying");
+    });
     if (queried !== undefined) {
       traceBatch(this.log, { inspected, folds, queried, streamed, outcomes }, this.recorded);
     }
@@ -437,8 +424,6 @@ export class EntrySync {
       data = { adoptPath: got.path };
     }
     const p = target.placed;
-    // Not visible before the batch's peer keys are recorded (see `syncInspected`).
-    await this.keysRecorded;
     const r = await spool.place(entry, plan.placement, target.payload, p.attempts, data, seen);
     // Raced with a local reader or finish: look again shortly (not at once: a finish left
     // half-done by a crash stays until the monitor repairs it).

@@ -43,48 +43,6 @@ function watch(spool: Spool<Widget, WidgetQueue>) {
 }
 
 describe("placing many new replicas at once", () => {
-  it("makes none visible before beforeVisible settles, written files and all", async () => {
-    const spool = await newSpool();
-    const core = coreOf(spool);
-    let writes = 0;
-    let written!: () => void;
-    const allWritten = new Promise<void>((resolve) => {
-      written = resolve;
-    });
-    const write = core.batchWriter.write.bind(core.batchWriter);
-    core.batchWriter.write = async (items, dirs) => {
-      const r = await write(items, dirs);
-      if (++writes === 2) written();
-      return r;
-    };
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    // 600 entries in two writer rounds, and one placed alone (checked out).
-    const items = Array.from({ length: 600 }, (_, i) =>
-      item(`g${String(i).padStart(4, "0")}`, "inbox", i),
-    );
-    items.push({
-      ...item("g-alone", "outbox", 1),
-      placement: { queue: "outbox", checkedOut: true, leaseUntil: Date.now() + 600_000 },
-    });
-    const placing = Expert.replicaSpool(spool).placeNew(items, gate);
-    await allWritten;
-    // Every file is written and durable; the renames wait for the gate. Nothing says when a
-    // rename that did not wait would land, so the check is after a while (300 ms: renames
-    // that did not wait land within a few ms of their round's end).
-    await new Promise((r) => setTimeout(r, 300));
-    expect(await spool.listNames("inbox")).toEqual([]);
-    expect(await Expert.listCheckoutsUnsafe(spool, "outbox")).toEqual([]);
-    release();
-    const results = await placing;
-    expect(results.every((r) => r.kind === "placed")).toBe(true);
-    expect((await spool.listNames("inbox")).length).toBe(600);
-    expect((await Expert.listCheckoutsUnsafe(spool, "outbox")).length).toBe(1);
-    expect(await new Monitor(spool).fsck()).toEqual([]);
-  });
-
   it("makes them visible, whole, with one durability round per 512 and one fsync per queue", async () => {
     const spool = await newSpool();
     const seen = watch(spool);

@@ -43,21 +43,13 @@ interface Pending<Q extends string> {
  * could not write, and one to be placed checked out (its metadata file's mtime is the
  * lease deadline) go through `placeReplica` alone. One result per entry, in order; an
  * entry that failed left nothing of itself behind unless it became visible (then only its
- * queue directory's fsync failed) and did not stop the others. With `beforeVisible`, no
- * entry is made visible (renamed into its queue, or placed alone) before it settles: what
- * must be done before anyone can see the entries (a replicator recording their idempotency
- * keys) runs beside the writing of their files.
+ * queue directory's fsync failed) and did not stop the others.
  * @internal
  */
 export async function placeNewReplicas<M, Q extends string>(
   core: SpoolCore<M, Q>,
   items: readonly NewReplica<Q>[],
-  beforeVisible?: Promise<unknown>,
 ): Promise<NewReplicaResult[]> {
-  const gate = beforeVisible?.then(
-    () => undefined,
-    () => undefined,
-  );
   const results: NewReplicaResult[] = new Array(items.length);
   const batched: Pending<Q>[] = [];
   const alone: number[] = [];
@@ -90,7 +82,7 @@ export async function placeNewReplicas<M, Q extends string>(
   });
   const rounds: Promise<void>[] = [];
   for (let at = 0; at < batched.length; at += BATCH_ROUND_ENTRIES) {
-    rounds.push(runRound(core, batched.slice(at, at + BATCH_ROUND_ENTRIES), results, alone, gate));
+    rounds.push(runRound(core, batched.slice(at, at + BATCH_ROUND_ENTRIES), results, alone));
   }
   await Promise.all(rounds);
   // The renames of every round made durable: one fsync per queue directory.
@@ -111,7 +103,6 @@ export async function placeNewReplicas<M, Q extends string>(
       for (const p of list) results[p.index] = failed ? { kind: "failed", error: failed } : PLACED;
     }),
     ...alone.map(async (index) => {
-      await gate;
       const it = items[index] as NewReplica<Q>;
       results[index] = await placeReplica(core, it.name, it.placement, it.payload, it.attempts, {
         bytes: it.bytes,
@@ -132,7 +123,6 @@ async function runRound<M, Q extends string>(
   round: Pending<Q>[],
   results: NewReplicaResult[],
   alone: number[],
-  gate: Promise<void> | undefined,
 ): Promise<void> {
   const l = core.layout;
   const writerItems: WriterItem[] = round.map((p) => ({
@@ -154,7 +144,6 @@ async function runRound<M, Q extends string>(
     for (const p of round) results[p.index] = { kind: "failed", error };
     return;
   }
-  await gate;
   await Promise.all(
     round.map(async (p, i) => {
       const w = written[i] as WriterResult;

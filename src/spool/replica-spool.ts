@@ -50,13 +50,9 @@ export interface ReplicaSpool {
   ): Promise<PlaceReplicaResult>;
   /**
    * Place many entries seen absent, their data in memory, made durable together (one
-   * result per entry, in order; see index.ts, "the batch"). None becomes visible before
-   * `beforeVisible` settles.
+   * result per entry, in order; see index.ts, "the batch").
    */
-  placeNew(
-    items: readonly NewReplica<string>[],
-    beforeVisible?: Promise<unknown>,
-  ): Promise<NewReplicaResult[]>;
+  placeNew(items: readonly NewReplica<string>[]): Promise<NewReplicaResult[]>;
   drop(name: string, seen?: ReplicaInspection<string>): Promise<DropReplicaResult>;
   /** An entry's data (for the inline copy of a small entry). */
   readData(name: string): Promise<Buffer>;
@@ -109,8 +105,7 @@ export function replicaSpool<M, Q extends string>(spool: Spool<M, Q>): ReplicaSp
         data,
         seen as ReplicaInspection<Q> | undefined,
       ),
-    placeNew: (items, beforeVisible) =>
-      placeNewReplicas(core, items as readonly NewReplica<Q>[], beforeVisible),
+    placeNew: (items) => placeNewReplicas(core, items as readonly NewReplica<Q>[]),
     drop: (name, seen) => dropReplica(core, name, seen as ReplicaInspection<Q> | undefined),
     // One readFile (open, fstat, read, close), not a read stream: the data is small.
     readData: (name) => core.throttle.run(() => readFile(layout.dataFile(name))),
