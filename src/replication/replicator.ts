@@ -59,7 +59,8 @@ export type {
  * changed several times in it is journaled once, as its last state (the journal is of
  * states, not of calls: a job enqueued and completed inside the window is never journaled,
  * and peers never had to hold it). A quiet node syncs at once, and so does a loop woken from
- * idle by a peer's row, however recently its last batch began.
+ * idle by a peer's change (a row from the apply stream, a fetch that ended), however
+ * recently its last batch began.
  */
 
 export const LEASE_REAP_GRACE_MS = 10_000;

@@ -51,10 +51,11 @@ export const BATCH_INTERVAL_MS = 10;
  * How long the loop waits before it takes the next batch: until `intervalMs` after the last
  * batch began (so marks arriving meanwhile join it), never when the last batch began long
  * ago (a quiet node syncs at once) or when a whole batch is already dirty. Nor when
- * `peerWhileIdle`: a peer's row came while the loop had nothing to do. Someone may be
- * waiting for that entry here (a consumer), and there is nothing to group it with; the
- * window is for a busy loop, and for this node's own transitions (a job's checkout and
- * remove come close together).
+ * `peerWhileIdle`: a peer's change was marked while the loop had nothing to do (a row from
+ * the apply stream, most often; also the data of one fetched, or a due retry of one).
+ * Someone may be waiting for that entry here (a consumer), and there is nothing to group it
+ * with; the window is for a busy loop, and for this node's own transitions (a job's
+ * checkout and remove come close together).
  */
 export function batchDelay(
   lastStart: number,
@@ -82,7 +83,7 @@ export class SyncSchedule {
   /** Entries folded while some of their stream rows were not visible to queries yet. */
   private readonly hidden = new Set<string>();
   private wake: (() => void) | undefined;
-  /** A peer row came while the loop waited for work, and no batch was taken since. */
+  /** A peer's change was marked while the loop waited for work, and no batch was taken since. */
   private peerSinceIdle = false;
   private drained: Array<() => void> = [];
   private closed = false;
@@ -247,8 +248,9 @@ export class SyncSchedule {
   }
 
   /**
-   * Whether the last `waitForWork` was ended by a peer's row (or one came before the loop
-   * looked again): the loop then syncs at once (`batchDelay`'s `peerWhileIdle`).
+   * Whether the last `waitForWork` was ended by a mark of a peer's change (or one came
+   * before the loop looked again): the loop then syncs at once (`batchDelay`'s
+   * `peerWhileIdle`).
    */
   get peerWokeIdle(): boolean {
     return this.peerSinceIdle;
