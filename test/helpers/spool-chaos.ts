@@ -33,7 +33,7 @@ export async function runChaos(
   spool: Spool<Widget, WidgetQueue>,
   config: ChaosConfig,
   ready: () => void,
-  firstRemoved: () => void = () => undefined,
+  firstRemoved: () => void,
 ): Promise<never> {
   const journal = new JournalWriter(config.journal);
   const rand = seededRandom(config.seed);
