@@ -52,6 +52,13 @@ export class CheckedOutEntry<M, Q extends string> {
   get leaseToken(): string | undefined {
     return this.#record.token;
   }
+  /**
+   * The data, as read at checkout: present when the checkout asked for it
+   * (`CheckoutOptions.readDataUpTo`) and it was no larger; otherwise read it with `dataFile`.
+   */
+  get data(): Buffer | undefined {
+    return this.#record.data;
+  }
   get path(): string {
     return this.#core.layout.checkoutFile(this.#core.dirname(this.queue), this.name);
   }

@@ -78,3 +78,47 @@ describe("the checkout thread", () => {
     expect((await spool.dataFile(e.name).read()).toString()).toBe("one");
   });
 });
+
+describe("a checkout that reads the data (readDataUpTo)", () => {
+  // The same answers whether the checkout runs on the thread or through the thread pool
+  // (before the thread is up).
+  for (const path of ["thread", "pool"] as const) {
+    it(`returns data no larger than asked for, and nothing else (${path})`, async () => {
+      const spool =
+        path === "thread"
+          ? await spoolWithThread()
+          : await Spool.create(join(dir.path, "spool"), widgetSpoolable());
+      const core = coreOf(spool);
+      if (path === "pool") {
+        // Keep the thread from starting, so every checkout here takes the pool path.
+        Object.defineProperty(core.checkouts, "running", { get: () => false });
+        core.checkouts.start = () => undefined;
+      }
+      const calls = core.checkouts.calls;
+      const small = await spool.enqueue("inbox", { id: 1 }, "four");
+      const empty = await spool.enqueue("inbox", { id: 2 }, "");
+      const large = await spool.enqueue("inbox", { id: 3 }, "x".repeat(5));
+      const plain = await spool.enqueue("inbox", { id: 4 }, "plain");
+      const take = async (e: typeof small, readDataUpTo?: number) => {
+        const got = await spool.checkoutIfPresent(e, { leaseMs: 60_000, readDataUpTo });
+        if (got.kind !== "ok") throw new Error(`${e.name} not checked out`);
+        return got.entry;
+      };
+      const a = await take(small, 4);
+      expect(a.data?.toString()).toBe("four");
+      expect(a.contents).toEqual({ id: 1 });
+      expect((await take(empty, 4)).data).toEqual(Buffer.alloc(0));
+      // One byte over the limit: no data, the checkout itself is whole.
+      const c = await take(large, 4);
+      expect(c.data).toBeUndefined();
+      expect(c.contents).toEqual({ id: 3 });
+      expect((await c.dataFile().read()).toString()).toBe("xxxxx");
+      expect((await take(plain)).data).toBeUndefined();
+      // Each checkout still one message to the thread (none before it runs).
+      expect(core.checkouts.calls - calls).toBe(path === "thread" ? 4 : 0);
+      // The data is a copy: removing the entry does not change what was handed out.
+      expect((await a.remove()).kind).toBe("done");
+      expect(a.data?.toString()).toBe("four");
+    });
+  }
+});

@@ -20,6 +20,9 @@ export interface CheckoutRequest {
   /** The checkout time (ms), set as the registry file's mtime. */
   now: number;
   token: string;
+  /** The data file, read and sent back when it is at most `dataUpTo` bytes (0: never). */
+  data: string;
+  dataUpTo: number;
 }
 
 /** @internal */
@@ -36,7 +39,7 @@ export interface RemoveRequest {
 
 /** @internal */
 export type CheckoutReply =
-  | { kind: "ok"; ino: number; bytes: Uint8Array }
+  | { kind: "ok"; ino: number; bytes: Uint8Array; data?: Uint8Array }
   | { kind: "removed" }
   | { kind: "not_found" }
   | {
@@ -53,7 +56,7 @@ export type CheckoutReply =
  * (ENOENT: another process won, nothing touched); through the descriptor, set the lease
  * deadline, stat and read it; stat the checkout path (another inode: taken back meanwhile,
  * not ours); write the lease record (token and inode) to the registry file and set its
- * mtime to the checkout time.
+ * mtime to the checkout time; then, when asked, read the data file if it is small enough.
  * A removal: `SpoolCore.take` (rename the checkout file aside; another inode is put back and
  * not ours), then unlink the taken file (it is what makes the entry exist), the data, and
  * the registry file last; a file already gone is no error. The caller then fsyncs their
@@ -83,7 +86,22 @@ const checkout = (r) => {
         fs.futimesSync(rfd, r.now / 1000, r.now / 1000);
       } finally { fs.closeSync(rfd); }
     }
-    return { kind: "ok", ino: st.ino, bytes: off === st.size ? bytes : bytes.subarray(0, off) };
+    const reply = { kind: "ok", ino: st.ino, bytes: off === st.size ? bytes : bytes.subarray(0, off) };
+    if (r.dataUpTo > 0) { const data = readIfAtMost(r.data, r.dataUpTo); if (data !== undefined) reply.data = data; }
+    return reply;
+  } finally { fs.closeSync(fd); }
+};
+// The whole file, in a buffer of its own, when it is at most max bytes; undefined when larger or gone.
+const readIfAtMost = (path, max) => {
+  let fd;
+  try { fd = fs.openSync(path, "r"); } catch (e) { if (e.code === "ENOENT") return undefined; throw e; }
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size > max) return undefined;
+    const bytes = Buffer.allocUnsafeSlow(size);
+    let off = 0;
+    while (off < size) { const n = fs.readSync(fd, bytes, off, size - off, off); if (n === 0) break; off += n; }
+    return off === size ? bytes : bytes.subarray(0, off);
   } finally { fs.closeSync(fd); }
 };
 const unlinkIfExists = (p) => { try { fs.unlinkSync(p); } catch (e) { if (e.code !== "ENOENT") throw e; } };
@@ -103,6 +121,7 @@ const errorReply = (e) => {
 };
 const send = (id, reply) => {
   const transfer = reply.kind === "ok" ? [reply.bytes.buffer] : [];
+  if (reply.kind === "ok" && reply.data !== undefined && reply.data.length > 0) transfer.push(reply.data.buffer);
   parentPort.postMessage({ id, ...reply }, transfer);
 };
 parentPort.on("message", (m) => {

@@ -11,6 +11,7 @@ import {
   createExclusive,
   DirectorySyncer,
   openIfExists,
+  readIfAtMost,
   renameIfExists,
   setMtime,
   statIfExists,
@@ -46,6 +47,11 @@ export interface CheckoutRecord<M, Q extends string> {
   ino: number;
   /** The holder's lease token; undefined when none is known (see lease-token.ts). */
   token?: string;
+  /**
+   * The entry's data, read at checkout when asked for (`dataUpTo`) and no larger;
+   * undefined otherwise.
+   */
+  data?: Buffer;
 }
 
 /** @internal */
@@ -217,9 +223,15 @@ export class SpoolCore<M, Q extends string> {
    * rename and the deadline set and the metadata read through that handle, so a holder that
    * stalls after its rename never adopts another holder's inode: if the entry was taken back
    * meanwhile, it gets `not_found`. Until the deadline is set, the rename's fresh ctime keeps
-   * reapers away (see `isExpired`).
+   * reapers away (see `isExpired`). With `dataUpTo`, the entry's data is read too (after the
+   * lease record, through a descriptor opened then) when it is at most that many bytes.
    */
-  async checkout(queue: Q, name: string, leaseMs?: number): Promise<CheckoutResult<M, Q>> {
+  async checkout(
+    queue: Q,
+    name: string,
+    leaseMs?: number,
+    dataUpTo = 0,
+  ): Promise<CheckoutResult<M, Q>> {
     const dirname = this.dirname(queue);
     validateName("entry", name);
     const lease = leaseMs ?? this.leases.defaultLeaseMs;
@@ -227,7 +239,7 @@ export class SpoolCore<M, Q extends string> {
     const src = this.layout.queueFile(dirname, name);
     const dst = this.layout.checkoutFile(dirname, name);
     const got = await this.throttle
-      .run(() => this.checkoutSteps(src, dst, name, lease))
+      .run(() => this.checkoutSteps(src, dst, name, lease, dataUpTo))
       .catch((err) => {
         throw ioError("checkout", src, err);
       });
@@ -245,6 +257,7 @@ export class SpoolCore<M, Q extends string> {
         leaseUntil: got.leaseUntil,
         ino: got.ino,
         token: got.token,
+        ...(got.data !== undefined ? { data: got.data } : {}),
       },
     };
   }
@@ -260,13 +273,17 @@ export class SpoolCore<M, Q extends string> {
     dst: string,
     name: string,
     lease: number,
-  ): Promise<{ leaseUntil: number; ino: number; bytes: Buffer; token: string } | undefined> {
+    dataUpTo: number,
+  ): Promise<
+    { leaseUntil: number; ino: number; bytes: Buffer; token: string; data?: Buffer } | undefined
+  > {
     const now = this.clock();
     const leaseUntil = now + lease;
     // The token goes to the registry file (its mtime the checkout time), not fsynced:
     // see index.ts ("Lease tokens") for why that is enough.
     const token = newLeaseToken();
     const registry = this.layout.registryFile(name);
+    const data = this.layout.dataFile(name);
     if (this.checkouts.running) {
       const r = await this.checkouts.call({
         op: "checkout",
@@ -276,11 +293,15 @@ export class SpoolCore<M, Q extends string> {
         leaseUntil,
         now,
         token,
+        data,
+        dataUpTo,
       });
       if (r.kind === "error") throw threadError(r);
       if (r.kind !== "ok") return undefined;
       const bytes = Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length);
-      return { leaseUntil, ino: r.ino, bytes, token };
+      const got = { leaseUntil, ino: r.ino, bytes, token };
+      if (r.data === undefined) return got;
+      return { ...got, data: Buffer.from(r.data.buffer, r.data.byteOffset, r.data.length) };
     }
     this.startCheckoutThread();
     const fh = await openIfExists(src, "r");
@@ -294,7 +315,10 @@ export class SpoolCore<M, Q extends string> {
       const at = await statIfExists(dst);
       if (at?.ino !== st.ino) return undefined; // taken back while we were slow
       await writeLeaseRecord(registry, { token, ino: st.ino }, now);
-      return { leaseUntil, ino: st.ino, bytes, token };
+      const got = { leaseUntil, ino: st.ino, bytes, token };
+      if (dataUpTo <= 0) return got;
+      const small = await readIfAtMost(data, dataUpTo);
+      return small === undefined ? got : { ...got, data: small };
     } finally {
       await fh.close();
     }

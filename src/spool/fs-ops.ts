@@ -67,6 +67,30 @@ export async function openIfExists(
   }
 }
 
+/**
+ * The whole file at `path` when it is at most `max` bytes; undefined when it is larger or
+ * there is no such file.
+ * @internal
+ */
+export async function readIfAtMost(path: string, max: number): Promise<Buffer | undefined> {
+  const fh = await openIfExists(path, "r");
+  if (fh === undefined) return undefined;
+  try {
+    const { size } = await fh.stat();
+    if (size > max) return undefined;
+    const bytes = Buffer.allocUnsafe(size);
+    let off = 0;
+    while (off < size) {
+      const { bytesRead } = await fh.read(bytes, off, size - off, off);
+      if (bytesRead === 0) break;
+      off += bytesRead;
+    }
+    return off === size ? bytes : bytes.subarray(0, off);
+  } finally {
+    await fh.close();
+  }
+}
+
 /** @internal */
 export async function statIfExists(path: string) {
   try {

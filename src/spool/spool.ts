@@ -40,6 +40,12 @@ export interface EnqueueOptions {
 export interface CheckoutOptions {
   /** Lease length; the spool's default lease when absent. */
   leaseMs?: number;
+  /**
+   * Read the entry's data at checkout, in the same step, when it is at most this many
+   * bytes (`CheckedOutEntry.data`); 0 or absent: never. For small entries a consumer
+   * wants whole: no second round of file operations.
+   */
+  readDataUpTo?: number;
 }
 
 /** What became of one entry of `enqueueBatch`. */
@@ -300,7 +306,12 @@ export class Spool<M, Q extends string = string> {
     entry: Entry<M, Q>,
     options: CheckoutOptions = {},
   ): Promise<CheckoutOutcome<M, Q>> {
-    const r = await this.#core.checkout(entry.queue, entry.name, options.leaseMs);
+    const r = await this.#core.checkout(
+      entry.queue,
+      entry.name,
+      options.leaseMs,
+      options.readDataUpTo,
+    );
     if (r.kind === "not_found") return r;
     return { kind: "ok", entry: new CheckedOutEntry(this.#core, r.record) };
   }

@@ -28,6 +28,7 @@ import {
   bulkResultOf,
   ClientError,
   completeRequest,
+  type DequeueOptions,
   dequeueRequest,
   EntryRefusal,
   type FinishAction,
@@ -38,7 +39,7 @@ import {
   write,
 } from "./wire.js";
 
-export { ClientError, type FinishAction, type Lease } from "./wire.js";
+export { ClientError, type DequeueOptions, type FinishAction, type Lease } from "./wire.js";
 export type { EntryInfo };
 
 export interface ClientTls {
@@ -430,10 +431,7 @@ export class GeospoolClient {
   }
 
   /** Check out the next entry of `queue`, waiting up to `waitMs`; undefined when none came. */
-  async dequeue(
-    queue: string,
-    options: { leaseMs?: number; waitMs?: number } = {},
-  ): Promise<Lease | undefined> {
+  async dequeue(queue: string, options: DequeueOptions = {}): Promise<Lease | undefined> {
     const { res, endpoint } = await this.unary(
       "dequeue",
       dequeueRequest(queue, options),
@@ -468,7 +466,7 @@ export class GeospoolClient {
   async completeThenDequeue(
     lease: Lease,
     action: FinishAction,
-    next: { queue?: string; leaseMs?: number; waitMs?: number } = {},
+    next: DequeueOptions & { queue?: string } = {},
   ): Promise<{ saved?: EntryInfo; next?: Lease }> {
     const queue = next.queue ?? lease.entry.queue;
     const req = { ...completeRequest(lease, action), thenDequeue: dequeueRequest(queue, next) };

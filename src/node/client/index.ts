@@ -14,6 +14,7 @@ export type { BulkEntry, BulkResult, EnqueueManyOptions } from "./bulk.js";
 export {
   ClientError,
   type ClientTls,
+  type DequeueOptions,
   type EntryInfo,
   type FinishAction,
   GeospoolClient,

@@ -145,10 +145,12 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
   function dequeueArgs(req: geospool.v1.IDequeueRequest) {
     const leaseMs = durationMs(req.lease);
     const waitMs = durationMs(req.wait);
+    const inlineDataMax = req.inlineDataMax ?? 0;
     return {
       queue: req.queue ?? "",
       ...(leaseMs !== undefined ? { leaseMs } : {}),
       ...(waitMs !== undefined ? { waitMs } : {}),
+      ...(inlineDataMax > 0 ? { inlineDataMax } : {}),
     };
   }
 
@@ -170,7 +172,8 @@ export function spoolHandlers(opts: SpoolServerOptions): SpoolHandlers {
         await service.putBack(args.queue, got.entry.name, got.leaseToken).catch(() => undefined);
         return { leaseToken: "" };
       }
-      return { entry: toEntry(got.entry), leaseToken: got.leaseToken };
+      const res = { entry: toEntry(got.entry), leaseToken: got.leaseToken };
+      return got.data === undefined ? res : { ...res, data: got.data };
     } finally {
       call.removeListener("cancelled", onCancel);
     }

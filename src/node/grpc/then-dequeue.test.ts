@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { rename } from "node:fs/promises";
 import { join } from "node:path";
@@ -11,19 +12,22 @@ import { Spool } from "../../spool/index.js";
 import { Authorizer } from "../auth/authorizer.js";
 import { GeospoolClient, type Lease } from "../client/index.js";
 import { nodeEntryCodec } from "../service/entry-meta.js";
+import { MAX_INLINE_DATA } from "../service/lease-holders.js";
 import { type NodeSpool, SpoolService } from "../service/spool-service.js";
 import { spoolHandlers } from "./spool-server.js";
 
 /**
  * Complete with then_dequeue, at the gRPC handlers over a real spool: a next checkout that
  * fails after the finish is not an empty queue, and a caller gone during the finish gets
- * no next checkout taken for it.
+ * no next checkout taken for it. And a checkout's data inline (`inline_data_max`), on
+ * Dequeue and on then_dequeue, over calls and over a Session stream.
  */
 const dir = useTempDir();
 let spool: NodeSpool;
 let service: SpoolService;
 let server: grpc.Server;
 let client: GeospoolClient;
+let endpoint: string;
 let handlers: ReturnType<typeof spoolHandlers>["handlers"];
 
 beforeEach(async () => {
@@ -47,7 +51,8 @@ beforeEach(async () => {
       e ? reject(e) : resolve(p),
     ),
   );
-  client = new GeospoolClient({ endpoints: [`127.0.0.1:${port}`], retryForMs: 0 });
+  endpoint = `127.0.0.1:${port}`;
+  client = new GeospoolClient({ endpoints: [endpoint], retryForMs: 0 });
 });
 
 afterEach(async () => {
@@ -123,5 +128,58 @@ describe("Complete with then_dequeue", () => {
     // Nobody will receive a next checkout: the node should not wait for one, nor take one.
     expect(seen.sort()).toEqual([`enqueued ${later}`, `removed ${name}`]);
     expect((await service.stat({ name: later })).state).toBe("queued");
+  });
+});
+
+describe("Dequeue with the data inline", () => {
+  for (const session of [true, false]) {
+    it(`returns data no larger than inline_data_max, and nothing else (${session ? "Session stream" : "unary calls"})`, async () => {
+      const c = new GeospoolClient({
+        endpoints: [endpoint],
+        retryForMs: 0,
+        session,
+      });
+      try {
+        const small = await enqueue("abcd");
+        const large = await enqueue("abcdefgh");
+        const plain = await enqueue("xyz");
+        const a = (await c.dequeue("inbox", { inlineDataMax: 4 })) as Lease;
+        expect(a.entry.name).toBe(small);
+        expect(a.data?.toString()).toBe("abcd");
+        expect(
+          createHash("sha256")
+            .update(a.data as Buffer)
+            .digest("hex"),
+        ).toBe(a.entry.dataSha256);
+        // The next one, in the Complete: over the limit, so no data (the checkout is whole).
+        const { next: b } = await c.completeThenDequeue(a, { remove: true }, { inlineDataMax: 4 });
+        expect(b?.entry.name).toBe(large);
+        expect(b?.data).toBeUndefined();
+        expect(b?.entry.dataSize).toBe(8);
+        const { next: d } = await c.completeThenDequeue(b as Lease, { remove: true });
+        expect(d?.entry.name).toBe(plain);
+        expect(d?.data).toBeUndefined();
+        await c.remove(d as Lease);
+        // A limit over the node's maximum counts as the maximum; an empty entry's data is
+        // there, empty.
+        await enqueue("");
+        const e = (await c.dequeue("inbox", { inlineDataMax: 2 ** 32 - 1 })) as Lease;
+        expect(e.data).toEqual(Buffer.alloc(0));
+        await c.remove(e);
+        await expect(c.dequeue("inbox", { inlineDataMax: 1.5 })).rejects.toThrow(
+          /inlineDataMax must be a whole number of bytes, got 1.5/,
+        );
+      } finally {
+        c.close();
+      }
+    });
+  }
+
+  it("the node caps inline data at MAX_INLINE_DATA", async () => {
+    const over = "z".repeat(MAX_INLINE_DATA + 1);
+    await enqueue(over);
+    const got = await service.dequeue({ queue: "inbox", inlineDataMax: MAX_INLINE_DATA + 1 });
+    expect(got?.entry.dataSize).toBe(MAX_INLINE_DATA + 1);
+    expect(got?.data).toBeUndefined();
   });
 });

@@ -27,6 +27,8 @@ function metadataKey(metadata: Buffer | undefined): string {
 }
 
 const MAX_REMEMBERED_CHECKOUTS = 100_000;
+/** The most data a Dequeue returns inline (`inlineDataMax` above it counts as this). */
+export const MAX_INLINE_DATA = 1024 * 1024;
 /** How long a finished Complete/Release is remembered for retries of it. */
 const FINISH_MEMORY_MS = 5 * 60_000;
 
@@ -79,18 +81,27 @@ export class LeaseHolders {
     }
   }
 
-  /** Check out the next entry, waiting up to `waitMs` for one; undefined when none came. */
+  /**
+   * Check out the next entry, waiting up to `waitMs` for one; undefined when none came.
+   * With `inlineDataMax`, the entry's data comes too when it is at most that many bytes
+   * (at most MAX_INLINE_DATA), read in the checkout's own step.
+   */
   dequeue(req: {
     queue: string;
     leaseMs?: number;
     waitMs?: number;
+    inlineDataMax?: number;
     signal?: AbortSignal;
-  }): Promise<{ entry: EntryInfo; leaseToken: string } | undefined> {
+  }): Promise<{ entry: EntryInfo; leaseToken: string; data?: Buffer } | undefined> {
     return this.ctx.timed("dequeue", req.queue, async () => {
       this.checkDequeue(req);
       const waitMs = Math.min(req.waitMs ?? 0, this.maxWaitMs);
       const leaseMs = req.leaseMs;
-      const options = leaseMs === undefined ? {} : { leaseMs };
+      const readDataUpTo = Math.min(Math.max(req.inlineDataMax ?? 0, 0), MAX_INLINE_DATA);
+      const options = {
+        ...(leaseMs === undefined ? {} : { leaseMs }),
+        ...(readDataUpTo > 0 ? { readDataUpTo } : {}),
+      };
       const reader = this.reader(req.queue);
       for (;;) {
         let co: CheckedOutEntry<NodeEntryMeta, string> | undefined;
@@ -118,10 +129,11 @@ export class LeaseHolders {
         }
         if (!co) return undefined;
         this.ctx.publish({ kind: "checked_out", name: co.name, queue: req.queue });
-        return {
+        const got = {
           entry: toInfo(co.name, co.queue, co.contents, co.attempts, co.leaseUntil),
           leaseToken: this.remember(co),
         };
+        return co.data === undefined ? got : { ...got, data: co.data };
       }
     });
   }

@@ -1417,6 +1417,13 @@ export namespace geospool {
             wait?: (google.protobuf.Duration.$Properties|null);
 
             /**
+             * Return the entry's data in the response (`data`) when it is at most this
+             * many bytes: a small job in one round trip, with no ReadData call. Zero
+             * (the default) never returns it; more than 1 MiB counts as 1 MiB.
+             */
+            inlineDataMax: number;
+
+            /**
              * Creates a new DequeueRequest instance using the specified properties.
              * @param [properties] Properties to set
              * @returns DequeueRequest instance
@@ -1517,6 +1524,13 @@ export namespace geospool {
                  */
                 wait?: (google.protobuf.Duration.$Properties|null);
 
+                /**
+                 * Return the entry's data in the response (`data`) when it is at most this
+                 * many bytes: a small job in one round trip, with no ReadData call. Zero
+                 * (the default) never returns it; more than 1 MiB counts as 1 MiB.
+                 */
+                inlineDataMax?: (number|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
@@ -1552,6 +1566,13 @@ export namespace geospool {
              * ExtendLease. Empty when `entry` is absent.
              */
             leaseToken: string;
+
+            /**
+             * The entry's data, read at checkout: present when the request asked for it
+             * (`inline_data_max`) and it is no larger; absent otherwise (read it with
+             * ReadData). It is the data whose digest is `entry.data_sha256`.
+             */
+            data?: (Uint8Array|null);
 
             /**
              * Creates a new DequeueResponse instance using the specified properties.
@@ -1645,6 +1666,13 @@ export namespace geospool {
                  * ExtendLease. Empty when `entry` is absent.
                  */
                 leaseToken?: (string|null);
+
+                /**
+                 * The entry's data, read at checkout: present when the request asked for it
+                 * (`inline_data_max`) and it is no larger; absent otherwise (read it with
+                 * ReadData). It is the data whose digest is `entry.data_sha256`.
+                 */
+                data?: (Uint8Array|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

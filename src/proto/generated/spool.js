@@ -3608,6 +3608,9 @@ export const geospool = $root.geospool = (() => {
              * do not wait, negative is refused (INVALID_ARGUMENT), and a wait longer
              * than the server's maximum is shortened to it. Keep it shorter than the
              * call's deadline.
+             * @property {number|null} [inlineDataMax] Return the entry's data in the response (`data`) when it is at most this
+             * many bytes: a small job in one round trip, with no ReadData call. Zero
+             * (the default) never returns it; more than 1 MiB counts as 1 MiB.
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -3668,6 +3671,16 @@ export const geospool = $root.geospool = (() => {
             DequeueRequest.prototype.wait = null;
 
             /**
+             * Return the entry's data in the response (`data`) when it is at most this
+             * many bytes: a small job in one round trip, with no ReadData call. Zero
+             * (the default) never returns it; more than 1 MiB counts as 1 MiB.
+             * @member {number} inlineDataMax
+             * @memberof geospool.v1.DequeueRequest
+             * @instance
+             */
+            DequeueRequest.prototype.inlineDataMax = 0;
+
+            /**
              * Creates a new DequeueRequest instance using the specified properties.
              * @function create
              * @memberof geospool.v1.DequeueRequest
@@ -3705,6 +3718,8 @@ export const geospool = $root.geospool = (() => {
                     $root.google.protobuf.Duration.encode(message.lease, writer.uint32(/* id 2, wireType 2 =*/18).fork(), _depth + 1).ldelim();
                 if (message.wait != null && $Object.hasOwnProperty.call(message, "wait"))
                     $root.google.protobuf.Duration.encode(message.wait, writer.uint32(/* id 3, wireType 2 =*/26).fork(), _depth + 1).ldelim();
+                if (message.inlineDataMax != null && $Object.hasOwnProperty.call(message, "inlineDataMax") && message.inlineDataMax !== 0)
+                    writer.uint32(/* id 4, wireType 0 =*/32).uint32(message.inlineDataMax);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -3783,6 +3798,15 @@ export const geospool = $root.geospool = (() => {
                             message.wait = $root.google.protobuf.Duration.decode(reader, reader.size(), $undefined, _depth + 1, message.wait);
                             continue;
                         }
+                    case 4: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.inlineDataMax = value;
+                            else
+                                delete message.inlineDataMax;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -3844,6 +3868,9 @@ export const geospool = $root.geospool = (() => {
                     if (error)
                         return "wait." + error;
                 }
+                if (message.inlineDataMax != null && $Object.hasOwnProperty.call(message, "inlineDataMax"))
+                    if (!$util.isInteger(message.inlineDataMax))
+                        return "inlineDataMax: integer expected";
                 return null;
             };
 
@@ -3878,6 +3905,9 @@ export const geospool = $root.geospool = (() => {
                         throw $TypeError(".geospool.v1.DequeueRequest.wait: object expected");
                     message.wait = $root.google.protobuf.Duration.fromObject(object.wait, _depth + 1);
                 }
+                if (object.inlineDataMax != null)
+                    if ($Number(object.inlineDataMax) !== 0)
+                        message.inlineDataMax = object.inlineDataMax >>> 0;
                 return message;
             };
 
@@ -3902,6 +3932,7 @@ export const geospool = $root.geospool = (() => {
                     object.queue = "";
                     object.lease = null;
                     object.wait = null;
+                    object.inlineDataMax = 0;
                 }
                 if (message.queue != null && $Object.hasOwnProperty.call(message, "queue"))
                     object.queue = message.queue;
@@ -3909,6 +3940,8 @@ export const geospool = $root.geospool = (() => {
                     object.lease = $root.google.protobuf.Duration.toObject(message.lease, options, _depth + 1);
                 if (message.wait != null && $Object.hasOwnProperty.call(message, "wait"))
                     object.wait = $root.google.protobuf.Duration.toObject(message.wait, options, _depth + 1);
+                if (message.inlineDataMax != null && $Object.hasOwnProperty.call(message, "inlineDataMax"))
+                    object.inlineDataMax = message.inlineDataMax;
                 return object;
             };
 
@@ -3948,6 +3981,9 @@ export const geospool = $root.geospool = (() => {
              * @property {geospool.v1.Entry.$Properties|null} [entry] The checked-out entry; absent when nothing was available within `wait`.
              * @property {string|null} [leaseToken] The token proving the lease, to pass to Complete, Release and
              * ExtendLease. Empty when `entry` is absent.
+             * @property {Uint8Array|null} [data] The entry's data, read at checkout: present when the request asked for it
+             * (`inline_data_max`) and it is no larger; absent otherwise (read it with
+             * ReadData). It is the data whose digest is `entry.data_sha256`.
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -3996,12 +4032,28 @@ export const geospool = $root.geospool = (() => {
              */
             DequeueResponse.prototype.leaseToken = "";
 
+            /**
+             * The entry's data, read at checkout: present when the request asked for it
+             * (`inline_data_max`) and it is no larger; absent otherwise (read it with
+             * ReadData). It is the data whose digest is `entry.data_sha256`.
+             * @member {Uint8Array|null|undefined} data
+             * @memberof geospool.v1.DequeueResponse
+             * @instance
+             */
+            DequeueResponse.prototype.data = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
             // Virtual OneOf for proto3 optional field
             $Object.defineProperty(DequeueResponse.prototype, "_entry", {
                 get: $util.oneOfGetter($oneOfFields = ["entry"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            // Virtual OneOf for proto3 optional field
+            $Object.defineProperty(DequeueResponse.prototype, "_data", {
+                get: $util.oneOfGetter($oneOfFields = ["data"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -4041,6 +4093,8 @@ export const geospool = $root.geospool = (() => {
                     $root.geospool.v1.Entry.encode(message.entry, writer.uint32(/* id 1, wireType 2 =*/10).fork(), _depth + 1).ldelim();
                 if (message.leaseToken != null && $Object.hasOwnProperty.call(message, "leaseToken") && message.leaseToken !== "")
                     writer.uint32(/* id 2, wireType 2 =*/18).string(message.leaseToken);
+                if (message.data != null && $Object.hasOwnProperty.call(message, "data"))
+                    writer.uint32(/* id 3, wireType 2 =*/26).bytes(message.data);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -4114,6 +4168,13 @@ export const geospool = $root.geospool = (() => {
                                 delete message.leaseToken;
                             continue;
                         }
+                    case 3: {
+                            if (wireType !== 2)
+                                break;
+                            message.data = reader.bytes();
+                            message._data = "data";
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -4174,6 +4235,11 @@ export const geospool = $root.geospool = (() => {
                 if (message.leaseToken != null && $Object.hasOwnProperty.call(message, "leaseToken"))
                     if (!$util.isString(message.leaseToken))
                         return "leaseToken: string expected";
+                if (message.data != null && $Object.hasOwnProperty.call(message, "data")) {
+                    properties._data = 1;
+                    if (!(message.data && typeof message.data.length === "number" || $util.isString(message.data)))
+                        return "data: buffer expected";
+                }
                 return null;
             };
 
@@ -4203,6 +4269,11 @@ export const geospool = $root.geospool = (() => {
                 if (object.leaseToken != null)
                     if (typeof object.leaseToken !== "string" || object.leaseToken.length)
                         message.leaseToken = $String(object.leaseToken);
+                if (object.data != null)
+                    if (typeof object.data === "string")
+                        $util.base64.decode(object.data, message.data = $util.newBuffer($util.base64.length(object.data)), 0);
+                    else if (object.data.length >= 0)
+                        message.data = object.data;
                 return message;
             };
 
@@ -4229,6 +4300,8 @@ export const geospool = $root.geospool = (() => {
                     object.entry = $root.geospool.v1.Entry.toObject(message.entry, options, _depth + 1);
                 if (message.leaseToken != null && $Object.hasOwnProperty.call(message, "leaseToken"))
                     object.leaseToken = message.leaseToken;
+                if (message.data != null && $Object.hasOwnProperty.call(message, "data"))
+                    object.data = options.bytes === $String ? $util.base64.encode(message.data, 0, message.data.length) : options.bytes === $Array ? $Array.prototype.slice.call(message.data) : message.data;
                 return object;
             };
 
