@@ -331,7 +331,8 @@ async function main(): Promise<void> {
           "each client loop keeps one job queued ahead and repeats: enqueue one job, complete(remove) " +
           "the held one, take the next (geospool: in the Complete call, then_dequeue, every call a " +
           "message on one Session stream; geospool-unary: the same as gRPC calls; geospool-3call " +
-          "and pg-boss: a dequeue/fetch call); one shared client object per side; " +
+          "and pg-boss: a dequeue/fetch call); every take brings the job's data (geospool: " +
+          "inline_data_max, since 2026-12-07; pg-boss: the job's JSON); one shared client object per side; " +
           "latency = enqueue start -> complete done",
         rounds,
         order: `alternating per concurrency: ${sides.join(", ")}, ${sides.join(", ")}, ...`,

@@ -50,8 +50,10 @@ interface GeospoolHeld extends Held {
  * One GeospoolClient (one HTTP/2 channel) shared by every concurrent client loop. Enqueue
  * of the 1 KiB job goes as one EnqueueBatch message (the client does so for entries up to
  * ONE_MESSAGE_ENQUEUE_MAX); the client adds an idempotency key, as it always does. Dequeue
- * waits up to DEQUEUE_WAIT_MS on the node. `geospool` sends its calls as messages on a
- * Session stream (the client's default), the others as calls (`session: false`).
+ * waits up to DEQUEUE_WAIT_MS on the node. Every checkout brings the job's data inline
+ * (`inlineDataMax`), as pg-boss's fetch brings the job's: a job whose data does not come
+ * fails the run. `geospool` sends its calls as messages on a Session stream (the client's
+ * default), the others as calls (`session: false`).
  */
 export function geospoolSide(
   endpoint: string,
@@ -64,8 +66,12 @@ export function geospoolSide(
   });
   const held = (lease: Lease) => {
     const meta = JSON.parse(lease.entry.metadata.toString("utf8")) as GrpcBenchMetadata;
+    if (lease.data?.length !== jobDataBytes.length) {
+      throw new Error(`geospool: job ${lease.entry.name} came without its data`);
+    }
     return { lease, t0: meta.t0 };
   };
+  const take = { inlineDataMax: jobDataBytes.length };
   return {
     name,
     emptyDequeues: 0,
@@ -75,7 +81,7 @@ export function geospoolSide(
       });
     },
     async dequeue() {
-      const lease = await client.dequeue(QUEUE, { waitMs: DEQUEUE_WAIT_MS });
+      const lease = await client.dequeue(QUEUE, { ...take, waitMs: DEQUEUE_WAIT_MS });
       if (!lease) throw new Error(`geospool: no entry within ${DEQUEUE_WAIT_MS} ms`);
       return held(lease);
     },
@@ -85,7 +91,7 @@ export function geospoolSide(
     ...(name !== "geospool-3call"
       ? {
           async completeAndTake(h: GeospoolHeld) {
-            const { next } = await client.completeThenDequeue(h.lease, { remove: true });
+            const { next } = await client.completeThenDequeue(h.lease, { remove: true }, take);
             return next && held(next);
           },
         }
