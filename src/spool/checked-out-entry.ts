@@ -12,12 +12,14 @@ export class CheckedOutEntry<M, Q extends string> {
   readonly #core: SpoolCore<M, Q>;
   readonly #record: CheckoutRecord<M, Q>;
   #current: M;
+  #data: Buffer | undefined;
 
   /** @internal */
-  constructor(core: SpoolCore<M, Q>, record: CheckoutRecord<M, Q>) {
+  constructor(core: SpoolCore<M, Q>, record: CheckoutRecord<M, Q>, data?: Buffer) {
     this.#core = core;
     this.#record = record;
     this.#current = record.metadata;
+    this.#data = data;
   }
 
   get name(): string {
@@ -53,11 +55,15 @@ export class CheckedOutEntry<M, Q extends string> {
     return this.#record.token;
   }
   /**
-   * The data, as read at checkout: present when the checkout asked for it
-   * (`CheckoutOptions.readDataUpTo`) and it was no larger; otherwise read it with `dataFile`.
+   * The data as read at checkout, handed over once: present when the checkout asked for it
+   * (`CheckoutOptions.readDataUpTo`) and it was no larger, undefined otherwise (read it with
+   * `dataFile`) and on every later call, so a holder that keeps its checkouts around does
+   * not keep their data too.
    */
-  get data(): Buffer | undefined {
-    return this.#record.data;
+  takeData(): Buffer | undefined {
+    const data = this.#data;
+    this.#data = undefined;
+    return data;
   }
   get path(): string {
     return this.#core.layout.checkoutFile(this.#core.dirname(this.queue), this.name);

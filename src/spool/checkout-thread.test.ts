@@ -105,20 +105,23 @@ describe("a checkout that reads the data (readDataUpTo)", () => {
         return got.entry;
       };
       const a = await take(small, 4);
-      expect(a.data?.toString()).toBe("four");
+      const aData = a.takeData();
+      expect(aData?.toString()).toBe("four");
+      // Handed over once: the checkout keeps no reference to it.
+      expect(a.takeData()).toBeUndefined();
       expect(a.contents).toEqual({ id: 1 });
-      expect((await take(empty, 4)).data).toEqual(Buffer.alloc(0));
+      expect((await take(empty, 4)).takeData()).toEqual(Buffer.alloc(0));
       // One byte over the limit: no data, the checkout itself is whole.
       const c = await take(large, 4);
-      expect(c.data).toBeUndefined();
+      expect(c.takeData()).toBeUndefined();
       expect(c.contents).toEqual({ id: 3 });
       expect((await c.dataFile().read()).toString()).toBe("xxxxx");
-      expect((await take(plain)).data).toBeUndefined();
+      expect((await take(plain)).takeData()).toBeUndefined();
       // Each checkout still one message to the thread (none before it runs).
       expect(core.checkouts.calls - calls).toBe(path === "thread" ? 4 : 0);
       // The data is a copy: removing the entry does not change what was handed out.
       expect((await a.remove()).kind).toBe("done");
-      expect(a.data?.toString()).toBe("four");
+      expect(aData?.toString()).toBe("four");
     });
   }
 });

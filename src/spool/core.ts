@@ -47,16 +47,12 @@ export interface CheckoutRecord<M, Q extends string> {
   ino: number;
   /** The holder's lease token; undefined when none is known (see lease-token.ts). */
   token?: string;
-  /**
-   * The entry's data, read at checkout when asked for (`dataUpTo`) and no larger;
-   * undefined otherwise.
-   */
-  data?: Buffer;
 }
 
 /** @internal */
 export type CheckoutResult<M, Q extends string> =
-  | { kind: "ok"; record: CheckoutRecord<M, Q> }
+  /** `data`: the entry's data, read when asked for (`dataUpTo`) and no larger. */
+  | { kind: "ok"; record: CheckoutRecord<M, Q>; data?: Buffer }
   | { kind: "not_found" };
 
 /**
@@ -257,8 +253,8 @@ export class SpoolCore<M, Q extends string> {
         leaseUntil: got.leaseUntil,
         ino: got.ino,
         token: got.token,
-        ...(got.data !== undefined ? { data: got.data } : {}),
       },
+      ...(got.data !== undefined ? { data: got.data } : {}),
     };
   }
 

@@ -42,7 +42,7 @@ export interface CheckoutOptions {
   leaseMs?: number;
   /**
    * Read the entry's data at checkout, in the same step, when it is at most this many
-   * bytes (`CheckedOutEntry.data`); 0 or absent: never. For small entries a consumer
+   * bytes (`CheckedOutEntry.takeData`); 0 or absent: never. For small entries a consumer
    * wants whole: no second round of file operations.
    */
   readDataUpTo?: number;
@@ -313,7 +313,7 @@ export class Spool<M, Q extends string = string> {
       options.readDataUpTo,
     );
     if (r.kind === "not_found") return r;
-    return { kind: "ok", entry: new CheckedOutEntry(this.#core, r.record) };
+    return { kind: "ok", entry: new CheckedOutEntry(this.#core, r.record, r.data) };
   }
 
   /** Check out an entry you expect to own; its absence is an error. */

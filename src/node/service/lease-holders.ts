@@ -133,7 +133,9 @@ export class LeaseHolders {
           entry: toInfo(co.name, co.queue, co.contents, co.attempts, co.leaseUntil),
           leaseToken: this.remember(co),
         };
-        return co.data === undefined ? got : { ...got, data: co.data };
+        // Taken from the checkout, which this node keeps (`held`) but not its data.
+        const data = co.takeData();
+        return data === undefined ? got : { ...got, data };
       }
     });
   }
