@@ -49,9 +49,11 @@ export interface CheckoutRecord<M, Q extends string> {
   token?: string;
 }
 
-/** @internal */
+/**
+ * `data`: the entry's data, read when asked for (`dataUpTo`) and no larger.
+ * @internal
+ */
 export type CheckoutResult<M, Q extends string> =
-  /** `data`: the entry's data, read when asked for (`dataUpTo`) and no larger. */
   | { kind: "ok"; record: CheckoutRecord<M, Q>; data?: Buffer }
   | { kind: "not_found" };
 
