@@ -1,4 +1,4 @@
-import { copyFile, readdir, rename, stat } from "node:fs/promises";
+import { copyFile, mkdir, readdir, rename, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
@@ -117,8 +117,20 @@ describe("a checkout that reads the data (readDataUpTo)", () => {
       expect(c.contents).toEqual({ id: 3 });
       expect((await c.dataFile().read()).toString()).toBe("xxxxx");
       expect((await take(plain)).takeData()).toBeUndefined();
+      // A data file gone, or one that cannot be read (a directory in its place): the
+      // checkout is made all the same, without data (ReadData says what is wrong).
+      const gone = await spool.enqueue("inbox", { id: 5 }, "gone");
+      await unlink(join(spool.dir, ".data", gone.name));
+      const unreadable = await spool.enqueue("inbox", { id: 6 }, "dir");
+      await unlink(join(spool.dir, ".data", unreadable.name));
+      await mkdir(join(spool.dir, ".data", unreadable.name));
+      for (const e of [gone, unreadable]) {
+        const co = await take(e, 100);
+        expect(co.takeData()).toBeUndefined();
+        expect(await co.held()).toBe(true);
+      }
       // Each checkout still one message to the thread (none before it runs).
-      expect(core.checkouts.calls - calls).toBe(path === "thread" ? 4 : 0);
+      expect(core.checkouts.calls - calls).toBe(path === "thread" ? 6 : 0);
       // The data is a copy: removing the entry does not change what was handed out.
       expect((await a.remove()).kind).toBe("done");
       expect(aData?.toString()).toBe("four");

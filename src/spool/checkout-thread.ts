@@ -56,7 +56,8 @@ export type CheckoutReply =
  * (ENOENT: another process won, nothing touched); through the descriptor, set the lease
  * deadline, stat and read it; stat the checkout path (another inode: taken back meanwhile,
  * not ours); write the lease record (token and inode) to the registry file and set its
- * mtime to the checkout time; then, when asked, read the data file if it is small enough.
+ * mtime to the checkout time; then, when asked, read the data file if it is small enough
+(a data file that cannot be read gives no data: the checkout is made by then).
  * A removal: `SpoolCore.take` (rename the checkout file aside; another inode is put back and
  * not ours), then unlink the taken file (it is what makes the entry exist), the data, and
  * the registry file last; a file already gone is no error. The caller then fsyncs their
@@ -87,21 +88,14 @@ const checkout = (r) => {
       } finally { fs.closeSync(rfd); }
     }
     const reply = { kind: "ok", ino: st.ino, bytes: off === st.size ? bytes : bytes.subarray(0, off) };
-    if (r.dataUpTo > 0) { const data = readIfAtMost(r.data, r.dataUpTo); if (data !== undefined) reply.data = data; }
+    if (r.dataUpTo > 0) {
+      // The checkout is made: a data file that cannot be read gives no data, not an error
+      // (the entry is held now; ReadData reports what is wrong with its data).
+      let got;
+      try { got = readWhole(r.data, r.dataUpTo); } catch { got = undefined; }
+      if (got !== undefined && got.bytes !== undefined) reply.data = got.bytes;
+    }
     return reply;
-  } finally { fs.closeSync(fd); }
-};
-// The whole file, in a buffer of its own, when it is at most max bytes; undefined when larger or gone.
-const readIfAtMost = (path, max) => {
-  let fd;
-  try { fd = fs.openSync(path, "r"); } catch (e) { if (e.code === "ENOENT") return undefined; throw e; }
-  try {
-    const size = fs.fstatSync(fd).size;
-    if (size > max) return undefined;
-    const bytes = Buffer.allocUnsafeSlow(size);
-    let off = 0;
-    while (off < size) { const n = fs.readSync(fd, bytes, off, size - off, off); if (n === 0) break; off += n; }
-    return off === size ? bytes : bytes.subarray(0, off);
   } finally { fs.closeSync(fd); }
 };
 const unlinkIfExists = (p) => { try { fs.unlinkSync(p); } catch (e) { if (e.code !== "ENOENT") throw e; } };

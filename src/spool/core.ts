@@ -315,7 +315,8 @@ export class SpoolCore<M, Q extends string> {
       await writeLeaseRecord(registry, { token, ino: st.ino }, now);
       const got = { leaseUntil, ino: st.ino, bytes, token };
       if (dataUpTo <= 0) return got;
-      const small = await readIfAtMost(data, dataUpTo);
+      // The checkout is made: a data file that cannot be read gives no data, not an error.
+      const small = await readIfAtMost(data, dataUpTo).catch(() => undefined);
       return small === undefined ? got : { ...got, data: small };
     } finally {
       await fh.close();

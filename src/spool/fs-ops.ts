@@ -76,16 +76,8 @@ export async function readIfAtMost(path: string, max: number): Promise<Buffer | 
   const fh = await openIfExists(path, "r");
   if (fh === undefined) return undefined;
   try {
-    const { size } = await fh.stat();
-    if (size > max) return undefined;
-    const bytes = Buffer.allocUnsafe(size);
-    let off = 0;
-    while (off < size) {
-      const { bytesRead } = await fh.read(bytes, off, size - off, off);
-      if (bytesRead === 0) break;
-      off += bytesRead;
-    }
-    return off === size ? bytes : bytes.subarray(0, off);
+    if ((await fh.stat()).size > max) return undefined;
+    return await fh.readFile();
   } finally {
     await fh.close();
   }

@@ -73,7 +73,8 @@
  *   the checkout time and the checkout file's mtime to the lease deadline. Asked to
  *   (`readDataUpTo`), the same step then reads the data file when it is no larger
  *   (`CheckedOutEntry.takeData`): a checked-out entry's data changes only by its holder's
- *   `DataFile.save`, a rename, so the read sees one whole version of it.
+ *   `DataFile.save`, a rename, so the read sees one whole version of it. A data file that
+ *   cannot be read then gives no data, not an error: the checkout is made by then.
  * - A checked-out entry is finished by `save(queue)` (new metadata to .tmp and fsynced,
  *   then the checkout taken, the new file renamed over it and into the queue: the entry is
  *   in no queue only between two renames, which `locate` rescans over) or `remove()`, or given back by `release()`. Each

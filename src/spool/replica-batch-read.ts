@@ -48,23 +48,6 @@ interface Request {
 const THREAD_SOURCE = `
 const { join } = require("node:path");
 const statOrUndefined = (p) => fs.statSync(p, { throwIfNoEntry: false });
-const readWhole = (p, max) => {
-  let fd;
-  try { fd = fs.openSync(p, "r"); } catch (e) { if (e.code === "ENOENT") return undefined; throw e; }
-  try {
-    const st = fs.fstatSync(fd);
-    if (max !== undefined && st.size > max) return { st, bytes: undefined };
-    const bytes = Buffer.allocUnsafeSlow(st.size);
-    let off = 0;
-    while (off < st.size) {
-      const n = fs.readSync(fd, bytes, off, st.size - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    return { st, bytes: off === st.size ? bytes : Buffer.from(bytes.subarray(0, off)) };
-  } finally { fs.closeSync(fd); }
-};
-// Buffers of their own (not slices of the shared pool): a reply copies each one's memory.
 const look = (req, name, dataMax) => {
   const reg = join(req.registry, name);
   const before = statOrUndefined(reg);

@@ -14,6 +14,25 @@ const fs = require("node:fs");
 const { parentPort } = require("node:worker_threads");
 const C = fs.constants;
 const call = (f, ...args) => new Promise((res, rej) => f(...args, (e, v) => (e ? rej(e) : res(v))));
+// A whole file, read through one descriptor, with its stat: undefined when there is no such
+// file; bytes undefined when it is over max. A buffer of its own (not a slice of the shared
+// pool), so a reply can transfer it.
+const readWhole = (p, max) => {
+  let fd;
+  try { fd = fs.openSync(p, "r"); } catch (e) { if (e.code === "ENOENT") return undefined; throw e; }
+  try {
+    const st = fs.fstatSync(fd);
+    if (max !== undefined && st.size > max) return { st, bytes: undefined };
+    const bytes = Buffer.allocUnsafeSlow(st.size);
+    let off = 0;
+    while (off < st.size) {
+      const n = fs.readSync(fd, bytes, off, st.size - off, off);
+      if (n === 0) break;
+      off += n;
+    }
+    return { st, bytes: off === st.size ? bytes : bytes.subarray(0, off) };
+  } finally { fs.closeSync(fd); }
+};
 const syncs = new Map();
 const syncDir = (dir) => {
   let s = syncs.get(dir);
