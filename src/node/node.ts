@@ -22,7 +22,7 @@ import { POOL_IDLE_TIMEOUT_MS } from "./postgres/pool-settings.js";
 import { type NodeReplication, startReplication } from "./replication-wiring.js";
 import { nodeEntryCodec } from "./service/entry-meta.js";
 import { IdempotencyStore } from "./service/idempotency-store.js";
-import { type NodeSpool, SpoolService } from "./service/spool-service.js";
+import { inlineDataFitting, type NodeSpool, SpoolService } from "./service/spool-service.js";
 
 export interface RunningNode {
   readonly config: Config;
@@ -123,6 +123,10 @@ export async function startNode(
       logger: log.child({ component: "service" }),
       idempotency: store,
       maxDequeueWaitMs: config.grpc.maxDequeueWait,
+      maxInlineDataBytes: inlineDataFitting(
+        config.grpc.maxMessageBytes,
+        config.limits.metadataSize,
+      ),
       limits: config.limits,
       onOperation: metrics.recordOperation,
     });

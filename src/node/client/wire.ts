@@ -120,7 +120,8 @@ export interface DequeueOptions {
   waitMs?: number;
   /**
    * Have the node return the entry's data with it (`Lease.data`) when it is at most this
-   * many bytes (the node counts more than 1 MiB as 1 MiB): a small job in one round trip.
+   * many bytes (the node counts more than 256 KiB, or than its gRPC message size leaves
+   * room for, as that): a small job in one round trip. `Infinity`: as much as the node sends.
    */
   inlineDataMax?: number;
 }
@@ -134,13 +135,14 @@ export function dequeueRequest(
   if (options.leaseMs !== undefined) req.lease = toDuration(options.leaseMs);
   if (options.waitMs) req.wait = toDuration(options.waitMs);
   const inline = options.inlineDataMax;
-  if (inline !== undefined && inline > 0) {
-    if (!Number.isInteger(inline)) {
+  if (inline !== undefined && inline !== 0) {
+    if (!(inline > 0) || !(Number.isInteger(inline) || inline === Number.POSITIVE_INFINITY)) {
       throw new ClientError(
-        `inlineDataMax must be a whole number of bytes, got ${inline}`,
+        `inlineDataMax must be a whole number of bytes (0: no data inline), got ${inline}`,
         grpc.status.INVALID_ARGUMENT,
       );
     }
+    // The node caps it (at 256 KiB or what its message size leaves room for).
     req.inlineDataMax = Math.min(inline, 0xffffffff);
   }
   return req;

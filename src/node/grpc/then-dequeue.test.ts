@@ -12,8 +12,12 @@ import { Spool } from "../../spool/index.js";
 import { Authorizer } from "../auth/authorizer.js";
 import { GeospoolClient, type Lease } from "../client/index.js";
 import { nodeEntryCodec } from "../service/entry-meta.js";
-import { MAX_INLINE_DATA } from "../service/lease-holders.js";
-import { type NodeSpool, SpoolService } from "../service/spool-service.js";
+import {
+  inlineDataFitting,
+  MAX_INLINE_DATA,
+  type NodeSpool,
+  SpoolService,
+} from "../service/spool-service.js";
 import { spoolHandlers } from "./spool-server.js";
 
 /**
@@ -160,26 +164,54 @@ describe("Dequeue with the data inline", () => {
         expect(d?.entry.name).toBe(plain);
         expect(d?.data).toBeUndefined();
         await c.remove(d as Lease);
-        // A limit over the node's maximum counts as the maximum; an empty entry's data is
-        // there, empty.
+        // A limit over the node's maximum counts as the maximum: data of exactly that size
+        // comes whole, in one message (over calls and over the stream alike).
+        const full = "q".repeat(MAX_INLINE_DATA);
+        await enqueue(full);
+        const e = (await c.dequeue("inbox", { inlineDataMax: Number.POSITIVE_INFINITY })) as Lease;
+        expect(e.data?.length).toBe(MAX_INLINE_DATA);
+        expect(e.data?.toString()).toBe(full);
+        // An empty entry's data is there, empty.
         await enqueue("");
-        const e = (await c.dequeue("inbox", { inlineDataMax: 2 ** 32 - 1 })) as Lease;
-        expect(e.data).toEqual(Buffer.alloc(0));
-        await c.remove(e);
-        await expect(c.dequeue("inbox", { inlineDataMax: 1.5 })).rejects.toThrow(
-          /inlineDataMax must be a whole number of bytes, got 1.5/,
-        );
+        const { next: f } = await c.completeThenDequeue(e, { remove: true }, { inlineDataMax: 1 });
+        expect(f?.data).toEqual(Buffer.alloc(0));
+        await c.remove(f as Lease);
+        for (const bad of [1.5, -1, Number.NaN]) {
+          await expect(c.dequeue("inbox", { inlineDataMax: bad })).rejects.toThrow(
+            `inlineDataMax must be a whole number of bytes (0: no data inline), got ${bad}`,
+          );
+        }
       } finally {
         c.close();
       }
     });
   }
 
-  it("the node caps inline data at MAX_INLINE_DATA", async () => {
-    const over = "z".repeat(MAX_INLINE_DATA + 1);
-    await enqueue(over);
+  it("the node caps inline data at MAX_INLINE_DATA, or lower where its messages are smaller", async () => {
+    await enqueue("z".repeat(MAX_INLINE_DATA + 1));
     const got = await service.dequeue({ queue: "inbox", inlineDataMax: MAX_INLINE_DATA + 1 });
     expect(got?.entry.dataSize).toBe(MAX_INLINE_DATA + 1);
     expect(got?.data).toBeUndefined();
+    // A node whose gRPC messages leave room for less returns less.
+    expect(inlineDataFitting(4 * 1024 * 1024, 256 * 1024)).toBe(MAX_INLINE_DATA);
+    expect(inlineDataFitting(64 * 1024, 8 * 1024)).toBe(64 * 1024 - 2 * (8 * 1024 + 2048));
+    expect(inlineDataFitting(1024, 256 * 1024)).toBe(0);
+    const small = new SpoolService({
+      spool,
+      nodeId: "n1",
+      logger: pino({ level: "silent" }),
+      maxInlineDataBytes: 3,
+    });
+    try {
+      await enqueue("abc");
+      await enqueue("abcd");
+      const a = await small.dequeue({ queue: "inbox", inlineDataMax: 100 });
+      expect(a?.data?.toString()).toBe("abc");
+      const b = await small.dequeue({ queue: "inbox", inlineDataMax: 100 });
+      expect(b?.entry.dataSize).toBe(4);
+      expect(b?.data).toBeUndefined();
+    } finally {
+      await small.close();
+    }
   });
 });

@@ -27,8 +27,24 @@ function metadataKey(metadata: Buffer | undefined): string {
 }
 
 const MAX_REMEMBERED_CHECKOUTS = 100_000;
-/** The most data a Dequeue returns inline (`inlineDataMax` above it counts as this). */
-export const MAX_INLINE_DATA = 1024 * 1024;
+/**
+ * The most data a Dequeue returns inline (`inlineDataMax` above it counts as this, or as a
+ * node's lower `maxInlineDataBytes`). Read on the spool's one checkout thread, so kept small.
+ */
+export const MAX_INLINE_DATA = 256 * 1024;
+
+/**
+ * The most inline data whose reply fits in `maxMessageBytes` with room for two entries of
+ * `metadataSize` bytes of metadata each (a Complete's saved entry and its next checkout)
+ * and their other fields; 0 (no data inline) when none fits.
+ */
+export function inlineDataFitting(maxMessageBytes: number, metadataSize: number): number {
+  const ENTRY_FIELDS = 2048;
+  return Math.max(
+    0,
+    Math.min(MAX_INLINE_DATA, maxMessageBytes - 2 * (metadataSize + ENTRY_FIELDS)),
+  );
+}
 /** How long a finished Complete/Release is remembered for retries of it. */
 const FINISH_MEMORY_MS = 5 * 60_000;
 
@@ -49,6 +65,8 @@ export class LeaseHolders {
     private readonly ctx: ServiceContext,
     /** Longest a Dequeue may wait (ms). */
     private readonly maxWaitMs: number,
+    /** The most data a Dequeue returns inline (at most MAX_INLINE_DATA). */
+    private readonly maxInlineData: number = MAX_INLINE_DATA,
   ) {}
 
   private reader(queue: string): QueueReader<NodeEntryMeta, string> {
@@ -84,7 +102,7 @@ export class LeaseHolders {
   /**
    * Check out the next entry, waiting up to `waitMs` for one; undefined when none came.
    * With `inlineDataMax`, the entry's data comes too when it is at most that many bytes
-   * (at most MAX_INLINE_DATA), read in the checkout's own step.
+   * (at most `maxInlineData`), read in the checkout's own step.
    */
   dequeue(req: {
     queue: string;
@@ -97,7 +115,7 @@ export class LeaseHolders {
       this.checkDequeue(req);
       const waitMs = Math.min(req.waitMs ?? 0, this.maxWaitMs);
       const leaseMs = req.leaseMs;
-      const readDataUpTo = Math.min(Math.max(req.inlineDataMax ?? 0, 0), MAX_INLINE_DATA);
+      const readDataUpTo = Math.min(Math.max(req.inlineDataMax ?? 0, 0), this.maxInlineData);
       const options = {
         ...(leaseMs === undefined ? {} : { leaseMs }),
         ...(readDataUpTo > 0 ? { readDataUpTo } : {}),

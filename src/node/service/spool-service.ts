@@ -3,7 +3,7 @@ import { BatchEnqueue, type BatchEntryInput } from "./batch-enqueue.js";
 import { EntryReads } from "./entry-reads.js";
 import type { IdempotencyStore } from "./idempotency-store.js";
 import { type EnqueueHeader, IdempotentEnqueue } from "./idempotent-enqueue.js";
-import { LeaseHolders } from "./lease-holders.js";
+import { LeaseHolders, MAX_INLINE_DATA } from "./lease-holders.js";
 import {
   DEFAULT_LIMITS,
   type NodeSpool,
@@ -14,7 +14,7 @@ import { type Transition, TransitionBus } from "./transitions.js";
 
 export type { BatchEntryInput, BatchOutcome } from "./batch-enqueue.js";
 export type { EnqueueHeader } from "./idempotent-enqueue.js";
-export type { CompleteAction } from "./lease-holders.js";
+export { type CompleteAction, inlineDataFitting, MAX_INLINE_DATA } from "./lease-holders.js";
 export { DEFAULT_LIMITS, type NodeSpool, type ServiceLimits } from "./service-context.js";
 
 export interface SpoolServiceOptions {
@@ -24,6 +24,11 @@ export interface SpoolServiceOptions {
   idempotency?: IdempotencyStore;
   /** Longest a Dequeue may wait (ms). */
   maxDequeueWaitMs?: number;
+  /**
+   * The most data a Dequeue returns inline (default and at most MAX_INLINE_DATA; a node
+   * sets what its gRPC message size leaves room for: `inlineDataFitting`).
+   */
+  maxInlineDataBytes?: number;
   limits?: Partial<ServiceLimits>;
   clock?: () => number;
   /** Called after each operation, for metrics. */
@@ -56,7 +61,11 @@ export class SpoolService {
     );
     this.uploads = new IdempotentEnqueue(this.ctx, opts.idempotency);
     this.batches = new BatchEnqueue(this.ctx, opts.idempotency, this.uploads);
-    this.leases = new LeaseHolders(this.ctx, opts.maxDequeueWaitMs ?? 60_000);
+    this.leases = new LeaseHolders(
+      this.ctx,
+      opts.maxDequeueWaitMs ?? 60_000,
+      Math.min(opts.maxInlineDataBytes ?? MAX_INLINE_DATA, MAX_INLINE_DATA),
+    );
     this.reads = new EntryReads(this.ctx);
   }
 

@@ -1419,7 +1419,8 @@ export namespace geospool {
             /**
              * Return the entry's data in the response (`data`) when it is at most this
              * many bytes: a small job in one round trip, with no ReadData call. Zero
-             * (the default) never returns it; more than 1 MiB counts as 1 MiB.
+             * (the default) never returns it; more than the node's maximum (256 KiB, or
+             * less where its grpc.maxMessageBytes leaves less room) counts as that.
              */
             inlineDataMax: number;
 
@@ -1527,7 +1528,8 @@ export namespace geospool {
                 /**
                  * Return the entry's data in the response (`data`) when it is at most this
                  * many bytes: a small job in one round trip, with no ReadData call. Zero
-                 * (the default) never returns it; more than 1 MiB counts as 1 MiB.
+                 * (the default) never returns it; more than the node's maximum (256 KiB, or
+                 * less where its grpc.maxMessageBytes leaves less room) counts as that.
                  */
                 inlineDataMax?: (number|null);
 

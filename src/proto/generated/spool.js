@@ -3610,7 +3610,8 @@ export const geospool = $root.geospool = (() => {
              * call's deadline.
              * @property {number|null} [inlineDataMax] Return the entry's data in the response (`data`) when it is at most this
              * many bytes: a small job in one round trip, with no ReadData call. Zero
-             * (the default) never returns it; more than 1 MiB counts as 1 MiB.
+             * (the default) never returns it; more than the node's maximum (256 KiB, or
+             * less where its grpc.maxMessageBytes leaves less room) counts as that.
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -3673,7 +3674,8 @@ export const geospool = $root.geospool = (() => {
             /**
              * Return the entry's data in the response (`data`) when it is at most this
              * many bytes: a small job in one round trip, with no ReadData call. Zero
-             * (the default) never returns it; more than 1 MiB counts as 1 MiB.
+             * (the default) never returns it; more than the node's maximum (256 KiB, or
+             * less where its grpc.maxMessageBytes leaves less room) counts as that.
              * @member {number} inlineDataMax
              * @memberof geospool.v1.DequeueRequest
              * @instance
