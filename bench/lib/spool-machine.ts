@@ -3,6 +3,7 @@ import { closeSync, constants, mkdirSync, openSync, rmSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { describeFilesystem, type FilesystemInfo } from "../../src/common/filesystem.js";
 
 export interface Machine {
   cpus: number;
@@ -12,6 +13,8 @@ export interface Machine {
   platform: string;
   /** `stat -f -c %T` of the directory the spools live in. */
   fsType: string | undefined;
+  /** The mount holding that directory, and for ext4 whether it has a journal. */
+  filesystem: FilesystemInfo | undefined;
   /** The load average when the bench started (the machine may be shared). */
   loadAvg1m: number;
   /**
@@ -65,6 +68,7 @@ export async function describeMachine(dir: string, loadAvg1m: number): Promise<M
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     fsType,
+    filesystem: await describeFilesystem(dir),
     loadAvg1m,
     fileCreateUs: measureFileCreate(dir),
   };

@@ -1,6 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
 import type { Logger } from "pino";
+import { describeFilesystem, filesystemWarning } from "../common/filesystem.js";
 import { migrate } from "../db/migrate.js";
 import { HybridLogicalClock } from "../replication/hlc.js";
 import { Monitor, Spool, timeSortableNames } from "../spool/index.js";
@@ -111,6 +112,12 @@ export async function startNode(
       },
       { createIfMissing: true },
     );
+    // A filesystem that makes every file the spool creates slow: say so once, at start.
+    const fsWarning = filesystemWarning(
+      config.spool.dir,
+      await describeFilesystem(config.spool.dir),
+    );
+    if (fsWarning !== undefined) log.warn({ dir: config.spool.dir }, fsWarning);
 
     const metrics = new Metrics({
       defaultLabels: { node: config.node.id },
