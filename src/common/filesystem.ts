@@ -10,8 +10,8 @@ export interface FilesystemInfo {
   /** The mount point. */
   mountPoint: string;
   /**
-   * ext4 only: whether it has a journal (a jbd2 journal of its device is listed in
-   * /proc/fs/jbd2); undefined for other filesystems and where that cannot be told.
+   * ext2, ext3 and ext4 only: whether it has a journal; undefined for other filesystems
+   * and where that cannot be told.
    */
   journal?: boolean;
 }
@@ -58,10 +58,28 @@ export function majorMinorOf(dev: number | bigint): string {
 }
 
 /**
- * The filesystem holding `dir` (Linux: /proc/self/mountinfo, /sys/dev/block and
- * /proc/fs/jbd2); undefined where that cannot be read (another platform, no /proc).
- * The mount is the one whose device is `dir`'s; of several (bind mounts), the one with
- * the longest mount point that contains `dir`.
+ * Of `mounts`, the one holding `where` (a real path) on the device `majorMinor`: of several
+ * (bind mounts), the one with the longest mount point that contains `where`.
+ */
+export function pickMount(
+  mounts: readonly MountinfoLine[],
+  where: string,
+  majorMinor: string,
+): MountinfoLine | undefined {
+  const inside = (m: MountinfoLine) =>
+    m.mountPoint === "/" || where === m.mountPoint || where.startsWith(`${m.mountPoint}/`);
+  return mounts
+    .filter((m) => m.majorMinor === majorMinor && inside(m))
+    .sort((a, b) => b.mountPoint.length - a.mountPoint.length)[0];
+}
+
+/** The filesystem types the ext4 driver mounts, each with or without a journal. */
+const EXT_TYPES = new Set(["ext2", "ext3", "ext4"]);
+
+/**
+ * The filesystem holding `dir` (Linux: /proc/self/mountinfo, /sys/dev/block, and
+ * /sys/fs/ext4 or /proc/fs/jbd2); undefined where that cannot be read (another platform,
+ * no /proc) or where `dir`'s device is no mount's (btrfs subvolumes, overlays).
  */
 export async function describeFilesystem(dir: string): Promise<FilesystemInfo | undefined> {
   let mounts: MountinfoLine[];
@@ -74,37 +92,53 @@ export async function describeFilesystem(dir: string): Promise<FilesystemInfo | 
   } catch {
     return undefined;
   }
-  const inside = (m: MountinfoLine) =>
-    m.mountPoint === "/" || where === m.mountPoint || where.startsWith(`${m.mountPoint}/`);
-  const mount = mounts
-    .filter((m) => m.majorMinor === majorMinor && inside(m))
-    .sort((a, b) => b.mountPoint.length - a.mountPoint.length)[0];
+  const mount = pickMount(mounts, where, majorMinor);
   if (mount === undefined) return undefined;
   const info: FilesystemInfo = {
     type: mount.type,
     source: mount.source,
     mountPoint: mount.mountPoint,
   };
-  if (mount.type === "ext4") {
-    const journal = await hasJbd2Journal(majorMinor);
+  if (EXT_TYPES.has(mount.type)) {
+    const journal = await hasJournal(majorMinor);
     if (journal !== undefined) info.journal = journal;
   }
   return info;
 }
 
 /**
- * Whether the block device `majorMinor` has a jbd2 journal: /proc/fs/jbd2 lists one
- * directory per journal, named after the device's kernel name and the journal's inode
- * ("vda-8"). Undefined when the device's kernel name or the list cannot be read.
+ * Whether the ext2/3/4 filesystem on the block device `majorMinor` has a journal: its
+ * /sys/fs/ext4/<device>/journal_task says "<none>" without one (and names the journal
+ * thread with one, internal or on another device); where that file is missing, whether
+ * /proc/fs/jbd2 lists an internal journal of the device. Undefined when neither can be read.
  */
-async function hasJbd2Journal(majorMinor: string): Promise<boolean | undefined> {
+async function hasJournal(majorMinor: string): Promise<boolean | undefined> {
+  let kernelName: string;
   try {
-    const kernelName = basename(await realpath(`/sys/dev/block/${majorMinor}`));
-    const journals = await readdir("/proc/fs/jbd2");
-    return journals.some((j) => j.startsWith(`${kernelName}-`));
+    kernelName = basename(await realpath(`/sys/dev/block/${majorMinor}`));
   } catch {
     return undefined;
   }
+  try {
+    const task = await readFile(`/sys/fs/ext4/${kernelName}/journal_task`, "utf8");
+    return task.trim() !== "<none>";
+  } catch {
+    // An older kernel: see what jbd2 lists.
+  }
+  try {
+    return journalListed(kernelName, await readdir("/proc/fs/jbd2"));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether /proc/fs/jbd2's `entries` hold an internal journal of the device `kernelName`:
+ * they are named "<device>-<journal inode>" ("vda-8", "dm-0-8").
+ */
+export function journalListed(kernelName: string, entries: readonly string[]): boolean {
+  const prefix = `${kernelName}-`;
+  return entries.some((j) => j.startsWith(prefix) && /^\d+$/.test(j.slice(prefix.length)));
 }
 
 /**
@@ -117,12 +151,12 @@ async function hasJbd2Journal(majorMinor: string): Promise<boolean | undefined> 
  * journaled ext4; docs/benchmarks.md, "File creation on this machine").
  */
 export function filesystemWarning(dir: string, fs: FilesystemInfo | undefined): string | undefined {
-  if (fs?.type !== "ext4" || fs.journal !== false) return undefined;
+  if (fs === undefined || !EXT_TYPES.has(fs.type) || fs.journal !== false) return undefined;
   return (
-    `${dir} is on ext4 without a journal (${fs.source} at ${fs.mountPoint}): there every file ` +
+    `${dir} is on ${fs.type} without a journal (${fs.source} at ${fs.mountPoint}): there every file ` +
     "creation scans the inodes deleted in the last minutes, and a spool creates three files " +
     "per entry and deletes them once it is finished, so under steady traffic a creation can " +
-    "cost up to a millisecond of CPU (about 25 µs with a journal). For speed, put the spool " +
+    "cost up to about a millisecond of CPU (about 25 µs with a journal). For speed, put the spool " +
     "on a journaled filesystem (mkfs.ext4's default, or xfs)."
   );
 }
