@@ -11,7 +11,7 @@ import {
   createExclusive,
   DirectorySyncer,
   openIfExists,
-  readIfAtMost,
+  readIfExists,
   renameIfExists,
   setMtime,
   statIfExists,
@@ -316,7 +316,7 @@ export class SpoolCore<M, Q extends string> {
       const got = { leaseUntil, ino: st.ino, bytes, token };
       if (dataUpTo <= 0) return got;
       // The checkout is made: a data file that cannot be read gives no data, not an error.
-      const small = await readIfAtMost(data, dataUpTo).catch(() => undefined);
+      const small = (await readIfExists(data, dataUpTo).catch(() => undefined))?.bytes;
       return small === undefined ? got : { ...got, data: small };
     } finally {
       await fh.close();

@@ -1,4 +1,4 @@
-import fs, { constants as C } from "node:fs";
+import fs, { constants as C, type Stats } from "node:fs";
 import { type FileHandle, open, rename, stat, unlink, utimes } from "node:fs/promises";
 import { isErrno } from "../common/errno.js";
 
@@ -68,16 +68,19 @@ export async function openIfExists(
 }
 
 /**
- * The whole file at `path` when it is at most `max` bytes; undefined when it is larger or
- * there is no such file.
+ * The whole file at `path`, read through one descriptor, with that descriptor's stat;
+ * undefined when there is no such file. Over `max` bytes, `bytes` is undefined (not read).
  * @internal
  */
-export async function readIfAtMost(path: string, max: number): Promise<Buffer | undefined> {
+export async function readIfExists(
+  path: string,
+  max = Number.POSITIVE_INFINITY,
+): Promise<{ bytes: Buffer | undefined; st: Stats } | undefined> {
   const fh = await openIfExists(path, "r");
   if (fh === undefined) return undefined;
   try {
-    if ((await fh.stat()).size > max) return undefined;
-    return await fh.readFile();
+    const st = await fh.stat();
+    return { bytes: st.size > max ? undefined : await fh.readFile(), st };
   } finally {
     await fh.close();
   }

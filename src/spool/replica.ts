@@ -8,7 +8,7 @@ import { decodeEnvelope, encodeEnvelope } from "./envelope.js";
 import { ioError, SpoolError, SpoolErrorCode } from "./errors.js";
 import {
   createExclusive,
-  openIfExists,
+  readIfExists,
   renameIfExists,
   setMtime,
   statIfExists,
@@ -432,7 +432,8 @@ async function findMetadata<M, Q extends string>(
         .catch((err) => {
           throw ioError("read", path, err);
         });
-      if (got === undefined) continue;
+      // No bytes only for a file over a limit, and none is given here.
+      if (got?.bytes === undefined) continue;
       const env = decodeEnvelope(got.bytes);
       if (!env.ok) {
         throw new SpoolError(
@@ -444,29 +445,14 @@ async function findMetadata<M, Q extends string>(
         queue,
         checkedOut,
         path,
-        mtimeMs: got.mtimeMs,
-        ctimeMs: got.ctimeMs,
+        mtimeMs: got.st.mtimeMs,
+        ctimeMs: got.st.ctimeMs,
         attempts: env.envelope.attempts,
         payload: env.payload,
       };
     }
   }
   return undefined;
-}
-
-/** Contents and times of one inode, read through one handle; undefined when absent. */
-async function readIfExists(
-  path: string,
-): Promise<{ bytes: Buffer; mtimeMs: number; ctimeMs: number } | undefined> {
-  const fh = await openIfExists(path, "r");
-  if (fh === undefined) return undefined;
-  try {
-    const st = await fh.stat();
-    const bytes = await fh.readFile();
-    return { bytes, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
-  } finally {
-    await fh.close();
-  }
 }
 
 /**
