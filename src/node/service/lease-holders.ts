@@ -66,7 +66,7 @@ export class LeaseHolders {
     /** Longest a Dequeue may wait (ms). */
     private readonly maxWaitMs: number,
     /** The most data a Dequeue returns inline (at most MAX_INLINE_DATA). */
-    private readonly maxInlineData: number = MAX_INLINE_DATA,
+    private readonly maxInlineData: number,
   ) {}
 
   private reader(queue: string): QueueReader<NodeEntryMeta, string> {
