@@ -119,17 +119,111 @@ export function fsyncDirectory(dir: string): Promise<void> {
   });
 }
 
+const fsyncFd = (fd: number) =>
+  new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
+const statOf = (path: string) =>
+  new Promise<Stats | undefined>((resolve) =>
+    fs.stat(path, (e, st) => resolve(e ? undefined : st)),
+  );
+
+interface DirHandle {
+  fd: number;
+  dev: number;
+  ino: number;
+  busy: boolean;
+  dropped: boolean;
+}
+
+/** At most this many directories kept open per DirectoryHandles (a spool has a few). */
+const DIR_HANDLES = 32;
+const closeQuietly = (fd: number) => fs.close(fd, () => undefined);
+const handlesClosed = new FinalizationRegistry<Map<string, DirHandle>>((open) => {
+  for (const h of open.values()) closeQuietly(h.fd);
+});
+
+/**
+ * fsync(2) of directories kept open between syncs: one thread-pool round trip per sync
+ * (the fsync, with a stat of the path beside it) instead of three (open, fsync, close). The
+ * spool threads do the same (spool-thread.ts). A kept descriptor counts only while its path
+ * still names the same directory (the stat, made after the caller's change: an open
+ * directory cannot be freed, so its inode number cannot name another one); otherwise the
+ * sync is made again on a fresh descriptor. A failed fsync is reported, never retried on a
+ * fresh descriptor (which might not see the error), and its descriptor is dropped.
+ * @internal
+ */
+export class DirectoryHandles {
+  private readonly open = new Map<string, DirHandle>();
+
+  constructor() {
+    handlesClosed.register(this, this.open);
+  }
+
+  async fsync(dir: string): Promise<void> {
+    const kept = this.open.get(dir);
+    if (kept !== undefined) {
+      kept.busy = true;
+      const [err, st] = await Promise.all([
+        fsyncFd(kept.fd).then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+        statOf(dir),
+      ]);
+      kept.busy = false;
+      const same = err === undefined && st?.ino === kept.ino && st.dev === kept.dev;
+      // Evicted while its fsync ran: closed now. Otherwise kept, or dropped if it failed.
+      if (kept.dropped) closeQuietly(kept.fd);
+      else if (!same) this.drop(dir, kept);
+      if (err !== undefined) throw err;
+      if (same) return;
+    }
+    const fd = await new Promise<number>((resolve, reject) =>
+      fs.open(dir, C.O_RDONLY | C.O_DIRECTORY, (e, fd) => (e ? reject(e) : resolve(fd))),
+    );
+    const h: DirHandle = { fd, dev: 0, ino: 0, busy: true, dropped: false };
+    try {
+      const st = await new Promise<Stats>((resolve, reject) =>
+        fs.fstat(fd, (e, st) => (e ? reject(e) : resolve(st))),
+      );
+      h.dev = st.dev;
+      h.ino = st.ino;
+      await fsyncFd(fd);
+    } catch (err) {
+      closeQuietly(fd);
+      throw err;
+    }
+    h.busy = false;
+    if (this.open.has(dir)) {
+      closeQuietly(fd);
+      return;
+    }
+    if (this.open.size >= DIR_HANDLES) {
+      const [oldest, old] = this.open.entries().next().value as [string, DirHandle];
+      this.drop(oldest, old);
+    }
+    this.open.set(dir, h);
+  }
+
+  private drop(dir: string, h: DirHandle): void {
+    if (this.open.get(dir) === h) this.open.delete(dir);
+    h.dropped = true;
+    if (!h.busy) closeQuietly(h.fd);
+  }
+}
+
 /**
  * fsync(2) of directories with group commit: a caller is satisfied by any fsync of the
  * directory that *started* after it asked. While one fsync runs, every caller that arrives
  * waits for the single next one, so N concurrent operations cost about two fsyncs, not N.
+ * Directories are kept open between syncs (DirectoryHandles).
  * @internal
  */
 export class DirectorySyncer {
   private readonly running = new Map<string, Promise<void>>();
   private readonly next = new Map<string, Promise<void>>();
+  private readonly handles = new DirectoryHandles();
   /** The fsync of one directory (a test wraps it to watch each fsync start and complete). */
-  fsync: (dir: string) => Promise<void> = fsyncDirectory;
+  fsync: (dir: string) => Promise<void> = (dir) => this.handles.fsync(dir);
 
   /** fsync every directory of `dirs` (each once), at the same time. */
   async syncAll(dirs: Iterable<string>): Promise<void> {

@@ -41,13 +41,61 @@ const syncDir = (dir) => {
   if (!s.running) runSyncs(dir, s);
   return done;
 };
+// Directories stay open between their fsyncs (one thread-pool round trip per sync instead
+// of three: open, fsync, close), at most DIR_HANDLES of them. A kept descriptor is used only
+// while the path still names the same directory (a stat in this thread after the fsync:
+// the directory cannot be freed, and its inode number reused, while it is open); else the
+// sync is made again on a fresh descriptor. A failed fsync is reported, never retried on a
+// fresh descriptor, which might not see the error. A descriptor is closed only when no
+// fsync is using it (another directory's sync may evict it meanwhile).
+const DIR_HANDLES = 32;
+const dirFds = new Map();
+const dropDir = (dir, h) => {
+  if (dirFds.get(dir) === h) dirFds.delete(dir);
+  h.dropped = true;
+  if (!h.busy) fs.close(h.fd, () => {});
+};
+const keepDir = (dir, h) => {
+  if (dirFds.size >= DIR_HANDLES) {
+    const [oldest, old] = dirFds.entries().next().value;
+    dropDir(oldest, old);
+  }
+  dirFds.set(dir, h);
+};
+const fsyncDirOnce = async (dir) => {
+  const kept = dirFds.get(dir);
+  if (kept !== undefined) {
+    kept.busy = true;
+    let err;
+    try { await call(fs.fsync, kept.fd); } catch (e) { err = e; }
+    kept.busy = false;
+    let same = false;
+    if (err === undefined) {
+      try { const st = fs.statSync(dir); same = st.ino === kept.ino && st.dev === kept.dev; } catch {}
+    }
+    if (kept.dropped) fs.close(kept.fd, () => {}); // evicted while its fsync ran
+    else if (err !== undefined || !same) dropDir(dir, kept);
+    if (err !== undefined) throw err;
+    if (same) return;
+  }
+  const fd = await call(fs.open, dir, C.O_RDONLY | C.O_DIRECTORY);
+  const h = { fd, dev: 0, ino: 0, busy: true, dropped: false };
+  try {
+    const st = fs.fstatSync(fd);
+    h.dev = st.dev;
+    h.ino = st.ino;
+    await call(fs.fsync, fd);
+  } catch (e) { await call(fs.close, fd).catch(() => {}); throw e; }
+  h.busy = false;
+  if (dirFds.has(dir)) fs.close(fd, () => {});
+  else keepDir(dir, h);
+};
 const runSyncs = async (dir, s) => {
   s.running = true;
   while (s.queued.length > 0) {
     const round = s.queued.splice(0);
     try {
-      const fd = await call(fs.open, dir, C.O_RDONLY | C.O_DIRECTORY);
-      try { await call(fs.fsync, fd); } finally { await call(fs.close, fd).catch(() => {}); }
+      await fsyncDirOnce(dir);
       for (const w of round) w.resolve();
     } catch (e) { for (const w of round) w.reject(e); }
   }

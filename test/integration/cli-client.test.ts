@@ -280,6 +280,42 @@ describe("geospool client", () => {
     await drain("inbox");
   });
 
+  it("dequeue --inline-data prints small data with the lease, and leaves larger data out", async () => {
+    await drain("inbox");
+    const small = (await ok(["enqueue", "inbox", "--data", "small job"])).stdout.trim();
+    const leased = await okJson(["dequeue", "inbox", "--inline-data", "9"]);
+    expect(leased).toMatchObject({ name: small, dataSize: 9 });
+    expect(Buffer.from(leased.dataBase64, "base64").toString()).toBe("small job");
+    // The whole line still works as --lease-json.
+    const released = await okJson(["release", "--lease-json", "-"], {
+      input: `${JSON.stringify(leased)}\n`,
+    });
+    expect(released).toMatchObject({ to: "inbox" });
+    const over = await okJson(["dequeue", "inbox", "--inline-data", "8"]);
+    expect(over).toMatchObject({ name: small });
+    expect(over.dataBase64).toBeUndefined();
+    await okJson(["release", "--lease-json", "-"], { input: `${JSON.stringify(over)}\n` });
+    const human = (await ok(["dequeue", "inbox", "--inline-data", "100"])).stdout;
+    expect(human).toContain(`data_base64: ${Buffer.from("small job").toString("base64")}`);
+    const field = (key: string) => (human.match(new RegExp(`^${key}: (.*)$`, "m")) ?? [])[1];
+    expect(
+      await okJson([
+        "complete",
+        "inbox",
+        small,
+        "--lease-token",
+        field("lease_token") ?? "",
+        "--endpoint",
+        field("endpoint") ?? "",
+        "--remove",
+      ]),
+    ).toMatchObject({ action: "removed" });
+    const bad = await cli(["dequeue", "inbox", "--inline-data", "-1", "--json"]);
+    expect(bad.code).toBe(2);
+    expect(jsonError(bad).message).toContain("--inline-data");
+    await drain("inbox");
+  });
+
   it("exit codes: 3 nothing, 4 not found, 5 lease lost, 6 refused, 2 bad name, 7 unavailable", async () => {
     await drain("inbox");
     const nothing = await cli(["dequeue", "inbox", "--wait", "200ms", "--json"]);

@@ -1,4 +1,4 @@
-import { parseCommand } from "../args.js";
+import { parseCommand, parseCount } from "../args.js";
 import { CliError } from "../cli-error.js";
 import { formatDuration, parseDuration } from "../duration.js";
 import { ExitCode } from "../exit-codes.js";
@@ -14,7 +14,7 @@ export const clientDequeue: ClientSubcommand = {
       args,
       {
         path: PATH,
-        help: `Usage: ${PATH} QUEUE [--lease DUR] [--wait DUR] [--json]
+        help: `Usage: ${PATH} QUEUE [--lease DUR] [--wait DUR] [--inline-data BYTES] [--json]
 
 Check out the oldest available entry of QUEUE under a lease, and print its name (first
 line), metadata, lease token and the endpoint of the node that holds the lease. Finish it
@@ -25,6 +25,11 @@ Exit 3 when nothing is available (after --wait).
 Options:
   --lease DUR   lease length (default: the node's)
   --wait DUR    wait up to DUR for an entry to arrive (default: do not wait)
+  --inline-data BYTES
+                also print the entry's data (base64: data_base64, or dataBase64 with
+                --json) when it is at most BYTES, taken with the checkout (no 'read'
+                call); larger data is left out (read it with 'read NAME'). The node
+                sends at most its own limit (256 KiB, less with a small message size)
   --json        print the entry with leaseToken and endpoint: give that line to
                 complete/release/extend --lease-json, e.g.
                   lease=$(geospool client dequeue inbox --json) &&
@@ -34,6 +39,7 @@ ${GLOBAL_HINT}`,
         options: {
           lease: { type: "string" },
           wait: { type: "string" },
+          "inline-data": { type: "string" },
           json: { type: "boolean" },
         },
         positionals: ["QUEUE"],
@@ -46,8 +52,11 @@ ${GLOBAL_HINT}`,
     const leaseMs = values.lease === undefined ? undefined : parseDuration("--lease", values.lease);
     const waitMs =
       values.wait === undefined ? 0 : parseDuration("--wait", values.wait, { allowZero: true });
+    const inline = values["inline-data"];
+    const inlineDataMax = inline === undefined ? undefined : parseCount("--inline-data", inline);
     const lease = await ctx.client().dequeue(queue, {
       ...(leaseMs !== undefined ? { leaseMs } : {}),
+      ...(inlineDataMax !== undefined ? { inlineDataMax } : {}),
       waitMs,
     });
     if (lease === undefined) {
@@ -58,7 +67,8 @@ ${GLOBAL_HINT}`,
         ExitCode.NothingAvailable,
       );
     }
-    const view = leaseJson(lease);
+    const dataBase64 = lease.data === undefined ? undefined : lease.data.toString("base64");
+    const view = { ...leaseJson(lease), ...(dataBase64 !== undefined ? { dataBase64 } : {}) };
     await new Output(io, values.json === true).result(
       describe(lease.entry.name, {
         queue: lease.entry.queue,
@@ -68,6 +78,7 @@ ${GLOBAL_HINT}`,
         lease_until: view.leaseUntil,
         attempts: lease.entry.attempts,
         data_size: lease.entry.dataSize,
+        data_base64: dataBase64,
       }),
       view,
     );
