@@ -112,6 +112,8 @@ export async function startNode(
       },
       { createIfMissing: true },
     );
+    // Last of the stop steps: every user of the spool has stopped by then.
+    cleanups.push(() => spool.close());
     // A filesystem that makes every file the spool creates slow: say so once, at start.
     const fsWarning = filesystemWarning(
       config.spool.dir,

@@ -147,6 +147,11 @@ export class BatchWriter {
     (call) => call.items.length,
     { maxItems: WRITE_GROUP_ITEMS, inFlight: WRITES_IN_FLIGHT },
   );
+  /** Stop the thread once its writes are answered (a later write starts a new one). */
+  close(): Promise<void> {
+    return this.thread.close();
+  }
+
   /** Write requests sent to the thread so far (grouped writes count once). */
   requests = 0;
 

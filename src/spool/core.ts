@@ -21,6 +21,7 @@ import { isIdentityFile, readSpoolId, type SpoolIdentity, writeSpoolId } from ".
 import { Layout, TMP_TAG_SEPARATOR } from "./layout.js";
 import { newLeaseToken, writeLeaseRecord } from "./lease-token.js";
 import { type NameGenerator, timeSortableNames, validateName } from "./names.js";
+import { closeReplicaReader } from "./replica-batch-read.js";
 import type { LeasePolicy, MetadataCodec, Spoolable } from "./spoolable.js";
 import { defaultThrottle, type Throttle } from "./throttle.js";
 
@@ -635,6 +636,16 @@ export class SpoolCore<M, Q extends string> {
   }
 
   /** Refuse a non-empty non-spool; check (or create) every directory. */
+  /**
+   * Let go of what the spool holds between calls: the directories kept open for their
+   * fsyncs, and its threads (each stopped once its requests are answered). Usable again
+   * afterwards: later calls open what they need anew.
+   */
+  async close(): Promise<void> {
+    this.syncer.close();
+    await Promise.all([this.batchWriter.close(), this.checkouts.close(), closeReplicaReader(this)]);
+  }
+
   async open(createIfMissing: boolean): Promise<void> {
     const root = this.layout.root;
     const rootStat = await statIfExists(root);

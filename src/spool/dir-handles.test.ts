@@ -1,9 +1,12 @@
+import fs from "node:fs";
 import { mkdir, readdir, readFile, readlink, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
+import { widgetSpoolable } from "../../test/helpers/widget.js";
 import { BatchWriter, type WriterItem } from "./batch-writer.js";
 import { DirectoryHandles } from "./fs-ops.js";
+import { Spool } from "./index.js";
 
 /**
  * Directories kept open between their fsyncs (DirectoryHandles on the event loop's side,
@@ -24,7 +27,18 @@ async function openUnder(under: string): Promise<string[]> {
   return found.sort();
 }
 
+type FsyncCallback = (err: NodeJS.ErrnoException | null) => void;
+const realFsync = fs.fsync;
+/** Replace fs.fsync (as the spool's event-loop side calls it) until the test ends. */
+function onFsync(f: (fd: number, done: FsyncCallback) => void): void {
+  (fs as { fsync: unknown }).fsync = f;
+}
+
 describe.skipIf(process.platform !== "linux")("directories kept open for fsync", () => {
+  afterEach(() => {
+    (fs as { fsync: unknown }).fsync = realFsync;
+  });
+
   it("keeps a directory open, follows one replaced at its path, and fails for one gone", async () => {
     const handles = new DirectoryHandles();
     const a = join(dir.path, "a");
@@ -82,5 +96,59 @@ describe.skipIf(process.platform !== "linux")("directories kept open for fsync",
     const [failed] = await w.write([item("e3")], dirs);
     expect(failed?.ok).toBe(false);
     expect(await openUnder(dir.path)).toEqual([join(dir.path, "registry")]);
+  });
+
+  it("a failed fsync of a kept descriptor is reported, not retried on a fresh one", async () => {
+    const handles = new DirectoryHandles();
+    const a = join(dir.path, "a");
+    await mkdir(a);
+    await handles.fsync(a);
+    let calls = 0;
+    onFsync((_fd, done) => {
+      calls++;
+      done(Object.assign(new Error("EIO: i/o error, fsync"), { code: "EIO" }));
+    });
+    await expect(handles.fsync(a)).rejects.toMatchObject({ code: "EIO" });
+    expect(calls).toBe(1);
+    expect(await openUnder(dir.path)).toEqual([]);
+    (fs as { fsync: unknown }).fsync = realFsync;
+    await handles.fsync(a);
+    expect(await openUnder(dir.path)).toEqual([a]);
+  });
+
+  it("a descriptor let go while its fsync runs is closed once the fsync is done", async () => {
+    const handles = new DirectoryHandles();
+    const a = join(dir.path, "a");
+    await mkdir(a);
+    await handles.fsync(a);
+    let release: () => void = () => undefined;
+    onFsync((fd, done) => {
+      release = () => realFsync(fd, done);
+    });
+    const syncing = handles.fsync(a);
+    handles.close();
+    // Not closed under the fsync (its number could be another file's by the time it runs).
+    expect(await openUnder(dir.path)).toEqual([a]);
+    release();
+    await syncing;
+    expect(await openUnder(dir.path)).toEqual([]);
+  });
+
+  it("Spool.close lets go of every directory the spool and its threads kept open", async () => {
+    const spool = await Spool.create(join(dir.path, "spool"), widgetSpoolable());
+    const [batched] = await spool.enqueueBatch([
+      { queue: "inbox", metadata: { id: 1 }, data: "a" },
+    ]);
+    expect(batched?.ok).toBe(true);
+    const single = await spool.enqueue("inbox", { id: 2 }, "b");
+    await (await spool.checkout(single)).remove();
+    expect((await openUnder(spool.dir)).length).toBeGreaterThan(0);
+    await spool.close();
+    expect(await openUnder(spool.dir)).toEqual([]);
+    // Still usable.
+    const again = await spool.enqueueBatch([{ queue: "inbox", metadata: { id: 3 }, data: "c" }]);
+    expect(again[0]?.ok).toBe(true);
+    await spool.close();
+    expect(await openUnder(spool.dir)).toEqual([]);
   });
 });

@@ -130,15 +130,22 @@ interface DirHandle {
   fd: number;
   dev: number;
   ino: number;
-  busy: boolean;
+  /** fsyncs under way on it: it is closed only when none is. */
+  busy: number;
+  /** No longer kept (replaced, failed, evicted or closed): closed once not busy. */
   dropped: boolean;
+  closed: boolean;
 }
 
 /** At most this many directories kept open per DirectoryHandles (a spool has a few). */
 const DIR_HANDLES = 32;
-const closeQuietly = (fd: number) => fs.close(fd, () => undefined);
+const closeHandle = (h: DirHandle) => {
+  if (h.closed) return;
+  h.closed = true;
+  fs.close(h.fd, () => undefined);
+};
 const handlesClosed = new FinalizationRegistry<Map<string, DirHandle>>((open) => {
-  for (const h of open.values()) closeQuietly(h.fd);
+  for (const h of open.values()) closeHandle(h);
 });
 
 /**
@@ -148,11 +155,15 @@ const handlesClosed = new FinalizationRegistry<Map<string, DirHandle>>((open) =>
  * still names the same directory (the stat, made after the caller's change: an open
  * directory cannot be freed, so its inode number cannot name another one); otherwise the
  * sync is made again on a fresh descriptor. A failed fsync is reported, never retried on a
- * fresh descriptor (which might not see the error), and its descriptor is dropped.
+ * fresh descriptor (which might not see the error), and its descriptor is dropped. At most
+ * DIR_HANDLES stay open, the least recently synced let go first; `close` lets go of all
+ * (a kept descriptor holds its filesystem busy: no unmount while it is open).
  * @internal
  */
 export class DirectoryHandles {
   private readonly open = new Map<string, DirHandle>();
+  /** Raised by `close`: a descriptor opened before it is not kept. */
+  private generation = 0;
 
   constructor() {
     handlesClosed.register(this, this.open);
@@ -161,7 +172,10 @@ export class DirectoryHandles {
   async fsync(dir: string): Promise<void> {
     const kept = this.open.get(dir);
     if (kept !== undefined) {
-      kept.busy = true;
+      // Most recently used last: the first one is the one to let go.
+      this.open.delete(dir);
+      this.open.set(dir, kept);
+      kept.busy++;
       const [err, st] = await Promise.all([
         fsyncFd(kept.fd).then(
           () => undefined,
@@ -169,18 +183,18 @@ export class DirectoryHandles {
         ),
         statOf(dir),
       ]);
-      kept.busy = false;
+      kept.busy--;
       const same = err === undefined && st?.ino === kept.ino && st.dev === kept.dev;
-      // Evicted while its fsync ran: closed now. Otherwise kept, or dropped if it failed.
-      if (kept.dropped) closeQuietly(kept.fd);
-      else if (!same) this.drop(dir, kept);
+      if (!same) this.drop(dir, kept);
+      else if (kept.dropped && kept.busy === 0) closeHandle(kept); // let go meanwhile
       if (err !== undefined) throw err;
       if (same) return;
     }
+    const generation = this.generation;
     const fd = await new Promise<number>((resolve, reject) =>
       fs.open(dir, C.O_RDONLY | C.O_DIRECTORY, (e, fd) => (e ? reject(e) : resolve(fd))),
     );
-    const h: DirHandle = { fd, dev: 0, ino: 0, busy: true, dropped: false };
+    const h: DirHandle = { fd, dev: 0, ino: 0, busy: 1, dropped: false, closed: false };
     try {
       const st = await new Promise<Stats>((resolve, reject) =>
         fs.fstat(fd, (e, st) => (e ? reject(e) : resolve(st))),
@@ -189,25 +203,30 @@ export class DirectoryHandles {
       h.ino = st.ino;
       await fsyncFd(fd);
     } catch (err) {
-      closeQuietly(fd);
+      h.busy--;
+      closeHandle(h);
       throw err;
     }
-    h.busy = false;
-    if (this.open.has(dir)) {
-      closeQuietly(fd);
+    h.busy--;
+    if (generation !== this.generation || this.open.has(dir)) {
+      closeHandle(h);
       return;
     }
-    if (this.open.size >= DIR_HANDLES) {
-      const [oldest, old] = this.open.entries().next().value as [string, DirHandle];
-      this.drop(oldest, old);
-    }
     this.open.set(dir, h);
+    const [oldest, old] = this.open.entries().next().value as [string, DirHandle];
+    if (this.open.size > DIR_HANDLES) this.drop(oldest, old);
+  }
+
+  /** Let go of every kept descriptor (later syncs keep theirs again). */
+  close(): void {
+    this.generation++;
+    for (const [dir, h] of [...this.open]) this.drop(dir, h);
   }
 
   private drop(dir: string, h: DirHandle): void {
     if (this.open.get(dir) === h) this.open.delete(dir);
     h.dropped = true;
-    if (!h.busy) closeQuietly(h.fd);
+    if (h.busy === 0) closeHandle(h);
   }
 }
 
@@ -224,6 +243,11 @@ export class DirectorySyncer {
   private readonly handles = new DirectoryHandles();
   /** The fsync of one directory (a test wraps it to watch each fsync start and complete). */
   fsync: (dir: string) => Promise<void> = (dir) => this.handles.fsync(dir);
+
+  /** Let go of the directories kept open (later syncs keep theirs again). */
+  close(): void {
+    this.handles.close();
+  }
 
   /** fsync every directory of `dirs` (each once), at the same time. */
   async syncAll(dirs: Iterable<string>): Promise<void> {

@@ -86,6 +86,16 @@ type ReplicaReader = SpoolThread<Omit<Request, "id">, { results: Raw[] }>;
 const readers = new WeakMap<object, ReplicaReader>();
 
 /**
+ * Stop the spool's replica reader thread, if it has one (a later look starts a new one).
+ * @internal
+ */
+export function closeReplicaReader(core: object): Promise<void> {
+  const reader = readers.get(core);
+  readers.delete(core);
+  return reader?.close() ?? Promise.resolve();
+}
+
+/**
  * `inspectReplica` of many entries at once, with the data of those asked for (`dataMax`:
  * per name, the largest data to read; undefined or negative: none). The first look at
  * every entry is made on the spool's replica reader thread; an entry that needs another

@@ -42,53 +42,52 @@ const syncDir = (dir) => {
   return done;
 };
 // Directories stay open between their fsyncs (one thread-pool round trip per sync instead
-// of three: open, fsync, close), at most DIR_HANDLES of them. A kept descriptor is used only
-// while the path still names the same directory (a stat in this thread after the fsync:
-// the directory cannot be freed, and its inode number reused, while it is open); else the
-// sync is made again on a fresh descriptor. A failed fsync is reported, never retried on a
-// fresh descriptor, which might not see the error. A descriptor is closed only when no
-// fsync is using it (another directory's sync may evict it meanwhile).
+// of three: open, fsync, close), as fs-ops.ts's DirectoryHandles keeps them: a kept
+// descriptor is used only while the path still names the same directory (a stat in this
+// thread after the fsync: an open directory cannot be freed, so its inode number cannot
+// name another); else the sync is made again on a fresh descriptor. A failed fsync is
+// reported, never retried on a fresh descriptor, which might not see the error. At most
+// DIR_HANDLES stay open, the least recently synced let go first; a descriptor is closed
+// once no fsync uses it. The thread's exit closes them (SpoolThread.close).
 const DIR_HANDLES = 32;
 const dirFds = new Map();
+const closeDir = (h) => { if (!h.closed) { h.closed = true; fs.close(h.fd, () => {}); } };
 const dropDir = (dir, h) => {
   if (dirFds.get(dir) === h) dirFds.delete(dir);
   h.dropped = true;
-  if (!h.busy) fs.close(h.fd, () => {});
-};
-const keepDir = (dir, h) => {
-  if (dirFds.size >= DIR_HANDLES) {
-    const [oldest, old] = dirFds.entries().next().value;
-    dropDir(oldest, old);
-  }
-  dirFds.set(dir, h);
+  if (h.busy === 0) closeDir(h);
 };
 const fsyncDirOnce = async (dir) => {
   const kept = dirFds.get(dir);
   if (kept !== undefined) {
-    kept.busy = true;
+    dirFds.delete(dir);
+    dirFds.set(dir, kept);
+    kept.busy++;
     let err;
     try { await call(fs.fsync, kept.fd); } catch (e) { err = e; }
-    kept.busy = false;
+    kept.busy--;
     let same = false;
     if (err === undefined) {
       try { const st = fs.statSync(dir); same = st.ino === kept.ino && st.dev === kept.dev; } catch {}
     }
-    if (kept.dropped) fs.close(kept.fd, () => {}); // evicted while its fsync ran
-    else if (err !== undefined || !same) dropDir(dir, kept);
+    if (!same) dropDir(dir, kept);
+    else if (kept.dropped && kept.busy === 0) closeDir(kept);
     if (err !== undefined) throw err;
     if (same) return;
   }
   const fd = await call(fs.open, dir, C.O_RDONLY | C.O_DIRECTORY);
-  const h = { fd, dev: 0, ino: 0, busy: true, dropped: false };
+  const h = { fd, dev: 0, ino: 0, busy: 1, dropped: false, closed: false };
   try {
     const st = fs.fstatSync(fd);
     h.dev = st.dev;
     h.ino = st.ino;
     await call(fs.fsync, fd);
-  } catch (e) { await call(fs.close, fd).catch(() => {}); throw e; }
-  h.busy = false;
-  if (dirFds.has(dir)) fs.close(fd, () => {});
-  else keepDir(dir, h);
+  } catch (e) { h.busy--; closeDir(h); throw e; }
+  h.busy--;
+  if (dirFds.has(dir)) { closeDir(h); return; }
+  dirFds.set(dir, h);
+  const [oldest, old] = dirFds.entries().next().value;
+  if (dirFds.size > DIR_HANDLES) dropDir(oldest, old);
 };
 const runSyncs = async (dir, s) => {
   s.running = true;
@@ -125,6 +124,8 @@ export class SpoolThread<Request extends object, Reply> {
   private readonly outstanding = new Map<Worker, number>();
   /** Threads still starting (until they run, or fail to). */
   private readonly starting = new Set<Worker>();
+  /** Per thread being closed, told when its last request is answered (or it is gone). */
+  private readonly drained = new Map<Worker, () => void>();
 
   constructor(
     private readonly source: string,
@@ -159,6 +160,20 @@ export class SpoolThread<Request extends object, Reply> {
     return done;
   }
 
+  /**
+   * Stop the thread once the requests sent to it are answered; what it held open (its
+   * kept directory descriptors) is closed as it exits. A later call starts a new one.
+   */
+  async close(): Promise<void> {
+    const worker = this.worker;
+    if (worker === undefined) return;
+    this.worker = undefined;
+    if ((this.outstanding.get(worker) ?? 0) > 0) {
+      await new Promise<void>((resolve) => this.drained.set(worker, resolve));
+    }
+    await worker.terminate();
+  }
+
   private thread(): Worker {
     if (this.worker !== undefined) return this.worker;
     const worker = new Worker(THREAD_PRELUDE + this.source, { eval: true });
@@ -172,7 +187,10 @@ export class SpoolThread<Request extends object, Reply> {
       this.pending.delete(id);
       const left = (this.outstanding.get(worker) ?? 1) - 1;
       this.outstanding.set(worker, left);
-      if (left === 0) worker.unref();
+      if (left === 0) {
+        worker.unref();
+        this.drained.get(worker)?.();
+      }
       p.resolve(reply as Reply);
     });
     // Only this thread's requests fail: those sent meanwhile to a new thread are that one's.
@@ -184,6 +202,8 @@ export class SpoolThread<Request extends object, Reply> {
         p.reject(err);
       }
       this.outstanding.delete(worker);
+      this.drained.get(worker)?.();
+      this.drained.delete(worker);
       worker.unref();
     };
     worker.on("error", fail);

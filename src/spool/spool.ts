@@ -134,6 +134,17 @@ export class Spool<M, Q extends string = string> {
   get dir(): string {
     return this.#core.layout.root;
   }
+
+  /**
+   * Let go of what the spool holds open between calls: the directories it keeps open for
+   * their fsyncs (an open descriptor keeps a filesystem from being unmounted) and its
+   * threads, each stopped once its requests are answered. Nothing on disk changes, and the
+   * spool may still be used: it then opens what it needs again, for another `close` to let
+   * go of. A process that exits needs none of this.
+   */
+  close(): Promise<void> {
+    return this.#core.close();
+  }
   /**
    * Which spool directory this is (see `SpoolIdentity`): read or written by `create` and
    * `load`; undefined after `loadUnsafe`.

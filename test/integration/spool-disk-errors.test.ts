@@ -8,7 +8,12 @@ import { bundleSpoolWorker, readResult, WorkerProcess } from "../helpers/spool-p
 import { scanSpool } from "../helpers/spool-scan.js";
 import type { EnqueueResult } from "../helpers/spool-worker-config.js";
 import { tempDir, useTempDir } from "../helpers/tmp.js";
-import { WIDGET_QUEUES, widgetSpoolable } from "../helpers/widget.js";
+import {
+  WIDGET_QUEUES,
+  type Widget,
+  type WidgetQueue,
+  widgetSpoolable,
+} from "../helpers/widget.js";
 
 const run = promisify(execFile);
 const NOBODY = 65534;
@@ -101,14 +106,23 @@ describe("ENOSPC during enqueue (a small tmpfs)", () => {
     }
   }
 
+  // A spool keeps its directories open between fsyncs: closed, it lets go of the mount.
+  const spools: Spool<Widget, WidgetQueue>[] = [];
+  async function spoolOnTmpfs(): Promise<Spool<Widget, WidgetQueue>> {
+    const made = await Spool.create(join(mnt, "spool"), widgetSpoolable());
+    spools.push(made);
+    return made;
+  }
+
   afterEach(async () => {
+    for (const spool of spools.splice(0)) await spool.close();
     if (mounted) await run("umount", [mnt]);
     mounted = false;
   });
 
   it("data larger than the disk: fails with ENOSPC, nothing left; works again once there is room", async (ctx) => {
     if (!(await mountTmpfs("size=256k"))) return ctx.skip();
-    const spool = await Spool.create(join(mnt, "spool"), widgetSpoolable());
+    const spool = await spoolOnTmpfs();
     const kept = await spool.enqueue("inbox", { id: 0 }, Buffer.alloc(16 * 1024, 1));
     const err = await spool
       .enqueue("inbox", { id: 1 }, Buffer.alloc(1024 * 1024, 2))
@@ -125,7 +139,7 @@ describe("ENOSPC during enqueue (a small tmpfs)", () => {
 
   it("room for the data but not the metadata: fails at the metadata, data and name are cleaned up", async (ctx) => {
     if (!(await mountTmpfs("size=256k"))) return ctx.skip();
-    const spool = await Spool.create(join(mnt, "spool"), widgetSpoolable());
+    const spool = await spoolOnTmpfs();
     const kept = await spool.enqueue("inbox", { id: 0 }, "kept");
     // Fill the disk but for exactly two pages, then enqueue two pages of data.
     const st = await statfs(mnt);
@@ -145,7 +159,7 @@ describe("ENOSPC during enqueue (a small tmpfs)", () => {
 
   it("out of inodes at each step of enqueue: the failed enqueue leaves nothing", async (ctx) => {
     if (!(await mountTmpfs("size=4m,nr_inodes=80"))) return ctx.skip();
-    const spool = await Spool.create(join(mnt, "spool"), widgetSpoolable());
+    const spool = await spoolOnTmpfs();
     const spares = join(mnt, "spares");
     await mkdir(spares);
     // An enqueue takes three inodes, in this order: registry file, data file, metadata
