@@ -36,7 +36,9 @@
  *   only those: an entry exists whole or not at all, and an enqueue given the name of an
  *   entry that exists (or is being enqueued) fails without touching it. A name reserved by
  *   the caller is given back only if the call got as far as making its data file. Directory fsyncs are group-committed across
- *   concurrent operations.
+ *   concurrent operations, each directory kept open between its fsyncs (a kept descriptor is
+ *   used only while a stat shows its path still names that directory; `Spool.close` lets go
+ *   of them all, and of the spool's threads, as before unmounting its filesystem).
  * - `enqueueBatch` (many small entries, data in memory) keeps every promise of `enqueue`
  *   for each entry, and makes them durable together (group commit). In rounds of up to 512
  *   entries, a thread of the spool's own (`BatchWriter`, synchronous system calls: a few
