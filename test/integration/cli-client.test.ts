@@ -310,9 +310,11 @@ describe("geospool client", () => {
         "--remove",
       ]),
     ).toMatchObject({ action: "removed" });
-    const bad = await cli(["dequeue", "inbox", "--inline-data", "-1", "--json"]);
-    expect(bad.code).toBe(2);
-    expect(jsonError(bad).message).toContain("--inline-data");
+    for (const value of ["-1", "0", "1k"]) {
+      const bad = await cli(["dequeue", "inbox", "--inline-data", value, "--json"]);
+      expect(bad.code, value).toBe(2);
+      expect(jsonError(bad).message).toContain("--inline-data");
+    }
     await drain("inbox");
   });
 

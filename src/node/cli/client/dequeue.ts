@@ -1,5 +1,5 @@
 import { parseCommand, parseCount } from "../args.js";
-import { CliError } from "../cli-error.js";
+import { CliError, usageError } from "../cli-error.js";
 import { formatDuration, parseDuration } from "../duration.js";
 import { ExitCode } from "../exit-codes.js";
 import { Output } from "../output.js";
@@ -14,7 +14,7 @@ export const clientDequeue: ClientSubcommand = {
       args,
       {
         path: PATH,
-        help: `Usage: ${PATH} QUEUE [--lease DUR] [--wait DUR] [--inline-data BYTES] [--json]
+        help: `Usage: ${PATH} QUEUE [--lease DUR] [--wait DUR] [--inline-data N] [--json]
 
 Check out the oldest available entry of QUEUE under a lease, and print its name (first
 line), metadata, lease token and the endpoint of the node that holds the lease. Finish it
@@ -23,17 +23,18 @@ returns to QUEUE, or to the dead-letter queue after too many deliveries.
 Exit 3 when nothing is available (after --wait).
 
 Options:
-  --lease DUR   lease length (default: the node's)
-  --wait DUR    wait up to DUR for an entry to arrive (default: do not wait)
-  --inline-data BYTES
-                also print the entry's data (base64: data_base64, or dataBase64 with
-                --json) when it is at most BYTES, taken with the checkout (no 'read'
-                call); larger data is left out (read it with 'read NAME'). The node
-                sends at most its own limit (256 KiB, less with a small message size)
-  --json        print the entry with leaseToken and endpoint: give that line to
-                complete/release/extend --lease-json, e.g.
-                  lease=$(geospool client dequeue inbox --json) &&
-                  geospool client complete --lease-json "$lease" --remove
+  --lease DUR          lease length (default: the node's)
+  --wait DUR           wait up to DUR for an entry to arrive (default: do not wait)
+  --inline-data N      also print the entry's data (base64: data_base64, or dataBase64
+                       with --json) when it is at most N bytes, taken with the checkout
+                       (no 'read' call); larger data is left out (read it with 'read
+                       NAME'). The node sends at most its own limit (256 KiB, less with a
+                       small message size). Give such a line to --lease-json on stdin (-):
+                       a command-line argument is limited to 128 KiB
+  --json               print the entry with leaseToken and endpoint: give that line to
+                       complete/release/extend --lease-json, e.g.
+                         lease=$(geospool client dequeue inbox --json) &&
+                         geospool client complete --lease-json "$lease" --remove
 
 ${GLOBAL_HINT}`,
         options: {
@@ -54,6 +55,7 @@ ${GLOBAL_HINT}`,
       values.wait === undefined ? 0 : parseDuration("--wait", values.wait, { allowZero: true });
     const inline = values["inline-data"];
     const inlineDataMax = inline === undefined ? undefined : parseCount("--inline-data", inline);
+    if (inlineDataMax === 0) throw usageError("--inline-data: must be more than 0");
     const lease = await ctx.client().dequeue(queue, {
       ...(leaseMs !== undefined ? { leaseMs } : {}),
       ...(inlineDataMax !== undefined ? { inlineDataMax } : {}),
