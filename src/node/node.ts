@@ -112,7 +112,7 @@ export async function startNode(
       },
       { createIfMissing: true },
     );
-    // Last of the stop steps: every user of the spool has stopped by then.
+    // Stop steps run in reverse: this one after every user of the spool has stopped.
     cleanups.push(() => spool.close());
     // A filesystem that makes every file the spool creates slow: say so once, at start.
     const fsWarning = filesystemWarning(

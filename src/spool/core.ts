@@ -635,17 +635,18 @@ export class SpoolCore<M, Q extends string> {
     return dirs;
   }
 
-  /** Refuse a non-empty non-spool; check (or create) every directory. */
   /**
-   * Let go of what the spool holds between calls: the directories kept open for their
-   * fsyncs, and its threads (each stopped once its requests are answered). Usable again
+   * Let go of what the spool holds between calls: its threads (each stopped once its
+   * requests are answered), then the directories kept open for their fsyncs. For a spool
+   * no call is using: a call still under way may open what it needs again. Usable again
    * afterwards: later calls open what they need anew.
    */
   async close(): Promise<void> {
-    this.syncer.close();
     await Promise.all([this.batchWriter.close(), this.checkouts.close(), closeReplicaReader(this)]);
+    this.syncer.close();
   }
 
+  /** Refuse a non-empty non-spool; check (or create) every directory. */
   async open(createIfMissing: boolean): Promise<void> {
     const root = this.layout.root;
     const rootStat = await statIfExists(root);

@@ -134,6 +134,27 @@ describe.skipIf(process.platform !== "linux")("directories kept open for fsync",
     expect(await openUnder(dir.path)).toEqual([]);
   });
 
+  it("a sync that opened its descriptor before a close does not keep it", async () => {
+    const handles = new DirectoryHandles();
+    const a = join(dir.path, "a");
+    await mkdir(a);
+    let release: () => void = () => undefined;
+    let asked: () => void = () => undefined;
+    const fsyncAsked = new Promise<void>((resolve) => {
+      asked = resolve;
+    });
+    onFsync((fd, done) => {
+      release = () => realFsync(fd, done);
+      asked();
+    });
+    const syncing = handles.fsync(a);
+    await fsyncAsked;
+    handles.close();
+    release();
+    await syncing;
+    expect(await openUnder(dir.path)).toEqual([]);
+  });
+
   it("Spool.close lets go of every directory the spool and its threads kept open", async () => {
     const spool = await Spool.create(join(dir.path, "spool"), widgetSpoolable());
     const [batched] = await spool.enqueueBatch([

@@ -170,6 +170,7 @@ export class DirectoryHandles {
   }
 
   async fsync(dir: string): Promise<void> {
+    const generation = this.generation;
     const kept = this.open.get(dir);
     if (kept !== undefined) {
       // Most recently used last: the first one is the one to let go.
@@ -190,7 +191,6 @@ export class DirectoryHandles {
       if (err !== undefined) throw err;
       if (same) return;
     }
-    const generation = this.generation;
     const fd = await new Promise<number>((resolve, reject) =>
       fs.open(dir, C.O_RDONLY | C.O_DIRECTORY, (e, fd) => (e ? reject(e) : resolve(fd))),
     );

@@ -126,6 +126,8 @@ export class SpoolThread<Request extends object, Reply> {
   private readonly starting = new Set<Worker>();
   /** Per thread being closed, told when its last request is answered (or it is gone). */
   private readonly drained = new Map<Worker, () => void>();
+  /** The last `close`'s stop, for a second `close` to wait on. */
+  private closing: Promise<void> | undefined;
 
   constructor(
     private readonly source: string,
@@ -156,22 +158,45 @@ export class SpoolThread<Request extends object, Reply> {
     const n = this.outstanding.get(worker) ?? 0;
     this.outstanding.set(worker, n + 1);
     if (n === 0) worker.ref();
-    worker.postMessage({ id, ...request });
+    try {
+      worker.postMessage({ id, ...request });
+    } catch (err) {
+      // Not sent (a request that cannot be cloned): as if answered, then the error.
+      this.pending.delete(id);
+      this.answered(worker);
+      return Promise.reject(err);
+    }
     return done;
   }
 
   /**
    * Stop the thread once the requests sent to it are answered; what it held open (its
-   * kept directory descriptors) is closed as it exits. A later call starts a new one.
+   * kept directory descriptors) is closed as it exits. A later call starts a new one. A
+   * second `close` meanwhile waits for the same stop.
    */
-  async close(): Promise<void> {
+  close(): Promise<void> {
     const worker = this.worker;
-    if (worker === undefined) return;
+    if (worker === undefined) return this.closing ?? Promise.resolve();
     this.worker = undefined;
-    if ((this.outstanding.get(worker) ?? 0) > 0) {
-      await new Promise<void>((resolve) => this.drained.set(worker, resolve));
+    const closing = (async () => {
+      if ((this.outstanding.get(worker) ?? 0) > 0) {
+        await new Promise<void>((resolve) => this.drained.set(worker, resolve));
+      }
+      await worker.terminate();
+    })();
+    this.closing = closing;
+    return closing;
+  }
+
+  /** One request of `worker` answered (or never sent). */
+  private answered(worker: Worker): void {
+    const left = (this.outstanding.get(worker) ?? 1) - 1;
+    this.outstanding.set(worker, left);
+    if (left === 0) {
+      worker.unref();
+      this.drained.get(worker)?.();
+      this.drained.delete(worker);
     }
-    await worker.terminate();
   }
 
   private thread(): Worker {
@@ -185,12 +210,7 @@ export class SpoolThread<Request extends object, Reply> {
       const p = this.pending.get(id);
       if (p === undefined) return;
       this.pending.delete(id);
-      const left = (this.outstanding.get(worker) ?? 1) - 1;
-      this.outstanding.set(worker, left);
-      if (left === 0) {
-        worker.unref();
-        this.drained.get(worker)?.();
-      }
+      this.answered(worker);
       p.resolve(reply as Reply);
     });
     // Only this thread's requests fail: those sent meanwhile to a new thread are that one's.

@@ -138,9 +138,10 @@ export class Spool<M, Q extends string = string> {
   /**
    * Let go of what the spool holds open between calls: the directories it keeps open for
    * their fsyncs (an open descriptor keeps a filesystem from being unmounted) and its
-   * threads, each stopped once its requests are answered. Nothing on disk changes, and the
-   * spool may still be used: it then opens what it needs again, for another `close` to let
-   * go of. A process that exits needs none of this.
+   * threads, each stopped once its requests are answered. Call it when no call of this
+   * spool is under way (one still running may open what it needs again). Nothing on disk
+   * changes, and the spool may still be used: it then opens what it needs again, for
+   * another `close` to let go of. A process that exits needs none of this.
    */
   close(): Promise<void> {
     return this.#core.close();
