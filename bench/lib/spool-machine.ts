@@ -1,8 +1,6 @@
-import { execFile } from "node:child_process";
 import { closeSync, constants, mkdirSync, openSync, rmSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { describeFilesystem, type FilesystemInfo } from "../../src/common/filesystem.js";
 
 export interface Machine {
@@ -11,7 +9,10 @@ export interface Machine {
   memGB: number;
   node: string;
   platform: string;
-  /** `stat -f -c %T` of the directory the spools live in. */
+  /**
+   * The filesystem type of the directory the spools live in, from its mount ("ext4", with
+   * "without a journal" where it has none); `stat -f` called this machine's ext4 "ext2/ext3".
+   */
   fsType: string | undefined;
   /** The mount holding that directory, and for ext4 whether it has a journal. */
   filesystem: FilesystemInfo | undefined;
@@ -54,13 +55,11 @@ export function fileCreateLine(dir: string, us: number | undefined): string {
 
 export async function describeMachine(dir: string, loadAvg1m: number): Promise<Machine> {
   const list = cpus();
-  let fsType: string | undefined;
-  try {
-    const { stdout } = await promisify(execFile)("stat", ["-f", "-c", "%T", dir]);
-    fsType = stdout.trim();
-  } catch {
-    fsType = undefined;
-  }
+  const filesystem = await describeFilesystem(dir);
+  const fsType =
+    filesystem === undefined
+      ? undefined
+      : `${filesystem.type}${filesystem.journal === false ? " without a journal" : ""}`;
   return {
     cpus: list.length,
     cpuModel: list[0]?.model ?? "unknown",
@@ -68,7 +67,7 @@ export async function describeMachine(dir: string, loadAvg1m: number): Promise<M
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     fsType,
-    filesystem: await describeFilesystem(dir),
+    filesystem,
     loadAvg1m,
     fileCreateUs: measureFileCreate(dir),
   };
