@@ -1,27 +1,13 @@
-import { mkdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
-import {
-  BatchWriter,
-  WRITE_GROUP_ITEMS,
-  WRITES_IN_FLIGHT,
-  type WriterItem,
-} from "./batch-writer.js";
+import { writerLayout } from "../../test/helpers/writer-items.js";
+import { BatchWriter, WRITE_GROUP_ITEMS, WRITES_IN_FLIGHT } from "./batch-writer.js";
 
 const dir = useTempDir();
 
-async function layout(): Promise<(name: string) => WriterItem> {
-  for (const d of ["registry", "data", "tmp"]) await mkdir(join(dir.path, d), { recursive: true });
-  return (name) => ({
-    registry: join(dir.path, "registry", name),
-    reserve: true,
-    data: join(dir.path, "data", name),
-    tmp: join(dir.path, "tmp", name),
-    dataBytes: Buffer.from(`data of ${name}`),
-    metadataBytes: Buffer.from(`metadata of ${name}`),
-  });
-}
+const layout = () => writerLayout(dir.path);
 
 describe("BatchWriter", () => {
   it("groups the writes asked for while others are under way, and answers each its own", async () => {

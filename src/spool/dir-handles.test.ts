@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
 import { widgetSpoolable } from "../../test/helpers/widget.js";
-import { BatchWriter, type WriterItem } from "./batch-writer.js";
+import { writerLayout } from "../../test/helpers/writer-items.js";
+import { BatchWriter } from "./batch-writer.js";
 import { DirectoryHandles } from "./fs-ops.js";
 import { Spool } from "./index.js";
 
@@ -72,15 +73,7 @@ describe.skipIf(process.platform !== "linux")("directories kept open for fsync",
   });
 
   it("a spool thread's syncs follow a directory replaced at its path", async () => {
-    for (const d of ["registry", "data", "tmp"]) await mkdir(join(dir.path, d));
-    const item = (name: string): WriterItem => ({
-      registry: join(dir.path, "registry", name),
-      reserve: true,
-      data: join(dir.path, "data", name),
-      tmp: join(dir.path, "tmp", name),
-      dataBytes: Buffer.from(`data of ${name}`),
-      metadataBytes: Buffer.from(`metadata of ${name}`),
-    });
+    const item = await writerLayout(dir.path);
     const dirs = [join(dir.path, "registry"), join(dir.path, "data")];
     const w = new BatchWriter();
     expect(await w.write([item("e1")], dirs)).toEqual([{ ok: true }]);
