@@ -57,7 +57,7 @@ export type CheckoutReply =
  * deadline, stat and read it; stat the checkout path (another inode: taken back meanwhile,
  * not ours); write the lease record (token and inode) to the registry file and set its
  * mtime to the checkout time; then, when asked, read the data file if it is small enough
-(a data file that cannot be read gives no data: the checkout is made by then).
+ * (a data file that cannot be read gives no data: the checkout is made by then).
  * A removal: `SpoolCore.take` (rename the checkout file aside; another inode is put back and
  * not ours), then unlink the taken file (it is what makes the entry exist), the data, and
  * the registry file last; a file already gone is no error. The caller then fsyncs their

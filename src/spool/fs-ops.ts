@@ -121,19 +121,12 @@ export function fsyncDirectory(dir: string): Promise<void> {
 
 const fsyncFd = (fd: number) =>
   new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
-const statOf = (path: string) =>
-  new Promise<Stats | undefined>((resolve) =>
-    fs.stat(path, (e, st) => resolve(e ? undefined : st)),
-  );
-
 interface DirHandle {
   fd: number;
   dev: number;
   ino: number;
-  /** fsyncs under way on it: it is closed only when none is. */
+  /** fsyncs under way on it: once it is no longer kept, it is closed when none is. */
   busy: number;
-  /** No longer kept (replaced, failed, evicted or closed): closed once not busy. */
-  dropped: boolean;
   closed: boolean;
 }
 
@@ -182,19 +175,19 @@ export class DirectoryHandles {
           () => undefined,
           (e: unknown) => e,
         ),
-        statOf(dir),
+        statIfExists(dir).catch(() => undefined),
       ]);
       kept.busy--;
       const same = err === undefined && st?.ino === kept.ino && st.dev === kept.dev;
       if (!same) this.drop(dir, kept);
-      else if (kept.dropped && kept.busy === 0) closeHandle(kept); // let go meanwhile
+      else if (this.open.get(dir) !== kept && kept.busy === 0) closeHandle(kept); // let go meanwhile
       if (err !== undefined) throw err;
       if (same) return;
     }
     const fd = await new Promise<number>((resolve, reject) =>
       fs.open(dir, C.O_RDONLY | C.O_DIRECTORY, (e, fd) => (e ? reject(e) : resolve(fd))),
     );
-    const h: DirHandle = { fd, dev: 0, ino: 0, busy: 1, dropped: false, closed: false };
+    const h: DirHandle = { fd, dev: 0, ino: 0, busy: 1, closed: false };
     try {
       const st = await new Promise<Stats>((resolve, reject) =>
         fs.fstat(fd, (e, st) => (e ? reject(e) : resolve(st))),
@@ -225,7 +218,6 @@ export class DirectoryHandles {
 
   private drop(dir: string, h: DirHandle): void {
     if (this.open.get(dir) === h) this.open.delete(dir);
-    h.dropped = true;
     if (h.busy === 0) closeHandle(h);
   }
 }

@@ -54,7 +54,6 @@ const dirFds = new Map();
 const closeDir = (h) => { if (!h.closed) { h.closed = true; fs.close(h.fd, () => {}); } };
 const dropDir = (dir, h) => {
   if (dirFds.get(dir) === h) dirFds.delete(dir);
-  h.dropped = true;
   if (h.busy === 0) closeDir(h);
 };
 const fsyncDirOnce = async (dir) => {
@@ -71,12 +70,12 @@ const fsyncDirOnce = async (dir) => {
       try { const st = fs.statSync(dir); same = st.ino === kept.ino && st.dev === kept.dev; } catch {}
     }
     if (!same) dropDir(dir, kept);
-    else if (kept.dropped && kept.busy === 0) closeDir(kept);
+    else if (dirFds.get(dir) !== kept && kept.busy === 0) closeDir(kept);
     if (err !== undefined) throw err;
     if (same) return;
   }
   const fd = await call(fs.open, dir, C.O_RDONLY | C.O_DIRECTORY);
-  const h = { fd, dev: 0, ino: 0, busy: 1, dropped: false, closed: false };
+  const h = { fd, dev: 0, ino: 0, busy: 1, closed: false };
   try {
     const st = fs.fstatSync(fd);
     h.dev = st.dev;
