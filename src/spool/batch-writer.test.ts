@@ -1,9 +1,15 @@
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { describe, expect, it, vi } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
 import { writerLayout } from "../../test/helpers/writer-items.js";
-import { BatchWriter, WRITE_GROUP_ITEMS, WRITES_IN_FLIGHT } from "./batch-writer.js";
+import {
+  BatchWriter,
+  POOL_MAX,
+  POOL_STALE_MS,
+  WRITE_GROUP_ITEMS,
+  WRITES_IN_FLIGHT,
+} from "./batch-writer.js";
 
 const dir = useTempDir();
 
@@ -72,5 +78,131 @@ describe("BatchWriter", () => {
     ]);
     expect(results.flat().every((r) => r.ok)).toBe(true);
     expect(w.requests).toBe(WRITES_IN_FLIGHT + 3);
+  });
+
+  describe("the file pool", () => {
+    /** The writer's pool files (its one directory under `pool`): path → inode. */
+    const poolFiles = async (pool: string): Promise<Map<string, number>> => {
+      const out = new Map<string, number>();
+      for (const d of await readdir(pool).catch(() => [])) {
+        for (const f of await readdir(join(pool, d)).catch(() => [])) {
+          out.set(join(pool, d, f), (await stat(join(pool, d, f))).ino);
+        }
+      }
+      return out;
+    };
+    const filled = async (pool: string, n: number) => {
+      await vi.waitFor(async () => expect((await poolFiles(pool)).size).toBeGreaterThanOrEqual(n), {
+        timeout: 10_000,
+        interval: 5,
+      });
+      return poolFiles(pool);
+    };
+    const ino = async (p: string) => (await stat(p)).ino;
+
+    it("makes the files an entry needs ahead, and links them in under its names", async () => {
+      const item = await layout();
+      const pool = join(dir.path, ".pool");
+      const w = new BatchWriter(pool);
+      const dirs = [join(dir.path, "registry"), join(dir.path, "data")];
+      try {
+        // The first entry's three files were made as needed; the pool makes three more.
+        expect(await w.write([item("a")], dirs)).toEqual([{ ok: true }]);
+        const ahead = await filled(pool, 3);
+        expect(new Set([...ahead.keys()].map((p) => dirname(p))).size).toBe(1);
+        expect(await w.write([item("b")], dirs)).toEqual([{ ok: true }]);
+        const used = [
+          await ino(join(dir.path, "registry", "b")),
+          await ino(join(dir.path, "data", "b")),
+          await ino(join(dir.path, "tmp", "b")),
+        ];
+        expect(new Set(used)).toEqual(new Set(ahead.values()));
+        // Each has one name again, and the entry's contents.
+        for (const f of ["registry", "data", "tmp"]) {
+          expect((await stat(join(dir.path, f, "b"))).nlink).toBe(1);
+        }
+        expect(await readFile(join(dir.path, "data", "b"), "utf8")).toBe("data of b");
+        expect(await readFile(join(dir.path, "tmp", "b"), "utf8")).toBe("metadata of b");
+        expect(await readFile(join(dir.path, "registry", "b"), "utf8")).toBe("");
+        // Reserving names takes from the pool too.
+        const next = await filled(pool, 3);
+        expect(await w.reserve([join(dir.path, "registry", "c")])).toEqual(["created"]);
+        expect([...next.values()]).toContain(await ino(join(dir.path, "registry", "c")));
+      } finally {
+        await w.close();
+      }
+      // Closed: its pool's files are gone.
+      expect((await poolFiles(pool)).size).toBe(0);
+    });
+
+    it("leaves a pool file where it was when the name is taken, and never makes more than POOL_MAX", async () => {
+      const item = await layout();
+      const pool = join(dir.path, ".pool");
+      const w = new BatchWriter(pool);
+      const dirs = [join(dir.path, "data")];
+      try {
+        const many = Array.from({ length: POOL_MAX }, (_, i) => item(`m${i}`));
+        expect((await w.write(many, dirs)).every((r) => r.ok)).toBe(true);
+        const ahead = await filled(pool, POOL_MAX);
+        // Taken names (registry, then data): nothing of the pool is used up.
+        await writeFile(join(dir.path, "registry", "t1"), "");
+        await writeFile(join(dir.path, "data", "t2"), "someone's");
+        const [t1, t2] = await w.write([item("t1"), item("t2")], dirs);
+        expect(t1).toEqual({ ok: false, taken: true });
+        expect(t2).toMatchObject({ ok: false, step: "write data", errno: "EEXIST" });
+        expect(await readFile(join(dir.path, "data", "t2"), "utf8")).toBe("someone's");
+        // t2's registry file came from the pool and went with the failed entry.
+        await expect(stat(join(dir.path, "registry", "t2"))).rejects.toMatchObject({
+          code: "ENOENT",
+        });
+        const after = await filled(pool, POOL_MAX);
+        expect(after.size).toBe(POOL_MAX);
+        const kept = [...ahead.keys()].filter((p) => after.has(p));
+        expect(kept.length).toBe(POOL_MAX - 1);
+      } finally {
+        await w.close();
+      }
+    });
+
+    it("makes files as needed when its pool directory was removed, then a new pool", async () => {
+      const item = await layout();
+      const pool = join(dir.path, ".pool");
+      const w = new BatchWriter(pool);
+      const dirs = [join(dir.path, "data")];
+      try {
+        await w.write([item("a")], dirs);
+        await filled(pool, 3);
+        await rm(pool, { recursive: true });
+        expect(await w.write([item("b"), item("c")], dirs)).toEqual([{ ok: true }, { ok: true }]);
+        expect(await readFile(join(dir.path, "data", "c"), "utf8")).toBe("data of c");
+        const again = await filled(pool, 3);
+        expect(await w.write([item("d")], dirs)).toEqual([{ ok: true }]);
+        expect([...again.values()]).toContain(await ino(join(dir.path, "data", "d")));
+      } finally {
+        await w.close();
+      }
+    });
+
+    it("removes the pool directories other threads left behind, once stale", async () => {
+      const item = await layout();
+      const pool = join(dir.path, ".pool");
+      for (const d of ["stale", "recent"]) {
+        await mkdir(join(pool, d), { recursive: true });
+        await writeFile(join(pool, d, "0"), "");
+      }
+      const old = (Date.now() - POOL_STALE_MS - 60_000) / 1000;
+      await utimes(join(pool, "stale"), old, old);
+      const w = new BatchWriter(pool);
+      try {
+        await w.write([item("a")], [join(dir.path, "data")]);
+        await vi.waitFor(async () => expect((await readdir(pool)).sort()).not.toContain("stale"), {
+          timeout: 10_000,
+          interval: 5,
+        });
+        expect(await readdir(join(pool, "recent"))).toEqual(["0"]);
+      } finally {
+        await w.close();
+      }
+    });
   });
 });

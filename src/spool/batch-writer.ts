@@ -31,9 +31,28 @@ export type WriterResult =
  */
 export type ReserveResult = "created" | "exists" | { errno: string; message: string };
 
-type Request = { dirs: string[]; items: WriterItem[]; reserve?: undefined } | { reserve: string[] };
+type Request = (
+  | { dirs: string[]; items: WriterItem[]; reserve?: undefined; dropPool?: undefined }
+  | { reserve: string[]; dropPool?: undefined }
+  | { dropPool: true }
+) & {
+  /** The spool's file pool directory (`.pool`); none: every file is made when it is needed. */
+  pool?: string;
+};
 
-type Reply = { results: WriterResult[] } | { reserved: ReserveResult[] };
+type Reply = { results: WriterResult[] } | { reserved: ReserveResult[] } | { dropped: true };
+
+/**
+ * Most files the batch writer keeps made ahead in its pool (see index.ts, "The file pool").
+ * @internal
+ */
+export const POOL_MAX = 48;
+/**
+ * A pool directory not changed for this long is another thread's left behind (its
+ * process gone): a thread starting its pool removes it.
+ * @internal
+ */
+export const POOL_STALE_MS = 10 * 60_000;
 
 /*
  * The thread's code, plain JavaScript run with `eval` (so it works the same from the
@@ -49,12 +68,107 @@ type Reply = { results: WriterResult[] } | { reserved: ReserveResult[] };
 const THREAD_SOURCE = `
 const writeAll = (fd, b) => { let o = 0; while (o < b.length) o += fs.writeSync(fd, b, o, b.length - o); };
 const quiet = (f) => { try { f(); } catch {} };
+// The file pool (see index.ts, "The file pool"): empty files this thread made ahead, in a
+// directory of its own under .pool, each linked under the name a write needs (a link fails
+// with EEXIST as O_CREAT|O_EXCL does) and then unlinked from the pool. Every file the thread
+// needed (from the pool or not) is made again once no request is under way, up to POOL_MAX.
+const POOL_MAX = ${POOL_MAX};
+const POOL_STALE_MS = ${POOL_STALE_MS};
+let pool;
+let busy = 0;
+let refilling = false;
+const usePool = (base) => {
+  if (base === undefined || (pool !== undefined && pool.base === base)) return;
+  pool = { base, dir: base + "/" + require("node:crypto").randomBytes(8).toString("hex"), files: [], seq: 0, wanted: 0, made: false, off: false };
+};
+const wantOne = () => { if (pool !== undefined && !pool.off && pool.files.length + pool.wanted < POOL_MAX) pool.wanted++; };
+// Link a pool file at target: "linked", or "none" (no pool file: make it), or throws the
+// link's EEXIST (the pool file stays for the next one).
+const fromPool = (target) => {
+  wantOne();
+  while (pool !== undefined && !pool.off && pool.files.length > 0) {
+    const f = pool.files.pop();
+    try { fs.linkSync(f, target); }
+    catch (e) {
+      if (e.code === "EEXIST") { pool.files.push(f); throw e; }
+      if (e.code === "ENOENT" && !fs.existsSync(f)) continue; // the pool directory was swept
+      pool.files.push(f);
+      if (e.code !== "ENOENT") pool.off = true; // no hard links here (EXDEV, EPERM...): make files
+      return "none";
+    }
+    quiet(() => fs.unlinkSync(f));
+    return "linked";
+  }
+  return "none";
+};
+// A linked file opened for writing; it is ours, so it goes if it cannot be opened.
+const openLinked = (p) => { try { return fs.openSync(p, C.O_WRONLY); } catch (e) { quiet(() => fs.unlinkSync(p)); throw e; } };
+// A new empty file at p (fails with EEXIST if p exists, as O_CREAT|O_EXCL), open or not.
+const makeExcl = (p) => fromPool(p) === "linked" ? openLinked(p) : fs.openSync(p, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644);
+const makeEmpty = (p) => { if (fromPool(p) !== "linked") fs.closeSync(fs.openSync(p, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644)); };
+// An empty file at p, open: whatever was at p is replaced, as O_CREAT|O_TRUNC.
+const makeTrunc = (p) => {
+  let linked = "none";
+  try { linked = fromPool(p); } catch (e) { if (e.code !== "EEXIST") throw e; }
+  return linked === "linked" ? openLinked(p) : fs.openSync(p, C.O_CREAT | C.O_TRUNC | C.O_WRONLY, 0o644);
+};
+// Pool directories other threads left (their process gone, or idle that long): removed. A
+// live thread whose directory went makes its files the usual way, and a new directory.
+const sweep = () => {
+  const now = Date.now();
+  for (const d of fs.readdirSync(pool.base)) {
+    const p = pool.base + "/" + d;
+    if (p === pool.dir) continue;
+    quiet(() => { if (now - fs.statSync(p).mtimeMs > POOL_STALE_MS) fs.rmSync(p, { recursive: true, force: true }); });
+  }
+};
+// Made only inside the spool as it is: never its root again (mkdir is not recursive). On
+// any failure the pool stops until the next request needs a file.
+const refill = () => {
+  refilling = false;
+  if (pool === undefined || pool.off || busy > 0) return;
+  try {
+    if (!pool.made) {
+      try { fs.mkdirSync(pool.base, 0o755); } catch (e) { if (e.code !== "EEXIST") throw e; }
+      fs.mkdirSync(pool.dir, 0o755);
+      pool.made = true;
+      sweep();
+    }
+    for (let k = 0; k < 2 && pool.wanted > 0; k++) {
+      const f = pool.dir + "/" + pool.seq++;
+      fs.closeSync(fs.openSync(f, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644));
+      pool.files.push(f);
+      pool.wanted--;
+    }
+  } catch (e) {
+    // Its directory gone (swept): so are the files it listed; made again once. It cannot be
+    // made (the spool removed?), or another failure: nothing more until a request needs one.
+    const swept = e.code === "ENOENT" && pool.made;
+    pool.made = false;
+    if (e.code === "ENOENT") pool.files = [];
+    if (!swept) { pool.wanted = 0; return; }
+  }
+  scheduleRefill();
+};
+const scheduleRefill = () => {
+  if (refilling || busy > 0 || pool === undefined || pool.off || pool.wanted === 0) return;
+  refilling = true;
+  setImmediate(refill);
+};
+const dropPool = () => {
+  if (pool !== undefined && pool.made) quiet(() => fs.rmSync(pool.dir, { recursive: true, force: true }));
+  pool = undefined;
+};
 const reserve = (paths) => paths.map((p) => {
-  try { fs.closeSync(fs.openSync(p, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644)); return "created"; }
+  try { makeEmpty(p); return "created"; }
   catch (e) { return e.code === "EEXIST" ? "exists" : { errno: String(e.code || "unknown"), message: String(e.message || e) }; }
 });
+const reply = (msg) => { busy--; parentPort.postMessage(msg); scheduleRefill(); };
 parentPort.on("message", async (req) => {
-  if (req.reserve) { parentPort.postMessage({ id: req.id, reserved: reserve(req.reserve) }); return; }
+  busy++;
+  if (req.dropPool) { dropPool(); reply({ id: req.id, dropped: true }); return; }
+  usePool(req.pool);
+  if (req.reserve) { reply({ id: req.id, reserved: reserve(req.reserve) }); return; }
   const n = req.items.length;
   const out = new Array(n);
   const st = req.items.map(() => ({ fds: [], madeData: false, madeRegistry: false, step: "reserve name" }));
@@ -66,19 +180,17 @@ parentPort.on("message", async (req) => {
     const s = st[i];
     try {
       if (it.reserve) {
-        let fd;
-        try { fd = fs.openSync(it.registry, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644); }
+        try { makeEmpty(it.registry); }
         catch (e) { if (e.code === "EEXIST") { out[i] = { ok: false, taken: true }; return; } throw e; }
         s.madeRegistry = true;
-        fs.closeSync(fd);
       }
       s.step = "write data";
-      const dfd = fs.openSync(it.data, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644);
+      const dfd = makeExcl(it.data);
       s.madeData = true;
       s.fds.push(dfd);
       writeAll(dfd, it.dataBytes);
       s.step = "write metadata";
-      const mfd = fs.openSync(it.tmp, C.O_CREAT | C.O_TRUNC | C.O_WRONLY, 0o644);
+      const mfd = makeTrunc(it.tmp);
       s.fds.push(mfd);
       writeAll(mfd, it.metadataBytes);
     } catch (e) { fail(i, e); }
@@ -114,7 +226,7 @@ parentPort.on("message", async (req) => {
     if (s.madeData) { quiet(() => fs.unlinkSync(it.tmp)); quiet(() => fs.unlinkSync(it.data)); }
     if (s.madeData || s.madeRegistry) quiet(() => fs.unlinkSync(it.registry));
   });
-  parentPort.postMessage({ id: req.id, results: out });
+  reply({ id: req.id, results: out });
 });
 `;
 
@@ -137,6 +249,9 @@ export const WRITES_IN_FLIGHT = 4;
  * @internal
  */
 export class BatchWriter {
+  /** `pool`: the spool's pool directory (`.pool`); without one, files are made as needed. */
+  constructor(private readonly pool?: string) {}
+
   private readonly thread = new SpoolThread<Request, Reply>(
     THREAD_SOURCE,
     "the spool's batch writer thread",
@@ -147,8 +262,14 @@ export class BatchWriter {
     (call) => call.items.length,
     { maxItems: WRITE_GROUP_ITEMS, inFlight: WRITES_IN_FLIGHT },
   );
-  /** Stop the thread once its writes are answered (a later write starts a new one). */
-  close(): Promise<void> {
+  /**
+   * Stop the thread once its writes are answered (a later write starts a new one), its
+   * pool's files removed first.
+   */
+  async close(): Promise<void> {
+    if (this.thread.running && this.pool !== undefined) {
+      await this.send({ dropPool: true }).catch(() => undefined);
+    }
     return this.thread.close();
   }
 
@@ -189,6 +310,6 @@ export class BatchWriter {
   }
 
   private send(request: Request): Promise<Reply> {
-    return this.thread.call(request);
+    return this.thread.call(this.pool === undefined ? request : { ...request, pool: this.pool });
   }
 }

@@ -73,7 +73,7 @@ export class SpoolCore<M, Q extends string> {
   readonly leases: LeasePolicy<Q>;
   readonly syncer = new DirectorySyncer();
   /** Writes batches of small entries (`enqueueBatch`) on a thread of its own. */
-  readonly batchWriter = new BatchWriter();
+  readonly batchWriter: BatchWriter;
   /** Checkouts, each one message to a thread of the spool's own (checkout-thread.ts). */
   readonly checkouts = checkoutThread();
   private readonly dirnames = new Map<string, string>();
@@ -83,6 +83,7 @@ export class SpoolCore<M, Q extends string> {
 
   constructor(root: string, spoolable: Spoolable<M, Q>) {
     this.layout = new Layout(root);
+    this.batchWriter = new BatchWriter(this.layout.pool);
     this.codec = spoolable.metadata;
     this.queues = [...spoolable.queues];
     if (this.queues.length === 0) {

@@ -18,6 +18,8 @@
  *     <spool>/<queue>/<name>            metadata of an entry waiting in <queue>
  *     <spool>/<queue>/.checkout/<name>  metadata of an entry checked out of <queue>;
  *                                       its mtime is the lease deadline
+ *     <spool>/.pool/<thread>/<n>        empty files a batch writer thread made ahead
+ *                                       (see "The file pool")
  *
  * A metadata file is one JSON header line (`{"v":1,"attempts":N}`) then the user's
  * encoded metadata. Names are `[A-Za-z0-9_][A-Za-z0-9._:@+=-]*`, at most 200 characters,
@@ -67,6 +69,21 @@
  *   rename the entry is files in no queue, as between any round and its renames. Items
  *   may name themselves with `newNames` and `reserve: true` (the registry file made by the
  *   writer thread, O_EXCL, with the other files); such a name found taken fails its entry.
+ * - The file pool. Making a file can cost far more than writing it: on ext4 without a
+ *   journal, the inode allocator passes over every inode freed in the last minutes (up to
+ *   a whole group, about 0.6 ms of the kernel's time per file here; docs/benchmarks.md).
+ *   So the batch writer thread makes empty files ahead, once no request of its own is under
+ *   way, in a directory of its own (`.pool/<random>`, at most 48 files: one for each file
+ *   it needed since, from the pool or not), and a write takes one by `link(2)` under the
+ *   name it needs (the registry file, the data file, the metadata in .tmp), then unlinks it
+ *   from the pool. A link fails with EEXIST when the name exists, as O_CREAT|O_EXCL does,
+ *   so every promise above holds as stated; the pool file then stays for the next one. A
+ *   pool file is a new, empty inode no entry ever had: no reader of an entry can see it
+ *   change. The pool is not fsynced: a crash may bring back a pool name whose file was
+ *   linked elsewhere, so only the thread that made a pool directory takes files from it;
+ *   a thread starting its pool removes the other pool directories unchanged for 10
+ *   minutes (a directory's removal takes only its names), and `Spool.close` removes its
+ *   own. A file system without hard links (EXDEV, EPERM) turns the pool off.
  * - An entry is never visible in a queue without its data: data is durable before the
  *   rename that makes the entry visible, and `remove` unlinks the metadata file first,
  *   then the data, then the registry file.

@@ -11,6 +11,8 @@ export const TMP = ".tmp";
 export const DATA = ".data";
 /** @internal */
 export const CHECKOUT = ".checkout";
+/** @internal */
+export const POOL = ".pool";
 
 /**
  * Separator between an entry name and a tag in the spool's own tmp files (`name~tag`).
@@ -29,6 +31,8 @@ export class Layout {
   readonly registry: string;
   readonly tmp: string;
   readonly data: string;
+  /** The batch writer's files made ahead (batch-writer.ts). */
+  readonly pool: string;
   /** `root`, normalized, without a trailing separator ("" for the filesystem root). */
   private readonly base: string;
 
@@ -38,6 +42,7 @@ export class Layout {
     this.registry = `${this.base}${sep}${REGISTRY}`;
     this.tmp = `${this.base}${sep}${TMP}`;
     this.data = `${this.base}${sep}${DATA}`;
+    this.pool = `${this.base}${sep}${POOL}`;
   }
 
   queue(dirname: string): string {

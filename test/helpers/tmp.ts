@@ -19,7 +19,8 @@ export async function tempDir(prefix = "geospool-"): Promise<{
         console.error(`test failed; state kept in ${path}`);
         return;
       }
-      await rm(path, { recursive: true, force: true });
+      // Retried: a spool's batch writer thread may still be making its pool's last files.
+      await rm(path, { recursive: true, force: true, maxRetries: 10, retryDelay: 10 });
     },
   };
 }
