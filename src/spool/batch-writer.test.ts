@@ -135,6 +135,38 @@ describe("BatchWriter", () => {
       expect((await poolFiles(pool)).size).toBe(0);
     });
 
+    it("gives a file taken from the pool fresh times, however long it waited", async () => {
+      const item = await layout();
+      const pool = join(dir.path, ".pool");
+      const w = new BatchWriter(pool);
+      try {
+        await w.write([item("a")], [join(dir.path, "data")]);
+        const ahead = await filled(pool, 3);
+        const hourAgo = (Date.now() - 3_600_000) / 1000;
+        for (const f of ahead.keys()) await utimes(f, hourAgo, hourAgo);
+        const before = Date.now() - 1000;
+        expect(await w.write([item("b")], [join(dir.path, "data")])).toEqual([{ ok: true }]);
+        for (const f of ["registry", "data", "tmp"]) {
+          const st = await stat(join(dir.path, f, "b"));
+          expect(ahead.has(join(dir.path, f, "b"))).toBe(false);
+          expect([...ahead.values()]).toContain(st.ino);
+          expect(st.mtimeMs).toBeGreaterThan(before);
+        }
+      } finally {
+        await w.close();
+      }
+    });
+
+    it("leaves no pool behind when closed while its thread is still starting", async () => {
+      const item = await layout();
+      const pool = join(dir.path, ".pool");
+      const w = new BatchWriter(pool);
+      const written = w.write([item("a"), item("b")], [join(dir.path, "data")]);
+      await w.close();
+      expect(await written).toEqual([{ ok: true }, { ok: true }]);
+      expect(await readdir(pool).catch(() => [])).toEqual([]);
+    });
+
     it("leaves a pool file where it was when the name is taken, and never makes more than POOL_MAX", async () => {
       const item = await layout();
       const pool = join(dir.path, ".pool");

@@ -75,15 +75,22 @@ const quiet = (f) => { try { f(); } catch {} };
 const POOL_MAX = ${POOL_MAX};
 const POOL_STALE_MS = ${POOL_STALE_MS};
 let pool;
+// Dropped (the thread is being stopped): no pool again.
+let dropped = false;
 let busy = 0;
 let refilling = false;
+// Links taken from the pool since the pool directory's last fsync (see the write below).
+let linkedSinceSync = false;
 const usePool = (base) => {
-  if (base === undefined || (pool !== undefined && pool.base === base)) return;
-  pool = { base, dir: base + "/" + require("node:crypto").randomBytes(8).toString("hex"), files: [], seq: 0, wanted: 0, made: false, off: false };
+  if (dropped || base === undefined || (pool !== undefined && pool.base === base)) return;
+  pool = { base, dir: base + "/" + require("node:crypto").randomBytes(8).toString("hex"), files: [], seq: 0, wanted: 0, made: false, off: false, swept: 0 };
 };
 const wantOne = () => { if (pool !== undefined && !pool.off && pool.files.length + pool.wanted < POOL_MAX) pool.wanted++; };
-// Link a pool file at target: "linked", or "none" (no pool file: make it), or throws the
-// link's EEXIST (the pool file stays for the next one).
+// Errors of link(2) that say this file system has no hard links for us: the pool goes off.
+const NO_LINKS = new Set(["EXDEV", "EPERM", "ENOTSUP", "EOPNOTSUPP"]);
+// Link a pool file at target, with fresh times (repair judges a file's age by its mtime, and
+// a pool file may have waited long): "linked"; or "none" (no pool file: make it); or throws
+// the link's EEXIST (the pool file stays for the next one).
 const fromPool = (target) => {
   wantOne();
   while (pool !== undefined && !pool.off && pool.files.length > 0) {
@@ -93,10 +100,19 @@ const fromPool = (target) => {
       if (e.code === "EEXIST") { pool.files.push(f); throw e; }
       if (e.code === "ENOENT" && !fs.existsSync(f)) continue; // the pool directory was swept
       pool.files.push(f);
-      if (e.code !== "ENOENT") pool.off = true; // no hard links here (EXDEV, EPERM...): make files
+      if (NO_LINKS.has(e.code)) pool.off = true;
       return "none";
     }
-    quiet(() => fs.unlinkSync(f));
+    linkedSinceSync = true;
+    try {
+      try { fs.unlinkSync(f); } catch (e) { if (e.code !== "ENOENT") throw e; }
+      const now = Date.now() / 1000;
+      fs.utimesSync(target, now, now);
+    } catch (e) {
+      // Not one name and fresh times: not a file to use. Made the usual way.
+      quiet(() => fs.unlinkSync(target));
+      return "none";
+    }
     return "linked";
   }
   return "none";
@@ -112,28 +128,29 @@ const makeTrunc = (p) => {
   try { linked = fromPool(p); } catch (e) { if (e.code !== "EEXIST") throw e; }
   return linked === "linked" ? openLinked(p) : fs.openSync(p, C.O_CREAT | C.O_TRUNC | C.O_WRONLY, 0o644);
 };
-// Pool directories other threads left (their process gone, or idle that long): removed. A
-// live thread whose directory went makes its files the usual way, and a new directory.
+// Pool directories other threads left (their process gone, or idle that long): removed,
+// when this thread makes its pool and then every POOL_STALE_MS. A live thread whose
+// directory went makes its files the usual way, and a new directory.
 const sweep = () => {
   const now = Date.now();
+  pool.swept = now;
   for (const d of fs.readdirSync(pool.base)) {
     const p = pool.base + "/" + d;
     if (p === pool.dir) continue;
     quiet(() => { if (now - fs.statSync(p).mtimeMs > POOL_STALE_MS) fs.rmSync(p, { recursive: true, force: true }); });
   }
 };
-// Made only inside the spool as it is: never its root again (mkdir is not recursive). On
-// any failure the pool stops until the next request needs a file.
+// Made only inside the spool as it is: never its root again (mkdir is not recursive).
 const refill = () => {
   refilling = false;
   if (pool === undefined || pool.off || busy > 0) return;
   try {
     if (!pool.made) {
-      try { fs.mkdirSync(pool.base, 0o755); } catch (e) { if (e.code !== "EEXIST") throw e; }
-      fs.mkdirSync(pool.dir, 0o755);
+      try { fs.mkdirSync(pool.base); } catch (e) { if (e.code !== "EEXIST") throw e; }
+      try { fs.mkdirSync(pool.dir); } catch (e) { if (e.code !== "EEXIST") throw e; }
       pool.made = true;
       sweep();
-    }
+    } else if (Date.now() - pool.swept > POOL_STALE_MS) sweep();
     for (let k = 0; k < 2 && pool.wanted > 0; k++) {
       const f = pool.dir + "/" + pool.seq++;
       fs.closeSync(fs.openSync(f, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644));
@@ -142,10 +159,10 @@ const refill = () => {
     }
   } catch (e) {
     // Its directory gone (swept): so are the files it listed; made again once. It cannot be
-    // made (the spool removed?), or another failure: nothing more until a request needs one.
+    // made (the spool removed?), or another failure (a full disk): nothing more until a
+    // request needs a file.
     const swept = e.code === "ENOENT" && pool.made;
-    pool.made = false;
-    if (e.code === "ENOENT") pool.files = [];
+    if (e.code === "ENOENT") { pool.made = false; pool.files = []; }
     if (!swept) { pool.wanted = 0; return; }
   }
   scheduleRefill();
@@ -156,7 +173,8 @@ const scheduleRefill = () => {
   setImmediate(refill);
 };
 const dropPool = () => {
-  if (pool !== undefined && pool.made) quiet(() => fs.rmSync(pool.dir, { recursive: true, force: true }));
+  dropped = true;
+  if (pool !== undefined) quiet(() => fs.rmSync(pool.dir, { recursive: true, force: true }));
   pool = undefined;
 };
 const reserve = (paths) => paths.map((p) => {
@@ -203,6 +221,12 @@ parentPort.on("message", async (req) => {
   }
   let dirError;
   for (const d of req.dirs) syncs.push(syncDir(d).catch((e) => { dirError = dirError || e; }));
+  // The pool's unlinks made durable with the rest: after a crash no pool name comes back
+  // beside a file an entry took (a directory swept meanwhile has no names to bring back).
+  if (linkedSinceSync && pool !== undefined) {
+    linkedSinceSync = false;
+    syncs.push(syncDir(pool.dir).catch((e) => { if (e.code !== "ENOENT") dirError = dirError || e; }));
+  }
   await Promise.all(syncs);
   req.items.forEach((it, i) => {
     const s = st[i];
@@ -267,7 +291,7 @@ export class BatchWriter {
    * pool's files removed first.
    */
   async close(): Promise<void> {
-    if (this.thread.running && this.pool !== undefined) {
+    if (this.thread.alive && this.pool !== undefined) {
       await this.send({ dropPool: true }).catch(() => undefined);
     }
     return this.thread.close();

@@ -79,11 +79,14 @@
  *   from the pool. A link fails with EEXIST when the name exists, as O_CREAT|O_EXCL does,
  *   so every promise above holds as stated; the pool file then stays for the next one. A
  *   pool file is a new, empty inode no entry ever had: no reader of an entry can see it
- *   change. The pool is not fsynced: a crash may bring back a pool name whose file was
- *   linked elsewhere, so only the thread that made a pool directory takes files from it;
- *   a thread starting its pool removes the other pool directories unchanged for 10
- *   minutes (a directory's removal takes only its names), and `Spool.close` removes its
- *   own. A file system without hard links (EXDEV, EPERM) turns the pool off.
+ *   change; a file taken gets fresh times (repair judges age by mtime). The pool's
+ *   directory is fsynced in the durability round of a write that took from it, so no pool
+ *   name comes back after a crash beside a file an entry took; a crash before that round
+ *   may bring one back, so only the thread that made a pool directory takes files from it.
+ *   A thread removes the other pool directories unchanged for 10 minutes when it makes
+ *   its pool and every 10 minutes after (a directory's removal takes only its names), and
+ *   `Spool.close` removes its own. A file system without hard links (EXDEV, EPERM) turns
+ *   the pool off. The pool's making runs on the writer thread outside the throttle.
  * - An entry is never visible in a queue without its data: data is durable before the
  *   rename that makes the entry visible, and `remove` unlinks the metadata file first,
  *   then the data, then the registry file.

@@ -142,6 +142,11 @@ export class SpoolThread<Request extends object, Reply> {
     return this.worker !== undefined && !this.starting.has(this.worker);
   }
 
+  /** Whether a thread runs or is starting: `call` goes to it. */
+  get alive(): boolean {
+    return this.worker !== undefined;
+  }
+
   /** Start the thread if none runs or is starting, without waiting for it. */
   start(): void {
     this.thread();
