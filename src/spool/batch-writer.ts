@@ -79,8 +79,6 @@ let pool;
 let dropped = false;
 let busy = 0;
 let refilling = false;
-// Links taken from the pool since the pool directory's last fsync (see the write below).
-let linkedSinceSync = false;
 const usePool = (base) => {
   if (dropped || base === undefined || (pool !== undefined && pool.base === base)) return;
   pool = { base, dir: base + "/" + require("node:crypto").randomBytes(8).toString("hex"), files: [], seq: 0, wanted: 0, made: false, off: false, swept: 0 };
@@ -103,7 +101,6 @@ const fromPool = (target) => {
       if (NO_LINKS.has(e.code)) pool.off = true;
       return "none";
     }
-    linkedSinceSync = true;
     try {
       try { fs.unlinkSync(f); } catch (e) { if (e.code !== "ENOENT") throw e; }
       const now = Date.now() / 1000;
@@ -221,12 +218,6 @@ parentPort.on("message", async (req) => {
   }
   let dirError;
   for (const d of req.dirs) syncs.push(syncDir(d).catch((e) => { dirError = dirError || e; }));
-  // The pool's unlinks made durable with the rest: after a crash no pool name comes back
-  // beside a file an entry took (a directory swept meanwhile has no names to bring back).
-  if (linkedSinceSync && pool !== undefined) {
-    linkedSinceSync = false;
-    syncs.push(syncDir(pool.dir).catch((e) => { if (e.code !== "ENOENT") dirError = dirError || e; }));
-  }
   await Promise.all(syncs);
   req.items.forEach((it, i) => {
     const s = st[i];

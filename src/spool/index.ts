@@ -80,9 +80,12 @@
  *   so every promise above holds as stated; the pool file then stays for the next one. A
  *   pool file is a new, empty inode no entry ever had: no reader of an entry can see it
  *   change; a file taken gets fresh times (repair judges age by mtime). The pool's
- *   directory is fsynced in the durability round of a write that took from it, so no pool
- *   name comes back after a crash beside a file an entry took; a crash before that round
- *   may bring one back, so only the thread that made a pool directory takes files from it.
+ *   directory is not fsynced (an extra flush in every durability round cost more than the
+ *   pool saved at 10/s, docs/benchmarks.md): a crash may bring back a pool name beside the
+ *   file an entry took from it (after the fsck that a filesystem without a journal needs
+ *   after a crash, as for a renamed .tmp file, the file then has two links), so only the
+ *   thread that made a pool directory takes files from it, and removing a name never
+ *   touches the other.
  *   A thread removes the other pool directories unchanged for 10 minutes when it makes
  *   its pool and every 10 minutes after (a directory's removal takes only its names), and
  *   `Spool.close` removes its own. A file system without hard links (EXDEV, EPERM) turns
