@@ -83,7 +83,7 @@ export class SpoolCore<M, Q extends string> {
 
   constructor(root: string, spoolable: Spoolable<M, Q>) {
     this.layout = new Layout(root);
-    this.batchWriter = new BatchWriter(this.layout.pool);
+    this.batchWriter = new BatchWriter(spoolable.filePool === false ? undefined : this.layout.pool);
     this.codec = spoolable.metadata;
     this.queues = [...spoolable.queues];
     if (this.queues.length === 0) {

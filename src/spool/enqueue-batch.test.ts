@@ -1,6 +1,6 @@
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { useTempDir } from "../../test/helpers/tmp.js";
 import { type Widget, type WidgetQueue, widgetSpoolable } from "../../test/helpers/widget.js";
 import { BATCH_ROUND_ENTRIES } from "./enqueue-batch.js";
@@ -78,6 +78,29 @@ describe("enqueueBatch", () => {
     expect(await new Monitor(spool).fsck()).toEqual([]);
     expect(await readdir(join(spool.dir, ".tmp"))).toEqual([]);
     expect(await readdir(join(spool.dir, ".data"))).toHaveLength(3);
+  });
+
+  it("makes its files ahead in .pool, unless the spool says filePool: false", async () => {
+    const pooled = await Spool.create(join(dir.path, "pooled"), widgetSpoolable());
+    const plain = await Spool.create(join(dir.path, "plain"), widgetSpoolable({ filePool: false }));
+    for (const spool of [pooled, plain]) {
+      const [r] = await spool.enqueueBatch([{ queue: "inbox", metadata: { id: 1 }, data: "x" }]);
+      expect(r?.ok).toBe(true);
+    }
+    const poolFiles = async (root: string) => {
+      const dirs = await readdir(join(root, ".pool")).catch(() => []);
+      return (await Promise.all(dirs.map((d) => readdir(join(root, ".pool", d))))).flat();
+    };
+    // The first entry's three files were made as needed, and three are made ahead.
+    await vi.waitFor(async () => expect(await poolFiles(pooled.dir)).toHaveLength(3), {
+      timeout: 10_000,
+      interval: 5,
+    });
+    await pooled.close();
+    await plain.close();
+    expect(await readdir(plain.dir)).not.toContain(".pool");
+    // Closed: the pool's files are gone with it.
+    expect(await poolFiles(pooled.dir)).toEqual([]);
   });
 
   it("runs concurrent batches, one after another", async () => {

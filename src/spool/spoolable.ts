@@ -43,6 +43,11 @@ export interface Spoolable<M, Q extends string = string> {
   readonly nameGenerator?: NameGenerator;
   readonly throttle?: Throttle;
   readonly leases?: Partial<LeasePolicy<Q>>;
+  /**
+   * Whether the batch writer makes its files ahead, in a pool (index.ts, "The file pool"):
+   * true by default. Off, every file is made when it is needed.
+   */
+  readonly filePool?: boolean;
 }
 
 /** Metadata as JSON. */
