@@ -101,6 +101,7 @@ export async function startNode(
         metadata: nodeEntryCodec,
         queues: config.spool.queues,
         nameGenerator: timeSortableNames(config.node.id),
+        filePool: config.spool.filePool,
         leases: {
           defaultLeaseMs: config.spool.leases.defaultLease,
           graceMs: config.spool.leases.grace,

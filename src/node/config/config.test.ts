@@ -63,6 +63,7 @@ describe("defaults", () => {
       spool: {
         dir: "/var/spool/geospool",
         queues: ["inbox", "outbox", "dead"],
+        filePool: true,
         leases: { defaultLease: 600_000, grace: 5000, maxAttempts: 5 },
       },
       grpc: {
@@ -244,6 +245,7 @@ describe("env vars and flags", () => {
         GEOSPOOL_SPOOL__QUEUES: "in, out,dlq",
         GEOSPOOL_SPOOL__LEASES__DEAD_LETTER_QUEUE: "dlq",
         GEOSPOOL_SPOOL__LEASES__MAX_ATTEMPTS: "9",
+        GEOSPOOL_SPOOL__FILE_POOL: "false",
         GEOSPOOL_GRPC__MAX_MESSAGE_BYTES: "16MiB",
         GEOSPOOL_MONITOR__REPAIR: "off",
         GEOSPOOL_AUTH__TOKENS: JSON.stringify([
@@ -261,6 +263,7 @@ describe("env vars and flags", () => {
     expect(config.spool.queues).toEqual(["in", "out", "dlq"]);
     expect(config.spool.leases.deadLetterQueue).toBe("dlq");
     expect(config.spool.leases.maxAttempts).toBe(9);
+    expect(config.spool.filePool).toBe(false);
     expect(config.grpc.maxMessageBytes).toBe(16 * 1024 * 1024);
     expect(config.monitor.repair).toBe(false);
     expect(config.auth.tokens).toEqual([

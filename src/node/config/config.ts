@@ -21,6 +21,8 @@ export interface Config {
     dir: string;
     /** Queue names, unique. Default ["inbox", "outbox", "dead"]. */
     queues: string[];
+    /** The batch writer makes its files ahead (src/spool/index.ts, "The file pool"). Default true. */
+    filePool: boolean;
     leases: {
       /** Lease given to a checkout when the client asks for none (ms). Default 10m. */
       defaultLease: number;

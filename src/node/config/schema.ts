@@ -277,6 +277,8 @@ export const configSchema = z
       .strictObject({
         dir: path(),
         queues: list(name(), { commaSeparated: true }).default(() => ["inbox", "outbox", "dead"]),
+        /** The batch writer's files made ahead (src/spool/index.ts, "The file pool"). */
+        filePool: bool().default(true),
         leases: z
           .strictObject({
             defaultLease: duration({ positive: true }).default(10 * 60_000),
