@@ -9,6 +9,7 @@ import {
   POOL_STALE_MS,
   WRITE_GROUP_ITEMS,
   WRITES_IN_FLIGHT,
+  type WriterItem,
 } from "./batch-writer.js";
 
 const dir = useTempDir();
@@ -99,13 +100,24 @@ describe("BatchWriter", () => {
       return poolFiles(pool);
     };
     const ino = async (p: string) => (await stat(p)).ino;
+    /** `f` with a writer whose pool is `pool`, and the maker of its items; then closed. */
+    const withPoolWriter = async (
+      pool: string,
+      f: (w: BatchWriter, item: (name: string) => WriterItem) => Promise<void>,
+    ) => {
+      const item = await layout();
+      const w = new BatchWriter(pool);
+      try {
+        await f(w, item);
+      } finally {
+        await w.close();
+      }
+    };
 
     it("makes the files an entry needs ahead, and links them in under its names", async () => {
-      const item = await layout();
       const pool = join(dir.path, ".pool");
-      const w = new BatchWriter(pool);
       const dirs = [join(dir.path, "registry"), join(dir.path, "data")];
-      try {
+      await withPoolWriter(pool, async (w, item) => {
         // The first entry's three files were made as needed; the pool makes three more.
         expect(await w.write([item("a")], dirs)).toEqual([{ ok: true }]);
         const ahead = await filled(pool, 3);
@@ -128,18 +140,14 @@ describe("BatchWriter", () => {
         const next = await filled(pool, 3);
         expect(await w.reserve([join(dir.path, "registry", "c")])).toEqual(["created"]);
         expect([...next.values()]).toContain(await ino(join(dir.path, "registry", "c")));
-      } finally {
-        await w.close();
-      }
+      });
       // Closed: its pool's files are gone.
       expect((await poolFiles(pool)).size).toBe(0);
     });
 
     it("gives a file taken from the pool fresh times, however long it waited", async () => {
-      const item = await layout();
       const pool = join(dir.path, ".pool");
-      const w = new BatchWriter(pool);
-      try {
+      await withPoolWriter(pool, async (w, item) => {
         await w.write([item("a")], [join(dir.path, "data")]);
         const ahead = await filled(pool, 3);
         const hourAgo = (Date.now() - 3_600_000) / 1000;
@@ -152,9 +160,7 @@ describe("BatchWriter", () => {
           expect([...ahead.values()]).toContain(st.ino);
           expect(st.mtimeMs).toBeGreaterThan(before);
         }
-      } finally {
-        await w.close();
-      }
+      });
     });
 
     it("leaves no pool behind when closed while its thread is still starting", async () => {
@@ -168,11 +174,9 @@ describe("BatchWriter", () => {
     });
 
     it("leaves a pool file where it was when the name is taken, and never makes more than POOL_MAX", async () => {
-      const item = await layout();
       const pool = join(dir.path, ".pool");
-      const w = new BatchWriter(pool);
       const dirs = [join(dir.path, "data")];
-      try {
+      await withPoolWriter(pool, async (w, item) => {
         const many = Array.from({ length: POOL_MAX }, (_, i) => item(`m${i}`));
         expect((await w.write(many, dirs)).every((r) => r.ok)).toBe(true);
         const ahead = await filled(pool, POOL_MAX);
@@ -191,17 +195,13 @@ describe("BatchWriter", () => {
         expect(after.size).toBe(POOL_MAX);
         const kept = [...ahead.keys()].filter((p) => after.has(p));
         expect(kept.length).toBe(POOL_MAX - 1);
-      } finally {
-        await w.close();
-      }
+      });
     });
 
     it("makes files as needed when its pool directory was removed, then a new pool", async () => {
-      const item = await layout();
       const pool = join(dir.path, ".pool");
-      const w = new BatchWriter(pool);
       const dirs = [join(dir.path, "data")];
-      try {
+      await withPoolWriter(pool, async (w, item) => {
         await w.write([item("a")], dirs);
         await filled(pool, 3);
         await rm(pool, { recursive: true });
@@ -210,13 +210,10 @@ describe("BatchWriter", () => {
         const again = await filled(pool, 3);
         expect(await w.write([item("d")], dirs)).toEqual([{ ok: true }]);
         expect([...again.values()]).toContain(await ino(join(dir.path, "data", "d")));
-      } finally {
-        await w.close();
-      }
+      });
     });
 
     it("removes the pool directories other threads left behind, once stale", async () => {
-      const item = await layout();
       const pool = join(dir.path, ".pool");
       for (const d of ["stale", "recent"]) {
         await mkdir(join(pool, d), { recursive: true });
@@ -224,17 +221,14 @@ describe("BatchWriter", () => {
       }
       const old = (Date.now() - POOL_STALE_MS - 60_000) / 1000;
       await utimes(join(pool, "stale"), old, old);
-      const w = new BatchWriter(pool);
-      try {
+      await withPoolWriter(pool, async (w, item) => {
         await w.write([item("a")], [join(dir.path, "data")]);
         await vi.waitFor(async () => expect((await readdir(pool)).sort()).not.toContain("stale"), {
           timeout: 10_000,
           interval: 5,
         });
         expect(await readdir(join(pool, "recent"))).toEqual(["0"]);
-      } finally {
-        await w.close();
-      }
+      });
     });
   });
 });

@@ -114,11 +114,13 @@ const fromPool = (target) => {
   }
   return "none";
 };
+// A new file at p: EEXIST if p exists.
+const newFile = (p) => fs.openSync(p, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644);
 // A linked file opened for writing; it is ours, so it goes if it cannot be opened.
 const openLinked = (p) => { try { return fs.openSync(p, C.O_WRONLY); } catch (e) { quiet(() => fs.unlinkSync(p)); throw e; } };
 // A new empty file at p (fails with EEXIST if p exists, as O_CREAT|O_EXCL), open or not.
-const makeExcl = (p) => fromPool(p) === "linked" ? openLinked(p) : fs.openSync(p, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644);
-const makeEmpty = (p) => { if (fromPool(p) !== "linked") fs.closeSync(fs.openSync(p, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644)); };
+const makeExcl = (p) => fromPool(p) === "linked" ? openLinked(p) : newFile(p);
+const makeEmpty = (p) => { if (fromPool(p) !== "linked") fs.closeSync(newFile(p)); };
 // An empty file at p, open: whatever was at p is replaced, as O_CREAT|O_TRUNC.
 const makeTrunc = (p) => {
   let linked = "none";
@@ -150,7 +152,7 @@ const refill = () => {
     } else if (Date.now() - pool.swept > POOL_STALE_MS) sweep();
     for (let k = 0; k < 2 && pool.wanted > 0; k++) {
       const f = pool.dir + "/" + pool.seq++;
-      fs.closeSync(fs.openSync(f, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644));
+      fs.closeSync(newFile(f));
       pool.files.push(f);
       pool.wanted--;
     }
