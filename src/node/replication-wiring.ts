@@ -98,8 +98,8 @@ export async function startReplication(opts: {
         opts.onReplicaChange?.(name);
         return r;
       },
-      async placeNew(items) {
-        const results = await replicaSpool.placeNew(items);
+      async placeNew(items, placeOpts) {
+        const results = await replicaSpool.placeNew(items, placeOpts);
         items.forEach((it, i) => {
           if (results[i]?.kind !== "failed") opts.onReplicaChange?.(it.name);
         });

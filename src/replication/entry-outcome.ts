@@ -31,18 +31,21 @@ export interface Outcome {
 
 /**
  * Place the batch's new entries whose data came inline, together (`placeNew`: one
- * durability round for all), and complete their outcomes: placed (recorded as the fold
- * asks), raced, or failed (`failed` is told; retried later, persisted).
+ * durability round for all; none visible before `beforeVisible` settles), and complete
+ * their outcomes: placed (recorded as the fold asks), raced, or failed (`failed` is told;
+ * retried later, persisted).
  */
 export async function placeDeferred(
   spool: ReplicaSpool,
   outcomes: Outcome[],
   failed: (entry: string, err: Error) => void,
+  beforeVisible?: Promise<unknown>,
 ): Promise<Outcome[]> {
   const deferred = outcomes.filter((o) => o.deferred !== undefined);
   if (deferred.length === 0) return outcomes;
   const results = await spool.placeNew(
     deferred.map((o) => (o.deferred as { item: NewReplica<string> }).item),
+    beforeVisible === undefined ? undefined : { beforeVisible },
   );
   const done = new Map<Outcome, Outcome>();
   deferred.forEach((o, k) => {

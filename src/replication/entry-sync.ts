@@ -233,8 +233,12 @@ export class EntrySync {
       if (journal !== undefined) visible.set(entry, mergeStreamed(journal, raws));
     }
     // Peers' idempotency keys, recorded before any of their entries can become visible
-    // here (so a retry on this node finds the first entry), all in one statement.
-    await this.recordPeerKeys(inspected, folds);
+    // here (so a retry on this node finds the first entry), all in one statement. It runs
+    // beside the decisions and the placements' writing: each placement waits for it only
+    // before its rename into the queue. It never rejects (a failure is logged).
+    const keys = this.recordPeerKeys(inspected, folds).catch((err) =>
+      this.log.warn({ err }, "could not record the peers' idempotency keys"),
+    );
     const now = this.clock();
     const decided = await mapLimit(inspected, concurrency, async (i): Promise<Outcome> => {
       const journal = folds.get(i.entry);
@@ -245,16 +249,23 @@ export class EntrySync {
           quarantine: quarantineAll(journal?.rows ?? [], journal?.rejected, problem),
         };
       }
-      return this.syncOne(i.entry, i.seen, i.d.peer, journal, now).catch((err): Outcome => {
+      return this.syncOne(i.entry, i.seen, i.d.peer, journal, now, keys).catch((err): Outcome => {
         this.countError();
         this.log.error({ err, entry: i.entry }, "could not sync an entry; retrying");
         return { entry: i.entry, retry: { reason: errorText(err), persist: i.d.peer } };
       });
     });
-    const outcomes = await placeDeferred(this.opts.spool, decided, (entry, err) => {
-      this.countError();
-      this.log.error({ err, entry }, "could not sync an entry; retrying");
-    });
+    const outcomes = await placeDeferred(
+      this.opts.spool,
+      decided,
+      (entry, err) => {
+        this.countError();
+        this.log.error({ err, entry }, "could not sync an entry; retrying");
+      },
+      keys,
+    );
+    // Settled already unless nothing was placed; the batch is not done before it is.
+    await keys;
     if (queried !== undefined) {
       traceBatch(this.log, { inspected, folds, queried, streamed, outcomes }, this.recorded);
     }
@@ -268,12 +279,13 @@ export class EntrySync {
     peer: boolean,
     journal: JournalView | undefined,
     now: number,
+    keys: Promise<void>,
   ): Promise<Outcome> {
     if (seen.kind === "in_flux") {
       if (inFluxAction(journal, this.opts.nodeId) === "retry") {
         return { entry, retry: { reason: "the entry is being changed", persist: peer } };
       }
-      return this.syncOne(entry, { kind: "absent" }, peer, journal, now);
+      return this.syncOne(entry, { kind: "absent" }, peer, journal, now, keys);
     }
     const disk = toLocal(seen);
     const rec = this.recorded.get(entry) ?? null;
@@ -297,7 +309,7 @@ export class EntrySync {
       case "journal":
         return await this.journalLocal(entry, seen, disk, rec, journal.rows, quarantine, now);
       case "apply":
-        return await this.apply(entry, seen, disk, target, journal.rows, quarantine);
+        return await this.apply(entry, seen, disk, target, journal.rows, quarantine, keys);
     }
   }
 
@@ -376,6 +388,7 @@ export class EntrySync {
     target: Target,
     rows: StoredJournalRow[],
     quarantine: Rejection[],
+    keys: Promise<void>,
   ): Promise<Outcome> {
     const { spool } = this.opts;
     const plan = applyPlan(disk, target, rows, (q) => spool.hasQueue(q));
@@ -424,6 +437,7 @@ export class EntrySync {
       data = { adoptPath: got.path };
     }
     const p = target.placed;
+    await keys; // the entry's idempotency key before the entry (see syncInspected)
     const r = await spool.place(entry, plan.placement, target.payload, p.attempts, data, seen);
     // Raced with a local reader or finish: look again shortly (not at once: a finish left
     // half-done by a crash stays until the monitor repairs it).

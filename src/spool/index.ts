@@ -177,8 +177,9 @@
  * (O_EXCL) and its metadata to `.tmp/<name>~place-<tag>`, then one durability round (every
  * file's fdatasync, the fsync of .registry and .data, all at once) and a check that the data
  * file is still linked and the registry file there; the files of an entry that failed are
- * removed. Then each metadata file is renamed into its queue, and each queue directory
- * touched is fsynced once; the batch resolves after that, one result per entry. An entry
+ * removed. Then, once the caller's `beforeVisible` (if any) has settled, each metadata
+ * file is renamed into its queue, and each queue directory touched is fsynced once; the
+ * batch resolves after that, one result per entry. An entry
  * whose name is reserved already (a remnant of an earlier placement, or an entry that
  * arrived since the scan), one the thread could not write, and one to be placed checked
  * out (its file's mtime is the deadline) are placed by `placeReplica`, one at a time.

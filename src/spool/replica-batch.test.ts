@@ -117,6 +117,64 @@ describe("placing many new replicas at once", () => {
     expect(await readdir(join(spool.dir, ".tmp"))).toEqual([]);
     expect(await new Monitor(spool).fsck()).toEqual([]);
   });
+  it("renames nothing into a queue before the caller's beforeVisible settles", async () => {
+    // Every file call of the spool after the writer's round and before the gate opens is
+    // recorded: the renames into the queues (and placements alone) must wait for the gate.
+    let written = false;
+    let open = false;
+    const early: string[] = [];
+    const spool = await Spool.create(join(dir.path, "spool"), {
+      ...widgetSpoolable(),
+      throttle: {
+        run<T>(op: () => Promise<T>): Promise<T> {
+          if (written && !open) early.push(op.toString());
+          return op();
+        },
+      },
+    });
+    const core = coreOf(spool);
+    const write = core.batchWriter.write.bind(core.batchWriter);
+    let writerDone: () => void = () => undefined;
+    const roundWritten = new Promise<void>((resolve) => {
+      writerDone = resolve;
+    });
+    core.batchWriter.write = async (items, dirs) => {
+      const r = await write(items, dirs);
+      written = true;
+      writerDone();
+      return r;
+    };
+    const leaseUntil = Date.now() + 60_000;
+    let atGate: unknown;
+    // The gate fails: its outcome is not the spool's business, only its end.
+    const gate = roundWritten
+      .then(() => new Promise((resolve) => setImmediate(resolve)))
+      .then(async () => {
+        open = true; // the looks below go through the throttle too
+        atGate = {
+          early: [...early],
+          inbox: (await spool.list("inbox")).length,
+          held: (await Expert.inspectReplica(spool, "held")).kind,
+        };
+        throw new Error("the caller's own work failed");
+      });
+    const results = await Expert.replicaSpool(spool).placeNew(
+      [
+        item("first", "inbox", 1),
+        item("second", "inbox", 2),
+        {
+          ...item("held", "outbox", 3),
+          placement: { queue: "outbox", checkedOut: true, leaseUntil },
+        },
+      ],
+      { beforeVisible: gate },
+    );
+    expect(atGate).toEqual({ early: [], inbox: 0, held: "absent" });
+    expect(results).toEqual([{ kind: "placed" }, { kind: "placed" }, { kind: "placed" }]);
+    expect((await spool.list("inbox")).map((e) => e.name).sort()).toEqual(["first", "second"]);
+    expect(await Expert.inspectReplica(spool, "held")).toMatchObject({ checkedOut: true });
+    expect(await new Monitor(spool).fsck()).toEqual([]);
+  });
 });
 
 describe("inspecting many entries at once", () => {

@@ -19,6 +19,16 @@ export interface NewReplica<Q extends string> {
   bytes: Uint8Array;
 }
 
+/** Options of `placeNewReplicas`. */
+export interface PlaceNewOptions {
+  /**
+   * No entry is renamed into its queue (or placed alone) before this settles, whatever its
+   * outcome: work of the caller that must come before any entry is visible (the node
+   * records the entries' idempotency keys) runs beside the writing and durability round.
+   */
+  beforeVisible?: PromiseLike<unknown>;
+}
+
 /** What became of one entry of `placeNewReplicas`. */
 export type NewReplicaResult = PlaceReplicaResult | { kind: "failed"; error: Error };
 
@@ -49,7 +59,15 @@ interface Pending<Q extends string> {
 export async function placeNewReplicas<M, Q extends string>(
   core: SpoolCore<M, Q>,
   items: readonly NewReplica<Q>[],
+  opts: PlaceNewOptions = {},
 ): Promise<NewReplicaResult[]> {
+  const gate =
+    opts.beforeVisible === undefined
+      ? undefined
+      : Promise.resolve(opts.beforeVisible).then(
+          () => undefined,
+          () => undefined,
+        );
   const results: NewReplicaResult[] = new Array(items.length);
   const batched: Pending<Q>[] = [];
   const alone: number[] = [];
@@ -82,9 +100,11 @@ export async function placeNewReplicas<M, Q extends string>(
   });
   const rounds: Promise<void>[] = [];
   for (let at = 0; at < batched.length; at += BATCH_ROUND_ENTRIES) {
-    rounds.push(runRound(core, batched.slice(at, at + BATCH_ROUND_ENTRIES), results, alone));
+    rounds.push(runRound(core, batched.slice(at, at + BATCH_ROUND_ENTRIES), results, alone, gate));
   }
   await Promise.all(rounds);
+  // Entries placed alone become visible too (and there may have been no round to wait).
+  await gate;
   // The renames of every round made durable: one fsync per queue directory.
   const byDir = new Map<string, Pending<Q>[]>();
   for (const p of batched) {
@@ -123,6 +143,7 @@ async function runRound<M, Q extends string>(
   round: Pending<Q>[],
   results: NewReplicaResult[],
   alone: number[],
+  gate: Promise<void> | undefined,
 ): Promise<void> {
   const l = core.layout;
   const writerItems: WriterItem[] = round.map((p) => ({
@@ -144,6 +165,7 @@ async function runRound<M, Q extends string>(
     for (const p of round) results[p.index] = { kind: "failed", error };
     return;
   }
+  await gate;
   await Promise.all(
     round.map(async (p, i) => {
       const w = written[i] as WriterResult;

@@ -14,7 +14,12 @@ import {
   type ReplicaInspection,
   type ReplicaPlacement,
 } from "./replica.js";
-import { type NewReplica, type NewReplicaResult, placeNewReplicas } from "./replica-batch.js";
+import {
+  type NewReplica,
+  type NewReplicaResult,
+  type PlaceNewOptions,
+  placeNewReplicas,
+} from "./replica-batch.js";
 import { inspectReplicas, type ReplicaLook } from "./replica-batch-read.js";
 import { coreOf, type Spool } from "./spool.js";
 
@@ -50,9 +55,14 @@ export interface ReplicaSpool {
   ): Promise<PlaceReplicaResult>;
   /**
    * Place many entries seen absent, their data in memory, made durable together (one
-   * result per entry, in order; see index.ts, "the batch").
+   * result per entry, in order; see index.ts, "the batch"). None becomes visible before
+   * `opts.beforeVisible` settles (its outcome is not looked at): the caller's own work that
+   * must precede visibility runs beside the writing and the durability round.
    */
-  placeNew(items: readonly NewReplica<string>[]): Promise<NewReplicaResult[]>;
+  placeNew(
+    items: readonly NewReplica<string>[],
+    opts?: PlaceNewOptions,
+  ): Promise<NewReplicaResult[]>;
   drop(name: string, seen?: ReplicaInspection<string>): Promise<DropReplicaResult>;
   /** An entry's data (for the inline copy of a small entry). */
   readData(name: string): Promise<Buffer>;
@@ -105,7 +115,7 @@ export function replicaSpool<M, Q extends string>(spool: Spool<M, Q>): ReplicaSp
         data,
         seen as ReplicaInspection<Q> | undefined,
       ),
-    placeNew: (items) => placeNewReplicas(core, items as readonly NewReplica<Q>[]),
+    placeNew: (items, opts) => placeNewReplicas(core, items as readonly NewReplica<Q>[], opts),
     drop: (name, seen) => dropReplica(core, name, seen as ReplicaInspection<Q> | undefined),
     // One readFile (open, fstat, read, close), not a read stream: the data is small.
     readData: (name) => core.throttle.run(() => readFile(layout.dataFile(name))),
