@@ -47,6 +47,14 @@ import { traceBatch } from "./sync-trace.js";
  */
 
 export const INLINE_DATA_MAX = 64 * 1024;
+
+/** Folds being read (`EntrySync.readFolds`). */
+interface FoldRead {
+  entries: ReadonlySet<string>;
+  /** Each entry's stream rows as they were before the query. */
+  streamed: ReadonlyMap<string, readonly Record<string, unknown>[]>;
+  folds: ReturnType<typeof readEntries>;
+}
 /** In-flux retries (about 2 s with the backoff) after which a placement counts as dead. */
 const STALLED_RETRIES = 3;
 
@@ -169,13 +177,25 @@ export class EntrySync {
     );
   }
 
-  /** Sync one batch: read the files, then the folds that are needed, decide, act, record. */
+  /** Sync one batch: read the files and the folds that are needed, decide, act, record. */
   async syncBatch(batch: Array<[string, Dirty]>): Promise<void> {
-    // Read every entry's files first (together: one look off the event loop for all, with
-    // the data of the entries not recorded yet, which a local enqueue's row carries when it
-    // is small), then the fold of those that need it.
+    // Read every entry's files (together: one look off the event loop for all, with the
+    // data of the entries not recorded yet, which a local enqueue's row carries when it is
+    // small) and the fold of those that need it. The folds needed whatever the files say
+    // (a peer's change, an invalid name: see needsFold) are read beside the look; the
+    // others once the look tells. A fold read before the look is no staler than one read
+    // after it: a peer's row committed after either query marks the entry dirty again.
     const max = this.opts.inlineDataMax ?? INLINE_DATA_MAX;
     const valid = batch.map(([entry]) => entry).filter((e) => nameProblem(e) === undefined);
+    const early = this.readFolds(
+      batch
+        .filter(
+          ([entry, d]) => d.peer || this.peerChangeWaits(entry) || nameProblem(entry) !== undefined,
+        )
+        .map(([entry]) => entry),
+    );
+    // Awaited in syncInspected; a failed look fails the batch before that.
+    early.folds.catch(() => undefined);
     const looks = await this.opts.spool.inspectMany(valid, (e) =>
       max > 0 && !this.recorded.has(e) ? max : undefined,
     );
@@ -187,10 +207,25 @@ export class EntrySync {
       return { entry, d, seen: look.seen, invalid: false as const };
     });
     try {
-      await this.syncInspected(inspected);
+      await this.syncInspected(inspected, early);
     } finally {
       this.prefetched.clear();
     }
+  }
+
+  /**
+   * Start reading the folds of `entries`, with the stream rows known for them before the
+   * query: stream rows stay with the schedule until a query returns them, so a fold not
+   * used now (an entry in flux), or read before the row's commit shows, still gets them
+   * next time.
+   */
+  private readFolds(entries: readonly string[]): FoldRead {
+    const streamed = new Map<string, readonly Record<string, unknown>[]>();
+    for (const entry of entries) {
+      const rows = this.schedule.streamedRows(entry);
+      if (rows !== undefined) streamed.set(entry, rows);
+    }
+    return { entries: new Set(entries), streamed, folds: readEntries(this.opts.pool, entries) };
   }
 
   private async syncInspected(
@@ -198,8 +233,8 @@ export class EntrySync {
       | { entry: string; d: Dirty; invalid: true }
       | { entry: string; d: Dirty; seen: ReplicaInspection<string>; invalid: false }
     >,
+    early: FoldRead,
   ): Promise<void> {
-    const { pool } = this.opts;
     const concurrency = this.opts.concurrency ?? 16;
     const needFold = inspected
       .filter(
@@ -216,14 +251,18 @@ export class EntrySync {
           ),
       )
       .map((i) => i.entry);
-    // Stream rows stay with the schedule until a query returns them: a fold not read now
-    // (an entry in flux), or read before the row's commit shows, still gets them next time.
+    const late = this.readFolds(needFold.filter((e) => !early.entries.has(e)));
+    const [earlyFolds, lateFolds] = await Promise.all([early.folds, late.folds]);
+    // The folds (and their stream rows) of the entries that need one, and only those.
+    const folds = new Map<string, JournalView>();
     const streamed = new Map<string, readonly Record<string, unknown>[]>();
     for (const entry of needFold) {
-      const rows = this.schedule.streamedRows(entry);
+      const [read, got] = early.entries.has(entry) ? [early, earlyFolds] : [late, lateFolds];
+      const journal = got.get(entry);
+      if (journal !== undefined) folds.set(entry, journal);
+      const rows = read.streamed.get(entry);
       if (rows !== undefined) streamed.set(entry, rows);
     }
-    const folds = await readEntries(pool, needFold);
     const queried = this.log.isLevelEnabled("debug")
       ? new Map([...folds].map(([e, j]) => [e, j.rows.length]))
       : undefined;
