@@ -6,6 +6,7 @@ import { GeospoolClient } from "../../src/node/client/index.js";
 import type { RunningNode } from "../../src/node/node.js";
 import { SpoolClient } from "../../src/proto/service-definition.js";
 import { eventually } from "../helpers/cluster.js";
+import { metricSample } from "../helpers/metrics-text.js";
 import { startTestNode } from "../helpers/node.js";
 import {
   startPostgresServers,
@@ -42,6 +43,7 @@ describe("node limits", () => {
           metadataSize: "1KiB",
           uploadIdleTimeout: "700ms",
           listPageBytes: "8KiB",
+          maxBatchBytes: "1KiB",
         },
       },
     });
@@ -117,6 +119,37 @@ describe("node limits", () => {
     await nothingLeft(small);
   });
 
+  it("holds a batch of one entry to the entry's limits, a larger one to the batch's", async () => {
+    const client = clientOf(small);
+    const streamed = async () =>
+      metricSample(await small.metrics.render(), "geospool_operations_total", {
+        op: "enqueue",
+        outcome: "ok",
+      });
+    const streamedBefore = await streamed();
+    // 4 KiB of data: over limits.maxBatchBytes (1 KiB here), within limits.entryDataSize.
+    const [one] = await client.enqueueBatch([{ queue: "outbox", data: Buffer.alloc(4 * KiB, 5) }]);
+    expect(one?.ok).toBe(true);
+    // What the client sends a small entry as (one EnqueueBatch message): taken as well.
+    const sent = await client.enqueue("outbox", Buffer.alloc(4 * KiB, 6));
+    expect(sent.entry.dataSize).toBe(4 * KiB);
+    const two = await client
+      .enqueueBatch([
+        { queue: "outbox", data: Buffer.alloc(600, 7) },
+        { queue: "outbox", data: Buffer.alloc(600, 8) },
+      ])
+      .catch((e) => e);
+    expect(two.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(two.message).toMatch(/limits\.maxBatchBytes/);
+    expect(await streamed()).toBe(streamedBefore); // no Enqueue stream was needed
+    for (const name of [one?.ok ? one.entry.name : "", sent.entry.name]) {
+      const lease = await client.dequeue("outbox");
+      expect(lease?.entry.name).toBe(name);
+      await client.remove(lease!);
+    }
+    await nothingLeft(small);
+  });
+
   it("ends an upload that stays idle with DEADLINE_EXCEEDED, leaving nothing", async () => {
     const raw = rawOf(small);
     const started = Date.now();
@@ -172,6 +205,13 @@ describe("node limits", () => {
     const third = await client.enqueue("inbox", "third").catch((e) => e);
     expect(third.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(third.message).toMatch(/limits\.maxConcurrentUploads/);
+    // Refused as the one-message enqueue it was sent as; the client did not try again as a
+    // stream, which the node would refuse too (a second attempt per refusal under load).
+    const refused = (op: string, text: string) =>
+      metricSample(text, "geospool_operations_total", { op, outcome: "resource_exhausted" });
+    const text = await narrow.metrics.render();
+    expect(refused("enqueue_batch", text)).toBe(1);
+    expect(refused("enqueue", text)).toBeUndefined();
 
     const first = open[0]!;
     first.call.write({ chunk: Buffer.from("part two") });

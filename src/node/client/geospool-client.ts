@@ -363,8 +363,11 @@ export class GeospoolClient {
   /**
    * A small entry as a batch of one (see ONE_MESSAGE_ENQUEUE_MAX), with Enqueue's answers: the
    * entry, or a ClientError with the entry's own status. Undefined when the node cannot take
-   * it that way (no EnqueueBatch, or batch limits below the entry): then the stream is used,
-   * under the same idempotency key (nothing was made).
+   * it that way (no EnqueueBatch): then the stream is used, under the same idempotency key
+   * (nothing was made). A RESOURCE_EXHAUSTED refusal of the call is the caller's: the node
+   * holds a batch of one to the entry's own limits, as Enqueue does, so the stream would
+   * only be refused too (out of upload slots, most often: a node under more load than it
+   * takes, which a second attempt per refusal would only add to).
    */
   private async enqueueOne(e: {
     queue: string;
@@ -391,15 +394,13 @@ export class GeospoolClient {
       return await this.withFailover(attempt);
     } catch (err) {
       if (err instanceof ClientError && err.cause instanceof EntryRefusal) throw err;
-      // Refused as a call (nothing was made): a node without EnqueueBatch, or one whose
-      // batch limits are below this entry (or that is out of upload slots, which the
-      // stream will be told too): the stream, under the same key.
+      // Refused as a call (nothing was made) by a node without EnqueueBatch: the stream,
+      // under the same key, from now on.
       const code = statusOf(err);
       if (code === grpc.status.UNIMPLEMENTED && err instanceof ClientError && err.endpoint) {
         this.noBatch.add(err.endpoint);
         return undefined;
       }
-      if (code === grpc.status.RESOURCE_EXHAUSTED) return undefined;
       throw err;
     }
   }

@@ -140,7 +140,12 @@ export class BatchEnqueue {
     return outcomes as BatchOutcome[];
   }
 
-  /** Refuse a batch over limits.maxBatchEntries or limits.maxBatchBytes, as a whole. */
+  /**
+   * Refuse a batch over limits.maxBatchEntries or limits.maxBatchBytes, as a whole. A batch
+   * of one entry is held to the entry's own limits only (metadataSize, entryDataSize), as
+   * Enqueue is: it is how clients send a small entry, and refusing it would only send them
+   * to the stream with the same bytes.
+   */
   private checkBatch(entries: readonly BatchEntryInput[]): void {
     const { maxBatchEntries, maxBatchBytes } = this.ctx.limits;
     if (entries.length > maxBatchEntries) {
@@ -151,7 +156,7 @@ export class BatchEnqueue {
     }
     let bytes = 0;
     for (const e of entries) bytes += e.data.length + e.metadata.length;
-    if (bytes > maxBatchBytes) {
+    if (bytes > maxBatchBytes && entries.length > 1) {
       throw new ServiceError(
         ServiceErrorCode.ResourceExhausted,
         `a batch of ${bytes} bytes of data and metadata is over the ${maxBatchBytes} of limits.maxBatchBytes; nothing was stored`,
