@@ -302,9 +302,7 @@ export async function dropReplica<M, Q extends string>(
   const s = await scanUnlessSeen(core, name, seen);
   if (s.kind === "absent") return s;
   if (s.kind === "present") {
-    const taken = await take(core, name, s.found);
-    if (taken === undefined) return RACED;
-    await core.removeFiles(taken, name, [dirname(s.found.path)]);
+    if (!(await core.takeAndRemove(s.found.queue, name, s.found.path))) return RACED;
     return { kind: "dropped" };
   }
   if (await heldElsewhere(core, name)) return RACED;
