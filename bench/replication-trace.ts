@@ -153,7 +153,7 @@ interface ReplicatorInternals {
     onPeerEnqueues?: (enqueues: ReadonlyArray<{ entry: string }>) => Promise<void>;
     spool: {
       place(name: string, ...rest: unknown[]): Promise<unknown>;
-      placeNew(items: ReadonlyArray<{ name: string }>): Promise<unknown[]>;
+      placeNew(items: ReadonlyArray<{ name: string }>, ...rest: unknown[]): Promise<unknown[]>;
       inspectMany(names: readonly string[], ...rest: unknown[]): Promise<unknown[]>;
       stageData?: (name: string, ...rest: unknown[]) => Promise<unknown>;
     };
@@ -272,14 +272,15 @@ export function instrument(node: RunningNode, tracer: Tracer): void {
     }
   };
   const placeNew = spool.placeNew;
-  spool.placeNew = async (items) => {
+  // Every argument passed on: the replicator's `beforeVisible` gate is one.
+  spool.placeNew = async (items, ...rest) => {
     const t = now();
     for (const it of items) {
       tracer.point(it.name, "placeStart", t);
       tracer.point(it.name, "inline", t);
     }
     try {
-      return await placeNew.call(spool, items);
+      return await placeNew.call(spool, items, ...rest);
     } finally {
       const end = now();
       for (const it of items) tracer.point(it.name, "placeEnd", end);
