@@ -6,7 +6,7 @@ import { ensurePublication, joinPeer, MeshError } from "../replication/mesh.js";
 import { replicationSettings, settingsWarnings } from "../replication/mesh-status.js";
 import { PeerLiveness } from "../replication/peer-liveness.js";
 import { Replicator } from "../replication/replicator.js";
-import { Expert } from "../spool/index.js";
+import { Expert, type ReplicaSpool } from "../spool/index.js";
 import type { Config } from "./config/index.js";
 import type { Metrics } from "./observability/index.js";
 import { POOL_IDLE_TIMEOUT_MS } from "./postgres/pool-settings.js";
@@ -90,27 +90,7 @@ export async function startReplication(opts: {
     nodeId,
     pool: replicatorPool,
     connectionString: config.postgres.url as string,
-    spool: {
-      ...replicaSpool,
-      // What the replicator placed or dropped may be a cache entry: the node's index follows.
-      async place(name, placement, payload, attempts, data, seen) {
-        const r = await replicaSpool.place(name, placement, payload, attempts, data, seen);
-        opts.onReplicaChange?.(name);
-        return r;
-      },
-      async placeNew(items, placeOpts) {
-        const results = await replicaSpool.placeNew(items, placeOpts);
-        items.forEach((it, i) => {
-          if (results[i]?.kind !== "failed") opts.onReplicaChange?.(it.name);
-        });
-        return results;
-      },
-      async drop(name, seen) {
-        const r = await replicaSpool.drop(name, seen);
-        opts.onReplicaChange?.(name);
-        return r;
-      },
-    },
+    spool: followedReplicaSpool(replicaSpool, (name) => opts.onReplicaChange?.(name)),
     dataOf(payload) {
       try {
         const m = nodeEntryCodec.decode(payload);
@@ -231,6 +211,37 @@ export async function startReplication(opts: {
         Promise.allSettled(joiners),
         new Promise((r) => setTimeout(r, 1_000).unref()),
       ]);
+    },
+  };
+}
+
+/**
+ * The replica spool the node's replicator works on: `replicaSpool`, with `changed` told of
+ * every entry it placed or dropped (it may be a cache entry: the node's index follows).
+ * Every argument is passed on, `placeNew`'s `beforeVisible` gate included.
+ */
+export function followedReplicaSpool(
+  replicaSpool: ReplicaSpool,
+  changed: (name: string) => void,
+): ReplicaSpool {
+  return {
+    ...replicaSpool,
+    async place(name, placement, payload, attempts, data, seen) {
+      const r = await replicaSpool.place(name, placement, payload, attempts, data, seen);
+      changed(name);
+      return r;
+    },
+    async placeNew(items, placeOpts) {
+      const results = await replicaSpool.placeNew(items, placeOpts);
+      items.forEach((it, i) => {
+        if (results[i]?.kind !== "failed") changed(it.name);
+      });
+      return results;
+    },
+    async drop(name, seen) {
+      const r = await replicaSpool.drop(name, seen);
+      changed(name);
+      return r;
     },
   };
 }

@@ -273,8 +273,9 @@ export class EntrySync {
     }
     // Peers' idempotency keys, recorded before any of their entries can become visible
     // here (so a retry on this node finds the first entry), all in one statement. It runs
-    // beside the decisions and the placements' writing: each placement waits for it only
-    // before its rename into the queue. It never rejects (a failure is logged).
+    // beside the decisions and the batch placement's writing (`placeNew` waits for it only
+    // before its renames into the queues; a placement alone, in `apply`, before it starts).
+    // It never rejects (a failure is logged).
     const keys = this.recordPeerKeys(inspected, folds).catch((err) =>
       this.log.warn({ err }, "could not record the peers' idempotency keys"),
     );

@@ -182,7 +182,8 @@
  * batch resolves after that, one result per entry. An entry
  * whose name is reserved already (a remnant of an earlier placement, or an entry that
  * arrived since the scan), one the thread could not write, and one to be placed checked
- * out (its file's mtime is the deadline) are placed by `placeReplica`, one at a time.
+ * out (its file's mtime is the deadline) are placed by `placeReplica`, one at a time, also
+ * only once `beforeVisible` has settled.
  * Crash argument, as for `enqueueBatch`: an entry becomes visible only by its rename,
  * issued after its data, metadata, registry and data directory entries are durable, so a
  * crash at any point leaves each entry of the batch whole in its queue or not visible at

@@ -111,7 +111,10 @@ export interface Config {
     listPageBytes: number;
     /** Most entries in one EnqueueBatch call; more is RESOURCE_EXHAUSTED. Default 1000. */
     maxBatchEntries: number;
-    /** Most bytes of data and metadata in one EnqueueBatch call. Default 2MiB. */
+    /**
+     * Most bytes of data and metadata in one EnqueueBatch call of two entries or more (one
+     * entry is held to entryDataSize and metadataSize only). Default 2MiB.
+     */
     maxBatchBytes: number;
   };
   idempotency: {

@@ -372,7 +372,7 @@ export const configSchema = z
         listPageBytes: size(1024, 2 ** 31 - 1).default(512 * KiB),
         /** Most entries in one EnqueueBatch call (RESOURCE_EXHAUSTED beyond). */
         maxBatchEntries: int(1, 100_000).default(1000),
-        /** Most bytes of data and metadata in one EnqueueBatch call. */
+        /** Most bytes of data and metadata in one EnqueueBatch call (of two entries or more). */
         maxBatchBytes: size(1024, 2 ** 31 - 1).default(2 * MiB),
       })
       .prefault({}),
