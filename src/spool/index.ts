@@ -282,7 +282,7 @@ export type {
   ReplicaInspection,
   ReplicaPlacement,
 } from "./replica.js";
-export type { NewReplica, NewReplicaResult } from "./replica-batch.js";
+export type { NewReplica, NewReplicaResult, PlaceNewOptions } from "./replica-batch.js";
 export type { ReplicaLook } from "./replica-batch-read.js";
 export type { ReplicaSpool } from "./replica-spool.js";
 
