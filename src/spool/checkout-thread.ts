@@ -28,17 +28,11 @@ export interface CheckoutRequest {
 /** @internal */
 export interface RemoveRequest {
   op: "remove";
-  /**
-   * The checkout file (for a replica's drop, the metadata file where the entry was seen),
-   * and the path it is taken to (`<checkout>~<random>`).
-   */
+  /** The checkout file, and the path it is taken to (`<checkout>~<random>`). */
   co: string;
   taken: string;
-  /**
-   * The inode checked out: another one at `co` is not ours, and is put back. None for a
-   * replica's drop, which takes whatever file is there (`SpoolCore.takeAndRemove`).
-   */
-  ino?: number;
+  /** The inode checked out: another one at `co` is not ours, and is put back. */
+  ino: number;
   data: string;
   registry: string;
 }
@@ -65,7 +59,7 @@ export type CheckoutReply =
  * mtime to the checkout time; then, when asked, read the data file if it is small enough
  * (a data file that cannot be read gives no data: the checkout is made by then).
  * A removal: `SpoolCore.take` (rename the checkout file aside; another inode is put back and
- * not ours; a replica's drop names no inode), then unlink the taken file (it is what makes the entry exist), the data, and
+ * not ours), then unlink the taken file (it is what makes the entry exist), the data, and
  * the registry file last; a file already gone is no error. The caller then fsyncs their
  * directories through the spool's DirectorySyncer, shared with every other finish.
  */
@@ -107,7 +101,7 @@ const checkout = (r) => {
 const unlinkIfExists = (p) => { try { fs.unlinkSync(p); } catch (e) { if (e.code !== "ENOENT") throw e; } };
 const remove = (r) => {
   try { fs.renameSync(r.co, r.taken); } catch (e) { if (e.code === "ENOENT") return NOT_FOUND; throw e; }
-  if (r.ino !== undefined && fs.statSync(r.taken).ino !== r.ino) { fs.renameSync(r.taken, r.co); return NOT_FOUND; }
+  if (fs.statSync(r.taken).ino !== r.ino) { fs.renameSync(r.taken, r.co); return NOT_FOUND; }
   unlinkIfExists(r.taken);
   unlinkIfExists(r.data);
   unlinkIfExists(r.registry);
@@ -135,8 +129,7 @@ parentPort.on("message", (m) => {
 /**
  * The spool's checkout thread: each checkout in one message, instead of ten round trips
  * through the thread pool (open, rename, utimes, stat, read, stat, and the registry's open,
- * write, utimes, close); each removal of a checkout, or drop of a replica, in one, instead
- * of five. One per
+ * write, utimes, close); each removal of a checkout in one, instead of five. One per
  * spool, started on first use; checkouts and removals go to it once it runs.
  * @internal
  */

@@ -499,53 +499,6 @@ export class SpoolCore<M, Q extends string> {
   }
 
   /**
-   * Take the metadata file at `path` (where an inspection saw the entry: in its queue or
-   * checked out) aside and remove the entry's files, then fsync their directories: a
-   * replica's drop (replica.ts), the steps of `removeCheckout` without its inode check.
-   * False when no file is there any more (moved since it was seen). One message to the
-   * checkout thread once it runs, instead of four thread-pool round trips.
-   */
-  async takeAndRemove(queue: Q, name: string, path: string): Promise<boolean> {
-    const co = this.layout.checkoutFile(this.dirname(queue), name);
-    const taken = `${co}${TMP_TAG_SEPARATOR}${randomBytes(6).toString("hex")}`;
-    if (!this.checkouts.running) {
-      this.startCheckoutThread();
-      const r = await this.throttle
-        .run(() => renameIfExists(path, taken))
-        .catch((err) => {
-          throw ioError("take", path, err);
-        });
-      if (r === "not_found") return false;
-      await this.removeFiles(taken, name, [dirname(path)]);
-      return true;
-    }
-    const r = await this.checkouts
-      .call({
-        op: "remove",
-        co: path,
-        taken,
-        data: this.layout.dataFile(name),
-        registry: this.layout.registryFile(name),
-      })
-      .catch((err) => {
-        throw ioError("remove", name, err);
-      });
-    if (r.kind === "error") throw ioError("remove", name, threadError(r));
-    if (r.kind !== "removed") return false;
-    try {
-      await this.syncer.syncAll([
-        dirname(taken),
-        this.layout.data,
-        this.layout.registry,
-        dirname(path),
-      ]);
-    } catch (err) {
-      throw ioError("remove", name, err);
-    }
-    return true;
-  }
-
-  /**
    * Unlink the metadata file, the data, then the registry file, and fsync their directories
    * (and `alsoSync`, where the metadata file was before it was taken) before resolving.
    */

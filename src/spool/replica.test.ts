@@ -614,48 +614,6 @@ describe("remnants and drops", () => {
     await expectClean(spool);
   });
 
-  it("drops through the checkout thread once it runs, with the same outcomes", async () => {
-    const spool = await newSpool();
-    const core = coreOf(spool);
-    const queued = await spool.enqueue("outbox", { id: 1 }, "q");
-    const held = await spool.enqueue("inbox", { id: 2 }, "h");
-    const moved = await spool.enqueue("inbox", { id: 3 }, "m");
-    // A call of the test's own (a removal of nothing) starts the thread; it has answered
-    // once the thread runs.
-    const nothing = join(spool.dir, "inbox", "nothing");
-    const none = {
-      op: "remove" as const,
-      co: nothing,
-      taken: `${nothing}~x`,
-      data: "",
-      registry: "",
-    };
-    expect(await core.checkouts.call(none)).toEqual({ kind: "not_found" });
-    expect(core.checkouts.running).toBe(true);
-    const holder = await spool.checkout(held, { leaseMs: 60_000 });
-    const asked: string[] = [];
-    const call = core.checkouts.call.bind(core.checkouts);
-    core.checkouts.call = (req) => {
-      asked.push(req.op);
-      return call(req);
-    };
-    const seenQueued = await Expert.inspectReplica(spool, queued.name);
-    expect(await Expert.dropReplica(spool, queued.name, seenQueued)).toEqual({ kind: "dropped" });
-    expect(await Expert.dropReplica(spool, held.name)).toEqual({ kind: "dropped" });
-    expect(await holder.remove()).toEqual({ kind: "lease_lost" });
-    // Moved since it was seen: raced, nothing changed.
-    const seenMoved = await Expert.inspectReplica(spool, moved.name);
-    await spool.checkout(moved, { leaseMs: 60_000 });
-    const before = await snapshot(spool);
-    expect(await Expert.dropReplica(spool, moved.name, seenMoved)).toEqual({ kind: "raced" });
-    expect(await snapshot(spool)).toEqual(before);
-    expect(await Expert.dropReplica(spool, moved.name)).toEqual({ kind: "dropped" });
-    // The four drops, and the holder's removal (which found its checkout gone).
-    expect(asked.filter((op) => op === "remove")).toHaveLength(5);
-    expect(await snapshot(spool)).toEqual([]);
-    await expectClean(spool);
-  });
-
   it("monitor repair cleans up after a placement that died mid-way", async () => {
     const spool = await newSpool({ leases: { graceMs: 0 } });
     const e = await spool.enqueue("inbox", { id: 1 }, "d");

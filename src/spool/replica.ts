@@ -302,7 +302,9 @@ export async function dropReplica<M, Q extends string>(
   const s = await scanUnlessSeen(core, name, seen);
   if (s.kind === "absent") return s;
   if (s.kind === "present") {
-    if (!(await core.takeAndRemove(s.found.queue, name, s.found.path))) return RACED;
+    const taken = await take(core, name, s.found);
+    if (taken === undefined) return RACED;
+    await core.removeFiles(taken, name, [dirname(s.found.path)]);
     return { kind: "dropped" };
   }
   if (await heldElsewhere(core, name)) return RACED;
