@@ -21,7 +21,12 @@ import { parseArgs } from "node:util";
 import { bytesCodec, Spool } from "../src/spool/index.js";
 import { distribution, sig3 } from "./lib/grpc-stats.js";
 import { sourceVersion } from "./lib/source-version.js";
-import { describeMachine, fileCreateLine, measureFileCreate } from "./lib/spool-machine.js";
+import {
+  describeMachine,
+  fileCreateLine,
+  fileCreateUsIn,
+  measureFileCreate,
+} from "./lib/spool-machine.js";
 import { median } from "./lib/spool-stats.js";
 
 const { values: args } = parseArgs({
@@ -53,16 +58,6 @@ interface Run {
   cpuMsPerJob: number;
 }
 
-/** Kernel CPU (µs) per file made right in `dir` (the files then removed). */
-async function createUsIn(dir: string, n = 200): Promise<number> {
-  const fs = await import("node:fs");
-  const before = process.cpuUsage();
-  for (let i = 0; i < n; i++) fs.closeSync(fs.openSync(join(dir, `c${i}`), "wx"));
-  const used = process.cpuUsage(before);
-  for (let i = 0; i < n; i++) fs.unlinkSync(join(dir, `c${i}`));
-  return used.system / n;
-}
-
 /** Make and delete `n` files in `dir`: their inodes are then recently freed. */
 async function pollute(dir: string, n: number): Promise<void> {
   const fs = await import("node:fs");
@@ -80,7 +75,7 @@ async function runSide(root: string, side: Side, round: number): Promise<Run> {
   });
   try {
     await pollute(join(spool.dir, ".data"), POLLUTE);
-    const createUs = await createUsIn(join(spool.dir, ".data"));
+    const createUs = fileCreateUsIn(join(spool.dir, ".data"), 200);
     const enqueues: number[] = [];
     const jobs: number[] = [];
     const c0 = process.cpuUsage();

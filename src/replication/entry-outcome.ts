@@ -39,13 +39,13 @@ export async function placeDeferred(
   spool: ReplicaSpool,
   outcomes: Outcome[],
   failed: (entry: string, err: Error) => void,
-  beforeVisible?: Promise<unknown>,
+  beforeVisible: Promise<unknown>,
 ): Promise<Outcome[]> {
   const deferred = outcomes.filter((o) => o.deferred !== undefined);
   if (deferred.length === 0) return outcomes;
   const results = await spool.placeNew(
     deferred.map((o) => (o.deferred as { item: NewReplica<string> }).item),
-    beforeVisible === undefined ? undefined : { beforeVisible },
+    { beforeVisible },
   );
   const done = new Map<Outcome, Outcome>();
   deferred.forEach((o, k) => {

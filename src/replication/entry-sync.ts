@@ -187,11 +187,10 @@ export class EntrySync {
     // after it: a peer's row committed after either query marks the entry dirty again.
     const max = this.opts.inlineDataMax ?? INLINE_DATA_MAX;
     const valid = batch.map(([entry]) => entry).filter((e) => nameProblem(e) === undefined);
+    const validSet = new Set(valid);
     const early = this.readFolds(
       batch
-        .filter(
-          ([entry, d]) => d.peer || this.peerChangeWaits(entry) || nameProblem(entry) !== undefined,
-        )
+        .filter(([entry, d]) => d.peer || this.peerChangeWaits(entry) || !validSet.has(entry))
         .map(([entry]) => entry),
     );
     // Awaited in syncInspected; a failed look fails the batch before that.
